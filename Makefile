@@ -1,0 +1,43 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test test-all lint bench bench-quick fuzz clean
+
+$(STAMP): pyproject.toml requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first, exactly this version (a local CPU build); nothing after it may re-resolve torch.
+	$(PIP) install torch==2.13.0
+	$(PIP) install -r requirements.txt -r requirements-dev.txt
+	$(PIP) install --no-deps -e .
+	$(PY) -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/shrink demo --out out/demo
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy src/shrink
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run --out docs/benchmarks.md
+
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks.run --quick --out docs/benchmarks-quick.md
+
+fuzz: $(STAMP)
+	SHRINK_FUZZ_EXAMPLES=20000 $(PY) -m pytest tests -k fuzz
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

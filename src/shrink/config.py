@@ -1,0 +1,97 @@
+"""Frozen, versioned configs that round-trip to YAML/JSON.
+
+Every algorithm is one config class. A config serialises to ``{"type": <name>, **fields}``; the ``type`` names the
+class in a registry filled by :func:`register`. Unknown keys and wrong types are errors that name the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypeVar
+
+import pydantic
+
+from shrink.errors import ConfigError
+
+__all__ = ["Config", "register", "config_from_dict", "registered_types", "format_validation_error"]
+
+_REGISTRY: dict[str, type[Config]] = {}
+C = TypeVar("C", bound="type[Config]")
+
+
+class Config(pydantic.BaseModel):
+    """Base class of every algorithm config: immutable, strict about unknown keys, versioned."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    type_name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    #: which public verb runs this config: "prune", "quantize", "distill", "decompose", "deep_compress", ...
+    family: ClassVar[str] = ""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except pydantic.ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, where=type(self).__name__)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict ``{"type": ..., **fields}`` that :func:`config_from_dict` turns back into this config."""
+        return {"type": self.type_name, **self.model_dump(mode="json")}
+
+
+def register(name: str, family: str, version: int = 1):
+    """Class decorator: make a config class loadable from recipes under ``type: name``."""
+
+    def deco(cls: C) -> C:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ConfigError(f"config type {name!r} is registered twice ({_REGISTRY[name].__name__}, {cls.__name__})")
+        cls.type_name = name
+        cls.family = family
+        cls.version = version
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def _load_families() -> None:
+    # Explicit list: the families whose configs may appear in recipes. Import errors are real errors.
+    import shrink.export.stage  # noqa: F401
+    import shrink.prune  # noqa: F401
+    import shrink.train  # noqa: F401
+
+
+def registered_types() -> dict[str, type[Config]]:
+    """All config types known to recipes, by name."""
+    _load_families()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def config_from_dict(data: Any, where: str = "config") -> Config:
+    """Build a registered config from ``{"type": name, **fields}``; errors name ``where``, the type and the field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping with a 'type' key, got {type(data).__name__}")
+    if "type" not in data:
+        raise ConfigError(f"{where}: missing 'type' (one of: {', '.join(registered_types())})")
+    name = data["type"]
+    types = registered_types()
+    if name not in types:
+        raise ConfigError(f"{where}: unknown stage type {name!r} (known: {', '.join(types)})")
+    fields = {k: v for k, v in data.items() if k != "type"}
+    try:
+        return types[name](**fields)
+    except ConfigError as exc:
+        raise ConfigError(f"{where} (type {name!r}): {exc}") from None
+
+
+def format_validation_error(exc: pydantic.ValidationError, where: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown field {loc!r}")
+        elif err["type"] == "missing":
+            parts.append(f"missing required field {loc!r}")
+        else:
+            parts.append(f"field {loc!r}: {err['msg']} (got {err.get('input')!r})")
+    return f"{where}: " + "; ".join(parts)

@@ -1,0 +1,106 @@
+"""``evaluate``: task metric, params, non-zeros, real bytes on disk, MACs and latency for each model."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from shrink.data import DataBundle, call_model
+from shrink.errors import ConfigError
+from shrink.eval.counts import count_macs, count_params
+from shrink.eval.latency import measure_latency, repeat_batch
+from shrink.eval.metrics import accuracy, embedding_fidelity, predict
+from shrink.export.artifact import artifact_bytes
+from shrink.export.onnx import OnnxModel
+from shrink.report.table import Report, Row
+
+__all__ = ["evaluate", "machine_info"]
+
+METRICS = ("accuracy", "fidelity")
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    import onnxruntime
+
+    return {
+        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": threads,
+        "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def _runner(model: Any):
+    if isinstance(model, OnnxModel):
+        return model
+    return lambda inputs: call_model(model, inputs)
+
+
+def evaluate(
+    models: Mapping[str, nn.Module | OnnxModel],
+    data: DataBundle | Iterable[Any],
+    metric: str | None = None,
+    *,
+    example_inputs: Any = None,
+    batch_sizes: Sequence[int] = (1,),
+    threads: int = 2,
+    reps: int = 20,
+    warmup: int = 5,
+    reference: str | None = None,
+    notes: Mapping[str, list[str]] | None = None,
+    progress: bool = True,
+    title: str = "shrink report",
+) -> Report:
+    """Measure every model on the same data and return a :class:`Report`.
+
+    ``data`` is a :class:`DataBundle` (its test split, example input and metric are used) or an iterable of
+    evaluation batches (then pass ``metric`` and ``example_inputs``). For ``metric="fidelity"`` the model named
+    ``reference`` (default: the first) provides the reference embeddings.
+    """
+    if isinstance(data, DataBundle):
+        eval_data, metric, example_inputs = data.test, metric or data.metric, example_inputs or data.example_inputs
+    else:
+        eval_data = data
+    if metric not in METRICS:
+        raise ConfigError(f"evaluate: metric must be one of {METRICS}, got {metric!r}")
+    if example_inputs is None:
+        raise ConfigError("evaluate: example_inputs is required to measure MACs and latency")
+    if not models:
+        raise ConfigError("evaluate: no models given")
+    reference = reference or next(iter(models))
+    if reference not in models:
+        raise ConfigError(f"evaluate: reference {reference!r} is not among the models {list(models)}")
+
+    ref_out = predict(_runner(models[reference]), eval_data)[0] if metric == "fidelity" else None
+    rows = []
+    for name, model in tqdm(models.items(), desc="evaluate", disable=not progress, leave=False):
+        run = _runner(model)
+        out, targets = predict(run, eval_data)
+        if metric == "accuracy":
+            metrics = {"accuracy": accuracy(out, targets)}
+        else:
+            assert ref_out is not None
+            metrics = embedding_fidelity(ref_out, out)
+        latency = {}
+        for b in batch_sizes:
+            batch = repeat_batch(example_inputs, b)
+            stats = measure_latency(lambda run=run, batch=batch: run(batch), batch_size=b, threads=threads,
+                                    reps=reps, warmup=warmup)
+            latency[str(b)] = stats.to_dict()
+        if isinstance(model, OnnxModel):
+            params = nonzero = None
+            size, macs, runtime, execution = model.size_bytes, model.macs, model.runtime, model.execution
+        else:
+            params, nonzero = count_params(model)
+            size, macs = artifact_bytes(model), count_macs(model, example_inputs)
+            runtime = getattr(model, "shrink_runtime", "torch eager")
+            execution = getattr(model, "shrink_execution", "fp32")
+        rows.append(Row(name=name, runtime=runtime, execution=execution, metrics=metrics, params=params,
+                        nonzero_params=nonzero, size_bytes=size, macs=macs, latency=latency,
+                        notes=list((notes or {}).get(name, []))))
+    return Report(rows=rows, metric=metric, machine=machine_info(threads), title=title)

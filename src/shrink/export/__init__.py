@@ -1,0 +1,6 @@
+"""Export: ONNX files (QDQ int8 for quantized models), ONNX Runtime sessions, and shrink's own model file."""
+
+from shrink.export.artifact import artifact_bytes, load, save
+from shrink.export.onnx import OnnxModel, onnx, to_onnxruntime
+
+__all__ = ["onnx", "OnnxModel", "to_onnxruntime", "save", "load", "artifact_bytes"]

@@ -1,0 +1,264 @@
+"""shrink's model file: a safetensors file (no pickle) plus a JSON manifest in its metadata.
+
+* Sparse tensors (≥ 50% zeros) are stored as a packed bitmask plus the non-zero values, so a pruned model's file is
+  really small.
+* The manifest records each layer's shape arguments and simple attributes (e.g. a pruned attention's head count),
+  so :func:`load` rebuilds a pruned architecture from the original factory without code changes.
+* Only ``torch.nn`` layer types and shrink's own layer types are ever constructed from a manifest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+from torch import nn
+
+from shrink._parametrize import baked_copy
+from shrink.errors import FileFormatError, ModelError
+
+__all__ = ["save", "load", "artifact_bytes", "FORMAT_VERSION", "register_layer", "atomic_write_bytes"]
+
+FORMAT_VERSION = 1
+SPARSE_MIN_ZERO_FRACTION = 0.5
+SPARSE_MIN_NUMEL = 64
+
+_STD_LAYERS: dict[type[nn.Module], tuple[str, ...]] = {
+    nn.Linear: ("in_features", "out_features", "bias"),
+    nn.Conv1d: ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",
+                "padding_mode"),
+    nn.Conv2d: ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",
+                "padding_mode"),
+    nn.BatchNorm1d: ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    nn.BatchNorm2d: ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    nn.LayerNorm: ("normalized_shape", "eps", "elementwise_affine", "bias"),
+    nn.Embedding: ("num_embeddings", "embedding_dim", "padding_idx"),
+    nn.GroupNorm: ("num_groups", "num_channels", "eps", "affine"),
+}
+#: shrink's own layer classes that may be rebuilt from a manifest: "module:Class" -> class
+_SHRINK_LAYERS: dict[str, type[nn.Module]] = {}
+_SIMPLE = (bool, int, float, str)
+
+
+def register_layer(cls: type[nn.Module]) -> type[nn.Module]:
+    """Allow a shrink layer class to be rebuilt by :func:`load`. It must implement ``shrink_manifest() -> dict`` and
+    the classmethod ``shrink_from_manifest(args) -> module``."""
+    _SHRINK_LAYERS[f"{cls.__module__}:{cls.__qualname__}"] = cls
+    return cls
+
+
+def _layer_args(module: nn.Module) -> dict[str, Any] | None:
+    if type(module) in _STD_LAYERS:
+        args = {}
+        for key in _STD_LAYERS[type(module)]:
+            value = getattr(module, key)
+            if key == "bias":
+                value = value is not None if not isinstance(value, bool) else value
+            args[key] = list(value) if isinstance(value, tuple) else value
+        return args
+    manifest = getattr(module, "shrink_manifest", None)
+    return manifest() if manifest is not None else None
+
+
+def _attrs(module: nn.Module) -> dict[str, Any]:
+    return {
+        k: v for k, v in vars(module).items()
+        if not k.startswith("_") and k != "training" and isinstance(v, _SIMPLE)
+    }
+
+
+def _build_manifest(model: nn.Module) -> dict[str, Any]:
+    modules = {}
+    for name, module in model.named_modules():
+        entry: dict[str, Any] = {"class": f"{type(module).__module__}:{type(module).__qualname__}"}
+        args = _layer_args(module)
+        if args is not None:
+            entry["args"] = args
+        attrs = _attrs(module)
+        if attrs:
+            entry["attrs"] = attrs
+        modules[name] = entry
+    return {"format": "shrink", "version": FORMAT_VERSION, "root": type(model).__qualname__, "modules": modules}
+
+
+def _encode(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    layout: dict[str, Any] = {}
+    seen: dict[tuple[int, int, tuple[int, ...], torch.dtype], str] = {}
+    for key, t in state.items():
+        t = t.detach().cpu()
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
+        if t.numel() and ident in seen:
+            layout[key] = {"alias": seen[ident]}
+            continue
+        seen[ident] = key
+        zeros = t.numel() - int(torch.count_nonzero(t)) if t.numel() else 0
+        if t.is_floating_point() and t.numel() >= SPARSE_MIN_NUMEL and zeros >= SPARSE_MIN_ZERO_FRACTION * t.numel():
+            flat = t.reshape(-1)
+            nz = flat != 0
+            tensors[key + "@mask"] = torch.from_numpy(np.packbits(nz.numpy()))
+            tensors[key + "@values"] = flat[nz].contiguous()
+            layout[key] = {"sparse": list(t.shape)}
+        else:
+            tensors[key] = t.contiguous()
+    return tensors, layout
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Save ``model``'s weights and architecture manifest to ``path`` atomically; returns the path."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"save() takes a torch.nn.Module, got {type(model).__name__}")
+    model = baked_copy(model)
+    tensors, layout = _encode(model.state_dict())
+    manifest = _build_manifest(model)
+    manifest["layout"] = layout
+    data = st_save(tensors, metadata={"shrink_manifest": json.dumps(manifest)})
+    atomic_write_bytes(path, data)
+    return Path(path)
+
+
+def artifact_bytes(model: nn.Module, tmp_dir: str | os.PathLike[str] | None = None) -> int:
+    """Size in bytes of the file :func:`save` writes for ``model`` (really written, then measured)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=tmp_dir) as d:
+        path = save(model, Path(d) / "model.shrink")
+        return os.path.getsize(path)
+
+
+def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no shrink model file at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            raw = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for malformed headers
+        raise FileFormatError(f"{path}: not a readable shrink model file ({exc})") from None
+    if "shrink_manifest" not in meta:
+        raise FileFormatError(f"{path}: safetensors file without a shrink manifest")
+    try:
+        manifest = json.loads(meta["shrink_manifest"])
+    except json.JSONDecodeError as exc:
+        raise FileFormatError(f"{path}: corrupted manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "shrink":
+        raise FileFormatError(f"{path}: manifest is not a shrink manifest")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise FileFormatError(f"{path}: format version {manifest.get('version')!r}, this shrink reads {FORMAT_VERSION}")
+    return manifest, raw
+
+
+def _decode(raw: dict[str, torch.Tensor], layout: dict[str, Any], where: str) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    for key, t in raw.items():
+        if "@" not in key:
+            state[key] = t
+    for key, info in layout.items():
+        if "sparse" in info:
+            shape = [int(s) for s in info["sparse"]]
+            numel = int(np.prod(shape)) if shape else 1
+            try:
+                bits, values = raw[key + "@mask"], raw[key + "@values"]
+            except KeyError:
+                raise FileFormatError(f"{where}: sparse tensor {key!r} lacks its mask or values") from None
+            if bits.numel() * 8 < numel or bits.numel() > numel // 8 + 1:
+                raise FileFormatError(f"{where}: sparse tensor {key!r}: mask size does not match shape {shape}")
+            nz = torch.from_numpy(np.unpackbits(bits.numpy())[:numel].astype(bool))
+            if int(nz.sum()) != values.numel():
+                raise FileFormatError(f"{where}: sparse tensor {key!r}: {values.numel()} values for {int(nz.sum())} "
+                                      "non-zeros")
+            dense = torch.zeros(numel, dtype=values.dtype)
+            dense[nz] = values
+            state[key] = dense.reshape(shape)
+    for key, info in layout.items():
+        if "alias" in info:
+            if info["alias"] not in state:
+                raise FileFormatError(f"{where}: {key!r} aliases missing tensor {info['alias']!r}")
+            state[key] = state[info["alias"]]
+    return state
+
+
+def _rebuild(cls_path: str, args: dict[str, Any], where: str) -> nn.Module:
+    if cls_path in _SHRINK_LAYERS:
+        return _SHRINK_LAYERS[cls_path].shrink_from_manifest(args)  # type: ignore[attr-defined]
+    module_name, _, qualname = cls_path.partition(":")
+    std = {f"{c.__module__}:{c.__qualname__}": c for c in _STD_LAYERS}
+    if cls_path not in std:
+        if module_name.startswith("shrink."):
+            importlib.import_module(module_name)  # registers the layer class
+            if cls_path in _SHRINK_LAYERS:
+                return _SHRINK_LAYERS[cls_path].shrink_from_manifest(args)  # type: ignore[attr-defined]
+        raise FileFormatError(f"{where}: refusing to build layer class {cls_path!r} (not a torch.nn or shrink layer)")
+    cls = std[cls_path]
+    kwargs = dict(args)
+    for key in ("kernel_size", "stride", "padding", "dilation", "normalized_shape"):
+        if isinstance(kwargs.get(key), list):
+            kwargs[key] = tuple(kwargs[key])
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise FileFormatError(f"{where}: bad arguments for {qualname}: {exc}") from None
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def load(path: str | os.PathLike[str], factory: Callable[[], nn.Module]) -> nn.Module:
+    """Rebuild the model saved at ``path``: ``factory()`` builds the original architecture, layers whose shapes
+    or types changed (pruned, quantized, decomposed) are rebuilt from the manifest, then the weights are loaded."""
+    manifest, raw = _read(path)
+    where = str(path)
+    state = _decode(raw, manifest.get("layout", {}), where)
+    model = factory()
+    modules = manifest.get("modules", {})
+    for name, entry in modules.items():
+        if not name:
+            continue
+        cls_path, args = entry.get("class"), entry.get("args")
+        try:
+            current = model.get_submodule(name)
+        except AttributeError:
+            current = None
+        current_cls = f"{type(current).__module__}:{type(current).__qualname__}" if current is not None else None
+        if args is not None and (current_cls != cls_path or _layer_args(current) != args):
+            _set_submodule(model, name, _rebuild(cls_path, args, f"{where}: layer {name!r}"))
+        elif current is None:
+            raise ModelError(f"{where}: saved layer {name!r} does not exist in the model built by the factory")
+    for name, entry in modules.items():
+        target = model.get_submodule(name) if name else model
+        for key, value in entry.get("attrs", {}).items():
+            if isinstance(value, _SIMPLE) and isinstance(getattr(target, key, None), _SIMPLE):
+                setattr(target, key, value)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise ModelError(f"{where}: weights do not match the architecture: {exc}") from None
+    return model.eval()

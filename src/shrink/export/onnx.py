@@ -1,0 +1,111 @@
+"""ONNX export and ONNX Runtime execution.
+
+``onnx(model, path, example_inputs)`` writes an ONNX file with a dynamic batch axis. Models that need a special
+graph (quantized models export QDQ int8) provide ``shrink_export_onnx(path, example_inputs, opset)``.
+``OnnxModel`` runs a file in ONNX Runtime and is called like the torch model it came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from shrink._parametrize import baked_copy
+
+__all__ = ["onnx", "OnnxModel", "DEFAULT_OPSET"]
+
+DEFAULT_OPSET = 17
+
+
+def _input_names(example_inputs: Any) -> tuple[tuple[Any, ...], list[str], dict[str, Any] | None]:
+    if isinstance(example_inputs, dict):
+        return (), list(example_inputs), example_inputs
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), ["input"], None
+    args = tuple(example_inputs)
+    return args, [f"input{i}" for i in range(len(args))], None
+
+
+def onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    example_inputs: Any,
+    *,
+    opset: int = DEFAULT_OPSET,
+    output_names: Sequence[str] = ("output",),
+) -> Path:
+    """Export ``model`` to ONNX at ``path`` (atomically) with a dynamic batch axis (and sequence axis for dicts)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hook = getattr(model, "shrink_export_onnx", None)
+    if hook is not None:
+        return hook(path, example_inputs, opset)
+    model = copy.deepcopy(baked_copy(model)).eval()
+    args, names, kwargs = _input_names(example_inputs)
+    dynamic = {n: {0: "batch"} if kwargs is None else {0: "batch", 1: "sequence"} for n in names}
+    dynamic.update({n: {0: "batch"} for n in output_names})
+    tmp = path.with_name(f".{path.name}.tmp")
+    with torch.no_grad():
+        torch.onnx.export(
+            model, args, str(tmp), kwargs=kwargs, input_names=names, output_names=list(output_names),
+            dynamic_axes=dynamic, opset_version=opset, dynamo=False, do_constant_folding=True,
+        )
+    os.replace(tmp, path)
+    return path
+
+
+class OnnxModel:
+    """An ONNX file running in ONNX Runtime, callable with torch tensors like the original model.
+
+    ``execution`` says what the figures mean, e.g. ``"fp32"`` or ``"int8 (real, integer kernels)"``.
+    """
+
+    runtime = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike[str], *, threads: int = 2, execution: str = "fp32",
+                 macs: int | None = None) -> None:
+        self.path = Path(path)
+        self.execution, self.macs, self.threads = execution, macs, threads
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def feeds(self, inputs: Any) -> dict[str, np.ndarray]:
+        if isinstance(inputs, dict):
+            return {k: v.numpy() for k, v in inputs.items() if k in self.input_names}
+        if isinstance(inputs, torch.Tensor):
+            inputs = (inputs,)
+        return {n: t.numpy() for n, t in zip(self.input_names, inputs, strict=True)}
+
+    def run_numpy(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, feeds)[0]
+
+    def __call__(self, inputs: Any) -> torch.Tensor:
+        return torch.from_numpy(self.run_numpy(self.feeds(inputs)))
+
+    @property
+    def size_bytes(self) -> int:
+        return os.path.getsize(self.path)
+
+
+def to_onnxruntime(model: nn.Module, example_inputs: Any, *, threads: int = 2, execution: str = "fp32",
+                   directory: str | os.PathLike[str] | None = None) -> OnnxModel:
+    """Export ``model`` and open it in ONNX Runtime (in ``directory``, or a temporary one kept for the process)."""
+    directory = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="shrink-onnx-"))
+    path = onnx(model, directory / "model.onnx", example_inputs)
+    return OnnxModel(path, threads=threads, execution=execution)
+
+
+__all__.append("to_onnxruntime")

@@ -1,0 +1,38 @@
+"""ONNX export as a recipe stage: writes ``model.onnx`` and adds its ONNX Runtime session to the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydantic
+from torch import nn
+
+from shrink.api import Context, implements
+from shrink.config import Config, register
+from shrink.errors import ConfigError
+from shrink.eval.counts import count_macs
+from shrink.export.onnx import DEFAULT_OPSET, OnnxModel, onnx
+
+__all__ = ["OnnxExport"]
+
+
+@register("onnx_export", family="export")
+class OnnxExport(Config):
+    """Export the current model to ONNX and measure it in ONNX Runtime."""
+
+    filename: str = "model.onnx"
+    opset: int = pydantic.Field(DEFAULT_OPSET, ge=13, le=21)
+    threads: int = pydantic.Field(2, ge=1)
+
+
+@implements(OnnxExport)
+def export_stage(model: nn.Module, config: OnnxExport, ctx: Context) -> nn.Module:
+    if ctx.example_inputs is None:
+        raise ConfigError("onnx_export: needs example inputs")
+    out = Path(ctx.out_dir) if ctx.out_dir is not None else Path(".")
+    path = onnx(model, out / config.filename, ctx.example_inputs, opset=config.opset)
+    execution = getattr(model, "shrink_onnx_execution", "fp32")
+    ctx.extra_models[f"onnxruntime ({execution})"] = OnnxModel(
+        path, threads=config.threads, execution=execution, macs=count_macs(model, ctx.example_inputs)
+    )
+    return model

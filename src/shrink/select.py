@@ -1,0 +1,91 @@
+"""Choose layers by fully-qualified name, ``re:`` regex or module type, minus ``ignore``.
+
+A selector that matches nothing is an error, never a silent no-op.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import pydantic
+from torch import nn
+
+from shrink.errors import SelectorError
+
+__all__ = ["Selector", "select_modules"]
+
+_TYPE_ALIASES: dict[str, tuple[type[nn.Module], ...]] = {
+    "Linear": (nn.Linear,),
+    "Conv1d": (nn.Conv1d,),
+    "Conv2d": (nn.Conv2d,),
+    "Conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d),
+    "Embedding": (nn.Embedding,),
+    "LSTM": (nn.LSTM,),
+    "GRU": (nn.GRU,),
+    "BatchNorm2d": (nn.BatchNorm2d,),
+    "LayerNorm": (nn.LayerNorm,),
+}
+
+
+class Selector(pydantic.BaseModel):
+    """Which layers an algorithm touches.
+
+    ``include`` entries are exact module names (``"features.0"``), regexes (``"re:encoder\\.layer\\.\\d+\\.ffn"``)
+    or type names (``"type:Linear"``). ``types`` restricts the result to these module types. ``ignore`` uses the
+    same syntax and removes layers.
+    """
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    include: tuple[str, ...] = ("re:.*",)
+    types: tuple[str, ...] = ("Linear", "Conv")
+    ignore: tuple[str, ...] = ()
+
+
+def _type_tuple(names: Sequence[str], where: str) -> tuple[type[nn.Module], ...]:
+    out: list[type[nn.Module]] = []
+    for n in names:
+        if n not in _TYPE_ALIASES:
+            raise SelectorError(f"{where}: unknown module type {n!r} (known: {', '.join(_TYPE_ALIASES)})")
+        out.extend(_TYPE_ALIASES[n])
+    return tuple(out)
+
+
+def _matches(pattern: str, name: str, module: nn.Module, where: str) -> bool:
+    if pattern.startswith("re:"):
+        try:
+            return re.fullmatch(pattern[3:], name) is not None
+        except re.error as exc:
+            raise SelectorError(f"{where}: bad regex {pattern!r}: {exc}") from None
+    if pattern.startswith("type:"):
+        return isinstance(module, _type_tuple([pattern[5:]], where))
+    return name == pattern
+
+
+def select_modules(model: nn.Module, selector: Selector | None = None, where: str = "selector") -> dict[str, nn.Module]:
+    """Modules of ``model`` chosen by ``selector``, in definition order. Raises if nothing matches.
+
+    Every exact-name ``include``/``ignore`` entry must name a module of the model (a typo is an error).
+    """
+    sel = selector or Selector()
+    types = _type_tuple(sel.types, where) if sel.types else (nn.Module,)
+    named = dict(model.named_modules())
+    for pattern in (*sel.include, *sel.ignore):
+        if not pattern.startswith(("re:", "type:")) and pattern not in named:
+            raise SelectorError(f"{where}: no module named {pattern!r} in {type(model).__name__}")
+    chosen: dict[str, nn.Module] = {}
+    for name, module in named.items():
+        if not name or not isinstance(module, types):
+            continue
+        if not any(_matches(p, name, module, where) for p in sel.include):
+            continue
+        if any(_matches(p, name, module, where) for p in sel.ignore):
+            continue
+        chosen[name] = module
+    if not chosen:
+        raise SelectorError(
+            f"{where}: matched no layer of {type(model).__name__} "
+            f"(include={list(sel.include)}, types={list(sel.types)}, ignore={list(sel.ignore)})"
+        )
+    return chosen

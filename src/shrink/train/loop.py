@@ -1,0 +1,126 @@
+"""One training loop for every stage that trains (fine-tune, QAT, distillation).
+
+Checkpoints are written atomically after each epoch; with a ``checkpoint_dir`` the loop resumes from the last
+complete epoch, restoring model, optimizer, scheduler and RNG state, so a killed run finishes with the same weights
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from shrink.data import call_model, split_batch
+from shrink.errors import DataError
+
+__all__ = ["fit", "LossFn"]
+
+#: loss(model, inputs, target) -> scalar tensor
+LossFn = Callable[[nn.Module, Any, Any], torch.Tensor]
+
+
+def cross_entropy_loss(model: nn.Module, inputs: Any, target: Any) -> torch.Tensor:
+    if target is None:
+        raise DataError("fine-tuning with the default cross-entropy loss needs labelled batches (inputs, target)")
+    return nn.functional.cross_entropy(call_model(model, inputs), target)
+
+
+def _reseed_loader(train: Iterable[Any], seed: int) -> None:
+    """Make a shuffling DataLoader's order a function of the epoch, so a resumed run sees the same batches."""
+    generator = getattr(train, "generator", None)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(seed)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def fit(
+    model: nn.Module,
+    train: Iterable[Any],
+    *,
+    epochs: int,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    optimizer: str = "adam",
+    schedule: str = "cosine",
+    loss_fn: LossFn = cross_entropy_loss,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    desc: str = "fine-tune",
+    params: Iterable[nn.Parameter] | None = None,
+    seed: int = 0,
+) -> nn.Module:
+    """Train ``model`` in place for ``epochs`` epochs and return it in eval mode.
+
+    ``loss_fn(model, inputs, target)`` defaults to cross-entropy; ``regularizer(model)`` is added to each step's
+    loss (e.g. an L1 penalty); ``on_epoch_end(epoch)`` runs after each epoch (e.g. a pruning schedule step).
+    """
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    if optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(trainable, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1)) if schedule == "cosine" else None
+
+    start = 0
+    ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
+    if ckpt is not None:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        if ckpt.exists():
+            state = torch.load(ckpt, weights_only=True)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            if sched is not None:
+                sched.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            start = int(state["epoch"])
+
+    bar = tqdm(range(start, epochs), desc=desc, disable=not progress, leave=False, initial=start, total=epochs)
+    for epoch in bar:
+        _reseed_loader(train, seed + epoch)
+        model.train()
+        total, count = 0.0, 0
+        for batch in train:
+            inputs, target = split_batch(batch)
+            if augment is not None:
+                inputs = augment(inputs)
+            loss = loss_fn(model, inputs, target)
+            if regularizer is not None:
+                loss = loss + regularizer(model)
+            if not torch.isfinite(loss):
+                raise DataError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, count = total + float(loss.detach()), count + 1
+        if count == 0:
+            raise DataError(f"{desc}: training data yielded no batch")
+        if sched is not None:
+            sched.step()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+        bar.set_postfix(loss=f"{total / count:.4f}")
+        if ckpt is not None:
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1}
+            state["rng"] = torch.get_rng_state()
+            if sched is not None:
+                state["scheduler"] = sched.state_dict()
+            _save_checkpoint(ckpt, state)
+    return model.eval()

@@ -1,0 +1,39 @@
+"""Bundled models and data that work offline: digits CNN teacher/student, ResNet-18 / MobileNetV2-style nets,
+the real pretrained all-MiniLM-L6-v2 with the project's sentence corpus."""
+
+from collections.abc import Callable
+from typing import Any
+
+from shrink.zoo.digits import DigitsCNN, DigitsStudent, digits_data, digits_split, digits_student, digits_teacher
+from shrink.zoo.vision import MobileNetV2, ResNet18, mobilenet_v2, resnet18
+
+__all__ = [
+    "DigitsCNN", "DigitsStudent", "digits_data", "digits_split", "digits_student", "digits_teacher", "ResNet18",
+    "MobileNetV2", "resnet18", "mobilenet_v2", "MODELS", "DATA", "load_minilm", "minilm_data",
+]
+
+
+def load_minilm() -> Any:
+    from shrink.zoo.minilm import load_minilm as _load
+
+    return _load()
+
+
+def minilm_data(**kwargs: Any) -> Any:
+    from shrink.zoo.minilm import minilm_data as _data
+
+    return _data(**kwargs)
+
+
+#: zoo model names usable in recipes -> factory returning a ready model
+MODELS: dict[str, Callable[..., Any]] = {
+    "digits_cnn": digits_teacher,
+    "digits_student": digits_student,
+    "resnet18": resnet18,
+    "resnet18_cifar": lambda **kw: resnet18(num_classes=10, small_input=True, **kw),
+    "mobilenet_v2": mobilenet_v2,
+    "mobilenet_v2_cifar": lambda **kw: mobilenet_v2(num_classes=10, small_input=True, **kw),
+    "minilm": load_minilm,
+}
+#: zoo data names usable in recipes -> factory returning a DataBundle
+DATA: dict[str, Callable[..., Any]] = {"digits": digits_data, "minilm": minilm_data}

@@ -1,0 +1,129 @@
+"""Digits: scikit-learn's bundled 8x8 handwritten digits (1,797 real images), a seeded split, a CNN teacher and a
+smaller student.
+
+The teacher is trained on first use (seconds on 2 cores) and cached; ``digits_teacher()`` returns the same weights
+every time for the same seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from shrink._cache import cache_dir
+from shrink.data import DataBundle
+
+__all__ = ["DigitsCNN", "DigitsStudent", "digits_split", "digits_data", "digits_teacher", "digits_student"]
+
+SPLIT_SEED = 0
+N_VAL, N_TEST = 180, 360
+
+
+@dataclass(frozen=True)
+class DigitsSplit:
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset
+
+
+def digits_split() -> DigitsSplit:
+    """Fixed split of all 1,797 images: 1,257 train / 180 val / 360 test, pixels scaled to [0, 1]."""
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(bunch.target, dtype=torch.long)
+    perm = torch.from_numpy(np.random.default_rng(SPLIT_SEED).permutation(len(y)))
+    test, val, train = perm[:N_TEST], perm[N_TEST : N_TEST + N_VAL], perm[N_TEST + N_VAL :]
+    return DigitsSplit(*(TensorDataset(x[i], y[i]) for i in (train, val, test)))
+
+
+def digits_data(batch_size: int = 64, calibration_batches: int = 8, seed: int = 0) -> DataBundle:
+    """Train/val/test loaders, calibration batches drawn from train, and an example input of batch 1."""
+    split = digits_split()
+    g = torch.Generator().manual_seed(seed)
+    return DataBundle(
+        train=DataLoader(split.train, batch_size=batch_size, shuffle=True, generator=g),
+        val=DataLoader(split.val, batch_size=256),
+        test=DataLoader(split.test, batch_size=512),
+        calibration=DataLoader(split.train, batch_size=32, shuffle=False),
+        calibration_batches=calibration_batches,
+        example_inputs=split.test.tensors[0][:1],
+        metric="accuracy",
+        name="digits",
+    )
+
+
+def _block(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+class DigitsCNN(nn.Module):
+    """Teacher: three conv-BN-ReLU blocks and a two-layer classifier (~95k parameters)."""
+
+    def __init__(self, width: int = 32, hidden: int = 128, num_classes: int = 10) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            *_block(1, w), *_block(w, 2 * w), nn.MaxPool2d(2), *_block(2 * w, 2 * w), nn.MaxPool2d(2)
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(2 * w * 4, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class DigitsStudent(DigitsCNN):
+    """Student: the same layout at a quarter of the width (< 1/4 of the teacher's parameters)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__(width=8, hidden=48, num_classes=num_classes)
+
+
+def train_digits(model: nn.Module, epochs: int = 30, seed: int = 0, lr: float = 3e-3, progress: bool = True) -> nn.Module:
+    """Train a digits classifier with Adam, cosine LR and 1-pixel random shifts; returns the model in eval mode."""
+    from shrink.train import fit
+
+    torch.manual_seed(seed)
+    data = digits_data(seed=seed)
+    fit(model, data.train, epochs=epochs, lr=lr, augment=_random_shift, progress=progress, desc="train digits")
+    return model.eval()
+
+
+def _random_shift(x: torch.Tensor) -> torch.Tensor:
+    dx, dy = torch.randint(-1, 2, (2,)).tolist()
+    return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+
+
+def _cached(name: str, build: type[nn.Module], epochs: int, seed: int, progress: bool) -> nn.Module:
+    from safetensors.torch import load_file, save_file
+
+    path = cache_dir("zoo") / f"{name}-v1-seed{seed}.safetensors"
+    model = build()
+    if path.exists():
+        model.load_state_dict(load_file(str(path)))
+        return model.eval()
+    torch.manual_seed(seed)
+    model = train_digits(build(), epochs=epochs, seed=seed, progress=progress)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+    return model
+
+
+def digits_teacher(seed: int = 0, progress: bool = True) -> DigitsCNN:
+    """The trained digits teacher (≥ 98% test accuracy), trained on first use and cached."""
+    return _cached("digits_cnn", DigitsCNN, epochs=30, seed=seed, progress=progress)  # type: ignore[return-value]
+
+
+def digits_student(pretrained: bool = False, seed: int = 0, progress: bool = True) -> DigitsStudent:
+    """The small student architecture; ``pretrained=True`` trains it on hard labels (cached)."""
+    if pretrained:
+        return _cached("digits_student", DigitsStudent, epochs=30, seed=seed, progress=progress)  # type: ignore
+    torch.manual_seed(seed)
+    return DigitsStudent()

