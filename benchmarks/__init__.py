@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of shrink and its peers; `make bench` writes docs/benchmarks.md."""
