@@ -1,0 +1,72 @@
+import json
+import os
+
+import torch
+from torch import nn
+
+from shrink import evaluate, save
+from shrink.eval import count_macs, count_params, embedding_fidelity, measure_latency
+from shrink.export.artifact import artifact_bytes
+from shrink.prune import apply_mask
+
+
+def test_linear_params_and_macs_are_exact():
+    m = nn.Linear(16, 8)
+    assert count_params(m) == (16 * 8 + 8, 16 * 8 + 8)
+    assert count_macs(m, torch.randn(4, 16)) == 4 * 16 * 8
+
+
+def test_conv_macs_are_exact():
+    m = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    assert count_macs(m, torch.randn(1, 3, 10, 10)) == 8 * 10 * 10 * 3 * 9
+
+
+def test_nonzero_counts_masked_weights():
+    m = nn.Linear(10, 10, bias=False)
+    mask = torch.zeros(10, 10, dtype=torch.bool)
+    mask[:3] = True
+    apply_mask(m, mask)
+    assert count_params(m) == (100, 30)
+
+
+def test_size_is_the_real_file_size(tmp_path):
+    m = nn.Linear(64, 32)
+    path = save(m, tmp_path / "m.shrink")
+    assert artifact_bytes(m) == os.path.getsize(path)
+    assert os.path.getsize(path) >= (64 * 32 + 32) * 4
+
+
+def test_latency_stats_are_ordered():
+    stats = measure_latency(lambda: torch.randn(64, 64) @ torch.randn(64, 64), batch_size=1, reps=7, warmup=1)
+    assert stats.min_ms <= stats.median_ms <= stats.max_ms
+    assert stats.reps == 7 and stats.threads == 2
+
+
+def test_fidelity_of_identical_embeddings_is_perfect():
+    e = torch.nn.functional.normalize(torch.randn(50, 16), dim=-1)
+    f = embedding_fidelity(e, e)
+    assert f["cos_mean"] > 0.9999 and f["cos_min"] > 0.9999 and f["nn_agreement"] == 100.0
+    g = embedding_fidelity(e, -e)
+    assert g["cos_mean"] < -0.9999
+
+
+def test_evaluate_report_rows_and_json(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(40, 6)
+    y = (x[:, 0] > 0).long()
+    model = nn.Linear(6, 2)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.weight[1, 0] = 1.0
+        model.bias.zero_()
+    data = [(x[:20], y[:20]), (x[20:], y[20:])]
+    report = evaluate({"fp32": model}, data, "accuracy", example_inputs=x[:1], batch_sizes=(1, 4), reps=3,
+                      warmup=1, progress=False)
+    row = report.row("fp32")
+    assert row.metrics["accuracy"] == 100.0
+    assert row.params == 14 and row.macs == 12
+    assert set(row.latency) == {"1", "4"}
+    report.to_json(tmp_path / "r.json")
+    loaded = json.loads((tmp_path / "r.json").read_text())
+    assert loaded["rows"][0]["size_bytes"] == row.size_bytes
+    assert "fp32" in report.render()

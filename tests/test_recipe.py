@@ -1,0 +1,60 @@
+import json
+
+import pytest
+
+from shrink.errors import ConfigError
+from shrink.recipe import load_recipe, run
+
+SMALL = """
+title: small
+model: {zoo: digits_cnn}
+data: {zoo: digits}
+stages:
+  - {type: magnitude_pruning, sparsity: 0.5, name: pruned}
+  - {type: finetune, epochs: 1}
+  - {type: onnx_export}
+evaluate: {batch_sizes: [1], reps: 3, warmup: 1}
+"""
+
+
+def _write(tmp_path, text, name="r.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_recipe_runs_and_writes_model_and_reports(tmp_path):
+    result = run(_write(tmp_path, SMALL), tmp_path / "out", progress=False)
+    out = tmp_path / "out"
+    assert (out / "model.shrink").stat().st_size > 0
+    assert (out / "model.onnx").stat().st_size > 0
+    assert "<img" in (out / "report.html").read_text()
+    report = json.loads((out / "report.json").read_text())
+    names = [r["name"] for r in report["rows"]]
+    assert names == ["baseline", "pruned", "2. finetune", "onnxruntime (fp32)"]
+    rows = {r["name"]: r for r in report["rows"]}
+    assert rows["pruned"]["nonzero_params"] < 0.6 * rows["baseline"]["nonzero_params"]
+    assert rows["baseline"]["metrics"]["accuracy"] >= 98.0
+    assert abs(rows["onnxruntime (fp32)"]["metrics"]["accuracy"] - rows["2. finetune"]["metrics"]["accuracy"]) < 0.3
+    assert result.report.row("pruned").size_bytes < result.report.row("baseline").size_bytes
+
+
+def test_recipe_error_names_file_stage_and_key(tmp_path):
+    bad = SMALL.replace("sparsity: 0.5", "sparsty: 0.5")
+    path = _write(tmp_path, bad, "bad.yaml")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: stage 1 \(type 'magnitude_pruning'\).*unknown field 'sparsty'"):
+        load_recipe(path)
+
+
+def test_recipe_unknown_top_level_key(tmp_path):
+    path = _write(tmp_path, SMALL + "extra: 1\n")
+    with pytest.raises(ConfigError, match="unknown field 'extra'"):
+        load_recipe(path)
+
+
+def test_demo_recipe_is_valid():
+    from shrink.cli import _demo_recipe
+
+    recipe = load_recipe(_demo_recipe())
+    assert recipe.model.zoo == "digits_cnn"
+    assert [c.type_name for _, c in recipe.configs()][:2] == ["magnitude_pruning", "finetune"]
