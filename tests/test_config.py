@@ -1,3 +1,4 @@
+import pydantic
 import pytest
 import yaml
 
@@ -16,7 +17,7 @@ def test_config_round_trips_through_yaml():
 
 def test_configs_are_frozen():
     cfg = FineTune(epochs=2)
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError):
         cfg.epochs = 3  # type: ignore[misc]
     assert cfg.epochs == 2
 

@@ -85,7 +85,9 @@ class DigitsStudent(DigitsCNN):
         super().__init__(width=8, hidden=48, num_classes=num_classes)
 
 
-def train_digits(model: nn.Module, epochs: int = 30, seed: int = 0, lr: float = 3e-3, progress: bool = True) -> nn.Module:
+def train_digits(
+    model: nn.Module, epochs: int = 30, seed: int = 0, lr: float = 3e-3, progress: bool = True
+) -> nn.Module:
     """Train a digits classifier with Adam, cosine LR and 1-pixel random shifts; returns the model in eval mode."""
     from shrink.train import fit
 

@@ -70,7 +70,8 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand != 1:
             layers.append(_conv_bn(cin, hidden, 1, act=nn.ReLU6))
-        layers += [_conv_bn(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6), _conv_bn(hidden, cout, 1, act=None)]
+        layers.append(_conv_bn(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6))
+        layers.append(_conv_bn(hidden, cout, 1, act=None))
         self.conv = nn.Sequential(*layers)
         self.use_residual = stride == 1 and cin == cout
 
