@@ -7,7 +7,6 @@ from typing import Literal
 import pydantic
 from torch import nn
 
-
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.errors import DataError
