@@ -1,26 +1,33 @@
 #!/usr/bin/env bash
-# Create a separate venv with torch==2.13.0 (CPU) and the benchmark peer tools.
-# Usage: bash benchmarks/install_peers.sh [VENV_DIR]   (default: .venv-peers)
-# Never lets pip resolve torch: torch is installed first, the peers with --no-deps.
+# Build the benchmark environment: shrink plus the peer tools it is compared against, in a venv of its own.
+# Usage: bash benchmarks/install_peers.sh [VENV_DIR]   (default: .bench-venv; `make bench` calls this once)
+#
+# Order matters: torch==2.13.0 first, then shrink's pinned requirements, then shrink itself and the peers with
+# --no-deps. Several peers declare a dependency on torch; letting pip resolve it would replace the CPU build
+# with a CUDA one (GBs of nvidia-* wheels). The peers are never dependencies of shrink.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-venv="${1:-.venv-peers}"
+root="$(dirname "$here")"
+venv="${1:-.bench-venv}"
 py="${PYTHON:-python3.11}"
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 
-"$py" -m venv "$venv"
-"$venv/bin/pip" install --disable-pip-version-check torch==2.13.0
-"$venv/bin/pip" install --disable-pip-version-check --no-deps -r "$here/peers-requirements.txt"
+test -x "$venv/bin/python" || "$py" -m venv "$venv"
+"${pip[@]}" install torch==2.13.0
+"${pip[@]}" install -r "$root/requirements.txt"
+"${pip[@]}" install --no-deps -e "$root"
+"${pip[@]}" install --no-deps -r "$here/peers-requirements.txt"
 
 "$venv/bin/python" - <<'PY'
 import importlib, importlib.metadata as md, warnings
 warnings.filterwarnings("ignore")
 import torch
-for mod in ["torch_pruning", "torchao", "nncf", "neural_compressor.torch.quantization",
+for mod in ["shrink", "torch_pruning", "torchao", "nncf", "neural_compressor.torch.quantization",
             "onnx", "onnxruntime", "onnxruntime.quantization", "onnxscript", "accelerate"]:
     importlib.import_module(mod)
 for dist in ["torch-pruning", "torchao", "nncf", "neural-compressor-pt", "onnxruntime", "onnx"]:
     print(f"{dist}=={md.version(dist)}")
-assert torch.__version__ == "2.13.0+cpu", f"torch was replaced: {torch.__version__}"
-print("torch", torch.__version__, "- peers OK")
+assert torch.__version__.split("+")[0] == "2.13.0", f"torch was replaced: {torch.__version__}"
+print("torch", torch.__version__, "- benchmark environment OK")
 PY
-"$venv/bin/pip" check
+"${pip[@]}" check

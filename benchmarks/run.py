@@ -1,11 +1,20 @@
-"""`make bench` / `make bench-quick`: run every section and write docs/benchmarks.md (nothing typed by hand)."""
+"""`make bench` / `make bench-quick`: run every section and write docs/benchmarks.md (nothing typed by hand).
+
+Each section runs in a fresh process (spawned) with a time budget: peak-memory figures start from a clean process,
+a peer library that crashes the interpreter takes only its section down, and a section that runs far past its
+budget is stopped so the whole run stays within an hour (10 minutes for ``--quick``). A section that fails or is
+stopped is rendered with its traceback or the reason — that is a result too. With ``--readme`` the generated
+block between ``<!-- bench:start -->`` and ``<!-- bench:end -->`` in README.md is rewritten from the same run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import multiprocessing as mp
 import os
 import platform
+import queue
 import time
 import traceback
 from pathlib import Path
@@ -14,17 +23,39 @@ import torch
 
 from benchmarks.common import THREADS, Section, Table
 
-#: section modules in the order they appear in the document
-SECTIONS: list[str] = []
+__all__ = ["SECTIONS", "render", "readme_block", "replace_readme_block", "main"]
+
+#: section modules in document order -> (budget in seconds for the full run, for --quick)
+SECTIONS: dict[str, tuple[int, int]] = {
+    "quant_minilm": (420, 75),
+    "quant_digits": (300, 45),
+    "peers_quant": (600, 110),
+    "quant_advanced": (300, 60),
+    "prune_unstructured": (420, 60),
+    "prune_structured": (600, 75),
+    "search": (300, 60),
+}
+#: whole-run limits from issue 6, minus a margin for start-up and writing
+RUN_LIMIT_S = {False: 3500, True: 570}
+#: a section is stopped at this multiple of its budget (or earlier, when the whole run would run out of time)
+GRACE = 1.5
+BEGIN, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+Result = tuple[str, Section | None, str]
 
 
 def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
     out = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("onnxruntime", "onnx", "transformers", "torch_pruning", "torchao", "nncf", "neural_compressor"):
+    for module, dist in (("onnxruntime", "onnxruntime"), ("onnx", "onnx"), ("transformers", "transformers"),
+                         ("torch_pruning", "torch-pruning"), ("torchao", "torchao"), ("nncf", "nncf"),
+                         ("neural_compressor.torch", "neural-compressor-pt")):
         try:
-            out[name] = getattr(importlib.import_module(name), "__version__", "?")
+            importlib.import_module(module)
+            out[dist] = md.version(dist)  # distribution version: torch_pruning.__version__ lags (1.6.0 for 1.6.1)
         except Exception as exc:  # a peer that does not import is reported, not hidden
-            out[name] = f"not importable: {type(exc).__name__}: {exc}"[:200]
+            out[dist] = f"not importable: {type(exc).__name__}: {exc}"[:200]
     return out
 
 
@@ -39,49 +70,108 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
+def _child(name: str, quick: bool, out: mp.Queue) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(THREADS)
+    t0 = time.perf_counter()
+    try:
+        section = importlib.import_module(f"benchmarks.{name}").run(quick=quick)
+        section.seconds = time.perf_counter() - t0
+        out.put((section, ""))
+    except BaseException:
+        out.put((None, traceback.format_exc()))
+
+
+def run_section(name: str, quick: bool, limit_s: float) -> Result:
+    """Run one section in a spawned process; stop it after ``limit_s`` seconds."""
+    ctx = mp.get_context("spawn")
+    q: mp.Queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(name, quick, q), name=f"bench-{name}")
+    proc.start()
+    try:
+        section, error = q.get(timeout=limit_s)
+    except queue.Empty:
+        proc.kill()
+        proc.join()
+        reason = f"exited with code {proc.exitcode}" if proc.exitcode not in (None, -9) else "was still running"
+        return name, None, f"The section {reason} after {limit_s:.0f} s (its time limit in this run); no results."
+    proc.join()
+    return name, section, error
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller set, within 10 minutes")
     parser.add_argument("--only", nargs="*", help="run only these sections")
     parser.add_argument("--out", default="docs/benchmarks.md")
+    parser.add_argument("--readme", help="rewrite the generated results block of this README")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(THREADS)
-    sections: list[tuple[str, Section | None, str]] = []
-    for name in SECTIONS:
-        if args.only and name not in args.only:
-            continue
-        module = importlib.import_module(f"benchmarks.{name}")
-        print(f"== {module.TITLE}", flush=True)
+    names = [n for n in SECTIONS if not args.only or n in args.only]
+    start, results, times = time.perf_counter(), [], []
+    for i, name in enumerate(names):
+        budget = SECTIONS[name][int(args.quick)]
+        left = RUN_LIMIT_S[args.quick] - (time.perf_counter() - start)
+        reserve = sum(min(30, SECTIONS[n][int(args.quick)]) for n in names[i + 1 :])  # later sections still start
+        limit = max(10.0, min(GRACE * budget, left - reserve))
+        print(f"== {name} (budget {budget} s, stopped after {limit:.0f} s)", flush=True)
         t0 = time.perf_counter()
-        try:
-            section = module.run(quick=args.quick)
-            section.seconds = time.perf_counter() - t0
-            sections.append((name, section, ""))
-        except Exception:
-            sections.append((name, None, traceback.format_exc()))
-            print(traceback.format_exc(), flush=True)
+        result = run_section(name, args.quick, limit)
+        wall = time.perf_counter() - t0
+        results.append(result)
+        status = "ok" if result[1] is not None else "FAILED"
+        times.append((name, wall, budget, status))
+        if result[2]:
+            print(result[2], flush=True)
+        print(f"== {name}: {status} in {wall:.0f} s (budget {budget} s)", flush=True)
+    total = time.perf_counter() - start
+    print("\nSection times:")
+    for name, wall, budget, status in times:
+        print(f"  {name:22s} {wall:7.0f} s  budget {budget:5d} s  {status}{'  OVER BUDGET' if wall > budget else ''}")
+    print(f"  {'total':22s} {total:7.0f} s", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(sections, quick=args.quick), encoding="utf-8")
+    out.write_text(render(results, quick=args.quick, times=times), encoding="utf-8")
     print(f"wrote {out}")
+    if args.readme:
+        readme = Path(args.readme)
+        link = os.path.relpath(out, readme.parent)
+        readme.write_text(replace_readme_block(readme.read_text(encoding="utf-8"), readme_block(results, link)),
+                          encoding="utf-8")
+        print(f"rewrote the generated block in {readme}")
 
 
-def render(sections: list[tuple[str, Section | None, str]], quick: bool) -> str:
+def targets_table(sections: list[Result]) -> Table:
+    table = Table("Targets from the issues, read off this run", ["issue", "target", "goal", "measured", "met"])
+    for _, s, _ in sections:
+        for t in s.targets if s else []:
+            table.add(f"#{t.issue}", t.name, t.goal, t.measured, "yes" if t.met else "**no**")
+    return table
+
+
+def _failed_names(sections: list[Result]) -> list[str]:
+    return [name for name, s, _ in sections if s is None]
+
+
+def render(sections: list[Result], quick: bool, times: list[tuple[str, float, int, str]] | None = None) -> str:
     lines = ["# Benchmarks", "", "Generated by `make bench" + ("-quick" if quick else "") + "` "
              f"on {time.strftime('%Y-%m-%d')}; every figure below was measured in this one run. "
              f"Latencies are medians (min–max) with {THREADS} threads after warm-up.", ""]
     machine = Table("Machine and versions", ["what", "value"])
     machine.add("CPU", _cpu())
     machine.add("cores", os.cpu_count())
+    machine.add("threads", THREADS)
     for k, v in _versions().items():
         machine.add(k, v)
-    lines += [machine.markdown(), ""]
-    targets = Table("Targets from the issues, read off this run", ["issue", "target", "goal", "measured", "met"])
-    for _, s, _ in sections:
-        for t in s.targets if s else []:
-            targets.add(f"#{t.issue}", t.name, t.goal, t.measured, "yes" if t.met else "**no**")
-    lines += [targets.markdown(), ""]
+    lines += [machine.markdown(), "", targets_table(sections).markdown(), ""]
+    if failed := _failed_names(sections):
+        lines += [f"Sections that failed in this run (their targets are missing above): {', '.join(failed)}.", ""]
+    if times:
+        timing = Table("Section times", ["section", "seconds", "budget (s)", "status"])
+        for name, wall, budget, status in times:
+            timing.add(name, round(wall), budget, status + (" (over budget)" if wall > budget else ""))
+        lines += [timing.markdown(), ""]
     for name, s, error in sections:
         if s is None:
             lines += [f"## {name}", "", "This section failed in this run:", "", "```", error.strip(), "```", ""]
@@ -92,6 +182,23 @@ def render(sections: list[tuple[str, Section | None, str]], quick: bool) -> str:
         lines += [f"![{s.title}]({img})" for img in s.images]
         lines.append("")
     return "\n".join(lines)
+
+
+def readme_block(sections: list[Result], doc_link: str) -> str:
+    """The README's generated results: the targets table of this run and a link to the full document."""
+    lines = [f"Measured by `make bench` on {time.strftime('%Y-%m-%d')} ({_cpu()}, {THREADS} threads); all tables, "
+             f"plots, the machine and versions: [{doc_link}]({doc_link}).", "", targets_table(sections).markdown()]
+    if failed := _failed_names(sections):
+        lines += ["", f"Sections that failed in this run: {', '.join(failed)} (see {doc_link})."]
+    return "\n".join(lines)
+
+
+def replace_readme_block(text: str, block: str) -> str:
+    """``text`` with everything between the bench markers replaced by ``block``; raises if the markers are missing."""
+    begin, end = text.find(BEGIN), text.find(END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"README has no {BEGIN} ... {END} block to rewrite")
+    return text[: begin + len(BEGIN)] + "\n" + block.strip() + "\n" + text[end:]
 
 
 if __name__ == "__main__":
