@@ -6,6 +6,8 @@ class in a registry filled by :func:`register`. Unknown keys and wrong types are
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any, ClassVar, TypeVar
 
 import pydantic
@@ -32,7 +34,8 @@ class Config(pydantic.BaseModel):
         try:
             super().__init__(**data)
         except pydantic.ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, where=type(self).__name__)) from None
+            fields = type(self).model_fields
+            raise ConfigError(format_validation_error(exc, where=type(self).__name__, known=fields)) from None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict ``{"type": ..., **fields}`` that :func:`config_from_dict` turns back into this config."""
@@ -58,6 +61,7 @@ def _load_families() -> None:
     # Explicit list: the families whose configs may appear in recipes. Import errors are real errors.
     import shrink.export.stage  # noqa: F401
     import shrink.prune  # noqa: F401
+    import shrink.quant  # noqa: F401
     import shrink.train  # noqa: F401
 
 
@@ -84,12 +88,14 @@ def config_from_dict(data: Any, where: str = "config") -> Config:
         raise ConfigError(f"{where} (type {name!r}): {exc}") from None
 
 
-def format_validation_error(exc: pydantic.ValidationError, where: str) -> str:
+def format_validation_error(exc: pydantic.ValidationError, where: str, known: Iterable[str] = ()) -> str:
+    """One line naming every bad field; an unknown top-level field gets a "did you mean" from ``known``."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
         if err["type"] == "extra_forbidden":
-            parts.append(f"unknown field {loc!r}")
+            close = difflib.get_close_matches(loc, list(known), n=1)
+            parts.append(f"unknown field {loc!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         elif err["type"] == "missing":
             parts.append(f"missing required field {loc!r}")
         else:

@@ -10,32 +10,76 @@ from typing import Any
 
 import torch
 
-from shrink.errors import DataError
+from shrink.errors import DataError, ModelError
 
-__all__ = ["Batches", "split_batch", "check_finite", "first_batch"]
+__all__ = ["Batches", "split_batch", "check_finite", "check_model_finite", "check_like", "first_batch"]
 
 
 class Batches:
-    """Re-iterable view of user data with an optional per-batch transform and a batch limit."""
+    """Re-iterable view of user data with an optional per-batch transform and a batch limit.
+
+    Every batch is checked as it is read: its inputs must be finite and, when ``like`` (an example input) is given,
+    have the same structure, rank and kind of dtype. Errors name ``name`` and the batch number.
+    """
 
     def __init__(
-        self, data: Iterable[Any], transform: Callable[[Any], Any] | None = None, limit: int | None = None
+        self,
+        data: Iterable[Any],
+        transform: Callable[[Any], Any] | None = None,
+        limit: int | None = None,
+        *,
+        name: str = "data",
+        like: Any = None,
     ) -> None:
         if data is None:
-            raise DataError("data is None: pass an iterable of batches (a DataLoader, a list of tensors, ...)")
-        if not isinstance(data, Iterable):
-            raise DataError(f"data must be an iterable of batches, got {type(data).__name__}")
-        self.data, self.transform, self.limit = data, transform, limit
+            raise DataError(f"{name} is None: pass an iterable of batches (a DataLoader, a list of tensors, ...)")
+        if isinstance(data, (torch.Tensor, str, bytes)) or not isinstance(data, Iterable):
+            raise DataError(f"{name} must be an iterable of batches, got {type(data).__name__}")
+        if limit is not None and limit < 1:
+            raise DataError(f"{name}: batch limit must be >= 1, got {limit}")
+        self.data, self.transform, self.limit, self.name, self.like = data, transform, limit, name, like
 
     def __iter__(self) -> Iterator[Any]:
         n = 0
         for batch in self.data:
             if self.limit is not None and n >= self.limit:
                 return
-            yield self.transform(batch) if self.transform else batch
+            batch = self.transform(batch) if self.transform else batch
+            inputs, _ = split_batch(batch)
+            where = f"{self.name} batch {n + 1}"
+            check_finite(inputs, f"{where} inputs")
+            if self.like is not None:
+                check_like(inputs, self.like, where)
+            yield batch
             n += 1
         if n == 0:
-            raise DataError("data yielded no batch (empty calibration/evaluation data)")
+            raise DataError(f"{self.name} yielded no batch (empty data)")
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"tensor {tuple(x.shape)} {str(x.dtype).removeprefix('torch.')}"
+    if isinstance(x, dict):
+        return "dict(" + ", ".join(f"{k}={_describe(v)}" for k, v in x.items()) + ")"
+    if isinstance(x, (tuple, list)):
+        return "(" + ", ".join(_describe(v) for v in x) + ")"
+    return type(x).__name__
+
+
+def check_like(x: Any, example: Any, where: str) -> None:
+    """Raise DataError unless ``x`` has ``example``'s structure, tensor ranks and dtype kinds (sizes may differ)."""
+
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(b, torch.Tensor):
+            return isinstance(a, torch.Tensor) and a.dim() == b.dim() and a.is_floating_point() == b.is_floating_point()
+        if isinstance(b, dict):
+            return isinstance(a, dict) and set(a) == set(b) and all(same(a[k], b[k]) for k in b)
+        if isinstance(b, (tuple, list)):
+            return isinstance(a, (tuple, list)) and len(a) == len(b) and all(map(same, a, b))
+        return True
+
+    if not same(x, example):
+        raise DataError(f"{where}: inputs {_describe(x)} do not match the model's example inputs {_describe(example)}")
 
 
 def split_batch(batch: Any) -> tuple[Any, Any]:
@@ -68,13 +112,29 @@ def check_finite(x: Any, where: str) -> None:
             check_finite(v, f"{where}[{i}]")
 
 
+def check_model_finite(model: torch.nn.Module, where: str) -> None:
+    """Raise ModelError naming the first floating-point parameter or buffer of ``model`` that holds NaN or Inf."""
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, t in named:
+            if t.is_floating_point() and not t.is_meta and not bool(torch.isfinite(t.detach()).all()):
+                bad = "NaN" if bool(torch.isnan(t.detach()).any()) else "Inf"
+                raise ModelError(f"{where}: {kind} {name!r} contains {bad}; shrink needs a model with finite weights")
+
+
 def call_model(model: torch.nn.Module, inputs: Any) -> Any:
-    """Call a model on a batch's inputs: a dict is passed as keyword arguments, a tuple as positional ones."""
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
+    """Call a model on a batch's inputs: a dict is passed as keyword arguments, a tuple as positional ones.
+
+    If the model fails, the error carries a note describing the inputs (mis-shaped data is the usual cause).
+    """
+    try:
+        if isinstance(inputs, dict):
+            return model(**inputs)
+        if isinstance(inputs, (tuple, list)):
+            return model(*inputs)
+        return model(inputs)
+    except Exception as exc:
+        exc.add_note(f"shrink: {type(model).__name__} failed on inputs {_describe(inputs)}")
+        raise
 
 
 __all__.append("call_model")

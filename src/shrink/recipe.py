@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
 import random
 import shutil
 from collections.abc import Callable
@@ -29,12 +30,13 @@ from torch import nn
 
 from shrink.api import Context, apply
 from shrink.config import Config, config_from_dict, format_validation_error
-from shrink.data import DataBundle
-from shrink.errors import ConfigError, ModelError
+from shrink.data import DataBundle, check_finite, check_model_finite
+from shrink.errors import ConfigError, FileFormatError, ModelError, ShrinkError
 from shrink.eval.harness import evaluate
 from shrink.export.artifact import save
 from shrink.report.html import write_html
 from shrink.report.table import Report
+from shrink.resume import check_resumable
 
 __all__ = ["Recipe", "load_recipe", "run", "RunResult"]
 
@@ -73,46 +75,111 @@ class Recipe(_Strict):
     seed: int = 0
     evaluate: EvalSpec = EvalSpec()
     title: str = "shrink report"
+    #: line of each stage in the recipe file (filled by load_recipe), for error messages
+    _stage_lines: list[int] = pydantic.PrivateAttr(default_factory=list)
+
+    def stage_label(self, index: int, type_name: str | None = None) -> str:
+        """``stage 2 (finetune, line 7)``: how errors name a stage."""
+        details = [d for d in (type_name, self._line_text(index)) if d]
+        return f"stage {index + 1}" + (f" ({', '.join(details)})" if details else "")
+
+    def _line_text(self, index: int) -> str:
+        return f"line {self._stage_lines[index]}" if index < len(self._stage_lines) else ""
 
     def configs(self, where: str = "recipe") -> list[tuple[str | None, Config]]:
         out, seen = [], {}
         for i, raw in enumerate(self.stages):
-            if not isinstance(raw, dict):
-                raise ConfigError(f"{where}: stage {i + 1}: expected a mapping, got {type(raw).__name__}")
+            at = f" (at {self._line_text(i)})" if self._line_text(i) else ""
             raw = dict(raw)
             name = raw.pop("name", None)
-            cfg = config_from_dict(raw, where=f"{where}: stage {i + 1}")
+            if name is not None and not isinstance(name, str):
+                raise ConfigError(f"{where}: stage {i + 1}: field 'name' must be a string, got {name!r}{at}")
+            try:
+                cfg = config_from_dict(raw, where=f"{where}: stage {i + 1}")
+            except ConfigError as exc:
+                raise ConfigError(f"{exc}{at}") from None
             if cfg.family in _ONCE and cfg.family in seen:
-                raise ConfigError(f"{where}: stage {i + 1} ({cfg.type_name}) contradicts stage {seen[cfg.family]}: "
-                                  f"{_ONCE[cfg.family]} is not supported")
+                first = self.stage_label(seen[cfg.family] - 1)
+                raise ConfigError(
+                    f"{where}: {self.stage_label(i, cfg.type_name)} contradicts {first}: "
+                    f"{_ONCE[cfg.family]} is not supported (field 'type')"
+                )
             seen.setdefault(cfg.family, i + 1)
             out.append((name, cfg))
         return out
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What a resumed run must share with the run that wrote the checkpoints."""
+        return {
+            "model": self.model.model_dump(mode="json"),
+            "data": self.data.model_dump(mode="json"),
+            "seed": self.seed,
+            "stages": [cfg.to_dict() for _, cfg in self.configs()],
+        }
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> ConfigError:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return ConfigError(f"{path}: malformed YAML{at}: {problem}")
+
+
+def _stage_lines(text: str) -> list[int]:
+    """1-based line of each item of the top-level ``stages`` list."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            if getattr(key, "value", None) == "stages" and isinstance(value, yaml.SequenceNode):
+                return [item.start_mark.line + 1 for item in value.value]
+    return []
+
 
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
-    """Parse and validate a recipe file (stages included); errors name the file, stage and field."""
+    """Parse and validate a recipe file (stages, zoo names, factories, checkpoint path) before any work is done;
+    errors name the file, the stage (number, type and line) and the field."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+        lines = _stage_lines(text)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({exc})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+        raise _yaml_error(path, exc) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe is a mapping with 'model', 'data' and 'stages'")
     for key in ("model", "data"):
         if key not in data:
-            raise ConfigError(f"{path}: missing '{key}'")
+            raise ConfigError(f"{path}: missing '{key}' (e.g. '{key}: {{zoo: {_EXAMPLE_ZOO[key]}}}')")
     try:
         recipe = Recipe(**data)
     except pydantic.ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, where=str(path))) from None
-    for key, spec in (("model", recipe.model), ("data", recipe.data)):
-        if (spec.zoo is None) == (spec.factory is None):
-            raise ConfigError(f"{path}: {key}: give exactly one of 'zoo' or 'factory'")
+        raise ConfigError(format_validation_error(exc, where=str(path), known=Recipe.model_fields)) from None
+    recipe._stage_lines = lines
+    _check_sources(recipe, str(path))
     recipe.configs(where=str(path))  # validate stages now, before any work
     return recipe
+
+
+_EXAMPLE_ZOO = {"model": "digits_cnn", "data": "digits"}
+
+
+def _check_sources(recipe: Recipe, where: str) -> None:
+    from shrink.zoo import DATA, MODELS
+
+    for key, spec, known in (("model", recipe.model, MODELS), ("data", recipe.data, DATA)):
+        if (spec.zoo is None) == (spec.factory is None):
+            raise ConfigError(f"{where}: {key}: give exactly one of 'zoo' or 'factory'")
+        if spec.zoo is not None and spec.zoo not in known:
+            raise ConfigError(f"{where}: {key}: field 'zoo': unknown {spec.zoo!r} (known: {', '.join(known)})")
+        if spec.factory is not None:
+            _import_factory(spec.factory, f"{where}: {key}: field 'factory'")
+    checkpoint = recipe.model.checkpoint
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise ConfigError(f"{where}: model: field 'checkpoint': file {checkpoint!r} not found")
 
 
 def _import_factory(spec: str, where: str) -> Callable[..., Any]:
@@ -121,24 +188,59 @@ def _import_factory(spec: str, where: str) -> Callable[..., Any]:
         raise ConfigError(f"{where}: factory must look like 'package.module:function', got {spec!r}")
     try:
         return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"{where}: cannot import factory {spec!r}: {exc}") from None
+    except Exception as exc:  # the user's module may fail to import in any way; say which factory and why
+        raise ConfigError(f"{where}: cannot import factory {spec!r}: {type(exc).__name__}: {exc}") from None
 
 
 def _load_checkpoint(model: nn.Module, path: str, where: str) -> None:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{where}: checkpoint {path!r} not found")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(p))
-    else:
-        state = torch.load(p, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
     try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ModelError(f"{where}: checkpoint {path!r} does not match the model: {exc}") from None
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(p))
+        else:
+            state = torch.load(p, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+    except pickle.UnpicklingError:
+        raise FileFormatError(
+            f"{where}: checkpoint {path!r} is not a readable state dict: it holds pickled Python objects other than "
+            "tensors, which shrink refuses to load (unpickling can run arbitrary code); save model.state_dict()"
+        ) from None
+    except Exception as exc:  # truncated file or foreign format
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise FileFormatError(
+            f"{where}: checkpoint {path!r} is not a readable state dict (torch.save or safetensors file expected): "
+            f"{type(exc).__name__}: {first_line}"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise FileFormatError(f"{where}: checkpoint {path!r} is not a state dict (a mapping of names to tensors)")
+    mismatch = _state_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise ModelError(f"{where}: checkpoint {path!r} does not match the model: {mismatch}")
+    model.load_state_dict(state)
+
+
+def _state_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
+    """A short description of how ``got`` differs from ``expected`` (keys and shapes); empty if it fits."""
+
+    def names(keys: list[str]) -> str:
+        return ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
+
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [
+        f"{k} {tuple(got[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in got and got[k].shape != v.shape
+    ]
+    parts = [
+        f"{len(missing)} missing keys ({names(missing)})" if missing else "",
+        f"{len(unexpected)} unexpected keys ({names(unexpected)})" if unexpected else "",
+        f"{len(shapes)} shapes differ (file vs model: {names(shapes)})" if shapes else "",
+    ]
+    return "; ".join(p for p in parts if p)
 
 
 def build_model(spec: ModelSpec, where: str) -> nn.Module:
@@ -154,6 +256,7 @@ def build_model(spec: ModelSpec, where: str) -> nn.Module:
         raise ConfigError(f"{where}: the model factory returned {type(model).__name__}, not a torch.nn.Module")
     if spec.checkpoint:
         _load_checkpoint(model, spec.checkpoint, where)
+    check_model_finite(model, where)
     return model.eval()
 
 
@@ -182,13 +285,15 @@ class RunResult:
         self.model, self.report, self.out_dir = model, report, out_dir
 
 
-def run(recipe_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, resume: bool = False,
-        progress: bool = True) -> RunResult:
+def run(
+    recipe_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, resume: bool = False, progress: bool = True
+) -> RunResult:
     """Run a recipe: each stage on a copy of the previous model; write the final model (``model.shrink``),
-    ``report.json`` and ``report.html`` to ``out_dir``.
+    ``report.json`` and ``report.html`` to ``out_dir`` (each atomically).
 
     Training stages checkpoint every epoch under ``out_dir/checkpoints``; with ``resume=True`` a killed run
-    continues from there (deterministic stages are re-run, finished training stages are restored).
+    continues from there (deterministic stages are re-run, finished training stages are restored) and ends with the
+    same model file as an uninterrupted run. Resuming with a different recipe is an error.
     """
     recipe = load_recipe(recipe_path)
     where = str(recipe_path)
@@ -196,19 +301,31 @@ def run(recipe_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
     checkpoints = out / "checkpoints"
     if not resume and checkpoints.exists():
         shutil.rmtree(checkpoints)
+    check_resumable(recipe.fingerprint(), checkpoints, where)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(recipe.seed)
     model = build_model(recipe.model, f"{where}: model")
     data = build_data(recipe.data, f"{where}: data")
-    ctx = Context(example_inputs=data.example_inputs, train=data.train, calibration=data.calibration, val=data.val,
-                  teacher=model, metric=data.metric, progress=progress, out_dir=out)
+    check_finite(data.example_inputs, f"{where}: data: example_inputs")
+    # The stages' random numbers must not depend on how the model and data were built (e.g. a cache hit or miss).
+    seed_everything(recipe.seed)
+    ctx = Context(
+        example_inputs=data.example_inputs,
+        train=data.train,
+        calibration=data.calibration,
+        val=data.val,
+        teacher=model,
+        metric=data.metric,
+        progress=progress,
+        out_dir=out,
+    )
     variants: dict[str, Any] = {"baseline": model}
     notes: dict[str, list[str]] = {}
     current = model
     for i, (name, cfg) in enumerate(recipe.configs(where)):
         ctx.checkpoint_dir = checkpoints / f"{i + 1:02d}-{cfg.type_name}"
         ctx.notes = []
-        current = apply(current, cfg, ctx)
+        current = _run_stage(current, cfg, ctx, f"{where}: {recipe.stage_label(i, cfg.type_name)}")
         label = name or f"{i + 1}. {cfg.type_name}"
         if cfg.family != "export":
             variants[label] = current
@@ -219,8 +336,28 @@ def run(recipe_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
         ctx.extra_models.clear()
     save(current, out / "model.shrink")
     ev = recipe.evaluate
-    report = evaluate(variants, data, batch_sizes=ev.batch_sizes, threads=ev.threads, reps=ev.reps,
-                      warmup=ev.warmup, notes=notes, progress=progress, title=recipe.title)
+    report = evaluate(
+        variants,
+        data,
+        batch_sizes=ev.batch_sizes,
+        threads=ev.threads,
+        reps=ev.reps,
+        warmup=ev.warmup,
+        notes=notes,
+        progress=progress,
+        title=recipe.title,
+    )
     report.to_json(out / "report.json")
     write_html(report, out / "report.html")
     return RunResult(current, report, out)
+
+
+def _run_stage(model: nn.Module, cfg: Config, ctx: Context, where: str) -> nn.Module:
+    """Run one stage; a shrink error is re-raised with the file and stage in front, other errors get a note."""
+    try:
+        return apply(model, cfg, ctx)
+    except ShrinkError as exc:
+        raise type(exc)(f"{where}: {exc}") from exc
+    except Exception as exc:
+        exc.add_note(f"while running {where}")
+        raise

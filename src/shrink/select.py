@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import pydantic
 from torch import nn
 
+from shrink.data import check_model_finite
 from shrink.errors import SelectorError
 
 __all__ = ["Selector", "select_modules"]
@@ -66,7 +67,8 @@ def _matches(pattern: str, name: str, module: nn.Module, where: str) -> bool:
 def select_modules(model: nn.Module, selector: Selector | None = None, where: str = "selector") -> dict[str, nn.Module]:
     """Modules of ``model`` chosen by ``selector``, in definition order. Raises if nothing matches.
 
-    Every exact-name ``include``/``ignore`` entry must name a module of the model (a typo is an error).
+    Every exact-name ``include``/``ignore`` entry must name a module of the model (a typo is an error), and the
+    chosen layers must hold finite weights (compressing NaN/Inf weights gives silent garbage): ModelError if not.
     """
     sel = selector or Selector()
     types = _type_tuple(sel.types, where) if sel.types else (nn.Module,)
@@ -88,4 +90,6 @@ def select_modules(model: nn.Module, selector: Selector | None = None, where: st
             f"{where}: matched no layer of {type(model).__name__} "
             f"(include={list(sel.include)}, types={list(sel.types)}, ignore={list(sel.ignore)})"
         )
+    for name, module in chosen.items():
+        check_model_finite(module, f"{where}: layer {name!r}")
     return chosen

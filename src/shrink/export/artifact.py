@@ -18,25 +18,42 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save as st_save
 from torch import nn
 
 from shrink._parametrize import baked_copy
 from shrink.errors import FileFormatError, ModelError
+from shrink.export.decode import FORMAT_VERSION, SIMPLE_TYPES, decode_state, read_file
 
 __all__ = ["save", "load", "artifact_bytes", "FORMAT_VERSION", "register_layer", "atomic_write_bytes"]
 
-FORMAT_VERSION = 1
 SPARSE_MIN_ZERO_FRACTION = 0.5
 SPARSE_MIN_NUMEL = 64
 
 _STD_LAYERS: dict[type[nn.Module], tuple[str, ...]] = {
     nn.Linear: ("in_features", "out_features", "bias"),
-    nn.Conv1d: ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",
-                "padding_mode"),
-    nn.Conv2d: ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",
-                "padding_mode"),
+    nn.Conv1d: (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+        "bias",
+        "padding_mode",
+    ),
+    nn.Conv2d: (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+        "bias",
+        "padding_mode",
+    ),
     nn.BatchNorm1d: ("num_features", "eps", "momentum", "affine", "track_running_stats"),
     nn.BatchNorm2d: ("num_features", "eps", "momentum", "affine", "track_running_stats"),
     nn.LayerNorm: ("normalized_shape", "eps", "elementwise_affine", "bias"),
@@ -45,7 +62,7 @@ _STD_LAYERS: dict[type[nn.Module], tuple[str, ...]] = {
 }
 #: shrink's own layer classes that may be rebuilt from a manifest: "module:Class" -> class
 _SHRINK_LAYERS: dict[str, type[nn.Module]] = {}
-_SIMPLE = (bool, int, float, str)
+_SIMPLE = SIMPLE_TYPES
 
 
 def register_layer(cls: type[nn.Module]) -> type[nn.Module]:
@@ -70,8 +87,7 @@ def _layer_args(module: nn.Module) -> dict[str, Any] | None:
 
 def _attrs(module: nn.Module) -> dict[str, Any]:
     return {
-        k: v for k, v in vars(module).items()
-        if not k.startswith("_") and k != "training" and isinstance(v, _SIMPLE)
+        k: v for k, v in vars(module).items() if not k.startswith("_") and k != "training" and isinstance(v, _SIMPLE)
     }
 
 
@@ -150,59 +166,6 @@ def artifact_bytes(model: nn.Module, tmp_dir: str | os.PathLike[str] | None = No
         return os.path.getsize(path)
 
 
-def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no shrink model file at {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            raw = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types for malformed headers
-        raise FileFormatError(f"{path}: not a readable shrink model file ({exc})") from None
-    if "shrink_manifest" not in meta:
-        raise FileFormatError(f"{path}: safetensors file without a shrink manifest")
-    try:
-        manifest = json.loads(meta["shrink_manifest"])
-    except json.JSONDecodeError as exc:
-        raise FileFormatError(f"{path}: corrupted manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != "shrink":
-        raise FileFormatError(f"{path}: manifest is not a shrink manifest")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise FileFormatError(f"{path}: format version {manifest.get('version')!r}, this shrink reads {FORMAT_VERSION}")
-    return manifest, raw
-
-
-def _decode(raw: dict[str, torch.Tensor], layout: dict[str, Any], where: str) -> dict[str, torch.Tensor]:
-    state: dict[str, torch.Tensor] = {}
-    for key, t in raw.items():
-        if "@" not in key:
-            state[key] = t
-    for key, info in layout.items():
-        if "sparse" in info:
-            shape = [int(s) for s in info["sparse"]]
-            numel = int(np.prod(shape)) if shape else 1
-            try:
-                bits, values = raw[key + "@mask"], raw[key + "@values"]
-            except KeyError:
-                raise FileFormatError(f"{where}: sparse tensor {key!r} lacks its mask or values") from None
-            if bits.numel() * 8 < numel or bits.numel() > numel // 8 + 1:
-                raise FileFormatError(f"{where}: sparse tensor {key!r}: mask size does not match shape {shape}")
-            nz = torch.from_numpy(np.unpackbits(bits.numpy())[:numel].astype(bool))
-            if int(nz.sum()) != values.numel():
-                raise FileFormatError(f"{where}: sparse tensor {key!r}: {values.numel()} values for {int(nz.sum())} "
-                                      "non-zeros")
-            dense = torch.zeros(numel, dtype=values.dtype)
-            dense[nz] = values
-            state[key] = dense.reshape(shape)
-    for key, info in layout.items():
-        if "alias" in info:
-            if info["alias"] not in state:
-                raise FileFormatError(f"{where}: {key!r} aliases missing tensor {info['alias']!r}")
-            state[key] = state[info["alias"]]
-    return state
-
-
 def _rebuild(cls_path: str, args: dict[str, Any], where: str) -> nn.Module:
     if cls_path in _SHRINK_LAYERS:
         return _SHRINK_LAYERS[cls_path].shrink_from_manifest(args)  # type: ignore[attr-defined]
@@ -210,7 +173,10 @@ def _rebuild(cls_path: str, args: dict[str, Any], where: str) -> nn.Module:
     std = {f"{c.__module__}:{c.__qualname__}": c for c in _STD_LAYERS}
     if cls_path not in std:
         if module_name.startswith("shrink."):
-            importlib.import_module(module_name)  # registers the layer class
+            try:
+                importlib.import_module(module_name)  # registers the layer class
+            except ImportError:
+                raise FileFormatError(f"{where}: unknown shrink module {module_name!r}") from None
             if cls_path in _SHRINK_LAYERS:
                 return _SHRINK_LAYERS[cls_path].shrink_from_manifest(args)  # type: ignore[attr-defined]
         raise FileFormatError(f"{where}: refusing to build layer class {cls_path!r} (not a torch.nn or shrink layer)")
@@ -221,44 +187,84 @@ def _rebuild(cls_path: str, args: dict[str, Any], where: str) -> nn.Module:
             kwargs[key] = tuple(kwargs[key])
     try:
         return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise FileFormatError(f"{where}: bad arguments for {qualname}: {exc}") from None
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+def _rebuild_on_meta(cls_path: str, args: dict[str, Any], where: str) -> nn.Module:
+    """Build a layer without allocating its tensors: its size is only trusted once the file's data matches it."""
+    try:
+        with torch.device("meta"):
+            return _rebuild(cls_path, args, where)
+    except FileFormatError:
+        raise
+    except Exception as exc:  # a layer whose constructor needs real data (e.g. calls .item())
+        raise FileFormatError(f"{where}: cannot rebuild {cls_path!r} from {args!r}: {exc}") from None
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module, where: str) -> None:
     parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
+    try:
+        parent = model.get_submodule(parent_name) if parent_name else model
+    except AttributeError:
+        raise ModelError(f"{where}: saved layer {name!r} has no parent in the model built by the factory") from None
     setattr(parent, child, module)
+
+
+def _materialize(
+    model: nn.Module, rebuilt: dict[str, tuple[str, dict[str, Any]]], state: dict[str, torch.Tensor], where: str
+) -> None:
+    """Rebuild for real the layers that still hold meta tensors (non-persistent buffers) after loading."""
+    for name, (cls_path, args) in rebuilt.items():
+        module = model.get_submodule(name)
+        if not any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+            continue
+        real = _rebuild(cls_path, args, f"{where}: layer {name!r}")
+        prefix = name + "."
+        real.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, assign=True)
+        _set_submodule(model, name, real, where)
 
 
 def load(path: str | os.PathLike[str], factory: Callable[[], nn.Module]) -> nn.Module:
     """Rebuild the model saved at ``path``: ``factory()`` builds the original architecture, layers whose shapes
-    or types changed (pruned, quantized, decomposed) are rebuilt from the manifest, then the weights are loaded."""
-    manifest, raw = _read(path)
+    or types changed (pruned, quantized, decomposed) are rebuilt from the manifest, then the weights are loaded.
+
+    A damaged or hostile file raises FileFormatError; a file that does not fit ``factory``'s model raises
+    ModelError. Nothing in the file is unpickled, and rebuilt layers are sized by the file's data, not its claims.
+    """
+    manifest, raw = read_file(path)
     where = str(path)
-    state = _decode(raw, manifest.get("layout", {}), where)
+    state = decode_state(raw, manifest.get("layout", {}), where)
     model = factory()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"load(): factory returned {type(model).__name__}, not a torch.nn.Module")
     modules = manifest.get("modules", {})
+    rebuilt: dict[str, tuple[str, dict[str, Any]]] = {}
     for name, entry in modules.items():
         if not name:
             continue
-        cls_path, args = entry.get("class"), entry.get("args")
+        cls_path, args = entry["class"], entry.get("args")
         try:
             current = model.get_submodule(name)
         except AttributeError:
             current = None
         current_cls = f"{type(current).__module__}:{type(current).__qualname__}" if current is not None else None
         if args is not None and (current_cls != cls_path or _layer_args(current) != args):
-            _set_submodule(model, name, _rebuild(cls_path, args, f"{where}: layer {name!r}"))
+            _set_submodule(model, name, _rebuild_on_meta(cls_path, args, f"{where}: layer {name!r}"), where)
+            rebuilt[name] = (cls_path, args)
         elif current is None:
             raise ModelError(f"{where}: saved layer {name!r} does not exist in the model built by the factory")
     for name, entry in modules.items():
-        target = model.get_submodule(name) if name else model
+        try:
+            target = model.get_submodule(name) if name else model
+        except AttributeError:
+            raise ModelError(f"{where}: saved layer {name!r} does not exist in the model") from None
         for key, value in entry.get("attrs", {}).items():
-            if isinstance(value, _SIMPLE) and isinstance(getattr(target, key, None), _SIMPLE):
+            if isinstance(getattr(target, key, None), _SIMPLE):
                 setattr(target, key, value)
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         raise ModelError(f"{where}: weights do not match the architecture: {exc}") from None
+    _materialize(model, rebuilt, state, where)
     return model.eval()

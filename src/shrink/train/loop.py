@@ -8,16 +8,18 @@ as an uninterrupted one.
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from shrink.data import call_model, split_batch
-from shrink.errors import DataError
+from shrink.errors import DataError, FileFormatError
 
 __all__ = ["fit", "LossFn"]
 
@@ -36,6 +38,38 @@ def _reseed_loader(train: Iterable[Any], seed: int) -> None:
     generator = getattr(train, "generator", None)
     if isinstance(generator, torch.Generator):
         generator.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    """Every random generator a training step may draw from (dropout, augmentation, shuffling without a generator)."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
+    """Read ``last.pt`` (tensors and plain values only: never unpickles objects) into ``model``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        return state
+    except Exception as exc:
+        raise FileFormatError(
+            f"{path}: cannot resume from this checkpoint ({type(exc).__name__}: {exc}); delete it or run without "
+            "--resume"
+        ) from None
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -84,12 +118,11 @@ def fit(
     if ckpt is not None:
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         if ckpt.exists():
-            state = torch.load(ckpt, weights_only=True)
-            model.load_state_dict(state["model"])
+            state = _load_checkpoint(ckpt, model)
             opt.load_state_dict(state["optimizer"])
             if sched is not None:
                 sched.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"])
+            _set_rng_state(state["rng"])
             start = int(state["epoch"])
 
     bar = tqdm(range(start, epochs), desc=desc, disable=not progress, leave=False, initial=start, total=epochs)
@@ -119,7 +152,7 @@ def fit(
         bar.set_postfix(loss=f"{total / count:.4f}")
         if ckpt is not None:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1}
-            state["rng"] = torch.get_rng_state()
+            state["rng"] = _rng_state()
             if sched is not None:
                 state["scheduler"] = sched.state_dict()
             _save_checkpoint(ckpt, state)

@@ -1,0 +1,145 @@
+"""Reading shrink model files defensively: every field of the manifest is checked before it is used.
+
+A model file may be truncated, corrupted or hostile. Reading it must either succeed or raise
+:class:`~shrink.errors.FileFormatError` naming the file and the entry; it must never unpickle, never build a layer
+class outside ``torch.nn``/shrink, and never allocate more memory than the file's own bytes justify (a sparse tensor
+of ``n`` elements needs an ``n``-bit mask in the file, so a huge declared shape needs a huge file).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from shrink.errors import FileFormatError
+
+__all__ = ["read_file", "decode_state", "check_manifest", "FORMAT_VERSION", "SIMPLE_TYPES"]
+
+FORMAT_VERSION = 1
+SIMPLE_TYPES = (bool, int, float, str)
+#: largest dimension a shape in a manifest may declare (2**40 elements is 4 TiB of fp32)
+_MAX_DIM = 2**40
+
+
+def read_file(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The checked manifest and the raw tensors of a shrink model file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no shrink model file at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:  # validates the header against the file size; no pickle
+            meta = f.metadata() or {}
+            raw = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    except Exception as exc:  # safetensors raises its own error types for malformed headers
+        raise FileFormatError(f"{path}: not a readable shrink model file ({exc})") from None
+    if "shrink_manifest" not in meta:
+        raise FileFormatError(f"{path}: safetensors file without a shrink manifest")
+    try:
+        manifest = json.loads(meta["shrink_manifest"])
+    except (ValueError, RecursionError) as exc:
+        raise FileFormatError(f"{path}: corrupted manifest ({type(exc).__name__}: {exc})") from None
+    check_manifest(manifest, str(path))
+    return manifest, raw
+
+
+def _fail(where: str, msg: str) -> FileFormatError:
+    return FileFormatError(f"{where}: {msg}")
+
+
+def check_manifest(manifest: Any, where: str) -> None:
+    """Raise FileFormatError unless ``manifest`` has the structure :func:`shrink.save` writes."""
+    if not isinstance(manifest, dict) or manifest.get("format") != "shrink":
+        raise _fail(where, "manifest is not a shrink manifest")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise _fail(where, f"format version {manifest.get('version')!r}, this shrink reads {FORMAT_VERSION}")
+    modules = manifest.get("modules", {})
+    if not isinstance(modules, dict):
+        raise _fail(where, "manifest 'modules' is not a mapping")
+    for name, entry in modules.items():
+        w = f"manifest module {name!r}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("class"), str):
+            raise _fail(where, f"{w}: expected a mapping with a 'class' string")
+        if not set(entry) <= {"class", "args", "attrs"}:
+            raise _fail(where, f"{w}: unexpected keys {sorted(set(entry) - {'class', 'args', 'attrs'})}")
+        if "args" in entry and not isinstance(entry["args"], dict):
+            raise _fail(where, f"{w}: 'args' is not a mapping")
+        attrs = entry.get("attrs", {})
+        if not isinstance(attrs, dict) or not all(
+            isinstance(k, str) and not k.startswith("_") and isinstance(v, SIMPLE_TYPES) for k, v in attrs.items()
+        ):
+            raise _fail(where, f"{w}: 'attrs' must map public names to bool/int/float/str")
+    layout = manifest.get("layout", {})
+    if not isinstance(layout, dict):
+        raise _fail(where, "manifest 'layout' is not a mapping")
+    for key, info in layout.items():
+        if not isinstance(info, dict) or len(info) != 1 or not ({"sparse", "alias"} & set(info)):
+            raise _fail(where, f"layout of {key!r}: expected {{'sparse': shape}} or {{'alias': name}}, got {info!r}")
+        if "alias" in info and not isinstance(info["alias"], str):
+            raise _fail(where, f"layout of {key!r}: alias is not a tensor name")
+        if "sparse" in info:
+            _check_shape(info["sparse"], f"{where}: sparse tensor {key!r}")
+
+
+def _check_shape(shape: Any, where: str) -> list[int]:
+    if not isinstance(shape, list) or not all(type(s) is int and 0 <= s <= _MAX_DIM for s in shape):
+        raise FileFormatError(f"{where}: shape {shape!r} is not a list of non-negative integers")
+    if math.prod(shape) > _MAX_DIM:
+        raise FileFormatError(f"{where}: shape {shape} declares more than 2**40 elements")
+    return shape
+
+
+def _unpack_sparse(key: str, shape: list[int], bits: Any, values: Any, where: str) -> torch.Tensor:
+    numel = math.prod(shape)
+    w = f"{where}: sparse tensor {key!r}"
+    if bits.dtype != torch.uint8 or bits.dim() != 1:
+        raise FileFormatError(f"{w}: mask must be a 1-D uint8 tensor, got {bits.dtype} of shape {tuple(bits.shape)}")
+    if bits.numel() != (numel + 7) // 8:  # checked before anything of size numel is allocated
+        raise FileFormatError(f"{w}: mask of {bits.numel()} bytes does not fit shape {shape} ({numel} elements)")
+    if values.dim() != 1 or not values.is_floating_point():
+        raise FileFormatError(f"{w}: values must be a 1-D float tensor, got {values.dtype} {tuple(values.shape)}")
+    flags = np.unpackbits(bits.numpy())
+    if flags[numel:].any():
+        raise FileFormatError(f"{w}: mask has bits set past the end of the tensor")
+    nz = torch.from_numpy(flags[:numel].astype(bool))
+    count = int(nz.sum())
+    if count != values.numel():
+        raise FileFormatError(f"{w}: {values.numel()} values for {count} non-zeros")
+    dense = torch.zeros(numel, dtype=values.dtype)
+    dense[nz] = values
+    return dense.reshape(shape)
+
+
+def decode_state(raw: dict[str, torch.Tensor], layout: dict[str, Any], where: str) -> dict[str, torch.Tensor]:
+    """The state dict stored in ``raw`` tensors: dense tensors as they are, sparse ones unpacked, aliases shared.
+
+    ``layout`` must have passed :func:`check_manifest`.
+    """
+    sparse = {k: info["sparse"] for k, info in layout.items() if "sparse" in info}
+    aliases = {k: info["alias"] for k, info in layout.items() if "alias" in info}
+    parts = {f"{k}@mask" for k in sparse} | {f"{k}@values" for k in sparse}
+    state: dict[str, torch.Tensor] = {}
+    for key, t in raw.items():
+        if key in parts:
+            continue
+        if "@" in key:
+            raise FileFormatError(f"{where}: tensor {key!r} belongs to no sparse layout entry")
+        if key in layout:
+            raise FileFormatError(f"{where}: {key!r} is stored both densely and in the layout")
+        state[key] = t
+    for key, shape in sparse.items():
+        try:
+            bits, values = raw[key + "@mask"], raw[key + "@values"]
+        except KeyError:
+            raise FileFormatError(f"{where}: sparse tensor {key!r} lacks its mask or values") from None
+        state[key] = _unpack_sparse(key, shape, bits, values, where)
+    for key, target in aliases.items():
+        if target in aliases or target not in state:  # an alias always names a stored tensor: no chains, no loops
+            raise FileFormatError(f"{where}: {key!r} aliases {target!r}, which is not a stored tensor")
+        state[key] = state[target]
+    return state

@@ -1,0 +1,221 @@
+"""Bad recipes fail before any work with an error naming the file, the stage and the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from shrink.errors import ConfigError, FileFormatError, ModelError, SelectorError
+from shrink.recipe import load_recipe, run
+
+HEAD = "model: {zoo: digits_cnn}\ndata: {zoo: digits}\n"
+EVAL = "evaluate: {batch_sizes: [1], reps: 1, warmup: 0}\n"
+
+# (what is tried, recipe text, error fragments besides the file name)
+BAD_RECIPES = [
+    ("malformed YAML (unclosed brace)", "model: {zoo: digits_cnn\ndata: {zoo: digits}\n", ["malformed YAML", "line 2"]),
+    ("empty file", "", ["a recipe is a mapping"]),
+    ("missing model", "data: {zoo: digits}\nstages: []\n", ["missing 'model'"]),
+    ("missing data", "model: {zoo: digits_cnn}\nstages: []\n", ["missing 'data'"]),
+    ("unknown top-level key", HEAD + "stagez: []\n", ["unknown field 'stagez'"]),
+    (
+        "model given both zoo and factory",
+        "model: {zoo: digits_cnn, factory: 'x:y'}\ndata: {zoo: digits}\n",
+        ["model", "exactly one of 'zoo' or 'factory'"],
+    ),
+    (
+        "unknown zoo model",
+        "model: {zoo: digits_cnnn}\ndata: {zoo: digits}\n",
+        ["model", "field 'zoo'", "'digits_cnnn'"],
+    ),
+    (
+        "factory that cannot be imported",
+        "model: {factory: 'no_such_pkg.mod:build'}\ndata: {zoo: digits}\n",
+        ["model", "field 'factory'", "no_such_pkg"],
+    ),
+    (
+        "checkpoint path that does not exist",
+        "model: {zoo: digits_cnn, checkpoint: missing.pt}\ndata: {zoo: digits}\n",
+        ["field 'checkpoint'", "missing.pt"],
+    ),
+    ("stages is not a list", HEAD + "stages: 3\n", ["field 'stages'"]),
+    ("stage is a bare string", HEAD + "stages:\n  - magnitude_pruning\n", ["field 'stages.0'"]),
+    ("stage without type", HEAD + "stages:\n  - {sparsity: 0.5}\n", ["stage 1", "missing 'type'", "line 4"]),
+    (
+        "unknown stage type",
+        HEAD + "stages:\n  - {type: magnitude_prunning, sparsity: 0.5}\n",
+        ["stage 1", "unknown stage type 'magnitude_prunning'", "line 4"],
+    ),
+    (
+        "unknown field (typo)",
+        HEAD + "stages:\n  - {type: finetune, epochs: 1}\n  - {type: magnitude_pruning, sparsty: 0.5}\n",
+        ["stage 2", "magnitude_pruning", "unknown field 'sparsty'", "line 5"],
+    ),
+    ("mistyped field", HEAD + "stages:\n  - {type: finetune, epochs: many}\n", ["stage 1", "field 'epochs'", "many"]),
+    (
+        "field out of range",
+        HEAD + "stages:\n  - {type: magnitude_pruning, sparsity: 1.5}\n",
+        ["stage 1", "field 'sparsity'", "less than 1"],
+    ),
+    (
+        "mistyped nested selector field",
+        HEAD + "stages:\n  - {type: magnitude_pruning, sparsity: 0.5, selector: {includ: [x]}}\n",
+        ["stage 1", "unknown field 'selector.includ'"],
+    ),
+    (
+        "stage name that is not a string",
+        HEAD + "stages:\n  - {type: finetune, name: [a]}\n",
+        ["stage 1", "field 'name'"],
+    ),
+    ("wrong evaluate option", HEAD + "evaluate: {threads: 0}\n", ["field 'evaluate.threads'"]),
+]
+
+
+@pytest.mark.parametrize("tried,text,fragments", BAD_RECIPES, ids=[b[0] for b in BAD_RECIPES])
+def test_bad_recipe_names_file_stage_and_field(tmp_path, user_sees, tried, text, fragments):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    user_sees("recipe", tried, lambda: load_recipe(path), ConfigError, "bad.yaml", *fragments)
+
+
+def test_missing_and_binary_recipe_files(tmp_path, user_sees):
+    user_sees(
+        "recipe",
+        "recipe file that does not exist",
+        lambda: load_recipe(tmp_path / "nope.yaml"),
+        ConfigError,
+        "nope.yaml",
+        "not found",
+    )
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    user_sees("recipe", "binary file given as recipe", lambda: load_recipe(binary), ConfigError, "binary.yaml")
+
+
+def test_contradictory_stages(tmp_path, user_sees, shrink_modules):
+    from shrink.config import registered_types
+
+    once = {"quantize", "deep_compress"}
+    types = registered_types()
+    cands = [
+        name
+        for name, cls in types.items()
+        if cls.family in once and not any(f.is_required() for f in cls.model_fields.values())
+    ]
+    if not cands:
+        pytest.skip("no quantize/deep_compress config without required fields is registered yet")
+    name = cands[0]
+    path = tmp_path / "twice.yaml"
+    path.write_text(HEAD + f"stages:\n  - {{type: {name}}}\n  - {{type: finetune, epochs: 1}}\n  - {{type: {name}}}\n")
+    user_sees(
+        "recipe",
+        f"{types[name].family} twice ({name} then {name})",
+        lambda: load_recipe(path),
+        ConfigError,
+        "twice.yaml",
+        "stage 3",
+        "contradicts stage 1",
+        "line 6",
+    )
+
+
+def test_selector_matching_nothing_names_file_stage_and_field(tmp_path, user_sees):
+    path = tmp_path / "sel.yaml"
+    path.write_text(
+        HEAD
+        + "stages:\n  - {type: magnitude_pruning, sparsity: 0.5, selector: {include: ['re:decoder\\..*']}}\n"
+        + EVAL
+    )
+    user_sees(
+        "recipe",
+        "selector matching no layer",
+        lambda: run(path, tmp_path / "out", progress=False),
+        SelectorError,
+        "sel.yaml",
+        "stage 1 (magnitude_pruning, line 4)",
+        "selector",
+        "matched no layer",
+    )
+    assert not (tmp_path / "out" / "model.shrink").exists()
+    path.write_text(
+        HEAD + "stages:\n  - {type: magnitude_pruning, sparsity: 0.5, selector: {include: [features.99]}}\n"
+    )
+    user_sees(
+        "recipe",
+        "selector naming a layer that does not exist",
+        lambda: run(path, tmp_path / "o2", progress=False),
+        SelectorError,
+        "sel.yaml",
+        "stage 1",
+        "selector",
+        "no module named 'features.99'",
+    )
+
+
+def _save_state(tmp_path, state, name):
+    import torch
+
+    path = tmp_path / name
+    torch.save(state, path)
+    return path
+
+
+class Evil:
+    """Unpickling this runs a shell command that creates ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_bad_checkpoints(tmp_path, user_sees, digits_teacher):
+    import torch
+
+    marker = tmp_path / "pwned"
+    cases = [
+        (
+            "checkpoint of another architecture",
+            {"fc.weight": torch.zeros(3, 3)},
+            ModelError,
+            ["does not match the model"],
+        ),
+        (
+            "checkpoint holding a pickled object (code execution attempt)",
+            {"x": Evil(marker)},
+            FileFormatError,
+            ["not a readable state dict"],
+        ),
+        ("checkpoint that is a list, not a state dict", [torch.zeros(1)], FileFormatError, ["not a state dict"]),
+    ]
+    for i, (tried, state, error, fragments) in enumerate(cases):
+        ckpt = _save_state(tmp_path, state, f"ckpt{i}.pt")
+        path = tmp_path / f"c{i}.yaml"
+        path.write_text(f"model: {{zoo: digits_cnn, checkpoint: '{ckpt}'}}\ndata: {{zoo: digits}}\n")
+        user_sees(
+            "model and data",
+            tried,
+            lambda p=path: run(p, tmp_path / "out", progress=False),
+            error,
+            f"c{i}.yaml",
+            "model",
+            f"ckpt{i}.pt",
+            *fragments,
+        )
+    assert not marker.exists(), "a pickled object in a checkpoint was executed"
+    trunc = tmp_path / "trunc.pt"
+    torch.save(digits_teacher.state_dict(), trunc)
+    trunc.write_bytes(trunc.read_bytes()[:1000])
+    path = tmp_path / "t.yaml"
+    path.write_text(f"model: {{zoo: digits_cnn, checkpoint: '{trunc}'}}\ndata: {{zoo: digits}}\n")
+    user_sees(
+        "model and data",
+        "truncated checkpoint",
+        lambda: run(path, tmp_path / "out", progress=False),
+        FileFormatError,
+        "t.yaml",
+        "trunc.pt",
+        "not a readable state dict",
+    )
