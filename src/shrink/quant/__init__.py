@@ -1,5 +1,7 @@
 """Quantization: qparams math, observers, static / dynamic / weight-only PTQ, packed integer weights, ONNX QDQ."""
 
+from shrink.quant.calibrate import calibrating, run_calibration
+from shrink.quant.modules import QuantConv2d, QuantLinear
 from shrink.quant.observers import (
     OBSERVERS,
     ACIQObserver,
@@ -12,6 +14,7 @@ from shrink.quant.observers import (
     aciq_alpha,
     make_observer,
 )
+from shrink.quant.onnx_export import INTEGER_OPS, ort_optimized_ops
 from shrink.quant.qparams import (
     SUPPORTED_BITS,
     QParams,
@@ -24,10 +27,13 @@ from shrink.quant.qparams import (
     quantize,
     storage_dtype,
 )
+from shrink.quant.static import Int8Static, correct_bias, quantize_static
 
 __all__ = [
     "QParams", "SUPPORTED_BITS", "check_bits", "qrange", "compute_qparams", "qparams_for_tensor", "quantize",
     "dequantize", "fake_quantize", "storage_dtype",
     "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver", "MSEObserver",
     "EntropyObserver", "ACIQObserver", "OBSERVERS", "make_observer", "aciq_alpha",
+    "calibrating", "run_calibration", "QuantLinear", "QuantConv2d", "INTEGER_OPS", "ort_optimized_ops",
+    "Int8Static", "quantize_static", "correct_bias",
 ]

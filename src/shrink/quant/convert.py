@@ -1,0 +1,59 @@
+"""Shared conversion helpers: weight checks, layer selection with supported types, float → quantized layers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from shrink.errors import ModelError, UnsupportedOpError
+from shrink.quant.modules import ActMode, QuantConv2d, QuantLinear
+from shrink.select import Selector, select_modules
+
+__all__ = ["check_weights", "selected_layers", "quantized_layer", "set_module"]
+
+SUPPORTED = (nn.Linear, nn.Conv2d)
+
+
+def check_weights(model: nn.Module) -> None:
+    """Raise ModelError naming the first parameter or buffer holding NaN or Inf."""
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ModelError(f"{name}: contains NaN or Inf; quantization needs finite weights")
+
+
+def selected_layers(model: nn.Module, selector: Selector | None, where: str,
+                    supported: tuple[type[nn.Module], ...] = SUPPORTED) -> dict[str, nn.Module]:
+    """Layers chosen by ``selector``; a chosen layer of an unsupported type is an error naming it."""
+    layers = select_modules(model, selector, where)
+    for name, mod in layers.items():
+        if type(mod) not in supported:
+            raise UnsupportedOpError(
+                f"{where}: layer {name!r} is a {type(mod).__name__}, which this quantizer does not support "
+                f"(supported: {', '.join(t.__name__ for t in supported)}); add it to 'ignore'"
+            )
+    return layers
+
+
+def quantized_layer(layer: nn.Module, weight_bits: int, act_mode: ActMode, act_bits: int = 8,
+                    relu: bool = False) -> QuantLinear | QuantConv2d:
+    """An empty quantized twin of ``layer`` (weights and qparams are set by the caller); keeps the float bias."""
+    if isinstance(layer, nn.Linear):
+        q: QuantLinear | QuantConv2d = QuantLinear(layer.in_features, layer.out_features, layer.bias is not None,
+                                                   weight_bits, act_mode, act_bits, relu)
+    elif isinstance(layer, nn.Conv2d):
+        if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+            raise UnsupportedOpError(f"Conv2d with padding={layer.padding!r}, padding_mode={layer.padding_mode!r} "
+                                     "is not supported by the quantized conv")
+        q = QuantConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                        layer.dilation, layer.groups, layer.bias is not None, weight_bits, act_mode, act_bits, relu)
+    else:
+        raise UnsupportedOpError(f"cannot quantize a {type(layer).__name__}")
+    if layer.bias is not None:
+        q.bias.data.copy_(layer.bias.detach())
+    return q
+
+
+def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Replace the submodule called ``name``."""
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)

@@ -1,0 +1,159 @@
+"""Quantized Linear / Conv2d layers: int8 weight storage with per-channel scales, and activation quantization that is
+static (calibrated qparams), dynamic (per-batch u8 range, as ONNX ``DynamicQuantizeLinear``) or absent.
+
+In eager PyTorch they simulate the integer arithmetic exactly (fake-quant, float math); exported to ONNX they
+become real integer graphs (see :mod:`shrink.quant.onnx_ops`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shrink.export.artifact import register_layer
+from shrink.quant import onnx_ops
+from shrink.quant.qparams import QParams, compute_qparams, qrange
+
+__all__ = ["QuantLinear", "QuantConv2d", "ActMode", "dynamic_fake_quant"]
+
+ActMode = Literal["static", "dynamic", "none"]
+
+
+def dynamic_fake_quant(x: torch.Tensor) -> torch.Tensor:
+    """What ``DynamicQuantizeLinear`` does to ``x``: u8 over ``[min(x, 0), max(x, 0)]``, round half to even."""
+    lo, hi = x.detach().min().clamp(max=0.0), x.detach().max().clamp(min=0.0)
+    scale = ((hi - lo) / 255.0).clamp(min=1e-12)
+    zp = torch.clamp(torch.round(-lo / scale), 0, 255)
+    return ((torch.clamp(torch.round(x / scale) + zp, 0, 255) - zp) * scale).to(x.dtype)
+
+
+class _QuantBase(nn.Module):
+    """Shared state: int weight codes, per-output-channel scales, optional input / output activation qparams."""
+
+    def _init_quant(self, weight_shape: tuple[int, ...], bias: bool, weight_bits: int, act_mode: ActMode,
+                    act_bits: int, relu: bool) -> None:
+        self.weight_bits, self.act_mode, self.act_bits, self.relu = weight_bits, act_mode, act_bits, relu
+        self.register_buffer("weight_int", torch.zeros(weight_shape, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(weight_shape[0]))
+        self.bias = nn.Parameter(torch.zeros(weight_shape[0])) if bias else None
+        # activation grids: [scale, zero_point] pairs, unsigned (asymmetric u8 as ONNX Runtime prefers)
+        self.register_buffer("input_qparams", torch.tensor([1.0, 0.0]))
+        self.register_buffer("output_qparams", torch.tensor([1.0, 0.0]))
+        self.quantize_output = False
+
+    def set_weight(self, weight: torch.Tensor, qp: QParams) -> None:
+        from shrink.quant.qparams import quantize
+
+        self.weight_int.copy_(quantize(weight, qp))
+        self.weight_scale.copy_(qp.scale.reshape(-1))
+
+    def set_input_qparams(self, qp: QParams) -> None:
+        self.input_qparams.copy_(torch.tensor([float(qp.scale), float(qp.zero_point)]))
+
+    def set_output_qparams(self, qp: QParams) -> None:
+        self.output_qparams.copy_(torch.tensor([float(qp.scale), float(qp.zero_point)]))
+        self.quantize_output = True
+
+    def dequantized_weight(self) -> torch.Tensor:
+        shape = [-1] + [1] * (self.weight_int.dim() - 1)
+        return self.weight_int.float() * self.weight_scale.reshape(shape)
+
+    def _act(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        lo, hi = qrange(self.act_bits, False)
+        return onnx_ops.qdq(x, float(params[0]), int(params[1]), lo, hi, False)
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act_mode == "static":
+            return self._act(x, self.input_qparams)
+        if self.act_mode == "dynamic" and not torch.onnx.is_in_onnx_export():
+            return dynamic_fake_quant(x)
+        return x
+
+    def _output(self, y: torch.Tensor) -> torch.Tensor:
+        if self.relu:
+            y = F.relu(y)
+        if self.quantize_output and self.act_mode == "static":
+            y = self._act(y, self.output_qparams)
+        return y
+
+    def shrink_param_count(self) -> tuple[int, int]:
+        n = self.weight_int.numel() + (self.bias.numel() if self.bias is not None else 0)
+        nz = int(torch.count_nonzero(self.weight_int)) + (int(torch.count_nonzero(self.bias)) if self.bias is not None
+                                                          else 0)
+        return n, nz
+
+
+@register_layer
+class QuantLinear(_QuantBase):
+    """Linear with int8 per-output-channel symmetric weights (``weight_bits`` ≤ 8 values) and quantized inputs."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_bits: int = 8,
+                 act_mode: ActMode = "static", act_bits: int = 8, relu: bool = False) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self._init_quant((out_features, in_features), bias, weight_bits, act_mode, act_bits, relu)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._input(x)
+        if torch.onnx.is_in_onnx_export():
+            fn = onnx_ops.DynamicQLinear if self.act_mode == "dynamic" else onnx_ops.StaticQLinear
+            y = fn.apply(x, self.weight_int.t().contiguous(), self.weight_scale, self.bias)
+        else:
+            y = F.linear(x, self.dequantized_weight(), self.bias)
+        return self._output(y)
+
+    def shrink_manifest(self) -> dict:
+        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
+                "weight_bits": self.weight_bits, "act_mode": self.act_mode, "act_bits": self.act_bits,
+                "relu": self.relu}
+
+    @classmethod
+    def shrink_from_manifest(cls, args: dict) -> QuantLinear:
+        return cls(**args)
+
+
+@register_layer
+class QuantConv2d(_QuantBase):
+    """Conv2d with int8 per-output-channel symmetric weights and static or no activation quantization."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[int, int], dilation: tuple[int, int], groups: int, bias: bool = True,
+                 weight_bits: int = 8, act_mode: ActMode = "static", act_bits: int = 8, relu: bool = False) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride = tuple(kernel_size), tuple(stride)
+        self.padding, self.dilation = tuple(padding), tuple(dilation)
+        shape = (out_channels, in_channels // groups, *self.kernel_size)
+        self._init_quant(shape, bias, weight_bits, act_mode, act_bits, relu)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._input(x)
+        if torch.onnx.is_in_onnx_export():
+            y = onnx_ops.StaticQConv.apply(x, self.weight_int, self.weight_scale, self.bias, self.stride,
+                                           self.padding, self.dilation, self.groups)
+        else:
+            y = F.conv2d(x, self.dequantized_weight(), self.bias, self.stride, self.padding, self.dilation,
+                         self.groups)
+        return self._output(y)
+
+    def shrink_manifest(self) -> dict:
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding),
+                "dilation": list(self.dilation), "groups": self.groups, "bias": self.bias is not None,
+                "weight_bits": self.weight_bits, "act_mode": self.act_mode, "act_bits": self.act_bits,
+                "relu": self.relu}
+
+    @classmethod
+    def shrink_from_manifest(cls, args: dict) -> QuantConv2d:
+        return cls(**args)
+
+
+def act_qparams_u8(lo: torch.Tensor, hi: torch.Tensor, bits: int = 8) -> QParams:
+    """Asymmetric unsigned activation grid (the layout ONNX Runtime's u8s8 kernels want)."""
+    return compute_qparams(lo, hi, bits, symmetric=False, signed=False)
+
+
+__all__.append("act_qparams_u8")

@@ -1,0 +1,78 @@
+"""Export of a shrink-quantized model to an integer ONNX graph and a check of what ONNX Runtime really runs.
+
+``attach_export(model, execution)`` gives the model the ``shrink_export_onnx`` hook that
+:func:`shrink.export.onnx` calls; the quantized layers emit QDQ / integer nodes themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from shrink.export.onnx import _input_names
+
+__all__ = ["export_quantized_onnx", "attach_export", "ort_optimized_ops", "INTEGER_OPS", "QuantizedExport"]
+
+#: ops of ONNX Runtime's optimized graph that run integer arithmetic
+INTEGER_OPS = frozenset({
+    "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
+    "QGemm", "QLinearAdd", "QAttention", "DynamicQuantizeLSTM", "MatMulNBits", "QLinearGlobalAveragePool",
+})
+
+
+def export_quantized_onnx(model: nn.Module, path: str | os.PathLike[str], example_inputs: Any,
+                          opset: int = 17, output_names: tuple[str, ...] = ("output",)) -> Path:
+    """Trace ``model`` (containing shrink quantized layers) to ONNX at ``path`` with a dynamic batch axis."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    args, names, kwargs = _input_names(example_inputs)
+    dynamic = {n: {0: "batch"} if kwargs is None else {0: "batch", 1: "sequence"} for n in names}
+    dynamic.update({n: {0: "batch"} for n in output_names})
+    tmp = path.with_name(f".{path.name}.tmp")
+    model = model.eval()
+    with torch.no_grad():
+        torch.onnx.export(model, args, str(tmp), kwargs=kwargs, input_names=names, output_names=list(output_names),
+                          dynamic_axes=dynamic, opset_version=max(opset, 13), dynamo=False, do_constant_folding=True)
+    os.replace(tmp, path)
+    return path
+
+
+class QuantizedExport:
+    """Picklable / deep-copyable ``shrink_export_onnx`` hook bound to one model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __call__(self, path: str | os.PathLike[str], example_inputs: Any, opset: int = 17) -> Path:
+        return export_quantized_onnx(self.model, path, example_inputs, opset)
+
+
+def attach_export(model: nn.Module, execution: str = "fake-quant (simulated)",
+                  onnx_execution: str = "int8 (real, integer kernels)") -> nn.Module:
+    """Label ``model`` as simulated in PyTorch and give it the integer ONNX export hook."""
+    model.shrink_execution = execution
+    model.shrink_onnx_execution = onnx_execution
+    model.shrink_export_onnx = QuantizedExport(model)
+    return model
+
+
+def ort_optimized_ops(path: str | os.PathLike[str], threads: int = 1) -> Counter[str]:
+    """Op types of the graph ONNX Runtime actually executes after its optimizations (QDQ fusion etc.)."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as d:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        opts.optimized_model_filepath = str(Path(d) / "opt.onnx")
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        graph = onnx.load(opts.optimized_model_filepath).graph
+        return Counter(n.op_type for n in graph.node)

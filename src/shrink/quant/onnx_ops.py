@@ -1,0 +1,99 @@
+"""ONNX graphs of shrink's quantized layers, emitted by ``torch.onnx.export`` (legacy exporter) through
+``autograd.Function.symbolic``: int8 weight initializers with shrink's own scales / zero points, and
+
+* static activations: ``QuantizeLinear -> DequantizeLinear`` on inputs (and outputs), so ONNX Runtime's QDQ
+  transformer turns the pattern into ``QLinearConv`` / ``QLinearMatMul`` / ``MatMulIntegerToFloat``;
+* dynamic activations: ``DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul -> Add`` (fused by ONNX Runtime
+  into ``DynamicQuantizeMatMul``).
+
+``forward`` of each function is only a placeholder with the right shape for tracing; the eager (simulated) path is
+in :mod:`shrink.quant.modules`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["qdq", "StaticQLinear", "DynamicQLinear", "StaticQConv"]
+
+_ONNX_FLOAT = 1
+
+
+def _const(g, t: torch.Tensor):  # noqa: ANN001, ANN202
+    return g.op("Constant", value_t=t)
+
+
+def _qdq_act(g, x, scale: float, zp: int, signed: bool):  # noqa: ANN001, ANN202
+    s = _const(g, torch.tensor(scale, dtype=torch.float32))
+    z = _const(g, torch.tensor(zp, dtype=torch.int8 if signed else torch.uint8))
+    return g.op("DequantizeLinear", g.op("QuantizeLinear", x, s, z), s, z)
+
+
+def _dq_weight(g, wq, w_scale, axis: int):  # noqa: ANN001, ANN202
+    n = w_scale.type().sizes()[0]
+    z = _const(g, torch.zeros(n, dtype=torch.int8))
+    return g.op("DequantizeLinear", wq, w_scale, z, axis_i=axis)
+
+
+class QDQ(torch.autograd.Function):
+    """Fake-quantize an activation with fixed qparams; exports as QuantizeLinear -> DequantizeLinear."""
+
+    @staticmethod
+    def forward(ctx, x, scale: float, zp: int, qmin: int, qmax: int, signed: bool):  # noqa: ANN001, ANN205
+        return torch.fake_quantize_per_tensor_affine(x, scale, zp, qmin, qmax)
+
+    @staticmethod
+    def symbolic(g, x, scale: float, zp: int, qmin: int, qmax: int, signed: bool):  # noqa: ANN001, ANN205
+        return _qdq_act(g, x, scale, zp, signed)
+
+
+def qdq(x: torch.Tensor, scale: float, zp: int, qmin: int, qmax: int, signed: bool) -> torch.Tensor:
+    return QDQ.apply(x, scale, zp, qmin, qmax, signed)
+
+
+class StaticQLinear(torch.autograd.Function):
+    """y = dq(w_int8^T) applied to x (already QDQ'd by the caller): DequantizeLinear(axis=1) -> MatMul -> Add."""
+
+    @staticmethod
+    def forward(ctx, x, wq_t, w_scale, bias):  # noqa: ANN001, ANN205
+        y = x @ (wq_t.float() * w_scale)
+        return y + bias if bias is not None else y
+
+    @staticmethod
+    def symbolic(g, x, wq_t, w_scale, bias):  # noqa: ANN001, ANN205
+        y = g.op("MatMul", x, _dq_weight(g, wq_t, w_scale, axis=1))
+        return y if bias.node().mustBeNone() else g.op("Add", y, bias)
+
+
+class DynamicQLinear(torch.autograd.Function):
+    """Per-batch u8 activation quantization and an integer matmul with per-column int8 weight scales."""
+
+    @staticmethod
+    def forward(ctx, x, wq_t, w_scale, bias):  # noqa: ANN001, ANN205
+        y = x @ (wq_t.float() * w_scale)
+        return y + bias if bias is not None else y
+
+    @staticmethod
+    def symbolic(g, x, wq_t, w_scale, bias):  # noqa: ANN001, ANN205
+        xq, xs, xzp = g.op("DynamicQuantizeLinear", x, outputs=3)
+        wzp = _const(g, torch.zeros(w_scale.type().sizes()[0], dtype=torch.int8))
+        acc = g.op("Cast", g.op("MatMulInteger", xq, wq_t, xzp, wzp), to_i=_ONNX_FLOAT)
+        y = g.op("Mul", acc, g.op("Mul", xs, w_scale))
+        return y if bias.node().mustBeNone() else g.op("Add", y, bias)
+
+
+class StaticQConv(torch.autograd.Function):
+    """Conv with DequantizeLinear(int8 weight, per-output-channel scales) on the weight input."""
+
+    @staticmethod
+    def forward(ctx, x, wq, w_scale, bias, stride, padding, dilation, groups):  # noqa: ANN001, ANN205
+        w = wq.float() * w_scale.reshape(-1, 1, 1, 1)
+        return torch.nn.functional.conv2d(x, w, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def symbolic(g, x, wq, w_scale, bias, stride, padding, dilation, groups):  # noqa: ANN001, ANN205
+        w = _dq_weight(g, wq, w_scale, axis=0)
+        args = [x, w] if bias.node().mustBeNone() else [x, w, bias]
+        k = wq.type().sizes()[2:]
+        return g.op("Conv", *args, kernel_shape_i=list(k), strides_i=list(stride), pads_i=list(padding) * 2,
+                    dilations_i=list(dilation), group_i=groups)

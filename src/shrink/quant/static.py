@@ -1,0 +1,138 @@
+"""Static post-training quantization (``int8_static``): fold BN, fuse ReLU, calibrate activation ranges, quantize
+weights per channel (symmetric int8, or int4 values for W4A8), optional bias correction, convert.
+
+The result simulates integer inference in PyTorch (fake-quant) and exports a QDQ ONNX graph with int8 weight
+initializers that ONNX Runtime runs on integer kernels.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pydantic
+import torch
+from torch import nn
+
+from shrink.api import Context, implements
+from shrink.config import Config, register
+from shrink.quant.calibrate import calibrating, run_calibration
+from shrink.quant.convert import check_weights, quantized_layer, selected_layers, set_module
+from shrink.quant.fold import fold_and_fuse
+from shrink.quant.modules import act_qparams_u8
+from shrink.quant.observers import make_observer
+from shrink.quant.onnx_export import attach_export
+from shrink.select import Selector
+
+__all__ = ["Int8Static", "quantize_static", "correct_bias"]
+
+ObserverName = Literal["minmax", "moving_average", "percentile", "mse", "entropy", "aciq_laplace", "aciq_gaussian"]
+
+
+@register("int8_static", family="quantize")
+class Int8Static(Config):
+    """Static PTQ: calibrated asymmetric u8 activations, per-channel symmetric weights (8 bits, or 4 → W4A8)."""
+
+    observer: ObserverName = "percentile"
+    percentile: float = pydantic.Field(99.99, gt=50.0, le=100.0)
+    weight_bits: int = pydantic.Field(8, ge=2, le=8)
+    weight_observer: Literal["minmax", "mse", "aciq_laplace", "aciq_gaussian"] = "minmax"
+    activation_bits: int = pydantic.Field(8, ge=2, le=8)
+    per_channel: bool = True
+    bias_correction: bool = False
+    quantize_outputs: bool = True
+    #: layers whose input is quantized per batch at run time instead of with calibrated ranges
+    dynamic: Selector | None = None
+    selector: Selector = Selector()
+    calibration_batches: int | None = pydantic.Field(None, ge=1)
+
+
+def _weight_qparams(weight: torch.Tensor, config: Int8Static, name: str):  # noqa: ANN202
+    obs = make_observer(config.weight_observer, config.weight_bits, symmetric=True, signed=True,
+                        axis=0 if config.per_channel else None, narrow_range=True, name=f"{name}.weight")
+    obs.update(weight)
+    qp = obs.qparams()
+    if not config.per_channel:  # one scale, repeated per channel for the per-axis storage
+        qp = type(qp)(qp.scale.expand(weight.shape[0]).clone(), qp.zero_point.expand(weight.shape[0]).clone(),
+                      qp.bits, qp.signed, 0, None, qp.narrow_range)
+    return qp
+
+
+def _act_observer(config: Int8Static):  # noqa: ANN202
+    def make(name: str):  # noqa: ANN202
+        kw = {"percentile": config.percentile} if config.observer == "percentile" else {}
+        return make_observer(config.observer, config.activation_bits, signed=False, name=name, **kw)
+
+    return make
+
+
+@torch.no_grad()
+def correct_bias(model: nn.Module, float_weights: dict[str, torch.Tensor], data, limit: int | None) -> None:  # noqa: ANN001
+    """Remove the expected output shift that weight rounding causes (Banner et al. / Nagel et al.):
+    ``bias -= E[(W_q - W) x]`` per output channel, with ``x`` the layer's (quantized) input on calibration data."""
+    mods = dict(model.named_modules())
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    handles = []
+    for name, w in float_weights.items():
+        layer = mods[name]
+
+        def pre(mod: nn.Module, args, name: str = name, w: torch.Tensor = w) -> None:  # noqa: ANN001
+            x = mod._input(args[0])
+            wq = mod.dequantized_weight()
+            if isinstance(mod, nn.Module) and mod.weight_int.dim() == 4:
+                diff = nn.functional.conv2d(x, wq - w, None, mod.stride, mod.padding, mod.dilation, mod.groups)
+                diff = diff.transpose(0, 1).reshape(diff.shape[1], -1)
+            else:
+                diff = nn.functional.linear(x, wq - w).reshape(-1, wq.shape[0]).t()
+            sums[name] = sums.get(name, 0) + diff.sum(dim=1)
+            counts[name] = counts.get(name, 0) + diff.shape[1]
+
+        handles.append(layer.register_forward_pre_hook(pre))
+    try:
+        run_calibration(model, data, limit)
+    finally:
+        for h in handles:
+            h.remove()
+    for name, total in sums.items():
+        layer = mods[name]
+        shift = total / counts[name]
+        if layer.bias is None:
+            layer.bias = nn.Parameter(-shift)
+        else:
+            layer.bias.sub_(shift)
+
+
+def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Module:
+    """Fold, calibrate, quantize and convert ``model`` (in place; ``apply`` hands us a copy)."""
+    check_weights(model)
+    relu_layers, notes = fold_and_fuse(model)
+    layers = selected_layers(model, config.selector, "int8_static.selector")
+    dynamic = set(selected_layers(model, config.dynamic, "int8_static.dynamic")) if config.dynamic else set()
+    with calibrating(model, layers, _act_observer(config), observe_outputs=config.quantize_outputs,
+                     relu_layers=relu_layers) as observers:
+        batches = run_calibration(model, ctx.calibration, config.calibration_batches)
+    float_weights = {}
+    for name, layer in layers.items():
+        mode = "dynamic" if name in dynamic else "static"
+        q = quantized_layer(layer, config.weight_bits, mode, config.activation_bits, name in relu_layers)
+        q.set_weight(layer.weight.detach(), _weight_qparams(layer.weight.detach(), config, name))
+        if mode == "static":
+            q.set_input_qparams(act_qparams_u8(*observers[name].input.bounds(), bits=config.activation_bits))
+            out_obs = observers[name].output
+            if out_obs is not None:
+                q.set_output_qparams(act_qparams_u8(*out_obs.bounds(), bits=config.activation_bits))
+        float_weights[name] = layer.weight.detach().clone()
+        set_module(model, name, q)
+    if config.bias_correction:
+        correct_bias(model, float_weights, ctx.calibration, config.calibration_batches)
+    w = f"W{config.weight_bits}A{config.activation_bits}"
+    notes.append(f"int8_static: {len(layers)} layers quantized ({w}, observer {config.observer}, weights "
+                 f"{'per-channel' if config.per_channel else 'per-tensor'} {config.weight_observer}), "
+                 f"{len(dynamic)} with dynamic activations, calibrated on {batches} batches"
+                 + (", bias corrected" if config.bias_correction else ""))
+    notes.append("int8_static: PyTorch figures are simulated (fake-quant); the ONNX export runs integer kernels")
+    ctx.notes.extend(notes)
+    return attach_export(model)
+
+
+implements(Int8Static)(quantize_static)
