@@ -1,4 +1,5 @@
-"""Unstructured magnitude pruning (Han et al., 2015): zero the smallest-magnitude weights, per layer or globally."""
+"""Unstructured magnitude pruning (Han et al., 2015): zero the smallest-magnitude weights, per layer or globally,
+with random pruning as the baseline a criterion has to beat."""
 
 from __future__ import annotations
 
@@ -10,69 +11,92 @@ from torch import nn
 
 from shrink.api import Context, implements
 from shrink.config import Config, register
-from shrink.prune.masks import apply_mask
+from shrink.prune.masks import apply_mask, get_mask
 from shrink.select import Selector, select_modules
 
-__all__ = ["MagnitudePruning", "magnitude_masks"]
+__all__ = ["MagnitudePruning", "magnitude_masks", "unstructured_masks", "prune_unstructured"]
+
+Scope = Literal["global", "layer"]
+Criterion = Literal["magnitude", "random"]
 
 
 @register("magnitude_pruning", family="prune")
 class MagnitudePruning(Config):
-    """Zero the ``sparsity`` fraction of weights with the smallest magnitude.
+    """Zero the ``sparsity`` fraction of weights with the smallest magnitude, in one shot.
 
     ``scope="global"`` ranks all selected weights together (layers end with different sparsities);
     ``"layer"`` prunes each layer to the same sparsity. ``criterion="random"`` is the random baseline.
     """
 
     sparsity: float = pydantic.Field(..., ge=0.0, lt=1.0)
-    scope: Literal["global", "layer"] = "global"
-    criterion: Literal["magnitude", "random"] = "magnitude"
+    scope: Scope = "global"
+    criterion: Criterion = "magnitude"
     selector: Selector = Selector()
     seed: int = 0
 
 
-def _scores(weight: torch.Tensor, criterion: str, gen: torch.Generator) -> torch.Tensor:
+def _scores(module: nn.Module, criterion: str, gen: torch.Generator) -> torch.Tensor:
+    """Importance of each weight; weights an existing mask removed score -1 so they stay pruned."""
+    weight = module.weight.detach()
     if criterion == "random":
-        return torch.rand(weight.shape, generator=gen)
-    return weight.detach().abs().float()
+        scores = torch.rand(weight.shape, generator=gen)
+    elif criterion == "magnitude":
+        scores = weight.abs().float().cpu()
+    else:
+        raise ValueError(f"criterion must be 'magnitude' or 'random', got {criterion!r}")
+    old = get_mask(module)
+    if old is not None:
+        scores = torch.where(old.cpu(), scores, torch.full_like(scores, -1.0))
+    return scores
+
+
+def unstructured_masks(
+    modules: dict[str, nn.Module], sparsity: float, scope: str = "global", criterion: str = "magnitude", seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Keep-masks (True = keep) pruning exactly ``round(sparsity * numel)`` weights, over all ``modules`` together
+    (``scope="global"``) or in each layer (``"layer"``). Weights already masked out are pruned first, so a rising
+    sparsity never revives a weight."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    gen = torch.Generator().manual_seed(seed)
+    scores = {name: _scores(m, criterion, gen) for name, m in modules.items()}
+    if scope == "global":
+        flat = torch.cat([s.reshape(-1) for s in scores.values()])
+        keep = _keep_largest(flat, int(round(sparsity * flat.numel())))
+        masks, offset = {}, 0
+        for name, s in scores.items():
+            masks[name] = keep[offset : offset + s.numel()].reshape(s.shape)
+            offset += s.numel()
+        return masks
+    if scope == "layer":
+        return {name: _keep_largest(s.reshape(-1), int(round(sparsity * s.numel()))).reshape(s.shape)
+                for name, s in scores.items()}
+    raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+
+
+def _keep_largest(flat: torch.Tensor, n_prune: int) -> torch.Tensor:
+    keep = torch.ones(flat.numel(), dtype=torch.bool)
+    if n_prune:
+        keep[torch.argsort(flat, stable=True)[:n_prune]] = False
+    return keep
 
 
 def magnitude_masks(modules: dict[str, nn.Module], config: MagnitudePruning) -> dict[str, torch.Tensor]:
-    """Keep-masks (True = keep) for each module's weight. Already-zero weights rank lowest and stay pruned."""
-    gen = torch.Generator().manual_seed(config.seed)
-    scores = {name: _scores(m.weight, config.criterion, gen) for name, m in modules.items()}
-    if config.scope == "global":
-        flat = torch.cat([s.reshape(-1) for s in scores.values()])
-        k = int(round(config.sparsity * flat.numel()))
-        if k == 0:
-            return {name: torch.ones_like(s, dtype=torch.bool) for name, s in scores.items()}
-        threshold = torch.kthvalue(flat, k).values
-        masks = {name: s > threshold for name, s in scores.items()}
-        # ties at the threshold: keep exactly numel - k overall by pruning ties in order
-        excess = sum(int(m.sum()) for m in masks.values()) - (flat.numel() - k)
-        if excess < 0:
-            for name, s in scores.items():
-                ties = ((s == threshold) & ~masks[name]).reshape(-1).nonzero().squeeze(1)
-                take = ties[: -excess]
-                masks[name].view(-1)[take] = True
-                excess += take.numel()
-                if excess >= 0:
-                    break
-        return masks
-    masks = {}
-    for name, s in scores.items():
-        k = int(round(config.sparsity * s.numel()))
-        mask = torch.ones(s.numel(), dtype=torch.bool)
-        if k:
-            mask[torch.argsort(s.reshape(-1), stable=True)[:k]] = False
-        masks[name] = mask.reshape(s.shape)
-    return masks
+    """Keep-masks for ``config`` (see :func:`unstructured_masks`)."""
+    return unstructured_masks(modules, config.sparsity, config.scope, config.criterion, config.seed)
+
+
+def prune_unstructured(
+    modules: dict[str, nn.Module], sparsity: float, scope: str = "global", criterion: str = "magnitude", seed: int = 0
+) -> None:
+    """Attach (or tighten) the masks of ``modules`` so that ``sparsity`` of their weights are zero."""
+    for name, mask in unstructured_masks(modules, sparsity, scope, criterion, seed).items():
+        apply_mask(modules[name], mask.to(modules[name].weight.device))
 
 
 @implements(MagnitudePruning)
 def magnitude_prune(model: nn.Module, config: MagnitudePruning, ctx: Context) -> nn.Module:
     """Attach magnitude masks to the selected layers (masks stay until ``make_permanent``)."""
     modules = select_modules(model, config.selector, where="magnitude_pruning.selector")
-    for name, mask in magnitude_masks(modules, config).items():
-        apply_mask(modules[name], mask)
+    prune_unstructured(modules, config.sparsity, config.scope, config.criterion, config.seed)
     return model

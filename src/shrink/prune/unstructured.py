@@ -1,0 +1,148 @@
+"""Unstructured pruning with fine-tuning: iterative prune -> fine-tune cycles (Han et al. 2015) and the gradual
+polynomial schedule of Zhu & Gupta (2017), with optional L1/L2 regularization while fine-tuning.
+
+Masks are parametrizations (``weight = original * mask``) during and after training, so pruned weights stay
+exactly zero through every optimizer step; ``make_permanent`` bakes them in, ``shrink.save`` stores them sparse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+import torch
+from torch import nn
+
+from shrink.api import Context, implements
+from shrink.config import Config, register
+from shrink.errors import DataError
+from shrink.prune.magnitude import Criterion, Scope, prune_unstructured
+from shrink.prune.masks import apply_mask, get_mask
+from shrink.prune.penalty import Regularization, weight_penalty
+from shrink.prune.schedule import iterative_sparsities, polynomial_sparsity, polynomial_steps
+from shrink.select import Selector, select_modules
+from shrink.train import fit
+
+__all__ = ["IterativePruning", "GradualPruning", "layer_sparsities"]
+
+
+class _FineTuneFields(Config):
+    """Fine-tuning options shared by the pruning configs that train."""
+
+    lr: float = pydantic.Field(1e-3, gt=0)
+    weight_decay: float = pydantic.Field(0.0, ge=0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    regularization: Regularization = "none"
+    reg_strength: float = pydantic.Field(1e-4, ge=0)
+    scope: Scope = "global"
+    criterion: Criterion = "magnitude"
+    selector: Selector = Selector()
+    seed: int = 0
+
+
+@register("iterative_pruning", family="prune")
+class IterativePruning(_FineTuneFields):
+    """``cycles`` rounds of prune -> fine-tune ``epochs_per_cycle`` epochs, ending at ``sparsity``.
+
+    ``spacing="geometric"`` removes the same fraction of the remaining weights each cycle.
+    """
+
+    sparsity: float = pydantic.Field(..., ge=0.0, lt=1.0)
+    cycles: int = pydantic.Field(3, ge=1)
+    epochs_per_cycle: int = pydantic.Field(2, ge=0)
+    spacing: Literal["geometric", "linear"] = "geometric"
+
+
+@register("gradual_pruning", family="prune")
+class GradualPruning(_FineTuneFields):
+    """Zhu & Gupta's gradual pruning inside one fine-tuning run of ``epochs`` epochs.
+
+    The masks are updated at the start of epochs ``start_epoch + k * frequency`` (k = 0..``pruning_steps``) to
+    ``s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n dt))^3``; the epochs after the last update recover accuracy at the
+    final sparsity. Time is counted in epochs (one mask update per ``frequency`` epochs).
+    """
+
+    final_sparsity: float = pydantic.Field(..., ge=0.0, lt=1.0)
+    initial_sparsity: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
+    epochs: int = pydantic.Field(10, ge=1)
+    start_epoch: int = pydantic.Field(0, ge=0)
+    pruning_steps: int = pydantic.Field(5, ge=1)
+    frequency: int = pydantic.Field(1, ge=1)
+
+    @pydantic.model_validator(mode="after")
+    def _check_schedule(self) -> GradualPruning:
+        if self.initial_sparsity > self.final_sparsity:
+            raise ValueError(f"initial_sparsity {self.initial_sparsity} > final_sparsity {self.final_sparsity}")
+        end = self.start_epoch + self.pruning_steps * self.frequency
+        if end > self.epochs:
+            raise ValueError(f"the schedule ends at epoch {end} (start_epoch + pruning_steps * frequency) but "
+                             f"training has only {self.epochs} epochs")
+        return self
+
+
+def layer_sparsities(modules: dict[str, nn.Module]) -> dict[str, float]:
+    """Fraction of zero effective weights in each module."""
+    return {name: float((m.weight == 0).float().mean()) for name, m in modules.items()}
+
+
+def _describe(modules: dict[str, nn.Module]) -> str:
+    per_layer = layer_sparsities(modules)
+    total = sum(m.weight.numel() for m in modules.values())
+    zeros = sum(per_layer[n] * m.weight.numel() for n, m in modules.items())
+    layers = ", ".join(f"{n} {100 * s:.0f}%" for n, s in per_layer.items())
+    return f"sparsity {100 * zeros / total:.1f}% over {len(modules)} layers ({layers})"
+
+
+def _train(model: nn.Module, cfg: _FineTuneFields, ctx: Context, modules: dict[str, nn.Module], *, epochs: int,
+           desc: str, sub: str, on_epoch_end: Callable[[int], None] | None = None) -> None:
+    if epochs == 0:
+        return
+    if ctx.train is None:
+        raise DataError(f"{cfg.type_name}: fine-tuning needs training data (train=...)")
+    fit(model, ctx.train, epochs=epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
+        regularizer=weight_penalty(modules, cfg.regularization, cfg.reg_strength), on_epoch_end=on_epoch_end,
+        checkpoint_dir=Path(ctx.checkpoint_dir) / sub if ctx.checkpoint_dir is not None else None,
+        progress=ctx.progress, desc=desc, seed=cfg.seed)
+
+
+@implements(IterativePruning)
+def iterative_prune(model: nn.Module, config: IterativePruning, ctx: Context) -> nn.Module:
+    """Prune to each cycle's sparsity, then fine-tune with the masks fixed; a killed run resumes per cycle."""
+    modules = select_modules(model, config.selector, where="iterative_pruning.selector")
+    targets = iterative_sparsities(config.sparsity, config.cycles, config.spacing)
+    for cycle, target in enumerate(targets, start=1):
+        prune_unstructured(modules, target, config.scope, config.criterion, config.seed + cycle)
+        _train(model, config, ctx, modules, epochs=config.epochs_per_cycle, sub=f"cycle-{cycle:02d}",
+               desc=f"iterative pruning {cycle}/{config.cycles} ({100 * target:.0f}%)")
+    ctx.notes.append(f"iterative_pruning: {config.cycles} cycles x {config.epochs_per_cycle} epochs "
+                     f"({', '.join(f'{100 * t:.1f}%' for t in targets)}); {_describe(modules)}")
+    return model.eval()
+
+
+@implements(GradualPruning)
+def gradual_prune(model: nn.Module, config: GradualPruning, ctx: Context) -> nn.Module:
+    """Fine-tune for ``epochs`` epochs while the masks follow the polynomial schedule (updated between epochs)."""
+    modules = select_modules(model, config.selector, where="gradual_pruning.selector")
+    updates = polynomial_steps(start=config.start_epoch, steps=config.pruning_steps, frequency=config.frequency)
+
+    def target(t: int) -> float:
+        return polynomial_sparsity(t, initial=config.initial_sparsity, final=config.final_sparsity,
+                                   start=config.start_epoch, steps=config.pruning_steps, frequency=config.frequency)
+
+    def step(t: int) -> None:
+        if t in updates:
+            prune_unstructured(modules, target(t), config.scope, config.criterion, config.seed + t)
+
+    for m in modules.values():  # masks exist from the start so that a resumed run can load them
+        if get_mask(m) is None:
+            apply_mask(m, torch.ones_like(m.weight, dtype=torch.bool))
+    step(0)
+    _train(model, config, ctx, modules, epochs=config.epochs, sub="gradual", desc="gradual pruning",
+           on_epoch_end=lambda epoch: step(epoch + 1))
+    if config.epochs == updates[-1]:
+        ctx.notes.append("gradual_pruning: the last mask update came after the last epoch (no recovery epochs)")
+    ctx.notes.append(f"gradual_pruning: {config.pruning_steps + 1} mask updates at epochs {updates} "
+                     f"({', '.join(f'{100 * target(t):.1f}%' for t in updates)}); {_describe(modules)}")
+    return model.eval()
