@@ -1,0 +1,108 @@
+"""Per-layer slicing: physically remove channels from a layer's tensors and fix its shape attributes.
+
+Each function takes the module and ``{tensor name: {dim: kept positions}}`` and edits the module in place. Modules
+without a dedicated function (e.g. a container holding a class token) get their tensors sliced and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from shrink.errors import ModelError
+
+__all__ = ["slice_module", "slice_tensors", "SLICERS", "update_head_attributes"]
+
+Keep = dict[str, dict[int, torch.Tensor]]
+
+
+def slice_tensors(module: nn.Module, keep: Keep) -> None:
+    """Index-select each named parameter/buffer of ``module`` along the given dims (gradients are dropped)."""
+    for name, dims in keep.items():
+        if name in module._parameters:
+            old = module._parameters[name]
+            new = old.detach()
+            for dim, idx in dims.items():
+                new = new.index_select(dim, idx.to(new.device))
+            module._parameters[name] = nn.Parameter(new.clone(), requires_grad=old.requires_grad)
+        elif name in module._buffers:
+            new = module._buffers[name]
+            for dim, idx in dims.items():
+                new = new.index_select(dim, idx.to(new.device))
+            module._buffers[name] = new.clone()
+        else:
+            raise ModelError(f"{type(module).__name__} has no parameter or buffer {name!r} to slice")
+
+
+def _conv(m: nn.Module, keep: Keep) -> None:
+    depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+    if m.groups > 1 and not depthwise:
+        raise ModelError(f"cannot slice grouped convolution {m} (groups={m.groups})")
+    slice_tensors(m, keep)
+    m.out_channels = m.weight.shape[0]
+    m.in_channels = m.out_channels if depthwise else m.weight.shape[1]
+    if depthwise:
+        m.groups = m.out_channels
+
+
+def _linear(m: nn.Linear, keep: Keep) -> None:
+    slice_tensors(m, keep)
+    m.out_features, m.in_features = m.weight.shape
+
+
+def _batch_norm(m: nn.Module, keep: Keep) -> None:
+    slice_tensors(m, keep)
+    ref = m.weight if m.weight is not None else m.running_mean
+    m.num_features = ref.shape[0]
+
+
+def _layer_norm(m: nn.LayerNorm, keep: Keep) -> None:
+    slice_tensors(m, keep)
+    m.normalized_shape = (m.weight.shape[0],) if m.weight is not None else m.normalized_shape
+
+
+def _embedding(m: nn.Embedding, keep: Keep) -> None:
+    slice_tensors(m, keep)
+    m.num_embeddings, m.embedding_dim = m.weight.shape
+
+
+def _hf_conv1d(m: nn.Module, keep: Keep) -> None:  # transformers' Conv1D: weight [in, out]
+    slice_tensors(m, keep)
+    m.nx, m.nf = m.weight.shape
+
+
+SLICERS: dict[type[nn.Module], Callable[[nn.Module, Keep], None]] = {
+    nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _conv, nn.Linear: _linear,
+    nn.BatchNorm1d: _batch_norm, nn.BatchNorm2d: _batch_norm, nn.BatchNorm3d: _batch_norm,
+    nn.LayerNorm: _layer_norm, nn.Embedding: _embedding,
+}
+
+
+def slice_module(module: nn.Module, keep: Keep) -> None:
+    """Remove channels from ``module``: keep only positions ``keep[name][dim]`` of each tensor."""
+    for cls in type(module).__mro__:
+        if cls in SLICERS:
+            return SLICERS[cls](module, keep)
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf") and hasattr(module, "nx"):
+        return _hf_conv1d(module, keep)
+    return slice_tensors(module, keep)
+
+
+HEAD_COUNT_ATTRS = ("num_attention_heads", "num_heads", "n_head", "n_heads")
+HEAD_WIDTH_ATTRS = ("all_head_size", "split_size", "embed_dim", "inner_dim")
+
+
+def update_head_attributes(module: nn.Module, old_heads: int, new_heads: int, head_dim: int) -> list[str]:
+    """Set an attention module's head count (and heads x head_dim width) attributes; returns what changed."""
+    changed = []
+    for attr in HEAD_COUNT_ATTRS:
+        if getattr(module, attr, None) == old_heads:
+            setattr(module, attr, new_heads)
+            changed.append(attr)
+    for attr in HEAD_WIDTH_ATTRS:
+        if getattr(module, attr, None) == old_heads * head_dim:
+            setattr(module, attr, new_heads * head_dim)
+            changed.append(attr)
+    return changed
