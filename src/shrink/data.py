@@ -157,7 +157,11 @@ class DataBundle:
         name: str = "data",
     ) -> None:
         self.train, self.val, self.test = train, val, test
-        self.calibration = Batches(calibration, limit=calibration_batches) if calibration is not None else None
+        self.calibration = (
+            Batches(calibration, limit=calibration_batches, name="calibration data", like=example_inputs)
+            if calibration is not None
+            else None
+        )
         self.example_inputs, self.metric, self.name = example_inputs, metric, name
 
 

@@ -34,6 +34,7 @@ from shrink.data import DataBundle, check_finite, check_model_finite
 from shrink.errors import ConfigError, FileFormatError, ModelError, ShrinkError
 from shrink.eval.harness import evaluate
 from shrink.export.artifact import save
+from shrink.export.decode import state_mismatch
 from shrink.report.html import write_html
 from shrink.report.table import Report
 from shrink.resume import check_resumable
@@ -216,31 +217,10 @@ def _load_checkpoint(model: nn.Module, path: str, where: str) -> None:
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise FileFormatError(f"{where}: checkpoint {path!r} is not a state dict (a mapping of names to tensors)")
-    mismatch = _state_mismatch(model.state_dict(), state)
+    mismatch = state_mismatch(model.state_dict(), state)
     if mismatch:
         raise ModelError(f"{where}: checkpoint {path!r} does not match the model: {mismatch}")
     model.load_state_dict(state)
-
-
-def _state_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
-    """A short description of how ``got`` differs from ``expected`` (keys and shapes); empty if it fits."""
-
-    def names(keys: list[str]) -> str:
-        return ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
-
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    shapes = [
-        f"{k} {tuple(got[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in got and got[k].shape != v.shape
-    ]
-    parts = [
-        f"{len(missing)} missing keys ({names(missing)})" if missing else "",
-        f"{len(unexpected)} unexpected keys ({names(unexpected)})" if unexpected else "",
-        f"{len(shapes)} shapes differ (file vs model: {names(shapes)})" if shapes else "",
-    ]
-    return "; ".join(p for p in parts if p)
 
 
 def build_model(spec: ModelSpec, where: str) -> nn.Module:

@@ -23,7 +23,7 @@ from torch import nn
 
 from shrink._parametrize import baked_copy
 from shrink.errors import FileFormatError, ModelError
-from shrink.export.decode import FORMAT_VERSION, SIMPLE_TYPES, decode_state, read_file
+from shrink.export.decode import FORMAT_VERSION, SIMPLE_TYPES, decode_state, read_file, state_mismatch
 
 __all__ = ["save", "load", "artifact_bytes", "FORMAT_VERSION", "register_layer", "atomic_write_bytes"]
 
@@ -262,9 +262,28 @@ def load(path: str | os.PathLike[str], factory: Callable[[], nn.Module]) -> nn.M
         for key, value in entry.get("attrs", {}).items():
             if isinstance(getattr(target, key, None), _SIMPLE):
                 setattr(target, key, value)
+    mismatch = state_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise ModelError(f"{where}: weights do not match the architecture: {mismatch}")
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         raise ModelError(f"{where}: weights do not match the architecture: {exc}") from None
     _materialize(model, rebuilt, state, where)
+    _retie(model, manifest.get("layout", {}))
     return model.eval()
+
+
+def _retie(model: nn.Module, layout: dict[str, Any]) -> None:
+    """Make every aliased tensor (tied weights) the same Parameter object again, as it was when saved."""
+    for key, info in layout.items():
+        if "alias" not in info:
+            continue
+        owner_name, _, attr = key.rpartition(".")
+        target_owner, _, target_attr = info["alias"].rpartition(".")
+        owner, target = model.get_submodule(owner_name), model.get_submodule(target_owner)
+        value = getattr(target, target_attr)
+        if isinstance(value, nn.Parameter) and attr in owner._parameters:
+            owner._parameters[attr] = value
+        elif attr in owner._buffers:
+            owner._buffers[attr] = value

@@ -19,7 +19,7 @@ from safetensors import safe_open
 
 from shrink.errors import FileFormatError
 
-__all__ = ["read_file", "decode_state", "check_manifest", "FORMAT_VERSION", "SIMPLE_TYPES"]
+__all__ = ["read_file", "decode_state", "check_manifest", "state_mismatch", "FORMAT_VERSION", "SIMPLE_TYPES"]
 
 FORMAT_VERSION = 1
 SIMPLE_TYPES = (bool, int, float, str)
@@ -143,3 +143,24 @@ def decode_state(raw: dict[str, torch.Tensor], layout: dict[str, Any], where: st
             raise FileFormatError(f"{where}: {key!r} aliases {target!r}, which is not a stored tensor")
         state[key] = state[target]
     return state
+
+
+def state_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
+    """A short description of how ``got`` differs from ``expected`` (keys and shapes); empty if it fits."""
+
+    def names(keys: list[str]) -> str:
+        return ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
+
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [
+        f"{k} {tuple(got[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in got and got[k].shape != v.shape
+    ]
+    parts = [
+        f"{len(missing)} missing keys ({names(missing)})" if missing else "",
+        f"{len(unexpected)} unexpected keys ({names(unexpected)})" if unexpected else "",
+        f"{len(shapes)} shapes differ (file vs model: {names(shapes)})" if shapes else "",
+    ]
+    return "; ".join(p for p in parts if p)
