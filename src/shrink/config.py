@@ -59,7 +59,10 @@ def register(name: str, family: str, version: int = 1):
 
 def _load_families() -> None:
     # Explicit list: the families whose configs may appear in recipes. Import errors are real errors.
+    import shrink.deepcomp  # noqa: F401
+    import shrink.distill  # noqa: F401
     import shrink.export.stage  # noqa: F401
+    import shrink.lowrank  # noqa: F401
     import shrink.prune  # noqa: F401
     import shrink.quant  # noqa: F401
     import shrink.train  # noqa: F401

@@ -1,0 +1,40 @@
+"""Knowledge distillation: soft targets with T² scaling (Hinton et al.), FitNets hints, attention transfer and
+embedding distillation, trained by the shared loop :func:`shrink.train.fit`.
+
+``shrink.distill.losses`` holds the plain loss functions (``kd_loss`` ...) that QAT and other loops can call;
+:class:`DistillLoss` is a ``loss_fn`` for ``shrink.train.fit``.
+"""
+
+from shrink.distill import losses
+from shrink.distill.hints import FeatureTaps, Hint
+from shrink.distill.losses import attention_kl_loss, attention_map_loss, embedding_loss, hint_loss, hinton_loss, kd_loss
+from shrink.distill.objective import DistillLoss, DistillTrainee, logits_of
+from shrink.distill.stage import EmbeddingDistillation, KnowledgeDistillation
+from shrink.distill.student import find_layer_stack, student_from_layers
+
+__all__ = [
+    "losses", "kd_loss", "hinton_loss", "hint_loss", "attention_map_loss", "attention_kl_loss", "embedding_loss",
+    "Hint", "FeatureTaps", "DistillLoss", "DistillTrainee", "logits_of", "KnowledgeDistillation",
+    "EmbeddingDistillation", "find_layer_stack", "student_from_layers",
+]
+
+
+def _make_callable() -> None:
+    """Importing this package sets the attribute ``shrink.distill`` to the package, shadowing the verb
+    :func:`shrink.api.distill`. Making the package callable keeps ``shrink.distill(student, teacher, config)``
+    working while ``shrink.distill.KnowledgeDistillation`` names the config."""
+    import sys
+    import types
+
+    from shrink import api
+
+    class _CallableModule(types.ModuleType):
+        __doc__ = api.distill.__doc__
+
+        def __call__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            return api.distill(*args, **kwargs)
+
+    sys.modules[__name__].__class__ = _CallableModule
+
+
+_make_callable()
