@@ -65,6 +65,7 @@ def _load_families() -> None:
     import shrink.lowrank  # noqa: F401
     import shrink.prune  # noqa: F401
     import shrink.quant  # noqa: F401
+    import shrink.search  # noqa: F401
     import shrink.train  # noqa: F401
 
 

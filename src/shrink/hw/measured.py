@@ -1,0 +1,113 @@
+"""The measured CPU target: a latency lookup table built by timing each layer configuration on this machine.
+
+A configuration is a layer's shape (at its kept width) and how it executes: fp32 or int8 kernels, in ONNX Runtime
+or PyTorch eager. Each one is built as a one-layer model with random weights, run with the profile's thread count
+(warm-up, median of ``reps``), and the result is cached on disk under ``cache_dir("hw")`` keyed by machine, runtime
+versions and threads, so the table is measured once per machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import tempfile
+from pathlib import Path
+
+import onnxruntime
+import torch
+from torch import nn
+
+from shrink._cache import cache_dir
+from shrink.eval.latency import measure_latency
+from shrink.export.artifact import atomic_write_bytes
+from shrink.export.onnx import OnnxModel
+from shrink.hw.layers import LayerSpec
+from shrink.hw.policy import LayerChoice
+from shrink.hw.profile import MeasuredSpec
+
+__all__ = ["LatencyTable", "execution_kind", "layer_module"]
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def execution_kind(choice: LayerChoice, spec: MeasuredSpec) -> str:
+    """What really runs for ``choice``: ``"int8"`` kernels for <= 8 bits where the runtime has them, else fp32."""
+    if spec.runtime == "onnxruntime" and spec.int8_kernels and choice.bits <= 8:
+        return "int8"
+    return "fp32"
+
+
+def layer_module(spec: LayerSpec) -> nn.Module:
+    """A one-layer model of ``spec``'s shape with random weights."""
+    if spec.kind == "linear":
+        return nn.Linear(spec.in_channels, spec.out_channels, bias=spec.bias).eval()
+    cls = nn.Conv2d if spec.kind == "conv2d" else nn.Conv1d
+    return cls(spec.in_channels, spec.out_channels, spec.kernel, stride=spec.stride, padding=spec.padding,
+               groups=spec.groups, bias=spec.bias).eval()
+
+
+class LatencyTable:
+    """Median latency (ms) per layer configuration and execution kind, measured on demand and cached on disk."""
+
+    def __init__(self, spec: MeasuredSpec, path: Path | None = None) -> None:
+        self.spec = spec
+        ident = json.dumps([_cpu_name(), torch.__version__, onnxruntime.__version__, spec.threads, spec.reps])
+        digest = hashlib.sha1(ident.encode()).hexdigest()[:12]
+        self.path = path or cache_dir("hw") / f"latency-{digest}.json"
+        self.entries: dict[str, float] = {}
+        self.measured_now = 0  # entries timed by this object (not read from the cache)
+        if self.path.exists():
+            self.entries = json.loads(self.path.read_text(encoding="utf-8"))["entries"]
+
+    @staticmethod
+    def key(spec: LayerSpec, runtime: str, kind: str) -> str:
+        return f"{runtime}|{kind}|{spec.key()}"
+
+    def latency_ms(self, layer: LayerSpec, choice: LayerChoice, runtime: str | None = None) -> float:
+        """Latency of ``layer`` (already at its kept width) under ``choice``; measured if not in the table."""
+        runtime = runtime or self.spec.runtime
+        kind = execution_kind(choice, self.spec.model_copy(update={"runtime": runtime}))
+        k = self.key(layer, runtime, kind)
+        if k not in self.entries:
+            self.entries[k] = self._measure(layer, runtime, kind)
+            self.measured_now += 1
+            self.save()
+        return self.entries[k]
+
+    def save(self) -> None:
+        body = {"cpu": _cpu_name(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+                "threads": self.spec.threads, "entries": self.entries}
+        atomic_write_bytes(self.path, json.dumps(body, indent=1, sort_keys=True).encode())
+
+    def _measure(self, layer: LayerSpec, runtime: str, kind: str) -> float:
+        torch.manual_seed(0)
+        module = layer_module(layer)
+        x = torch.randn(layer.in_shape)
+        fn = (lambda: module(x)) if runtime == "torch" else self._ort_runner(module, x, kind)
+        stats = measure_latency(fn, batch_size=layer.in_shape[0], threads=self.spec.threads, warmup=5,
+                                reps=self.spec.reps, min_time_s=0.05)
+        return stats.median_ms
+
+    def _ort_runner(self, module: nn.Module, x: torch.Tensor, kind: str):
+        from shrink.export.onnx import onnx as export_onnx
+        from shrink.hw.ort_int8 import export_int8
+
+        with tempfile.TemporaryDirectory(prefix="shrink-hw-") as tmp:
+            if kind == "int8":
+                calib = [torch.randn_like(x) for _ in range(4)]
+                path = export_int8(module, Path(tmp) / "layer.onnx", x, calib)
+            else:
+                path = export_onnx(module, Path(tmp) / "layer.onnx", x)
+            session = OnnxModel(path, threads=self.spec.threads)  # the session keeps the model in memory
+        feeds = session.feeds(x)
+        return lambda: session.run_numpy(feeds)

@@ -1,0 +1,11 @@
+"""Sensitivity analysis, exact budgeted mixed-precision allocation and hardware-aware compression search."""
+
+from shrink.search.allocate import Allocation, Option, allocate, brute_force
+from shrink.search.apply import apply_policy, calibrate_inputs
+from shrink.search.mixed_precision import MixedPrecision, plan_mixed_precision
+from shrink.search.sensitivity import hessian_sensitivity, hessian_traces, hutchinson_trace, measured_sensitivity
+
+__all__ = [
+    "Allocation", "Option", "allocate", "brute_force", "apply_policy", "calibrate_inputs", "MixedPrecision",
+    "plan_mixed_precision", "hessian_sensitivity", "hessian_traces", "hutchinson_trace", "measured_sensitivity",
+]

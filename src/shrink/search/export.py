@@ -1,0 +1,53 @@
+"""Give a policy-compressed model a real CPU execution path: its ONNX export becomes a QDQ graph in which the layers
+at <= 8 bits run on int8 kernels (2/4-bit weights stored on the int8 grid: the CPU has no int4 kernels) and
+16/32-bit layers stay fp32."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from shrink.data import split_batch
+from shrink.hw.ort_int8 import export_int8
+from shrink.hw.policy import Policy
+
+__all__ = ["attach_int8_export", "calibration_tensors", "Int8Export"]
+
+
+def calibration_tensors(data: Iterable[Any] | None, batches: int = 4) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    for i, batch in enumerate(data or []):
+        if i >= batches:
+            break
+        inputs = split_batch(batch)[0]
+        if not isinstance(inputs, torch.Tensor):
+            return []  # dict / tuple inputs: the int8 export path handles single-tensor models only
+        out.append(inputs)
+    return out
+
+
+class Int8Export:
+    """``model.shrink_export_onnx``: export ``model`` with the policy's int8 layers quantized."""
+
+    def __init__(self, model: nn.Module, int8_layers: list[str], calibration: list[torch.Tensor]) -> None:
+        self.model, self.int8_layers, self.calibration = model, int8_layers, calibration
+
+    def __call__(self, path: str | os.PathLike[str], example_inputs: Any, opset: int) -> Path:
+        plain = copy.deepcopy(self.model)
+        del plain.shrink_export_onnx  # export the plain graph, then quantize it
+        return export_int8(plain, path, example_inputs, self.calibration, self.int8_layers)
+
+
+def attach_int8_export(model: nn.Module, policy: Policy, data: Iterable[Any] | None) -> bool:
+    """Attach :class:`Int8Export` to ``model`` (returns False when the inputs are not a single tensor)."""
+    calib = calibration_tensors(data)
+    if not calib:
+        return False
+    model.shrink_export_onnx = Int8Export(model, [n for n, c in policy.items() if c.bits <= 8], calib)  # type: ignore
+    return True

@@ -1,0 +1,115 @@
+"""Mixed precision (HAWQ-v2 / HAQ-style allocation, solved exactly): per-layer bit widths from {2, 4, 8, 16}
+(optionally per-layer sparsity) minimizing the predicted loss under one budget — model bytes, latency or energy on a
+hardware profile, or BitOps — then applied by per-layer fake quantization (simulated; the report says so)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Literal
+
+import pydantic
+from torch import nn
+
+from shrink.api import Context, implements
+from shrink.config import Config, register
+from shrink.errors import ConfigError
+from shrink.hw.layers import trace_layers
+from shrink.hw.measured import LatencyTable
+from shrink.hw.policy import LayerChoice, policy_to_dict
+from shrink.hw.profile import load_profile
+from shrink.search.allocate import Allocation, allocate
+from shrink.search.apply import apply_policy, calibrate_inputs
+from shrink.search.export import attach_int8_export
+from shrink.search.options import layer_options, sensitivities, uniform_cost
+from shrink.select import Selector, select_modules
+
+__all__ = ["MixedPrecision", "plan_mixed_precision", "mixed_precision"]
+
+
+@register("mixed_precision", family="search")
+class MixedPrecision(Config):
+    """Per-layer bit widths (and sparsities) under a budget, allocated exactly by MILP or DP.
+
+    The budget is ``budget_value`` (bytes / seconds / joules / BitOps), or the cost of the same layers at uniform
+    ``budget_bits``, or ``budget_fraction`` of their fp32 cost; give exactly one.
+    """
+
+    bits: tuple[int, ...] = (2, 4, 8, 16)
+    sparsities: tuple[float, ...] = (0.0,)
+    budget: Literal["bytes", "latency", "energy", "bitops"] = "bytes"
+    budget_value: float | None = pydantic.Field(None, gt=0)
+    budget_bits: int | None = None
+    budget_fraction: float | None = pydantic.Field(None, gt=0, le=1)
+    profile: str = "cpu"
+    sensitivity: Literal["measured", "hessian"] = "measured"
+    sensitivity_batches: int = pydantic.Field(4, ge=1)
+    solver: Literal["milp", "dp"] = "milp"
+    quantize_inputs: bool = True
+    selector: Selector = Selector()
+
+    @pydantic.model_validator(mode="after")
+    def _one_budget(self) -> MixedPrecision:
+        given = [f for f in ("budget_value", "budget_bits", "budget_fraction") if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of budget_value, budget_bits, budget_fraction (got {given or 'none'})")
+        for b in self.bits:
+            if b not in (2, 4, 8, 16):
+                raise ValueError(f"bits must be drawn from (2, 4, 8, 16), got {b}")
+        if self.budget_bits is not None and self.budget_bits not in self.bits:
+            raise ValueError(f"budget_bits {self.budget_bits} is not among bits {self.bits}")
+        for s in self.sparsities:
+            if not 0 <= s < 1:
+                raise ValueError(f"sparsities must be in [0, 1), got {s}")
+        return self
+
+
+def plan_mixed_precision(model: nn.Module, config: MixedPrecision, ctx: Context) -> tuple[Allocation, float]:
+    """Sensitivities, options and the exact allocation; returns it with the budget used."""
+    layers = list(select_modules(model, config.selector, where="mixed_precision.selector"))
+    if ctx.example_inputs is None:
+        raise ConfigError("mixed_precision: needs example_inputs (to trace layer shapes)")
+    profile = load_profile(config.profile) if config.budget in ("latency", "energy") else None
+    if config.budget == "energy" and profile is not None and profile.kind != "accelerator":
+        raise ConfigError(f"mixed_precision: an energy budget needs an accelerator profile; {profile.name!r} is "
+                          "measured (latency only)")
+    table = LatencyTable(profile.measured) if profile is not None and profile.measured is not None else None
+    specs = [s for s in trace_layers(model, ctx.example_inputs) if s.name in layers]
+    choices = [LayerChoice(bits=b, sparsity=s) for b, s in itertools.product(config.bits, config.sparsities)]
+    data = _sensitivity_data(ctx)
+    qparams = (calibrate_inputs(model, [s.name for s in specs], ctx.calibration or data or [])
+               if config.quantize_inputs else None)
+    sens = sensitivities(model, [s.name for s in specs], choices, data, config.sensitivity,
+                         batches=config.sensitivity_batches, input_qparams=qparams)
+    options = layer_options(specs, choices, sens, profile, table)
+    if config.budget_value is not None:
+        budget = config.budget_value
+    elif config.budget_bits is not None:
+        budget = uniform_cost(options, LayerChoice(bits=config.budget_bits), config.budget)
+    else:
+        assert config.budget_fraction is not None
+        budget = config.budget_fraction * uniform_cost(options, LayerChoice(bits=32), config.budget)
+    return allocate(options, {config.budget: budget}, solver=config.solver), budget
+
+
+def _sensitivity_data(ctx: Context):
+    """Labelled data for sensitivities: calibration batches, else validation, else training data."""
+    for data in (ctx.calibration, ctx.val, ctx.train):
+        if data is not None:
+            return data
+    return None
+
+
+@implements(MixedPrecision)
+def mixed_precision(model: nn.Module, config: MixedPrecision, ctx: Context) -> nn.Module:
+    """Allocate bit widths under the budget and fake-quantize each layer accordingly (simulated)."""
+    plan, budget = plan_mixed_precision(model, config, ctx)
+    data = ctx.calibration or ctx.val or ctx.train
+    qparams = calibrate_inputs(model, list(plan.policy), data or []) if config.quantize_inputs else None
+    out = apply_policy(model, plan.policy, input_qparams=qparams, inplace=True)
+    out.shrink_policy = policy_to_dict(plan.policy)  # type: ignore[assignment]
+    attach_int8_export(out, plan.policy, data)
+    chosen = ", ".join(f"{n}={c.label()}" for n, c in plan.policy.items())
+    ctx.notes.append(f"mixed precision ({plan.solver}, {config.sensitivity} sensitivity): {chosen}; "
+                     f"{config.budget} {plan.totals[config.budget]:.6g} of budget {budget:.6g} on {config.profile}")
+    ctx.notes.append("fake-quant per layer (simulated accuracy); real int8 kernels only via ONNX export")
+    return out
