@@ -10,8 +10,8 @@ from shrink.prune.nm import NMSparsity, pack_nm_model
 from shrink.prune.nm_layers import NMSparseConv, NMSparseLinear, pack_nm
 from shrink.prune.nm_pattern import check_nm, nm_mask
 from shrink.prune.schedule import iterative_sparsities, polynomial_sparsity, polynomial_steps
-from shrink.prune.unstructured import GradualPruning, IterativePruning, layer_sparsities
 from shrink.prune.structured import ChannelPruning, LayerRemoval  # noqa: F401  (structured pruning)
+from shrink.prune.unstructured import GradualPruning, IterativePruning, layer_sparsities
 
 __all__ = [
     "MagnitudePruning", "magnitude_masks", "prune_unstructured", "unstructured_masks",

@@ -54,8 +54,8 @@ def unstructured_masks(
     modules: dict[str, nn.Module], sparsity: float, scope: str = "global", criterion: str = "magnitude", seed: int = 0
 ) -> dict[str, torch.Tensor]:
     """Keep-masks (True = keep) pruning exactly ``round(sparsity * numel)`` weights, over all ``modules`` together
-    (``scope="global"``) or in each layer (``"layer"``). Weights already masked out are pruned first, so a rising
-    sparsity never revives a weight."""
+    (``scope="global"``) or in each layer (``"layer"``). Weights already masked out are pruned first and never
+    revived, so a target below the current sparsity leaves the masks as they are."""
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
     gen = torch.Generator().manual_seed(seed)
@@ -67,11 +67,16 @@ def unstructured_masks(
         for name, s in scores.items():
             masks[name] = keep[offset : offset + s.numel()].reshape(s.shape)
             offset += s.numel()
-        return masks
-    if scope == "layer":
-        return {name: _keep_largest(s.reshape(-1), int(round(sparsity * s.numel()))).reshape(s.shape)
-                for name, s in scores.items()}
-    raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    elif scope == "layer":
+        masks = {name: _keep_largest(s.reshape(-1), int(round(sparsity * s.numel()))).reshape(s.shape)
+                 for name, s in scores.items()}
+    else:
+        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    for name, m in modules.items():  # masks only tighten: a lower target than the current sparsity keeps it
+        old = get_mask(m)
+        if old is not None:
+            masks[name] &= old.cpu()
+    return masks
 
 
 def _keep_largest(flat: torch.Tensor, n_prune: int) -> torch.Tensor:
