@@ -37,3 +37,11 @@ __all__ = [
     "calibrating", "run_calibration", "QuantLinear", "QuantConv2d", "INTEGER_OPS", "ort_optimized_ops",
     "Int8Static", "quantize_static", "correct_bias",
 ]
+
+# advanced methods: QAT (LSQ / STE), binarization, data-free ZeroQ, integer-only inference
+from shrink.quant.binary import Binarize  # noqa: E402
+from shrink.quant.intonly import IntegerModel, integer_model  # noqa: E402
+from shrink.quant.qat import QAT  # noqa: E402
+from shrink.quant.zeroq import ZeroQ  # noqa: E402
+
+__all__ += ["QAT", "Binarize", "ZeroQ", "IntegerModel", "integer_model"]
