@@ -57,3 +57,29 @@ def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Replace the submodule called ``name``."""
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this x86 CPU has VNNI / AMX int8 dot products (no 16-bit saturation in u8 x s8 kernels)."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686"):
+        return True  # ARM / other kernels have no vpmaddubsw saturation
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def effective_weight_bits(bits: int, weight_range: str) -> tuple[int, str | None]:
+    """8-bit weights become 7-bit ("reduce range") when ONNX Runtime's u8 x s8 kernels would saturate: x86 CPUs
+    without VNNI sum pairs of products in 16 bits (vpmaddubsw). Returns the bits and a note when reduced."""
+    if bits < 8 or weight_range == "full" or (weight_range == "auto" and cpu_has_vnni()):
+        return bits, None
+    return 7, ("weights use 7-bit codes (reduce range): this CPU has no VNNI, and full 8-bit weights would "
+               "saturate ONNX Runtime's u8 x s8 kernels")
+
+
+__all__ += ["cpu_has_vnni", "effective_weight_bits"]

@@ -16,7 +16,7 @@ from torch import nn
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.quant.calibrate import calibrating, run_calibration
-from shrink.quant.convert import check_weights, quantized_layer, selected_layers, set_module
+from shrink.quant.convert import check_weights, effective_weight_bits, quantized_layer, selected_layers, set_module
 from shrink.quant.fold import fold_and_fuse
 from shrink.quant.modules import act_qparams_u8
 from shrink.quant.observers import make_observer
@@ -37,6 +37,8 @@ class Int8Static(Config):
     weight_bits: int = pydantic.Field(8, ge=2, le=8)
     weight_observer: Literal["minmax", "mse", "aciq_laplace", "aciq_gaussian"] = "minmax"
     activation_bits: int = pydantic.Field(8, ge=2, le=8)
+    #: "auto": 7-bit weight codes on x86 CPUs without VNNI, where ONNX Runtime's u8 x s8 kernels saturate
+    weight_range: Literal["auto", "full", "reduced"] = "auto"
     per_channel: bool = True
     bias_correction: bool = False
     quantize_outputs: bool = True
@@ -46,8 +48,8 @@ class Int8Static(Config):
     calibration_batches: int | None = pydantic.Field(None, ge=1)
 
 
-def _weight_qparams(weight: torch.Tensor, config: Int8Static, name: str):  # noqa: ANN202
-    obs = make_observer(config.weight_observer, config.weight_bits, symmetric=True, signed=True,
+def _weight_qparams(weight: torch.Tensor, config: Int8Static, name: str, bits: int):  # noqa: ANN202
+    obs = make_observer(config.weight_observer, bits, symmetric=True, signed=True,
                         axis=0 if config.per_channel else None, narrow_range=True, name=f"{name}.weight")
     obs.update(weight)
     qp = obs.qparams()
@@ -112,10 +114,13 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
                      relu_layers=relu_layers) as observers:
         batches = run_calibration(model, ctx.calibration, config.calibration_batches)
     float_weights = {}
+    wbits, range_note = effective_weight_bits(config.weight_bits, config.weight_range)
+    if range_note:
+        notes.append(f"int8_static: {range_note}")
     for name, layer in layers.items():
         mode = "dynamic" if name in dynamic else "static"
-        q = quantized_layer(layer, config.weight_bits, mode, config.activation_bits, name in relu_layers)
-        q.set_weight(layer.weight.detach(), _weight_qparams(layer.weight.detach(), config, name))
+        q = quantized_layer(layer, wbits, mode, config.activation_bits, name in relu_layers)
+        q.set_weight(layer.weight.detach(), _weight_qparams(layer.weight.detach(), config, name, wbits))
         if mode == "static":
             q.set_input_qparams(act_qparams_u8(*observers[name].input.bounds(), bits=config.activation_bits))
             out_obs = observers[name].output

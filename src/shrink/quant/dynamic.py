@@ -1,0 +1,102 @@
+"""Dynamic quantization (``int8_dynamic``): int8 weights (per-channel, symmetric), activations quantized per batch
+at run time, no calibration.
+
+Two backends, one config:
+
+* ``onnxruntime`` — Linear layers become :class:`QuantLinear` (dynamic); PyTorch simulates, the ONNX export is
+  ``DynamicQuantizeLinear -> MatMulInteger`` (fused by ONNX Runtime into ``DynamicQuantizeMatMul``).
+* ``torch`` — PyTorch's own dynamic int8 kernels (``torch.ao.nn.quantized.dynamic``) for Linear with shrink's
+  per-channel scales, and for LSTM / GRU (their weights use PyTorch's per-tensor observer, noted in the report).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import torch
+from torch import nn
+
+from shrink.api import Context, implements
+from shrink.config import Config, register
+from shrink.errors import UnsupportedOpError
+from shrink.quant.convert import check_weights, effective_weight_bits, quantized_layer, selected_layers, set_module
+from shrink.quant.observers import make_observer
+from shrink.quant.onnx_export import attach_export
+from shrink.select import Selector
+
+__all__ = ["Int8Dynamic", "quantize_dynamic"]
+
+
+@register("int8_dynamic", family="quantize")
+class Int8Dynamic(Config):
+    """Int8 weights, per-batch activation quantization; Linear (both backends) and LSTM / GRU (torch backend)."""
+
+    backend: Literal["onnxruntime", "torch"] = "onnxruntime"
+    weight_observer: Literal["minmax", "mse"] = "minmax"
+    #: "auto": 7-bit weight codes on x86 CPUs without VNNI (ONNX Runtime backend only; see convert.py)
+    weight_range: Literal["auto", "full", "reduced"] = "auto"
+    selector: Selector = Selector(types=("Linear", "LSTM", "GRU"))
+
+
+def _weight_qparams(weight: torch.Tensor, observer: str, name: str, bits: int = 8):  # noqa: ANN202
+    obs = make_observer(observer, bits, symmetric=True, signed=True, axis=0, narrow_range=True, name=f"{name}.weight")
+    obs.update(weight.detach())
+    return obs.qparams()
+
+
+def _torch_dynamic_linear(layer: nn.Linear, observer: str, name: str) -> nn.Module:
+    import torch.ao.nn.quantized.dynamic as nnqd
+
+    qp = _weight_qparams(layer.weight, observer, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch deprecates quantized tensors in favour of torchao
+        q = nnqd.Linear(layer.in_features, layer.out_features, bias_=layer.bias is not None, dtype=torch.qint8)
+        qw = torch.quantize_per_channel(layer.weight.detach().float(), qp.scale.double(),
+                                        qp.zero_point.long(), 0, torch.qint8)
+        q.set_weight_bias(qw, layer.bias.detach() if layer.bias is not None else None)
+    return q
+
+
+def _torch_dynamic_rnn(layer: nn.Module) -> nn.Module:
+    import torch.ao.nn.quantized.dynamic as nnqd
+    from torch.ao.quantization import default_dynamic_qconfig
+
+    layer.qconfig = default_dynamic_qconfig
+    cls = nnqd.LSTM if isinstance(layer, nn.LSTM) else nnqd.GRU
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cls.from_float(layer)
+
+
+def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.Module:
+    check_weights(model)
+    supported: tuple[type[nn.Module], ...] = (nn.Linear, nn.LSTM, nn.GRU) if config.backend == "torch" else (nn.Linear,)
+    try:
+        layers = selected_layers(model, config.selector, "int8_dynamic.selector", supported)
+    except UnsupportedOpError as exc:
+        if config.backend == "onnxruntime":
+            raise UnsupportedOpError(f"{exc}; LSTM/GRU need backend='torch'") from None
+        raise
+    wbits, range_note = effective_weight_bits(8, config.weight_range)
+    if range_note and config.backend == "onnxruntime":
+        ctx.notes.append(f"int8_dynamic: {range_note}")
+    for name, layer in layers.items():
+        if config.backend == "torch":
+            new = (_torch_dynamic_linear(layer, config.weight_observer, name) if isinstance(layer, nn.Linear)
+                   else _torch_dynamic_rnn(layer))
+        else:
+            new = quantized_layer(layer, wbits, "dynamic")
+            new.set_weight(layer.weight.detach(), _weight_qparams(layer.weight, config.weight_observer, name, wbits))
+        set_module(model, name, new)
+    rnns = sum(not isinstance(m, nn.Linear) for m in layers.values())
+    ctx.notes.append(f"int8_dynamic ({config.backend}): {len(layers)} layers quantized"
+                     + (f" ({rnns} LSTM/GRU with PyTorch's per-tensor weight observer)" if rnns else ""))
+    if config.backend == "torch":
+        model.shrink_execution = "int8 dynamic (real, PyTorch quantized kernels)"
+        return model
+    ctx.notes.append("int8_dynamic: PyTorch figures are simulated (fake-quant); the ONNX export runs integer kernels")
+    return attach_export(model)
+
+
+implements(Int8Dynamic)(quantize_dynamic)

@@ -1,0 +1,155 @@
+"""Packed integer weight storage: int8 or int4 (two codes per byte) with group-wise scales, as real tensors that
+:func:`shrink.save` writes at their packed size.
+
+``pack_int4`` / ``unpack_int4`` store signed 4-bit codes offset by 8 (``0..15``), low nibble first — the layout of
+ONNX Runtime's ``MatMulNBits`` blocks. :class:`PackedLinear` and :class:`PackedEmbedding` keep weights packed and
+dequantize on the fly (weight-only quantization: compute stays in float).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shrink.errors import ConfigError
+from shrink.export.artifact import register_layer
+from shrink.quant.qparams import QParams, dequantize, qparams_for_tensor, quantize
+
+__all__ = ["pack_int4", "unpack_int4", "PackedWeight", "PackedLinear", "PackedEmbedding"]
+
+
+def pack_int4(q: torch.Tensor) -> torch.Tensor:
+    """Signed 4-bit codes (int8 tensor in [-8, 7], even last dim) → uint8 with two codes per byte."""
+    if q.shape[-1] % 2:
+        raise ConfigError(f"pack_int4: last dim {q.shape[-1]} must be even")
+    if q.numel() and (q.min() < -8 or q.max() > 7):
+        raise ConfigError("pack_int4: codes outside the int4 range [-8, 7]")
+    u = (q.to(torch.int16) + 8).to(torch.uint8)
+    return u[..., 0::2] | (u[..., 1::2] << 4)
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`pack_int4`: uint8 (..., n) → int8 codes (..., 2n)."""
+    lo = (packed & 0x0F).to(torch.int8) - 8
+    hi = (packed >> 4).to(torch.int8) - 8
+    return torch.stack((lo, hi), dim=-1).reshape(*packed.shape[:-1], packed.shape[-1] * 2)
+
+
+class PackedWeight(nn.Module):
+    """A 2-D weight (rows, cols) as int8 / packed int4 codes with one fp16 scale per ``group_size`` columns."""
+
+    def __init__(self, rows: int, cols: int, bits: int, group_size: int) -> None:
+        super().__init__()
+        if bits not in (4, 8):
+            raise ConfigError(f"packed weights support 4 or 8 bits, got {bits}")
+        if cols % group_size:
+            raise ConfigError(f"group_size {group_size} does not divide the input dim {cols}")
+        self.rows, self.cols, self.bits, self.group_size = rows, cols, bits, group_size
+        width = cols // 2 if bits == 4 else cols
+        self.register_buffer("codes", torch.zeros(rows, width, dtype=torch.uint8 if bits == 4 else torch.int8))
+        self.register_buffer("scales", torch.ones(rows, cols // group_size, dtype=torch.float16))
+
+    def qparams(self) -> QParams:
+        scale = self.scales.float()
+        return QParams(scale, torch.zeros_like(scale, dtype=torch.int32), self.bits, True, None, self.group_size, True)
+
+    @torch.no_grad()
+    def set(self, weight: torch.Tensor) -> None:
+        qp = qparams_for_tensor(weight.float(), self.bits, symmetric=True, group_size=self.group_size,
+                                narrow_range=True)
+        qp = QParams(qp.scale.half().float(), qp.zero_point, qp.bits, True, None, self.group_size, True)
+        q = quantize(weight.float(), qp)
+        self.codes.copy_(pack_int4(q) if self.bits == 4 else q)
+        self.scales.copy_(qp.scale.half())
+
+    def int_codes(self) -> torch.Tensor:
+        return unpack_int4(self.codes) if self.bits == 4 else self.codes
+
+    def dequantize(self) -> torch.Tensor:
+        return dequantize(self.int_codes(), self.qparams())
+
+    def shrink_manifest(self) -> dict:
+        return {"rows": self.rows, "cols": self.cols, "bits": self.bits, "group_size": self.group_size}
+
+    @classmethod
+    def shrink_from_manifest(cls, args: dict) -> PackedWeight:
+        return cls(**args)
+
+    def shrink_param_count(self) -> tuple[int, int]:
+        return self.rows * self.cols, int(torch.count_nonzero(self.int_codes()))
+
+
+@register_layer
+class PackedLinear(nn.Module):
+    """Weight-only quantized Linear: packed weight, float bias, float compute on the dequantized weight."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, bits: int = 4,
+                 group_size: int = 32) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.packed = PackedWeight(out_features, in_features, bits, group_size)
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    @classmethod
+    def from_float(cls, layer: nn.Linear, bits: int, group_size: int) -> PackedLinear:
+        q = cls(layer.in_features, layer.out_features, layer.bias is not None, bits, group_size)
+        q.packed.set(layer.weight.detach())
+        if layer.bias is not None:
+            q.bias.data.copy_(layer.bias.detach())
+        return q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.packed.dequantize().to(x.dtype), self.bias)
+
+    def shrink_manifest(self) -> dict:
+        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
+                "bits": self.packed.bits, "group_size": self.packed.group_size}
+
+    @classmethod
+    def shrink_from_manifest(cls, args: dict) -> PackedLinear:
+        return cls(**args)
+
+    def shrink_param_count(self) -> tuple[int, int]:
+        n, nz = self.packed.shrink_param_count()
+        if self.bias is not None:
+            n, nz = n + self.bias.numel(), nz + int(torch.count_nonzero(self.bias))
+        return n, nz
+
+
+@register_layer
+class PackedEmbedding(nn.Module):
+    """Weight-only quantized Embedding: rows looked up in the packed table and dequantized."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, bits: int = 8, group_size: int = 32,
+                 padding_idx: int | None = None) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
+        self.packed = PackedWeight(num_embeddings, embedding_dim, bits, group_size)
+
+    @classmethod
+    def from_float(cls, layer: nn.Embedding, bits: int, group_size: int) -> PackedEmbedding:
+        q = cls(layer.num_embeddings, layer.embedding_dim, bits, group_size, layer.padding_idx)
+        q.packed.set(layer.weight.detach())
+        return q
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        p = self.packed
+        codes = p.codes[ids]
+        codes = unpack_int4(codes) if p.bits == 4 else codes
+        scales = p.scales[ids].float().repeat_interleave(p.group_size, dim=-1)
+        return codes.float() * scales
+
+    def shrink_manifest(self) -> dict:
+        return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
+                "bits": self.packed.bits, "group_size": self.packed.group_size, "padding_idx": self.padding_idx}
+
+    @classmethod
+    def shrink_from_manifest(cls, args: dict) -> PackedEmbedding:
+        return cls(**args)
+
+    def shrink_param_count(self) -> tuple[int, int]:
+        return self.packed.shrink_param_count()
+
+
+register_layer(PackedWeight)
