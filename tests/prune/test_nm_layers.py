@@ -110,3 +110,20 @@ def test_loading_a_broken_pattern_is_an_error():
     state["bits"] = torch.full_like(state["bits"], 0xFF)
     with pytest.raises(ModelError, match="not a valid 2:4 pattern"):
         layer.load_state_dict(state)
+
+
+def test_counts_and_onnx_export_of_packed_model(tmp_path):
+    from shrink.eval.counts import count_params
+    from shrink.export.onnx import OnnxModel
+
+    dense = Net()
+    model = apply(dense, NMSparsity(n=2, m=4), Context(progress=False))
+    total, nonzero = count_params(model)
+    assert total == count_params(dense)[0]
+    packed_weights = sum(mod.num_groups * 4 for mod in model.modules() if isinstance(mod, (NMSparseConv,
+                                                                                          NMSparseLinear)))
+    assert nonzero <= total - packed_weights // 2
+    x = torch.randn(2, 3, 4, 4)
+    path = shrink.export.onnx(model, tmp_path / "nm.onnx", x)
+    out = torch.as_tensor(OnnxModel(path, threads=1)(x))
+    assert torch.allclose(out, model(x), atol=1e-5)

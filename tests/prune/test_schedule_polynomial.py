@@ -77,3 +77,13 @@ def test_gradual_pruning_follows_the_schedule_between_epochs(monkeypatch):
     weights = [pruned[0].weight, pruned[2].weight]
     zeros = sum(int((w == 0).sum()) for w in weights)
     assert zeros == round(0.8 * sum(w.numel() for w in weights))
+
+
+def test_gradual_pruning_resumes_with_its_masks(tmp_path):
+    cfg = GradualPruning(final_sparsity=0.7, epochs=3, pruning_steps=2)
+    torch.manual_seed(0)
+    start = _tiny()
+    first = shrink.api.apply(start, cfg, shrink.api.Context(train=_batches(), progress=False, checkpoint_dir=tmp_path))
+    again = shrink.api.apply(start, cfg, shrink.api.Context(train=_batches(), progress=False, checkpoint_dir=tmp_path))
+    assert (tmp_path / "gradual" / "last.pt").exists()
+    assert torch.equal(first[0].weight, again[0].weight) and torch.equal(first[2].weight, again[2].weight)

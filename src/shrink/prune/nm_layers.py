@@ -53,9 +53,12 @@ class _NMPacked(nn.Module):
     def dense_weight(self) -> torch.Tensor:
         """The dense weight (zeros where pruned), differentiable with respect to ``values``."""
         flags = unpack_bits(self.bits, self.num_groups * self.m).reshape(-1, self.m)
+        # kept positions of each group in ascending order (the order the values were packed in): TopK over
+        # flag * (m - position), then one scatter; both export to ONNX and fold to a constant weight there
+        rank = torch.arange(self.m, 0, -1, device=flags.device, dtype=self.values.dtype)
+        positions = (flags.to(self.values.dtype) * rank).topk(self.n, dim=1).indices
         dense = torch.zeros(flags.shape, dtype=self.values.dtype, device=self.values.device)
-        dense = dense.masked_scatter(flags, self.values.reshape(-1))
-        return from_input_last(dense, self.weight_shape)
+        return from_input_last(dense.scatter(1, positions, self.values), self.weight_shape)
 
     @torch.no_grad()
     def _fill(self, weight: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None) -> None:

@@ -15,7 +15,8 @@ __all__ = ["input_last", "from_input_last", "nm_mask", "check_nm", "pack_bits", 
 
 def input_last(weight: torch.Tensor) -> torch.Tensor:
     """``weight`` with the input dimension moved last (a view for Linear, a permuted copy for convolutions)."""
-    return weight if weight.dim() == 2 else weight.movedim(1, -1)
+    dims = weight.dim()
+    return weight if dims == 2 else weight.permute(0, *range(2, dims), 1)
 
 
 def from_input_last(t: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
@@ -23,7 +24,8 @@ def from_input_last(t: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> tor
     if len(shape) == 2:
         return t.reshape(shape)
     permuted = (shape[0], *shape[2:], shape[1])
-    return t.reshape(permuted).movedim(-1, 1)
+    dims = len(shape)  # explicit non-negative permutation: ONNX export rejects negative axes in Transpose
+    return t.reshape(permuted).permute(0, dims - 1, *range(1, dims - 1))
 
 
 def nm_compatible(weight: torch.Tensor, m: int) -> bool:
@@ -53,6 +55,8 @@ def check_nm(mask_or_weight: torch.Tensor, n: int, m: int, exact: bool = True) -
 
 
 _SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)
+#: row b holds the 8 bits of byte b, most significant first (a table lookup exports to ONNX as one Gather)
+_BYTE_BITS = ((torch.arange(256).unsqueeze(1) >> torch.arange(7, -1, -1)) & 1).to(torch.bool)
 
 
 def pack_bits(flags: torch.Tensor) -> torch.Tensor:
@@ -66,5 +70,4 @@ def pack_bits(flags: torch.Tensor) -> torch.Tensor:
 
 def unpack_bits(bits: torch.Tensor, count: int) -> torch.Tensor:
     """The first ``count`` booleans of a :func:`pack_bits` result."""
-    flags = (bits.reshape(-1, 1) >> _SHIFTS.to(bits.device)) & 1
-    return flags.reshape(-1)[:count].to(torch.bool)
+    return _BYTE_BITS.to(bits.device)[bits.reshape(-1).long()].reshape(-1)[:count]
