@@ -1,6 +1,7 @@
 """Quantization: qparams math, observers, static / dynamic / weight-only PTQ, packed integer weights, ONNX QDQ."""
 
 from shrink.quant.calibrate import calibrating, run_calibration
+from shrink.quant.dynamic import Int8Dynamic
 from shrink.quant.modules import QuantConv2d, QuantLinear
 from shrink.quant.observers import (
     OBSERVERS,
@@ -15,6 +16,7 @@ from shrink.quant.observers import (
     make_observer,
 )
 from shrink.quant.onnx_export import INTEGER_OPS, ort_optimized_ops
+from shrink.quant.packed import PackedEmbedding, PackedLinear, pack_int4, unpack_int4
 from shrink.quant.qparams import (
     SUPPORTED_BITS,
     QParams,
@@ -28,6 +30,7 @@ from shrink.quant.qparams import (
     storage_dtype,
 )
 from shrink.quant.static import Int8Static, correct_bias, quantize_static
+from shrink.quant.weight_only import FloatCast, WeightOnly
 
 __all__ = [
     "QParams", "SUPPORTED_BITS", "check_bits", "qrange", "compute_qparams", "qparams_for_tensor", "quantize",
@@ -35,7 +38,8 @@ __all__ = [
     "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver", "MSEObserver",
     "EntropyObserver", "ACIQObserver", "OBSERVERS", "make_observer", "aciq_alpha",
     "calibrating", "run_calibration", "QuantLinear", "QuantConv2d", "INTEGER_OPS", "ort_optimized_ops",
-    "Int8Static", "quantize_static", "correct_bias",
+    "Int8Static", "quantize_static", "correct_bias", "Int8Dynamic", "WeightOnly", "FloatCast", "PackedLinear",
+    "PackedEmbedding", "pack_int4", "unpack_int4",
 ]
 
 # advanced methods: QAT (LSQ / STE), binarization, data-free ZeroQ, integer-only inference
