@@ -9,7 +9,7 @@ from torch import nn
 
 from shrink.errors import ConfigError, DataError
 from shrink.hw.estimate import layer_cost
-from shrink.hw.layers import LayerSpec
+from shrink.hw.layers import LayerSpec, scaled
 from shrink.hw.measured import LatencyTable
 from shrink.hw.policy import LayerChoice
 from shrink.hw.profile import Profile
@@ -58,11 +58,13 @@ def sensitivities(model: nn.Module, layers: Sequence[str], choices: Sequence[Lay
 def layer_options(specs: Sequence[LayerSpec], choices: Sequence[LayerChoice],
                   sensitivity: dict[str, dict[LayerChoice, float]], profile: Profile | None,
                   table: LatencyTable | None) -> dict[str, list[Option]]:
-    """One :class:`Option` per (layer, choice) for the layers in ``sensitivity``."""
+    """One :class:`Option` per (layer, choice) for the layers in ``sensitivity``; a choice's cost is priced at its
+    kept output width (the consumer's saving from a narrower input is not credited: conservative)."""
     out: dict[str, list[Option]] = {}
     for spec in specs:
         if spec.name in sensitivity:
-            out[spec.name] = [Option(c, sensitivity[spec.name][c], option_costs(spec, c, profile, table))
+            out[spec.name] = [Option(c, sensitivity[spec.name][c], option_costs(scaled(spec, 1.0, c.width), c,
+                                                                                  profile, table))
                               for c in choices]
     return out
 

@@ -23,7 +23,8 @@ from shrink.quant.qparams import QParams
 from shrink.search.apply import apply_policy, prune_weight, quantize_weight
 
 __all__ = [
-    "mean_loss", "output_kl", "measured_sensitivity", "hutchinson_trace", "hessian_traces", "hessian_sensitivity",
+    "mean_loss", "logits_of", "output_kl", "measured_sensitivity", "hutchinson_trace", "hessian_traces",
+    "hessian_sensitivity",
 ]
 
 
@@ -53,7 +54,7 @@ def mean_loss(model: nn.Module, batches: Sequence[Any]) -> float:
     return total / count
 
 
-def _logits(model: nn.Module, batches: Sequence[Any]) -> list[torch.Tensor]:
+def logits_of(model: nn.Module, batches: Sequence[Any]) -> list[torch.Tensor]:
     model.eval()
     with torch.no_grad():
         return [call_model(model, split_batch(b)[0]) for b in batches]
@@ -62,7 +63,7 @@ def _logits(model: nn.Module, batches: Sequence[Any]) -> list[torch.Tensor]:
 def output_kl(model: nn.Module, batches: Sequence[Any], reference: Sequence[torch.Tensor]) -> float:
     """Mean KL(reference ‖ model) of the softmax outputs over ``batches`` (nats per example)."""
     total, count = 0.0, 0
-    for logits, ref in zip(_logits(model, batches), reference, strict=True):
+    for logits, ref in zip(logits_of(model, batches), reference, strict=True):
         p_log = nn.functional.log_softmax(ref.float(), dim=-1)
         q_log = nn.functional.log_softmax(logits.float(), dim=-1)
         total += float(nn.functional.kl_div(q_log, p_log, log_target=True, reduction="sum"))
@@ -76,7 +77,7 @@ def measured_sensitivity(model: nn.Module, layers: Sequence[str], choices: Seque
     """Output KL (or loss increase, may be negative) when only ``layer`` gets ``choice``, for every layer/choice."""
     held = _batches(data, batches)
     if criterion == "kl":
-        reference = _logits(model, held)
+        reference = logits_of(model, held)
         base = 0.0
 
         def loss(m: nn.Module, b: Sequence[Any]) -> float:

@@ -1,0 +1,224 @@
+"""Automated compression search in the spirit of AMC and HAQ, with the hardware profile in the loop.
+
+1. Per-layer options (bit width x sparsity x kept channel width) get a predicted loss (output KL when only that
+   layer is compressed) and a cost on the profile (measured CPU table or accelerator roofline).
+2. A sweep of budgets from the cheapest achievable to the fp32 cost gives candidate policies, each the exact
+   (MILP) loss-minimizing allocation for its budget; candidates are re-priced with channel widths propagated.
+3. Candidates are measured — channels removed, fine-tuned, fake-quantized, metric on validation data — in parallel
+   trials (Ray), searching (k-ary, ``parallel`` trials per round) for the cheapest one whose measured drop is
+   within ``tolerance``. Points not measured keep only their prediction; the result says which is which.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import pydantic
+from torch import nn
+
+from shrink.api import Context, implements
+from shrink.config import Config, register
+from shrink.errors import ConfigError, DataError
+from shrink.eval.latency import repeat_batch
+from shrink.eval.metrics import accuracy, predict
+from shrink.hw.estimate import policy_costs
+from shrink.hw.layers import trace_layers
+from shrink.hw.measured import LatencyTable
+from shrink.hw.policy import LayerChoice, policy_from_dict, policy_to_dict
+from shrink.hw.profile import load_profile
+from shrink.search.allocate import allocate
+from shrink.search.compress import compress, width_layers
+from shrink.search.export import attach_int8_export
+from shrink.search.options import layer_options, option_costs
+from shrink.search.result import Point, SearchResult
+from shrink.search.sensitivity import logits_of, output_kl
+from shrink.search.trials import run_trials
+from shrink.select import Selector, select_modules
+
+__all__ = ["CompressionSearch", "run_search", "compression_search", "evaluate_policy"]
+
+
+@register("search", family="search")
+class CompressionSearch(Config):
+    """Search per-layer bit widths, sparsities and channel widths for the cheapest model (``objective`` on
+    ``profile``) whose measured metric drop on validation data is at most ``tolerance`` points.
+
+    Trials run ``parallel`` at a time on Ray (``backend="ray"``, a local instance unless ``ray_address`` names a
+    cluster) or one by one in-process (``"local"``). Each trial fine-tunes ``finetune_epochs`` after removing
+    channels, then fake-quantizes (simulated accuracy; real int8 only through ONNX export).
+    """
+
+    profile: str = "cpu"
+    objective: Literal["latency", "bytes", "energy", "bitops"] = "latency"
+    tolerance: float = pydantic.Field(1.0, ge=0)
+    bits: tuple[int, ...] = (8, 32)
+    sparsities: tuple[float, ...] = (0.0,)
+    widths: tuple[float, ...] = (1.0, 0.75, 0.5)
+    candidates: int = pydantic.Field(8, ge=2, le=64)
+    parallel: int = pydantic.Field(2, ge=1)
+    backend: Literal["ray", "local"] = "ray"
+    ray_address: str | None = None
+    finetune_epochs: int = pydantic.Field(2, ge=0)
+    lr: float = pydantic.Field(1e-3, gt=0)
+    sensitivity_batches: int = pydantic.Field(4, ge=1)
+    #: batch size at which latency / energy are priced (the example input's first item repeated)
+    cost_batch: int = pydantic.Field(1, ge=1)
+    selector: Selector = Selector()
+
+    @pydantic.model_validator(mode="after")
+    def _choices(self) -> CompressionSearch:
+        for b in self.bits:
+            if b not in (2, 4, 8, 16, 32):
+                raise ValueError(f"bits must be drawn from (2, 4, 8, 16, 32), got {b}")
+        if any(not 0 <= s < 1 for s in self.sparsities) or any(not 0 < w <= 1 for w in self.widths):
+            raise ValueError("sparsities must be in [0, 1) and widths in (0, 1]")
+        return self
+
+
+def _metric(model: nn.Module, data: Sequence[Any]) -> float:
+    out, target = predict(model, data)
+    return accuracy(out, target)
+
+
+def evaluate_policy(shared: dict[str, Any], policy: dict[str, dict[str, Any]]) -> tuple[float, nn.Module]:
+    """One trial (runs in a Ray worker): the compressed model and its validation metric."""
+    model = compress(shared["model"], policy_from_dict(policy), example_inputs=shared["example_inputs"],
+                     calibration=shared["calibration"], train=shared["train"],
+                     finetune_epochs=shared["finetune_epochs"], lr=shared["lr"])
+    return _metric(model, shared["val"]), model
+
+
+def _listed(data: Any, limit: int | None = None) -> list[Any]:
+    out = []
+    for i, batch in enumerate(data or []):
+        if limit is not None and i >= limit:
+            break
+        out.append(batch)
+    return out
+
+
+def _sensitivity(model: nn.Module, names: list[str], choices: dict[str, list[LayerChoice]], shared: dict[str, Any],
+                 batches: int) -> dict[str, dict[LayerChoice, float]]:
+    held = shared["calibration"][:batches]
+    reference = logits_of(model, held)
+    out: dict[str, dict[LayerChoice, float]] = {}
+    for name in names:
+        out[name] = {}
+        for c in choices[name]:
+            if c == LayerChoice():
+                out[name][c] = 0.0
+                continue
+            trial = compress(model, {name: c}, example_inputs=shared["example_inputs"], calibration=held)
+            out[name][c] = output_kl(trial, held, reference)
+    return out
+
+
+def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tuple[SearchResult, nn.Module]:
+    """Run the search; returns the result (all points, which were measured) and the chosen model."""
+    if ctx.example_inputs is None:
+        raise ConfigError("search: needs example_inputs (to trace layer shapes)")
+    val = _listed(ctx.val)
+    if not val:
+        raise DataError("search: needs labelled validation data (val=...) to measure candidates")
+    profile = load_profile(config.profile)
+    if config.objective == "energy" and profile.kind != "accelerator":
+        raise ConfigError(f"search: objective 'energy' needs an accelerator profile, {profile.name!r} is measured")
+    table = LatencyTable(profile.measured) if profile.measured is not None else None
+    model = model.eval()
+    layers = list(select_modules(model, config.selector, where="search.selector"))
+    priced_inputs = repeat_batch(ctx.example_inputs, config.cost_batch)
+    all_specs = trace_layers(model, priced_inputs)
+    specs = [s for s in all_specs if s.name in layers]
+    prunable = set(width_layers(model, ctx.example_inputs))
+    choices = {s.name: [LayerChoice(bits=b, sparsity=sp, width=w if s.name in prunable else 1.0)
+                        for b, sp, w in itertools.product(config.bits, config.sparsities, config.widths)]
+               for s in specs}
+    choices = {n: list(dict.fromkeys(cs)) for n, cs in choices.items()}
+    shared = {"model": model, "val": val, "calibration": _listed(ctx.calibration or ctx.train, 8),
+              "train": _listed(ctx.train) if config.finetune_epochs else None, "example_inputs": ctx.example_inputs,
+              "finetune_epochs": config.finetune_epochs, "lr": config.lr}
+    sens = _sensitivity(model, [s.name for s in specs], choices, shared, config.sensitivity_batches)
+    options = {}
+    for spec in specs:
+        options |= layer_options([spec], choices[spec.name], sens, profile, table)
+    kind = config.objective
+
+    def priced(policy: dict[str, LayerChoice]) -> float:
+        costs = policy_costs(all_specs, policy, profile, table)
+        if kind == "latency":
+            return sum(c.latency_s for c in costs)
+        if kind == "energy":
+            return sum(c.energy_j or 0.0 for c in costs)
+        return sum(c.weight_bytes if kind == "bytes" else c.bitops for c in costs)
+
+    floor = sum(min(o.costs[kind] for o in opts) for opts in options.values())
+    top = sum(option_costs(s, LayerChoice(), profile, table)[kind] for s in specs)
+    points: dict[str, Point] = {}
+    for i in range(config.candidates):
+        budget = floor * (top / floor) ** (i / (config.candidates - 1)) if floor > 0 else top * i / config.candidates
+        plan = allocate(options, {kind: budget * (1 + 1e-9)})
+        policy = {n: c for n, c in plan.policy.items() if c != LayerChoice()}
+        key = repr(sorted(policy_to_dict(policy).items()))
+        if key not in points:
+            points[key] = Point(label="", policy=policy_to_dict(policy), predicted_cost=priced(policy),
+                                predicted_loss=plan.predicted_loss)
+    ordered = sorted(points.values(), key=lambda p: p.predicted_cost)
+    for i, p in enumerate(ordered):
+        p.label = f"c{i}"
+    baseline = _metric(model, val)
+    best = _kary_search(ordered, shared, config, baseline)
+    result = SearchResult(points=ordered, baseline_metric=baseline, tolerance=config.tolerance, objective=kind,
+                          profile=profile.name, best=best.label if best else None,
+                          baseline_cost=priced({}))
+    chosen = best.model if best is not None else model
+    return result, chosen
+
+
+def _kary_search(ordered: list[Point], shared: dict[str, Any], config: CompressionSearch, baseline: float
+                 ) -> Point | None:
+    """Cheapest candidate whose measured drop is within tolerance, assuming the drop shrinks as cost grows;
+    ``parallel`` candidates are measured per round."""
+    lo, hi = 0, len(ordered)  # answer index in [lo, hi]; hi == len(ordered): none passes yet
+    while lo < hi:
+        span = hi - lo
+        k = min(config.parallel, span)
+        picks = sorted({lo + math.floor(span * (j + 1) / (k + 1)) for j in range(k)} - {hi})
+        picks = [i for i in picks if ordered[i].measured_metric is None] or [lo]
+        results = run_trials(evaluate_policy, shared, [ordered[i].policy for i in picks], backend=config.backend,
+                             parallel=config.parallel, address=config.ray_address)
+        for i, (metric, trained) in zip(picks, results, strict=True):
+            ordered[i].measured_metric = metric
+            ordered[i].model = trained
+        for i in picks:
+            if baseline - (ordered[i].measured_metric or 0.0) <= config.tolerance:
+                hi = min(hi, i)
+        failing = [i for i in picks if i < hi and baseline - (ordered[i].measured_metric or 0.0) > config.tolerance]
+        lo = max([lo, *(i + 1 for i in failing)])
+    if hi < len(ordered):
+        return ordered[hi]
+    return None
+
+
+@implements(CompressionSearch)
+def compression_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> nn.Module:
+    """Search and return the chosen model (fake-quant simulated; channel removal real)."""
+    result, chosen = run_search(model, config, ctx)
+    best = result.point(result.best) if result.best else None
+    measured = sum(p.measured_metric is not None for p in result.points)
+    ctx.notes.append(f"search on {result.profile} ({result.objective}): {len(result.points)} candidates, {measured} "
+                     f"measured on validation data, the rest predicted only")
+    if best is None:
+        ctx.notes.append(f"search: no candidate within {config.tolerance} points; the model is returned unchanged")
+        return model
+    ctx.notes.append(f"search chose {best.label}: {best.summary()}; predicted {result.objective} "
+                     f"{best.predicted_cost:.4g} vs fp32 {result.baseline_cost:.4g}; validation metric "
+                     f"{best.measured_metric:.2f} vs {result.baseline_metric:.2f}")
+    ctx.notes.append("search: quantized layers are fake-quant (simulated); removed channels are real")
+    if ctx.out_dir is not None:
+        result.write(ctx.out_dir)
+    chosen.shrink_policy = best.policy  # type: ignore[assignment]
+    attach_int8_export(chosen, policy_from_dict(best.policy), ctx.calibration or ctx.train)
+    return chosen

@@ -1,0 +1,71 @@
+"""Run search trials concurrently: on Ray (a local instance by default, a cluster with ``address``), or one after
+another in this process (``backend="local"``). Ray is an optional engine: it is imported only when used."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from shrink.errors import ConfigError
+
+__all__ = ["run_trials", "shutdown_ray", "probe"]
+
+#: trial(shared, payload) -> result; must be a module-level function (workers import it by name)
+Trial = Callable[[Any, Any], Any]
+
+
+def _call(fn: Trial, shared: Any, payload: Any, threads: int) -> Any:
+    import torch
+
+    torch.set_num_threads(threads)
+    return fn(shared, payload)
+
+
+def _ray(address: str | None, parallel: int):
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - ray is pinned in requirements.txt
+        raise ConfigError("search: backend 'ray' needs the ray package (pip install ray)") from exc
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if address is None:
+            kwargs["num_cpus"] = parallel  # a local instance runs `parallel` one-CPU trials at a time
+        ray.init(address=address, **kwargs)
+    return ray
+
+
+def run_trials(fn: Trial, shared: Any, payloads: Sequence[Any], *, backend: str = "ray", parallel: int = 2,
+               address: str | None = None, threads_per_trial: int = 1) -> list[Any]:
+    """``[fn(shared, p) for p in payloads]``, up to ``parallel`` at a time on Ray, in payload order.
+
+    ``shared`` (model, data) is put in Ray's object store once and passed to every trial.
+    """
+    if backend == "local":
+        return [_call(fn, shared, p, threads_per_trial) for p in payloads]
+    if backend != "ray":
+        raise ConfigError(f"search: backend must be 'ray' or 'local', got {backend!r}")
+    ray = _ray(address, parallel)
+    remote = ray.remote(num_cpus=threads_per_trial)(_call)
+    ref = ray.put(shared)
+    pending = [remote.remote(fn, ref, p, threads_per_trial) for p in payloads]
+    return ray.get(pending)
+
+
+def shutdown_ray() -> None:
+    """Stop the Ray instance this process started (no-op when Ray is not running)."""
+    try:
+        import ray
+    except ImportError:  # pragma: no cover
+        return
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def probe(shared: Any, seconds: float) -> tuple[int, float, float]:
+    """A trial that only waits: ``(process id, start, end)``, to check that trials really run concurrently."""
+    import os
+    import time
+
+    start = time.time()
+    time.sleep(seconds)
+    return os.getpid(), start, time.time()

@@ -1,0 +1,49 @@
+"""Search trials on a local Ray instance: at least two run concurrently, and a search runs through Ray.
+
+Slow (Ray starts a local instance: ~20-30 s); bounded to one instance for the whole module."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import shrink
+from shrink.api import Context
+from shrink.search.search import CompressionSearch, run_search
+from shrink.search.trials import probe, run_trials, shutdown_ray
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_instance():
+    yield
+    shutdown_ray()
+
+
+def test_two_trials_run_concurrently_on_ray():
+    results = run_trials(probe, None, [1.0, 1.0], backend="ray", parallel=2)
+    (pid_a, start_a, end_a), (pid_b, start_b, end_b) = results
+    assert pid_a != pid_b and os.getpid() not in (pid_a, pid_b)
+    assert max(start_a, start_b) < min(end_a, end_b)  # the two 1-second trials overlapped in time
+
+
+def test_search_trials_on_ray_match_in_process_trials():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 8, generator=g)
+    y = (x[:, :4].sum(1) > 0).long()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
+    train = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 192, 32)]
+    shrink.train.fit(model, train, epochs=10, lr=1e-2, progress=False)
+    ctx = Context(example_inputs=x[:1], train=train, calibration=train, val=[(x[192:], y[192:])], progress=False)
+    common = dict(profile="phone_npu", objective="bytes", bits=(4, 8, 32), widths=(1.0,), candidates=4,
+                  finetune_epochs=0, parallel=2)
+    on_ray, _ = run_search(model.eval(), CompressionSearch(backend="ray", **common), ctx)
+    local, _ = run_search(model.eval(), CompressionSearch(backend="local", **common), ctx)
+    assert [p.measured_metric for p in on_ray.points] == [p.measured_metric for p in local.points]
+    assert on_ray.best == local.best
+    assert sum(p.measured for p in on_ray.points) >= 2

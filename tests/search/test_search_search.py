@@ -1,0 +1,71 @@
+"""Compression search in-process: candidates, measured vs predicted points, tolerance, Pareto front, files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import shrink
+from shrink.api import Context, apply
+from shrink.config import config_from_dict
+from shrink.errors import ConfigError
+from shrink.search.result import pareto_front
+from shrink.search.search import CompressionSearch, run_search
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _task():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 16, generator=g)
+    y = (x[:, :4].sum(1) > 0).long() + 2 * (x[:, 4:8].sum(1) > 0).long()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+    train = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 384, 32)]
+    shrink.train.fit(model, train, epochs=20, lr=1e-2, progress=False)
+    return model.eval(), train, [(x[384:], y[384:])]
+
+
+def test_search_returns_the_cheapest_measured_candidate_within_tolerance(tmp_path):
+    model, train, val = _task()
+    cfg = CompressionSearch(profile="phone_npu", objective="bytes", bits=(4, 8, 32), widths=(1.0, 0.5),
+                            candidates=5, backend="local", tolerance=2.0, finetune_epochs=1)
+    ctx = Context(example_inputs=val[0][0][:1], train=train, calibration=train, val=val, progress=False,
+                  out_dir=tmp_path)
+    result, chosen = run_search(model, cfg, ctx)
+    costs = [p.predicted_cost for p in result.points]
+    assert costs == sorted(costs) and costs[-1] <= result.baseline_cost
+    assert result.best is not None
+    best = result.point(result.best)
+    assert result.baseline_metric - best.measured_metric <= 2.0
+    cheaper = [p for p in result.points if p.predicted_cost < best.predicted_cost and p.measured]
+    assert all(result.baseline_metric - p.measured_metric > 2.0 for p in cheaper)
+    assert any(not p.measured for p in result.points) or len(result.points) <= 2
+    out = apply(model, cfg, ctx)
+    assert "shrink_policy" in vars(out)
+    assert sum(p.numel() for p in out.parameters()) <= sum(p.numel() for p in model.parameters())
+    saved = json.loads((tmp_path / "search.json").read_text())
+    assert saved["best"] == result.best and {"measured"} <= set(saved["points"][0])
+    assert (tmp_path / "search_pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pareto_front():
+    pts = [(1.0, 90.0), (2.0, 95.0), (2.5, 94.0), (3.0, 95.0), (0.5, 80.0)]
+    assert pareto_front(pts) == [0, 1, 4]
+
+
+def test_search_config_validation():
+    assert config_from_dict({"type": "search", "tolerance": 0.5}).tolerance == 0.5
+    with pytest.raises(ConfigError, match="bits"):
+        CompressionSearch(bits=(3,))
+    with pytest.raises(ConfigError, match="backend"):
+        CompressionSearch(backend="slurm")
