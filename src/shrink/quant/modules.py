@@ -66,6 +66,9 @@ class _QuantBase(nn.Module):
         return onnx_ops.qdq(x, float(params[0]), int(params[1]), lo, hi, False)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
+        smooth = getattr(self, "input_smooth", None)
+        if smooth is not None:  # SmoothQuant: x / s, with s folded into the weight
+            x = x * smooth
         if self.act_mode == "static":
             return self._act(x, self.input_qparams)
         if self.act_mode == "dynamic" and not torch.onnx.is_in_onnx_export():
@@ -91,10 +94,11 @@ class QuantLinear(_QuantBase):
     """Linear with int8 per-output-channel symmetric weights (``weight_bits`` ≤ 8 values) and quantized inputs."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_bits: int = 8,
-                 act_mode: ActMode = "static", act_bits: int = 8, relu: bool = False) -> None:
+                 act_mode: ActMode = "static", act_bits: int = 8, relu: bool = False, smooth: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self._init_quant((out_features, in_features), bias, weight_bits, act_mode, act_bits, relu)
+        self.register_buffer("input_smooth", torch.ones(in_features) if smooth else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._input(x)
@@ -108,7 +112,7 @@ class QuantLinear(_QuantBase):
     def shrink_manifest(self) -> dict:
         return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
                 "weight_bits": self.weight_bits, "act_mode": self.act_mode, "act_bits": self.act_bits,
-                "relu": self.relu}
+                "relu": self.relu, "smooth": self.input_smooth is not None}
 
     @classmethod
     def shrink_from_manifest(cls, args: dict) -> QuantLinear:

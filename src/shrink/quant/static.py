@@ -21,6 +21,7 @@ from shrink.quant.fold import fold_and_fuse
 from shrink.quant.modules import act_qparams_u8
 from shrink.quant.observers import make_observer
 from shrink.quant.onnx_export import attach_export
+from shrink.quant.smooth import smooth_layers
 from shrink.select import Selector
 
 __all__ = ["Int8Static", "quantize_static", "correct_bias"]
@@ -42,6 +43,8 @@ class Int8Static(Config):
     per_channel: bool = True
     bias_correction: bool = False
     quantize_outputs: bool = True
+    #: SmoothQuant migration strength alpha for Linear layers (None: off)
+    smooth: float | None = pydantic.Field(None, ge=0.0, le=1.0)
     #: layers whose input is quantized per batch at run time instead of with calibrated ranges
     dynamic: Selector | None = None
     selector: Selector = Selector()
@@ -110,6 +113,8 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
     relu_layers, notes = fold_and_fuse(model)
     layers = selected_layers(model, config.selector, "int8_static.selector")
     dynamic = set(selected_layers(model, config.dynamic, "int8_static.dynamic")) if config.dynamic else set()
+    inverse, smooth_hooks = (smooth_layers(model, layers, ctx.calibration, config.smooth, config.calibration_batches)
+                             if config.smooth is not None else ({}, []))
     with calibrating(model, layers, _act_observer(config), observe_outputs=config.quantize_outputs,
                      relu_layers=relu_layers) as observers:
         batches = run_calibration(model, ctx.calibration, config.calibration_batches)
@@ -126,15 +131,20 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
             out_obs = observers[name].output
             if out_obs is not None:
                 q.set_output_qparams(act_qparams_u8(*out_obs.bounds(), bits=config.activation_bits))
+        if name in inverse:
+            q.input_smooth = inverse[name]
         float_weights[name] = layer.weight.detach().clone()
         set_module(model, name, q)
+    for h in smooth_hooks:
+        h.remove()
     if config.bias_correction:
         correct_bias(model, float_weights, ctx.calibration, config.calibration_batches)
     w = f"W{config.weight_bits}A{config.activation_bits}"
     notes.append(f"int8_static: {len(layers)} layers quantized ({w}, observer {config.observer}, weights "
                  f"{'per-channel' if config.per_channel else 'per-tensor'} {config.weight_observer}), "
                  f"{len(dynamic)} with dynamic activations, calibrated on {batches} batches"
-                 + (", bias corrected" if config.bias_correction else ""))
+                 + (", bias corrected" if config.bias_correction else "")
+                 + (f", SmoothQuant alpha={config.smooth} on {len(inverse)} Linear layers" if inverse else ""))
     notes.append("int8_static: PyTorch figures are simulated (fake-quant); the ONNX export runs integer kernels")
     ctx.notes.extend(notes)
     return attach_export(model)
