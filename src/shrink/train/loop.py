@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from shrink.data import call_model, split_batch
 from shrink.errors import DataError, FileFormatError
+from shrink.train.distributed import average_gradients, barrier, broadcast_parameters, is_main, setup, shard
 
 __all__ = ["fit", "LossFn"]
 
@@ -124,8 +125,11 @@ def fit(
                 sched.load_state_dict(state["scheduler"])
             _set_rng_state(state["rng"])
             start = int(state["epoch"])
+    if setup():  # under torchrun: same start on every rank, each trains on its slice of every batch
+        broadcast_parameters(model)
 
-    bar = tqdm(range(start, epochs), desc=desc, disable=not progress, leave=False, initial=start, total=epochs)
+    bar = tqdm(range(start, epochs), desc=desc, disable=not progress or not is_main(), leave=False, initial=start,
+               total=epochs)
     for epoch in bar:
         _reseed_loader(train, seed + epoch)
         model.train()
@@ -134,6 +138,7 @@ def fit(
             inputs, target = split_batch(batch)
             if augment is not None:
                 inputs = augment(inputs)
+            inputs, target = shard(inputs), shard(target)
             loss = loss_fn(model, inputs, target)
             if regularizer is not None:
                 loss = loss + regularizer(model)
@@ -141,6 +146,7 @@ def fit(
                 raise DataError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients(trainable)
             opt.step()
             total, count = total + float(loss.detach()), count + 1
         if count == 0:
@@ -150,10 +156,11 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(epoch)
         bar.set_postfix(loss=f"{total / count:.4f}")
-        if ckpt is not None:
+        if ckpt is not None and is_main():
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1}
             state["rng"] = _rng_state()
             if sched is not None:
                 state["scheduler"] = sched.state_dict()
             _save_checkpoint(ckpt, state)
+        barrier()
     return model.eval()

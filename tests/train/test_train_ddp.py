@@ -1,0 +1,59 @@
+"""Data-parallel fit under torchrun: 2 CPU processes (gloo) end with the weights of one process on the same global
+batches, and only rank 0 writes the checkpoint. Slow: starts two Python processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = textwrap.dedent('''
+    import sys
+    import torch
+    from torch import nn
+    from shrink.train import fit
+    from shrink.train import distributed
+
+    def make():
+        torch.manual_seed(0)
+        x = torch.randn(96, 10)
+        y = (x[:, :3].sum(1) > 0).long() + (x[:, 3:6].sum(1) > 0).long()
+        model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 3))
+        return model, [(x[i:i + 16], y[i:i + 16]) for i in range(0, 96, 16)]
+
+    torch.set_num_threads(1)
+    model, batches = make()
+    if distributed.setup():
+        with torch.no_grad():  # a different start on rank 1: fit must broadcast rank 0's weights
+            for p in model.parameters():
+                p.add_(distributed.rank())
+    fit(model, batches, epochs=3, lr=5e-2, optimizer="sgd", progress=False, checkpoint_dir=sys.argv[2])
+    if distributed.is_main():
+        torch.save({k: v.clone() for k, v in model.state_dict().items()}, sys.argv[1])
+    print("world", distributed.world_size(), "rank", distributed.rank())
+''')
+
+
+def test_two_process_gloo_run_equals_one_process(tmp_path):
+    script = tmp_path / "train_ddp.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script), str(tmp_path / "ddp.pt"), str(tmp_path / "ckpt_ddp")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "world 2 rank 0" in ddp.stdout and "world 2 rank 1" in ddp.stdout
+    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one.pt"), str(tmp_path / "ckpt_one")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert "world 1 rank 0" in single.stdout
+    a, b = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "one.pt")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), (k, float((a[k] - b[k]).abs().max()))
+    assert sorted(p.name for p in (tmp_path / "ckpt_ddp").iterdir()) == ["last.pt"]
