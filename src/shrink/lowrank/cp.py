@@ -44,7 +44,8 @@ def cp_factors(weight: torch.Tensor, rank: int, n_iter: int = 100, seed: int = 0
             for f in others:
                 gram = gram * (f.T @ f)
             mttkrp = torch.einsum(_MTTKRP[n], x, *others)
-            factors[n] = mttkrp @ torch.linalg.pinv(gram, hermitian=True)
+            ridge = 1e-10 * float(gram.diagonal().mean()) * torch.eye(rank, dtype=x.dtype)  # keeps it invertible
+            factors[n] = torch.linalg.solve(gram + ridge, mttkrp.T).T
             if n < 3:
                 factors[n] = factors[n] / factors[n].norm(dim=0, keepdim=True).clamp_min(1e-300)
         if it % 5 == 4 or it == n_iter - 1:
