@@ -149,7 +149,7 @@ def run(quick: bool) -> Section:
                 ["pattern", "layers packed", "test acc (%)", "drop (points)", "file (bytes)", "file / dense",
                  "compress time (s)", "peak mem (MiB)", "CPU latency b32 (ms)"],
                 note="Packed layers store n/m of the fp32 values plus an m-bit field per group; the first conv (1 "
-                     "input channel) has no whole group and stays dense. " + NM_CPU_NOTE + ": on CPU the packed "
+                     "input channel) has no whole group and stays dense. " + NM_CPU_NOTE + ". On CPU the packed "
                      "layer rebuilds the dense weight each call, so its latency is the dense latency or worse.")
     x32 = next(iter(data.test))[0][:32]
     dense_lat = fmt_ms(latency(lambda: teacher(x32), 32))
