@@ -22,7 +22,7 @@ from shrink.prune.magnitude import MagnitudePruning, magnitude_masks
 from shrink.quant.observers import MinMaxObserver
 from shrink.quant.qparams import QParams, fake_quantize, qparams_for_tensor
 
-__all__ = ["apply_policy", "quantize_weight", "ACTIVATION_BITS", "calibrate_inputs"]
+__all__ = ["apply_policy", "quantize_weight", "prune_weight", "ACTIVATION_BITS", "calibrate_inputs", "InputFakeQuant"]
 
 #: input activations of layers at <= 8 bits are fake-quantized to 8 bits (W{b}A8)
 ACTIVATION_BITS = 8
@@ -44,7 +44,7 @@ def prune_weight(module: nn.Module, sparsity: float) -> torch.Tensor:
     return module.weight.detach() * mask
 
 
-class _InputFakeQuant:
+class InputFakeQuant:
     """Forward pre-hook fake-quantizing a layer's input on a fixed grid from calibration."""
 
     def __init__(self, qp: QParams) -> None:
@@ -100,4 +100,4 @@ def _apply_choice(module: nn.Module, choice: LayerChoice, input_qp: QParams | No
         w = quantize_weight(prune_weight(module, choice.sparsity), choice.bits)
         module.weight.copy_(w)
     if input_qp is not None and choice.bits <= 8:
-        module.register_forward_pre_hook(_InputFakeQuant(input_qp))
+        module.register_forward_pre_hook(InputFakeQuant(input_qp))

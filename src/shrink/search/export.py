@@ -16,6 +16,7 @@ from torch import nn
 from shrink.data import split_batch
 from shrink.hw.ort_int8 import export_int8
 from shrink.hw.policy import Policy
+from shrink.search.apply import InputFakeQuant
 
 __all__ = ["attach_int8_export", "calibration_tensors", "Int8Export"]
 
@@ -41,6 +42,10 @@ class Int8Export:
     def __call__(self, path: str | os.PathLike[str], example_inputs: Any, opset: int) -> Path:
         plain = copy.deepcopy(self.model)
         del plain.shrink_export_onnx  # export the plain graph, then quantize it
+        for module in plain.modules():  # input fake-quant is replaced by the runtime's own int8 activations
+            for key, hook in list(module._forward_pre_hooks.items()):
+                if isinstance(hook, InputFakeQuant):
+                    del module._forward_pre_hooks[key]
         return export_int8(plain, path, example_inputs, self.calibration, self.int8_layers)
 
 
