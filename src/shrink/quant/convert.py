@@ -73,13 +73,16 @@ def cpu_has_vnni() -> bool:
     return any(f in flags.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
-def effective_weight_bits(bits: int, weight_range: str) -> tuple[int, str | None]:
-    """8-bit weights become 7-bit ("reduce range") when ONNX Runtime's u8 x s8 kernels would saturate: x86 CPUs
-    without VNNI sum pairs of products in 16 bits (vpmaddubsw). Returns the bits and a note when reduced."""
+def effective_weight_bits(bits: int, weight_range: str) -> tuple[int, bool, str | None]:
+    """How 8-bit weights avoid the saturation of ONNX Runtime's u8 x s8 kernels on x86 CPUs without VNNI (pairs of
+    products summed in 16 bits by vpmaddubsw): ``"reduced"`` uses 7-bit codes, ``"u8"`` (and ``"auto"`` there)
+    stores the same 8-bit codes as uint8 + 128 so ORT picks its u8 x u8 kernels. Returns (bits, u8 storage, note)."""
     if bits < 8 or weight_range == "full" or (weight_range == "auto" and cpu_has_vnni()):
-        return bits, None
-    return 7, ("weights use 7-bit codes (reduce range): this CPU has no VNNI, and full 8-bit weights would "
-               "saturate ONNX Runtime's u8 x s8 kernels")
+        return bits, False, None
+    if weight_range == "reduced":
+        return 7, False, "weights use 7-bit codes (reduce range) so ONNX Runtime's u8 x s8 kernels cannot saturate"
+    return bits, True, ("ONNX weights stored as uint8 + 128 (u8 x u8 kernels): this CPU has no VNNI and ONNX "
+                        "Runtime's u8 x s8 kernels would saturate")
 
 
 __all__ += ["cpu_has_vnni", "effective_weight_bits"]

@@ -34,8 +34,8 @@ class Int8Dynamic(Config):
 
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"
     weight_observer: Literal["minmax", "mse"] = "minmax"
-    #: "auto": 7-bit weight codes on x86 CPUs without VNNI (ONNX Runtime backend only; see convert.py)
-    weight_range: Literal["auto", "full", "reduced"] = "auto"
+    #: "auto": uint8 + 128 ONNX weights on x86 CPUs without VNNI (see convert.effective_weight_bits)
+    weight_range: Literal["auto", "full", "reduced", "u8"] = "auto"
     selector: Selector = Selector(types=("Linear", "LSTM", "GRU"))
 
 
@@ -78,7 +78,7 @@ def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.
         if config.backend == "onnxruntime":
             raise UnsupportedOpError(f"{exc}; LSTM/GRU need backend='torch'") from None
         raise
-    wbits, range_note = effective_weight_bits(8, config.weight_range)
+    wbits, u8, range_note = effective_weight_bits(8, config.weight_range)
     if range_note and config.backend == "onnxruntime":
         ctx.notes.append(f"int8_dynamic: {range_note}")
     for name, layer in layers.items():
@@ -87,6 +87,7 @@ def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.
                    else _torch_dynamic_rnn(layer))
         else:
             new = quantized_layer(layer, wbits, "dynamic")
+            new.onnx_u8_weights = u8
             new.set_weight(layer.weight.detach(), _weight_qparams(layer.weight, config.weight_observer, name, wbits))
         set_module(model, name, new)
     rnns = sum(not isinstance(m, nn.Linear) for m in layers.values())

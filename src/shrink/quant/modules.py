@@ -43,6 +43,8 @@ class _QuantBase(nn.Module):
         self.register_buffer("input_qparams", torch.tensor([1.0, 0.0]))
         self.register_buffer("output_qparams", torch.tensor([1.0, 0.0]))
         self.quantize_output = False
+        #: ONNX export stores weights as uint8 + 128 (CPUs without VNNI saturate u8 x s8 products)
+        self.onnx_u8_weights = False
 
     def set_weight(self, weight: torch.Tensor, qp: QParams) -> None:
         from shrink.quant.qparams import quantize
@@ -104,7 +106,8 @@ class QuantLinear(_QuantBase):
         x = self._input(x)
         if torch.onnx.is_in_onnx_export():
             fn = onnx_ops.DynamicQLinear if self.act_mode == "dynamic" else onnx_ops.StaticQLinear
-            y = fn.apply(x, self.weight_int.t().contiguous(), self.weight_scale, self.bias)
+            codes = onnx_ops.weight_codes(self.weight_int, self.onnx_u8_weights).t().contiguous()
+            y = fn.apply(x, codes, self.weight_scale, self.bias, self.onnx_u8_weights)
         else:
             y = F.linear(x, self.dequantized_weight(), self.bias)
         return self._output(y)
@@ -136,8 +139,9 @@ class QuantConv2d(_QuantBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._input(x)
         if torch.onnx.is_in_onnx_export():
-            y = onnx_ops.StaticQConv.apply(x, self.weight_int, self.weight_scale, self.bias, self.stride,
-                                           self.padding, self.dilation, self.groups)
+            codes = onnx_ops.weight_codes(self.weight_int, self.onnx_u8_weights)
+            y = onnx_ops.StaticQConv.apply(x, codes, self.weight_scale, self.bias, self.stride,
+                                           self.padding, self.dilation, self.groups, self.onnx_u8_weights)
         else:
             y = F.conv2d(x, self.dequantized_weight(), self.bias, self.stride, self.padding, self.dilation,
                          self.groups)

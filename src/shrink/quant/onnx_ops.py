@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["qdq", "StaticQLinear", "DynamicQLinear", "StaticQConv"]
+__all__ = ["qdq", "StaticQLinear", "DynamicQLinear", "StaticQConv", "weight_codes"]
 
 _ONNX_FLOAT = 1
 
@@ -29,10 +29,18 @@ def _qdq_act(g, x, scale: float, zp: int, signed: bool):  # noqa: ANN001, ANN202
     return g.op("DequantizeLinear", g.op("QuantizeLinear", x, s, z), s, z)
 
 
-def _dq_weight(g, wq, w_scale, axis: int):  # noqa: ANN001, ANN202
+def _weight_zp(g, w_scale, unsigned: bool):  # noqa: ANN001, ANN202
     n = w_scale.type().sizes()[0]
-    z = _const(g, torch.zeros(n, dtype=torch.int8))
-    return g.op("DequantizeLinear", wq, w_scale, z, axis_i=axis)
+    return _const(g, torch.full((n,), 128, dtype=torch.uint8) if unsigned else torch.zeros(n, dtype=torch.int8))
+
+
+def _dq_weight(g, wq, w_scale, axis: int, unsigned: bool):  # noqa: ANN001, ANN202
+    return g.op("DequantizeLinear", wq, w_scale, _weight_zp(g, w_scale, unsigned), axis_i=axis)
+
+
+def weight_codes(weight_int: torch.Tensor, unsigned: bool) -> torch.Tensor:
+    """Codes as stored in the ONNX file: int8, or uint8 offset by 128 (for CPUs whose u8 x s8 kernels saturate)."""
+    return (weight_int.to(torch.int16) + 128).to(torch.uint8) if unsigned else weight_int
 
 
 class QDQ(torch.autograd.Function):
@@ -55,13 +63,13 @@ class StaticQLinear(torch.autograd.Function):
     """y = dq(w_int8^T) applied to x (already QDQ'd by the caller): DequantizeLinear(axis=1) -> MatMul -> Add."""
 
     @staticmethod
-    def forward(ctx, x, wq_t, w_scale, bias):  # noqa: ANN001, ANN205
+    def forward(ctx, x, wq_t, w_scale, bias, unsigned: bool):  # noqa: ANN001, ANN205
         y = x @ (wq_t.float() * w_scale)
         return y + bias if bias is not None else y
 
     @staticmethod
-    def symbolic(g, x, wq_t, w_scale, bias):  # noqa: ANN001, ANN205
-        y = g.op("MatMul", x, _dq_weight(g, wq_t, w_scale, axis=1))
+    def symbolic(g, x, wq_t, w_scale, bias, unsigned: bool):  # noqa: ANN001, ANN205
+        y = g.op("MatMul", x, _dq_weight(g, wq_t, w_scale, axis=1, unsigned=unsigned))
         return y if bias.node().mustBeNone() else g.op("Add", y, bias)
 
 
@@ -69,14 +77,14 @@ class DynamicQLinear(torch.autograd.Function):
     """Per-batch u8 activation quantization and an integer matmul with per-column int8 weight scales."""
 
     @staticmethod
-    def forward(ctx, x, wq_t, w_scale, bias):  # noqa: ANN001, ANN205
+    def forward(ctx, x, wq_t, w_scale, bias, unsigned: bool):  # noqa: ANN001, ANN205
         y = x @ (wq_t.float() * w_scale)
         return y + bias if bias is not None else y
 
     @staticmethod
-    def symbolic(g, x, wq_t, w_scale, bias):  # noqa: ANN001, ANN205
+    def symbolic(g, x, wq_t, w_scale, bias, unsigned: bool):  # noqa: ANN001, ANN205
         xq, xs, xzp = g.op("DynamicQuantizeLinear", x, outputs=3)
-        wzp = _const(g, torch.zeros(w_scale.type().sizes()[0], dtype=torch.int8))
+        wzp = _weight_zp(g, w_scale, unsigned)
         acc = g.op("Cast", g.op("MatMulInteger", xq, wq_t, xzp, wzp), to_i=_ONNX_FLOAT)
         y = g.op("Mul", acc, g.op("Mul", xs, w_scale))
         return y if bias.node().mustBeNone() else g.op("Add", y, bias)
@@ -86,13 +94,13 @@ class StaticQConv(torch.autograd.Function):
     """Conv with DequantizeLinear(int8 weight, per-output-channel scales) on the weight input."""
 
     @staticmethod
-    def forward(ctx, x, wq, w_scale, bias, stride, padding, dilation, groups):  # noqa: ANN001, ANN205
+    def forward(ctx, x, wq, w_scale, bias, stride, padding, dilation, groups, unsigned: bool):  # noqa: ANN001, ANN205
         w = wq.float() * w_scale.reshape(-1, 1, 1, 1)
         return torch.nn.functional.conv2d(x, w, bias, stride, padding, dilation, groups)
 
     @staticmethod
-    def symbolic(g, x, wq, w_scale, bias, stride, padding, dilation, groups):  # noqa: ANN001, ANN205
-        w = _dq_weight(g, wq, w_scale, axis=0)
+    def symbolic(g, x, wq, w_scale, bias, stride, padding, dilation, groups, unsigned: bool):  # noqa: ANN001, ANN205
+        w = _dq_weight(g, wq, w_scale, axis=0, unsigned=unsigned)
         args = [x, w] if bias.node().mustBeNone() else [x, w, bias]
         k = wq.type().sizes()[2:]
         return g.op("Conv", *args, kernel_shape_i=list(k), strides_i=list(stride), pads_i=list(padding) * 2,

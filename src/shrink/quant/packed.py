@@ -134,11 +134,13 @@ class PackedEmbedding(nn.Module):
         return q
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        # gather rows first, then dequantize only them (ONNX: Gather -> Cast -> Mul on the int8 table)
         p = self.packed
         codes = p.codes[ids]
         codes = unpack_int4(codes) if p.bits == 4 else codes
-        scales = p.scales[ids].float().repeat_interleave(p.group_size, dim=-1)
-        return codes.float() * scales
+        groups = self.embedding_dim // p.group_size
+        grouped = codes.float().reshape(*ids.shape, groups, p.group_size)
+        return (grouped * p.scales[ids].float().unsqueeze(-1)).reshape(*ids.shape, self.embedding_dim)
 
     def shrink_manifest(self) -> dict:
         return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,

@@ -21,6 +21,7 @@ from shrink.quant.fold import fold_and_fuse
 from shrink.quant.modules import act_qparams_u8
 from shrink.quant.observers import make_observer
 from shrink.quant.onnx_export import attach_export
+from shrink.quant.packed import PackedEmbedding
 from shrink.quant.smooth import smooth_layers
 from shrink.select import Selector
 
@@ -38,8 +39,8 @@ class Int8Static(Config):
     weight_bits: int = pydantic.Field(8, ge=2, le=8)
     weight_observer: Literal["minmax", "mse", "aciq_laplace", "aciq_gaussian"] = "minmax"
     activation_bits: int = pydantic.Field(8, ge=2, le=8)
-    #: "auto": 7-bit weight codes on x86 CPUs without VNNI, where ONNX Runtime's u8 x s8 kernels saturate
-    weight_range: Literal["auto", "full", "reduced"] = "auto"
+    #: "auto": on x86 CPUs without VNNI, ONNX weights are stored as uint8 + 128 (see convert.effective_weight_bits)
+    weight_range: Literal["auto", "full", "reduced", "u8"] = "auto"
     per_channel: bool = True
     bias_correction: bool = False
     quantize_outputs: bool = True
@@ -111,7 +112,9 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
     """Fold, calibrate, quantize and convert ``model`` (in place; ``apply`` hands us a copy)."""
     check_weights(model)
     relu_layers, notes = fold_and_fuse(model)
-    layers = selected_layers(model, config.selector, "int8_static.selector")
+    chosen = selected_layers(model, config.selector, "int8_static.selector", (nn.Linear, nn.Conv2d, nn.Embedding))
+    embeddings = {n: m for n, m in chosen.items() if isinstance(m, nn.Embedding)}
+    layers = {n: m for n, m in chosen.items() if n not in embeddings}
     dynamic = set(selected_layers(model, config.dynamic, "int8_static.dynamic")) if config.dynamic else set()
     inverse, smooth_hooks = (smooth_layers(model, layers, ctx.calibration, config.smooth, config.calibration_batches)
                              if config.smooth is not None else ({}, []))
@@ -119,7 +122,7 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
                      relu_layers=relu_layers) as observers:
         batches = run_calibration(model, ctx.calibration, config.calibration_batches)
     float_weights = {}
-    wbits, range_note = effective_weight_bits(config.weight_bits, config.weight_range)
+    wbits, u8, range_note = effective_weight_bits(config.weight_bits, config.weight_range)
     if range_note:
         notes.append(f"int8_static: {range_note}")
     for name, layer in layers.items():
@@ -134,9 +137,14 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
         if name in inverse:
             q.input_smooth = inverse[name]
         float_weights[name] = layer.weight.detach().clone()
+        q.onnx_u8_weights = u8
         set_module(model, name, q)
     for h in smooth_hooks:
         h.remove()
+    for name, emb in embeddings.items():  # weight-only int8, one scale per row: Gather -> Cast -> Mul in ONNX
+        set_module(model, name, PackedEmbedding.from_float(emb, 8, emb.embedding_dim))
+    if embeddings:
+        notes.append(f"int8_static: {len(embeddings)} embedding tables stored as int8 with one scale per row")
     if config.bias_correction:
         correct_bias(model, float_weights, ctx.calibration, config.calibration_batches)
     w = f"W{config.weight_bits}A{config.activation_bits}"
