@@ -56,6 +56,9 @@ lift_fresh_copy pow sqrt rsqrt exp log neg abs clamp clamp_min clamp_max erf add
 masked_fill eq ne gt ge lt le __and__ __or__ bitwise_not logical_not square sin cos reciprocal sign floor round
 softplus silu_ gelu_ sigmoid_ tanh_""".split())  # noqa: SIM905
 PARAM_PASSTHROUGH = {"to", "_to_copy", "clone", "contiguous", "detach", "alias", "lift_fresh_copy", "type_as"}
+FIRST_ARG_OPS = set("""softmax _softmax log_softmax sum mean amax amin linalg_vector_norm var std norm logsumexp prod
+view reshape _unsafe_view flatten transpose permute t unsqueeze squeeze select slice index index_select expand
+expand_as repeat split split_with_sizes chunk unbind pad constant_pad_nd""".split())  # noqa: SIM905
 IGNORED = {"_assert_tensor_metadata", "sym_size", "sym_numel", "sym_stride", "_assert_scalar", "size"}
 
 
@@ -124,6 +127,8 @@ class Propagator:
         if not tracked and name in PARAM_PASSTHROUGH and isinstance(self.env.get(node.args[0]), ParamRef):
             return self.env[node.args[0]]
         rule = self.rules.get(name)
+        if name in FIRST_ARG_OPS and node.args and self.v(node.args[0]) is None:
+            return None  # the op reshapes/reads an untracked tensor; tracked arguments only give sizes
         try:
             if rule is None:
                 raise Unsupported("no channel rule for this op")

@@ -52,11 +52,13 @@ def choose_units(groups: list[ChannelGroup], scores: list[torch.Tensor], ratio: 
 
 
 def prunable_groups(model: nn.Module, graph: DependencyGraph, config: ChannelPruning) -> list[ChannelGroup]:
-    """Groups whose every layer is chosen by the config's selector, of the kinds the config prunes."""
+    """Groups of the kinds the config prunes whose every weight layer (producing or reading the channels) is chosen
+    by the config's selector; norm layers and biases follow their channels."""
     allowed = set(select_modules(model, config.selector, where="channel_pruning.selector")) | {""}
     kinds = {"heads"} if config.prune_heads else set()
     kinds |= {"channels"} if config.prune_channels else set()
-    return [g for g in graph.groups if g.kind in kinds and all(m in allowed for m in g.modules)]
+    return [g for g in graph.groups if g.kind in kinds
+            and all(k[0].rpartition(".")[0] in allowed for k in g.keys("out", "in"))]
 
 
 def _taylor_grads(model: nn.Module, data: Any, batches: int, notes: list[str]) -> dict[str, torch.Tensor]:
@@ -191,7 +193,8 @@ def _reconstruct(model: nn.Module, graph: DependencyGraph, removed: set[int], sa
     skipped = []
     for path, x in samples.items():
         idx = keep.get((f"{path}.weight", 1))
-        if idx is not None and not lasso.reconstruct(model, path, x, originals[path], idx):
+        rows = keep.get((f"{path}.weight", 0))
+        if idx is not None and not lasso.reconstruct(model, path, x, originals[path], idx, rows):
             skipped.append(path)
     if skipped:
         ctx.notes.append(f"channel_pruning(lasso): too few samples to refit {', '.join(skipped)}; sliced only")

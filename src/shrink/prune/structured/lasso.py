@@ -107,19 +107,23 @@ def lasso_importance(group: ChannelGroup, model: nn.Module, samples: dict[str, t
 
 
 def reconstruct(model: nn.Module, path: str, samples: torch.Tensor, original_weight: torch.Tensor,
-                kept_inputs: torch.Tensor) -> bool:
+                kept_inputs: torch.Tensor, kept_outputs: torch.Tensor | None = None) -> bool:
     """Refit ``path``'s weight on its kept input channels so it reproduces its original (pre-bias) output.
-    Returns False (weights left as sliced) when there are fewer samples than kept input columns."""
+    Returns False (weights left as sliced) with fewer than two samples per kept input column."""
     m = model.get_submodule(path)
     k = int(np.prod(m.kernel_size)) if isinstance(m, nn.Conv2d) else 1
     cols = (kept_inputs[:, None] * k + torch.arange(k)).reshape(-1)
     w = original_weight.detach().reshape(original_weight.shape[0], -1).double()
+    if kept_outputs is not None:
+        w = w[kept_outputs]
     x = samples.double()
     y = x @ w.T
     xk = x[:, cols]
-    if xk.shape[0] < xk.shape[1]:  # under-determined: keep the sliced weights
+    if xk.shape[0] < 2 * xk.shape[1]:  # too few samples for a trustworthy fit: keep the sliced weights
         return False
-    sol = torch.linalg.lstsq(xk, y).solution.T  # [out, kept cols]
+    gram = xk.T @ xk
+    ridge = 1e-4 * gram.diagonal().mean().clamp(min=1e-12) * torch.eye(gram.shape[0], dtype=gram.dtype)
+    sol = torch.linalg.solve(gram + ridge, xk.T @ y).T  # [out, kept cols]: ridge-regularized least squares
     with torch.no_grad():
         m.weight.copy_(sol.reshape(m.weight.shape).to(m.weight.dtype))
     return True
