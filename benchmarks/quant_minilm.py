@@ -1,0 +1,227 @@
+"""Quantization of the real all-MiniLM-L6-v2: shrink int8 / weight-only / float casts against PyTorch and ONNX
+Runtime's own quantizers, measured in the same run: latency (batch 1 and 32, 2 threads), size on disk, fidelity to
+the fp32 embeddings (mean / min cosine, nearest-neighbour agreement) and time to quantize.
+
+Methods are entries of ``METHODS``: name -> builder(env) returning a :class:`Built`; add rows by adding builders.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import shrink
+from benchmarks.common import Section, Table, Target, latency
+from shrink.data import call_model
+from shrink.eval.metrics import embedding_fidelity, predict
+from shrink.export.artifact import artifact_bytes
+from shrink.export.onnx import OnnxModel
+from shrink.quant import INTEGER_OPS, FloatCast, Int8Static, WeightOnly, ort_optimized_ops
+from shrink.select import Selector
+
+TITLE = "Quantization: all-MiniLM-L6-v2 (real weights) vs PyTorch and ONNX Runtime quantizers"
+
+#: the shrink int8 recipe for MiniLM: per-channel int8 weights, SmoothQuant (alpha 0.5) on every Linear input,
+#: per-batch activation ranges for the matmuls, int8 embedding tables; LayerNorm / softmax / GELU stay float
+SHRINK_INT8 = Int8Static(smooth=0.5, dynamic=Selector(types=("Linear",)),
+                         selector=Selector(types=("Linear", "Embedding"), ignore=(r"re:.*pooler.*",)))
+#: fully static variant (calibrated activation ranges, percentile observer) for the time-to-quantize target
+SHRINK_STATIC = Int8Static(smooth=0.5, observer="percentile", quantize_outputs=False,
+                           selector=Selector(types=("Linear", "Embedding"), ignore=(r"re:.*pooler.*",)))
+
+
+@dataclass
+class Built:
+    run: Callable[[Any], Any]
+    size_bytes: int
+    seconds: float
+    execution: str
+
+
+@dataclass
+class Env:
+    model: nn.Module
+    data: Any
+    tmp: Path
+
+
+def _ort(path: Path, seconds: float, label: str) -> Built:
+    ops = sorted(set(ort_optimized_ops(path)) & INTEGER_OPS)
+    s = OnnxModel(path, threads=2)
+    return Built(s, s.size_bytes, seconds, f"{label}" + (f"; ORT ops: {', '.join(ops)}" if ops else ""))
+
+
+def _fp32_path(env: Env) -> Path:
+    path = env.tmp / "fp32.onnx"
+    if not path.exists():
+        shrink.export.onnx(env.model, path, env.data.example_inputs)
+    return path
+
+
+def _torch_file_size(model: nn.Module) -> int:
+    try:
+        return artifact_bytes(model)
+    except Exception:  # torch.ao packed params are not plain tensors: measure torch.save instead
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(model.state_dict(), f"{d}/m.pt")
+            return os.path.getsize(f"{d}/m.pt")
+
+
+def _eager(env: Env) -> Built:
+    return Built(lambda x: call_model(env.model, x), artifact_bytes(env.model), 0.0, "torch eager fp32")
+
+
+def _fp32_ort(env: Env) -> Built:
+    return _ort(_fp32_path(env), 0.0, "onnxruntime fp32")
+
+
+def _torch_dynamic(env: Env) -> Built:
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(env.model), {nn.Linear}, dtype=torch.qint8)
+    return Built(lambda x: call_model(q, x), _torch_file_size(q), time.perf_counter() - t,
+                 "torch.ao quantize_dynamic (real int8 kernels)")
+
+
+def _ort_dynamic(env: Env) -> Built:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = env.tmp / "ort-dynamic.onnx"
+    fp32 = _fp32_path(env)
+    t = time.perf_counter()
+    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8)
+    return _ort(out, time.perf_counter() - t, "onnxruntime quantize_dynamic (integer kernels)")
+
+
+def _ort_static(env: Env) -> Built:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    feeds = [{k: v.numpy() for k, v in b.items()} for b in env.data.calibration]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(feeds)
+
+        def get_next(self):  # noqa: ANN202
+            return next(self.it, None)
+
+    out = env.tmp / "ort-static.onnx"
+    fp32 = _fp32_path(env)
+    t = time.perf_counter()
+    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    return _ort(out, time.perf_counter() - t, "onnxruntime quantize_static QDQ per-channel MinMax")
+
+
+def _shrink_onnx(cfg: Int8Static, name: str) -> Callable[[Env], Built]:
+    def build(env: Env) -> Built:
+        t = time.perf_counter()
+        q = shrink.quantize(env.model, cfg, calibration=env.data.calibration)
+        seconds = time.perf_counter() - t
+        path = shrink.export.onnx(q, env.tmp / f"{name}.onnx", env.data.example_inputs)
+        return _ort(path, seconds, "onnxruntime, integer kernels (shrink's scales)")
+
+    return build
+
+
+def _shrink_torch(cfg: Any) -> Callable[[Env], Built]:
+    def build(env: Env) -> Built:
+        t = time.perf_counter()
+        q = shrink.quantize(env.model, cfg)
+        seconds = time.perf_counter() - t
+        return Built(lambda x: call_model(q, x), artifact_bytes(q), seconds, q.shrink_execution)
+
+    return build
+
+
+METHODS: dict[str, Callable[[Env], Built]] = {
+    "fp32 (torch eager)": _eager,
+    "fp32 (onnxruntime)": _fp32_ort,
+    "torch.ao quantize_dynamic int8": _torch_dynamic,
+    "ORT quantize_dynamic int8": _ort_dynamic,
+    "ORT quantize_static QDQ int8": _ort_static,
+    "shrink int8 (smooth + dynamic act.)": _shrink_onnx(SHRINK_INT8, "shrink-int8"),
+    "shrink int8 static (calibrated)": _shrink_onnx(SHRINK_STATIC, "shrink-int8-static"),
+    "shrink weight-only int8 g32": _shrink_torch(WeightOnly(bits=8, group_size=32)),
+    "shrink weight-only int4 g32": _shrink_torch(WeightOnly(bits=4, group_size=32)),
+    "shrink weight-only int4 g64": _shrink_torch(WeightOnly(bits=4, group_size=64)),
+    "shrink weight-only int4 g128": _shrink_torch(WeightOnly(bits=4, group_size=128)),
+    "shrink fp16": _shrink_torch(FloatCast(dtype="float16")),
+    "shrink bf16": _shrink_torch(FloatCast(dtype="bfloat16")),
+}
+QUICK_SKIP = {"ORT quantize_static QDQ int8", "shrink weight-only int4 g64", "shrink fp16"}
+
+
+def run(quick: bool) -> Section:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from shrink.zoo.minilm import load_minilm, minilm_data
+
+    torch.manual_seed(0)
+    env = Env(load_minilm(), minilm_data(), Path(tempfile.mkdtemp(prefix="quant-minilm-")))
+    ref, _ = predict(lambda x: call_model(env.model, x), env.data.test)
+    x1, x32 = env.data.example_inputs, env.data.test[0]
+    table = Table("all-MiniLM-L6-v2 on the project corpus: fidelity to fp32, size, latency (2 threads)",
+                  ["method", "runtime / execution", "cos mean", "cos min", "NN agree %", "size MiB", "b1 ms",
+                   "b32 ms", "quantize s"])
+    rows: dict[str, dict[str, float]] = {}
+    reps = 8 if quick else 20
+    for name, build in METHODS.items():
+        if quick and name in QUICK_SKIP:
+            continue
+        try:
+            b = build(env)
+        except Exception as exc:  # report a failing method instead of hiding it
+            table.add(name, f"failed: {type(exc).__name__}: {str(exc)[:80]}", *["-"] * 7)
+            continue
+        out, _ = predict(b.run, env.data.test)
+        fid = embedding_fidelity(ref, out)
+        l1 = latency(lambda b=b: b.run(x1), 1, reps=reps).median_ms
+        l32 = latency(lambda b=b: b.run(x32), 32, reps=reps).median_ms
+        rows[name] = {**fid, "size": b.size_bytes, "b1": l1, "b32": l32, "s": b.seconds}
+        table.add(name, b.execution, fid["cos_mean"], fid["cos_min"], fid["nn_agreement"], b.size_bytes / 2**20,
+                  l1, l32, b.seconds)
+    table.note = ("shrink int8 rows and ORT rows run integer kernels in ONNX Runtime (the PyTorch twin of a shrink "
+                  "int8 model is fake-quant and not timed here); weight-only rows store packed int8/int4 and compute "
+                  "in float in PyTorch eager; torch.ao rows run PyTorch's quantized kernels.")
+    return Section(TITLE, intro="Reference: fp32 PyTorch eager embeddings of the same corpus.", tables=[table],
+                   targets=_targets(rows))
+
+
+def _targets(r: dict[str, dict[str, float]]) -> list[Target]:
+    nan = {"cos_mean": float("nan"), "nn_agreement": float("nan"), "size": float("nan"), "b1": float("nan"),
+           "b32": float("nan"), "s": float("nan")}
+    fp, q = r.get("fp32 (torch eager)", nan), r.get("shrink int8 (smooth + dynamic act.)", nan)
+    st = r.get("shrink int8 static (calibrated)", nan)
+    w4 = r.get("shrink weight-only int4 g32", nan)
+    peers = [r.get(n, nan) for n in ("torch.ao quantize_dynamic int8", "ORT quantize_dynamic int8")]
+    out = [
+        Target(8, "MiniLM int8: mean cosine to fp32", "≥ 0.99", f"{q['cos_mean']:.4f}", q["cos_mean"] >= 0.99),
+        Target(8, "MiniLM int8: nearest-neighbour agreement", "≥ 97%", f"{q['nn_agreement']:.1f}%",
+               q["nn_agreement"] >= 97.0),
+    ]
+    for b in ("b32", "b1"):
+        speedup = fp[b] / q[b]
+        beats = all(q[b] < p[b] for p in peers)
+        out.append(Target(8, f"MiniLM int8 latency {b} vs fp32 eager", "≥ 2.0x", f"{speedup:.2f}x", speedup >= 2.0))
+        out.append(Target(8, f"MiniLM int8 latency {b} vs torch.ao and ORT quantize_dynamic", "faster than both",
+                          " / ".join(f"{p[b]:.1f} ms" for p in peers) + f" vs {q[b]:.1f} ms", beats))
+    out += [
+        Target(8, "MiniLM int8 size on disk vs fp32", "≤ 27%", f"{q['size'] / fp['size'] * 100:.1f}%",
+               q["size"] / fp["size"] <= 0.27),
+        Target(8, "MiniLM weight-only int4 (g32) size vs fp32", "≤ 16%", f"{w4['size'] / fp['size'] * 100:.1f}% "
+               f"(cos {w4['cos_mean']:.4f}, NN {w4['nn_agreement']:.1f}%)", w4["size"] / fp["size"] <= 0.16),
+        Target(8, "MiniLM static int8 quantization time incl. calibration (128 sentences)", "≤ 60 s",
+               f"{st['s']:.1f} s", st["s"] <= 60.0),
+    ]
+    return out
