@@ -1,8 +1,10 @@
-"""Run search trials concurrently: on Ray (a local instance by default, a cluster with ``address``), or one after
-another in this process (``backend="local"``). Ray is an optional engine: it is imported only when used."""
+"""Run search trials concurrently: on Ray (a local instance by default; a cluster with ``address`` or the
+``RAY_ADDRESS`` environment variable), or one after another in this process (``backend="local"``). Ray is
+imported only when used."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,6 +28,7 @@ def _ray(address: str | None, parallel: int):
         import ray
     except ImportError as exc:  # pragma: no cover - ray is pinned in requirements.txt
         raise ConfigError("search: backend 'ray' needs the ray package (pip install ray)") from exc
+    address = address or os.environ.get("RAY_ADDRESS") or None  # `shrink run --ray-address` sets RAY_ADDRESS
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if address is None:

@@ -1,0 +1,44 @@
+"""The bundled hardware-aware recipe runs end to end; the search stage parses as a recipe stage."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import torch
+
+from shrink.recipe import load_recipe, run
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _recipe() -> Path:
+    return Path(str(resources.files("shrink").joinpath("recipes/hw_search.yaml")))
+
+
+@pytest.mark.slow
+def test_mixed_precision_recipe_runs(tmp_path):
+    """Slow: the recipe's report times every model at 2 threads."""
+    result = run(_recipe(), tmp_path, progress=False)
+    row = result.report.row("mixed precision @ 4-bit bytes (simulated)")
+    assert "simulated" in row.execution
+    assert row.metrics["accuracy"] > 95.0
+    assert any("mixed precision (milp" in n for n in row.notes)
+    assert (tmp_path / "report.html").exists()
+
+
+def test_search_stage_parses_in_a_recipe(tmp_path):
+    text = _recipe().read_text().replace(
+        "stages:\n", "stages:\n  - {type: search, tolerance: 1.0, backend: local, widths: [1.0, 0.5]}\n")
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    stages = load_recipe(path).configs()
+    assert [c.type_name for _, c in stages] == ["search", "mixed_precision"]
+    assert stages[0][1].widths == (1.0, 0.5)
