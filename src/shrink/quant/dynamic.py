@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.errors import UnsupportedOpError
@@ -70,6 +71,7 @@ def _torch_dynamic_rnn(layer: nn.Module) -> nn.Module:
 
 
 def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.Module:
+    bake_parametrizations(model)  # pruning masks etc. become plain weights (our copy)
     check_weights(model)
     supported: tuple[type[nn.Module], ...] = (nn.Linear, nn.LSTM, nn.GRU) if config.backend == "torch" else (nn.Linear,)
     try:

@@ -13,6 +13,7 @@ import pydantic
 import torch
 from torch import nn
 
+from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.quant.calibrate import calibrating, run_calibration
@@ -110,6 +111,7 @@ def correct_bias(model: nn.Module, float_weights: dict[str, torch.Tensor], data,
 
 def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Module:
     """Fold, calibrate, quantize and convert ``model`` (in place; ``apply`` hands us a copy)."""
+    bake_parametrizations(model)  # pruning masks etc. become plain weights (our copy)
     check_weights(model)
     relu_layers, notes = fold_and_fuse(model)
     chosen = selected_layers(model, config.selector, "int8_static.selector", (nn.Linear, nn.Conv2d, nn.Embedding))

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.quant.convert import check_weights, selected_layers, set_module
@@ -29,6 +30,7 @@ class WeightOnly(Config):
 
 @implements(WeightOnly)
 def weight_only(model: nn.Module, config: WeightOnly, ctx: Context) -> nn.Module:
+    bake_parametrizations(model)  # pruning masks etc. become plain weights (our copy)
     check_weights(model)
     layers = selected_layers(model, config.selector, "weight_only.selector", (nn.Linear, nn.Embedding))
     for name, layer in layers.items():
