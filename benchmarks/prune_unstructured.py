@@ -91,30 +91,62 @@ def run(quick: bool) -> Section:
     base_acc, dense_bytes, torch_dense = _acc(teacher, data), artifact_bytes(teacher), _torch_file_bytes(teacher)
     budget = 1 if quick else 3
     cycles, per_cycle = (3, 2) if quick else (3, 3)
-    section = Section(TITLE, intro=(
-        f"Digits CNN teacher ({sum(p.numel() for p in teacher.parameters()):,} parameters), test accuracy "
-        f"{base_acc:.2f}% on 360 held-out images (one image = 0.28 points). Files are real: shrink's via "
-        "`shrink.save` (sparse tensors as bitmask + values), torch's via `torch.save(state_dict)` after "
-        f"`prune.remove`. Fine-tuning: Adam, lr {LR}, cosine schedule, same data for every method. "
-        + NM_CPU_NOTE + "."))
+    section = Section(
+        TITLE,
+        intro=(
+            f"Digits CNN teacher ({sum(p.numel() for p in teacher.parameters()):,} parameters), test accuracy "
+            f"{base_acc:.2f}% on 360 held-out images (one image = 0.28 points). Files are real: shrink's via "
+            "`shrink.save` (sparse tensors as bitmask + values), torch's via `torch.save(state_dict)` after "
+            f"`prune.remove`. Fine-tuning: Adam, lr {LR}, cosine schedule, same data for every method. "
+            + NM_CPU_NOTE
+            + "."
+        ),
+    )
 
     # (a) the issue-3 target: 90% global sparsity by iterative pruning + fine-tuning
     it90, secs, peak = _measure(lambda: _shrink_iterative(teacher, data, 0.9, cycles, per_cycle))
     acc90, bytes90 = _acc(it90, data), artifact_bytes(it90)
     real_sparsity = sparsity(make_permanent(copy.deepcopy(it90)))
-    t_a = Table("90% global magnitude sparsity, iterative pruning + fine-tuning",
-                ["model", "weight sparsity", "test acc (%)", "drop (points)", "file (bytes)", "file / dense",
-                 "compress time (s)", "peak mem (MiB)"])
+    t_a = Table(
+        "90% global magnitude sparsity, iterative pruning + fine-tuning",
+        [
+            "model",
+            "weight sparsity",
+            "test acc (%)",
+            "drop (points)",
+            "file (bytes)",
+            "file / dense",
+            "compress time (s)",
+            "peak mem (MiB)",
+        ],
+    )
     t_a.add("dense fp32", "0%", base_acc, 0.0, dense_bytes, "100%", "-", "-")
-    t_a.add(f"shrink iterative_pruning ({cycles} cycles x {per_cycle} epochs)", f"{100 * real_sparsity:.1f}%",
-            acc90, base_acc - acc90, bytes90, f"{100 * bytes90 / dense_bytes:.1f}%", secs, peak)
+    t_a.add(
+        f"shrink iterative_pruning ({cycles} cycles x {per_cycle} epochs)",
+        f"{100 * real_sparsity:.1f}%",
+        acc90,
+        base_acc - acc90,
+        bytes90,
+        f"{100 * bytes90 / dense_bytes:.1f}%",
+        secs,
+        peak,
+    )
     section.tables.append(t_a)
     section.targets += [
-        Target(3, "digits CNN 90% global unstructured (iterative + fine-tune): accuracy drop", "≤ 0.5 points",
-               f"{base_acc - acc90:.2f} points ({acc90:.2f}% vs {base_acc:.2f}%)", base_acc - acc90 <= 0.5),
-        Target(3, "digits CNN 90% sparse: file on disk vs dense fp32 file", "≤ 20%",
-               f"{100 * bytes90 / dense_bytes:.1f}% ({bytes90:,} vs {dense_bytes:,} bytes)",
-               bytes90 <= 0.2 * dense_bytes),
+        Target(
+            3,
+            "digits CNN 90% global unstructured (iterative + fine-tune): accuracy drop",
+            "≤ 0.5 points",
+            f"{base_acc - acc90:.2f} points ({acc90:.2f}% vs {base_acc:.2f}%)",
+            base_acc - acc90 <= 0.5,
+        ),
+        Target(
+            3,
+            "digits CNN 90% sparse: file on disk vs dense fp32 file",
+            "≤ 20%",
+            f"{100 * bytes90 / dense_bytes:.1f}% ({bytes90:,} vs {dense_bytes:,} bytes)",
+            bytes90 <= 0.2 * dense_bytes,
+        ),
     ]
 
     # (b) issue 6: shrink vs torch.nn.utils.prune at 50/80/90% with the same fine-tuning budget
@@ -124,13 +156,24 @@ def run(quick: bool) -> Section:
     }
     if not quick:
         methods[f"shrink iterative {budget} x 1 ep"] = lambda s: _shrink_iterative(teacher, data, s, budget, 1)
-        methods[f"shrink random one-shot + {budget} ep (baseline)"] = (
-            lambda s: _shrink_oneshot(teacher, data, s, budget, criterion="random"))
-    t_b = Table(f"Unstructured pruning at 50/80/90%, same fine-tuning budget ({budget} epochs)",
-                ["sparsity", "method", "test acc (%)", "drop (points)", "file (bytes)", "file / dense fp32",
-                 "compress time (s)", "peak mem (MiB)"],
-                note=f"Dense fp32 files: shrink.save {dense_bytes:,} bytes, torch.save {torch_dense:,} bytes; each "
-                     "method's ratio is against its own tool's dense file.")
+        methods[f"shrink random one-shot + {budget} ep (baseline)"] = lambda s: _shrink_oneshot(
+            teacher, data, s, budget, criterion="random"
+        )
+    t_b = Table(
+        f"Unstructured pruning at 50/80/90%, same fine-tuning budget ({budget} epochs)",
+        [
+            "sparsity",
+            "method",
+            "test acc (%)",
+            "drop (points)",
+            "file (bytes)",
+            "file / dense fp32",
+            "compress time (s)",
+            "peak mem (MiB)",
+        ],
+        note=f"Dense fp32 files: shrink.save {dense_bytes:,} bytes, torch.save {torch_dense:,} bytes; each "
+        "method's ratio is against its own tool's dense file.",
+    )
     points: dict[str, list[tuple[float, float]]] = {}
     for amount in (0.5, 0.8, 0.9):
         for label, build in methods.items():
@@ -145,22 +188,35 @@ def run(quick: bool) -> Section:
     section.images.append(_plot(points, (dense_bytes, base_acc)))
 
     # (c) N:M semi-structured sparsity
-    t_c = Table(f"N:M semi-structured sparsity, {budget} fine-tuning epochs with the masks fixed, packed storage",
-                ["pattern", "layers packed", "test acc (%)", "drop (points)", "file (bytes)", "file / dense",
-                 "compress time (s)", "peak mem (MiB)", "CPU latency b32 (ms)"],
-                note="Packed layers store n/m of the fp32 values plus an m-bit field per group; the first conv (1 "
-                     "input channel) has no whole group and stays dense. " + NM_CPU_NOTE + ". On CPU the packed "
-                     "layer rebuilds the dense weight each call, so its latency is the dense latency or worse.")
+    t_c = Table(
+        f"N:M semi-structured sparsity, {budget} fine-tuning epochs with the masks fixed, packed storage",
+        [
+            "pattern",
+            "layers packed",
+            "test acc (%)",
+            "drop (points)",
+            "file (bytes)",
+            "file / dense",
+            "compress time (s)",
+            "peak mem (MiB)",
+            "CPU latency b32 (ms)",
+        ],
+        note="Packed layers store n/m of the fp32 values plus an m-bit field per group; the first conv (1 "
+        "input channel) has no whole group and stays dense. " + NM_CPU_NOTE + ". On CPU the packed "
+        "layer rebuilds the dense weight each call, so its latency is the dense latency or worse.",
+    )
     x32 = next(iter(data.test))[0][:32]
     dense_lat = fmt_ms(latency(lambda: teacher(x32), 32))
     t_c.add("dense fp32", "-", base_acc, 0.0, dense_bytes, "100%", "-", "-", dense_lat)
     for n, m in ((2, 4), (4, 8)):
-        model, secs, peak = _measure(lambda n=n, m=m: shrink.prune(
-            teacher, NMSparsity(n=n, m=m, epochs=budget, lr=LR), train=data.train, progress=False))
+        model, secs, peak = _measure(
+            lambda n=n, m=m: shrink.prune(
+                teacher, NMSparsity(n=n, m=m, epochs=budget, lr=LR), train=data.train, progress=False
+            )
+        )
         acc, size = _acc(model, data), artifact_bytes(model)
         packed = sum(1 for mod in model.modules() if hasattr(mod, "bits"))
         lat = fmt_ms(latency(lambda mod=model: mod(x32), 32))
         t_c.add(f"{n}:{m}", packed, acc, base_acc - acc, size, f"{100 * size / dense_bytes:.1f}%", secs, peak, lat)
     section.tables.append(t_c)
     return section
-

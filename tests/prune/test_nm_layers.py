@@ -35,8 +35,15 @@ def _batches(n=3):
 
 
 @pytest.mark.parametrize(("n", "m"), [(2, 4), (4, 8)])
-@pytest.mark.parametrize("layer", [nn.Linear(32, 6), nn.Conv2d(16, 8, 3, stride=2, padding=1),
-                                   nn.Conv2d(16, 8, 3, groups=2, bias=False), nn.Conv1d(8, 4, 3)])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.Linear(32, 6),
+        nn.Conv2d(16, 8, 3, stride=2, padding=1),
+        nn.Conv2d(16, 8, 3, groups=2, bias=False),
+        nn.Conv1d(8, 4, 3),
+    ],
+)
 def test_packed_layer_reconstructs_exactly_and_stores_n_over_m(n, m, layer):
     packed = pack_nm(layer, n, m)
     w = layer.weight.detach()
@@ -46,8 +53,9 @@ def test_packed_layer_reconstructs_exactly_and_stores_n_over_m(n, m, layer):
     assert packed.values.numel() == w.numel() * n // m
     assert packed.bits.dtype == torch.uint8 and packed.bits.numel() == (w.numel() + 7) // 8
     x = torch.randn(2, w.shape[1] * getattr(layer, "groups", 1), *(5,) * (w.dim() - 2))
-    ref = nn.functional.linear(x, w * keep, layer.bias) if w.dim() == 2 else layer._conv_forward(
-        x, w * keep, layer.bias)
+    ref = (
+        nn.functional.linear(x, w * keep, layer.bias) if w.dim() == 2 else layer._conv_forward(x, w * keep, layer.bias)
+    )
     assert torch.allclose(packed(x), ref, atol=1e-6)
     total, nonzero = packed.shrink_param_count()
     assert total == w.numel() + (layer.bias.numel() if layer.bias is not None else 0)
@@ -120,8 +128,9 @@ def test_counts_and_onnx_export_of_packed_model(tmp_path):
     model = apply(dense, NMSparsity(n=2, m=4), Context(progress=False))
     total, nonzero = count_params(model)
     assert total == count_params(dense)[0]
-    packed_weights = sum(mod.num_groups * 4 for mod in model.modules() if isinstance(mod, (NMSparseConv,
-                                                                                          NMSparseLinear)))
+    packed_weights = sum(
+        mod.num_groups * 4 for mod in model.modules() if isinstance(mod, (NMSparseConv, NMSparseLinear))
+    )
     assert nonzero <= total - packed_weights // 2
     x = torch.randn(2, 3, 4, 4)
     path = shrink.export.onnx(model, tmp_path / "nm.onnx", x)

@@ -167,8 +167,9 @@ def test_weight_penalties():
 def test_l1_regularized_fine_tuning_shrinks_surviving_weights():
     cfg = dict(sparsity=0.5, cycles=1, epochs_per_cycle=3, lr=1e-2)
     plain = apply(Net(), IterativePruning(**cfg), Context(train=_batches(), progress=False))
-    l1 = apply(Net(), IterativePruning(**cfg, regularization="l1", reg_strength=5.0),
-               Context(train=_batches(), progress=False))
+    l1 = apply(
+        Net(), IterativePruning(**cfg, regularization="l1", reg_strength=5.0), Context(train=_batches(), progress=False)
+    )
     assert float(l1.fc1.weight.detach().abs().sum()) < 0.9 * float(plain.fc1.weight.detach().abs().sum())
 
 

@@ -43,8 +43,9 @@ def test_iterative_pruned_conv_round_trip(tmp_path):
 
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(8, 3, 4, 4, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(2)]
-    pruned = shrink.prune(factory(), IterativePruning(sparsity=0.9, cycles=2, epochs_per_cycle=1), train=data,
-                          progress=False)
+    pruned = shrink.prune(
+        factory(), IterativePruning(sparsity=0.9, cycles=2, epochs_per_cycle=1), train=data, progress=False
+    )
     loaded = shrink.load(shrink.save(pruned, tmp_path / "c.shrink"), factory)
     x = torch.randn(2, 3, 4, 4)
     assert torch.allclose(loaded(x), pruned(x), atol=1e-6)

@@ -14,11 +14,28 @@ from shrink.prune.structured import ChannelPruning, LayerRemoval  # noqa: F401  
 from shrink.prune.unstructured import GradualPruning, IterativePruning, layer_sparsities
 
 __all__ = [
-    "MagnitudePruning", "magnitude_masks", "prune_unstructured", "unstructured_masks",
-    "Mask", "apply_mask", "get_mask", "make_permanent", "sparsity",
-    "NMSparsity", "pack_nm_model", "NMSparseConv", "NMSparseLinear", "pack_nm", "check_nm", "nm_mask",
-    "iterative_sparsities", "polynomial_sparsity", "polynomial_steps",
-    "GradualPruning", "IterativePruning", "layer_sparsities",
+    "MagnitudePruning",
+    "magnitude_masks",
+    "prune_unstructured",
+    "unstructured_masks",
+    "Mask",
+    "apply_mask",
+    "get_mask",
+    "make_permanent",
+    "sparsity",
+    "NMSparsity",
+    "pack_nm_model",
+    "NMSparseConv",
+    "NMSparseLinear",
+    "pack_nm",
+    "check_nm",
+    "nm_mask",
+    "iterative_sparsities",
+    "polynomial_sparsity",
+    "polynomial_steps",
+    "GradualPruning",
+    "IterativePruning",
+    "layer_sparsities",
 ]
 
 

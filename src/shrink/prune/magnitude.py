@@ -11,7 +11,7 @@ from torch import nn
 
 from shrink.api import Context, implements
 from shrink.config import Config, register
-from shrink.prune.masks import apply_mask, get_mask
+from shrink.prune.masks import apply_mask, get_mask, weight_of
 from shrink.select import Selector, select_modules
 
 __all__ = ["MagnitudePruning", "magnitude_masks", "unstructured_masks", "prune_unstructured"]
@@ -37,7 +37,7 @@ class MagnitudePruning(Config):
 
 def _scores(module: nn.Module, criterion: str, gen: torch.Generator) -> torch.Tensor:
     """Importance of each weight; weights an existing mask removed score -1 so they stay pruned."""
-    weight = module.weight.detach()
+    weight = weight_of(module).detach()
     if criterion == "random":
         scores = torch.rand(weight.shape, generator=gen)
     elif criterion == "magnitude":
@@ -68,8 +68,10 @@ def unstructured_masks(
             masks[name] = keep[offset : offset + s.numel()].reshape(s.shape)
             offset += s.numel()
     elif scope == "layer":
-        masks = {name: _keep_largest(s.reshape(-1), int(round(sparsity * s.numel()))).reshape(s.shape)
-                 for name, s in scores.items()}
+        masks = {
+            name: _keep_largest(s.reshape(-1), int(round(sparsity * s.numel()))).reshape(s.shape)
+            for name, s in scores.items()
+        }
     else:
         raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
     for name, m in modules.items():  # masks only tighten: a lower target than the current sparsity keeps it
@@ -96,7 +98,7 @@ def prune_unstructured(
 ) -> None:
     """Attach (or tighten) the masks of ``modules`` so that ``sparsity`` of their weights are zero."""
     for name, mask in unstructured_masks(modules, sparsity, scope, criterion, seed).items():
-        apply_mask(modules[name], mask.to(modules[name].weight.device))
+        apply_mask(modules[name], mask.to(weight_of(modules[name]).device))
 
 
 @implements(MagnitudePruning)

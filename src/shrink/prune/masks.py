@@ -10,12 +10,15 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from shrink._parametrize import bake_parametrizations
+from shrink.errors import ModelError
 
-__all__ = ["Mask", "apply_mask", "get_mask", "make_permanent", "sparsity"]
+__all__ = ["Mask", "apply_mask", "get_mask", "make_permanent", "sparsity", "weight_of"]
 
 
 class Mask(nn.Module):
     """Multiplies a tensor by a fixed 0/1 mask (stored as a buffer, so it is saved with the model)."""
+
+    mask: torch.Tensor
 
     def __init__(self, mask: torch.Tensor) -> None:
         super().__init__()
@@ -25,11 +28,19 @@ class Mask(nn.Module):
         return x * self.mask.to(x.dtype)
 
 
+def weight_of(module: nn.Module, name: str = "weight") -> torch.Tensor:
+    """``module.<name>`` as a tensor (its effective, masked value when parametrized)."""
+    value = getattr(module, name, None)
+    if not isinstance(value, torch.Tensor):
+        raise ModelError(f"{type(module).__name__} has no tensor {name!r} to prune")
+    return value
+
+
 def get_mask(module: nn.Module, name: str = "weight") -> torch.Tensor | None:
     """The current mask of ``module.<name>``, or None if it is not masked."""
     if not parametrize.is_parametrized(module, name):
         return None
-    for p in module.parametrizations[name]:
+    for p in getattr(module, "parametrizations")[name]:  # noqa: B009 (added at run time)
         if isinstance(p, Mask):
             return p.mask
     return None
@@ -47,7 +58,7 @@ def apply_mask(module: nn.Module, mask: torch.Tensor, name: str = "weight") -> N
     else:
         parametrize.register_parametrization(module, name, Mask(mask))
     with torch.no_grad():
-        original = module.parametrizations[name].original
+        original = getattr(module, "parametrizations")[name].original  # noqa: B009
         original.mul_(mask.to(original.dtype))
 
 
@@ -58,12 +69,14 @@ def make_permanent(model: nn.Module) -> nn.Module:
 
 def sparsity(model: nn.Module, modules: dict[str, nn.Module] | None = None) -> float:
     """Fraction of zero weights over the given modules' ``weight`` (default: every Linear and Conv)."""
-    chosen = modules if modules is not None else {
-        n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
-    }
+    chosen = (
+        modules
+        if modules is not None
+        else {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))}
+    )
     total = zeros = 0
     for m in chosen.values():
-        w = m.weight
+        w = weight_of(m)
         total += w.numel()
         zeros += int((w == 0).sum())
     return zeros / max(total, 1)

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Literal
 
 import pydantic
+import torch
 from torch import nn
 
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.errors import DataError, SelectorError
-from shrink.prune.masks import apply_mask
+from shrink.prune.masks import apply_mask, weight_of
 from shrink.prune.nm_layers import pack_nm
 from shrink.prune.nm_pattern import nm_compatible, nm_mask
 from shrink.select import Selector, select_modules
@@ -24,8 +25,10 @@ from shrink.train import fit
 
 __all__ = ["NMSparsity", "NM_CPU_NOTE", "pack_nm_model"]
 
-NM_CPU_NOTE = ("N:M sparsity gives no speed-up on CPU (no N:M kernel): it needs hardware support such as NVIDIA "
-               "sparse tensor cores; on CPU it only makes the stored model smaller")
+NM_CPU_NOTE = (
+    "N:M sparsity gives no speed-up on CPU (no N:M kernel): it needs hardware support such as NVIDIA "
+    "sparse tensor cores; on CPU it only makes the stored model smaller"
+)
 
 
 @register("nm_sparsity", family="prune")
@@ -76,31 +79,43 @@ def nm_prune(model: nn.Module, config: NMSparsity, ctx: Context) -> nn.Module:
     modules, skipped = {}, []
     for name, module in selected.items():
         weight = getattr(module, "weight", None)
-        ok = isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)) and weight is not None
-        if ok and nm_compatible(weight, config.m):
+        ok = isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)) and isinstance(weight, torch.Tensor)
+        if ok and nm_compatible(weight, config.m):  # type: ignore[arg-type]
             modules[name] = module
         else:
             shape = tuple(weight.shape) if weight is not None else None
             skipped.append(f"{name} ({type(module).__name__}, weight {shape})")
     if skipped and config.incompatible == "error":
-        raise SelectorError(f"{where}: layers without whole groups of m={config.m} along the input dimension: "
-                            + ", ".join(skipped))
+        raise SelectorError(
+            f"{where}: layers without whole groups of m={config.m} along the input dimension: " + ", ".join(skipped)
+        )
     if not modules:
-        raise SelectorError(f"{where}: no selected layer can hold a {config.n}:{config.m} pattern "
-                            f"(skipped: {', '.join(skipped)})")
+        raise SelectorError(
+            f"{where}: no selected layer can hold a {config.n}:{config.m} pattern (skipped: {', '.join(skipped)})"
+        )
     for module in modules.values():
-        apply_mask(module, nm_mask(module.weight, config.n, config.m))
+        apply_mask(module, nm_mask(weight_of(module), config.n, config.m))
     if config.epochs:
         if ctx.train is None:
             raise DataError("nm_sparsity: fine-tuning needs training data (train=...)")
-        fit(model, ctx.train, epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
-            optimizer=config.optimizer, checkpoint_dir=Path(ctx.checkpoint_dir) / "nm" if ctx.checkpoint_dir else None,
-            progress=ctx.progress, desc=f"{config.n}:{config.m} fine-tune", seed=config.seed)
+        fit(
+            model,
+            ctx.train,
+            epochs=config.epochs,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            optimizer=config.optimizer,
+            checkpoint_dir=Path(ctx.checkpoint_dir) / "nm" if ctx.checkpoint_dir else None,
+            progress=ctx.progress,
+            desc=f"{config.n}:{config.m} fine-tune",
+            seed=config.seed,
+        )
     if config.pack:
         pack_nm_model(model, modules, config.n, config.m)
-        model.shrink_execution = f"{config.n}:{config.m} packed, dense kernel on CPU"
+        setattr(model, "shrink_execution", f"{config.n}:{config.m} packed, dense kernel on CPU")  # noqa: B010
     if skipped:
-        ctx.notes.append(f"nm_sparsity: kept dense (input dimension not a multiple of {config.m}): "
-                         + ", ".join(skipped))
+        ctx.notes.append(
+            f"nm_sparsity: kept dense (input dimension not a multiple of {config.m}): " + ", ".join(skipped)
+        )
     ctx.notes.append(f"nm_sparsity: {config.n}:{config.m} on {len(modules)} layers; {NM_CPU_NOTE}")
     return model.eval()

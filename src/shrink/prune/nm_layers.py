@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from shrink.errors import ModelError
 from shrink.export.artifact import register_layer
-from shrink.prune.masks import get_mask
+from shrink.prune.masks import get_mask, weight_of
 from shrink.prune.nm_pattern import check_nm, from_input_last, input_last, nm_mask, pack_bits, unpack_bits
 
 __all__ = ["NMSparseLinear", "NMSparseConv", "pack_nm"]
@@ -24,6 +24,13 @@ __all__ = ["NMSparseLinear", "NMSparseConv", "pack_nm"]
 
 class _NMPacked(nn.Module):
     """Shared storage of the packed layers: ``values`` (groups, n) and ``bits`` (one m-bit field per group)."""
+
+    values: nn.Parameter
+    bits: torch.Tensor
+    bias: nn.Parameter | None
+    n: int
+    m: int
+    weight_shape: tuple[int, ...]
 
     def _init_storage(self, weight_shape: tuple[int, ...], n: int, m: int, bias: bool) -> None:
         if not 0 < n < m:
@@ -64,8 +71,9 @@ class _NMPacked(nn.Module):
     def _fill(self, weight: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None) -> None:
         keep = nm_mask(weight, self.n, self.m) if mask is None else mask.to(torch.bool)
         if not check_nm(keep, self.n, self.m):
-            raise ModelError(f"mask of a weight of shape {tuple(weight.shape)} is not a valid {self.n}:{self.m} "
-                             "pattern")
+            raise ModelError(
+                f"mask of a weight of shape {tuple(weight.shape)} is not a valid {self.n}:{self.m} pattern"
+            )
         flags = input_last(keep).reshape(-1, self.m)
         self.values.copy_(input_last(weight.detach()).reshape(-1, self.m)[flags].reshape(-1, self.n))
         self.bits.copy_(pack_bits(flags))
@@ -82,7 +90,7 @@ class _NMPacked(nn.Module):
         return total, nonzero
 
 
-def _validate_after_load(module: nn.Module, _keys: Any) -> None:
+def _validate_after_load(module: _NMPacked, _keys: Any) -> None:
     flags = unpack_bits(module.bits, module.num_groups * module.m).reshape(-1, module.m)
     if not bool((flags.sum(dim=1) == module.n).all()):
         raise ModelError(f"{type(module).__name__}: loaded bit fields are not a valid {module.n}:{module.m} pattern")
@@ -101,13 +109,19 @@ class NMSparseLinear(_NMPacked):
         return F.linear(x, self.dense_weight(), self.bias)
 
     def shrink_manifest(self) -> dict[str, Any]:
-        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
-                "n": self.n, "m": self.m}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias is not None,
+            "n": self.n,
+            "m": self.m,
+        }
 
     @classmethod
     def shrink_from_manifest(cls, args: dict[str, Any]) -> NMSparseLinear:
-        return cls(int(args["in_features"]), int(args["out_features"]), bool(args["bias"]), int(args["n"]),
-                   int(args["m"]))
+        return cls(
+            int(args["in_features"]), int(args["out_features"]), bool(args["bias"]), int(args["n"]), int(args["m"])
+        )
 
 
 _CONV_ARGS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups")
@@ -117,9 +131,20 @@ _CONV_ARGS = ("in_channels", "out_channels", "kernel_size", "stride", "padding",
 class NMSparseConv(_NMPacked):
     """A Conv1d/Conv2d (zero padding) whose weight is stored in packed N:M form, groups along input channels."""
 
-    def __init__(self, dims: int, in_channels: int, out_channels: int, kernel_size: tuple[int, ...],
-                 stride: tuple[int, ...], padding: tuple[int, ...] | str, dilation: tuple[int, ...], groups: int,
-                 bias: bool, n: int = 2, m: int = 4) -> None:
+    def __init__(
+        self,
+        dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...] | str,
+        dilation: tuple[int, ...],
+        groups: int,
+        bias: bool,
+        n: int = 2,
+        m: int = 4,
+    ) -> None:
         super().__init__()
         if dims not in (1, 2):
             raise ValueError(f"NMSparseConv supports 1-d and 2-d convolutions, got dims={dims}")
@@ -140,14 +165,14 @@ class NMSparseConv(_NMPacked):
 
     @classmethod
     def shrink_from_manifest(cls, args: dict[str, Any]) -> NMSparseConv:
-        tup = {k: tuple(args[k]) if isinstance(args[k], list) else args[k] for k in _CONV_ARGS}
+        tup: dict[str, Any] = {k: tuple(args[k]) if isinstance(args[k], list) else args[k] for k in _CONV_ARGS}
         return cls(int(args["dims"]), **tup, bias=bool(args["bias"]), n=int(args["n"]), m=int(args["m"]))
 
 
 def pack_nm(module: nn.Module, n: int, m: int) -> _NMPacked:
     """A packed copy of a Linear / Conv1d / Conv2d (its effective, possibly masked, weight); the mask already on it
     is used if it is a valid ``n:m`` pattern, else the ``n`` largest of each group are kept."""
-    weight = module.weight.detach()
+    weight = weight_of(module).detach()
     mask = get_mask(module)
     if mask is None or not check_nm(mask, n, m):
         mask = weight != 0 if check_nm(weight, n, m) else None
@@ -156,9 +181,19 @@ def pack_nm(module: nn.Module, n: int, m: int) -> _NMPacked:
     elif isinstance(module, (nn.Conv1d, nn.Conv2d)):
         if module.padding_mode != "zeros":
             raise ModelError(f"N:M packing supports zero-padded convolutions, got padding_mode={module.padding_mode!r}")
-        packed = NMSparseConv(1 if isinstance(module, nn.Conv1d) else 2, module.in_channels, module.out_channels,
-                              module.kernel_size, module.stride, module.padding, module.dilation, module.groups,
-                              module.bias is not None, n, m)
+        packed = NMSparseConv(
+            1 if isinstance(module, nn.Conv1d) else 2,
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            module.groups,
+            module.bias is not None,
+            n,
+            m,
+        )
     else:
         raise ModelError(f"N:M packing supports Linear, Conv1d and Conv2d, got {type(module).__name__}")
     packed._fill(weight, module.bias, mask)

@@ -38,8 +38,10 @@ def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
     if not 0 < n < m:
         raise ValueError(f"N:M needs 0 < n < m, got {n}:{m}")
     if not nm_compatible(weight, m):
-        raise ValueError(f"input dimension {weight.shape[1] if weight.dim() >= 2 else '?'} of a weight of shape "
-                         f"{tuple(weight.shape)} is not a multiple of m={m}")
+        raise ValueError(
+            f"input dimension {weight.shape[1] if weight.dim() >= 2 else '?'} of a weight of shape "
+            f"{tuple(weight.shape)} is not a multiple of m={m}"
+        )
     groups = input_last(weight.detach()).abs().reshape(-1, m)
     keep = torch.zeros_like(groups, dtype=torch.bool)
     keep.scatter_(1, torch.topk(groups, n, dim=1).indices, True)

@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from shrink.prune.masks import weight_of
+
 __all__ = ["Regularization", "weight_penalty"]
 
 Regularization = Literal["none", "l1", "l2"]
@@ -29,13 +31,11 @@ def weight_penalty(
     if strength < 0:
         raise ValueError(f"regularization strength must be >= 0, got {strength}")
     layers = list(modules.values())
-    count = sum(m.weight.numel() for m in layers)
+    count = sum(weight_of(m).numel() for m in layers)
 
     def penalty(_model: nn.Module) -> torch.Tensor:
-        if kind == "l1":
-            total = sum(m.weight.abs().sum() for m in layers)
-        else:
-            total = sum(m.weight.pow(2).sum() for m in layers)
-        return strength * total / count  # type: ignore[operator]
+        weights = [weight_of(m) for m in layers]
+        terms = [w.abs().sum() if kind == "l1" else w.pow(2).sum() for w in weights]
+        return torch.stack(terms).sum() * (strength / count)
 
     return penalty

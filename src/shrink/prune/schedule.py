@@ -11,8 +11,9 @@ from typing import Literal
 __all__ = ["polynomial_sparsity", "polynomial_steps", "iterative_sparsities"]
 
 
-def polynomial_sparsity(t: int, *, initial: float, final: float, start: int, steps: int, frequency: int = 1,
-                        power: int = 3) -> float:
+def polynomial_sparsity(
+    t: int, *, initial: float, final: float, start: int, steps: int, frequency: int = 1, power: int = 3
+) -> float:
     """Zhu & Gupta's target sparsity at step ``t``:
 
     ``s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt)) ** 3`` for ``t0 <= t <= t0 + n * dt``,

@@ -19,7 +19,7 @@ from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.errors import DataError
 from shrink.prune.magnitude import Criterion, Scope, prune_unstructured
-from shrink.prune.masks import apply_mask, get_mask
+from shrink.prune.masks import apply_mask, get_mask, weight_of
 from shrink.prune.penalty import Regularization, weight_penalty
 from shrink.prune.schedule import iterative_sparsities, polynomial_sparsity, polynomial_steps
 from shrink.select import Selector, select_modules
@@ -77,34 +77,55 @@ class GradualPruning(_FineTuneFields):
             raise ValueError(f"initial_sparsity {self.initial_sparsity} > final_sparsity {self.final_sparsity}")
         end = self.start_epoch + self.pruning_steps * self.frequency
         if end > self.epochs:
-            raise ValueError(f"the schedule ends at epoch {end} (start_epoch + pruning_steps * frequency) but "
-                             f"training has only {self.epochs} epochs")
+            raise ValueError(
+                f"the schedule ends at epoch {end} (start_epoch + pruning_steps * frequency) but "
+                f"training has only {self.epochs} epochs"
+            )
         return self
 
 
 def layer_sparsities(modules: dict[str, nn.Module]) -> dict[str, float]:
     """Fraction of zero effective weights in each module."""
-    return {name: float((m.weight == 0).float().mean()) for name, m in modules.items()}
+    return {name: float((weight_of(m) == 0).float().mean()) for name, m in modules.items()}
 
 
 def _describe(modules: dict[str, nn.Module]) -> str:
     per_layer = layer_sparsities(modules)
-    total = sum(m.weight.numel() for m in modules.values())
-    zeros = sum(per_layer[n] * m.weight.numel() for n, m in modules.items())
+    total = sum(weight_of(m).numel() for m in modules.values())
+    zeros = sum(per_layer[n] * weight_of(m).numel() for n, m in modules.items())
     layers = ", ".join(f"{n} {100 * s:.0f}%" for n, s in per_layer.items())
     return f"sparsity {100 * zeros / total:.1f}% over {len(modules)} layers ({layers})"
 
 
-def _train(model: nn.Module, cfg: _FineTuneFields, ctx: Context, modules: dict[str, nn.Module], *, epochs: int,
-           desc: str, sub: str, on_epoch_end: Callable[[int], None] | None = None) -> None:
+def _train(
+    model: nn.Module,
+    cfg: _FineTuneFields,
+    ctx: Context,
+    modules: dict[str, nn.Module],
+    *,
+    epochs: int,
+    desc: str,
+    sub: str,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> None:
     if epochs == 0:
         return
     if ctx.train is None:
         raise DataError(f"{cfg.type_name}: fine-tuning needs training data (train=...)")
-    fit(model, ctx.train, epochs=epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
-        regularizer=weight_penalty(modules, cfg.regularization, cfg.reg_strength), on_epoch_end=on_epoch_end,
+    fit(
+        model,
+        ctx.train,
+        epochs=epochs,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        optimizer=cfg.optimizer,
+        regularizer=weight_penalty(modules, cfg.regularization, cfg.reg_strength),
+        on_epoch_end=on_epoch_end,
         checkpoint_dir=Path(ctx.checkpoint_dir) / sub if ctx.checkpoint_dir is not None else None,
-        progress=ctx.progress, desc=desc, seed=cfg.seed)
+        progress=ctx.progress,
+        desc=desc,
+        seed=cfg.seed,
+    )
 
 
 @implements(IterativePruning)
@@ -114,10 +135,19 @@ def iterative_prune(model: nn.Module, config: IterativePruning, ctx: Context) ->
     targets = iterative_sparsities(config.sparsity, config.cycles, config.spacing)
     for cycle, target in enumerate(targets, start=1):
         prune_unstructured(modules, target, config.scope, config.criterion, config.seed + cycle)
-        _train(model, config, ctx, modules, epochs=config.epochs_per_cycle, sub=f"cycle-{cycle:02d}",
-               desc=f"iterative pruning {cycle}/{config.cycles} ({100 * target:.0f}%)")
-    ctx.notes.append(f"iterative_pruning: {config.cycles} cycles x {config.epochs_per_cycle} epochs "
-                     f"({', '.join(f'{100 * t:.1f}%' for t in targets)}); {_describe(modules)}")
+        _train(
+            model,
+            config,
+            ctx,
+            modules,
+            epochs=config.epochs_per_cycle,
+            sub=f"cycle-{cycle:02d}",
+            desc=f"iterative pruning {cycle}/{config.cycles} ({100 * target:.0f}%)",
+        )
+    ctx.notes.append(
+        f"iterative_pruning: {config.cycles} cycles x {config.epochs_per_cycle} epochs "
+        f"({', '.join(f'{100 * t:.1f}%' for t in targets)}); {_describe(modules)}"
+    )
     return model.eval()
 
 
@@ -128,8 +158,14 @@ def gradual_prune(model: nn.Module, config: GradualPruning, ctx: Context) -> nn.
     updates = polynomial_steps(start=config.start_epoch, steps=config.pruning_steps, frequency=config.frequency)
 
     def target(t: int) -> float:
-        return polynomial_sparsity(t, initial=config.initial_sparsity, final=config.final_sparsity,
-                                   start=config.start_epoch, steps=config.pruning_steps, frequency=config.frequency)
+        return polynomial_sparsity(
+            t,
+            initial=config.initial_sparsity,
+            final=config.final_sparsity,
+            start=config.start_epoch,
+            steps=config.pruning_steps,
+            frequency=config.frequency,
+        )
 
     def step(t: int) -> None:
         if t in updates:
@@ -137,12 +173,22 @@ def gradual_prune(model: nn.Module, config: GradualPruning, ctx: Context) -> nn.
 
     for m in modules.values():  # masks exist from the start so that a resumed run can load them
         if get_mask(m) is None:
-            apply_mask(m, torch.ones_like(m.weight, dtype=torch.bool))
+            apply_mask(m, torch.ones_like(weight_of(m), dtype=torch.bool))
     step(0)
-    _train(model, config, ctx, modules, epochs=config.epochs, sub="gradual", desc="gradual pruning",
-           on_epoch_end=lambda epoch: step(epoch + 1))
+    _train(
+        model,
+        config,
+        ctx,
+        modules,
+        epochs=config.epochs,
+        sub="gradual",
+        desc="gradual pruning",
+        on_epoch_end=lambda epoch: step(epoch + 1),
+    )
     if config.epochs == updates[-1]:
         ctx.notes.append("gradual_pruning: the last mask update came after the last epoch (no recovery epochs)")
-    ctx.notes.append(f"gradual_pruning: {config.pruning_steps + 1} mask updates at epochs {updates} "
-                     f"({', '.join(f'{100 * target(t):.1f}%' for t in updates)}); {_describe(modules)}")
+    ctx.notes.append(
+        f"gradual_pruning: {config.pruning_steps + 1} mask updates at epochs {updates} "
+        f"({', '.join(f'{100 * target(t):.1f}%' for t in updates)}); {_describe(modules)}"
+    )
     return model.eval()
