@@ -52,8 +52,8 @@ def layer_module(spec: LayerSpec) -> nn.Module:
     if spec.kind == "linear":
         return nn.Linear(spec.in_channels, spec.out_channels, bias=spec.bias).eval()
     cls = nn.Conv2d if spec.kind == "conv2d" else nn.Conv1d
-    return cls(spec.in_channels, spec.out_channels, spec.kernel, stride=spec.stride, padding=spec.padding,
-               groups=spec.groups, bias=spec.bias).eval()
+    return cls(spec.in_channels, spec.out_channels, spec.kernel, stride=spec.stride,  # type: ignore[arg-type]
+               padding=spec.padding, groups=spec.groups, bias=spec.bias).eval()  # type: ignore[arg-type]
 
 
 class LatencyTable:

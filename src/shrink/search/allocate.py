@@ -110,6 +110,7 @@ def _dp(options: Mapping[str, Sequence[Option]], budgets: Mapping[str, float], r
     if min(costs) < 0:
         raise ConfigError(f"allocate: the dp solver needs non-negative {kind} costs; use solver='milp'")
     integral = all(float(c).is_integer() for c in costs) and float(limit).is_integer()
+    unit: float = 1.0
     if integral:
         unit = math.gcd(*(int(c) for c in costs), int(limit)) or 1
         if limit / unit > 10 * resolution:  # too fine to tabulate exactly: fall through to rounding

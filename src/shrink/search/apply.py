@@ -38,10 +38,11 @@ def quantize_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
 
 def prune_weight(module: nn.Module, sparsity: float) -> torch.Tensor:
     """``module.weight`` with its smallest-magnitude ``sparsity`` fraction zeroed (per layer)."""
+    weight: torch.Tensor = module.weight  # type: ignore[assignment]
     if sparsity <= 0:
-        return module.weight.detach()
+        return weight.detach()
     mask = magnitude_masks({"m": module}, MagnitudePruning(sparsity=sparsity, scope="layer"))["m"]
-    return module.weight.detach() * mask
+    return weight.detach() * mask
 
 
 class InputFakeQuant:
@@ -98,6 +99,6 @@ def apply_policy(model: nn.Module, policy: Policy, *, input_qparams: dict[str, Q
 def _apply_choice(module: nn.Module, choice: LayerChoice, input_qp: QParams | None) -> None:
     with torch.no_grad():
         w = quantize_weight(prune_weight(module, choice.sparsity), choice.bits)
-        module.weight.copy_(w)
+        module.weight.copy_(w)  # type: ignore[operator]
     if input_qp is not None and choice.bits <= 8:
         module.register_forward_pre_hook(InputFakeQuant(input_qp))

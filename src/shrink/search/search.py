@@ -29,7 +29,7 @@ from shrink.hw.layers import trace_layers
 from shrink.hw.measured import LatencyTable
 from shrink.hw.policy import LayerChoice, policy_from_dict, policy_to_dict
 from shrink.hw.profile import load_profile
-from shrink.search.allocate import allocate
+from shrink.search.allocate import Option, allocate
 from shrink.search.compress import compress, width_layers
 from shrink.search.export import attach_int8_export
 from shrink.search.options import layer_options, option_costs
@@ -141,7 +141,7 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
               "train": _listed(ctx.train) if config.finetune_epochs else None, "example_inputs": ctx.example_inputs,
               "finetune_epochs": config.finetune_epochs, "lr": config.lr}
     sens = _sensitivity(model, [s.name for s in specs], choices, shared, config.sensitivity_batches)
-    options = {}
+    options: dict[str, list[Option]] = {}
     for spec in specs:
         options |= layer_options([spec], choices[spec.name], sens, profile, table)
     kind = config.objective

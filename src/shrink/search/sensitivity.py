@@ -76,6 +76,7 @@ def measured_sensitivity(model: nn.Module, layers: Sequence[str], choices: Seque
                          criterion: str = "kl") -> dict[str, dict[LayerChoice, float]]:
     """Output KL (or loss increase, may be negative) when only ``layer`` gets ``choice``, for every layer/choice."""
     held = _batches(data, batches)
+    loss: Callable[[nn.Module, Sequence[Any]], float]
     if criterion == "kl":
         reference = logits_of(model, held)
         base = 0.0
