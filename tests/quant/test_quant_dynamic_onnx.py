@@ -1,0 +1,83 @@
+"""Dynamic int8 Linear in ONNX Runtime (integer ops, agreement with the simulation), SmoothQuant, BN folding."""
+
+import pytest
+import torch
+from torch import nn
+
+import shrink
+from shrink.export.onnx import OnnxModel
+from shrink.quant import INTEGER_OPS, Int8Dynamic, Int8Static, ort_optimized_ops
+from shrink.quant.fold import fold_bn_into
+from shrink.quant.smooth import smoothing_factors
+
+
+class _MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 128)
+        self.fc2 = nn.Linear(128, 32)
+
+    def forward(self, x):
+        return self.fc2(torch.nn.functional.gelu(self.fc1(x)))
+
+
+def test_dynamic_linear_runs_integer_ops_and_matches(tmp_path):
+    torch.manual_seed(0)
+    net = _MLP().eval()
+    x = torch.randn(4, 10, 64)
+    q = shrink.quantize(net, Int8Dynamic())
+    path = shrink.export.onnx(q, tmp_path / "d.onnx", x[:1])
+    ops = ort_optimized_ops(path)
+    assert set(ops) & INTEGER_OPS and ops["MatMul"] == 0
+    ort_out, sim = OnnxModel(path)(x), q(x)
+    ref = net(x)
+    assert (ort_out - sim).abs().max() < 0.02 * ref.abs().max()
+    assert (sim - ref).norm() / ref.norm() < 0.02
+
+
+def test_smoothing_keeps_float_function_and_helps_outliers():
+    torch.manual_seed(0)
+    w = torch.randn(16, 32)
+    absmax = torch.ones(32)
+    absmax[3] = 50.0
+    s = smoothing_factors(absmax, w, 0.5)
+    x = torch.randn(8, 32)
+    x[:, 3] *= 50
+    assert torch.allclose((x / s) @ (w * s).t(), x @ w.t(), atol=1e-3)
+    assert (x / s).abs().amax(0).max() / (x / s).abs().amax(0).min() < x.abs().amax(0).max() / x.abs().amax(0).min()
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(32, 16)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    net = Net().eval()
+    calib = [x]
+    plain = shrink.quantize(net, Int8Static(observer="minmax", quantize_outputs=False), calibration=calib)
+    smooth = shrink.quantize(net, Int8Static(observer="minmax", quantize_outputs=False, smooth=0.5),
+                             calibration=calib)
+    ref = net(x)
+    assert (smooth(x) - ref).norm() < (plain(x) - ref).norm()
+
+
+def test_bn_fold_is_exact():
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.eval()
+    x = torch.randn(2, 3, 8, 8)
+    ref = bn(conv(x))
+    with torch.no_grad():
+        fold_bn_into(conv, bn)
+    assert torch.allclose(conv(x), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("bits", [1, 9])
+def test_bad_bits_error(bits):
+    with pytest.raises(shrink.errors.ConfigError, match="weight_bits"):
+        Int8Static(weight_bits=bits)
