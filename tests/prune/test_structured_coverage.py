@@ -93,7 +93,8 @@ def test_channel_pruning_covers_model(name, tmp_path):
     assert [t.shape for t in out] == [t.shape for t in ref]
     assert all(torch.isfinite(t).all() for t in out if t.is_floating_point())
 
-    exported, args = (small, x) if not isinstance(x, dict) or name == "minilm" else (_Positional(small, x), tuple(x.values()))
+    positional = isinstance(x, dict) and name != "minilm"
+    exported, args = (_Positional(small, x), tuple(x.values())) if positional else (small, x)
     path = shrink.export.onnx(exported, tmp_path / "pruned.onnx", args)
     ort_out = shrink.export.OnnxModel(path, threads=1)(args)
     ort_first = ort_out[0] if isinstance(ort_out, (list, tuple)) else ort_out

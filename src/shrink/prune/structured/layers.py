@@ -56,8 +56,9 @@ def _io_shapes(model: nn.Module, inputs: Any, names: list[str]) -> dict[str, boo
 
 def block_candidates(model: nn.Module, inputs: Any) -> list[str]:
     """Blocks held in an nn.Sequential / nn.ModuleList, with parameters, whose output has their input's shape."""
-    names = [f"{p}.{c}" if p else c for p, m in model.named_modules() if isinstance(m, (nn.Sequential, nn.ModuleList))
-             for c, child in m.named_children() if len(list(child.children())) and next(child.parameters(), None) is not None]
+    names = [f"{p}.{c}" if p else c for p, m in model.named_modules()
+             if isinstance(m, (nn.Sequential, nn.ModuleList)) for c, child in m.named_children()
+             if len(list(child.children())) and next(child.parameters(), None) is not None]
     same = _io_shapes(model, inputs, names)
     return [n for n in names if same.get(n)]
 
