@@ -19,12 +19,17 @@ from shrink.quant.qparams import QParams, compute_qparams, qrange
 
 __all__ = ["QuantLinear", "QuantConv2d", "ActMode", "dynamic_fake_quant"]
 
-ActMode = Literal["static", "dynamic", "none"]
+ActMode = Literal["static", "dynamic", "dynamic_token", "none"]
 
 
-def dynamic_fake_quant(x: torch.Tensor) -> torch.Tensor:
-    """What ``DynamicQuantizeLinear`` does to ``x``: u8 over ``[min(x, 0), max(x, 0)]``, round half to even."""
-    lo, hi = x.detach().min().clamp(max=0.0), x.detach().max().clamp(min=0.0)
+def dynamic_fake_quant(x: torch.Tensor, per_token: bool = False) -> torch.Tensor:
+    """What ``DynamicQuantizeLinear`` does to ``x``: u8 over ``[min(x, 0), max(x, 0)]``, round half to even;
+    ``per_token``: one range per row (last dim), as the per-token ONNX graph computes it."""
+    if per_token:
+        lo = x.detach().amin(dim=-1, keepdim=True).clamp(max=0.0)
+        hi = x.detach().amax(dim=-1, keepdim=True).clamp(min=0.0)
+    else:
+        lo, hi = x.detach().min().clamp(max=0.0), x.detach().max().clamp(min=0.0)
     scale = ((hi - lo) / 255.0).clamp(min=1e-12)
     zp = torch.clamp(torch.round(-lo / scale), 0, 255)
     return ((torch.clamp(torch.round(x / scale) + zp, 0, 255) - zp) * scale).to(x.dtype)
@@ -73,8 +78,8 @@ class _QuantBase(nn.Module):
             x = x * smooth
         if self.act_mode == "static":
             return self._act(x, self.input_qparams)
-        if self.act_mode == "dynamic" and not torch.onnx.is_in_onnx_export():
-            return dynamic_fake_quant(x)
+        if self.act_mode in ("dynamic", "dynamic_token") and not torch.onnx.is_in_onnx_export():
+            return dynamic_fake_quant(x, per_token=self.act_mode == "dynamic_token")
         return x
 
     def _output(self, y: torch.Tensor) -> torch.Tensor:

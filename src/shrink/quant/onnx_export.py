@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,9 @@ def export_quantized_onnx(model: nn.Module, path: str | os.PathLike[str], exampl
     dynamic.update({n: {0: "batch"} for n in output_names})
     tmp = path.with_name(f".{path.name}.tmp")
     model = model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # qparams are read as Python numbers on purpose: they are constants of the exported graph
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(model, args, str(tmp), kwargs=kwargs, input_names=names, output_names=list(output_names),
                           dynamic_axes=dynamic, opset_version=max(opset, 13), dynamo=False, do_constant_folding=True)
     os.replace(tmp, path)

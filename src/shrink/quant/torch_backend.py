@@ -1,0 +1,77 @@
+"""Run a shrink static-quantized model on PyTorch's quantized CPU kernels (``torch.ao.nn.quantized``, x86 /
+fbgemm / onednn engine) with shrink's own scales and zero points.
+
+Each :class:`QuantConv2d` / :class:`QuantLinear` with static input and output grids becomes a real int8 layer
+between a ``quantize_per_tensor`` and a ``dequantize``; everything else stays float. Layers without an output grid
+cannot run on these kernels and raise :class:`UnsupportedOpError` naming them.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+
+from shrink.errors import UnsupportedOpError
+from shrink.quant.convert import set_module
+from shrink.quant.modules import QuantConv2d, QuantLinear
+
+__all__ = ["TorchInt8Layer", "to_torch_int8"]
+
+
+class TorchInt8Layer(nn.Module):
+    """float in → quantize (shrink's input grid) → PyTorch int8 conv / linear (+ReLU) → dequantize → float out."""
+
+    def __init__(self, qmod: nn.Module, in_scale: float, in_zp: int) -> None:
+        super().__init__()
+        self.qmod, self.in_scale, self.in_zp = qmod, in_scale, in_zp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xq = torch.quantize_per_tensor(x, self.in_scale, self.in_zp, torch.quint8)
+        return self.qmod(xq).dequantize()
+
+
+def _weight(layer: QuantConv2d | QuantLinear) -> torch.Tensor:
+    w = layer.dequantized_weight()
+    return torch.quantize_per_channel(w, layer.weight_scale.double(), torch.zeros_like(layer.weight_scale).long(), 0,
+                                      torch.qint8)
+
+
+def _convert(name: str, layer: QuantConv2d | QuantLinear) -> TorchInt8Layer:
+    import torch.ao.nn.intrinsic.quantized as nniq
+    import torch.ao.nn.quantized as nnq
+
+    if layer.act_mode != "static" or not layer.quantize_output or getattr(layer, "input_smooth", None) is not None:
+        raise UnsupportedOpError(f"{name}: PyTorch's int8 kernels need static input and output grids and no "
+                                 "smoothing (use Int8Static(quantize_outputs=True, smooth=None))")
+    out_scale, out_zp = float(layer.output_qparams[0]), int(layer.output_qparams[1])
+    if isinstance(layer, QuantConv2d):
+        cls = nniq.ConvReLU2d if layer.relu else nnq.Conv2d
+        q = cls(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                layer.dilation, layer.groups, layer.bias is not None)
+    else:
+        cls = nniq.LinearReLU if layer.relu else nnq.Linear
+        q = cls(layer.in_features, layer.out_features, layer.bias is not None)
+    bias = layer.bias.detach().float() if layer.bias is not None else None
+    q.set_weight_bias(_weight(layer), bias)
+    q.scale, q.zero_point = out_scale, out_zp
+    return TorchInt8Layer(q, float(layer.input_qparams[0]), int(layer.input_qparams[1]))
+
+
+def to_torch_int8(model: nn.Module, engine: str = "x86") -> nn.Module:
+    """A copy of a shrink ``int8_static`` model whose quantized layers run PyTorch's int8 kernels (real)."""
+    torch.backends.quantized.engine = engine
+    out = copy.deepcopy(model)
+    for attr in ("shrink_export_onnx", "shrink_onnx_execution"):
+        out.__dict__.pop(attr, None)
+    layers = {n: m for n, m in out.named_modules() if isinstance(m, (QuantConv2d, QuantLinear))}
+    if not layers:
+        raise UnsupportedOpError(f"{type(model).__name__}: no shrink quantized layer to convert")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch deprecates quantized tensors in favour of torchao
+        for name, layer in layers.items():
+            set_module(out, name, _convert(name, layer))
+    out.shrink_execution = f"int8 (real, PyTorch {engine} quantized kernels)"
+    return out
