@@ -26,7 +26,7 @@ from shrink.config import Config, register
 from shrink.data import call_model
 from shrink.errors import DataError
 from shrink.quant.calibrate import calibrating, run_calibration
-from shrink.quant.convert import check_weights, quantized_layer, selected_layers, set_module
+from shrink.quant.convert import check_weights, effective_weight_bits, quantized_layer, selected_layers, set_module
 from shrink.quant.fold import find_patterns
 from shrink.quant.observers import make_observer
 from shrink.quant.onnx_export import attach_export
@@ -122,6 +122,7 @@ def convert_qat(model: nn.Module) -> nn.Module:
         q.set_weight(float_layer.weight, QParams(wq.scale(), torch.zeros(n, dtype=torch.int32), wq.bits, True, 0))
         zp = -aq.qn  # a signed LSQ grid [-2^(b-1), 2^(b-1)-1] is the unsigned grid with zero point 2^(b-1)
         q.set_input_qparams(QParams(aq.scale().reshape(()), torch.tensor(zp, dtype=torch.int32), aq.bits, False))
+        q.onnx_u8_weights = effective_weight_bits(wq.bits, "auto")[1]  # as int8_static: no u8 x s8 saturation
         set_module(model, name, q)
     return attach_export(model.eval())
 
