@@ -110,9 +110,13 @@ class QuantLinear(_QuantBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._input(x)
         if torch.onnx.is_in_onnx_export():
-            fn = onnx_ops.DynamicQLinear if self.act_mode == "dynamic" else onnx_ops.StaticQLinear
             codes = onnx_ops.weight_codes(self.weight_int, self.onnx_u8_weights).t().contiguous()
-            y = fn.apply(x, codes, self.weight_scale, self.bias, self.onnx_u8_weights)
+            if self.act_mode == "dynamic_token":
+                colsum = self.weight_int.float().sum(dim=1)
+                y = onnx_ops.TokenQLinear.apply(x, codes, self.weight_scale, self.bias, colsum, self.onnx_u8_weights)
+            else:
+                fn = onnx_ops.DynamicQLinear if self.act_mode == "dynamic" else onnx_ops.StaticQLinear
+                y = fn.apply(x, codes, self.weight_scale, self.bias, self.onnx_u8_weights)
         else:
             y = F.linear(x, self.dequantized_weight(), self.bias)
         return self._output(y)
