@@ -3,7 +3,8 @@ compression search with a 1-point tolerance against single techniques, and the C
 
 Accuracies of fake-quant models are measured on the test split but simulated (fp32 kernels on quantized values);
 every latency is measured end to end in ONNX Runtime (2 threads) on the model that really runs: int8 QDQ kernels for
-layers at <= 8 bits, fp32 for the rest, removed channels physically gone.
+layers at <= 8 bits, fp32 for the rest, removed channels physically gone. Search trials run in-process here (2 per
+round); tests/search/test_search_ray.py checks that the same search on a local Ray instance measures the same points.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def _search_vs_single(section: Section, model, data, ctx, xb, calib, table, quic
 
     cfg = CompressionSearch(profile="cpu", objective="latency", tolerance=1.0, bits=(8, 32),
                             widths=(1.0, 0.75, 0.5, 0.25), candidates=6 if quick else 10, parallel=2,
-                            backend="ray", finetune_epochs=2, cost_batch=BATCH)
+                            backend="local", finetune_epochs=2, cost_batch=BATCH)
     result, chosen = run_search(model, cfg, ctx)
     best = result.point(result.best) if result.best else None
     if best is not None:
