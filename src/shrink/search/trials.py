@@ -33,7 +33,13 @@ def _ray(address: str | None, parallel: int):
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if address is None:
             kwargs["num_cpus"] = parallel  # a local instance runs `parallel` one-CPU trials at a time
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as exc:  # Ray waits a fixed 30 s for its local node; on a loaded machine try once more
+            if "timed out during startup" not in str(exc):
+                raise
+            ray.shutdown()
+            ray.init(address=address, **kwargs)
     return ray
 
 
