@@ -27,13 +27,13 @@ __all__ = ["SECTIONS", "render", "readme_block", "replace_readme_block", "main"]
 
 #: section modules in document order -> (budget in seconds for the full run, for --quick)
 SECTIONS: dict[str, tuple[int, int]] = {
-    "quant_minilm": (420, 75),
-    "quant_digits": (300, 45),
-    "peers_quant": (600, 110),
+    "quant_minilm": (480, 100),
+    "quant_digits": (240, 50),
     "quant_advanced": (300, 60),
+    "peers_quant": (600, 100),
     "prune_unstructured": (420, 60),
-    "prune_structured": (600, 75),
-    "search": (300, 60),
+    "prune_structured": (600, 90),
+    "search": (360, 60),
 }
 #: whole-run limits from issue 6, minus a margin for start-up and writing
 RUN_LIMIT_S = {False: 3500, True: 570}
