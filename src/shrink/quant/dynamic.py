@@ -35,6 +35,8 @@ class Int8Dynamic(Config):
 
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"
     weight_observer: Literal["minmax", "mse"] = "minmax"
+    #: one activation range per batch tensor (ONNX DynamicQuantizeLinear) or per token / row (onnxruntime backend)
+    granularity: Literal["tensor", "token"] = "tensor"
     #: "auto": uint8 + 128 ONNX weights on x86 CPUs without VNNI (see convert.effective_weight_bits)
     weight_range: Literal["auto", "full", "reduced", "u8"] = "auto"
     selector: Selector = Selector(types=("Linear", "LSTM", "GRU"))
@@ -88,7 +90,7 @@ def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.
             new = (_torch_dynamic_linear(layer, config.weight_observer, name) if isinstance(layer, nn.Linear)
                    else _torch_dynamic_rnn(layer))
         else:
-            new = quantized_layer(layer, wbits, "dynamic")
+            new = quantized_layer(layer, wbits, "dynamic_token" if config.granularity == "token" else "dynamic")
             new.onnx_u8_weights = u8
             new.set_weight(layer.weight.detach(), _weight_qparams(layer.weight, config.weight_observer, name, wbits))
         set_module(model, name, new)

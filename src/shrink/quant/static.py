@@ -49,6 +49,8 @@ class Int8Static(Config):
     smooth: float | None = pydantic.Field(None, ge=0.0, le=1.0)
     #: layers whose input is quantized per batch at run time instead of with calibrated ranges
     dynamic: Selector | None = None
+    #: range of a dynamic layer's input: one per batch tensor, or one per token (row), computed at run time
+    dynamic_granularity: Literal["tensor", "token"] = "tensor"
     selector: Selector = Selector()
     calibration_batches: int | None = pydantic.Field(None, ge=1)
 
@@ -128,7 +130,8 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
     if range_note:
         notes.append(f"int8_static: {range_note}")
     for name, layer in layers.items():
-        mode = "dynamic" if name in dynamic else "static"
+        dyn_mode = "dynamic_token" if config.dynamic_granularity == "token" else "dynamic"
+        mode = dyn_mode if name in dynamic else "static"
         q = quantized_layer(layer, wbits, mode, config.activation_bits, name in relu_layers)
         q.set_weight(layer.weight.detach(), _weight_qparams(layer.weight.detach(), config, name, wbits))
         if mode == "static":
