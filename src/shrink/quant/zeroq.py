@@ -12,6 +12,7 @@ from torch import nn
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.errors import ConfigError
+from shrink.quant.convert import check_weights
 from shrink.quant.static import Int8Static, quantize_static
 from shrink.quant.zeroq_data import distill_inputs
 
@@ -41,6 +42,7 @@ def zeroq_quantize(model: nn.Module, config: ZeroQ, ctx: Context) -> nn.Module:
                           f"(got {type(example).__name__})")
     if (config.input_mean is None) != (config.input_std is None):
         raise ConfigError("zeroq: give both input_mean and input_std, or neither")
+    check_weights(model)
     history: list[float] = []
     synthetic = distill_inputs(model, tuple(example.shape[1:]), num_samples=config.num_samples,
                                batch_size=config.batch_size, iterations=config.iterations, lr=config.lr,
