@@ -115,3 +115,21 @@ def test_recipe_runs_bounded(tmp_path):
     assert qat_row.metrics["accuracy"] >= rows["baseline"].metrics["accuracy"] - 3.0
     assert any(r.runtime == "onnxruntime" for r in rows.values())
     assert (tmp_path / "out" / "qat_w4a4.onnx").is_file()
+
+
+def test_bad_input_errors_leave_the_model_unchanged():
+    from shrink.errors import ConfigError, ModelError
+
+    with pytest.raises(ConfigError, match="weight_bits"):
+        QAT(weight_bits=1)
+    with pytest.raises(ConfigError, match="activation_bits"):
+        QAT(activation_bits=9)
+    net = _net()
+    with torch.no_grad():
+        net[4].weight[0, 0] = float("nan")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(ModelError, match="4.weight"):
+        shrink.quantize(net, QAT(epochs=1), train=_data(), calibration=_data(), progress=False)
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not torch.isnan(before[k]).any())
+    assert isinstance(net[0], nn.Conv2d) and isinstance(net[1], nn.BatchNorm2d)
