@@ -50,6 +50,24 @@ SMALL = {
 BUDGET_S = 10.0
 
 
+#: results whose saved file does not reproduce the model (reported to their owners)
+KNOWN_ROUND_TRIP_ISSUES = {"float_cast"}  # the fp16 model's input cast does not survive shrink.load
+
+
+def _round_trips(result: nn.Module, directory) -> bool:
+    """Whether ``shrink.load(shrink.save(result))`` (rebuilt from the original factory) gives the same outputs."""
+    import shrink
+    from shrink.zoo import digits_student
+
+    x = torch.rand(3, 1, 8, 8)
+    try:
+        loaded = shrink.load(shrink.save(result, directory / "result.shrink"), digits_student)
+        with torch.no_grad():
+            return bool(torch.allclose(loaded(x), result(x), atol=1e-5))
+    except Exception:  # noqa: BLE001 - a failure to reload is what this reports
+        return False
+
+
 def _snapshot(model: nn.Module) -> dict:
     return {
         "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
@@ -119,7 +137,7 @@ def test_registered_configs_never_change_the_users_model(digits_teacher, digits,
     teacher = digits_teacher
     model = digits_student().eval()  # small, so that every algorithm runs in about a second
     before, before_teacher = _snapshot(model), _snapshot(teacher)
-    ran, slow, outcomes, uncovered = [], [], {}, []
+    ran, slow, outcomes, uncovered, broken = [], [], {}, [], []
     for name, cls in registered_types().items():
         if cls.family == "search":
             continue  # search stages run many trials; covered by their own package's tests
@@ -130,10 +148,13 @@ def test_registered_configs_never_change_the_users_model(digits_teacher, digits,
         for label, ctx in _contexts(digits, teacher, tmp_path / name).items():
             start = time.process_time()
             try:
-                apply(model, cfg, Context(checkpoint_dir=tmp_path / name / label, **ctx))
+                result = apply(model, cfg, Context(checkpoint_dir=tmp_path / name / label, **ctx))
                 outcomes[(name, label)] = "ok"
             except Exception as exc:  # noqa: BLE001 - any failure must still leave the model as it was
                 outcomes[(name, label)] = type(exc).__name__
+            else:
+                if label == "good data" and cfg.family != "export" and not _round_trips(result, tmp_path / name):
+                    broken.append(name)
             _assert_unchanged(model, before, f"{name} on {label} ({outcomes[(name, label)]})")
             _assert_unchanged(teacher, before_teacher, f"teacher during {name} on {label}")
             if time.process_time() - start > BUDGET_S:
@@ -142,6 +163,7 @@ def test_registered_configs_never_change_the_users_model(digits_teacher, digits,
     assert {"magnitude_pruning", "finetune"} <= set(ran)
     assert outcomes[("magnitude_pruning", "good data")] == "ok"
     assert outcomes[("finetune", "mis-shaped data")] != "ok"
+    assert set(broken) <= KNOWN_ROUND_TRIP_ISSUES, f"results that shrink.save/shrink.load do not reproduce: {broken}"
     assert not slow, f"configs over {BUDGET_S}s on the digits CNN (make their small settings smaller): {slow}"
     if uncovered:
         pytest.skip(f"checked {len(ran)} configs; no sample values in CANDIDATES for {uncovered}")

@@ -166,11 +166,28 @@ def artifact_bytes(model: nn.Module, tmp_dir: str | os.PathLike[str] | None = No
         return os.path.getsize(path)
 
 
+def _argless_torch_layer(cls_path: str) -> bool:
+    """Whether ``cls_path`` names a ``torch.nn`` layer class (built without arguments when saved without any)."""
+    module_name, _, qualname = cls_path.partition(":")
+    if not module_name.startswith("torch.nn.modules."):
+        return False
+    try:
+        cls = getattr(importlib.import_module(module_name), qualname, None)
+    except ImportError:
+        return False
+    return isinstance(cls, type) and issubclass(cls, nn.Module)
+
+
 def _rebuild(cls_path: str, args: dict[str, Any], where: str) -> nn.Module:
     if cls_path in _SHRINK_LAYERS:
         return _SHRINK_LAYERS[cls_path].shrink_from_manifest(args)  # type: ignore[attr-defined]
     module_name, _, qualname = cls_path.partition(":")
     std = {f"{c.__module__}:{c.__qualname__}": c for c in _STD_LAYERS}
+    if cls_path not in std and not args and _argless_torch_layer(cls_path):
+        try:
+            return getattr(importlib.import_module(module_name), qualname)()
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise FileFormatError(f"{where}: cannot build {qualname} without arguments: {exc}") from None
     if cls_path not in std:
         if module_name.startswith("shrink."):
             try:
@@ -249,6 +266,8 @@ def load(path: str | os.PathLike[str], factory: Callable[[], nn.Module]) -> nn.M
         except AttributeError:
             current = None
         current_cls = f"{type(current).__module__}:{type(current).__qualname__}" if current is not None else None
+        if args is None and current is not None and current_cls != cls_path and _argless_torch_layer(cls_path):
+            args = {}  # e.g. a BatchNorm folded away and replaced by nn.Identity
         if args is not None and (current_cls != cls_path or _layer_args(current) != args):
             _set_submodule(model, name, _rebuild_on_meta(cls_path, args, f"{where}: layer {name!r}"), where)
             rebuilt[name] = (cls_path, args)
@@ -260,7 +279,10 @@ def load(path: str | os.PathLike[str], factory: Callable[[], nn.Module]) -> nn.M
         except AttributeError:
             raise ModelError(f"{where}: saved layer {name!r} does not exist in the model") from None
         for key, value in entry.get("attrs", {}).items():
-            if isinstance(getattr(target, key, None), _SIMPLE):
+            # existing simple attributes (a pruned attention's head count), and shrink's own string labels
+            if isinstance(getattr(target, key, None), _SIMPLE) or (
+                key.startswith("shrink_") and isinstance(value, str)
+            ):
                 setattr(target, key, value)
     mismatch = state_mismatch(model.state_dict(), state)
     if mismatch:
