@@ -85,6 +85,8 @@ def test_mixed_precision_stage_respects_the_byte_budget():
     assert sum(params[n] * b for n, b in bits.items()) <= sum(params.values()) * 4
     assert any("simulated" in n for n in ctx.notes)
     assert cfg.to_dict()["type"] == "mixed_precision"
+    half = apply(model, MixedPrecision(budget="bytes", budget_fraction=0.25), ctx)
+    assert sum(params[n] * c["bits"] for n, c in half.shrink_policy.items()) <= 0.25 * sum(params.values()) * 32
     with pytest.raises(ConfigError, match="exactly one"):
         MixedPrecision(budget_bits=4, budget_fraction=0.5)
     with pytest.raises(ConfigError, match="energy budget needs an accelerator"):

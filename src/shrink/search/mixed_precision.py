@@ -20,7 +20,7 @@ from shrink.hw.profile import load_profile
 from shrink.search.allocate import Allocation, allocate
 from shrink.search.apply import apply_policy, calibrate_inputs
 from shrink.search.export import attach_int8_export
-from shrink.search.options import layer_options, sensitivities, uniform_cost
+from shrink.search.options import layer_options, option_costs, sensitivities, uniform_cost
 from shrink.select import Selector, select_modules
 
 __all__ = ["MixedPrecision", "plan_mixed_precision", "mixed_precision"]
@@ -87,7 +87,8 @@ def plan_mixed_precision(model: nn.Module, config: MixedPrecision, ctx: Context)
         budget = uniform_cost(options, LayerChoice(bits=config.budget_bits), config.budget)
     else:
         assert config.budget_fraction is not None
-        budget = config.budget_fraction * uniform_cost(options, LayerChoice(bits=32), config.budget)
+        fp32 = sum(option_costs(s, LayerChoice(), profile, table)[config.budget] for s in specs)
+        budget = config.budget_fraction * fp32
     return allocate(options, {config.budget: budget}, solver=config.solver), budget
 
 
