@@ -27,13 +27,15 @@ __all__ = ["SECTIONS", "render", "readme_block", "replace_readme_block", "main"]
 
 #: section modules in document order -> (budget in seconds for the full run, for --quick)
 SECTIONS: dict[str, tuple[int, int]] = {
-    "quant_minilm": (480, 100),
-    "quant_digits": (240, 50),
-    "quant_advanced": (300, 60),
-    "peers_quant": (600, 100),
-    "prune_unstructured": (420, 60),
-    "prune_structured": (600, 90),
-    "search": (360, 60),
+    "quant_minilm": (420, 90),
+    "quant_digits": (200, 45),
+    "quant_advanced": (300, 50),
+    "peers_quant": (540, 90),
+    "prune_unstructured": (360, 50),
+    "prune_structured": (540, 80),
+    "distill": (300, 50),
+    "compress": (300, 50),
+    "search": (300, 50),
 }
 #: whole-run limits from issue 6, minus a margin for start-up and writing
 RUN_LIMIT_S = {False: 3500, True: 570}
@@ -82,8 +84,9 @@ def _child(name: str, quick: bool, out: mp.Queue) -> None:
         out.put((None, traceback.format_exc()))
 
 
-def run_section(name: str, quick: bool, limit_s: float) -> Result:
-    """Run one section in a spawned process; stop it after ``limit_s`` seconds."""
+def run_section(name: str, quick: bool, limit_s: float) -> tuple[Result, str]:
+    """Run one section in a spawned process; stop it after ``limit_s`` seconds. Returns the result and a status:
+    "ok", "FAILED" (it raised or died) or "STOPPED" (time limit)."""
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(name, quick, q), name=f"bench-{name}")
@@ -93,10 +96,12 @@ def run_section(name: str, quick: bool, limit_s: float) -> Result:
     except queue.Empty:
         proc.kill()
         proc.join()
-        reason = f"exited with code {proc.exitcode}" if proc.exitcode not in (None, -9) else "was still running"
-        return name, None, f"The section {reason} after {limit_s:.0f} s (its time limit in this run); no results."
+        if proc.exitcode not in (None, -9):
+            return (name, None, f"The section's process died with exit code {proc.exitcode}; no results."), "FAILED"
+        return (name, None, f"The section was still running after {limit_s:.0f} s (its time limit in this run) "
+                            "and was stopped; no results."), "STOPPED"
     proc.join()
-    return name, section, error
+    return (name, section, error), ("ok" if section is not None else "FAILED")
 
 
 def main() -> None:
@@ -105,22 +110,24 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="run only these sections")
     parser.add_argument("--out", default="docs/benchmarks.md")
     parser.add_argument("--readme", help="rewrite the generated results block of this README")
+    parser.add_argument("--time-scale", type=float, default=1.0,
+                        help="multiply every time budget and the run limit (a slower or shared machine)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(THREADS)
     names = [n for n in SECTIONS if not args.only or n in args.only]
     start, results, times = time.perf_counter(), [], []
     for i, name in enumerate(names):
-        budget = SECTIONS[name][int(args.quick)]
-        left = RUN_LIMIT_S[args.quick] - (time.perf_counter() - start)
-        reserve = sum(min(30, SECTIONS[n][int(args.quick)]) for n in names[i + 1 :])  # later sections still start
+        budget = round(SECTIONS[name][int(args.quick)] * args.time_scale)
+        left = RUN_LIMIT_S[args.quick] * args.time_scale - (time.perf_counter() - start)
+        # later sections must still get a chance to start
+        reserve = sum(min(30, SECTIONS[n][int(args.quick)]) * args.time_scale for n in names[i + 1 :])
         limit = max(10.0, min(GRACE * budget, left - reserve))
         print(f"== {name} (budget {budget} s, stopped after {limit:.0f} s)", flush=True)
         t0 = time.perf_counter()
-        result = run_section(name, args.quick, limit)
+        result, status = run_section(name, args.quick, limit)
         wall = time.perf_counter() - t0
         results.append(result)
-        status = "ok" if result[1] is not None else "FAILED"
         times.append((name, wall, budget, status))
         if result[2]:
             print(result[2], flush=True)
@@ -162,6 +169,7 @@ def render(sections: list[Result], quick: bool, times: list[tuple[str, float, in
     machine.add("CPU", _cpu())
     machine.add("cores", os.cpu_count())
     machine.add("threads", THREADS)
+    machine.add("load average (1/5/15 min) when written", " / ".join(f"{x:.1f}" for x in os.getloadavg()))
     for k, v in _versions().items():
         machine.add(k, v)
     lines += [machine.markdown(), "", targets_table(sections).markdown(), ""]
