@@ -81,3 +81,17 @@ def test_bn_fold_is_exact():
 def test_bad_bits_error(bits):
     with pytest.raises(shrink.errors.ConfigError, match="weight_bits"):
         Int8Static(weight_bits=bits)
+
+
+def test_per_token_dynamic_matches_onnx_exactly(tmp_path):
+    torch.manual_seed(0)
+    net = _MLP().eval()
+    x = torch.randn(4, 10, 64)
+    x[:, 0] *= 30  # one token with a much larger range: per-token scales keep the others precise
+    tok = shrink.quantize(net, Int8Dynamic(granularity="token"))
+    per_tensor = shrink.quantize(net, Int8Dynamic())
+    path = shrink.export.onnx(tok, tmp_path / "t.onnx", x[:1])
+    assert ort_optimized_ops(path)["MatMulInteger"] == 2
+    ort_out, sim, ref = OnnxModel(path)(x), tok(x), net(x)
+    assert (ort_out - sim).abs().max() < 1e-4 * ref.abs().max()
+    assert (sim - ref)[:, 1:].norm() < (per_tensor(x) - ref)[:, 1:].norm() / 3
