@@ -53,8 +53,8 @@ def run(quick: bool) -> Section:
     x_test = torch.cat([b[0] for b in data.test])
     fp32_acc = _acc(teacher, data)
     fp32_bytes = artifact_bytes(teacher)
-    qat_epochs, bin_epochs = (1, 2) if quick else (4, 10)
-    zq_samples, zq_iters = (32, 40) if quick else (128, 200)
+    qat_epochs, bin_epochs = (1, 2) if quick else (4, 8)
+    zq_samples, zq_iters = (32, 40) if quick else (128, 100)
     tmp = Path(tempfile.mkdtemp(prefix="bench-quant-adv-"))
 
     # QAT W4A4 (LSQ, BN folded), distilled from the fp32 model
