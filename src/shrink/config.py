@@ -84,7 +84,9 @@ def config_from_dict(data: Any, where: str = "config") -> Config:
     name = data["type"]
     types = registered_types()
     if name not in types:
-        raise ConfigError(f"{where}: unknown stage type {name!r} (known: {', '.join(types)})")
+        close = difflib.get_close_matches(str(name), list(types), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"{where}: unknown stage type {name!r} ({hint}known: {', '.join(types)})")
     fields = {k: v for k, v in data.items() if k != "type"}
     try:
         return types[name](**fields)

@@ -74,7 +74,7 @@ class Recipe(_Strict):
     data: DataSpec
     stages: list[dict[str, Any]] = []
     seed: int = 0
-    evaluate: EvalSpec = EvalSpec()
+    evaluate: EvalSpec = EvalSpec()  # type: ignore[call-arg]  # pydantic fills the defaults
     title: str = "shrink report"
     #: line of each stage in the recipe file (filled by load_recipe), for error messages
     _stage_lines: list[int] = pydantic.PrivateAttr(default_factory=list)
@@ -88,7 +88,8 @@ class Recipe(_Strict):
         return f"line {self._stage_lines[index]}" if index < len(self._stage_lines) else ""
 
     def configs(self, where: str = "recipe") -> list[tuple[str | None, Config]]:
-        out, seen = [], {}
+        out: list[tuple[str | None, Config]] = []
+        seen: dict[str, int] = {}
         for i, raw in enumerate(self.stages):
             at = f" (at {self._line_text(i)})" if self._line_text(i) else ""
             raw = dict(raw)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from shrink.errors import FileFormatError
 
-N = int(os.environ.get("SHRINK_FUZZ_EXAMPLES", "200"))
+N = int(os.environ.get("SHRINK_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=N, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 

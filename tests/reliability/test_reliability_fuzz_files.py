@@ -20,7 +20,7 @@ from torch import nn
 import shrink
 from shrink.errors import FileFormatError, ModelError
 
-N = int(os.environ.get("SHRINK_FUZZ_EXAMPLES", "200"))
+N = int(os.environ.get("SHRINK_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=N, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 ALLOWED = (FileFormatError, ModelError)
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-N = int(os.environ.get("SHRINK_FUZZ_EXAMPLES", "100"))
+N = int(os.environ.get("SHRINK_FUZZ_EXAMPLES", "60"))
 PROPS = settings(max_examples=min(N, 2000), deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 FLOATS = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False, width=32)

@@ -108,7 +108,7 @@ def _build_manifest(model: nn.Module) -> dict[str, Any]:
 def _encode(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     layout: dict[str, Any] = {}
-    seen: dict[tuple[int, int, tuple[int, ...], torch.dtype], str] = {}
+    seen: dict[tuple[Any, ...], str] = {}
     for key, t in state.items():
         t = t.detach().cpu()
         ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
@@ -249,7 +249,7 @@ def load(path: str | os.PathLike[str], factory: Callable[[], nn.Module]) -> nn.M
     A damaged or hostile file raises FileFormatError; a file that does not fit ``factory``'s model raises
     ModelError. Nothing in the file is unpickled, and rebuilt layers are sized by the file's data, not its claims.
     """
-    manifest, raw = read_file(path)
+    manifest, raw = read_file(Path(path))
     where = str(path)
     state = decode_state(raw, manifest.get("layout", {}), where)
     model = factory()
@@ -268,7 +268,7 @@ def load(path: str | os.PathLike[str], factory: Callable[[], nn.Module]) -> nn.M
         current_cls = f"{type(current).__module__}:{type(current).__qualname__}" if current is not None else None
         if args is None and current is not None and current_cls != cls_path and _argless_torch_layer(cls_path):
             args = {}  # e.g. a BatchNorm folded away and replaced by nn.Identity
-        if args is not None and (current_cls != cls_path or _layer_args(current) != args):
+        if args is not None and (current is None or current_cls != cls_path or _layer_args(current) != args):
             _set_submodule(model, name, _rebuild_on_meta(cls_path, args, f"{where}: layer {name!r}"), where)
             rebuilt[name] = (cls_path, args)
         elif current is None:

@@ -68,8 +68,8 @@ def _load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
         return state
     except Exception as exc:
         raise FileFormatError(
-            f"{path}: cannot resume from this checkpoint ({type(exc).__name__}: {exc}); delete it or run without "
-            "--resume"
+            f"{path}: cannot resume from this checkpoint ({type(exc).__name__}: {str(exc).split('. ')[0]}); delete it "
+            "or run without --resume"
         ) from None
 
 
