@@ -58,7 +58,7 @@ def test_bn_scale_removes_the_smallest_gammas():
     assert kept.numel() == 6 and float(kept.min()) > 0.5
 
 
-@pytest.mark.parametrize("criterion", ["l2", "taylor", "lasso"])
+@pytest.mark.parametrize("criterion", ["l2", "taylor"])
 def test_data_criteria_prune_digits_and_keep_accuracy(criterion, digits_teacher):
     data = digits_data()
     cfg = ChannelPruning(ratio=0.25, importance=criterion, batches=3)
@@ -67,19 +67,22 @@ def test_data_criteria_prune_digits_and_keep_accuracy(criterion, digits_teacher)
     acc = float((p(x).argmax(1) == y).float().mean())
     assert p.features[0].out_channels == 24 and p.classifier[1].in_features == 192
     # without fine-tuning; LASSO refits the next layers by least squares and keeps most of the accuracy
-    assert acc > {"l2": 0.15, "taylor": 0.5, "lasso": 0.9}[criterion], acc
+    assert acc > {"l2": 0.15, "taylor": 0.5}[criterion], acc
 
 
 def test_lasso_reconstruction_beats_plain_slicing(digits_teacher):
     data = digits_data()
-    x = next(iter(data.test))[0]
+    x, y = next(iter(data.test))
     ref = digits_teacher(x).detach()
-    errs = {}
+    errs, acc = {}, {}
     for crit in ("l1", "lasso"):
-        p = shrink.prune(digits_teacher, ChannelPruning(ratio=0.5, importance=crit), example_inputs=x[:1],
-                         calibration=data.calibration)
+        p = shrink.prune(digits_teacher, ChannelPruning(ratio=0.5, importance=crit, batches=8), example_inputs=x[:1],
+                         train=data.train)
         errs[crit] = float((p(x) - ref).pow(2).mean())
-    assert errs["lasso"] < errs["l1"]
+        acc[crit] = float((p(x).argmax(1) == y).float().mean())
+    assert errs["lasso"] < 0.5 * errs["l1"]
+    # without fine-tuning: the least-squares refit of the next layers keeps the accuracy (measured 99.2%)
+    assert acc["lasso"] > 0.95 > acc["l1"]
 
 
 def test_taylor_needs_data():
