@@ -57,15 +57,18 @@ def sensitivities(model: nn.Module, layers: Sequence[str], choices: Sequence[Lay
 
 def layer_options(specs: Sequence[LayerSpec], choices: Sequence[LayerChoice],
                   sensitivity: dict[str, dict[LayerChoice, float]], profile: Profile | None,
-                  table: LatencyTable | None) -> dict[str, list[Option]]:
+                  table: LatencyTable | None, follow_width: frozenset[str] = frozenset()) -> dict[str, list[Option]]:
     """One :class:`Option` per (layer, choice) for the layers in ``sensitivity``; a choice's cost is priced at its
-    kept output width (the consumer's saving from a narrower input is not credited: conservative)."""
+    kept output width, and for layers in ``follow_width`` at the same fraction of input channels (as if its producer
+    kept the same width; whole policies are re-priced exactly by :func:`shrink.hw.policy_costs`)."""
     out: dict[str, list[Option]] = {}
     for spec in specs:
         if spec.name in sensitivity:
-            out[spec.name] = [Option(c, sensitivity[spec.name][c], option_costs(scaled(spec, 1.0, c.width), c,
-                                                                                  profile, table))
-                              for c in choices]
+            out[spec.name] = [
+                Option(c, sensitivity[spec.name][c],
+                       option_costs(scaled(spec, c.width if spec.name in follow_width else 1.0, c.width), c,
+                                    profile, table))
+                for c in choices]
     return out
 
 

@@ -25,7 +25,7 @@ from shrink.errors import ConfigError, DataError
 from shrink.eval.latency import repeat_batch
 from shrink.eval.metrics import accuracy, predict
 from shrink.hw.estimate import policy_costs
-from shrink.hw.layers import trace_layers
+from shrink.hw.layers import input_widths, trace_layers
 from shrink.hw.measured import LatencyTable
 from shrink.hw.policy import LayerChoice, policy_from_dict, policy_to_dict
 from shrink.hw.profile import load_profile
@@ -141,9 +141,11 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
               "train": _listed(ctx.train) if config.finetune_epochs else None, "example_inputs": ctx.example_inputs,
               "finetune_epochs": config.finetune_epochs, "lr": config.lr}
     sens = _sensitivity(model, [s.name for s in specs], choices, shared, config.sensitivity_batches)
+    fed = input_widths(all_specs, {n: 0.5 for n in prunable})  # layers fed by a prunable layer
+    follow = frozenset(n for n in prunable if fed.get(n, 1.0) < 1.0)
     options: dict[str, list[Option]] = {}
     for spec in specs:
-        options |= layer_options([spec], choices[spec.name], sens, profile, table)
+        options |= layer_options([spec], choices[spec.name], sens, profile, table, follow)
     kind = config.objective
 
     def priced(policy: dict[str, LayerChoice]) -> float:
