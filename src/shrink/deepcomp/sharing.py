@@ -49,6 +49,9 @@ class SharedWeight(nn.Module):
         self.register_buffer("index", index.detach().clone())
         self.register_buffer("keep", keep.detach().to(torch.bool).clone())
 
+    index: torch.Tensor
+    keep: torch.Tensor
+
     def forward(self, original: torch.Tensor) -> torch.Tensor:
         return torch.where(self.keep, self.codebook[self.index], torch.zeros((), dtype=self.codebook.dtype))
 
@@ -58,7 +61,7 @@ def share_weights(module: nn.Module, bits: int, iters: int = 30) -> SharedWeight
     original weight is frozen; masks are baked in first, zeros stay zero)."""
     if parametrize.is_parametrized(module, "weight"):
         make_permanent(module)
-    weight = module.weight.detach()
+    weight = module.get_parameter("weight").detach()
     keep = weight != 0
     if not keep.any():
         raise ValueError("share_weights: every weight is zero")
@@ -66,6 +69,6 @@ def share_weights(module: nn.Module, bits: int, iters: int = 30) -> SharedWeight
     index = torch.zeros(weight.shape, dtype=torch.long)
     index[keep] = assignment
     shared = SharedWeight(centroids, index, keep)
-    module.weight.requires_grad_(False)
+    module.get_parameter("weight").requires_grad_(False)
     parametrize.register_parametrization(module, "weight", shared)
     return shared

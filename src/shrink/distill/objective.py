@@ -47,6 +47,7 @@ class DistillLoss(nn.Module):
         super().__init__()
         if objective not in ("logits", "embedding"):
             raise ConfigError(f"DistillLoss: objective must be 'logits' or 'embedding', got {objective!r}")
+        self.teacher: nn.Module
         object.__setattr__(self, "teacher", teacher.eval())  # not a submodule: never trained or saved
         self.temperature, self.alpha, self.objective, self.embedding = temperature, alpha, objective, embedding
         self.hints = tuple(hints)
@@ -128,5 +129,6 @@ class DistillTrainee(nn.Module):
         self.student, self.distill = student, loss
 
     @staticmethod
-    def loss_fn(trainee: DistillTrainee, inputs: Any, target: Any) -> torch.Tensor:
+    def loss_fn(trainee: nn.Module, inputs: Any, target: Any) -> torch.Tensor:
+        assert isinstance(trainee, DistillTrainee)
         return trainee.distill(trainee.student, inputs, target)

@@ -47,7 +47,7 @@ def student_from_layers(teacher: nn.Module, keep: Sequence[int], layers_path: st
     for i, layer in enumerate(kept):  # HF attention modules index their KV cache by layer_idx
         for m in layer.modules():
             if hasattr(m, "layer_idx"):
-                m.layer_idx = i
+                setattr(m, "layer_idx", i)  # noqa: B010
     for m in student.modules():
         config = getattr(m, "config", None)
         if config is not None and hasattr(config, "num_hidden_layers"):

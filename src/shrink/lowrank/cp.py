@@ -80,7 +80,7 @@ def cp_conv(layer: nn.Conv2d, rank: int, n_iter: int = 100, seed: int = 0) -> Fa
         vertical.weight.copy_(c.T[:, None, :, None].to(dtype))
         horizontal.weight.copy_(d.T[:, None, None, :].to(dtype))
         last.weight.copy_((a * lam[None, :])[:, :, None, None].to(dtype))
-        if layer.bias is not None:
+        if layer.bias is not None and last.bias is not None:
             last.bias.copy_(layer.bias.detach())
     return Factorized(first, vertical, horizontal, last, method="cp", rank=str(rank))
 

@@ -36,7 +36,7 @@ def _build_child(args: dict[str, Any]) -> nn.Module:
             return nn.Linear(int(args["in_features"]), int(args["out_features"]), bias=bool(args["bias"]))
         if kind == "Conv2d":
             kw = {k: tuple(args[k]) if isinstance(args[k], list) else args[k] for k in _CONV_KEYS}
-            return nn.Conv2d(**kw, bias=bool(args["bias"]))
+            return nn.Conv2d(**kw, bias=bool(args["bias"]))  # type: ignore[arg-type]
     except (KeyError, TypeError, ValueError) as exc:
         raise FileFormatError(f"Factorized: bad layer arguments {args!r}: {exc}") from None
     raise FileFormatError(f"Factorized: unknown layer type {kind!r}")

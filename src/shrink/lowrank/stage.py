@@ -115,7 +115,7 @@ def _conv_ok(name: str, layer: nn.Module, ctx: Context, what: str) -> bool:
 @implements(TuckerDecomposition)
 def tucker_handler(model: nn.Module, config: TuckerDecomposition, ctx: Context) -> nn.Module:
     for name, layer in select_modules(model, config.selector, where="tucker.selector").items():
-        if not _conv_ok(name, layer, ctx, "tucker"):
+        if not _conv_ok(name, layer, ctx, "tucker") or not isinstance(layer, nn.Conv2d):
             continue
         out_ch, in_ch, kh, kw = layer.weight.shape
         if config.rank is not None:
@@ -133,7 +133,7 @@ def tucker_handler(model: nn.Module, config: TuckerDecomposition, ctx: Context) 
 @implements(CPDecomposition)
 def cp_handler(model: nn.Module, config: CPDecomposition, ctx: Context) -> nn.Module:
     for name, layer in select_modules(model, config.selector, where="cp.selector").items():
-        if not _conv_ok(name, layer, ctx, "cp"):
+        if not _conv_ok(name, layer, ctx, "cp") or not isinstance(layer, nn.Conv2d):
             continue
         out_ch, in_ch, kh, kw = layer.weight.shape
         rank = config.rank or cp_budget_rank(out_ch, in_ch, kh, kw, config.param_fraction or 1.0)

@@ -49,14 +49,14 @@ def tucker2_conv(layer: nn.Conv2d, r_out: int, r_in: int, method: str = "hooi") 
         raise ValueError(f"Tucker-2 needs groups=1, got groups={layer.groups}")
     core, u_out, u_in = tucker2_factors(layer.weight, r_out, r_in, method)
     first = nn.Conv2d(layer.in_channels, r_in, 1, bias=False)
-    middle = nn.Conv2d(r_in, r_out, layer.kernel_size, layer.stride, layer.padding, layer.dilation, bias=False,
-                       padding_mode=layer.padding_mode)
+    middle = nn.Conv2d(r_in, r_out, layer.kernel_size, layer.stride, layer.padding, layer.dilation,  # type: ignore[arg-type]
+                       bias=False, padding_mode=layer.padding_mode)
     last = nn.Conv2d(r_out, layer.out_channels, 1, bias=layer.bias is not None)
     dtype = layer.weight.dtype
     with torch.no_grad():
         first.weight.copy_(u_in.T[:, :, None, None].to(dtype))
         middle.weight.copy_(core.to(dtype))  # (r_out, r_in, kh, kw) is already the conv layout
         last.weight.copy_(u_out[:, :, None, None].to(dtype))
-        if layer.bias is not None:
+        if layer.bias is not None and last.bias is not None:
             last.bias.copy_(layer.bias.detach())
     return Factorized(first, middle, last, method="tucker2", rank=f"{r_out}x{r_in}")
