@@ -168,7 +168,7 @@ def _search_vs_single(section: Section, model, data, ctx, xb, calib, table, quic
     rows.append(("magnitude pruning 50% (dense kernels)", "single", _acc(magm, data.test), timed(magm)))
 
     cfg = CompressionSearch(profile="cpu", objective="latency", tolerance=1.0, bits=(8, 32),
-                            widths=(1.0, 0.75, 0.5, 0.25), candidates=6 if quick else 10, parallel=2,
+                            widths=(1.0, 0.75, 0.5, 0.25), candidates=10 if quick else 20, parallel=2,
                             backend="local", finetune_epochs=2, cost_batch=BATCH)
     result, chosen = run_search(model, cfg, ctx)
     best = result.point(result.best) if result.best else None

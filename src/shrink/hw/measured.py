@@ -2,9 +2,9 @@
 
 A configuration is a layer's shape (at its kept width) and how it executes: fp32 or int8 kernels, in ONNX Runtime
 or PyTorch eager. Bit widths below 8 run on the int8 kernels (no int4 CPU kernels) and unstructured sparsity runs on
-the dense kernels, so they share those entries. Each one is built as a one-layer model with random weights, run with the profile's thread count
-(warm-up, median of ``reps``), and the result is cached on disk under ``cache_dir("hw")`` keyed by machine, runtime
-versions and threads, so the table is measured once per machine.
+the dense kernels, so they share those entries. Each configuration is built as a one-layer model with random
+weights and run with the profile's thread count (warm-up, median of ``reps``); the result is cached on disk under
+``cache_dir("hw")`` keyed by machine, runtime versions and threads, so the table is measured once per machine.
 """
 
 from __future__ import annotations
