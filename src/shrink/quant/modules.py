@@ -112,7 +112,8 @@ class QuantLinear(_QuantBase):
         if torch.onnx.is_in_onnx_export():
             codes = onnx_ops.weight_codes(self.weight_int, self.onnx_u8_weights).t().contiguous()
             if self.act_mode == "dynamic_token":
-                colsum = self.weight_int.float().sum(dim=1)
+                # through numpy, so the column sums are a constant of the graph, not a traced fp32 weight copy
+                colsum = torch.from_numpy(self.weight_int.float().sum(dim=1).numpy())
                 y = onnx_ops.TokenQLinear.apply(x, codes, self.weight_scale, self.bias, colsum, self.onnx_u8_weights)
             else:
                 fn = onnx_ops.DynamicQLinear if self.act_mode == "dynamic" else onnx_ops.StaticQLinear
