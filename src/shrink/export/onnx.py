@@ -26,13 +26,25 @@ __all__ = ["onnx", "OnnxModel", "DEFAULT_OPSET"]
 DEFAULT_OPSET = 17
 
 
-def _input_names(example_inputs: Any) -> tuple[tuple[Any, ...], list[str], dict[str, Any] | None]:
+class _KeywordsToPositional(nn.Module):
+    """Calls ``model(**dict(zip(names, args)))``: the TorchScript exporter mis-binds keyword inputs of models whose
+    forward has many optional parameters (transformers models), so dict inputs are exported positionally."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *args: torch.Tensor) -> Any:
+        return self.model(**dict(zip(self.names, args, strict=True)))
+
+
+def _input_names(example_inputs: Any) -> tuple[tuple[Any, ...], list[str], bool]:
     if isinstance(example_inputs, dict):
-        return (), list(example_inputs), example_inputs
+        return tuple(example_inputs.values()), list(example_inputs), True
     if isinstance(example_inputs, torch.Tensor):
-        return (example_inputs,), ["input"], None
+        return (example_inputs,), ["input"], False
     args = tuple(example_inputs)
-    return args, [f"input{i}" for i in range(len(args))], None
+    return args, [f"input{i}" for i in range(len(args))], False
 
 
 def onnx(
@@ -50,14 +62,23 @@ def onnx(
     if hook is not None:
         return hook(path, example_inputs, opset)
     model = copy.deepcopy(baked_copy(model)).eval()
-    args, names, kwargs = _input_names(example_inputs)
-    dynamic = {n: {0: "batch"} if kwargs is None else {0: "batch", 1: "sequence"} for n in names}
+    args, names, keywords = _input_names(example_inputs)
+    if keywords:
+        model = _KeywordsToPositional(model, names)
+    dynamic = {n: {0: "batch", 1: "sequence"} if keywords else {0: "batch"} for n in names}
     dynamic.update({n: {0: "batch"} for n in output_names})
     tmp = path.with_name(f".{path.name}.tmp")
     with torch.no_grad():
         torch.onnx.export(
-            model, args, str(tmp), kwargs=kwargs, input_names=names, output_names=list(output_names),
-            dynamic_axes=dynamic, opset_version=opset, dynamo=False, do_constant_folding=True,
+            model,
+            args,
+            str(tmp),
+            input_names=names,
+            output_names=list(output_names),
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
         )
     os.replace(tmp, path)
     return path
@@ -71,8 +92,9 @@ class OnnxModel:
 
     runtime = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike[str], *, threads: int = 2, execution: str = "fp32",
-                 macs: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, threads: int = 2, execution: str = "fp32", macs: int | None = None
+    ) -> None:
         self.path = Path(path)
         self.execution, self.macs, self.threads = execution, macs, threads
         opts = ort.SessionOptions()
@@ -100,8 +122,14 @@ class OnnxModel:
         return os.path.getsize(self.path)
 
 
-def to_onnxruntime(model: nn.Module, example_inputs: Any, *, threads: int = 2, execution: str = "fp32",
-                   directory: str | os.PathLike[str] | None = None) -> OnnxModel:
+def to_onnxruntime(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    threads: int = 2,
+    execution: str = "fp32",
+    directory: str | os.PathLike[str] | None = None,
+) -> OnnxModel:
     """Export ``model`` and open it in ONNX Runtime (in ``directory``, or a temporary one kept for the process)."""
     directory = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="shrink-onnx-"))
     path = onnx(model, directory / "model.onnx", example_inputs)
