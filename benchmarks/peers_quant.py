@@ -122,21 +122,22 @@ def _plot(rows: list[Row], quality_key: str, quality_label: str, b: int, name: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for r in rows:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
+    for i, r in enumerate(rows):
         if quality_key not in r.quality:
             continue
         marker = "*" if r.tool == "shrink" else ("s" if r.method.startswith("fp32") else "o")
         for ax, x in zip(axes, (r.outcome.size_bytes / 1e6, _ms(r, b)), strict=True):
-            ax.scatter(x, r.quality[quality_key], marker=marker, s=90 if marker == "*" else 40)
-            ax.annotate(r.method, (x, r.quality[quality_key]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.scatter(x, r.quality[quality_key], marker=marker, s=110 if marker == "*" else 40,
+                       color=plt.cm.tab20(i % 20), label=r.method if ax is axes[0] else None)
+    fig.legend(loc="lower center", ncol=3, fontsize=7, frameon=False)
     axes[0].set_xlabel("size on disk (MB)")
     axes[1].set_xlabel(f"latency at batch {b}, ms (2 threads)")
     for ax in axes:
         ax.set_ylabel(quality_label)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.2, 1, 1))  # room for the legend below the two panels
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "p.png")
         fig.savefig(path, dpi=110)
