@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--out", required=True, help="output directory")
     p_run.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints")
     p_run.add_argument("--quiet", action="store_true", help="no progress bars")
+    p_run.add_argument("--ray-address", help="run search trials on this Ray cluster (default: a local Ray instance)")
     p_demo = sub.add_parser("demo", help="run the bundled demo recipe on the digits CNN")
     p_demo.add_argument("--out", default="out/demo")
     p_demo.add_argument("--quiet", action="store_true")
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from shrink.recipe import run
 
+        if getattr(args, "ray_address", None):
+            os.environ["RAY_ADDRESS"] = args.ray_address
         recipe = _demo_recipe() if args.command == "demo" else Path(args.recipe)
         result = run(recipe, args.out, resume=getattr(args, "resume", False), progress=not args.quiet)
         print(result.report.render())
