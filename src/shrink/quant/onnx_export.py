@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shrink.export.onnx import _input_names
+from shrink.export.onnx import _input_names, _KeywordsToPositional
 
 __all__ = ["export_quantized_onnx", "attach_export", "ort_optimized_ops", "INTEGER_OPS", "QuantizedExport"]
 
@@ -31,15 +31,16 @@ def export_quantized_onnx(model: nn.Module, path: str | os.PathLike[str], exampl
     """Trace ``model`` (containing shrink quantized layers) to ONNX at ``path`` with a dynamic batch axis."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    args, names, kwargs = _input_names(example_inputs)
-    dynamic = {n: {0: "batch"} if kwargs is None else {0: "batch", 1: "sequence"} for n in names}
+    args, names, is_dict = _input_names(example_inputs)
+    model = model.eval()
+    traced = _KeywordsToPositional(model, names) if is_dict else model
+    dynamic = {n: {0: "batch", 1: "sequence"} if is_dict else {0: "batch"} for n in names}
     dynamic.update({n: {0: "batch"} for n in output_names})
     tmp = path.with_name(f".{path.name}.tmp")
-    model = model.eval()
     with torch.no_grad(), warnings.catch_warnings():
         # qparams are read as Python numbers on purpose: they are constants of the exported graph
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(model, args, str(tmp), kwargs=kwargs, input_names=names, output_names=list(output_names),
+        torch.onnx.export(traced, args, str(tmp), input_names=names, output_names=list(output_names),
                           dynamic_axes=dynamic, opset_version=max(opset, 13), dynamo=False, do_constant_folding=True)
     os.replace(tmp, path)
     return path
