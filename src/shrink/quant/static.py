@@ -122,9 +122,16 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
     dynamic = set(selected_layers(model, config.dynamic, "int8_static.dynamic")) if config.dynamic else set()
     inverse, smooth_hooks = (smooth_layers(model, layers, ctx.calibration, config.smooth, config.calibration_batches)
                              if config.smooth is not None else ({}, []))
-    with calibrating(model, layers, _act_observer(config), observe_outputs=config.quantize_outputs,
+    static_layers = {n: m for n, m in layers.items() if n not in dynamic}  # dynamic layers need no observers
+    with calibrating(model, static_layers, _act_observer(config), observe_outputs=config.quantize_outputs,
                      relu_layers=relu_layers) as observers:
-        batches = run_calibration(model, ctx.calibration, config.calibration_batches)
+        relu_hooks = [layers[n].register_forward_hook(lambda m, a, out: nn.functional.relu(out))
+                      for n in relu_layers if n in dynamic]  # fused ReLUs of dynamic layers still apply
+        try:
+            batches = run_calibration(model, ctx.calibration, config.calibration_batches)
+        finally:
+            for h in relu_hooks:
+                h.remove()
     float_weights = {}
     wbits, u8, range_note = effective_weight_bits(config.weight_bits, config.weight_range)
     if range_note:
