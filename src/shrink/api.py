@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from shrink.config import Config
+from shrink.data import check_model_finite
 from shrink.errors import ConfigError
 
 __all__ = ["Context", "implements", "apply", "prune", "quantize", "distill", "decompose", "deep_compress", "finetune"]
@@ -62,6 +63,7 @@ def apply(model: nn.Module, config: Config, ctx: Context | None = None, *, inpla
     handler = _HANDLERS.get(type(config))
     if handler is None:
         raise ConfigError(f"no implementation registered for config {type(config).__name__}")
+    check_model_finite(model, where=f"{config.type_name or type(config).__name__}: model")
     work = model if inplace else copy.deepcopy(model)
     return handler(work, config, ctx or Context())
 

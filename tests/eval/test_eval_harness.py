@@ -70,3 +70,17 @@ def test_evaluate_report_rows_and_json(tmp_path):
     loaded = json.loads((tmp_path / "r.json").read_text())
     assert loaded["rows"][0]["size_bytes"] == row.size_bytes
     assert "fp32" in report.render()
+
+
+def test_nan_weights_are_refused_before_any_work():
+    import pytest
+
+    from shrink import prune
+    from shrink.errors import ModelError
+    from shrink.prune import MagnitudePruning
+
+    m = nn.Linear(4, 4)
+    with torch.no_grad():
+        m.weight[0, 0] = float("nan")
+    with pytest.raises(ModelError, match="magnitude_pruning: model: parameter 'weight' contains NaN"):
+        prune(m, MagnitudePruning(sparsity=0.5))

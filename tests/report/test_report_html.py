@@ -29,3 +29,17 @@ def test_report_json_round_trip():
     again = Report.from_dict(r.to_dict())
     assert again.rows[1].metrics == {"accuracy": 98.7}
     assert "int8 (real, integer kernels)" in again.render()
+
+
+def test_report_from_json_round_trip_and_bad_files(tmp_path):
+    import pytest
+
+    from shrink.errors import FileFormatError
+
+    path = _report().to_json(tmp_path / "report.json")
+    assert Report.from_json(path).rows[0].size_bytes == 4000
+    for i, text in enumerate(["{not json", "[1, 2]", '{"rows": [{"name": 1}], "metric": "accuracy"}', '{"rows": 3}']):
+        bad = tmp_path / f"bad{i}.json"
+        bad.write_text(text)
+        with pytest.raises(FileFormatError, match=f"bad{i}.json: not a valid shrink report"):
+            Report.from_json(bad)

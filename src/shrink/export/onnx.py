@@ -67,7 +67,17 @@ def onnx(
         model = _KeywordsToPositional(model, names)
     dynamic = {n: {0: "batch", 1: "sequence"} if keywords else {0: "batch"} for n in names}
     dynamic.update({n: {0: "batch"} for n in output_names})
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        _export(model, args, tmp, names, output_names, dynamic, opset)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _export(model: nn.Module, args: tuple[Any, ...], tmp: Path, names: list[str], output_names: Sequence[str],
+            dynamic: dict[str, dict[int, str]], opset: int) -> None:
     with torch.no_grad():
         torch.onnx.export(
             model,
@@ -80,8 +90,6 @@ def onnx(
             dynamo=False,
             do_constant_folding=True,
         )
-    os.replace(tmp, path)
-    return path
 
 
 class OnnxModel:

@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from shrink.errors import FileFormatError
 from shrink.export.artifact import atomic_write_bytes
 
 __all__ = ["Row", "Report"]
@@ -50,6 +51,15 @@ class Report:
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2).encode())
         return Path(path)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str]) -> Report:
+        """Read a report.json; a malformed file raises FileFormatError naming the file and the problem."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls.from_dict(data)
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise FileFormatError(f"{path}: not a valid shrink report ({type(exc).__name__}: {exc})") from None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:

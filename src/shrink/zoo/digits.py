@@ -103,7 +103,9 @@ def _random_shift(x: torch.Tensor) -> torch.Tensor:
 
 
 def _cached(name: str, build: type[nn.Module], epochs: int, seed: int, progress: bool) -> nn.Module:
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
+
+    from shrink.export.artifact import atomic_write_bytes
 
     path = cache_dir("zoo") / f"{name}-v1-seed{seed}.safetensors"
     model = build()
@@ -112,9 +114,7 @@ def _cached(name: str, build: type[nn.Module], epochs: int, seed: int, progress:
         return model.eval()
     torch.manual_seed(seed)
     model = train_digits(build(), epochs=epochs, seed=seed, progress=progress)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(path)
+    atomic_write_bytes(path, save({k: v.contiguous() for k, v in model.state_dict().items()}))
     return model
 
 
