@@ -57,4 +57,39 @@ def test_demo_recipe_is_valid():
 
     recipe = load_recipe(_demo_recipe())
     assert recipe.model.zoo == "digits_cnn"
-    assert [c.type_name for _, c in recipe.configs()][:2] == ["magnitude_pruning", "finetune"]
+    assert [s.config.type_name for s in recipe.configs()][:2] == ["magnitude_pruning", "finetune"]
+
+
+BRANCHES = """
+model: {zoo: digits_cnn}
+data: {zoo: digits}
+stages:
+  - {type: magnitude_pruning, sparsity: 0.5, name: sparse}
+  - {type: int8_static, name: sparse int8}
+  - {type: magnitude_pruning, sparsity: 0.9, from: baseline, name: very sparse}
+  - {type: int8_static, name: very sparse int8}
+evaluate: {batch_sizes: [1], reps: 2, warmup: 1}
+"""
+
+
+def test_from_starts_a_branch_and_quantize_twice_is_per_chain(tmp_path):
+    stages = load_recipe(_write(tmp_path, BRANCHES)).configs()
+    assert [(s.label, s.source) for s in stages] == [
+        ("sparse", "baseline"), ("sparse int8", "sparse"), ("very sparse", "baseline"), ("very sparse int8", "very sparse")
+    ]
+    twice = BRANCHES.replace("from: baseline, name: very sparse", "name: very sparse")
+    with pytest.raises(ConfigError, match="stage 4 .*contradicts stage 2"):
+        load_recipe(_write(tmp_path, twice, "twice.yaml"))
+    unknown = BRANCHES.replace("from: baseline", "from: nowhere")
+    with pytest.raises(ConfigError, match="'from: nowhere' names no earlier stage .*field 'from'"):
+        load_recipe(_write(tmp_path, unknown, "unknown.yaml"))
+
+
+def test_branches_run_from_their_source(tmp_path):
+    text = BRANCHES.replace("  - {type: int8_static, name: sparse int8}\n", "").replace(
+        "  - {type: int8_static, name: very sparse int8}\n", "")
+    result = run(_write(tmp_path, text), tmp_path / "out", progress=False)
+    rows = {r.name: r for r in result.report.rows}
+    total = rows["baseline"].params
+    assert abs(rows["sparse"].nonzero_params / total - 0.5) < 0.02
+    assert abs(rows["very sparse"].nonzero_params / total - 0.1) < 0.02

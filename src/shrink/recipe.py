@@ -19,6 +19,7 @@ import pickle
 import random
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,20 @@ from shrink.export.decode import state_mismatch
 from shrink.report.html import write_html
 from shrink.report.table import Report
 from shrink.resume import check_resumable
+from shrink.train.distributed import is_main
 
 __all__ = ["Recipe", "load_recipe", "run", "RunResult"]
 
 #: stage families that may appear at most once in a recipe
 _ONCE = {"quantize": "quantizing an already quantized model", "deep_compress": "deep-compressing twice"}
+
+
+@dataclass(frozen=True)
+class Stage:
+    label: str  # the stage's name, or "N. type"
+    source: str  # label of the stage whose model it starts from ("baseline" for the original)
+    config: Config
+    named: bool
 
 
 class _Strict(pydantic.BaseModel):
@@ -87,27 +97,43 @@ class Recipe(_Strict):
     def _line_text(self, index: int) -> str:
         return f"line {self._stage_lines[index]}" if index < len(self._stage_lines) else ""
 
-    def configs(self, where: str = "recipe") -> list[tuple[str | None, Config]]:
-        out: list[tuple[str | None, Config]] = []
-        seen: dict[str, int] = {}
+    def configs(self, where: str = "recipe") -> list[Stage]:
+        """The validated stages. A stage runs on the previous stage's model, or on the model of the stage named by
+        its ``from:`` key ("baseline" or an earlier stage's ``name``), so one recipe can compare branches."""
+        out: list[Stage] = []
+        lineage: dict[str, dict[str, int]] = {"baseline": {}}  # stage label -> family -> stage number in its chain
+        previous = "baseline"
         for i, raw in enumerate(self.stages):
             at = f" (at {self._line_text(i)})" if self._line_text(i) else ""
             raw = dict(raw)
-            name = raw.pop("name", None)
-            if name is not None and not isinstance(name, str):
-                raise ConfigError(f"{where}: stage {i + 1}: field 'name' must be a string, got {name!r}{at}")
+            name, source = raw.pop("name", None), raw.pop("from", None)
+            for key, value in (("name", name), ("from", source)):
+                if value is not None and not isinstance(value, str):
+                    raise ConfigError(f"{where}: stage {i + 1}: field '{key}' must be a string, got {value!r}{at}")
             try:
                 cfg = config_from_dict(raw, where=f"{where}: stage {i + 1}")
             except ConfigError as exc:
                 raise ConfigError(f"{exc}{at}") from None
-            if cfg.family in _ONCE and cfg.family in seen:
-                first = self.stage_label(seen[cfg.family] - 1)
+            label = name or f"{i + 1}. {cfg.type_name}"
+            if label in lineage:
+                raise ConfigError(f"{where}: stage {i + 1}: name {label!r} is used twice (field 'name'){at}")
+            source = source or previous
+            if source not in lineage:
+                known = ", ".join(repr(k) for k in lineage)
+                raise ConfigError(f"{where}: stage {i + 1}: 'from: {source}' names no earlier stage "
+                                  f"(known: {known}) (field 'from'){at}")
+            chain = dict(lineage[source])
+            if cfg.family in _ONCE and cfg.family in chain:
+                first = self.stage_label(chain[cfg.family] - 1)
                 raise ConfigError(
                     f"{where}: {self.stage_label(i, cfg.type_name)} contradicts {first}: "
                     f"{_ONCE[cfg.family]} is not supported (field 'type')"
                 )
-            seen.setdefault(cfg.family, i + 1)
-            out.append((name, cfg))
+            chain.setdefault(cfg.family, i + 1)
+            lineage[label] = chain
+            out.append(Stage(label=label, source=source, config=cfg, named=name is not None))
+            if cfg.family != "export":
+                previous = label
         return out
 
     def fingerprint(self) -> dict[str, Any]:
@@ -116,7 +142,7 @@ class Recipe(_Strict):
             "model": self.model.model_dump(mode="json"),
             "data": self.data.model_dump(mode="json"),
             "seed": self.seed,
-            "stages": [cfg.to_dict() for _, cfg in self.configs()],
+            "stages": [{"from": st.source, **st.config.to_dict()} for st in self.configs()],
         }
 
 
@@ -301,20 +327,25 @@ def run(
         out_dir=out,
     )
     variants: dict[str, Any] = {"baseline": model}
+    models: dict[str, nn.Module] = {"baseline": model}
     notes: dict[str, list[str]] = {}
     current = model
-    for i, (name, cfg) in enumerate(recipe.configs(where)):
+    for i, stage in enumerate(recipe.configs(where)):
+        cfg = stage.config
         ctx.checkpoint_dir = checkpoints / f"{i + 1:02d}-{cfg.type_name}"
         ctx.notes = []
-        current = _run_stage(current, cfg, ctx, f"{where}: {recipe.stage_label(i, cfg.type_name)}")
-        label = name or f"{i + 1}. {cfg.type_name}"
+        current = _run_stage(models[stage.source], cfg, ctx, f"{where}: {recipe.stage_label(i, cfg.type_name)}")
         if cfg.family != "export":
-            variants[label] = current
-            notes[label] = list(ctx.notes)
+            models[stage.label] = variants[stage.label] = current
+            notes[stage.label] = list(ctx.notes)
         for extra_name, extra in ctx.extra_models.items():
-            variants[extra_name] = extra
-            notes[extra_name] = list(ctx.notes)
+            key = stage.label if stage.named else extra_name
+            key = key if key not in variants else f"{key} (stage {i + 1})"
+            variants[key] = extra
+            notes[key] = list(ctx.notes)
         ctx.extra_models.clear()
+    if not is_main():  # under torchrun only rank 0 evaluates and writes
+        return RunResult(current, Report(rows=[], metric=data.metric), out)
     save(current, out / "model.shrink")
     ev = recipe.evaluate
     report = evaluate(

@@ -13,7 +13,7 @@ RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "prune_unstructured.y
 
 def test_recipe_is_valid_as_shipped():
     recipe = load_recipe(RECIPE)
-    assert [c.type_name for _, c in recipe.configs()] == ["gradual_pruning", "iterative_pruning"]
+    assert [s.config.type_name for s in recipe.configs()] == ["gradual_pruning", "iterative_pruning"]
 
 
 @pytest.mark.slow

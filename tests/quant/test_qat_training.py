@@ -97,7 +97,7 @@ def test_recipe_validates():
     from shrink.recipe import load_recipe
 
     cfgs = load_recipe(RECIPE).configs()
-    assert cfgs[0][1].type_name == "qat" and cfgs[0][1].weight_bits == 4 and cfgs[0][1].activation_bits == 4
+    assert cfgs[0].config.type_name == "qat" and cfgs[0].config.weight_bits == 4 and cfgs[0].config.activation_bits == 4
 
 
 @pytest.mark.slow

@@ -40,5 +40,5 @@ def test_search_stage_parses_in_a_recipe(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(text)
     stages = load_recipe(path).configs()
-    assert [c.type_name for _, c in stages] == ["search", "mixed_precision"]
-    assert stages[0][1].widths == (1.0, 0.5)
+    assert [s.config.type_name for s in stages] == ["search", "mixed_precision"]
+    assert stages[0].config.widths == (1.0, 0.5)
