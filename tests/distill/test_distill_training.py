@@ -60,6 +60,7 @@ def test_fitnet_hint_projects_student_features_to_teacher_width():
         DistillLoss(teacher, hints=hints)
 
 
+@pytest.mark.slow
 def test_distill_stage_brings_student_closer_to_teacher_and_resumes(tmp_path):
     torch.manual_seed(0)
     teacher = DigitsCNN().eval()
@@ -125,6 +126,7 @@ def test_student_from_every_other_teacher_layer():
         student_from_layers(teacher, [0, 7])
 
 
+@pytest.mark.slow
 def test_embedding_distill_with_attention_transfer_improves_cosine(tmp_path):
     teacher = _tiny_bert(4)
     data = _token_batches()
