@@ -33,3 +33,8 @@ def test_exact_name_typo_is_an_error():
 def test_unknown_type_name_is_an_error():
     with pytest.raises(SelectorError, match="unknown module type 'Lineer'"):
         select_modules(_model(), Selector(types=("Lineer",)))
+
+
+def test_a_bare_layer_model_gets_a_hint():
+    with pytest.raises(SelectorError, match="the model itself is a single Linear: wrap it"):
+        select_modules(nn.Linear(3, 3))

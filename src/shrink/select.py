@@ -86,9 +86,13 @@ def select_modules(model: nn.Module, selector: Selector | None = None, where: st
             continue
         chosen[name] = module
     if not chosen:
+        hint = (
+            f"; the model itself is a single {type(model).__name__}: wrap it, e.g. nn.Sequential(model)"
+            if isinstance(model, types) and len(named) == 1 else ""
+        )
         raise SelectorError(
             f"{where}: matched no layer of {type(model).__name__} "
-            f"(include={list(sel.include)}, types={list(sel.types)}, ignore={list(sel.ignore)})"
+            f"(include={list(sel.include)}, types={list(sel.types)}, ignore={list(sel.ignore)}){hint}"
         )
     for name, module in chosen.items():
         check_model_finite(module, f"{where}: layer {name!r}")

@@ -15,12 +15,6 @@ __all__ = [
 ]
 
 
-def search(model, config, *, inplace: bool = False, **ctx):  # type: ignore[no-untyped-def]
-    """The ``search`` verb: run a ``search`` / ``mixed_precision`` config on ``model`` (a copy unless ``inplace``)
-    with context keywords (``example_inputs``, ``train``, ``calibration``, ``val``, ``out_dir``...)."""
-    from shrink.api import Context, apply
-    from shrink.errors import ConfigError
+from shrink.api import callable_package, search  # noqa: E402
 
-    if getattr(config, "family", None) != "search":
-        raise ConfigError(f"shrink.search.search() runs search configs, got {type(config).__name__}")
-    return apply(model, config, Context(**ctx), inplace=inplace)
+callable_package(__name__, search)
