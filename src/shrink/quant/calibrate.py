@@ -59,6 +59,8 @@ def calibrating(
                  name: str = name) -> Any:
             if relu:
                 out = F.relu(out)
+            if isinstance(out, torch.Tensor):
+                check_finite(out, f"calibration: output of layer {name!r}")
             if obs.output is not None:  # the observer rejects NaN/Inf, naming the layer
                 obs.output.update(out)
             return out
@@ -76,6 +78,8 @@ def run_calibration(model: nn.Module, data: Iterable[Any], limit: int | None = N
     """Run the inputs of each batch of ``data`` through ``model`` (eval mode); returns the number of batches."""
     if data is None:
         raise DataError("calibration data is required (pass calibration=<iterable of batches>)")
+    if not isinstance(data, Iterable):
+        raise DataError(f"calibration data must be an iterable of batches, got {type(data).__name__}")
     model.eval()
     n = 0
     for batch in data:
@@ -84,12 +88,14 @@ def run_calibration(model: nn.Module, data: Iterable[Any], limit: int | None = N
         inputs, _ = split_batch(batch)
         check_finite(inputs, f"calibration batch {n}")
         try:
-            call_model(model, inputs)
+            out = call_model(model, inputs)
         except DataError:
             raise
         except (RuntimeError, TypeError, ValueError) as exc:
             shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
             raise DataError(f"calibration batch {n}: the model rejected inputs of shape {shape}: {exc}") from None
+        check_finite(out if isinstance(out, (torch.Tensor, tuple, list, dict)) else None,
+                     f"calibration batch {n}: model output")
         n += 1
     if n == 0:
         raise DataError("calibration data yielded no batch (empty calibration data)")
