@@ -84,3 +84,14 @@ def test_nan_weights_are_refused_before_any_work():
         m.weight[0, 0] = float("nan")
     with pytest.raises(ModelError, match="magnitude_pruning: model: parameter 'weight' contains NaN"):
         prune(m, MagnitudePruning(sparsity=0.5))
+
+
+def test_a_stage_written_artifact_counts_only_while_weights_are_unchanged():
+    from shrink.export.artifact import own_artifact_bytes, state_digest
+
+    m = nn.Linear(8, 8)
+    m.shrink_artifact = {"bytes": 123, "digest": state_digest(m)}
+    assert own_artifact_bytes(m) == 123
+    with torch.no_grad():
+        m.weight[0, 0] += 1
+    assert own_artifact_bytes(m) is None

@@ -17,7 +17,7 @@ from shrink.deepcomp.container import MAX_GAP_BITS, TensorStats
 from shrink.deepcomp.io import save_compressed
 from shrink.deepcomp.sharing import share_weights
 from shrink.errors import DataError
-from shrink.export.artifact import artifact_bytes
+from shrink.export.artifact import artifact_bytes, state_digest
 from shrink.prune.magnitude import MagnitudePruning, magnitude_masks
 from shrink.prune.masks import apply_mask, make_permanent
 from shrink.select import Selector, select_modules
@@ -112,4 +112,5 @@ def deep_compression_handler(model: nn.Module, config: DeepCompression, ctx: Con
         f"bits/entry (entropy {summary['index_entropy']:.2f}), gaps {summary['gap_bits_per_entry']:.2f} "
         f"(entropy {summary['gap_entropy']:.2f})" + (f"; written to {path}" if out_dir is not None else ""))
     setattr(model, "shrink_execution", "fp32 weights decoded from the Deep Compression file")  # noqa: B010
+    setattr(model, "shrink_artifact", {"bytes": size, "digest": state_digest(model)})  # noqa: B010  (report size)
     return model

@@ -19,22 +19,6 @@ __all__ = [
 ]
 
 
-def _make_callable() -> None:
-    """Importing this package sets the attribute ``shrink.distill`` to the package, shadowing the verb
-    :func:`shrink.api.distill`. Making the package callable keeps ``shrink.distill(student, teacher, config)``
-    working while ``shrink.distill.KnowledgeDistillation`` names the config."""
-    import sys
-    import types
+from shrink.api import callable_package, distill  # noqa: E402
 
-    from shrink import api
-
-    class _CallableModule(types.ModuleType):
-        __doc__ = api.distill.__doc__
-
-        def __call__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            return api.distill(*args, **kwargs)
-
-    sys.modules[__name__].__class__ = _CallableModule
-
-
-_make_callable()
+callable_package(__name__, distill)

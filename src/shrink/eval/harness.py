@@ -16,7 +16,7 @@ from shrink.errors import ConfigError
 from shrink.eval.counts import count_macs, count_params
 from shrink.eval.latency import measure_latency, repeat_batch
 from shrink.eval.metrics import accuracy, embedding_fidelity, predict
-from shrink.export.artifact import artifact_bytes
+from shrink.export.artifact import artifact_bytes, own_artifact_bytes
 from shrink.export.onnx import OnnxModel
 from shrink.report.table import Report, Row
 
@@ -97,7 +97,7 @@ def evaluate(
             size, macs, runtime, execution = model.size_bytes, model.macs, model.runtime, model.execution
         else:
             params, nonzero = count_params(model)
-            size, macs = artifact_bytes(model), count_macs(model, example_inputs)
+            size, macs = own_artifact_bytes(model) or artifact_bytes(model), count_macs(model, example_inputs)
             runtime = getattr(model, "shrink_runtime", "torch eager")
             execution = getattr(model, "shrink_execution", "fp32")
         rows.append(Row(name=name, runtime=runtime, execution=execution, metrics=metrics, params=params,

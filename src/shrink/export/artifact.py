@@ -309,3 +309,25 @@ def _retie(model: nn.Module, layout: dict[str, Any]) -> None:
             owner._parameters[attr] = value
         elif attr in owner._buffers:
             owner._buffers[attr] = value
+
+
+def state_digest(model: nn.Module) -> str:
+    """SHA-256 of every tensor in ``model``'s state dict (names, dtypes, shapes, bytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, t in baked_copy(model).state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def own_artifact_bytes(model: nn.Module) -> int | None:
+    """The size of a compressed file a stage wrote for exactly this model (e.g. Deep Compression's ``.dcz``), or
+    None: the stage records ``shrink_artifact = {"bytes": n, "digest": state_digest(model)}`` and the figure is used
+    only while the weights are unchanged."""
+    record = getattr(model, "shrink_artifact", None)
+    if isinstance(record, dict) and record.get("digest") == state_digest(model):
+        return int(record["bytes"])
+    return None
