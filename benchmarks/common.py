@@ -42,8 +42,7 @@ class Table:
                 return f"{v:.4g}" if abs(v) < 1000 else f"{v:,.0f}"
             return str(v).replace("|", "\\|").replace("\n", " ")
 
-        lines = [f"**{self.title}**", "", "| " + " | ".join(self.columns) + " |",
-                 "|" + "---|" * len(self.columns)]
+        lines = [f"**{self.title}**", "", "| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
         lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in self.rows]
         if self.note:
             lines += ["", self.note]

@@ -36,18 +36,32 @@ def _lowrank(quick: bool, section: Section) -> None:
     teacher, data = digits_teacher(progress=False), digits_data()
     base = _acc(teacher, data)
     convs = ("features.3", "features.7")
-    cases = [("SVD (classifier.1)", SVDDecomposition(param_fraction=0.5, selector=Selector(include=("classifier.1",))),
-              ("classifier.1",)),
-             ("Tucker-2 (conv 2, 3)", TuckerDecomposition(param_fraction=0.5, selector=Selector(include=convs)), convs),
-             ("CP (conv 2, 3)", CPDecomposition(param_fraction=0.5, n_iter=30 if quick else 100,
-                                                selector=Selector(include=convs)), convs)]
+    cases = [
+        (
+            "SVD (classifier.1)",
+            SVDDecomposition(param_fraction=0.5, selector=Selector(include=("classifier.1",))),
+            ("classifier.1",),
+        ),
+        ("Tucker-2 (conv 2, 3)", TuckerDecomposition(param_fraction=0.5, selector=Selector(include=convs)), convs),
+        (
+            "CP (conv 2, 3)",
+            CPDecomposition(param_fraction=0.5, n_iter=30 if quick else 100, selector=Selector(include=convs)),
+            convs,
+        ),
+    ]
     epochs = 1 if quick else 3
     x = data.example_inputs
-    table = Table("Digits CNN: decomposed layers at ≤ 50% of their parameters, then short fine-tuning",
-                  ["method", "layer params", "acc after decomposition %", f"acc after {epochs}-epoch fine-tune %",
-                   "latency b=1 ms (torch)"])
-    table.add("fp32", _params(teacher, ("classifier.1",) + convs), base, base,
-              fmt_ms(latency(lambda: teacher(x), 1)))
+    table = Table(
+        "Digits CNN: decomposed layers at ≤ 50% of their parameters, then short fine-tuning",
+        [
+            "method",
+            "layer params",
+            "acc after decomposition %",
+            f"acc after {epochs}-epoch fine-tune %",
+            "latency b=1 ms (torch)",
+        ],
+    )
+    table.add("fp32", _params(teacher, ("classifier.1",) + convs), base, base, fmt_ms(latency(lambda: teacher(x), 1)))
     worst = 0.0
     for name, cfg, layers in cases:
         dec = shrink.decompose(teacher, cfg)
@@ -56,22 +70,41 @@ def _lowrank(quick: bool, section: Section) -> None:
         tuned = shrink.finetune(dec, FineTune(epochs=epochs, lr=5e-4), train=data.train, progress=False)
         acc = _acc(tuned, data)
         worst = max(worst, base - acc)
-        table.add(name, f"{_params(teacher, layers)} -> {_params(dec, layers)}", raw, acc,
-                  fmt_ms(latency(lambda m=tuned: m(x), 1)))
+        table.add(
+            name,
+            f"{_params(teacher, layers)} -> {_params(dec, layers)}",
+            raw,
+            acc,
+            fmt_ms(latency(lambda m=tuned: m(x), 1)),
+        )
     section.tables.append(table)
-    section.targets.append(Target(4, "SVD/Tucker/CP at half the decomposed layers' params cost ≤ 1 point (digits)",
-                                  "drop ≤ 1", f"worst drop {worst:.2f} points", worst <= 1.0))
+    section.targets.append(
+        Target(
+            4,
+            "SVD/Tucker/CP at half the decomposed layers' params cost ≤ 1 point (digits)",
+            "drop ≤ 1",
+            f"worst drop {worst:.2f} points",
+            worst <= 1.0,
+        )
+    )
 
     net = resnet18(num_classes=10, small_input=True)
     sel = Selector(include=(r"re:layer[34]\..*conv\d",), types=("Conv2d",))
     xr = torch.randn(1, 3, 32, 32)
-    lat = Table("ResNet-18-style (32x32 input, random weights): latency of Tucker-2 at half the params of "
-                "layer3/layer4 3x3 convs", ["model", "params", "latency b=1 ms (torch)", "latency b=8 ms (torch)"])
+    lat = Table(
+        "ResNet-18-style (32x32 input, random weights): latency of Tucker-2 at half the params of "
+        "layer3/layer4 3x3 convs",
+        ["model", "params", "latency b=1 ms (torch)", "latency b=8 ms (torch)"],
+    )
     tucker = shrink.decompose(net, TuckerDecomposition(param_fraction=0.5, selector=sel, method="hosvd"))
     x8 = xr.repeat(8, 1, 1, 1)
     for name, m in (("fp32", net), ("Tucker-2 50%", tucker)):
-        lat.add(name, sum(p.numel() for p in m.parameters()), fmt_ms(latency(lambda m=m: m(xr), 1)),
-                fmt_ms(latency(lambda m=m: m(x8), 8)))
+        lat.add(
+            name,
+            sum(p.numel() for p in m.parameters()),
+            fmt_ms(latency(lambda m=m: m(xr), 1)),
+            fmt_ms(latency(lambda m=m: m(x8), 8)),
+        )
     lat.note = "Random weights: latency only. Smaller layers need not run faster (three convs instead of one)."
     section.tables.append(lat)
 
@@ -92,25 +125,46 @@ def _deep_compression(quick: bool, section: Section) -> None:
         exact = all(torch.equal(read_compressed(dcz)[k], v) for k, v in model.state_dict().items())
     base, acc, acc_decoded = _acc(teacher, data), _acc(model, data), _acc(decoded, data)
     s = summarize(stats)
-    table = Table("Deep Compression of the digits CNN (95% pruned, 5-bit conv / 4-bit fc shared weights)",
-                  ["model", "file", "bytes", "accuracy %"])
+    table = Table(
+        "Deep Compression of the digits CNN (95% pruned, 5-bit conv / 4-bit fc shared weights)",
+        ["model", "file", "bytes", "accuracy %"],
+    )
     table.add("fp32", "shrink.save (safetensors)", fp32_bytes, base)
     table.add("deep compression", ".dcz (Huffman-coded)", dcz_bytes, acc_decoded)
-    table.note = (f"{s['nonzero']:,} non-zero weights; cluster indices {s['index_bits_per_entry']:.3f} bits/entry "
-                  f"(entropy {s['index_entropy']:.3f}), gaps {s['gap_bits_per_entry']:.3f} bits/entry (entropy "
-                  f"{s['gap_entropy']:.3f}); the decoded model's accuracy equals the clustered model's: "
-                  f"{acc_decoded == acc}.")
+    table.note = (
+        f"{s['nonzero']:,} non-zero weights; cluster indices {s['index_bits_per_entry']:.3f} bits/entry "
+        f"(entropy {s['index_entropy']:.3f}), gaps {s['gap_bits_per_entry']:.3f} bits/entry (entropy "
+        f"{s['gap_entropy']:.3f}); the decoded model's accuracy equals the clustered model's: "
+        f"{acc_decoded == acc}."
+    )
     section.tables.append(table)
-    within = all(st.index_bits / st.entries < st.index_entropy + 1 and st.gap_bits / st.entries < st.gap_entropy + 1
-                 for st in stats)
+    within = all(
+        st.index_bits / st.entries < st.index_entropy + 1 and st.gap_bits / st.entries < st.gap_entropy + 1
+        for st in stats
+    )
     section.targets += [
-        Target(4, "Deep Compression file ≥ 30x smaller than the fp32 weights file", "≥ 30x",
-               f"{fp32_bytes / dcz_bytes:.1f}x ({fp32_bytes:,} -> {dcz_bytes:,} bytes)", fp32_bytes / dcz_bytes >= 30),
-        Target(4, "Deep Compression accuracy drop ≤ 1 point", "≤ 1", f"{base - acc_decoded:.2f} points",
-               base - acc_decoded <= 1.0),
-        Target(4, "Huffman streams within 1 bit/symbol of the empirical entropy (every layer)", "< H + 1",
-               f"indices {s['index_bits_per_entry']:.2f} vs H {s['index_entropy']:.2f}; gaps "
-               f"{s['gap_bits_per_entry']:.2f} vs H {s['gap_entropy']:.2f}", within),
+        Target(
+            4,
+            "Deep Compression file ≥ 30x smaller than the fp32 weights file",
+            "≥ 30x",
+            f"{fp32_bytes / dcz_bytes:.1f}x ({fp32_bytes:,} -> {dcz_bytes:,} bytes)",
+            fp32_bytes / dcz_bytes >= 30,
+        ),
+        Target(
+            4,
+            "Deep Compression accuracy drop ≤ 1 point",
+            "≤ 1",
+            f"{base - acc_decoded:.2f} points",
+            base - acc_decoded <= 1.0,
+        ),
+        Target(
+            4,
+            "Huffman streams within 1 bit/symbol of the empirical entropy (every layer)",
+            "< H + 1",
+            f"indices {s['index_bits_per_entry']:.2f} vs H {s['index_entropy']:.2f}; gaps "
+            f"{s['gap_bits_per_entry']:.2f} vs H {s['gap_entropy']:.2f}",
+            within,
+        ),
         Target(4, "decode round trip exact", "bit-exact", str(exact), exact),
     ]
 

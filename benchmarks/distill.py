@@ -32,8 +32,10 @@ def _digits_kd(quick: bool, section: Section) -> None:
     seeds, epochs = ((0,), 6) if quick else ((0, 1, 2), 20)
     cfg = KnowledgeDistillation(epochs=epochs, lr=3e-3, temperature=4.0, alpha=0.9)
     hard_cfg = FineTune(epochs=epochs, lr=3e-3)
-    table = Table("Digits: student trained on hard labels vs with KD (same epochs, same seeds)",
-                  ["seed", "teacher acc %", "hard-label student %", "KD student %"])
+    table = Table(
+        "Digits: student trained on hard labels vs with KD (same epochs, same seeds)",
+        ["seed", "teacher acc %", "hard-label student %", "KD student %"],
+    )
     hard, kd = [], []
     base = None
     for seed in seeds:
@@ -49,14 +51,26 @@ def _digits_kd(quick: bool, section: Section) -> None:
     ratio = count_params(digits_student())[0] / count_params(teacher)[0]
     mean_h, mean_k = statistics.mean(hard), statistics.mean(kd)
     table.add("mean", base, mean_h, mean_k)
-    table.note = (f"student/teacher parameters: {ratio:.3f}; {epochs} epochs, Adam lr 3e-3, KD T=4, alpha=0.9. "
-                  "Test split has 360 images (one image = 0.28 points).")
+    table.note = (
+        f"student/teacher parameters: {ratio:.3f}; {epochs} epochs, Adam lr 3e-3, KD T=4, alpha=0.9. "
+        "Test split has 360 images (one image = 0.28 points)."
+    )
     section.tables.append(table)
     section.targets += [
-        Target(4, "KD student beats hard-label student (mean over seeds)", "KD > hard",
-               f"{mean_k:.2f}% vs {mean_h:.2f}% ({len(seeds)} seeds)", mean_k > mean_h),
-        Target(4, "KD student within 1 point of the teacher", "≥ teacher - 1", f"{mean_k:.2f}% vs {base:.2f}%",
-               base is not None and mean_k >= base - 1.0),
+        Target(
+            4,
+            "KD student beats hard-label student (mean over seeds)",
+            "KD > hard",
+            f"{mean_k:.2f}% vs {mean_h:.2f}% ({len(seeds)} seeds)",
+            mean_k > mean_h,
+        ),
+        Target(
+            4,
+            "KD student within 1 point of the teacher",
+            "≥ teacher - 1",
+            f"{mean_k:.2f}% vs {base:.2f}%",
+            base is not None and mean_k >= base - 1.0,
+        ),
         Target(4, "student has ≤ 1/4 of the teacher's parameters", "≤ 0.25", f"{ratio:.3f}", ratio <= 0.25),
     ]
 
@@ -78,22 +92,38 @@ def _minilm(quick: bool, section: Section) -> None:
     cfg = EmbeddingDistillation(data="calibration", epochs=1 if quick else 3, lr=1e-4)
     tuned = shrink.distill(copy.deepcopy(svd), teacher, cfg, calibration=train, progress=False)
     after = embedding_fidelity(ref, predict(tuned, held_out)[0])
-    table = Table("MiniLM: FFN layers at 50% SVD rank, then embedding distillation (cosine) on the corpus",
-                  ["model", "params", "cos mean", "cos min", "NN agreement %"])
-    for name, model, fid in (("fp32", teacher, {"cos_mean": 1.0, "cos_min": 1.0, "nn_agreement": 100.0}),
-                             ("FFN SVD rank 192", svd, before), ("+ embedding distillation", tuned, after)):
+    table = Table(
+        "MiniLM: FFN layers at 50% SVD rank, then embedding distillation (cosine) on the corpus",
+        ["model", "params", "cos mean", "cos min", "NN agreement %"],
+    )
+    for name, model, fid in (
+        ("fp32", teacher, {"cos_mean": 1.0, "cos_min": 1.0, "nn_agreement": 100.0}),
+        ("FFN SVD rank 192", svd, before),
+        ("+ embedding distillation", tuned, after),
+    ):
         table.add(name, count_params(model)[0], fid["cos_mean"], fid["cos_min"], fid["nn_agreement"])
-    table.note = (f"distilled on the first {n_train} corpus sentences; fidelity measured on the other "
-                  f"{len(sentences) - len(sentences) // 2} (held out).")
+    table.note = (
+        f"distilled on the first {n_train} corpus sentences; fidelity measured on the other "
+        f"{len(sentences) - len(sentences) // 2} (held out)."
+    )
     section.tables.append(table)
-    section.targets.append(Target(4, "MiniLM FFN SVD 50% + embedding distillation: fidelity before and after",
-                                  "after > before", f"cos {before['cos_mean']:.4f} -> {after['cos_mean']:.4f}",
-                                  after["cos_mean"] > before["cos_mean"]))
+    section.targets.append(
+        Target(
+            4,
+            "MiniLM FFN SVD 50% + embedding distillation: fidelity before and after",
+            "after > before",
+            f"cos {before['cos_mean']:.4f} -> {after['cos_mean']:.4f}",
+            after["cos_mean"] > before["cos_mean"],
+        )
+    )
 
 
 def run(quick: bool) -> Section:
-    section = Section(TITLE, intro="Hinton soft targets on digits; MiniLM FFN truncated SVD recovered by embedding "
-                                   "distillation. Every figure comes from this run.")
+    section = Section(
+        TITLE,
+        intro="Hinton soft targets on digits; MiniLM FFN truncated SVD recovered by embedding "
+        "distillation. Every figure comes from this run.",
+    )
     _digits_kd(quick, section)
     _minilm(quick, section)
     return section

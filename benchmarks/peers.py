@@ -143,8 +143,9 @@ def _nncf_weights(mode: str) -> Callable[[nn.Module, list[Any], tuple[Any, ...]]
         import nncf
 
         kwargs = {} if mode == "INT8_ASYM" else {"group_size": 32, "ratio": 1.0, "all_layers": True}
-        return nncf.compress_weights(model, mode=getattr(nncf.CompressWeightsMode, mode),
-                                     dataset=_nncf_dataset(calibration), **kwargs)
+        return nncf.compress_weights(
+            model, mode=getattr(nncf.CompressWeightsMode, mode), dataset=_nncf_dataset(calibration), **kwargs
+        )
 
     return compress
 
@@ -191,32 +192,63 @@ def _inc_pt2e(static: bool) -> Callable[[nn.Module, list[Any], tuple[Any, ...]],
 _AO, _NNCF, _INC = "torchao 0.18", "NNCF 3.4", "Intel Neural Compressor 3.10"
 _LOADERS.update({_AO: _load_torchao, _NNCF: _load_nncf, _INC: _load_inc})
 PEERS: dict[str, PeerMethod] = {
-    "torchao int8 weight-only": PeerMethod(_AO, "W8A16", _torchao(_ao_int8_weight),
-                                           "int8 weights (Int8Tensor), eager torch; Linear layers only", "state_dict"),
-    "torchao int8 dynamic": PeerMethod(_AO, "W8A8", _torchao(_ao_int8_dynamic),
-                                       "int8 weights × dynamic int8 activations, eager torch; Linear only",
-                                       "state_dict"),
-    "torchao int4 weight-only g32": PeerMethod(_AO, "W4A16", _torchao(_ao_int4_weight),
-                                               "int4 weights, group 32 (IntxWeightOnly), eager; Linear only",
-                                               "state_dict"),
+    "torchao int8 weight-only": PeerMethod(
+        _AO,
+        "W8A16",
+        _torchao(_ao_int8_weight),
+        "int8 weights (Int8Tensor), eager torch; Linear layers only",
+        "state_dict",
+    ),
+    "torchao int8 dynamic": PeerMethod(
+        _AO,
+        "W8A8",
+        _torchao(_ao_int8_dynamic),
+        "int8 weights × dynamic int8 activations, eager torch; Linear only",
+        "state_dict",
+    ),
+    "torchao int4 weight-only g32": PeerMethod(
+        _AO,
+        "W4A16",
+        _torchao(_ao_int4_weight),
+        "int4 weights, group 32 (IntxWeightOnly), eager; Linear only",
+        "state_dict",
+    ),
     "torchao int4 weights, int8 dynamic act g32": PeerMethod(
-        _AO, "W4A8", _torchao(_ao_int4_dynamic), "int4 weights g32 × dynamic int8 activations, eager; Linear only",
-        "state_dict"),
-    "NNCF compress_weights INT8": PeerMethod(_NNCF, "W8A16", _nncf_weights("INT8_ASYM"),
-                                             "uint8 weights decompressed on the fly, eager torch", "state_dict"),
-    "NNCF compress_weights INT4_SYM g32": PeerMethod(_NNCF, "W4A16", _nncf_weights("INT4_SYM"),
-                                                     "int4 weights g32 decompressed on the fly, eager torch",
-                                                     "state_dict"),
-    "NNCF quantize (PTQ)": PeerMethod(_NNCF, "W8A8", _nncf_quantize,
-                                      "fake-quant (simulated) in torch; real int8 needs OpenVINO", "state_dict"),
-    "INC RTN int8": PeerMethod(_INC, "W8A16", _inc_rtn(8, -1),
-                               "packed int8 weights dequantized per call (INCWeightOnlyLinear)", "state_dict"),
-    "INC RTN int4 g32": PeerMethod(_INC, "W4A16", _inc_rtn(4, 32),
-                                   "packed int4 weights g32 dequantized per call (INCWeightOnlyLinear)", "state_dict"),
-    "INC static PT2E": PeerMethod(_INC, "W8A8", _inc_pt2e(static=True),
-                                  "QDQ graph (PT2E), not torch.compile'd: fake-quant speed", "export"),
-    "INC dynamic PT2E": PeerMethod(_INC, "W8A8", _inc_pt2e(static=False),
-                                   "dynamic QDQ graph (PT2E), not torch.compile'd: fake-quant speed", "export"),
+        _AO,
+        "W4A8",
+        _torchao(_ao_int4_dynamic),
+        "int4 weights g32 × dynamic int8 activations, eager; Linear only",
+        "state_dict",
+    ),
+    "NNCF compress_weights INT8": PeerMethod(
+        _NNCF, "W8A16", _nncf_weights("INT8_ASYM"), "uint8 weights decompressed on the fly, eager torch", "state_dict"
+    ),
+    "NNCF compress_weights INT4_SYM g32": PeerMethod(
+        _NNCF, "W4A16", _nncf_weights("INT4_SYM"), "int4 weights g32 decompressed on the fly, eager torch", "state_dict"
+    ),
+    "NNCF quantize (PTQ)": PeerMethod(
+        _NNCF, "W8A8", _nncf_quantize, "fake-quant (simulated) in torch; real int8 needs OpenVINO", "state_dict"
+    ),
+    "INC RTN int8": PeerMethod(
+        _INC, "W8A16", _inc_rtn(8, -1), "packed int8 weights dequantized per call (INCWeightOnlyLinear)", "state_dict"
+    ),
+    "INC RTN int4 g32": PeerMethod(
+        _INC,
+        "W4A16",
+        _inc_rtn(4, 32),
+        "packed int4 weights g32 dequantized per call (INCWeightOnlyLinear)",
+        "state_dict",
+    ),
+    "INC static PT2E": PeerMethod(
+        _INC, "W8A8", _inc_pt2e(static=True), "QDQ graph (PT2E), not torch.compile'd: fake-quant speed", "export"
+    ),
+    "INC dynamic PT2E": PeerMethod(
+        _INC,
+        "W8A8",
+        _inc_pt2e(static=False),
+        "dynamic QDQ graph (PT2E), not torch.compile'd: fake-quant speed",
+        "export",
+    ),
 }
 
 
@@ -271,8 +303,9 @@ def run_peer(name: str, model: nn.Module, calibration: list[Any], example_inputs
                 _LOADED.add(method.tool)
             compressed, seconds, peak = run_measured(lambda: method.compress(model, batches, example))
         except Exception as exc:  # a failing peer is a result to report, not a crash of the benchmark run
-            return PeerOutcome(None, None, float("nan"), float("nan"), method.execution,
-                               _error_text(exc, handler.messages))
+            return PeerOutcome(
+                None, None, float("nan"), float("nan"), method.execution, _error_text(exc, handler.messages)
+            )
         if not isinstance(compressed, torch.fx.GraphModule):  # PT2E graphs refuse .eval(); they are in eval form
             compressed.eval()
         try:

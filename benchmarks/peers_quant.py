@@ -60,8 +60,14 @@ def _outputs(run: Callable[..., Any], model: nn.Module, batches: list[Any]) -> t
     return torch.cat(outs), (torch.cat(targets) if targets[0] is not None else None)
 
 
-def _measure(row: Row, model: nn.Module, test: list[Any], lat_inputs: dict[int, Any], reps: int,
-             quality: Callable[[torch.Tensor, Any], dict[str, float]]) -> None:
+def _measure(
+    row: Row,
+    model: nn.Module,
+    test: list[Any],
+    lat_inputs: dict[int, Any],
+    reps: int,
+    quality: Callable[[torch.Tensor, Any], dict[str, float]],
+) -> None:
     run = row.outcome.runnable
     if run is None:
         return
@@ -71,8 +77,12 @@ def _measure(row: Row, model: nn.Module, test: list[Any], lat_inputs: dict[int, 
         for b, inputs in lat_inputs.items():
             args = as_args(model, inputs)
             row.lat[b] = latency(lambda run=run, args=args: run(*args), b, reps=reps, warmup=min(5, reps))
-        print(f"  measured {row.method}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.quality.items())
-              + "".join(f", b{b} {s.median_ms:.1f} ms" for b, s in row.lat.items()), flush=True)
+        print(
+            f"  measured {row.method}: "
+            + ", ".join(f"{k}={v:.4g}" for k, v in row.quality.items())
+            + "".join(f", b{b} {s.median_ms:.1f} ms" for b, s in row.lat.items()),
+            flush=True,
+        )
     except Exception as exc:  # the peer compressed but its model does not run here: that is its result
         row.outcome.error = f"runs no forward pass: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
         row.outcome.runnable, row.quality, row.lat = None, {}, {}
@@ -94,8 +104,11 @@ def _rows(kind: str, quick: bool, model: nn.Module, calib: list[Any], example: A
 
 def _progress(kind: str, row: Row) -> None:
     o = row.outcome
-    print(f"  [{kind}] {row.method}: " + (f"failed: {o.error[:160]}" if o.runnable is None
-                                          else f"compressed in {o.seconds:.1f} s"), flush=True)
+    print(
+        f"  [{kind}] {row.method}: "
+        + (f"failed: {o.error[:160]}" if o.runnable is None else f"compressed in {o.seconds:.1f} s"),
+        flush=True,
+    )
 
 
 def _ms(row: Row, b: int) -> float:
@@ -128,8 +141,14 @@ def _plot(rows: list[Row], quality_key: str, quality_label: str, b: int, name: s
             continue
         marker = "*" if r.tool == "shrink" else ("s" if r.method.startswith("fp32") else "o")
         for ax, x in zip(axes, (r.outcome.size_bytes / 1e6, _ms(r, b)), strict=True):
-            ax.scatter(x, r.quality[quality_key], marker=marker, s=110 if marker == "*" else 40,
-                       color=plt.cm.tab20(i % 20), label=r.method if ax is axes[0] else None)
+            ax.scatter(
+                x,
+                r.quality[quality_key],
+                marker=marker,
+                s=110 if marker == "*" else 40,
+                color=plt.cm.tab20(i % 20),
+                label=r.method if ax is axes[0] else None,
+            )
     fig.legend(loc="lower center", ncol=3, fontsize=7, frameon=False)
     axes[0].set_xlabel("size on disk (MB)")
     axes[1].set_xlabel(f"latency at batch {b}, ms (2 threads)")
@@ -156,25 +175,51 @@ def _minilm(quick: bool, section: Section) -> None:
     lat_inputs = {1: data.example_inputs, 32: test[0]}
     for r in rows:
         _measure(r, model, test, lat_inputs, 3 if quick else 20, lambda out, _t: embedding_fidelity(ref, out))
-    table = Table(f"MiniLM (all-MiniLM-L6-v2), {sum(len(b['input_ids']) for b in test)} sentences",
-                  ["method", "tool", "scheme", "cos mean", "cos min", "NN agree %", "size bytes (of fp32)",
-                   "batch 1 ms (speed-up)", "batch 32 ms (speed-up)", "compress time / peak mem", "execution / error"])
+    table = Table(
+        f"MiniLM (all-MiniLM-L6-v2), {sum(len(b['input_ids']) for b in test)} sentences",
+        [
+            "method",
+            "tool",
+            "scheme",
+            "cos mean",
+            "cos min",
+            "NN agree %",
+            "size bytes (of fp32)",
+            "batch 1 ms (speed-up)",
+            "batch 32 ms (speed-up)",
+            "compress time / peak mem",
+            "execution / error",
+        ],
+    )
     for r in rows:
         q = r.quality
-        table.add(r.method, r.tool, r.scheme, q.get("cos_mean", "–"), q.get("cos_min", "–"),
-                  q.get("nn_agreement", "–"), *_cells(r, rows[0], 32))
-    table.note = ("Speed-up = fp32 eager latency / method latency, both from this run. Sizes: "
-                  "torch.save(state_dict) for fp32, torchao, NNCF and INC weight-only; torch.export.save of the "
-                  "exported program for INC PT2E graphs; the int8 ONNX file for shrink (what runs). Compress time and "
-                  "peak memory (RSS above the start) include calibration.")
+        table.add(
+            r.method,
+            r.tool,
+            r.scheme,
+            q.get("cos_mean", "–"),
+            q.get("cos_min", "–"),
+            q.get("nn_agreement", "–"),
+            *_cells(r, rows[0], 32),
+        )
+    table.note = (
+        "Speed-up = fp32 eager latency / method latency, both from this run. Sizes: "
+        "torch.save(state_dict) for fp32, torchao, NNCF and INC weight-only; torch.export.save of the "
+        "exported program for INC PT2E graphs; the int8 ONNX file for shrink (what runs). Compress time and "
+        "peak memory (RSS above the start) include calibration."
+    )
     section.tables.append(table)
-    section.images.append(_plot(rows, "cos_mean", "mean cosine to fp32", 32, "peers_minilm.png",
-                                "MiniLM: fidelity vs size and vs latency"))
+    section.images.append(
+        _plot(
+            rows, "cos_mean", "mean cosine to fp32", 32, "peers_minilm.png", "MiniLM: fidelity vs size and vs latency"
+        )
+    )
     _targets(rows, section)
 
 
 def _targets(rows: list[Row], section: Section) -> None:
     """Issue 8: shrink's int8 MiniLM must be faster than the peers; only methods keeping ≥ 97% NN agreement count."""
+
     def faithful(r: Row) -> bool:
         return r.quality.get("nn_agreement", 0.0) >= 97.0
 
@@ -189,9 +234,15 @@ def _targets(rows: list[Row], section: Section) -> None:
             continue
         best = min(ours, key=lambda r, b=b: _ms(r, b))
         ratio = _ms(peer, b) / _ms(best, b)
-        section.targets.append(Target(8, name, "shrink faster (ratio > 1)",
-                                      f"{ratio:.2f}x ({best.method} {_ms(best, b):.2f} ms vs {peer.method} "
-                                      f"{_ms(peer, b):.2f} ms)", ratio > 1))
+        section.targets.append(
+            Target(
+                8,
+                name,
+                "shrink faster (ratio > 1)",
+                f"{ratio:.2f}x ({best.method} {_ms(best, b):.2f} ms vs {peer.method} {_ms(peer, b):.2f} ms)",
+                ratio > 1,
+            )
+        )
 
 
 def _digits(quick: bool, section: Section) -> None:
@@ -204,17 +255,33 @@ def _digits(quick: bool, section: Section) -> None:
     lat_inputs = {1: data.example_inputs, 32: calib[0][0]}
     for r in rows:
         _measure(r, model, test, lat_inputs, 10 if quick else 30, lambda out, t: {"accuracy": accuracy(out, t)})
-    table = Table("Digits CNN (360 test images)",
-                  ["method", "tool", "scheme", "accuracy %", "size bytes (of fp32)", "batch 1 ms (speed-up)",
-                   "batch 32 ms (speed-up)", "compress time / peak mem", "execution / error"])
+    table = Table(
+        "Digits CNN (360 test images)",
+        [
+            "method",
+            "tool",
+            "scheme",
+            "accuracy %",
+            "size bytes (of fp32)",
+            "batch 1 ms (speed-up)",
+            "batch 32 ms (speed-up)",
+            "compress time / peak mem",
+            "execution / error",
+        ],
+    )
     for r in rows:
         table.add(r.method, r.tool, r.scheme, r.quality.get("accuracy", "–"), *_cells(r, rows[0], 32))
-    table.note = ("torchao, NNCF weight compression and INC RTN quantize Linear layers only (their defaults), so the "
-                  "convolutions stay fp32 there. W4A8 is offered by torchao only (int4 weights g32 × dynamic int8 "
-                  "activations); the others' int4 modes are weight-only (W4A16).")
+    table.note = (
+        "torchao, NNCF weight compression and INC RTN quantize Linear layers only (their defaults), so the "
+        "convolutions stay fp32 there. W4A8 is offered by torchao only (int4 weights g32 × dynamic int8 "
+        "activations); the others' int4 modes are weight-only (W4A16)."
+    )
     section.tables.append(table)
-    section.images.append(_plot(rows, "accuracy", "test accuracy %", 32, "peers_digits.png",
-                                "Digits CNN: accuracy vs size and vs latency"))
+    section.images.append(
+        _plot(
+            rows, "accuracy", "test accuracy %", 32, "peers_digits.png", "Digits CNN: accuracy vs size and vs latency"
+        )
+    )
 
 
 def run(quick: bool) -> Section:

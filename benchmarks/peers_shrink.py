@@ -60,15 +60,18 @@ def _weight_only(bits: int) -> Callable[[], Any]:
 def shrink_methods(kind: str, quick: bool) -> dict[str, ShrinkMethod]:
     """shrink's methods for ``kind`` ("minilm" or "digits") that match the peers' schemes."""
     if kind == "minilm":
-        methods = {"shrink int8 (SmoothQuant, per-batch act., ORT)": ShrinkMethod("W8A8",
-                                                                                  _minilm_recipe("SHRINK_INT8"), True)}
+        methods = {
+            "shrink int8 (SmoothQuant, per-batch act., ORT)": ShrinkMethod("W8A8", _minilm_recipe("SHRINK_INT8"), True)
+        }
         if not quick:
             methods["shrink int8_static (ORT)"] = ShrinkMethod("W8A8", _minilm_recipe("SHRINK_STATIC"), True)
             methods["shrink weight_only int8 g32"] = ShrinkMethod("W8A16", _weight_only(8), False)
             methods["shrink weight_only int4 g32"] = ShrinkMethod("W4A16", _weight_only(4), False)
         return methods
-    return {"shrink int8_static (ORT)": ShrinkMethod("W8A8", _static(), True),
-            "shrink int8_static W4A8 (ORT)": ShrinkMethod("W4A8", _static(4), True)}
+    return {
+        "shrink int8_static (ORT)": ShrinkMethod("W8A8", _static(), True),
+        "shrink int8_static W4A8 (ORT)": ShrinkMethod("W4A8", _static(4), True),
+    }
 
 
 def run_shrink(method: ShrinkMethod, model: nn.Module, calibration: list[Any], example_inputs: Any) -> PeerOutcome:
@@ -94,5 +97,11 @@ def run_shrink(method: ShrinkMethod, model: nn.Module, calibration: list[Any], e
         label = getattr(result, "shrink_execution", execution)
         return PeerOutcome(lambda *args: result(*args), artifact_bytes(result), seconds, peak, label)
     except Exception as exc:  # shrink failing here is a result of this run, shown like a peer's failure
-        return PeerOutcome(None, None, float("nan"), float("nan"), execution,
-                           f"{type(exc).__name__}: {' '.join(str(exc).split())[:600]}")
+        return PeerOutcome(
+            None,
+            None,
+            float("nan"),
+            float("nan"),
+            execution,
+            f"{type(exc).__name__}: {' '.join(str(exc).split())[:600]}",
+        )

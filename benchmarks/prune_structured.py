@@ -36,8 +36,13 @@ def _tp_prune(original: nn.Module, x: torch.Tensor, ratio: float, classifier: st
     import torch_pruning as tp
 
     model = copy.deepcopy(original)
-    pruner = tp.pruner.MagnitudePruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
-                                       pruning_ratio=ratio, ignored_layers=[model.get_submodule(classifier)])
+    pruner = tp.pruner.MagnitudePruner(
+        model,
+        x,
+        importance=tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=ratio,
+        ignored_layers=[model.get_submodule(classifier)],
+    )
     pruner.step()
     return model.eval()
 
@@ -55,16 +60,20 @@ def _digits(quick: bool, section: Section) -> None:
     x = data.example_inputs
     base_acc = accuracy(*predict(teacher, data.test))
     base_macs = count_macs(teacher, x)
-    table = Table(f"Digits CNN: channels removed, then {EPOCHS} epochs of fine-tuning (Adam, lr {LR})",
-                  ["ratio", "method", "params", "MACs", "acc. before FT %", "acc. after FT %", "drop (pt)"])
+    table = Table(
+        f"Digits CNN: channels removed, then {EPOCHS} epochs of fine-tuning (Adam, lr {LR})",
+        ["ratio", "method", "params", "MACs", "acc. before FT %", "acc. after FT %", "drop (pt)"],
+    )
     table.add("0", "dense fp32", _params(teacher), base_macs, f"{base_acc:.2f}", f"{base_acc:.2f}", "0")
     drops: dict[tuple[float, str], float] = {}
-    for ratio in ((0.5,) if quick else (0.3, 0.5, 0.7)):
+    for ratio in (0.5,) if quick else (0.3, 0.5, 0.7):
         runs: dict[str, Any] = {
-            "shrink l1": lambda r=ratio: shrink.prune(teacher, ChannelPruning(ratio=r, importance="l1"),
-                                                      example_inputs=x),
-            "shrink lasso": lambda r=ratio: shrink.prune(teacher, ChannelPruning(ratio=r, importance="lasso",
-                                                         batches=8), example_inputs=x, train=data.train),
+            "shrink l1": lambda r=ratio: shrink.prune(
+                teacher, ChannelPruning(ratio=r, importance="l1"), example_inputs=x
+            ),
+            "shrink lasso": lambda r=ratio: shrink.prune(
+                teacher, ChannelPruning(ratio=r, importance="lasso", batches=8), example_inputs=x, train=data.train
+            ),
             "Torch-Pruning l1": lambda r=ratio: _tp_prune(teacher, x, r, "classifier.4"),
         }
         for name, make in runs.items():
@@ -78,17 +87,29 @@ def _digits(quick: bool, section: Section) -> None:
             fit(model, data.train, epochs=EPOCHS, lr=LR, progress=False, desc=f"{name} fine-tune")
             after = accuracy(*predict(model, data.test))
             drops[(ratio, name)] = base_acc - after
-            table.add(ratio, name, _params(model), count_macs(model, x), f"{before:.2f}", f"{after:.2f}",
-                      f"{base_acc - after:.2f}")
+            table.add(
+                ratio,
+                name,
+                _params(model),
+                count_macs(model, x),
+                f"{before:.2f}",
+                f"{after:.2f}",
+                f"{base_acc - after:.2f}",
+            )
     section.tables.append(table)
     best = min(drops.get((0.5, "shrink lasso"), 99.0), drops.get((0.5, "shrink l1"), 99.0))
     tp_drop = drops.get((0.5, "Torch-Pruning l1"))
-    section.targets.append(Target(
-        3, "Digits CNN, 50% of channels removed + 5 epochs fine-tuning", "drop ≤ 0.5 pt and ≤ Torch-Pruning's",
-        f"shrink drop {best:.2f} pt (lasso {drops.get((0.5, 'shrink lasso'), float('nan')):.2f}, "
-        f"l1 {drops.get((0.5, 'shrink l1'), float('nan')):.2f}); Torch-Pruning "
-        + (f"{tp_drop:.2f} pt" if tp_drop is not None else "failed"),
-        best <= 0.5 and (tp_drop is None or best <= tp_drop + 1e-9)))
+    section.targets.append(
+        Target(
+            3,
+            "Digits CNN, 50% of channels removed + 5 epochs fine-tuning",
+            "drop ≤ 0.5 pt and ≤ Torch-Pruning's",
+            f"shrink drop {best:.2f} pt (lasso {drops.get((0.5, 'shrink lasso'), float('nan')):.2f}, "
+            f"l1 {drops.get((0.5, 'shrink l1'), float('nan')):.2f}); Torch-Pruning "
+            + (f"{tp_drop:.2f} pt" if tp_drop is not None else "failed"),
+            best <= 0.5 and (tp_drop is None or best <= tp_drop + 1e-9),
+        )
+    )
 
 
 def _lat(fn: Any, bs: int, reps: int) -> float:
@@ -110,13 +131,39 @@ def _resnet(quick: bool, section: Section) -> None:
     base_macs = count_macs(dense, x1)
     with torch.no_grad():
         base = {bs: _lat(lambda x=x: dense(x), bs, reps) for bs, x in xs.items()}
-    table = Table("ResNet-18-style net, 224x224, L1 channel pruning: size and measured CPU latency (2 threads, "
-                  "median ms)", ["ratio", "method", "params", "MACs ratio", "eager b1", "eager b8", "speedup b1",
-                                 "speedup b8", "ORT b1", "ORT b8", "ORT speedup b1", "ORT speedup b8"])
-    table.add("0", "dense fp32 eager", _params(dense), "1.00x", f"{base[1]:.1f}", f"{base[8]:.1f}", "1.00x",
-              "1.00x", "-", "-", "-", "-")
+    table = Table(
+        "ResNet-18-style net, 224x224, L1 channel pruning: size and measured CPU latency (2 threads, median ms)",
+        [
+            "ratio",
+            "method",
+            "params",
+            "MACs ratio",
+            "eager b1",
+            "eager b8",
+            "speedup b1",
+            "speedup b8",
+            "ORT b1",
+            "ORT b8",
+            "ORT speedup b1",
+            "ORT speedup b8",
+        ],
+    )
+    table.add(
+        "0",
+        "dense fp32 eager",
+        _params(dense),
+        "1.00x",
+        f"{base[1]:.1f}",
+        f"{base[8]:.1f}",
+        "1.00x",
+        "1.00x",
+        "-",
+        "-",
+        "-",
+        "-",
+    )
     res: dict[tuple[float, str], dict[str, float]] = {}
-    for ratio in ((0.5,) if quick else (0.3, 0.5, 0.7)):
+    for ratio in (0.5,) if quick else (0.3, 0.5, 0.7):
         makers = {
             "shrink": lambda r=ratio: shrink.prune(dense, ChannelPruning(ratio=r, importance="l1"), example_inputs=x1),
             "Torch-Pruning": lambda r=ratio: _tp_prune(dense, x1, r, "fc"),
@@ -130,26 +177,53 @@ def _resnet(quick: bool, section: Section) -> None:
                 eager = {bs: _lat(lambda x=x, m=model: m(x), bs, reps) for bs, x in xs.items()}
             ort = _onnx_latency(model, x1, xs, reps) if name == "shrink" or ratio == 0.5 else {}
             macs = base_macs / count_macs(model, x1)
-            r = {"macs": macs, **{f"e{b}": base[b] / eager[b] for b in xs}, **{f"o{b}": base[b] / t
-                                                                             for b, t in ort.items()}}
+            r = {
+                "macs": macs,
+                **{f"e{b}": base[b] / eager[b] for b in xs},
+                **{f"o{b}": base[b] / t for b, t in ort.items()},
+            }
             res[(ratio, name)] = r
-            table.add(ratio, name, _params(model), f"{macs:.2f}x", f"{eager[1]:.1f}", f"{eager[8]:.1f}",
-                      f"{r['e1']:.2f}x", f"{r['e8']:.2f}x", *([f"{ort[1]:.1f}", f"{ort[8]:.1f}", f"{r['o1']:.2f}x",
-                                                               f"{r['o8']:.2f}x"] if ort else ["-"] * 4))
-    table.note = ("Speedups are against the same dense fp32 model in PyTorch eager, measured in this run. ONNX "
-                  "Runtime runs the pruned model exported in eval mode (BatchNorm folded into the convolutions).")
+            table.add(
+                ratio,
+                name,
+                _params(model),
+                f"{macs:.2f}x",
+                f"{eager[1]:.1f}",
+                f"{eager[8]:.1f}",
+                f"{r['e1']:.2f}x",
+                f"{r['e8']:.2f}x",
+                *([f"{ort[1]:.1f}", f"{ort[8]:.1f}", f"{r['o1']:.2f}x", f"{r['o8']:.2f}x"] if ort else ["-"] * 4),
+            )
+    table.note = (
+        "Speedups are against the same dense fp32 model in PyTorch eager, measured in this run. ONNX "
+        "Runtime runs the pruned model exported in eval mode (BatchNorm folded into the convolutions)."
+    )
     section.tables.append(table)
     s, t = res.get((0.5, "shrink"), {}), res.get((0.5, "Torch-Pruning"))
-    eager_ok = bool(s) and min(s["e1"], s["e8"]) >= 2.5 and (t is None or (s["e1"] >= t["e1"] * 0.97
-                                                                          and s["e8"] >= t["e8"] * 0.97))
+    eager_ok = (
+        bool(s)
+        and min(s["e1"], s["e8"]) >= 2.5
+        and (t is None or (s["e1"] >= t["e1"] * 0.97 and s["e8"] >= t["e8"] * 0.97))
+    )
     tp_txt = f"Torch-Pruning {t['e1']:.2f}x / {t['e8']:.2f}x (MACs {t['macs']:.2f}x)" if t else "Torch-Pruning failed"
-    section.targets.append(Target(
-        3, "ResNet-18 224x224, 50% channels: eager CPU speedup b1 / b8 (2 threads)",
-        "≥ 2.5x and ≥ Torch-Pruning's (3% timing tolerance)",
-        f"{s.get('e1', 0):.2f}x / {s.get('e8', 0):.2f}x (MACs {s.get('macs', 0):.2f}x); {tp_txt}", eager_ok))
-    section.targets.append(Target(
-        3, "ResNet-18 224x224, 50% channels, ONNX Runtime (BN folded) vs fp32 eager", "≥ 3.0x at b1 and b8",
-        f"{s.get('o1', 0):.2f}x / {s.get('o8', 0):.2f}x", bool(s) and min(s["o1"], s["o8"]) >= 3.0))
+    section.targets.append(
+        Target(
+            3,
+            "ResNet-18 224x224, 50% channels: eager CPU speedup b1 / b8 (2 threads)",
+            "≥ 2.5x and ≥ Torch-Pruning's (3% timing tolerance)",
+            f"{s.get('e1', 0):.2f}x / {s.get('e8', 0):.2f}x (MACs {s.get('macs', 0):.2f}x); {tp_txt}",
+            eager_ok,
+        )
+    )
+    section.targets.append(
+        Target(
+            3,
+            "ResNet-18 224x224, 50% channels, ONNX Runtime (BN folded) vs fp32 eager",
+            "≥ 3.0x at b1 and b8",
+            f"{s.get('o1', 0):.2f}x / {s.get('o8', 0):.2f}x",
+            bool(s) and min(s["o1"], s["o8"]) >= 3.0,
+        )
+    )
 
 
 def _minilm(quick: bool, section: Section) -> None:
@@ -167,24 +241,56 @@ def _minilm(quick: bool, section: Section) -> None:
     x = data.example_inputs
     batch = data.test[0]
     with torch.no_grad():
-        lat = {k: (_lat(lambda m=m: call_model(m, x), 1, reps),
-                   _lat(lambda m=m: call_model(m, batch), batch["input_ids"].shape[0], reps))
-               for k, m in (("dense", model), ("pruned", pruned))}
+        lat = {
+            k: (
+                _lat(lambda m=m: call_model(m, x), 1, reps),
+                _lat(lambda m=m: call_model(m, batch), batch["input_ids"].shape[0], reps),
+            )
+            for k, m in (("dense", model), ("pruned", pruned))
+        }
     heads = pruned.encoder.encoder.layer[0].attention.self.num_attention_heads
     ffn = pruned.encoder.encoder.layer[0].intermediate.dense.out_features
-    table = Table("MiniLM (all-MiniLM-L6-v2): 25% of FFN dims and 2 of 12 heads per layer removed, no recovery "
-                  "training", ["model", "heads/layer", "FFN dim", "params", "cos mean", "cos min", "NN agreement",
-                               "latency b1 (ms)", f"latency b{batch['input_ids'].shape[0]} (ms)"])
+    table = Table(
+        "MiniLM (all-MiniLM-L6-v2): 25% of FFN dims and 2 of 12 heads per layer removed, no recovery training",
+        [
+            "model",
+            "heads/layer",
+            "FFN dim",
+            "params",
+            "cos mean",
+            "cos min",
+            "NN agreement",
+            "latency b1 (ms)",
+            f"latency b{batch['input_ids'].shape[0]} (ms)",
+        ],
+    )
     table.add("dense", 12, 1536, _params(model), "1", "1", "1", f"{lat['dense'][0]:.2f}", f"{lat['dense'][1]:.1f}")
-    table.add("pruned", heads, ffn, _params(pruned), f"{fid['cos_mean']:.4f}", f"{fid['cos_min']:.4f}",
-              f"{fid['nn_agreement']:.3f}", f"{lat['pruned'][0]:.2f}", f"{lat['pruned'][1]:.1f}")
-    table.note = "Fidelity is cosine similarity to the dense model's embeddings on the project corpus; recovery by " \
-                 "distillation belongs to the distillation issue."
+    table.add(
+        "pruned",
+        heads,
+        ffn,
+        _params(pruned),
+        f"{fid['cos_mean']:.4f}",
+        f"{fid['cos_min']:.4f}",
+        f"{fid['nn_agreement']:.3f}",
+        f"{lat['pruned'][0]:.2f}",
+        f"{lat['pruned'][1]:.1f}",
+    )
+    table.note = (
+        "Fidelity is cosine similarity to the dense model's embeddings on the project corpus; recovery by "
+        "distillation belongs to the distillation issue."
+    )
     section.tables.append(table)
-    section.targets.append(Target(
-        3, "MiniLM: 25% FFN dims + 2/12 heads per layer removed", "fidelity and latency reported",
-        f"{heads} heads, FFN {ffn}; cos mean {fid['cos_mean']:.3f}; b1 {lat['dense'][0]:.1f} -> "
-        f"{lat['pruned'][0]:.1f} ms", heads == 10 and ffn == 1152))
+    section.targets.append(
+        Target(
+            3,
+            "MiniLM: 25% FFN dims + 2/12 heads per layer removed",
+            "fidelity and latency reported",
+            f"{heads} heads, FFN {ffn}; cos mean {fid['cos_mean']:.3f}; b1 {lat['dense'][0]:.1f} -> "
+            f"{lat['pruned'][0]:.1f} ms",
+            heads == 10 and ffn == 1152,
+        )
+    )
 
 
 def run(quick: bool) -> Section:

@@ -93,9 +93,16 @@ def _ort_static(method: str) -> Callable[[Env], Built]:
 
         out = env.tmp / f"ort-static-{method}.onnx"
         t = time.perf_counter()
-        quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=getattr(CalibrationMethod, method))
+        quantize_static(
+            str(fp32),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=getattr(CalibrationMethod, method),
+        )
         seconds = time.perf_counter() - t
         s = OnnxModel(out, threads=2)
         ops = sorted(set(ort_optimized_ops(out)) & INTEGER_OPS)
@@ -114,8 +121,11 @@ def _torch_ao_fx(env: Env) -> Built:
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepared = prepare_fx(copy.deepcopy(env.model).eval(), get_default_qconfig_mapping("x86"),
-                              example_inputs=(env.data.example_inputs,))
+        prepared = prepare_fx(
+            copy.deepcopy(env.model).eval(),
+            get_default_qconfig_mapping("x86"),
+            example_inputs=(env.data.example_inputs,),
+        )
         with torch.no_grad():
             for _, (x, _) in zip(range(8), env.data.calibration, strict=False):
                 prepared(x)
@@ -134,10 +144,12 @@ METHODS: dict[str, Callable[[Env], Built]] = {
     "shrink W8A8 percentile": _shrink(Int8Static(observer="percentile")),
     "shrink W8A8 entropy": _shrink(Int8Static(observer="entropy")),
     "shrink W4A8 min-max": _shrink(Int8Static(weight_bits=4, observer="minmax")),
-    "shrink W4A8 MSE weights + bias corr.": _shrink(Int8Static(weight_bits=4, weight_observer="mse",
-                                                               bias_correction=True)),
-    "shrink W4A8 ACIQ + bias corr.": _shrink(Int8Static(weight_bits=4, observer="aciq_laplace",
-                                                        weight_observer="aciq_laplace", bias_correction=True)),
+    "shrink W4A8 MSE weights + bias corr.": _shrink(
+        Int8Static(weight_bits=4, weight_observer="mse", bias_correction=True)
+    ),
+    "shrink W4A8 ACIQ + bias corr.": _shrink(
+        Int8Static(weight_bits=4, observer="aciq_laplace", weight_observer="aciq_laplace", bias_correction=True)
+    ),
     "ORT quantize_static W8A8 MinMax": _ort_static("MinMax"),
     "ORT quantize_static W8A8 Entropy": _ort_static("Entropy"),
     "ORT quantize_static W8A8 Percentile": _ort_static("Percentile"),
@@ -148,9 +160,10 @@ METHODS: dict[str, Callable[[Env], Built]] = {
 def run(quick: bool) -> Section:
     torch.manual_seed(0)
     env = Env(digits_teacher(progress=False), digits_data(), Path(tempfile.mkdtemp(prefix="quant-digits-")))
-    table = Table("Digits CNN: accuracy, size and latency of each PTQ method in its runtime",
-                  ["method", "runtime / execution", "test acc %", "Δ acc (pts)", "size KiB", "b1 ms", "b32 ms",
-                   "quantize s"])
+    table = Table(
+        "Digits CNN: accuracy, size and latency of each PTQ method in its runtime",
+        ["method", "runtime / execution", "test acc %", "Δ acc (pts)", "size KiB", "b1 ms", "b32 ms", "quantize s"],
+    )
     acc: dict[str, float] = {}
     x1 = env.data.example_inputs
     x32 = next(iter(env.data.test))[0][:32]
@@ -165,21 +178,43 @@ def run(quick: bool) -> Section:
         reps = 10 if quick else 30
         l1 = latency(lambda b=b: b.run(x1), 1, reps=reps).median_ms
         l32 = latency(lambda b=b: b.run(x32), 32, reps=reps).median_ms
-        table.add(name, b.execution, acc[name], acc[name] - acc["fp32 (torch eager)"], b.size_bytes / 1024, l1, l32,
-                  b.seconds)
+        table.add(
+            name, b.execution, acc[name], acc[name] - acc["fp32 (torch eager)"], b.size_bytes / 1024, l1, l32, b.seconds
+        )
     base = acc["fp32 (torch eager)"]
     w8 = acc.get("shrink W8A8 min-max", float("nan"))
     w4 = acc.get("shrink W4A8 ACIQ + bias corr.", float("nan"))
     w4mm = acc.get("shrink W4A8 min-max", float("nan"))
     targets = [
-        Target(8, "digits int8 static PTQ in ONNX Runtime: accuracy drop", "≤ 0.3 points",
-               f"{base - w8:.2f} points", base - w8 <= 0.3),
-        Target(8, "digits W4A8 ACIQ + bias correction: accuracy drop", "≤ 1.0 points",
-               f"{base - w4:.2f} points", base - w4 <= 1.0),
-        Target(8, "digits W4A8 ACIQ + bias correction vs plain min-max W4A8", "better",
-               f"{w4:.2f}% vs {w4mm:.2f}%", w4 > w4mm),
+        Target(
+            8,
+            "digits int8 static PTQ in ONNX Runtime: accuracy drop",
+            "≤ 0.3 points",
+            f"{base - w8:.2f} points",
+            base - w8 <= 0.3,
+        ),
+        Target(
+            8,
+            "digits W4A8 ACIQ + bias correction: accuracy drop",
+            "≤ 1.0 points",
+            f"{base - w4:.2f} points",
+            base - w4 <= 1.0,
+        ),
+        Target(
+            8,
+            "digits W4A8 ACIQ + bias correction vs plain min-max W4A8",
+            "better",
+            f"{w4:.2f}% vs {w4mm:.2f}%",
+            w4 > w4mm,
+        ),
     ]
-    table.note = ("All shrink rows and ORT rows run real integer kernels in ONNX Runtime (2 threads); W4A8 weights "
-                  "hold 4-bit values in int8 storage (ORT has no int4 conv kernel). Peers have no W4A8 conv path.")
-    return Section(TITLE, intro="Each method quantizes the trained digits teacher with 8 calibration batches.",
-                   tables=[table], targets=targets)
+    table.note = (
+        "All shrink rows and ORT rows run real integer kernels in ONNX Runtime (2 threads); W4A8 weights "
+        "hold 4-bit values in int8 storage (ORT has no int4 conv kernel). Peers have no W4A8 conv path."
+    )
+    return Section(
+        TITLE,
+        intro="Each method quantizes the trained digits teacher with 8 calibration batches.",
+        tables=[table],
+        targets=targets,
+    )

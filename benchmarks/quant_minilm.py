@@ -33,11 +33,17 @@ TITLE = "Quantization: all-MiniLM-L6-v2 (real weights) vs PyTorch and ONNX Runti
 
 #: the shrink int8 recipe for MiniLM: per-channel int8 weights, per-token activation ranges computed at run time
 #: for every Linear input, int8 embedding tables; LayerNorm / softmax / GELU and the attention matmuls stay float
-SHRINK_INT8 = Int8Static(dynamic=Selector(types=("Linear",)), dynamic_granularity="token",
-                         selector=Selector(types=("Linear", "Embedding"), ignore=(r"re:.*pooler.*",)))
+SHRINK_INT8 = Int8Static(
+    dynamic=Selector(types=("Linear",)),
+    dynamic_granularity="token",
+    selector=Selector(types=("Linear", "Embedding"), ignore=(r"re:.*pooler.*",)),
+)
 #: fully static variant (calibrated per-tensor activation ranges, percentile observer) for the time target
-SHRINK_STATIC = Int8Static(observer="percentile", quantize_outputs=False,
-                           selector=Selector(types=("Linear", "Embedding"), ignore=(r"re:.*pooler.*",)))
+SHRINK_STATIC = Int8Static(
+    observer="percentile",
+    quantize_outputs=False,
+    selector=Selector(types=("Linear", "Embedding"), ignore=(r"re:.*pooler.*",)),
+)
 
 
 @dataclass
@@ -90,8 +96,12 @@ def _torch_dynamic(env: Env) -> Built:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(env.model), {nn.Linear}, dtype=torch.qint8)
-    return Built(lambda x: call_model(q, x), _torch_file_size(q), time.perf_counter() - t,
-                 "torch.ao quantize_dynamic (real int8 kernels)")
+    return Built(
+        lambda x: call_model(q, x),
+        _torch_file_size(q),
+        time.perf_counter() - t,
+        "torch.ao quantize_dynamic (real int8 kernels)",
+    )
 
 
 def _ort_dynamic(env: Env) -> Built:
@@ -119,8 +129,16 @@ def _ort_static(env: Env) -> Built:
     out = env.tmp / "ort-static.onnx"
     fp32 = _fp32_path(env)
     t = time.perf_counter()
-    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    quantize_static(
+        str(fp32),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul"],
+    )
     return _ort(out, time.perf_counter() - t, "onnxruntime quantize_static QDQ per-channel MinMax")
 
 
@@ -171,9 +189,20 @@ def run(quick: bool) -> Section:
     env = Env(load_minilm(), minilm_data(), Path(tempfile.mkdtemp(prefix="quant-minilm-")))
     ref, _ = predict(lambda x: call_model(env.model, x), env.data.test)
     x1, x32 = env.data.example_inputs, env.data.test[0]
-    table = Table("all-MiniLM-L6-v2 on the project corpus: fidelity to fp32, size, latency (2 threads)",
-                  ["method", "runtime / execution", "cos mean", "cos min", "NN agree %", "size MiB", "b1 ms",
-                   "b32 ms", "quantize s"])
+    table = Table(
+        "all-MiniLM-L6-v2 on the project corpus: fidelity to fp32, size, latency (2 threads)",
+        [
+            "method",
+            "runtime / execution",
+            "cos mean",
+            "cos min",
+            "NN agree %",
+            "size MiB",
+            "b1 ms",
+            "b32 ms",
+            "quantize s",
+        ],
+    )
     rows: dict[str, dict[str, float]] = {}
     reps = 8 if quick else 20
     for name, build in METHODS.items():
@@ -189,39 +218,87 @@ def run(quick: bool) -> Section:
         l1 = latency(lambda b=b: b.run(x1), 1, reps=reps).median_ms
         l32 = latency(lambda b=b: b.run(x32), 32, reps=reps).median_ms
         rows[name] = {**fid, "size": b.size_bytes, "b1": l1, "b32": l32, "s": b.seconds}
-        table.add(name, b.execution, fid["cos_mean"], fid["cos_min"], fid["nn_agreement"], b.size_bytes / 2**20,
-                  l1, l32, b.seconds)
-    table.note = ("shrink int8 rows and ORT rows run integer kernels in ONNX Runtime (the PyTorch twin of a shrink "
-                  "int8 model is fake-quant and not timed here); weight-only rows store packed int8/int4 and compute "
-                  "in float in PyTorch eager; torch.ao rows run PyTorch's quantized kernels.")
-    return Section(TITLE, intro="Reference: fp32 PyTorch eager embeddings of the same corpus.", tables=[table],
-                   targets=_targets(rows))
+        table.add(
+            name,
+            b.execution,
+            fid["cos_mean"],
+            fid["cos_min"],
+            fid["nn_agreement"],
+            b.size_bytes / 2**20,
+            l1,
+            l32,
+            b.seconds,
+        )
+    table.note = (
+        "shrink int8 rows and ORT rows run integer kernels in ONNX Runtime (the PyTorch twin of a shrink "
+        "int8 model is fake-quant and not timed here); weight-only rows store packed int8/int4 and compute "
+        "in float in PyTorch eager; torch.ao rows run PyTorch's quantized kernels."
+    )
+    return Section(
+        TITLE,
+        intro="Reference: fp32 PyTorch eager embeddings of the same corpus.",
+        tables=[table],
+        targets=_targets(rows),
+    )
 
 
 def _targets(r: dict[str, dict[str, float]]) -> list[Target]:
-    nan = {"cos_mean": float("nan"), "nn_agreement": float("nan"), "size": float("nan"), "b1": float("nan"),
-           "b32": float("nan"), "s": float("nan")}
+    nan = {
+        "cos_mean": float("nan"),
+        "nn_agreement": float("nan"),
+        "size": float("nan"),
+        "b1": float("nan"),
+        "b32": float("nan"),
+        "s": float("nan"),
+    }
     fp, q = r.get("fp32 (torch eager)", nan), r.get("shrink int8 (per-token dynamic act.)", nan)
     st = r.get("shrink int8 static (calibrated)", nan)
     w4 = r.get("shrink weight-only int4 g32", nan)
     peers = [r.get(n, nan) for n in ("torch.ao quantize_dynamic int8", "ORT quantize_dynamic int8")]
     out = [
         Target(8, "MiniLM int8: mean cosine to fp32", "≥ 0.99", f"{q['cos_mean']:.4f}", q["cos_mean"] >= 0.99),
-        Target(8, "MiniLM int8: nearest-neighbour agreement", "≥ 97%", f"{q['nn_agreement']:.1f}%",
-               q["nn_agreement"] >= 97.0),
+        Target(
+            8,
+            "MiniLM int8: nearest-neighbour agreement",
+            "≥ 97%",
+            f"{q['nn_agreement']:.1f}%",
+            q["nn_agreement"] >= 97.0,
+        ),
     ]
     for b in ("b32", "b1"):
         speedup = fp[b] / q[b]
         beats = all(q[b] < p[b] for p in peers)
         out.append(Target(8, f"MiniLM int8 latency {b} vs fp32 eager", "≥ 2.0x", f"{speedup:.2f}x", speedup >= 2.0))
-        out.append(Target(8, f"MiniLM int8 latency {b} vs torch.ao and ORT quantize_dynamic", "faster than both",
-                          " / ".join(f"{p[b]:.1f} ms" for p in peers) + f" vs {q[b]:.1f} ms", beats))
+        out.append(
+            Target(
+                8,
+                f"MiniLM int8 latency {b} vs torch.ao and ORT quantize_dynamic",
+                "faster than both",
+                " / ".join(f"{p[b]:.1f} ms" for p in peers) + f" vs {q[b]:.1f} ms",
+                beats,
+            )
+        )
     out += [
-        Target(8, "MiniLM int8 size on disk vs fp32", "≤ 27%", f"{q['size'] / fp['size'] * 100:.1f}%",
-               q["size"] / fp["size"] <= 0.27),
-        Target(8, "MiniLM weight-only int4 (g32) size vs fp32", "≤ 16%", f"{w4['size'] / fp['size'] * 100:.1f}% "
-               f"(cos {w4['cos_mean']:.4f}, NN {w4['nn_agreement']:.1f}%)", w4["size"] / fp["size"] <= 0.16),
-        Target(8, "MiniLM static int8 quantization time incl. calibration (128 sentences)", "≤ 60 s",
-               f"{st['s']:.1f} s", st["s"] <= 60.0),
+        Target(
+            8,
+            "MiniLM int8 size on disk vs fp32",
+            "≤ 27%",
+            f"{q['size'] / fp['size'] * 100:.1f}%",
+            q["size"] / fp["size"] <= 0.27,
+        ),
+        Target(
+            8,
+            "MiniLM weight-only int4 (g32) size vs fp32",
+            "≤ 16%",
+            f"{w4['size'] / fp['size'] * 100:.1f}% (cos {w4['cos_mean']:.4f}, NN {w4['nn_agreement']:.1f}%)",
+            w4["size"] / fp["size"] <= 0.16,
+        ),
+        Target(
+            8,
+            "MiniLM static int8 quantization time incl. calibration (128 sentences)",
+            "≤ 60 s",
+            f"{st['s']:.1f} s",
+            st["s"] <= 60.0,
+        ),
     ]
     return out

@@ -75,7 +75,10 @@ evaluate: {batch_sizes: [1], reps: 2, warmup: 1}
 def test_from_starts_a_branch_and_quantize_twice_is_per_chain(tmp_path):
     stages = load_recipe(_write(tmp_path, BRANCHES)).configs()
     assert [(s.label, s.source) for s in stages] == [
-        ("sparse", "baseline"), ("sparse int8", "sparse"), ("very sparse", "baseline"), ("very sparse int8", "very sparse")
+        ("sparse", "baseline"),
+        ("sparse int8", "sparse"),
+        ("very sparse", "baseline"),
+        ("very sparse int8", "very sparse"),
     ]
     twice = BRANCHES.replace("from: baseline, name: very sparse", "name: very sparse")
     with pytest.raises(ConfigError, match="stage 4 .*contradicts stage 2"):
@@ -87,7 +90,8 @@ def test_from_starts_a_branch_and_quantize_twice_is_per_chain(tmp_path):
 
 def test_branches_run_from_their_source(tmp_path):
     text = BRANCHES.replace("  - {type: int8_static, name: sparse int8}\n", "").replace(
-        "  - {type: int8_static, name: very sparse int8}\n", "")
+        "  - {type: int8_static, name: very sparse int8}\n", ""
+    )
     result = run(_write(tmp_path, text), tmp_path / "out", progress=False)
     rows = {r.name: r for r in result.report.rows}
     total = rows["baseline"].params

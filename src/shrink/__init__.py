@@ -13,6 +13,17 @@ from shrink.recipe import run
 
 __version__ = "0.1.0"
 __all__ = [
-    "prune", "quantize", "distill", "decompose", "deep_compress", "finetune", "evaluate", "run", "save", "load",
-    "export", "Context", "__version__",
+    "prune",
+    "quantize",
+    "distill",
+    "decompose",
+    "deep_compress",
+    "finetune",
+    "evaluate",
+    "run",
+    "save",
+    "load",
+    "export",
+    "Context",
+    "__version__",
 ]

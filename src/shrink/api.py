@@ -21,7 +21,16 @@ from shrink.data import check_model_finite
 from shrink.errors import ConfigError
 
 __all__ = [
-    "Context", "implements", "apply", "prune", "quantize", "distill", "decompose", "deep_compress", "finetune", "search",
+    "Context",
+    "implements",
+    "apply",
+    "prune",
+    "quantize",
+    "distill",
+    "decompose",
+    "deep_compress",
+    "finetune",
+    "search",
     "callable_package",
 ]
 

@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         recipe = _demo_recipe() if args.command == "demo" else Path(args.recipe)
         result = run(recipe, args.out, resume=getattr(args, "resume", False), progress=not args.quiet)
         print(result.report.render())
-        print(f"wrote {result.out_dir / 'model.shrink'}, {result.out_dir / 'report.json'}, "
-              f"{result.out_dir / 'report.html'}")
+        print(
+            f"wrote {result.out_dir / 'model.shrink'}, {result.out_dir / 'report.json'}, "
+            f"{result.out_dir / 'report.html'}"
+        )
         return 0
     except ShrinkError as exc:
         print(f"shrink: error: {exc}", file=sys.stderr)

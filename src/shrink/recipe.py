@@ -120,8 +120,10 @@ class Recipe(_Strict):
             source = source or previous
             if source not in lineage:
                 known = ", ".join(repr(k) for k in lineage)
-                raise ConfigError(f"{where}: stage {i + 1}: 'from: {source}' names no earlier stage "
-                                  f"(known: {known}) (field 'from'){at}")
+                raise ConfigError(
+                    f"{where}: stage {i + 1}: 'from: {source}' names no earlier stage "
+                    f"(known: {known}) (field 'from'){at}"
+                )
             chain = dict(lineage[source])
             if cfg.family in _ONCE and cfg.family in chain:
                 first = self.stage_label(chain[cfg.family] - 1)

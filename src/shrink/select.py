@@ -88,7 +88,8 @@ def select_modules(model: nn.Module, selector: Selector | None = None, where: st
     if not chosen:
         hint = (
             f"; the model itself is a single {type(model).__name__}: wrap it, e.g. nn.Sequential(model)"
-            if isinstance(model, types) and len(named) == 1 else ""
+            if isinstance(model, types) and len(named) == 1
+            else ""
         )
         raise SelectorError(
             f"{where}: matched no layer of {type(model).__name__} "

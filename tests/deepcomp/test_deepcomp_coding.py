@@ -19,7 +19,7 @@ def _brute_force_optimal_cost(freqs):
     n = len(freqs)
     best = None
     for lengths in itertools.product(range(1, n), repeat=n):
-        if sum(2.0 ** -length for length in lengths) <= 1.0:
+        if sum(2.0**-length for length in lengths) <= 1.0:
             cost = sum(f * length for f, length in zip(freqs, lengths, strict=True))
             best = cost if best is None else min(best, cost)
     return best

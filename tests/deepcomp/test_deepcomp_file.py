@@ -51,8 +51,12 @@ def test_file_round_trip_is_exact(tmp_path):
 
 
 def test_raw_dtypes_and_scalars_round_trip():
-    state = {"a": torch.arange(5, dtype=torch.int64), "b": torch.tensor(3.5), "c": torch.ones(2, 2, dtype=torch.bool),
-             "w": torch.tensor([[0.0, 0.5, 0.0], [-0.25, 0.5, 0.0]])}
+    state = {
+        "a": torch.arange(5, dtype=torch.int64),
+        "b": torch.tensor(3.5),
+        "c": torch.ones(2, 2, dtype=torch.bool),
+        "w": torch.tensor([[0.0, 0.5, 0.0], [-0.25, 0.5, 0.0]]),
+    }
     data, _ = encode_state(state, {"w": 2})
     out = decode_state(data)
     assert all(torch.equal(out[k], v) and out[k].dtype == v.dtype for k, v in state.items())
@@ -118,5 +122,6 @@ def test_inconsistent_streams_raise():
     with pytest.raises(FileFormatError):
         decode_state(_shared_file((100,), entries=3))
     with pytest.raises(FileFormatError, match="outside"):  # gaps of 4 take position 11 past a 5-value tensor
-        decode_state(_shared_file((5,), entries=3, streams=[(3, b"\x00"), (3, b"\x00")],
-                                  sym_len=(1, 2, 2), gap_len=(0, 0, 0, 1)))
+        decode_state(
+            _shared_file((5,), entries=3, streams=[(3, b"\x00"), (3, b"\x00")], sym_len=(1, 2, 2), gap_len=(0, 0, 0, 1))
+        )

@@ -41,8 +41,10 @@ def test_fitnet_hint_projects_student_features_to_teacher_width():
     torch.manual_seed(0)
     teacher, student = DigitsCNN().eval(), DigitsStudent()
     x = torch.rand(4, 1, 8, 8)
-    hints = [Hint(student="features.3", teacher="features.3"), Hint(student="features.8", teacher="features.8",
-                                                                    kind="attention_map", weight=0.5)]
+    hints = [
+        Hint(student="features.3", teacher="features.3"),
+        Hint(student="features.8", teacher="features.8", kind="attention_map", weight=0.5),
+    ]
     loss = DistillLoss(teacher, hints=hints, student=student, example_inputs=x)
     proj = loss.projections["0"]
     assert isinstance(proj, nn.Conv2d) and (proj.in_channels, proj.out_channels) == (16, 64)
@@ -54,8 +56,9 @@ def test_fitnet_hint_projects_student_features_to_teacher_width():
     loss.close()
     assert not student.features[3]._forward_hooks and not teacher.features[3]._forward_hooks
     with pytest.raises(SelectorError, match="features.99"):
-        DistillLoss(teacher, hints=[Hint(student="features.99", teacher="features.3")], student=student,
-                    example_inputs=x)
+        DistillLoss(
+            teacher, hints=[Hint(student="features.99", teacher="features.3")], student=student, example_inputs=x
+        )
     with pytest.raises(ConfigError, match="example_inputs"):
         DistillLoss(teacher, hints=hints)
 
@@ -67,15 +70,19 @@ def test_distill_stage_brings_student_closer_to_teacher_and_resumes(tmp_path):
     data = _cnn_data()
     student = DigitsStudent()
     before = _mean_kd(student, teacher, data)
-    cfg = KnowledgeDistillation(epochs=4, lr=3e-3, alpha=1.0, hints=(Hint(student="features.3",
-                                                                          teacher="features.3"),))
+    cfg = KnowledgeDistillation(epochs=4, lr=3e-3, alpha=1.0, hints=(Hint(student="features.3", teacher="features.3"),))
     out = shrink.distill(student, teacher, cfg, train=data, checkpoint_dir=tmp_path, progress=False)
     after = _mean_kd(out, teacher, data)
     assert after < 0.7 * before
     assert (tmp_path / "last.pt").exists()
     assert not any(m._forward_hooks for m in out.modules())
-    assert all(torch.equal(a, b) for a, b in zip(student.state_dict().values(),
-                                                 DigitsStudent().state_dict().values(), strict=True)) is False
+    assert (
+        all(
+            torch.equal(a, b)
+            for a, b in zip(student.state_dict().values(), DigitsStudent().state_dict().values(), strict=True)
+        )
+        is False
+    )
     # a finished run resumes from its last checkpoint: no further training, same weights
     again = shrink.distill(student, teacher, cfg, train=data, checkpoint_dir=tmp_path, progress=False)
     for a, b in zip(out.state_dict().values(), again.state_dict().values(), strict=True):
@@ -97,8 +104,15 @@ def _tiny_bert(layers=4):
     from shrink.zoo.minilm import MiniLMEmbedder
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=32, attn_implementation="eager")
+    cfg = BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        attn_implementation="eager",
+    )
     return MiniLMEmbedder(BertModel(cfg)).eval()
 
 
@@ -130,8 +144,11 @@ def test_student_from_every_other_teacher_layer():
 def test_embedding_distill_with_attention_transfer_improves_cosine(tmp_path):
     teacher = _tiny_bert(4)
     data = _token_batches()
-    hint = Hint(student="encoder.encoder.layer.1.attention.self", teacher="encoder.encoder.layer.3.attention.self",
-                kind="attention_probs")
+    hint = Hint(
+        student="encoder.encoder.layer.1.attention.self",
+        teacher="encoder.encoder.layer.3.attention.self",
+        kind="attention_probs",
+    )
     cfg = EmbeddingDistillation(keep_layers=(0, 2), data="calibration", epochs=6, lr=2e-3, hints=(hint,))
     ctx = shrink.Context(calibration=data, teacher=teacher, progress=False, checkpoint_dir=tmp_path)
     perturbed = copy.deepcopy(teacher)

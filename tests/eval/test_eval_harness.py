@@ -60,8 +60,9 @@ def test_evaluate_report_rows_and_json(tmp_path):
         model.weight[1, 0] = 1.0
         model.bias.zero_()
     data = [(x[:20], y[:20]), (x[20:], y[20:])]
-    report = evaluate({"fp32": model}, data, "accuracy", example_inputs=x[:1], batch_sizes=(1, 4), reps=3,
-                      warmup=1, progress=False)
+    report = evaluate(
+        {"fp32": model}, data, "accuracy", example_inputs=x[:1], batch_sizes=(1, 4), reps=3, warmup=1, progress=False
+    )
     row = report.row("fp32")
     assert row.metrics["accuracy"] == 100.0
     assert row.params == 14 and row.macs == 12

@@ -22,15 +22,25 @@ def test_residual_stream_is_one_group():
     g = build_dependency_graph(m, torch.randn(1, 3, 32, 32))
     stem = _group_with(g, ("stem.0.weight", 0))
     # the stem and both layer1 blocks' second convs write the same residual stream; layer2 reads it
-    for key in [("layer1.0.conv2.weight", 0), ("layer1.1.bn2.weight", 0), ("layer1.0.conv1.weight", 1),
-                ("layer2.0.conv1.weight", 1), ("layer2.0.downsample.0.weight", 1)]:
+    for key in [
+        ("layer1.0.conv2.weight", 0),
+        ("layer1.1.bn2.weight", 0),
+        ("layer1.0.conv1.weight", 1),
+        ("layer2.0.conv1.weight", 1),
+        ("layer2.0.downsample.0.weight", 1),
+    ]:
         assert key in stem.index
     assert stem.size == 64 and stem.kind == "channels"
     # the inside of a block is its own group
     inner = _group_with(g, ("layer1.0.conv1.weight", 0))
-    assert inner is not stem and set(inner.index) == {("layer1.0.conv1.weight", 0), ("layer1.0.bn1.weight", 0),
-                                                      ("layer1.0.bn1.bias", 0), ("layer1.0.bn1.running_mean", 0),
-                                                      ("layer1.0.bn1.running_var", 0), ("layer1.0.conv2.weight", 1)}
+    assert inner is not stem and set(inner.index) == {
+        ("layer1.0.conv1.weight", 0),
+        ("layer1.0.bn1.weight", 0),
+        ("layer1.0.bn1.bias", 0),
+        ("layer1.0.bn1.running_mean", 0),
+        ("layer1.0.bn1.running_var", 0),
+        ("layer1.0.conv2.weight", 1),
+    }
     # the classifier's outputs are model outputs: never a group
     assert not any(("fc.weight", 0) in gr.index for gr in g.groups)
 
@@ -67,8 +77,9 @@ def test_concat_and_depthwise_couple_the_right_channels():
 def test_attention_heads_are_units():
     from transformers import BertConfig, BertModel
 
-    m = BertModel(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                             intermediate_size=48))
+    m = BertModel(
+        BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=48)
+    )
     ids = torch.randint(0, 50, (1, 6))
     g = build_dependency_graph(m, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
     heads = [gr for gr in g.groups if gr.kind == "heads"]

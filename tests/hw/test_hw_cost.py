@@ -12,8 +12,14 @@ from shrink.hw.layers import input_widths, scaled
 
 
 def _net() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(32 * 8 * 8, 10)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 10),
+    ).eval()
 
 
 X = torch.randn(1, 3, 8, 8)
@@ -26,8 +32,10 @@ def test_bundled_profiles_load_and_unknown_names_fail(tmp_path):
     with pytest.raises(ConfigError, match="unknown hardware profile"):
         hw.load_profile("tpu_v9")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\nkind: accelerator\naccelerator: {macs_per_s: {int3: 1}, sram_bytes: 1, "
-                   "dram_bytes_per_s: 1, energy: {mac_pj: {}, sram_byte_pj: 1, dram_byte_pj: 1}}\n")
+    bad.write_text(
+        "name: x\nkind: accelerator\naccelerator: {macs_per_s: {int3: 1}, sram_bytes: 1, "
+        "dram_bytes_per_s: 1, energy: {mac_pj: {}, sram_byte_pj: 1, dram_byte_pj: 1}}\n"
+    )
     with pytest.raises(ConfigError, match="int3"):
         hw.load_profile(bad)
 

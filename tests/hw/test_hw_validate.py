@@ -57,8 +57,9 @@ def test_measure_and_check_profile(tmp_path, monkeypatch):
     assert stats.median_ms > 0 and stats.batch_size == 8
     wide = nn.Sequential(nn.Linear(16, 256), nn.ReLU(), nn.Linear(256, 8)).eval()
     profile = shrink.hw.load_profile("cpu").model_copy(update={"measured": MeasuredSpec(threads=1, reps=5)})
-    check = check_profile([("a", model, {}), ("b", model, {"0": LayerChoice(bits=8)}), ("c", wide, {})], x, calib,
-                          profile)
+    check = check_profile(
+        [("a", model, {}), ("b", model, {"0": LayerChoice(bits=8)}), ("c", wide, {})], x, calib, profile
+    )
     assert len(check.predicted_s) == 3 and check.correlation.n == 3
     assert -1.0 <= check.correlation.spearman <= 1.0
 

@@ -82,8 +82,7 @@ def test_tucker2_approximates_the_conv_and_matches_tensorly():
         core, u_out, u_in = tucker2_factors(conv.weight, r_out, r_in, "hooi")
         approx = torch.einsum("rskl,or,is->oikl", core, u_out, u_in)
         err = float((approx - w).norm() / w.norm())
-        (t_core, (t_out, t_in)), _ = partial_tucker(w.numpy(), rank=[r_out, r_in], modes=[0, 1],
-                                             n_iter_max=20)
+        (t_core, (t_out, t_in)), _ = partial_tucker(w.numpy(), rank=[r_out, r_in], modes=[0, 1], n_iter_max=20)
         t_approx = torch.einsum("rskl,or,is->oikl", torch.tensor(t_core), torch.tensor(t_out), torch.tensor(t_in))
         assert err <= float((t_approx - w).norm() / w.norm()) + 1e-6
         hosvd = tucker2_factors(conv.weight, r_out, r_in, "hosvd")

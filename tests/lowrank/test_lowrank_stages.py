@@ -45,10 +45,13 @@ def test_rank_choice_must_be_exactly_one():
         SVDDecomposition(param_fraction=1.5)
 
 
-@pytest.mark.parametrize("config", [
-    TuckerDecomposition(param_fraction=0.5, selector=Selector(include=("features.3", "features.7"))),
-    CPDecomposition(param_fraction=0.5, n_iter=15, selector=Selector(include=("features.7",))),
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        TuckerDecomposition(param_fraction=0.5, selector=Selector(include=("features.3", "features.7"))),
+        CPDecomposition(param_fraction=0.5, n_iter=15, selector=Selector(include=("features.7",))),
+    ],
+)
 def test_decomposed_model_saves_loads_and_exports_to_onnx(tmp_path, config):
     model = _model()
     out = shrink.decompose(model, config)

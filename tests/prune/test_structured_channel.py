@@ -27,8 +27,14 @@ def test_residual_pair_keeps_identical_channel_sets():
     cut = choose_units(g.groups, scores, 0.5, "uniform")
     removed = {int(r) for gr, units in zip(g.groups, cut, strict=True) for r in gr.roots[units]}
     keep = g.keep_indices(removed)
-    stream = [("stem.0.weight", 0), ("stem.1.weight", 0), ("layer1.0.bn2.weight", 0), ("layer1.1.conv2.weight", 0),
-              ("layer1.1.conv1.weight", 1), ("layer2.0.downsample.0.weight", 1)]
+    stream = [
+        ("stem.0.weight", 0),
+        ("stem.1.weight", 0),
+        ("layer1.0.bn2.weight", 0),
+        ("layer1.1.conv2.weight", 0),
+        ("layer1.1.conv1.weight", 1),
+        ("layer2.0.downsample.0.weight", 1),
+    ]
     first = keep[stream[0]].tolist()
     assert len(first) == 32
     assert all(keep[k].tolist() == first for k in stream)
@@ -52,8 +58,11 @@ def test_bn_scale_removes_the_smallest_gammas():
     with torch.no_grad():
         m.features[1].weight.copy_(torch.linspace(1.0, 2.0, 8))
         m.features[1].weight[[2, 5]] = 1e-3
-    p = shrink.prune(m, ChannelPruning(ratio=0.25, importance="bn_scale", selector={"include": ["features.0",
-                     "features.3"]}), example_inputs=torch.rand(1, 1, 8, 8))
+    p = shrink.prune(
+        m,
+        ChannelPruning(ratio=0.25, importance="bn_scale", selector={"include": ["features.0", "features.3"]}),
+        example_inputs=torch.rand(1, 1, 8, 8),
+    )
     kept = p.features[1].weight.detach()
     assert kept.numel() == 6 and float(kept.min()) > 0.5
 
@@ -76,8 +85,12 @@ def test_lasso_reconstruction_beats_plain_slicing(digits_teacher):
     ref = digits_teacher(x).detach()
     errs, acc = {}, {}
     for crit in ("l1", "lasso"):
-        p = shrink.prune(digits_teacher, ChannelPruning(ratio=0.5, importance=crit, batches=8), example_inputs=x[:1],
-                         train=data.train)
+        p = shrink.prune(
+            digits_teacher,
+            ChannelPruning(ratio=0.5, importance=crit, batches=8),
+            example_inputs=x[:1],
+            train=data.train,
+        )
         errs[crit] = float((p(x) - ref).pow(2).mean())
         acc[crit] = float((p(x).argmax(1) == y).float().mean())
     assert errs["lasso"] < 0.5 * errs["l1"]
@@ -87,8 +100,9 @@ def test_lasso_reconstruction_beats_plain_slicing(digits_teacher):
 
 def test_taylor_needs_data():
     with pytest.raises(DataError, match="taylor"):
-        shrink.prune(digits_student(), ChannelPruning(ratio=0.5, importance="taylor"),
-                     example_inputs=torch.rand(1, 1, 8, 8))
+        shrink.prune(
+            digits_student(), ChannelPruning(ratio=0.5, importance="taylor"), example_inputs=torch.rand(1, 1, 8, 8)
+        )
     with pytest.raises(ConfigError):
         ChannelPruning(ratio=0.5, importance="random")
 
@@ -104,8 +118,9 @@ def test_global_scope_prunes_groups_unevenly():
 def _bert():
     from transformers import BertConfig, BertModel
 
-    m = BertModel(BertConfig(vocab_size=50, hidden_size=48, num_hidden_layers=2, num_attention_heads=6,
-                             intermediate_size=64)).eval()
+    m = BertModel(
+        BertConfig(vocab_size=50, hidden_size=48, num_hidden_layers=2, num_attention_heads=6, intermediate_size=64)
+    ).eval()
     ids = torch.randint(0, 50, (2, 5))
     return m, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 

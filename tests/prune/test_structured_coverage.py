@@ -20,15 +20,27 @@ def _hf(name):
     text = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     image = torch.randn(2, 3, 32, 32)
     if name == "bert":
-        return tr.BertModel(tr.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                          intermediate_size=64)), text
+        return tr.BertModel(
+            tr.BertConfig(
+                vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+            )
+        ), text
     if name == "gpt2":
-        cfg = tr.GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0,
-                            use_cache=False)
+        cfg = tr.GPT2Config(
+            vocab_size=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0, use_cache=False
+        )
         return tr.GPT2Model(cfg), {**text, "position_ids": torch.arange(7).expand(2, 7)}
     if name == "vit":
-        return tr.ViTModel(tr.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                        intermediate_size=64, image_size=32, patch_size=8)), image
+        return tr.ViTModel(
+            tr.ViTConfig(
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=64,
+                image_size=32,
+                patch_size=8,
+            )
+        ), image
     if name == "hf_resnet":
         return tr.ResNetModel(tr.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1])), image
     return tr.MobileNetV2Model(tr.MobileNetV2Config(image_size=32, depth_multiplier=0.35)), image
@@ -70,8 +82,16 @@ class _Positional(torch.nn.Module):
 
 
 # the three largest graphs (~500 traced ops each) take most of the time: marked slow, still bounded (< 30 s each)
-MODELS = ["digits_cnn", "digits_student", "resnet18", "bert", "vit", "gpt2", "hf_resnet",
-          *(pytest.param(n, marks=pytest.mark.slow) for n in ("mobilenet_v2", "minilm", "hf_mobilenet_v2"))]
+MODELS = [
+    "digits_cnn",
+    "digits_student",
+    "resnet18",
+    "bert",
+    "vit",
+    "gpt2",
+    "hf_resnet",
+    *(pytest.param(n, marks=pytest.mark.slow) for n in ("mobilenet_v2", "minilm", "hf_mobilenet_v2")),
+]
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -76,9 +76,18 @@ def test_saved_file_is_about_one_32nd_of_fp32(tmp_path):
 
 def _net() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
-                         nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 16), nn.ReLU(),
-                         nn.Linear(16, 4)).eval()
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 36, 16),
+        nn.ReLU(),
+        nn.Linear(16, 4),
+    ).eval()
 
 
 def test_binarize_config_keeps_edges_at_8_bits_and_packs_the_rest(tmp_path):

@@ -17,16 +17,23 @@ from shrink.quant.static import Int8Static
 def _ort(path, fused: bool) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
-    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if fused
-                                     else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if fused else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    )
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="module")
 def digits_int8(digits_teacher, digits):
     def make(weight_bits: int):
-        return shrink.quantize(digits_teacher, Int8Static(weight_bits=weight_bits, calibration_batches=2),
-                               calibration=digits.calibration, example_inputs=digits.example_inputs, progress=False)
+        return shrink.quantize(
+            digits_teacher,
+            Int8Static(weight_bits=weight_bits, calibration_batches=2),
+            calibration=digits.calibration,
+            example_inputs=digits.example_inputs,
+            progress=False,
+        )
+
     return make
 
 
@@ -120,8 +127,9 @@ def test_unsupported_op_and_float_model_are_errors():
             return torch.sigmoid(self.fc(x))
 
     data = [torch.randn(8, 4)]
-    q = shrink.quantize(Sig().eval(), Int8Static(observer="minmax"), calibration=data, example_inputs=data[0][:1],
-                        progress=False)
+    q = shrink.quantize(
+        Sig().eval(), Int8Static(observer="minmax"), calibration=data, example_inputs=data[0][:1], progress=False
+    )
     with pytest.raises(UnsupportedOpError, match="sigmoid"):
         integer_model(q, calibration=data)
 
@@ -130,8 +138,9 @@ def test_qat_model_runs_in_integers_with_accumulator_output():
     from shrink.quant import QAT
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                        nn.Linear(4 * 9, 3)).eval()
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 9, 3)
+    ).eval()
     data = [(torch.rand(8, 1, 6, 6), torch.randint(0, 3, (8,))) for _ in range(2)]
     q = shrink.quantize(net, QAT(epochs=0), train=data, calibration=data, progress=False)
     im = integer_model(q)

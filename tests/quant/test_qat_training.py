@@ -19,8 +19,9 @@ RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "qat_w4a4.yaml"
 
 def _net() -> nn.Module:
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(),
-                        nn.Linear(6 * 6 * 6, 5))
+    net = nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 6 * 6, 5)
+    )
     with torch.no_grad():  # non-trivial BN statistics
         net[1].running_mean.uniform_(-0.5, 0.5)
         net[1].running_var.uniform_(0.5, 2.0)
@@ -65,8 +66,11 @@ def test_eval_form_is_the_folded_layer_and_conversion_reproduces_it():
     x = _data()[1][0]
     conv = qat_layers(net)["0"]
     with torch.no_grad():
-        expected = torch.relu(nn.functional.conv2d(conv.input_quant(x), conv.weight_quant(conv.folded_weight()),
-                                                   conv.folded_bias(), padding=1))
+        expected = torch.relu(
+            nn.functional.conv2d(
+                conv.input_quant(x), conv.weight_quant(conv.folded_weight()), conv.folded_bias(), padding=1
+            )
+        )
         assert torch.allclose(conv(x), expected, atol=1e-6)
         qat_out = net(x)
     converted = convert_qat(net)
@@ -85,8 +89,9 @@ def test_ste_method_keeps_step_sizes_fixed():
 def test_qat_config_end_to_end_and_needs_training_data():
     notes: list[str] = []
     data = _data()
-    q = shrink.quantize(_net(), QAT(epochs=1, distill_alpha=0.5), train=data, calibration=data, progress=False,
-                        notes=notes)
+    q = shrink.quantize(
+        _net(), QAT(epochs=1, distill_alpha=0.5), train=data, calibration=data, progress=False, notes=notes
+    )
     assert isinstance(q[0], QuantConv2d) and q.shrink_execution.startswith("fake-quant")
     assert any("W4A4" in n and "distilled" in n for n in notes)
     with pytest.raises(DataError, match="training data"):

@@ -57,8 +57,7 @@ def test_smoothing_keeps_float_function_and_helps_outliers():
     net = Net().eval()
     calib = [x]
     plain = shrink.quantize(net, Int8Static(observer="minmax", quantize_outputs=False), calibration=calib)
-    smooth = shrink.quantize(net, Int8Static(observer="minmax", quantize_outputs=False, smooth=0.5),
-                             calibration=calib)
+    smooth = shrink.quantize(net, Int8Static(observer="minmax", quantize_outputs=False, smooth=0.5), calibration=calib)
     ref = net(x)
     assert (smooth(x) - ref).norm() < (plain(x) - ref).norm()
 

@@ -55,10 +55,20 @@ def test_qdq_graph_matches_fake_quant(digits, tmp_path):
 
 def test_w4a8_aciq_bias_correction_beats_minmax(digits):
     model, data = digits
-    plain = shrink.quantize(model, Int8Static(weight_bits=4, observer="minmax", calibration_batches=2),
-                            calibration=data.calibration)
-    best = shrink.quantize(model, Int8Static(weight_bits=4, observer="aciq_laplace", weight_observer="aciq_laplace",
-                                             bias_correction=True, calibration_batches=2), calibration=data.calibration)
+    plain = shrink.quantize(
+        model, Int8Static(weight_bits=4, observer="minmax", calibration_batches=2), calibration=data.calibration
+    )
+    best = shrink.quantize(
+        model,
+        Int8Static(
+            weight_bits=4,
+            observer="aciq_laplace",
+            weight_observer="aciq_laplace",
+            bias_correction=True,
+            calibration_batches=2,
+        ),
+        calibration=data.calibration,
+    )
     assert q_codes_within(best, 4)
     assert _acc(best, data) >= _acc(plain, data) - 0.3
     assert _acc(best, data) >= _acc(model, data) - 1.5

@@ -15,8 +15,16 @@ from shrink.quant.zeroq_data import bn_statistics_loss, distill_inputs
 
 def _net() -> nn.Module:
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1),
-                        nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 36, 3))
+    net = nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(6 * 36, 3),
+    )
     net.train()
     with torch.no_grad():  # learn real running statistics from a shifted input distribution
         for _ in range(20):
@@ -55,8 +63,16 @@ class _Untouchable:
 def test_zeroq_config_quantizes_without_real_data():
     notes: list[str] = []
     cfg = ZeroQ(num_samples=16, batch_size=8, iterations=20, ptq=Int8Static(observer="minmax"))
-    q = shrink.quantize(_net(), cfg, example_inputs=torch.zeros(1, 1, 6, 6), calibration=_Untouchable(),
-                        train=_Untouchable(), val=_Untouchable(), progress=False, notes=notes)
+    q = shrink.quantize(
+        _net(),
+        cfg,
+        example_inputs=torch.zeros(1, 1, 6, 6),
+        calibration=_Untouchable(),
+        train=_Untouchable(),
+        val=_Untouchable(),
+        progress=False,
+        notes=notes,
+    )
     assert isinstance(q[0], QuantConv2d) and q[0].input_qparams[0] > 0
     assert "no real data used" in notes[0] and "16 synthetic inputs" in notes[0]
     assert q(torch.rand(4, 1, 6, 6)).shape == (4, 3)
@@ -67,5 +83,6 @@ def test_zeroq_errors():
     with pytest.raises(ConfigError, match="example_inputs"):
         shrink.quantize(_net(), ZeroQ(iterations=1), progress=False)
     with pytest.raises(ConfigError, match="input_mean"):
-        shrink.quantize(_net(), ZeroQ(iterations=1, input_mean=0.0), example_inputs=torch.zeros(1, 1, 6, 6),
-                        progress=False)
+        shrink.quantize(
+            _net(), ZeroQ(iterations=1, input_mean=0.0), example_inputs=torch.zeros(1, 1, 6, 6), progress=False
+        )

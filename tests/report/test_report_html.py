@@ -6,10 +6,29 @@ from shrink.report import Report, Row, write_html
 
 def _report():
     rows = [
-        Row("fp32", "torch eager", "fp32", {"accuracy": 99.0}, 100, 100, 4000, 1000,
-            {"1": {"median_ms": 1.0, "min_ms": 0.9, "max_ms": 1.2}}),
-        Row("int8", "onnxruntime", "int8 (real, integer kernels)", {"accuracy": 98.7}, None, None, 1100, 1000,
-            {"1": {"median_ms": 0.4, "min_ms": 0.3, "max_ms": 0.5}}, ["weights per-channel"]),
+        Row(
+            "fp32",
+            "torch eager",
+            "fp32",
+            {"accuracy": 99.0},
+            100,
+            100,
+            4000,
+            1000,
+            {"1": {"median_ms": 1.0, "min_ms": 0.9, "max_ms": 1.2}},
+        ),
+        Row(
+            "int8",
+            "onnxruntime",
+            "int8 (real, integer kernels)",
+            {"accuracy": 98.7},
+            None,
+            None,
+            1100,
+            1000,
+            {"1": {"median_ms": 0.4, "min_ms": 0.3, "max_ms": 0.5}},
+            ["weights per-channel"],
+        ),
     ]
     return Report(rows=rows, metric="accuracy")
 

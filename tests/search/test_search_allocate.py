@@ -42,10 +42,16 @@ def test_optimal_on_small_problems(seed, solver):
 
 def test_hand_solvable_case():
     # two layers; 10 bytes: (8b, 2b) costs 10 with loss 0.1 + 1.0; (4b, 4b) costs 8 with loss 0.5 + 0.2 -> best
-    a = [Option(LayerChoice(bits=2), 3.0, {"bytes": 2}), Option(LayerChoice(bits=4), 0.5, {"bytes": 4}),
-         Option(LayerChoice(bits=8), 0.1, {"bytes": 8})]
-    b = [Option(LayerChoice(bits=2), 1.0, {"bytes": 2}), Option(LayerChoice(bits=4), 0.2, {"bytes": 4}),
-         Option(LayerChoice(bits=8), 0.0, {"bytes": 8})]
+    a = [
+        Option(LayerChoice(bits=2), 3.0, {"bytes": 2}),
+        Option(LayerChoice(bits=4), 0.5, {"bytes": 4}),
+        Option(LayerChoice(bits=8), 0.1, {"bytes": 8}),
+    ]
+    b = [
+        Option(LayerChoice(bits=2), 1.0, {"bytes": 2}),
+        Option(LayerChoice(bits=4), 0.2, {"bytes": 4}),
+        Option(LayerChoice(bits=8), 0.0, {"bytes": 8}),
+    ]
     for solver in ("milp", "dp"):
         got = allocate({"a": a, "b": b}, {"bytes": 10}, solver=solver)
         assert {n: c.bits for n, c in got.policy.items()} == {"a": 4, "b": 4}
@@ -55,8 +61,10 @@ def test_hand_solvable_case():
 
 def test_two_budgets_milp():
     options = _problem(3)
-    budgets = {"bytes": 0.6 * sum(max(o.costs["bytes"] for o in v) for v in options.values()),
-               "latency": 0.5 * sum(max(o.costs["latency"] for o in v) for v in options.values())}
+    budgets = {
+        "bytes": 0.6 * sum(max(o.costs["bytes"] for o in v) for v in options.values()),
+        "latency": 0.5 * sum(max(o.costs["latency"] for o in v) for v in options.values()),
+    }
     got = allocate(options, budgets)
     best = brute_force(options, budgets)
     assert got.totals["latency"] <= budgets["latency"] + 1e-9

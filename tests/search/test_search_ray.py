@@ -37,11 +37,18 @@ def test_search_trials_on_ray_match_in_process_trials():
     y = (x[:, :4].sum(1) > 0).long()
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
-    train = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 192, 32)]
+    train = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 192, 32)]
     shrink.train.fit(model, train, epochs=10, lr=1e-2, progress=False)
     ctx = Context(example_inputs=x[:1], train=train, calibration=train, val=[(x[192:], y[192:])], progress=False)
-    common = dict(profile="phone_npu", objective="bytes", bits=(4, 8, 32), widths=(1.0,), candidates=4,
-                  finetune_epochs=0, parallel=2)
+    common = dict(
+        profile="phone_npu",
+        objective="bytes",
+        bits=(4, 8, 32),
+        widths=(1.0,),
+        candidates=4,
+        finetune_epochs=0,
+        parallel=2,
+    )
     on_ray, _ = run_search(model.eval(), CompressionSearch(backend="ray", **common), ctx)
     local, _ = run_search(model.eval(), CompressionSearch(backend="local", **common), ctx)
     assert [p.measured_metric for p in on_ray.points] == [p.measured_metric for p in local.points]

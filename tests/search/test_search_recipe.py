@@ -35,8 +35,11 @@ def test_mixed_precision_recipe_runs(tmp_path):
 
 
 def test_search_stage_parses_in_a_recipe(tmp_path):
-    text = _recipe().read_text().replace(
-        "stages:\n", "stages:\n  - {type: search, tolerance: 1.0, backend: local, widths: [1.0, 0.5]}\n")
+    text = (
+        _recipe()
+        .read_text()
+        .replace("stages:\n", "stages:\n  - {type: search, tolerance: 1.0, backend: local, widths: [1.0, 0.5]}\n")
+    )
     path = tmp_path / "r.yaml"
     path.write_text(text)
     stages = load_recipe(path).configs()

@@ -30,17 +30,26 @@ def _task():
     y = (x[:, :4].sum(1) > 0).long() + 2 * (x[:, 4:8].sum(1) > 0).long()
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
-    train = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 384, 32)]
+    train = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 384, 32)]
     shrink.train.fit(model, train, epochs=20, lr=1e-2, progress=False)
     return model.eval(), train, [(x[384:], y[384:])]
 
 
 def test_search_returns_the_cheapest_measured_candidate_within_tolerance(tmp_path):
     model, train, val = _task()
-    cfg = CompressionSearch(profile="phone_npu", objective="bytes", bits=(4, 8, 32), widths=(1.0, 0.5),
-                            candidates=5, backend="local", tolerance=2.0, finetune_epochs=1)
-    ctx = Context(example_inputs=val[0][0][:1], train=train, calibration=train, val=val, progress=False,
-                  out_dir=tmp_path)
+    cfg = CompressionSearch(
+        profile="phone_npu",
+        objective="bytes",
+        bits=(4, 8, 32),
+        widths=(1.0, 0.5),
+        candidates=5,
+        backend="local",
+        tolerance=2.0,
+        finetune_epochs=1,
+    )
+    ctx = Context(
+        example_inputs=val[0][0][:1], train=train, calibration=train, val=val, progress=False, out_dir=tmp_path
+    )
     result, chosen = run_search(model, cfg, ctx)
     costs = [p.predicted_cost for p in result.points]
     assert costs == sorted(costs) and costs[-1] <= result.baseline_cost

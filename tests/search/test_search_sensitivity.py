@@ -45,9 +45,10 @@ def _task(seed: int = 0):
     x = torch.randn(256, 12, generator=g)
     y = (x[:, :4].sum(1) > 0).long() + 2 * (x[:, 4:8].sum(1) > 0).long()
     model = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
-    shrink.train.fit(model, [(x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)], epochs=15, lr=1e-2,
-                     progress=False)
-    return model.eval(), [(x[i:i + 64], y[i:i + 64]) for i in range(0, 256, 64)]
+    shrink.train.fit(
+        model, [(x[i : i + 32], y[i : i + 32]) for i in range(0, 256, 32)], epochs=15, lr=1e-2, progress=False
+    )
+    return model.eval(), [(x[i : i + 64], y[i : i + 64]) for i in range(0, 256, 64)]
 
 
 def test_sensitivities_grow_as_bits_shrink():

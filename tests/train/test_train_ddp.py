@@ -13,7 +13,7 @@ import torch
 
 pytestmark = pytest.mark.slow
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import sys
     import torch
     from torch import nn
@@ -37,20 +37,38 @@ SCRIPT = textwrap.dedent('''
     if distributed.is_main():
         torch.save({k: v.clone() for k, v in model.state_dict().items()}, sys.argv[1])
     print("world", distributed.world_size(), "rank", distributed.rank())
-''')
+""")
 
 
 def test_two_process_gloo_run_equals_one_process(tmp_path):
     script = tmp_path / "train_ddp.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(script), str(tmp_path / "ddp.pt"), str(tmp_path / "ckpt_ddp")],
-                         capture_output=True, text=True, env=env, timeout=300)
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(script),
+            str(tmp_path / "ddp.pt"),
+            str(tmp_path / "ckpt_ddp"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert "world 2 rank 0" in ddp.stdout and "world 2 rank 1" in ddp.stdout
-    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one.pt"), str(tmp_path / "ckpt_one")],
-                            capture_output=True, text=True, env=env, timeout=300)
+    single = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "one.pt"), str(tmp_path / "ckpt_one")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     assert "world 1 rank 0" in single.stdout
     a, b = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "one.pt")

@@ -9,7 +9,21 @@ from shrink.deepcomp.sharing import SharedWeight, kmeans_1d, share_weights
 from shrink.deepcomp.stage import DeepCompression, summarize
 
 __all__ = [
-    "huffman", "MAGIC", "VERSION", "TensorStats", "encode_state", "decode_state", "save_compressed",
-    "read_compressed", "load_compressed", "shared_tensors", "to_relative", "from_relative", "SharedWeight",
-    "kmeans_1d", "share_weights", "DeepCompression", "summarize",
+    "huffman",
+    "MAGIC",
+    "VERSION",
+    "TensorStats",
+    "encode_state",
+    "decode_state",
+    "save_compressed",
+    "read_compressed",
+    "load_compressed",
+    "shared_tensors",
+    "to_relative",
+    "from_relative",
+    "SharedWeight",
+    "kmeans_1d",
+    "share_weights",
+    "DeepCompression",
+    "summarize",
 ]

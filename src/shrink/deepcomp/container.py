@@ -66,11 +66,28 @@ def _shared_record(name: str, values: np.ndarray, max_gap: int) -> tuple[bytes, 
     sym_len, gap_len = huffman.code_lengths(sym_freq), huffman.code_lengths(gap_freq)
     sym_bytes, sym_bits = huffman.encode(entries, sym_len)
     gap_bytes, gap_bits = huffman.encode(gaps, gap_len)
-    parts = [struct.pack("<H", k), codebook.astype("<f4").tobytes(), struct.pack("<HI", max_gap, len(entries)),
-             sym_len.astype(np.uint8).tobytes(), gap_len.astype(np.uint8).tobytes(),
-             struct.pack("<Q", sym_bits), sym_bytes, struct.pack("<Q", gap_bits), gap_bytes]
-    stats = TensorStats(name, int(flat.size), len(nonzero), k, len(entries), sym_bits, gap_bits,
-                        huffman.entropy_bits(sym_freq), huffman.entropy_bits(gap_freq))
+    parts = [
+        struct.pack("<H", k),
+        codebook.astype("<f4").tobytes(),
+        struct.pack("<HI", max_gap, len(entries)),
+        sym_len.astype(np.uint8).tobytes(),
+        gap_len.astype(np.uint8).tobytes(),
+        struct.pack("<Q", sym_bits),
+        sym_bytes,
+        struct.pack("<Q", gap_bits),
+        gap_bytes,
+    ]
+    stats = TensorStats(
+        name,
+        int(flat.size),
+        len(nonzero),
+        k,
+        len(entries),
+        sym_bits,
+        gap_bits,
+        huffman.entropy_bits(sym_freq),
+        huffman.entropy_bits(gap_freq),
+    )
     return b"".join(parts), stats
 
 
@@ -98,8 +115,13 @@ def encode_state(state: dict[str, torch.Tensor], shared: dict[str, int]) -> tupl
         else:
             if array.dtype not in _CODES:
                 raise ValueError(f"{name}: dtype {array.dtype} cannot be stored")
-            out += [head, b"\x00", dims, struct.pack("<B", _CODES[array.dtype]),
-                    array.astype(array.dtype.newbyteorder("<")).tobytes()]
+            out += [
+                head,
+                b"\x00",
+                dims,
+                struct.pack("<B", _CODES[array.dtype]),
+                array.astype(array.dtype.newbyteorder("<")).tobytes(),
+            ]
     body = b"".join(out)
     return body + struct.pack("<I", zlib.crc32(body)), stats
 
@@ -115,8 +137,10 @@ class _Reader:
 
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or n > self.remaining():
-            raise FileFormatError(f"{self.where}: {what} declares {n} bytes but only {self.remaining()} remain "
-                                  "(truncated or corrupted file)")
+            raise FileFormatError(
+                f"{self.where}: {what} declares {n} bytes but only {self.remaining()} remain "
+                "(truncated or corrupted file)"
+            )
         chunk = bytes(self.data[self.pos : self.pos + n])
         self.pos += n
         return chunk
@@ -200,4 +224,3 @@ def decode_state(data: bytes, where: str = "compressed file") -> dict[str, torch
     if r.remaining():
         raise FileFormatError(f"{where}: {r.remaining()} unexpected bytes after the last tensor")
     return state
-

@@ -11,8 +11,16 @@ import numpy as np
 
 from shrink.errors import FileFormatError
 
-__all__ = ["code_lengths", "canonical_codes", "encode", "decode", "entropy_bits", "mean_code_length",
-           "check_lengths", "MAX_CODE_LENGTH"]
+__all__ = [
+    "code_lengths",
+    "canonical_codes",
+    "encode",
+    "decode",
+    "entropy_bits",
+    "mean_code_length",
+    "check_lengths",
+    "MAX_CODE_LENGTH",
+]
 
 #: longest code a file may declare (more than any real alphabet here needs; bounds the decoder's work per symbol)
 MAX_CODE_LENGTH = 63
@@ -131,4 +139,3 @@ def mean_code_length(frequencies: Sequence[int] | np.ndarray, lengths: np.ndarra
     f = np.asarray(frequencies, dtype=np.float64)
     total = f.sum()
     return float((f * lengths).sum() / total) if total else 0.0
-

@@ -20,8 +20,9 @@ __all__ = ["shared_tensors", "save_compressed", "read_compressed", "load_compres
 MAX_FILE_BYTES = 1 << 32
 
 
-def shared_tensors(model: nn.Module, conv_gap_bits: int = 8, linear_gap_bits: int = 5,
-                   max_clusters: int = 256) -> dict[str, int]:
+def shared_tensors(
+    model: nn.Module, conv_gap_bits: int = 8, linear_gap_bits: int = 5, max_clusters: int = 256
+) -> dict[str, int]:
     """State names of the weights to store weight-shared (Linear / Conv weights with at most ``max_clusters``
     distinct non-zero values) → their relative-index gap bits (paper: 8 for conv, 5 for fully connected)."""
     out = {}
@@ -29,13 +30,15 @@ def shared_tensors(model: nn.Module, conv_gap_bits: int = 8, linear_gap_bits: in
         if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             w = module.weight.detach()
             if w.dtype == torch.float32 and len(torch.unique(w[w != 0])) <= max_clusters:
-                out[f"{name}.weight" if name else "weight"] = linear_gap_bits if isinstance(module, nn.Linear) \
-                    else conv_gap_bits
+                out[f"{name}.weight" if name else "weight"] = (
+                    linear_gap_bits if isinstance(module, nn.Linear) else conv_gap_bits
+                )
     return out
 
 
-def save_compressed(model: nn.Module, path: str | os.PathLike[str], *, conv_gap_bits: int = 8,
-                    linear_gap_bits: int = 5) -> list[TensorStats]:
+def save_compressed(
+    model: nn.Module, path: str | os.PathLike[str], *, conv_gap_bits: int = 8, linear_gap_bits: int = 5
+) -> list[TensorStats]:
     """Write ``model`` (masks and clustering baked in) as a Deep Compression file; returns per-tensor stats."""
     model = baked_copy(model)
     shared = shared_tensors(model, conv_gap_bits, linear_gap_bits)
@@ -64,12 +67,11 @@ def load_compressed(path: str | os.PathLike[str], factory: Callable[[], nn.Modul
     expected = model.state_dict()
     for key, value in state.items():
         if key in expected and tuple(expected[key].shape) != tuple(value.shape):
-            raise ModelError(f"{path}: {key} has shape {tuple(value.shape)}, the model expects "
-                             f"{tuple(expected[key].shape)}")
+            raise ModelError(
+                f"{path}: {key} has shape {tuple(value.shape)}, the model expects {tuple(expected[key].shape)}"
+            )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelError(f"{path}: weights do not match the architecture: {exc}") from None
     return model.eval()
-
-

@@ -12,8 +12,9 @@ from shrink.errors import FileFormatError
 __all__ = ["to_relative", "from_relative"]
 
 
-def to_relative(nonzero: np.ndarray, symbols: np.ndarray, numel: int, max_gap: int,
-                filler: int) -> tuple[np.ndarray, np.ndarray]:
+def to_relative(
+    nonzero: np.ndarray, symbols: np.ndarray, numel: int, max_gap: int, filler: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``(gap_codes, entry_symbols)`` for non-zero flat positions ``nonzero`` (ascending) carrying ``symbols``.
 
     ``gap_codes`` holds ``gap - 1`` (in ``[0, max_gap - 1]``); filler entries carry ``filler``.
@@ -42,8 +43,9 @@ def to_relative(nonzero: np.ndarray, symbols: np.ndarray, numel: int, max_gap: i
     return gap_out - 1, sym_out
 
 
-def from_relative(gap_codes: np.ndarray, entry_symbols: np.ndarray, numel: int, filler: int,
-                  where: str) -> tuple[np.ndarray, np.ndarray]:
+def from_relative(
+    gap_codes: np.ndarray, entry_symbols: np.ndarray, numel: int, filler: int, where: str
+) -> tuple[np.ndarray, np.ndarray]:
     """``(positions, symbols)`` of the real (non-filler) entries; positions outside the tensor are an error."""
     if len(gap_codes) != len(entry_symbols):
         raise FileFormatError(f"{where}: {len(gap_codes)} gaps for {len(entry_symbols)} entries")

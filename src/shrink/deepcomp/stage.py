@@ -64,11 +64,20 @@ def _train(model: nn.Module, ctx: Context, epochs: int, lr: float, stage: str, o
     if epochs == 0:
         return
     if ctx.train is None:
-        raise DataError(f"deep_compression: {stage} fine-tuning needs training data (train=...; or set its epochs "
-                        "to 0)")
+        raise DataError(
+            f"deep_compression: {stage} fine-tuning needs training data (train=...; or set its epochs to 0)"
+        )
     checkpoint = Path(ctx.checkpoint_dir) / stage if ctx.checkpoint_dir is not None else None
-    fit(model, ctx.train, epochs=epochs, lr=lr, checkpoint_dir=checkpoint, progress=ctx.progress,
-        desc=f"deep compression: {stage}", on_epoch_end=on_epoch_end)
+    fit(
+        model,
+        ctx.train,
+        epochs=epochs,
+        lr=lr,
+        checkpoint_dir=checkpoint,
+        progress=ctx.progress,
+        desc=f"deep compression: {stage}",
+        on_epoch_end=on_epoch_end,
+    )
 
 
 def _prune_gradually(model: nn.Module, modules: dict[str, nn.Module], config: DeepCompression, ctx: Context) -> None:
@@ -102,15 +111,15 @@ def deep_compression_handler(model: nn.Module, config: DeepCompression, ctx: Con
     out_dir = Path(ctx.out_dir) if ctx.out_dir is not None else None
     with tempfile.TemporaryDirectory() as tmp:
         path = (out_dir or Path(tmp)) / config.filename
-        stats = save_compressed(model, path, conv_gap_bits=config.conv_gap_bits,
-                                linear_gap_bits=config.linear_gap_bits)
+        stats = save_compressed(model, path, conv_gap_bits=config.conv_gap_bits, linear_gap_bits=config.linear_gap_bits)
         size = os.path.getsize(path)
     summary = summarize(stats)
     ctx.notes.append(
         f"deep compression file: {size:,} bytes ({artifact_bytes(model) / size:.1f}x smaller than shrink.save of "
         f"the same model); {summary['nonzero']:,} non-zeros, indices {summary['index_bits_per_entry']:.2f} "
         f"bits/entry (entropy {summary['index_entropy']:.2f}), gaps {summary['gap_bits_per_entry']:.2f} "
-        f"(entropy {summary['gap_entropy']:.2f})" + (f"; written to {path}" if out_dir is not None else ""))
+        f"(entropy {summary['gap_entropy']:.2f})" + (f"; written to {path}" if out_dir is not None else "")
+    )
     setattr(model, "shrink_execution", "fp32 weights decoded from the Deep Compression file")  # noqa: B010
     setattr(model, "shrink_artifact", {"bytes": size, "digest": state_digest(model)})  # noqa: B010  (report size)
     return model

@@ -13,9 +13,22 @@ from shrink.distill.stage import EmbeddingDistillation, KnowledgeDistillation
 from shrink.distill.student import find_layer_stack, student_from_layers
 
 __all__ = [
-    "losses", "kd_loss", "hinton_loss", "hint_loss", "attention_map_loss", "attention_kl_loss", "embedding_loss",
-    "Hint", "FeatureTaps", "DistillLoss", "DistillTrainee", "logits_of", "KnowledgeDistillation",
-    "EmbeddingDistillation", "find_layer_stack", "student_from_layers",
+    "losses",
+    "kd_loss",
+    "hinton_loss",
+    "hint_loss",
+    "attention_map_loss",
+    "attention_kl_loss",
+    "embedding_loss",
+    "Hint",
+    "FeatureTaps",
+    "DistillLoss",
+    "DistillTrainee",
+    "logits_of",
+    "KnowledgeDistillation",
+    "EmbeddingDistillation",
+    "find_layer_stack",
+    "student_from_layers",
 ]
 
 

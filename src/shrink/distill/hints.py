@@ -35,14 +35,17 @@ def pick_output(output: Any, kind: str, where: str) -> torch.Tensor:
     module's (first) output."""
     if isinstance(output, torch.Tensor):
         if kind == "attention_probs":
-            raise DataError(f"{where}: module returns one tensor; attention_probs needs (output, attention) from "
-                            "an eager self-attention module")
+            raise DataError(
+                f"{where}: module returns one tensor; attention_probs needs (output, attention) from "
+                "an eager self-attention module"
+            )
         return output
     if isinstance(output, (tuple, list)) and output:
         index = 1 if kind == "attention_probs" else 0
         if index >= len(output) or not isinstance(output[index], torch.Tensor):
-            raise DataError(f"{where}: output has no attention probabilities (load the model with "
-                            "attn_implementation='eager')")
+            raise DataError(
+                f"{where}: output has no attention probabilities (load the model with attn_implementation='eager')"
+            )
         return output[index]
     raise DataError(f"{where}: cannot take a tensor from a module output of type {type(output).__name__}")
 
@@ -84,8 +87,10 @@ def make_projection(student_feature: torch.Tensor, teacher_feature: torch.Tensor
     s, t = student_feature, teacher_feature
     if s.dim() == 4 and t.dim() == 4:
         if s.shape[2:] != t.shape[2:]:
-            raise ConfigError(f"{where}: spatial sizes differ (student {tuple(s.shape[2:])}, teacher "
-                              f"{tuple(t.shape[2:])}); choose layers at the same resolution")
+            raise ConfigError(
+                f"{where}: spatial sizes differ (student {tuple(s.shape[2:])}, teacher "
+                f"{tuple(t.shape[2:])}); choose layers at the same resolution"
+            )
         return nn.Conv2d(s.shape[1], t.shape[1], kernel_size=1, bias=False)
     if s.shape[:-1] != t.shape[:-1]:
         raise ConfigError(f"{where}: feature shapes {tuple(s.shape)} and {tuple(t.shape)} differ beyond the last axis")

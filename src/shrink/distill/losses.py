@@ -40,13 +40,22 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     t = temperature
     log_p_student = F.log_softmax(student_logits.float() / t, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits.detach().float() / t, dim=-1)
-    kl = F.kl_div(log_p_student.reshape(-1, log_p_student.shape[-1]),
-                  log_p_teacher.reshape(-1, log_p_teacher.shape[-1]), reduction="batchmean", log_target=True)
+    kl = F.kl_div(
+        log_p_student.reshape(-1, log_p_student.shape[-1]),
+        log_p_teacher.reshape(-1, log_p_teacher.shape[-1]),
+        reduction="batchmean",
+        log_target=True,
+    )
     return kl * (t * t)
 
 
-def hinton_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None,
-                temperature: float = 4.0, alpha: float = 0.9) -> torch.Tensor:
+def hinton_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    target: torch.Tensor | None,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+) -> torch.Tensor:
     """``alpha · kd_loss + (1 - alpha) · CE(student, target)``; without labels only the soft term is used."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -78,8 +87,12 @@ def attention_map_loss(student_feature: torch.Tensor, teacher_feature: torch.Ten
     return (s - t).pow(2).sum(1).mean()
 
 
-def attention_kl_loss(student_attention: torch.Tensor, teacher_attention: torch.Tensor,
-                      attention_mask: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:
+def attention_kl_loss(
+    student_attention: torch.Tensor,
+    teacher_attention: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    eps: float = 1e-8,
+) -> torch.Tensor:
     """Attention transfer for transformers: ``KL(teacher ‖ student)`` between attention probabilities of shape
     (batch, heads, queries, keys), averaged over heads and (unpadded) queries."""
     _same_shape(student_attention, teacher_attention, "attention_kl_loss")
@@ -92,8 +105,9 @@ def attention_kl_loss(student_attention: torch.Tensor, teacher_attention: torch.
     return (kl * weights).sum() / weights.sum().clamp_min(1.0)
 
 
-def embedding_loss(student: torch.Tensor, teacher: torch.Tensor,
-                   kind: Literal["cosine", "mse"] = "cosine") -> torch.Tensor:
+def embedding_loss(
+    student: torch.Tensor, teacher: torch.Tensor, kind: Literal["cosine", "mse"] = "cosine"
+) -> torch.Tensor:
     """``1 - cos`` (mean over the batch) or MSE between student and teacher embeddings."""
     _same_shape(student, teacher, "embedding_loss")
     if kind == "cosine":

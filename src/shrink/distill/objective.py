@@ -41,9 +41,18 @@ class DistillLoss(nn.Module):
     outputs. Hints with ``kind="fitnet"`` need ``student`` and ``example_inputs`` to size their projections.
     """
 
-    def __init__(self, teacher: nn.Module, *, temperature: float = 4.0, alpha: float = 0.9,
-                 objective: Literal["logits", "embedding"] = "logits", embedding: Literal["cosine", "mse"] = "cosine",
-                 hints: Sequence[Hint] = (), student: nn.Module | None = None, example_inputs: Any = None) -> None:
+    def __init__(
+        self,
+        teacher: nn.Module,
+        *,
+        temperature: float = 4.0,
+        alpha: float = 0.9,
+        objective: Literal["logits", "embedding"] = "logits",
+        embedding: Literal["cosine", "mse"] = "cosine",
+        hints: Sequence[Hint] = (),
+        student: nn.Module | None = None,
+        example_inputs: Any = None,
+    ) -> None:
         super().__init__()
         if objective not in ("logits", "embedding"):
             raise ConfigError(f"DistillLoss: objective must be 'logits' or 'embedding', got {objective!r}")
@@ -52,8 +61,9 @@ class DistillLoss(nn.Module):
         self.temperature, self.alpha, self.objective, self.embedding = temperature, alpha, objective, embedding
         self.hints = tuple(hints)
         self.projections = nn.ModuleDict()
-        self._teacher_taps = FeatureTaps(teacher, [h.teacher for h in self.hints], "distill hint (teacher)") \
-            if self.hints else None
+        self._teacher_taps = (
+            FeatureTaps(teacher, [h.teacher for h in self.hints], "distill hint (teacher)") if self.hints else None
+        )
         self._student_taps: FeatureTaps | None = None
         self._student_id: int | None = None
         if any(h.kind == "fitnet" for h in self.hints):

@@ -63,8 +63,10 @@ class EmbeddingDistillation(_Training):
 
 def _teacher(ctx: Context, where: str) -> nn.Module:
     if ctx.teacher is None:
-        raise ConfigError(f"{where}: needs a teacher (shrink.distill(student, teacher, config); in a recipe the "
-                          "original model is the teacher)")
+        raise ConfigError(
+            f"{where}: needs a teacher (shrink.distill(student, teacher, config); in a recipe the "
+            "original model is the teacher)"
+        )
     return ctx.teacher
 
 
@@ -79,9 +81,18 @@ def _train_split(ctx: Context, split: str, where: str) -> Any:
 def _run(student: nn.Module, loss: DistillLoss, data: Any, config: _Training, ctx: Context, desc: str) -> nn.Module:
     trainee = DistillTrainee(student, loss)
     try:
-        fit(trainee, data, epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
-            optimizer=config.optimizer, loss_fn=DistillTrainee.loss_fn, checkpoint_dir=ctx.checkpoint_dir,
-            progress=ctx.progress, desc=desc)
+        fit(
+            trainee,
+            data,
+            epochs=config.epochs,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            optimizer=config.optimizer,
+            loss_fn=DistillTrainee.loss_fn,
+            checkpoint_dir=ctx.checkpoint_dir,
+            progress=ctx.progress,
+            desc=desc,
+        )
     finally:
         loss.close()
     return student.eval()
@@ -102,13 +113,20 @@ def distill_handler(model: nn.Module, config: KnowledgeDistillation, ctx: Contex
         from shrink.zoo import MODELS
 
         if config.student_zoo not in MODELS:
-            raise ConfigError(f"distill.student_zoo: unknown zoo model {config.student_zoo!r} (known: "
-                              f"{', '.join(MODELS)})")
+            raise ConfigError(
+                f"distill.student_zoo: unknown zoo model {config.student_zoo!r} (known: {', '.join(MODELS)})"
+            )
         torch.manual_seed(config.seed)
         model = MODELS[config.student_zoo]()
         ctx.notes.append(f"distill: fresh {config.student_zoo} student trained against the teacher")
-    loss = DistillLoss(teacher, temperature=config.temperature, alpha=config.alpha, hints=config.hints,
-                       student=model, example_inputs=_example(ctx, data))
+    loss = DistillLoss(
+        teacher,
+        temperature=config.temperature,
+        alpha=config.alpha,
+        hints=config.hints,
+        student=model,
+        example_inputs=_example(ctx, data),
+    )
     return _run(model, loss, data, config, ctx, "distill")
 
 
@@ -122,6 +140,12 @@ def embedding_distill_handler(model: nn.Module, config: EmbeddingDistillation, c
         ctx.notes.append(f"embedding_distill: student keeps layers {list(config.keep_layers)} of the stack")
     if config.data == "calibration":
         ctx.notes.append("embedding_distill: trained on the calibration batches (no training split)")
-    loss = DistillLoss(teacher, objective="embedding", embedding=config.loss, hints=config.hints, student=model,
-                       example_inputs=_example(ctx, data))
+    loss = DistillLoss(
+        teacher,
+        objective="embedding",
+        embedding=config.loss,
+        hints=config.hints,
+        student=model,
+        example_inputs=_example(ctx, data),
+    )
     return _run(model, loss, data, config, ctx, "embedding distill")

@@ -16,11 +16,16 @@ __all__ = ["find_layer_stack", "student_from_layers"]
 def find_layer_stack(model: nn.Module) -> str:
     """Name of the model's repeated block stack: the largest ``nn.ModuleList`` whose name ends in ``layer`` or
     ``layers`` (``encoder.encoder.layer`` for shrink's MiniLM)."""
-    candidates = [(len(m), name) for name, m in model.named_modules()
-                  if isinstance(m, nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layer", "layers", "blocks", "h")]
+    candidates = [
+        (len(m), name)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layer", "layers", "blocks", "h")
+    ]
     if not candidates:
-        raise ModelError(f"{type(model).__name__}: no layer stack (a ModuleList named layer/layers/blocks/h) found; "
-                         "name it with layers_path")
+        raise ModelError(
+            f"{type(model).__name__}: no layer stack (a ModuleList named layer/layers/blocks/h) found; "
+            "name it with layers_path"
+        )
     return max(candidates)[1]
 
 

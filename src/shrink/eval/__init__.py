@@ -6,6 +6,14 @@ from shrink.eval.latency import LatencyStats, measure_latency, repeat_batch
 from shrink.eval.metrics import accuracy, embedding_fidelity, predict
 
 __all__ = [
-    "evaluate", "machine_info", "count_params", "count_macs", "LatencyStats", "measure_latency", "repeat_batch",
-    "accuracy", "embedding_fidelity", "predict",
+    "evaluate",
+    "machine_info",
+    "count_params",
+    "count_macs",
+    "LatencyStats",
+    "measure_latency",
+    "repeat_batch",
+    "accuracy",
+    "embedding_fidelity",
+    "predict",
 ]

@@ -29,8 +29,12 @@ def machine_info(threads: int) -> dict[str, Any]:
     import onnxruntime
 
     return {
-        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": threads,
-        "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
         "platform": platform.platform(),
     }
 
@@ -89,8 +93,9 @@ def evaluate(
         latency = {}
         for b in batch_sizes:
             batch = repeat_batch(example_inputs, b)
-            stats = measure_latency(lambda run=run, batch=batch: run(batch), batch_size=b, threads=threads,
-                                    reps=reps, warmup=warmup)
+            stats = measure_latency(
+                lambda run=run, batch=batch: run(batch), batch_size=b, threads=threads, reps=reps, warmup=warmup
+            )
             latency[str(b)] = stats.to_dict()
         if isinstance(model, OnnxModel):
             params = nonzero = None
@@ -100,7 +105,18 @@ def evaluate(
             size, macs = own_artifact_bytes(model) or artifact_bytes(model), count_macs(model, example_inputs)
             runtime = getattr(model, "shrink_runtime", "torch eager")
             execution = getattr(model, "shrink_execution", "fp32")
-        rows.append(Row(name=name, runtime=runtime, execution=execution, metrics=metrics, params=params,
-                        nonzero_params=nonzero, size_bytes=size, macs=macs, latency=latency,
-                        notes=list((notes or {}).get(name, []))))
+        rows.append(
+            Row(
+                name=name,
+                runtime=runtime,
+                execution=execution,
+                metrics=metrics,
+                params=params,
+                nonzero_params=nonzero,
+                size_bytes=size,
+                macs=macs,
+                latency=latency,
+                notes=list((notes or {}).get(name, [])),
+            )
+        )
     return Report(rows=rows, metric=metric, machine=machine_info(threads), title=title)

@@ -28,7 +28,12 @@ class LatencyStats:
 
 
 def measure_latency(
-    fn: Callable[[], Any], *, batch_size: int, threads: int = 2, warmup: int = 5, reps: int = 20,
+    fn: Callable[[], Any],
+    *,
+    batch_size: int,
+    threads: int = 2,
+    warmup: int = 5,
+    reps: int = 20,
     min_time_s: float = 0.0,
 ) -> LatencyStats:
     """Time ``fn()`` ``reps`` times after ``warmup`` calls with ``threads`` PyTorch threads; more reps are taken

@@ -76,8 +76,15 @@ def onnx(
     return path
 
 
-def _export(model: nn.Module, args: tuple[Any, ...], tmp: Path, names: list[str], output_names: Sequence[str],
-            dynamic: dict[str, dict[int, str]], opset: int) -> None:
+def _export(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    tmp: Path,
+    names: list[str],
+    output_names: Sequence[str],
+    dynamic: dict[str, dict[int, str]],
+    opset: int,
+) -> None:
     with torch.no_grad():
         torch.onnx.export(
             model,

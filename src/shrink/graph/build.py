@@ -120,6 +120,8 @@ def build_dependency_graph(model: nn.Module, example_inputs: Any, on_unsupported
     prop.run()
     params = dict(model.named_parameters()) | dict(model.named_buffers())
     groups, roots = _group(state, params)
-    splits = [(path, ids.shape[0], ids.shape[1], np.array([int(roots[ids[h, 0]]) for h in range(ids.shape[0])]))
-              for path, ids in state.head_splits]
+    splits = [
+        (path, ids.shape[0], ids.shape[1], np.array([int(roots[ids[h, 0]]) for h in range(ids.shape[0])]))
+        for path, ids in state.head_splits
+    ]
     return DependencyGraph(groups, splits, state.notes, prop.skipped, roots, state.members)

@@ -99,7 +99,7 @@ class ChannelState:
         if offset + expanded.size > size:
             return False
         arr = self.members.setdefault(key, np.full(size, -1, dtype=np.int64))
-        seg = arr[offset: offset + expanded.size]
+        seg = arr[offset : offset + expanded.size]
         known = seg >= 0
         if known.any():  # the same dim reached twice (tied weights): its channels are the same channels
             self.union(seg[known], expanded[known])

@@ -50,15 +50,120 @@ def _width(c: Channels, k: int) -> int:
     return c.ids.shape[k]
 
 
-POINTWISE = set("""add sub rsub mul div where maximum minimum relu relu_ gelu silu sigmoid tanh hardtanh hardtanh_
-hardswish hardsigmoid relu6 leaky_relu elu mish dropout clone contiguous to _to_copy detach detach_ alias
-lift_fresh_copy pow sqrt rsqrt exp log neg abs clamp clamp_min clamp_max erf add_ mul_ sub_ div_ type_as
-masked_fill eq ne gt ge lt le __and__ __or__ bitwise_not logical_not square sin cos reciprocal sign floor round
-softplus silu_ gelu_ sigmoid_ tanh_""".split())  # noqa: SIM905
+POINTWISE = set(
+    [
+        "add",
+        "sub",
+        "rsub",
+        "mul",
+        "div",
+        "where",
+        "maximum",
+        "minimum",
+        "relu",
+        "relu_",
+        "gelu",
+        "silu",
+        "sigmoid",
+        "tanh",
+        "hardtanh",
+        "hardtanh_",
+        "hardswish",
+        "hardsigmoid",
+        "relu6",
+        "leaky_relu",
+        "elu",
+        "mish",
+        "dropout",
+        "clone",
+        "contiguous",
+        "to",
+        "_to_copy",
+        "detach",
+        "detach_",
+        "alias",
+        "lift_fresh_copy",
+        "pow",
+        "sqrt",
+        "rsqrt",
+        "exp",
+        "log",
+        "neg",
+        "abs",
+        "clamp",
+        "clamp_min",
+        "clamp_max",
+        "erf",
+        "add_",
+        "mul_",
+        "sub_",
+        "div_",
+        "type_as",
+        "masked_fill",
+        "eq",
+        "ne",
+        "gt",
+        "ge",
+        "lt",
+        "le",
+        "__and__",
+        "__or__",
+        "bitwise_not",
+        "logical_not",
+        "square",
+        "sin",
+        "cos",
+        "reciprocal",
+        "sign",
+        "floor",
+        "round",
+        "softplus",
+        "silu_",
+        "gelu_",
+        "sigmoid_",
+        "tanh_",
+    ]
+)  # noqa: SIM905
 PARAM_PASSTHROUGH = {"to", "_to_copy", "clone", "contiguous", "detach", "alias", "lift_fresh_copy", "type_as"}
-FIRST_ARG_OPS = set("""softmax _softmax log_softmax sum mean amax amin linalg_vector_norm var std norm logsumexp prod
-view reshape _unsafe_view flatten transpose permute t unsqueeze squeeze select slice index index_select expand
-expand_as repeat split split_with_sizes chunk unbind pad constant_pad_nd""".split())  # noqa: SIM905
+FIRST_ARG_OPS = set(
+    [
+        "softmax",
+        "_softmax",
+        "log_softmax",
+        "sum",
+        "mean",
+        "amax",
+        "amin",
+        "linalg_vector_norm",
+        "var",
+        "std",
+        "norm",
+        "logsumexp",
+        "prod",
+        "view",
+        "reshape",
+        "_unsafe_view",
+        "flatten",
+        "transpose",
+        "permute",
+        "t",
+        "unsqueeze",
+        "squeeze",
+        "select",
+        "slice",
+        "index",
+        "index_select",
+        "expand",
+        "expand_as",
+        "repeat",
+        "split",
+        "split_with_sizes",
+        "chunk",
+        "unbind",
+        "pad",
+        "constant_pad_nd",
+    ]
+)  # noqa: SIM905
 IGNORED = {"_assert_tensor_metadata", "sym_size", "sym_numel", "sym_stride", "_assert_scalar", "size"}
 
 
@@ -72,23 +177,62 @@ class Propagator:
         self.rules: dict[str, Callable[[fx.Node], Any]] = {
             **{n: self.pointwise for n in POINTWISE},
             **{n: self.softmax for n in ("softmax", "_softmax", "log_softmax")},
-            **{n: self.reduce for n in ("sum", "mean", "amax", "amin", "linalg_vector_norm", "var", "std", "norm",
-                                        "logsumexp", "prod")},
-            **{n: self.pool for n in ("adaptive_avg_pool2d", "adaptive_avg_pool1d", "avg_pool2d", "avg_pool1d",
-                                      "max_pool2d", "max_pool1d", "adaptive_max_pool2d", "max_pool2d_with_indices",
-                                      "upsample_nearest2d", "upsample_bilinear2d", "_adaptive_avg_pool2d")},
+            **{
+                n: self.reduce
+                for n in (
+                    "sum",
+                    "mean",
+                    "amax",
+                    "amin",
+                    "linalg_vector_norm",
+                    "var",
+                    "std",
+                    "norm",
+                    "logsumexp",
+                    "prod",
+                )
+            },
+            **{
+                n: self.pool
+                for n in (
+                    "adaptive_avg_pool2d",
+                    "adaptive_avg_pool1d",
+                    "avg_pool2d",
+                    "avg_pool1d",
+                    "max_pool2d",
+                    "max_pool1d",
+                    "adaptive_max_pool2d",
+                    "max_pool2d_with_indices",
+                    "upsample_nearest2d",
+                    "upsample_bilinear2d",
+                    "_adaptive_avg_pool2d",
+                )
+            },
             **{n: self.pad for n in ("pad", "constant_pad_nd")},
             **{n: self.reshape for n in ("view", "reshape", "_unsafe_view")},
-            "flatten": self.flatten, "transpose": self.permute, "permute": self.permute, "t": self.permute,
-            "unsqueeze": self.unsqueeze, "squeeze": self.squeeze, "select": self.select, "slice": self.slice,
-            "index": self.index, "index_select": self.index_select, "expand": self.expand,
-            "expand_as": self.expand, "repeat": self.expand, "cat": self.cat, "getitem": self.getitem,
+            "flatten": self.flatten,
+            "transpose": self.permute,
+            "permute": self.permute,
+            "t": self.permute,
+            "unsqueeze": self.unsqueeze,
+            "squeeze": self.squeeze,
+            "select": self.select,
+            "slice": self.slice,
+            "index": self.index,
+            "index_select": self.index_select,
+            "expand": self.expand,
+            "expand_as": self.expand,
+            "repeat": self.expand,
+            "cat": self.cat,
+            "getitem": self.getitem,
             **{n: self.split for n in ("split", "split_with_sizes", "chunk", "unbind")},
             **{n: self.conv for n in ("conv1d", "conv2d", "conv3d", "convolution")},
-            "linear": self.linear, "addmm": self.addmm, **{n: self.matmul for n in ("matmul", "mm", "bmm")},
-            "scaled_dot_product_attention": self.sdpa, "embedding": self.embedding,
-            **{n: self.batch_norm for n in ("batch_norm", "_native_batch_norm_legit_no_training",
-                                            "native_batch_norm")},
+            "linear": self.linear,
+            "addmm": self.addmm,
+            **{n: self.matmul for n in ("matmul", "mm", "bmm")},
+            "scaled_dot_product_attention": self.sdpa,
+            "embedding": self.embedding,
+            **{n: self.batch_norm for n in ("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm")},
             **{n: self.layer_norm for n in ("layer_norm", "native_layer_norm", "rms_norm")},
             "group_norm": self.group_norm,
         }
@@ -142,8 +286,10 @@ class Propagator:
             if self.on_unsupported == "error":
                 from shrink.errors import UnsupportedOpError
 
-                raise UnsupportedOpError(f"structured pruning cannot handle {what} (pass on_unsupported='skip' to "
-                                         "keep the channels it touches)") from None
+                raise UnsupportedOpError(
+                    f"structured pruning cannot handle {what} (pass on_unsupported='skip' to "
+                    "keep the channels it touches)"
+                ) from None
             self.skipped.append(what)
             for c in tracked:
                 self.s.freeze(c.ids, f"skipped {what}")
@@ -158,8 +304,11 @@ class Propagator:
 
     # ------------------------------------------------------------------ elementwise
     def pointwise(self, node: fx.Node, operands: list[Any] | None = None) -> Any:
-        operands = operands if operands is not None else [a for a in [*node.args, *node.kwargs.values()]
-                                                          if isinstance(a, fx.Node)]
+        operands = (
+            operands
+            if operands is not None
+            else [a for a in [*node.args, *node.kwargs.values()] if isinstance(a, fx.Node)]
+        )
         out = _shape(node)
         if out is None:
             raise Unsupported("output is not a tensor")
@@ -269,8 +418,8 @@ class Propagator:
                 self.s.head_splits.append((self.path(node), ids))
                 return Channels(ids, (j, j + 1))
         for m in range(a + 1, len(ins)):  # merge with the following axes (flatten by view)
-            if (j := at(pre, width * math.prod(ins[a + 1: m + 1]))) is not None:
-                return Channels(x.ids, (j,), x.rep * math.prod(ins[a + 1: m + 1]))
+            if (j := at(pre, width * math.prod(ins[a + 1 : m + 1]))) is not None:
+                return Channels(x.ids, (j,), x.rep * math.prod(ins[a + 1 : m + 1]))
         raise Unsupported(f"reshape {list(ins)} -> {list(out)} splits the channel axis")
 
     def flatten(self, node: fx.Node) -> Any:
@@ -290,7 +439,7 @@ class Propagator:
         if a > end:
             return x.moved((a - (end - start),))
         if a == start:
-            return Channels(x.ids, (start,), x.rep * math.prod(ins[start + 1: end + 1]))
+            return Channels(x.ids, (start,), x.rep * math.prod(ins[start + 1 : end + 1]))
         raise Unsupported("flatten puts the channel axis inside the flattened features (channels-last)")
 
     def permute(self, node: fx.Node) -> Any:
@@ -412,7 +561,7 @@ class Propagator:
         if x.heads or x.rep != 1 or name == "unbind":
             raise Unsupported("splits attention heads or flattened channels")
         bounds = np.cumsum([0, *sizes])
-        return [Channels(x.ids[bounds[i]: bounds[i + 1]], x.axes) for i in range(len(sizes))]
+        return [Channels(x.ids[bounds[i] : bounds[i + 1]], x.axes) for i in range(len(sizes))]
 
     def getitem(self, node: fx.Node) -> Any:
         x = self.v(node.args[0])
@@ -532,8 +681,9 @@ class Propagator:
             raise Unsupported("normalizes an axis other than the channel axis")
         for i, r in enumerate(refs):
             p = self.v(r)
-            if isinstance(p, ParamRef) and not self.s.add_member((p.fqn, p.dims[0]), p.shape[p.dims[0]], x.ids,
-                                                                 x.rep, "norm" if i == 0 else "other"):
+            if isinstance(p, ParamRef) and not self.s.add_member(
+                (p.fqn, p.dims[0]), p.shape[p.dims[0]], x.ids, x.rep, "norm" if i == 0 else "other"
+            ):
                 raise Unsupported("norm parameters do not match the channels")
         return x
 

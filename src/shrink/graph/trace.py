@@ -67,7 +67,7 @@ class TracedGraph:
         if not stack:
             return ""
         path = list(stack.values())[-1][0]
-        return path[len(_PREFIX):] if path.startswith(_PREFIX) else ("" if path == "model" else path)
+        return path[len(_PREFIX) :] if path.startswith(_PREFIX) else ("" if path == "model" else path)
 
 
 def trace(model: nn.Module, example_inputs: Any) -> TracedGraph:
@@ -78,11 +78,13 @@ def trace(model: nn.Module, example_inputs: Any) -> TracedGraph:
     try:
         ep = torch.export.export(_Flat(model), args, kwargs, strict=False)
     except Exception as exc:  # export raises many internal error types; they all mean "cannot trace"
-        raise ModelError(f"cannot trace {type(model).__name__} with torch.export: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise ModelError(
+            f"cannot trace {type(model).__name__} with torch.export: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
     finally:
         model.train(was_training)
     sig = ep.graph_signature
     named = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
-    tensors = {k: v[len(_PREFIX):] if v.startswith(_PREFIX) else v for k, v in named.items()}
+    tensors = {k: v[len(_PREFIX) :] if v.startswith(_PREFIX) else v for k, v in named.items()}
     return TracedGraph(graph=ep.graph, tensors=tensors)

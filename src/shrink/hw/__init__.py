@@ -7,6 +7,19 @@ from shrink.hw.policy import FP32, LayerChoice, Policy
 from shrink.hw.profile import Profile, bundled_profiles, load_profile
 
 __all__ = [
-    "Estimate", "RankCorrelation", "estimate", "layer_cost", "policy_costs", "rank_correlation", "LayerSpec",
-    "trace_layers", "LatencyTable", "FP32", "LayerChoice", "Policy", "Profile", "bundled_profiles", "load_profile",
+    "Estimate",
+    "RankCorrelation",
+    "estimate",
+    "layer_cost",
+    "policy_costs",
+    "rank_correlation",
+    "LayerSpec",
+    "trace_layers",
+    "LatencyTable",
+    "FP32",
+    "LayerChoice",
+    "Policy",
+    "Profile",
+    "bundled_profiles",
+    "load_profile",
 ]

@@ -37,8 +37,14 @@ class Estimate:
         return asdict(self)
 
 
-def layer_cost(spec: LayerSpec, choice: LayerChoice, profile: Profile, *, table: LatencyTable | None = None,
-               weights_cached: bool = True) -> LayerCost:
+def layer_cost(
+    spec: LayerSpec,
+    choice: LayerChoice,
+    profile: Profile,
+    *,
+    table: LatencyTable | None = None,
+    weights_cached: bool = True,
+) -> LayerCost:
     """Cost of one layer (already at its kept width) under ``choice`` on ``profile``."""
     if profile.kind == "accelerator":
         assert profile.accelerator is not None
@@ -48,10 +54,18 @@ def layer_cost(spec: LayerSpec, choice: LayerChoice, profile: Profile, *, table:
     ms = table.latency_ms(spec, choice)
     kind = execution_kind(choice, profile.measured)
     a_bits = activation_bits("int8" if choice.bits <= 8 else "fp32")
-    return LayerCost(name=spec.name, choice=choice.label(), executed_as=f"{kind} ({profile.measured.runtime})",
-                     latency_s=ms / 1e3, energy_j=None, weight_bytes=weight_bytes(spec, choice),
-                     activation_bytes=(spec.in_elems + spec.out_elems) * a_bits / 8, macs=spec.macs,
-                     bitops=spec.macs * choice.bits * a_bits, bound="measured")
+    return LayerCost(
+        name=spec.name,
+        choice=choice.label(),
+        executed_as=f"{kind} ({profile.measured.runtime})",
+        latency_s=ms / 1e3,
+        energy_j=None,
+        weight_bytes=weight_bytes(spec, choice),
+        activation_bytes=(spec.in_elems + spec.out_elems) * a_bits / 8,
+        macs=spec.macs,
+        bitops=spec.macs * choice.bits * a_bits,
+        bound="measured",
+    )
 
 
 def _weight_cache_budget(profile: Profile) -> float:
@@ -59,8 +73,9 @@ def _weight_cache_budget(profile: Profile) -> float:
     return profile.accelerator.sram_bytes * (1 - ACTIVATION_SRAM_SHARE)
 
 
-def policy_costs(specs: Sequence[LayerSpec], policy: Policy, profile: Profile,
-                 table: LatencyTable | None = None) -> list[LayerCost]:
+def policy_costs(
+    specs: Sequence[LayerSpec], policy: Policy, profile: Profile, table: LatencyTable | None = None
+) -> list[LayerCost]:
     """Per-layer costs of ``policy`` (missing layers: fp32). Channel widths shrink the layer's outputs and its
     consumer's inputs; on accelerators, weights are cached in SRAM in execution order while they fit."""
     widths = input_widths(list(specs), {n: c.width for n, c in policy.items()})
@@ -79,8 +94,14 @@ def policy_costs(specs: Sequence[LayerSpec], policy: Policy, profile: Profile,
     return out
 
 
-def estimate(model: nn.Module, profile: str | Profile, example_inputs: Any, policy: Policy | None = None, *,
-             table: LatencyTable | None = None) -> Estimate:
+def estimate(
+    model: nn.Module,
+    profile: str | Profile,
+    example_inputs: Any,
+    policy: Policy | None = None,
+    *,
+    table: LatencyTable | None = None,
+) -> Estimate:
     """Per-layer and total latency / energy / memory of ``model`` compressed by ``policy`` on ``profile``.
 
     Only Conv/Linear layers are costed; elementwise ops, pooling and runtime overhead are not (the estimate ranks
@@ -102,11 +123,15 @@ def estimate(model: nn.Module, profile: str | Profile, example_inputs: Any, poli
     else:
         notes.append("latency and energy modelled (roofline); not measured on a device")
     return Estimate(
-        profile=profile.name, layers=costs, latency_s=sum(c.latency_s for c in costs),
+        profile=profile.name,
+        layers=costs,
+        latency_s=sum(c.latency_s for c in costs),
         energy_j=None if any(e is None for e in energies) else sum(e for e in energies if e is not None),
         weight_bytes=sum(c.weight_bytes for c in costs),
-        peak_activation_bytes=max(c.activation_bytes for c in costs), macs=sum(c.macs for c in costs),
-        bitops=sum(c.bitops for c in costs), notes=notes,
+        peak_activation_bytes=max(c.activation_bytes for c in costs),
+        macs=sum(c.macs for c in costs),
+        bitops=sum(c.bitops for c in costs),
+        notes=notes,
     )
 
 

@@ -61,9 +61,11 @@ class LayerSpec:
 
     def key(self) -> str:
         """A string naming the layer's configuration (not its name): equal keys cost the same."""
-        return (f"{self.kind}:i{self.in_channels}:o{self.out_channels}:k{'x'.join(map(str, self.kernel))}"
-                f":s{'x'.join(map(str, self.stride))}:p{'x'.join(map(str, self.padding))}:g{self.groups}"
-                f":b{int(self.bias)}:in{'x'.join(map(str, self.in_shape))}")
+        return (
+            f"{self.kind}:i{self.in_channels}:o{self.out_channels}:k{'x'.join(map(str, self.kernel))}"
+            f":s{'x'.join(map(str, self.stride))}:p{'x'.join(map(str, self.padding))}:g{self.groups}"
+            f":b{int(self.bias)}:in{'x'.join(map(str, self.in_shape))}"
+        )
 
 
 def _prod(shape: tuple[int, ...]) -> int:
@@ -75,14 +77,36 @@ def _prod(shape: tuple[int, ...]) -> int:
 
 def _spec(name: str, m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LayerSpec:
     if isinstance(m, nn.Linear):
-        return LayerSpec(name, "linear", m.in_features, m.out_features, (1,), (1,), (0,), 1, m.bias is not None,
-                         tuple(x.shape), tuple(y.shape))
+        return LayerSpec(
+            name,
+            "linear",
+            m.in_features,
+            m.out_features,
+            (1,),
+            (1,),
+            (0,),
+            1,
+            m.bias is not None,
+            tuple(x.shape),
+            tuple(y.shape),
+        )
     assert isinstance(m, (nn.Conv1d, nn.Conv2d))
     if isinstance(m.padding, str):
         raise ModelError(f"cost model: layer {name!r} uses padding={m.padding!r}; give explicit padding")
     kind = "conv1d" if isinstance(m, nn.Conv1d) else "conv2d"
-    return LayerSpec(name, kind, m.in_channels, m.out_channels, tuple(m.kernel_size), tuple(m.stride),
-                     tuple(m.padding), m.groups, m.bias is not None, tuple(x.shape), tuple(y.shape))
+    return LayerSpec(
+        name,
+        kind,
+        m.in_channels,
+        m.out_channels,
+        tuple(m.kernel_size),
+        tuple(m.stride),
+        tuple(m.padding),
+        m.groups,
+        m.bias is not None,
+        tuple(x.shape),
+        tuple(y.shape),
+    )
 
 
 def trace_layers(model: nn.Module, example_inputs: Any) -> list[LayerSpec]:
@@ -92,9 +116,11 @@ def trace_layers(model: nn.Module, example_inputs: Any) -> list[LayerSpec]:
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, _COMPUTE):
+
             def hook(m: nn.Module, args: tuple[Any, ...], out: Any, name: str = name) -> None:
                 if name not in specs:  # a layer run twice (weight sharing) is costed for its first call only
                     specs[name] = _spec(name, m, args[0], out)
+
             handles.append(module.register_forward_hook(hook))
     was_training = model.training
     model.eval()
@@ -118,8 +144,9 @@ def scaled(spec: LayerSpec, in_width: float, out_width: float) -> LayerSpec:
     channel_dim = -1 if spec.kind == "linear" else 1
     in_shape, out_shape = list(spec.in_shape), list(spec.out_shape)
     in_shape[channel_dim], out_shape[channel_dim] = cin, cout
-    return replace(spec, in_channels=cin, out_channels=cout, groups=groups, in_shape=tuple(in_shape),
-                   out_shape=tuple(out_shape))
+    return replace(
+        spec, in_channels=cin, out_channels=cout, groups=groups, in_shape=tuple(in_shape), out_shape=tuple(out_shape)
+    )
 
 
 def input_widths(specs: list[LayerSpec], out_widths: dict[str, float]) -> dict[str, float]:
@@ -133,8 +160,11 @@ def input_widths(specs: list[LayerSpec], out_widths: dict[str, float]) -> dict[s
     for i, spec in enumerate(specs):
         widths[spec.name] = 1.0
         for prev in reversed(specs[:i]):
-            fits = (prev.out_channels == spec.in_channels if spec.kind != "linear"
-                    else spec.in_channels % prev.out_channels == 0)
+            fits = (
+                prev.out_channels == spec.in_channels
+                if spec.kind != "linear"
+                else spec.in_channels % prev.out_channels == 0
+            )
             if fits:
                 widths[spec.name] = out_widths.get(prev.name, 1.0)
                 break

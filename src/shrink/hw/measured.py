@@ -53,8 +53,15 @@ def layer_module(spec: LayerSpec) -> nn.Module:
     if spec.kind == "linear":
         return nn.Linear(spec.in_channels, spec.out_channels, bias=spec.bias).eval()
     cls = nn.Conv2d if spec.kind == "conv2d" else nn.Conv1d
-    return cls(spec.in_channels, spec.out_channels, spec.kernel, stride=spec.stride,  # type: ignore[arg-type]
-               padding=spec.padding, groups=spec.groups, bias=spec.bias).eval()  # type: ignore[arg-type]
+    return cls(
+        spec.in_channels,
+        spec.out_channels,
+        spec.kernel,
+        stride=spec.stride,  # type: ignore[arg-type]
+        padding=spec.padding,
+        groups=spec.groups,
+        bias=spec.bias,
+    ).eval()  # type: ignore[arg-type]
 
 
 class LatencyTable:
@@ -86,8 +93,13 @@ class LatencyTable:
         return self.entries[k]
 
     def save(self) -> None:
-        body = {"cpu": _cpu_name(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                "threads": self.spec.threads, "entries": self.entries}
+        body = {
+            "cpu": _cpu_name(),
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "threads": self.spec.threads,
+            "entries": self.entries,
+        }
         atomic_write_bytes(self.path, json.dumps(body, indent=1, sort_keys=True).encode())
 
     def _measure(self, layer: LayerSpec, runtime: str, kind: str) -> float:
@@ -95,8 +107,9 @@ class LatencyTable:
         module = layer_module(layer)
         x = torch.randn(layer.in_shape)
         fn = (lambda: module(x)) if runtime == "torch" else self._ort_runner(module, x, kind)
-        stats = measure_latency(fn, batch_size=layer.in_shape[0], threads=self.spec.threads, warmup=5,
-                                reps=self.spec.reps, min_time_s=0.05)
+        stats = measure_latency(
+            fn, batch_size=layer.in_shape[0], threads=self.spec.threads, warmup=5, reps=self.spec.reps, min_time_s=0.05
+        )
         return stats.median_ms
 
     def _ort_runner(self, module: nn.Module, x: torch.Tensor, kind: str):

@@ -47,8 +47,13 @@ class _Reader:
         return None if x is None else {self.name: x}
 
 
-def export_int8(model: nn.Module, path: str | os.PathLike[str], example_inputs: torch.Tensor,
-                calibration: list[torch.Tensor], int8_layers: Iterable[str] | None = None) -> Path:
+def export_int8(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    example_inputs: torch.Tensor,
+    calibration: list[torch.Tensor],
+    int8_layers: Iterable[str] | None = None,
+) -> Path:
     """Write ``model`` as a QDQ ONNX graph at ``path`` with ``int8_layers`` (default: all Conv/Linear) quantized.
 
     ``calibration`` is a list of input tensors for activation ranges (min-max).
@@ -57,8 +62,9 @@ def export_int8(model: nn.Module, path: str | os.PathLike[str], example_inputs: 
 
     path = Path(path)
     fp32 = export_onnx(model, path.with_name(path.stem + ".fp32.onnx"), example_inputs)
-    all_nodes = layer_nodes(fp32, [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d,
-                                                                                         nn.Conv2d))])
+    all_nodes = layer_nodes(
+        fp32, [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    )
     chosen = set(all_nodes) if int8_layers is None else set(int8_layers)
     exclude = [node for name, nodes in all_nodes.items() if name not in chosen for node in nodes]
     include = [node for name, nodes in all_nodes.items() if name in chosen for node in nodes]
@@ -70,9 +76,15 @@ def export_int8(model: nn.Module, path: str | os.PathLike[str], example_inputs: 
     root.setLevel(logging.ERROR)  # the quantizer logs a pre-processing suggestion on every call
     try:
         quantize_static(
-            str(fp32), str(path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
+            str(fp32),
+            str(path),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=exclude,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
     finally:
@@ -81,13 +93,16 @@ def export_int8(model: nn.Module, path: str | os.PathLike[str], example_inputs: 
     return path
 
 
-def int8_session(model: nn.Module, directory: str | os.PathLike[str], example_inputs: torch.Tensor,
-                 calibration: list[torch.Tensor], int8_layers: Iterable[str] | None = None,
-                 threads: int = 2) -> OnnxModel:
+def int8_session(
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    example_inputs: torch.Tensor,
+    calibration: list[torch.Tensor],
+    int8_layers: Iterable[str] | None = None,
+    threads: int = 2,
+) -> OnnxModel:
     """Export with :func:`export_int8` and open the graph in ONNX Runtime (``execution`` says what runs int8)."""
     chosen = None if int8_layers is None else sorted(int8_layers)
     path = export_int8(model, Path(directory) / "model.int8.onnx", example_inputs, calibration, chosen)
     what = "all layers" if chosen is None else f"{len(chosen)} layers"
     return OnnxModel(path, threads=threads, execution=f"int8 QDQ, {what} (real, integer kernels)")
-
-

@@ -21,8 +21,15 @@ import yaml
 from shrink.config import format_validation_error
 from shrink.errors import ConfigError
 
-__all__ = ["Profile", "AcceleratorSpec", "MeasuredSpec", "load_profile", "bundled_profiles", "PRECISIONS",
-           "precision_of"]
+__all__ = [
+    "Profile",
+    "AcceleratorSpec",
+    "MeasuredSpec",
+    "load_profile",
+    "bundled_profiles",
+    "PRECISIONS",
+    "precision_of",
+]
 
 #: precisions from narrowest to widest; a device without one runs the layer at the next wider one it has
 PRECISIONS = ("int2", "int4", "int8", "fp16", "fp32")
@@ -66,7 +73,7 @@ class AcceleratorSpec(_Strict):
 
     def executed_as(self, bits: int) -> str:
         """The precision a layer quantized to ``bits`` runs at on this device."""
-        for p in PRECISIONS[PRECISIONS.index(precision_of(bits)):]:
+        for p in PRECISIONS[PRECISIONS.index(precision_of(bits)) :]:
             if p in self.macs_per_s:
                 return p
         return max(self.macs_per_s, key=PRECISIONS.index)

@@ -69,9 +69,15 @@ def roofline_cost(spec: LayerSpec, choice: LayerChoice, acc: AcceleratorSpec, we
     e = acc.energy
     energy_pj = macs * e.mac_pj[precision] + sram * e.sram_byte_pj + dram * e.dram_byte_pj
     return LayerCost(
-        name=spec.name, choice=choice.label(), executed_as=precision,
-        latency_s=max(compute_s, transfer_s) + acc.layer_overhead_s, energy_j=energy_pj * 1e-12,
-        weight_bytes=weight_bytes(spec, choice), activation_bytes=in_bytes + out_bytes, macs=macs,
-        bitops=spec.macs * choice.bits * activation_bits(precision_of(choice.bits)), dram_bytes=dram,
+        name=spec.name,
+        choice=choice.label(),
+        executed_as=precision,
+        latency_s=max(compute_s, transfer_s) + acc.layer_overhead_s,
+        energy_j=energy_pj * 1e-12,
+        weight_bytes=weight_bytes(spec, choice),
+        activation_bytes=in_bytes + out_bytes,
+        macs=macs,
+        bitops=spec.macs * choice.bits * activation_bits(precision_of(choice.bits)),
+        dram_bytes=dram,
         bound="compute" if compute_s >= transfer_s else "memory",
     )

@@ -21,21 +21,39 @@ from shrink.hw.profile import Profile, load_profile
 __all__ = ["measure_policy_latency", "ProfileCheck", "check_profile", "overhead_s"]
 
 
-def measure_policy_latency(model: nn.Module, policy: Policy, example_inputs: torch.Tensor,
-                           calibration: list[torch.Tensor], *, threads: int = 2, reps: int = 30,
-                           min_time_s: float = 0.3) -> LatencyStats:
+def measure_policy_latency(
+    model: nn.Module,
+    policy: Policy,
+    example_inputs: torch.Tensor,
+    calibration: list[torch.Tensor],
+    *,
+    threads: int = 2,
+    reps: int = 30,
+    min_time_s: float = 0.3,
+) -> LatencyStats:
     """End-to-end ONNX Runtime latency of ``model`` with the policy's <= 8-bit layers on int8 kernels (the rest
     fp32; channel widths must already be applied to ``model``)."""
     int8 = [n for n, c in policy.items() if c.bits <= 8]
     with tempfile.TemporaryDirectory(prefix="shrink-hw-") as tmp:
         session = int8_session(model, tmp, example_inputs, calibration, int8, threads=threads)
     feeds = session.feeds(example_inputs)
-    return measure_latency(lambda: session.run_numpy(feeds), batch_size=int(example_inputs.shape[0]),
-                           threads=threads, reps=reps, warmup=5, min_time_s=min_time_s)
+    return measure_latency(
+        lambda: session.run_numpy(feeds),
+        batch_size=int(example_inputs.shape[0]),
+        threads=threads,
+        reps=reps,
+        warmup=5,
+        min_time_s=min_time_s,
+    )
 
 
-def overhead_s(model: nn.Module, example_inputs: torch.Tensor, calibration: list[torch.Tensor],
-               profile: str | Profile = "cpu", table: LatencyTable | None = None) -> float:
+def overhead_s(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    calibration: list[torch.Tensor],
+    profile: str | Profile = "cpu",
+    table: LatencyTable | None = None,
+) -> float:
     """What the per-layer table does not see (elementwise ops, pooling, session call): measured fp32 model latency
     minus the table's sum for it, on this machine now. Add it to estimates to compare with end-to-end budgets."""
     predicted = estimate(model, profile, example_inputs, {}, table=table).latency_s
@@ -51,9 +69,13 @@ class ProfileCheck:
     correlation: RankCorrelation
 
 
-def check_profile(configs: Sequence[tuple[str, nn.Module, Policy]], example_inputs: Any,
-                  calibration: list[torch.Tensor], profile: str | Profile = "cpu",
-                  table: LatencyTable | None = None) -> ProfileCheck:
+def check_profile(
+    configs: Sequence[tuple[str, nn.Module, Policy]],
+    example_inputs: Any,
+    calibration: list[torch.Tensor],
+    profile: str | Profile = "cpu",
+    table: LatencyTable | None = None,
+) -> ProfileCheck:
     """Predicted (table) vs measured (end-to-end ONNX Runtime) latency for each ``(label, model, policy)``, and the
     Spearman rank correlation between them. Models carry their widths already; policies give the bit widths."""
     profile = load_profile(profile)

@@ -10,7 +10,20 @@ from shrink.lowrank.svd import singular_values, svd_linear
 from shrink.lowrank.tucker import mode_singular_values, tucker2_conv, tucker2_factors
 
 __all__ = [
-    "Factorized", "svd_linear", "singular_values", "tucker2_conv", "tucker2_factors", "mode_singular_values",
-    "cp_conv", "cp_factors", "energy_rank", "svd_budget_rank", "tucker_budget_ranks", "cp_budget_rank",
-    "SVDDecomposition", "TuckerDecomposition", "CPDecomposition", "replace_module",
+    "Factorized",
+    "svd_linear",
+    "singular_values",
+    "tucker2_conv",
+    "tucker2_factors",
+    "mode_singular_values",
+    "cp_conv",
+    "cp_factors",
+    "energy_rank",
+    "svd_budget_rank",
+    "tucker_budget_ranks",
+    "cp_budget_rank",
+    "SVDDecomposition",
+    "TuckerDecomposition",
+    "CPDecomposition",
+    "replace_module",
 ]

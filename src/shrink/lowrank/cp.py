@@ -12,7 +12,6 @@ from shrink.lowrank.factorized import Factorized
 __all__ = ["cp_factors", "cp_conv", "cp_reconstruct"]
 
 
-
 _MTTKRP = ("abcd,br,cr,dr->ar", "abcd,ar,cr,dr->br", "abcd,ar,br,dr->cr", "abcd,ar,br,cr->dr")
 
 
@@ -24,8 +23,9 @@ def _init_factor(unfolding: torch.Tensor, rank: int, gen: torch.Generator) -> to
     return u
 
 
-def cp_factors(weight: torch.Tensor, rank: int, n_iter: int = 100, seed: int = 0,
-               tol: float = 1e-7) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def cp_factors(
+    weight: torch.Tensor, rank: int, n_iter: int = 100, seed: int = 0, tol: float = 1e-7
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``(λ, [A_out, B_in, C_h, D_w])`` of a rank-``rank`` CP decomposition of a 4-D conv weight by alternating
     least squares (SVD initialisation), in float64: ``W ≈ Σ_r λ_r a_r ⊗ b_r ⊗ c_r ⊗ d_r``.
 

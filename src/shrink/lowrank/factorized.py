@@ -12,14 +12,17 @@ from shrink.export.artifact import register_layer
 
 __all__ = ["Factorized"]
 
-_CONV_KEYS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
-              "padding_mode")
+_CONV_KEYS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode")
 
 
 def _child_args(layer: nn.Module) -> dict[str, Any]:
     if isinstance(layer, nn.Linear):
-        return {"type": "Linear", "in_features": layer.in_features, "out_features": layer.out_features,
-                "bias": layer.bias is not None}
+        return {
+            "type": "Linear",
+            "in_features": layer.in_features,
+            "out_features": layer.out_features,
+            "bias": layer.bias is not None,
+        }
     if isinstance(layer, nn.Conv2d):
         args: dict[str, Any] = {"type": "Conv2d", "bias": layer.bias is not None}
         for key in _CONV_KEYS:
@@ -58,5 +61,6 @@ class Factorized(nn.Sequential):
         layers = args.get("layers")
         if not isinstance(layers, list) or not layers or not all(isinstance(a, dict) for a in layers):
             raise FileFormatError("Factorized: manifest lacks its layer list")
-        return cls(*(_build_child(a) for a in layers), method=str(args.get("method", "")),
-                   rank=str(args.get("rank", "")))
+        return cls(
+            *(_build_child(a) for a in layers), method=str(args.get("method", "")), rank=str(args.get("rank", ""))
+        )

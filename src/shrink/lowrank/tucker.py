@@ -24,8 +24,9 @@ def _leading(matrix: torch.Tensor, rank: int) -> torch.Tensor:
     return torch.linalg.svd(matrix, full_matrices=False)[0][:, :rank]
 
 
-def tucker2_factors(weight: torch.Tensor, r_out: int, r_in: int, method: str = "hooi",
-                    n_iter: int = 20) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def tucker2_factors(
+    weight: torch.Tensor, r_out: int, r_in: int, method: str = "hooi", n_iter: int = 20
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(core, U_out, U_in)`` with ``weight ≈ core ×₀ U_out ×₁ U_in`` (orthonormal factors), in float64.
 
     ``"hosvd"``: leading singular vectors of each unfolding; ``"hooi"``: alternating refinement started from
@@ -49,8 +50,16 @@ def tucker2_conv(layer: nn.Conv2d, r_out: int, r_in: int, method: str = "hooi") 
         raise ValueError(f"Tucker-2 needs groups=1, got groups={layer.groups}")
     core, u_out, u_in = tucker2_factors(layer.weight, r_out, r_in, method)
     first = nn.Conv2d(layer.in_channels, r_in, 1, bias=False)
-    middle = nn.Conv2d(r_in, r_out, layer.kernel_size, layer.stride, layer.padding, layer.dilation,  # type: ignore[arg-type]
-                       bias=False, padding_mode=layer.padding_mode)
+    middle = nn.Conv2d(
+        r_in,
+        r_out,
+        layer.kernel_size,
+        layer.stride,
+        layer.padding,
+        layer.dilation,  # type: ignore[arg-type]
+        bias=False,
+        padding_mode=layer.padding_mode,
+    )
     last = nn.Conv2d(r_out, layer.out_channels, 1, bias=layer.bias is not None)
     dtype = layer.weight.dtype
     with torch.no_grad():

@@ -136,16 +136,26 @@ def binarize(model: nn.Module, config: Binarize, ctx: Context) -> nn.Module:
     calib = Batches(ctx.calibration if ctx.calibration is not None else ctx.train, limit=config.calibration_batches)
     if config.binarize_activations:
         _init_thresholds(model, binary, calib)
-    fit(model, ctx.train, epochs=config.epochs, lr=config.lr, optimizer=config.optimizer,
-        checkpoint_dir=ctx.checkpoint_dir, progress=ctx.progress, desc="binarize")
+    fit(
+        model,
+        ctx.train,
+        epochs=config.epochs,
+        lr=config.lr,
+        optimizer=config.optimizer,
+        checkpoint_dir=ctx.checkpoint_dir,
+        progress=ctx.progress,
+        desc="binarize",
+    )
     pack_binary_layers(model)
     _edges_to_int8(model, edges, config.edge_bits)
     model.eval()
     model.shrink_execution = PackedBinaryConv2d.shrink_execution
     acts = "±1 inputs" if config.binarize_activations else "float inputs"
-    ctx.notes.append(f"binarize: {len(binary)} layers with 1-bit packed weights and {acts} ({', '.join(binary)}); "
-                     f"{len(edges)} edge layers with {config.edge_bits}-bit weights ({', '.join(edges) or 'none'}); "
-                     f"trained {config.epochs} epochs")
+    ctx.notes.append(
+        f"binarize: {len(binary)} layers with 1-bit packed weights and {acts} ({', '.join(binary)}); "
+        f"{len(edges)} edge layers with {config.edge_bits}-bit weights ({', '.join(edges) or 'none'}); "
+        f"trained {config.epochs} epochs"
+    )
     ctx.notes.append("binarize: figures are simulated (bits unpacked to ±1 floats, no XNOR-popcount kernel)")
     return model
 

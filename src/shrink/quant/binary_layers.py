@@ -23,7 +23,12 @@ from torch.nn import functional as F
 from shrink.export.artifact import register_layer
 
 __all__ = [
-    "sign_ste", "pack_signs", "unpack_signs", "BinaryConv2d", "BinaryLinear", "PackedBinaryConv2d",
+    "sign_ste",
+    "pack_signs",
+    "unpack_signs",
+    "BinaryConv2d",
+    "BinaryLinear",
+    "PackedBinaryConv2d",
     "PackedBinaryLinear",
 ]
 
@@ -55,8 +60,10 @@ def unpack_signs(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """±1 float32 tensor of ``shape`` from :func:`pack_signs`' bytes."""
     numel = int(np.prod(shape))
     if packed.dtype != torch.uint8 or packed.numel() != (numel + 7) // 8:
-        raise ValueError(f"packed sign bits: expected {(numel + 7) // 8} uint8 bytes for shape {list(shape)}, "
-                         f"got {packed.numel()} of {packed.dtype}")
+        raise ValueError(
+            f"packed sign bits: expected {(numel + 7) // 8} uint8 bytes for shape {list(shape)}, "
+            f"got {packed.numel()} of {packed.dtype}"
+        )
     bits = np.unpackbits(packed.cpu().numpy(), count=numel).astype(np.float32)
     return torch.from_numpy(bits * 2 - 1).reshape(shape)
 
@@ -93,9 +100,18 @@ class BinaryConv2d(nn.Conv2d, _BinaryMixin):
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, binarize_input: bool = True) -> BinaryConv2d:
-        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-                  dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
-                  padding_mode=conv.padding_mode, binarize_input=binarize_input)
+        new = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+            binarize_input=binarize_input,
+        )
         new.load_state_dict(conv.state_dict(), strict=False)
         return new
 
@@ -165,34 +181,64 @@ class _PackedBinary(nn.Module):
 class PackedBinaryConv2d(_PackedBinary):
     """Binary Conv2d in 1-bit packed storage."""
 
-    def __init__(self, weight_shape: tuple[int, ...], has_bias: bool, binarize_input: bool, stride: tuple[int, int],
-                 padding: tuple[int, int], dilation: tuple[int, int], groups: int) -> None:
+    def __init__(
+        self,
+        weight_shape: tuple[int, ...],
+        has_bias: bool,
+        binarize_input: bool,
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        dilation: tuple[int, int],
+        groups: int,
+    ) -> None:
         super().__init__(weight_shape, has_bias, binarize_input)
         self.stride, self.padding, self.dilation, self.groups = tuple(stride), tuple(padding), tuple(dilation), groups
 
     @classmethod
     def from_binary(cls, conv: BinaryConv2d) -> PackedBinaryConv2d:
         if not isinstance(conv.padding, tuple) or conv.padding_mode != "zeros":
-            raise ValueError(f"PackedBinaryConv2d supports numeric zero padding only, got {conv.padding!r} "
-                             f"({conv.padding_mode})")
-        new = cls(tuple(conv.weight.shape), conv.bias is not None, conv.binarize_input, conv.stride, conv.padding,
-                  conv.dilation, conv.groups)
+            raise ValueError(
+                f"PackedBinaryConv2d supports numeric zero padding only, got {conv.padding!r} ({conv.padding_mode})"
+            )
+        new = cls(
+            tuple(conv.weight.shape),
+            conv.bias is not None,
+            conv.binarize_input,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+        )
         new._load_from(conv)
         return new
 
     def shrink_manifest(self) -> dict[str, Any]:
-        return {"weight_shape": list(self.weight_shape), "has_bias": self.bias is not None,
-                "binarize_input": self.binarize_input, "stride": list(self.stride), "padding": list(self.padding),
-                "dilation": list(self.dilation), "groups": self.groups}
+        return {
+            "weight_shape": list(self.weight_shape),
+            "has_bias": self.bias is not None,
+            "binarize_input": self.binarize_input,
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "dilation": list(self.dilation),
+            "groups": self.groups,
+        }
 
     @classmethod
     def shrink_from_manifest(cls, args: dict[str, Any]) -> PackedBinaryConv2d:
-        return cls(tuple(args["weight_shape"]), bool(args["has_bias"]), bool(args["binarize_input"]),
-                   tuple(args["stride"]), tuple(args["padding"]), tuple(args["dilation"]), int(args["groups"]))
+        return cls(
+            tuple(args["weight_shape"]),
+            bool(args["has_bias"]),
+            bool(args["binarize_input"]),
+            tuple(args["stride"]),
+            tuple(args["padding"]),
+            tuple(args["dilation"]),
+            int(args["groups"]),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(self._input(x), self.dequantized_weight(), self.bias, self.stride, self.padding,
-                        self.dilation, self.groups)
+        return F.conv2d(
+            self._input(x), self.dequantized_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
 
 
 @register_layer
@@ -206,8 +252,11 @@ class PackedBinaryLinear(_PackedBinary):
         return new
 
     def shrink_manifest(self) -> dict[str, Any]:
-        return {"weight_shape": list(self.weight_shape), "has_bias": self.bias is not None,
-                "binarize_input": self.binarize_input}
+        return {
+            "weight_shape": list(self.weight_shape),
+            "has_bias": self.bias is not None,
+            "binarize_input": self.binarize_input,
+        }
 
     @classmethod
     def shrink_from_manifest(cls, args: dict[str, Any]) -> PackedBinaryLinear:

@@ -43,9 +43,12 @@ def calibrating(
     Layers in ``relu_layers`` had their ReLU fused away; the hook applies it so downstream layers see the same
     activations as the original model.
     """
-    observers = {name: LayerObservers(make_observer(f"{name}.input"),
-                                      make_observer(f"{name}.output") if observe_outputs else None)
-                 for name in layers}
+    observers = {
+        name: LayerObservers(
+            make_observer(f"{name}.input"), make_observer(f"{name}.output") if observe_outputs else None
+        )
+        for name in layers
+    }
     handles = []
     for name, layer in layers.items():
         obs, relu = observers[name], name in relu_layers
@@ -55,8 +58,14 @@ def calibrating(
                 raise DataError(f"calibration: layer {name!r} got no tensor input")
             obs.input.update(args[0])
 
-        def post(mod: nn.Module, args: tuple[Any, ...], out: Any, obs: LayerObservers = obs, relu: bool = relu,
-                 name: str = name) -> Any:
+        def post(
+            mod: nn.Module,
+            args: tuple[Any, ...],
+            out: Any,
+            obs: LayerObservers = obs,
+            relu: bool = relu,
+            name: str = name,
+        ) -> Any:
             if relu:
                 out = F.relu(out)
             if isinstance(out, torch.Tensor):
@@ -94,8 +103,9 @@ def run_calibration(model: nn.Module, data: Iterable[Any], limit: int | None = N
         except (RuntimeError, TypeError, ValueError) as exc:
             shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
             raise DataError(f"calibration batch {n}: the model rejected inputs of shape {shape}: {exc}") from None
-        check_finite(out if isinstance(out, (torch.Tensor, tuple, list, dict)) else None,
-                     f"calibration batch {n}: model output")
+        check_finite(
+            out if isinstance(out, (torch.Tensor, tuple, list, dict)) else None, f"calibration batch {n}: model output"
+        )
         n += 1
     if n == 0:
         raise DataError("calibration data yielded no batch (empty calibration data)")

@@ -21,8 +21,9 @@ def check_weights(model: nn.Module) -> None:
             raise ModelError(f"{name}: contains NaN or Inf; quantization needs finite weights")
 
 
-def selected_layers(model: nn.Module, selector: Selector | None, where: str,
-                    supported: tuple[type[nn.Module], ...] = SUPPORTED) -> dict[str, nn.Module]:
+def selected_layers(
+    model: nn.Module, selector: Selector | None, where: str, supported: tuple[type[nn.Module], ...] = SUPPORTED
+) -> dict[str, nn.Module]:
     """Layers chosen by ``selector``; a chosen layer of an unsupported type is an error naming it."""
     layers = select_modules(model, selector, where)
     for name, mod in layers.items():
@@ -34,18 +35,34 @@ def selected_layers(model: nn.Module, selector: Selector | None, where: str,
     return layers
 
 
-def quantized_layer(layer: nn.Module, weight_bits: int, act_mode: ActMode, act_bits: int = 8,
-                    relu: bool = False) -> QuantLinear | QuantConv2d:
+def quantized_layer(
+    layer: nn.Module, weight_bits: int, act_mode: ActMode, act_bits: int = 8, relu: bool = False
+) -> QuantLinear | QuantConv2d:
     """An empty quantized twin of ``layer`` (weights and qparams are set by the caller); keeps the float bias."""
     if isinstance(layer, nn.Linear):
-        q: QuantLinear | QuantConv2d = QuantLinear(layer.in_features, layer.out_features, layer.bias is not None,
-                                                   weight_bits, act_mode, act_bits, relu)
+        q: QuantLinear | QuantConv2d = QuantLinear(
+            layer.in_features, layer.out_features, layer.bias is not None, weight_bits, act_mode, act_bits, relu
+        )
     elif isinstance(layer, nn.Conv2d):
         if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
-            raise UnsupportedOpError(f"Conv2d with padding={layer.padding!r}, padding_mode={layer.padding_mode!r} "
-                                     "is not supported by the quantized conv")
-        q = QuantConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-                        layer.dilation, layer.groups, layer.bias is not None, weight_bits, act_mode, act_bits, relu)
+            raise UnsupportedOpError(
+                f"Conv2d with padding={layer.padding!r}, padding_mode={layer.padding_mode!r} "
+                "is not supported by the quantized conv"
+            )
+        q = QuantConv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+            layer.bias is not None,
+            weight_bits,
+            act_mode,
+            act_bits,
+            relu,
+        )
     else:
         raise UnsupportedOpError(f"cannot quantize a {type(layer).__name__}")
     if layer.bias is not None:
@@ -81,8 +98,14 @@ def effective_weight_bits(bits: int, weight_range: str) -> tuple[int, bool, str 
         return bits, False, None
     if weight_range == "reduced":
         return 7, False, "weights use 7-bit codes (reduce range) so ONNX Runtime's u8 x s8 kernels cannot saturate"
-    return bits, True, ("ONNX weights stored as uint8 + 128 (u8 x u8 kernels): this CPU has no VNNI and ONNX "
-                        "Runtime's u8 x s8 kernels would saturate")
+    return (
+        bits,
+        True,
+        (
+            "ONNX weights stored as uint8 + 128 (u8 x u8 kernels): this CPU has no VNNI and ONNX "
+            "Runtime's u8 x s8 kernels would saturate"
+        ),
+    )
 
 
 __all__ += ["cpu_has_vnni", "effective_weight_bits"]

@@ -55,8 +55,9 @@ def _torch_dynamic_linear(layer: nn.Linear, observer: str, name: str) -> nn.Modu
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch deprecates quantized tensors in favour of torchao
         q = nnqd.Linear(layer.in_features, layer.out_features, bias_=layer.bias is not None, dtype=torch.qint8)
-        qw = torch.quantize_per_channel(layer.weight.detach().float(), qp.scale.double(),
-                                        qp.zero_point.long(), 0, torch.qint8)
+        qw = torch.quantize_per_channel(
+            layer.weight.detach().float(), qp.scale.double(), qp.zero_point.long(), 0, torch.qint8
+        )
         q.set_weight_bias(qw, layer.bias.detach() if layer.bias is not None else None)
     return q
 
@@ -87,16 +88,21 @@ def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.
         ctx.notes.append(f"int8_dynamic: {range_note}")
     for name, layer in layers.items():
         if config.backend == "torch":
-            new = (_torch_dynamic_linear(layer, config.weight_observer, name) if isinstance(layer, nn.Linear)
-                   else _torch_dynamic_rnn(layer))
+            new = (
+                _torch_dynamic_linear(layer, config.weight_observer, name)
+                if isinstance(layer, nn.Linear)
+                else _torch_dynamic_rnn(layer)
+            )
         else:
             new = quantized_layer(layer, wbits, "dynamic_token" if config.granularity == "token" else "dynamic")
             new.onnx_u8_weights = u8
             new.set_weight(layer.weight.detach(), _weight_qparams(layer.weight, config.weight_observer, name, wbits))
         set_module(model, name, new)
     rnns = sum(not isinstance(m, nn.Linear) for m in layers.values())
-    ctx.notes.append(f"int8_dynamic ({config.backend}): {len(layers)} layers quantized"
-                     + (f" ({rnns} LSTM/GRU with PyTorch's per-tensor weight observer)" if rnns else ""))
+    ctx.notes.append(
+        f"int8_dynamic ({config.backend}): {len(layers)} layers quantized"
+        + (f" ({rnns} LSTM/GRU with PyTorch's per-tensor weight observer)" if rnns else "")
+    )
     if config.backend == "torch":
         model.shrink_execution = "int8 dynamic (real, PyTorch quantized kernels)"
         return model

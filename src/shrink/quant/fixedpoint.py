@@ -14,8 +14,13 @@ import math
 import numpy as np
 
 __all__ = [
-    "INT32_MIN", "INT32_MAX", "quantize_multiplier", "saturating_rounding_doubling_high_mul",
-    "rounding_divide_by_pot", "multiply_by_quantized_multiplier", "requantize",
+    "INT32_MIN",
+    "INT32_MAX",
+    "quantize_multiplier",
+    "saturating_rounding_doubling_high_mul",
+    "rounding_divide_by_pot",
+    "multiply_by_quantized_multiplier",
+    "requantize",
 ]
 
 INT32_MIN = -(2**31)
@@ -99,8 +104,9 @@ def multiply_by_quantized_multiplier(x: np.ndarray, m0: int | np.ndarray, shift:
     return out
 
 
-def requantize(acc: np.ndarray, m0: int | np.ndarray, shift: int | np.ndarray, zero_point: int, qmin: int,
-               qmax: int) -> np.ndarray:
+def requantize(
+    acc: np.ndarray, m0: int | np.ndarray, shift: int | np.ndarray, zero_point: int, qmin: int, qmax: int
+) -> np.ndarray:
     """int32 accumulator → output integers: fixed-point multiply, add the output zero point, clamp to
     ``[qmin, qmax]`` (a fused ReLU is a raised ``qmin``). Returns int32 holding values in range."""
     scaled = multiply_by_quantized_multiplier(acc, m0, shift)

@@ -71,8 +71,15 @@ class IntegerModel:
     shrink_runtime = "shrink integer-only reference (numpy)"
     shrink_execution = "int8 integer-only (int32 accumulators, fixed-point requantization)"
 
-    def __init__(self, steps: list[_Step], input_name: str, input_grid: Grid, output_name: str,
-                 output_grid: Grid | None, output_acc_scale: np.ndarray | None) -> None:
+    def __init__(
+        self,
+        steps: list[_Step],
+        input_name: str,
+        input_grid: Grid,
+        output_name: str,
+        output_grid: Grid | None,
+        output_acc_scale: np.ndarray | None,
+    ) -> None:
         self.steps, self.input_name, self.input_grid = steps, input_name, input_grid
         self.output_name, self.output_grid, self.output_acc_scale = output_name, output_grid, output_acc_scale
 
@@ -97,8 +104,9 @@ class IntegerModel:
     def dequantize_output(self, codes: np.ndarray) -> torch.Tensor:
         """Boundary (codes → float): real values of the output codes or accumulators."""
         if self.output_grid is not None:
-            return torch.from_numpy((codes.astype(np.float64) - self.output_grid.zero_point) * self.output_grid.scale
-                                    ).float()
+            return torch.from_numpy(
+                (codes.astype(np.float64) - self.output_grid.zero_point) * self.output_grid.scale
+            ).float()
         assert self.output_acc_scale is not None
         return torch.from_numpy(codes.astype(np.float64) * self.output_acc_scale).float()
 
@@ -169,8 +177,10 @@ class _Builder:
     def calibrated_grids(self, nodes: list[torch.fx.Node]) -> dict[str, Grid]:
         if self.calibration is None:
             names = ", ".join(n.name for n in nodes)
-            raise ModelError(f"integer_model: values {names} have no quantization grid in the model; pass "
-                             "calibration data to observe one")
+            raise ModelError(
+                f"integer_model: values {names} have no quantization grid in the model; pass "
+                "calibration data to observe one"
+            )
         wanted = {n.name for n in nodes}
         lo: dict[str, torch.Tensor] = {}
         hi: dict[str, torch.Tensor] = {}
@@ -193,11 +203,16 @@ class _Builder:
         pending = []
         for node in self.graph.nodes:
             mod = self.module(node)
-            if node.op == "placeholder" or isinstance(mod, _QUANT) or (node.op == "call_function"
-                                                                        and node.target in _ADD):
+            if (
+                node.op == "placeholder"
+                or isinstance(mod, _QUANT)
+                or (node.op == "call_function" and node.target in _ADD)
+            ):
                 if isinstance(mod, _QUANT) and mod.act_mode != "static":
-                    raise UnsupportedOpError(f"integer_model: layer {node.target!r} has {mod.act_mode!r} activations;"
-                                             " integer-only inference needs static grids")
+                    raise UnsupportedOpError(
+                        f"integer_model: layer {node.target!r} has {mod.act_mode!r} activations;"
+                        " integer-only inference needs static grids"
+                    )
                 if isinstance(mod, _QUANT) and mod.quantize_output:
                     self.grids[node.name] = _grid(mod.output_qparams, mod.act_bits)
                     continue
@@ -228,11 +243,20 @@ class _Builder:
         mult = [quantize_multiplier(a / out.scale) for a in acc_scale] if out is not None else [(0, 0)] * len(s_w)
         conv = isinstance(mod, QuantConv2d)
         spec = IntLayer(
-            kind="conv" if conv else "linear", weight=mod.weight_int.numpy().astype(np.int32), bias=bias_q,
-            input_zero_point=expected.zero_point, m0=np.array([m for m, _ in mult], dtype=np.int64),
-            shift=np.array([s for _, s in mult], dtype=np.int64), out=out, relu=mod.relu,
-            **({"stride": mod.stride, "padding": mod.padding, "dilation": mod.dilation, "groups": mod.groups}
-               if conv else {}))
+            kind="conv" if conv else "linear",
+            weight=mod.weight_int.numpy().astype(np.int32),
+            bias=bias_q,
+            input_zero_point=expected.zero_point,
+            m0=np.array([m for m, _ in mult], dtype=np.int64),
+            shift=np.array([s for _, s in mult], dtype=np.int64),
+            out=out,
+            relu=mod.relu,
+            **(
+                {"stride": mod.stride, "padding": mod.padding, "dilation": mod.dilation, "groups": mod.groups}
+                if conv
+                else {}
+            ),
+        )
         fn = int_conv2d if conv else int_linear
         self.steps.append(_Step(node.name, lambda x, spec=spec, fn=fn: fn(x, spec), (arg,)))
         if out is None:
@@ -267,19 +291,26 @@ class _Builder:
                 continue
             if not self.passes_grid(node):
                 what = type(mod).__name__ if mod is not None else str(node.target)
-                raise UnsupportedOpError(f"integer_model: operation {what!r} at {node.name!r} has no integer "
-                                         "implementation (supported: quantized conv/linear, ReLU, max/avg pooling, "
-                                         "flatten, add)")
+                raise UnsupportedOpError(
+                    f"integer_model: operation {what!r} at {node.name!r} has no integer "
+                    "implementation (supported: quantized conv/linear, ReLU, max/avg pooling, "
+                    "flatten, add)"
+                )
             self.grids[node.name] = src[0]
-            self.steps.append(_Step(node.name, self.passthrough(node, mod, src[0]),
-                                    (node.args[0].name,)))  # type: ignore[union-attr]
+            self.steps.append(_Step(node.name, self.passthrough(node, mod, src[0]), (node.args[0].name,)))  # type: ignore[union-attr]
         assert input_name is not None and output_name is not None
         input_grid = self.grids[input_name]
         if input_grid is None:
             raise ModelError("integer_model: the model input reaches no quantized layer")
         out_grid = self.grids.get(output_name)
-        return IntegerModel(self.steps, input_name, input_grid, output_name, out_grid,
-                            self.acc_scales.get(output_name) if out_grid is None else None)
+        return IntegerModel(
+            self.steps,
+            input_name,
+            input_grid,
+            output_name,
+            out_grid,
+            self.acc_scales.get(output_name) if out_grid is None else None,
+        )
 
     def passthrough(self, node: torch.fx.Node, mod: nn.Module | None, grid: Grid | None) -> Callable:
         if isinstance(mod, nn.MaxPool2d):
@@ -303,8 +334,11 @@ class _Builder:
             zp = np.int32(grid.zero_point)
             return lambda x: np.maximum(x, zp)
         if isinstance(mod, nn.Flatten) or node.target in (torch.flatten, "flatten"):
-            start = mod.start_dim if isinstance(mod, nn.Flatten) else (node.args[1] if len(node.args) > 1 else
-                                                                        node.kwargs.get("start_dim", 0))
+            start = (
+                mod.start_dim
+                if isinstance(mod, nn.Flatten)
+                else (node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0))
+            )
             return lambda x: x.reshape(*x.shape[:start], -1)
         return lambda x: x  # Identity, Dropout (eval)
 
@@ -318,8 +352,11 @@ class _Builder:
         twice = 2 * max(ga.scale, gb.scale)
         ma, mb = quantize_multiplier(ga.scale / twice), quantize_multiplier(gb.scale / twice)
         mo = quantize_multiplier(twice / ((1 << 20) * out.scale))
-        self.steps.append(_Step(node.name, lambda x, y: int_add(x, y, ga.zero_point, gb.zero_point, ma, mb, mo, out),
-                                (a.name, b.name)))
+        self.steps.append(
+            _Step(
+                node.name, lambda x, y: int_add(x, y, ga.zero_point, gb.zero_point, ma, mb, mo, out), (a.name, b.name)
+            )
+        )
 
 
 def _pair(v: Any) -> tuple[int, int]:

@@ -11,8 +11,17 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from shrink.quant.fixedpoint import multiply_by_quantized_multiplier, requantize
 
-__all__ = ["Grid", "IntLayer", "int_conv2d", "int_linear", "int_max_pool2d", "int_avg_pool2d", "int_add",
-           "int_regrid", "ADD_LEFT_SHIFT"]
+__all__ = [
+    "Grid",
+    "IntLayer",
+    "int_conv2d",
+    "int_linear",
+    "int_max_pool2d",
+    "int_avg_pool2d",
+    "int_add",
+    "int_regrid",
+    "ADD_LEFT_SHIFT",
+]
 
 #: headroom shift applied to both addends before rescaling (TFLite's quantized ADD uses 20)
 ADD_LEFT_SHIFT = 20
@@ -31,7 +40,8 @@ class Grid:
 
     def same_as(self, other: Grid) -> bool:
         return (self.zero_point, self.qmin, self.qmax) == (other.zero_point, other.qmin, other.qmax) and (
-            abs(self.scale - other.scale) <= 1e-7 * max(abs(self.scale), abs(other.scale)))
+            abs(self.scale - other.scale) <= 1e-7 * max(abs(self.scale), abs(other.scale))
+        )
 
 
 @dataclass
@@ -76,9 +86,9 @@ def _accumulate_conv(x: np.ndarray, layer: IntLayer) -> np.ndarray:
     out_g = out_c // g
     acc = np.empty((n, ho, wo, out_c), dtype=np.int32)
     for gi in range(g):
-        cols = win[:, gi * in_c_g:(gi + 1) * in_c_g].transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, -1)
-        w = layer.weight[gi * out_g:(gi + 1) * out_g].reshape(out_g, -1)
-        acc[..., gi * out_g:(gi + 1) * out_g] = (cols @ w.T).reshape(n, ho, wo, out_g)
+        cols = win[:, gi * in_c_g : (gi + 1) * in_c_g].transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, -1)
+        w = layer.weight[gi * out_g : (gi + 1) * out_g].reshape(out_g, -1)
+        acc[..., gi * out_g : (gi + 1) * out_g] = (cols @ w.T).reshape(n, ho, wo, out_g)
     return acc.transpose(0, 3, 1, 2) + layer.bias.reshape(1, -1, 1, 1)
 
 
@@ -88,8 +98,14 @@ def _finish(acc: np.ndarray, layer: IntLayer, channel_axis: int) -> np.ndarray:
     shape = [1] * acc.ndim
     shape[channel_axis] = -1
     qmin = max(layer.out.qmin, layer.out.zero_point) if layer.relu else layer.out.qmin
-    return requantize(acc.astype(np.int32), layer.m0.reshape(shape), layer.shift.reshape(shape),
-                      layer.out.zero_point, qmin, layer.out.qmax)
+    return requantize(
+        acc.astype(np.int32),
+        layer.m0.reshape(shape),
+        layer.shift.reshape(shape),
+        layer.out.zero_point,
+        qmin,
+        layer.out.qmax,
+    )
 
 
 def int_conv2d(x: np.ndarray, layer: IntLayer) -> np.ndarray:
@@ -106,21 +122,22 @@ def int_linear(x: np.ndarray, layer: IntLayer) -> np.ndarray:
     return _finish(acc, layer, channel_axis=acc.ndim - 1)
 
 
-def int_max_pool2d(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
-                   padding: tuple[int, int]) -> np.ndarray:
+def int_max_pool2d(
+    x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+) -> np.ndarray:
     """Max pooling on integer codes (exact: quantization is monotone, so it commutes with max)."""
     _check_int(x, "int_max_pool2d")
     if padding != (0, 0):
         info = np.iinfo(x.dtype)
         x = np.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2), constant_values=info.min)
-    win = sliding_window_view(x, kernel, axis=(2, 3))[:, :, ::stride[0], ::stride[1]]
+    win = sliding_window_view(x, kernel, axis=(2, 3))[:, :, :: stride[0], :: stride[1]]
     return win.max(axis=(-2, -1))
 
 
 def int_avg_pool2d(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
     """Average pooling on codes of one grid (the grid is unchanged): integer sum, rounded division."""
     _check_int(x, "int_avg_pool2d")
-    win = sliding_window_view(x.astype(np.int32), kernel, axis=(2, 3))[:, :, ::stride[0], ::stride[1]]
+    win = sliding_window_view(x.astype(np.int32), kernel, axis=(2, 3))[:, :, :: stride[0], :: stride[1]]
     total = win.sum(axis=(-2, -1), dtype=np.int32)
     n = np.int32(kernel[0] * kernel[1])
     # round half away from zero: (2·sum ± n) // (2n), done on magnitudes
@@ -136,8 +153,17 @@ def int_regrid(x: np.ndarray, src: Grid, m0: int, shift: int, dst: Grid, relu: b
     return requantize(centred, m0, shift, dst.zero_point, qmin, dst.qmax)
 
 
-def int_add(a: np.ndarray, b: np.ndarray, za: int, zb: int, ma: tuple[int, int], mb: tuple[int, int],
-            mo: tuple[int, int], out: Grid, relu: bool = False) -> np.ndarray:
+def int_add(
+    a: np.ndarray,
+    b: np.ndarray,
+    za: int,
+    zb: int,
+    ma: tuple[int, int],
+    mb: tuple[int, int],
+    mo: tuple[int, int],
+    out: Grid,
+    relu: bool = False,
+) -> np.ndarray:
     """TFLite-style quantized add: both addends shifted left by :data:`ADD_LEFT_SHIFT`, rescaled to a common
     scale ``2·max(s_a, s_b)``, summed in int32 and requantized to ``out``."""
     _check_int(a, "int_add")
@@ -147,4 +173,3 @@ def int_add(a: np.ndarray, b: np.ndarray, za: int, zb: int, ma: tuple[int, int],
     total = multiply_by_quantized_multiplier(sa, *ma) + multiply_by_quantized_multiplier(sb, *mb)
     qmin = max(out.qmin, out.zero_point) if relu else out.qmin
     return requantize(total.astype(np.int32), mo[0], mo[1], out.zero_point, qmin, out.qmax)
-

@@ -38,8 +38,9 @@ def dynamic_fake_quant(x: torch.Tensor, per_token: bool = False) -> torch.Tensor
 class _QuantBase(nn.Module):
     """Shared state: int weight codes, per-output-channel scales, optional input / output activation qparams."""
 
-    def _init_quant(self, weight_shape: tuple[int, ...], bias: bool, weight_bits: int, act_mode: ActMode,
-                    act_bits: int, relu: bool) -> None:
+    def _init_quant(
+        self, weight_shape: tuple[int, ...], bias: bool, weight_bits: int, act_mode: ActMode, act_bits: int, relu: bool
+    ) -> None:
         self.weight_bits, self.act_mode, self.act_bits, self.relu = weight_bits, act_mode, act_bits, relu
         self.register_buffer("weight_int", torch.zeros(weight_shape, dtype=torch.int8))
         self.register_buffer("weight_scale", torch.ones(weight_shape[0]))
@@ -91,8 +92,9 @@ class _QuantBase(nn.Module):
 
     def shrink_param_count(self) -> tuple[int, int]:
         n = self.weight_int.numel() + (self.bias.numel() if self.bias is not None else 0)
-        nz = int(torch.count_nonzero(self.weight_int)) + (int(torch.count_nonzero(self.bias)) if self.bias is not None
-                                                          else 0)
+        nz = int(torch.count_nonzero(self.weight_int)) + (
+            int(torch.count_nonzero(self.bias)) if self.bias is not None else 0
+        )
         return n, nz
 
 
@@ -100,8 +102,17 @@ class _QuantBase(nn.Module):
 class QuantLinear(_QuantBase):
     """Linear with int8 per-output-channel symmetric weights (``weight_bits`` ≤ 8 values) and quantized inputs."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_bits: int = 8,
-                 act_mode: ActMode = "static", act_bits: int = 8, relu: bool = False, smooth: bool = False) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        weight_bits: int = 8,
+        act_mode: ActMode = "static",
+        act_bits: int = 8,
+        relu: bool = False,
+        smooth: bool = False,
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self._init_quant((out_features, in_features), bias, weight_bits, act_mode, act_bits, relu)
@@ -123,9 +134,16 @@ class QuantLinear(_QuantBase):
         return self._output(y)
 
     def shrink_manifest(self) -> dict:
-        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
-                "weight_bits": self.weight_bits, "act_mode": self.act_mode, "act_bits": self.act_bits,
-                "relu": self.relu, "smooth": self.input_smooth is not None}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias is not None,
+            "weight_bits": self.weight_bits,
+            "act_mode": self.act_mode,
+            "act_bits": self.act_bits,
+            "relu": self.relu,
+            "smooth": self.input_smooth is not None,
+        }
 
     @classmethod
     def shrink_from_manifest(cls, args: dict) -> QuantLinear:
@@ -136,9 +154,21 @@ class QuantLinear(_QuantBase):
 class QuantConv2d(_QuantBase):
     """Conv2d with int8 per-output-channel symmetric weights and static or no activation quantization."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], stride: tuple[int, int],
-                 padding: tuple[int, int], dilation: tuple[int, int], groups: int, bias: bool = True,
-                 weight_bits: int = 8, act_mode: ActMode = "static", act_bits: int = 8, relu: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        dilation: tuple[int, int],
+        groups: int,
+        bias: bool = True,
+        weight_bits: int = 8,
+        act_mode: ActMode = "static",
+        act_bits: int = 8,
+        relu: bool = False,
+    ) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride = tuple(kernel_size), tuple(stride)
@@ -150,19 +180,36 @@ class QuantConv2d(_QuantBase):
         x = self._input(x)
         if torch.onnx.is_in_onnx_export():
             codes = onnx_ops.weight_codes(self.weight_int, self.onnx_u8_weights)
-            y = onnx_ops.StaticQConv.apply(x, codes, self.weight_scale, self.bias, self.stride,
-                                           self.padding, self.dilation, self.groups, self.onnx_u8_weights)
+            y = onnx_ops.StaticQConv.apply(
+                x,
+                codes,
+                self.weight_scale,
+                self.bias,
+                self.stride,
+                self.padding,
+                self.dilation,
+                self.groups,
+                self.onnx_u8_weights,
+            )
         else:
-            y = F.conv2d(x, self.dequantized_weight(), self.bias, self.stride, self.padding, self.dilation,
-                         self.groups)
+            y = F.conv2d(x, self.dequantized_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
         return self._output(y)
 
     def shrink_manifest(self) -> dict:
-        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
-                "kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding),
-                "dilation": list(self.dilation), "groups": self.groups, "bias": self.bias is not None,
-                "weight_bits": self.weight_bits, "act_mode": self.act_mode, "act_bits": self.act_bits,
-                "relu": self.relu}
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "dilation": list(self.dilation),
+            "groups": self.groups,
+            "bias": self.bias is not None,
+            "weight_bits": self.weight_bits,
+            "act_mode": self.act_mode,
+            "act_bits": self.act_bits,
+            "relu": self.relu,
+        }
 
     @classmethod
     def shrink_from_manifest(cls, args: dict) -> QuantConv2d:

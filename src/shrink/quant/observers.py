@@ -24,8 +24,16 @@ from shrink.errors import ConfigError, DataError
 from shrink.quant.qparams import QParams, _rows, check_bits, compute_qparams, fake_quantize
 
 __all__ = [
-    "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver", "MSEObserver",
-    "EntropyObserver", "ACIQObserver", "OBSERVERS", "make_observer", "aciq_alpha",
+    "Observer",
+    "MinMaxObserver",
+    "MovingAverageMinMaxObserver",
+    "PercentileObserver",
+    "MSEObserver",
+    "EntropyObserver",
+    "ACIQObserver",
+    "OBSERVERS",
+    "make_observer",
+    "aciq_alpha",
 ]
 
 
@@ -34,8 +42,17 @@ class Observer:
 
     per_channel_ok = True
 
-    def __init__(self, bits: int = 8, *, symmetric: bool = False, signed: bool = True, axis: int | None = None,
-                 group_size: int | None = None, narrow_range: bool = False, name: str = "tensor") -> None:
+    def __init__(
+        self,
+        bits: int = 8,
+        *,
+        symmetric: bool = False,
+        signed: bool = True,
+        axis: int | None = None,
+        group_size: int | None = None,
+        narrow_range: bool = False,
+        name: str = "tensor",
+    ) -> None:
         self.bits = check_bits(bits, f"{type(self).__name__}({name}).bits")
         self.symmetric, self.signed, self.axis, self.group_size = symmetric, signed, axis, group_size
         self.narrow_range, self.name = narrow_range, name
@@ -87,8 +104,16 @@ class Observer:
             lo, hi = lo.reshape(shape), hi.reshape(shape)
         elif self.axis is None:
             lo, hi = lo.reshape(()), hi.reshape(())
-        return compute_qparams(lo, hi, self.bits, symmetric=self.symmetric, signed=self.signed, axis=self.axis,
-                               group_size=self.group_size, narrow_range=self.narrow_range)
+        return compute_qparams(
+            lo,
+            hi,
+            self.bits,
+            symmetric=self.symmetric,
+            signed=self.signed,
+            axis=self.axis,
+            group_size=self.group_size,
+            narrow_range=self.narrow_range,
+        )
 
 
 class MinMaxObserver(Observer):
@@ -170,8 +195,15 @@ class MSEObserver(_SampledObserver):
         best_err = torch.full_like(lo, float("inf"))
         best_lo, best_hi = lo.clone(), hi.clone()
         for f in torch.linspace(1.0, self.min_factor, self.steps).tolist():
-            qp = compute_qparams(lo * f, hi * f, self.bits, symmetric=self.symmetric, signed=self.signed, axis=0,
-                                 narrow_range=self.narrow_range)
+            qp = compute_qparams(
+                lo * f,
+                hi * f,
+                self.bits,
+                symmetric=self.symmetric,
+                signed=self.signed,
+                axis=0,
+                narrow_range=self.narrow_range,
+            )
             err = (fake_quantize(s, qp) - s).pow(2).mean(dim=1)
             better = err < best_err
             best_err = torch.where(better, err, best_err)
@@ -245,9 +277,11 @@ def aciq_alpha(bits: int, dist: str = "laplace") -> float:
     check_bits(bits, "aciq_alpha.bits")
     rounding = 1.0 / (3.0 * 4.0**bits)
     if dist == "laplace":
+
         def mse(a: float) -> float:
             return 2.0 * math.exp(-a) + a * a * rounding
     elif dist == "gaussian":
+
         def mse(a: float) -> float:  # 2 * E[(X - a)^2; X > a] for X ~ N(0, 1)
             tail = (a * a + 1.0) * norm.sf(a) - a * norm.pdf(a)
             return 2.0 * tail + a * a * rounding

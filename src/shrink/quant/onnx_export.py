@@ -20,14 +20,31 @@ from shrink.export.onnx import _input_names, _KeywordsToPositional
 __all__ = ["export_quantized_onnx", "attach_export", "ort_optimized_ops", "INTEGER_OPS", "QuantizedExport"]
 
 #: ops of ONNX Runtime's optimized graph that run integer arithmetic
-INTEGER_OPS = frozenset({
-    "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
-    "QGemm", "QLinearAdd", "QAttention", "DynamicQuantizeLSTM", "MatMulNBits", "QLinearGlobalAveragePool",
-})
+INTEGER_OPS = frozenset(
+    {
+        "QLinearConv",
+        "QLinearMatMul",
+        "MatMulInteger",
+        "ConvInteger",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+        "QGemm",
+        "QLinearAdd",
+        "QAttention",
+        "DynamicQuantizeLSTM",
+        "MatMulNBits",
+        "QLinearGlobalAveragePool",
+    }
+)
 
 
-def export_quantized_onnx(model: nn.Module, path: str | os.PathLike[str], example_inputs: Any,
-                          opset: int = 17, output_names: tuple[str, ...] = ("output",)) -> Path:
+def export_quantized_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    example_inputs: Any,
+    opset: int = 17,
+    output_names: tuple[str, ...] = ("output",),
+) -> Path:
     """Trace ``model`` (containing shrink quantized layers) to ONNX at ``path`` with a dynamic batch axis."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,8 +57,17 @@ def export_quantized_onnx(model: nn.Module, path: str | os.PathLike[str], exampl
     with torch.no_grad(), warnings.catch_warnings():
         # qparams are read as Python numbers on purpose: they are constants of the exported graph
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(traced, args, str(tmp), input_names=names, output_names=list(output_names),
-                          dynamic_axes=dynamic, opset_version=max(opset, 13), dynamo=False, do_constant_folding=True)
+        torch.onnx.export(
+            traced,
+            args,
+            str(tmp),
+            input_names=names,
+            output_names=list(output_names),
+            dynamic_axes=dynamic,
+            opset_version=max(opset, 13),
+            dynamo=False,
+            do_constant_folding=True,
+        )
     os.replace(tmp, path)
     return path
 
@@ -56,8 +82,9 @@ class QuantizedExport:
         return export_quantized_onnx(self.model, path, example_inputs, opset)
 
 
-def attach_export(model: nn.Module, execution: str = "fake-quant (simulated)",
-                  onnx_execution: str = "int8 (real, integer kernels)") -> nn.Module:
+def attach_export(
+    model: nn.Module, execution: str = "fake-quant (simulated)", onnx_execution: str = "int8 (real, integer kernels)"
+) -> nn.Module:
     """Label ``model`` as simulated in PyTorch and give it the integer ONNX export hook."""
     model.shrink_execution = execution
     model.shrink_onnx_execution = onnx_execution

@@ -103,8 +103,15 @@ class StaticQConv(torch.autograd.Function):
         w = _dq_weight(g, wq, w_scale, axis=0, unsigned=unsigned)
         args = [x, w] if bias.node().mustBeNone() else [x, w, bias]
         k = wq.type().sizes()[2:]
-        return g.op("Conv", *args, kernel_shape_i=list(k), strides_i=list(stride), pads_i=list(padding) * 2,
-                    dilations_i=list(dilation), group_i=groups)
+        return g.op(
+            "Conv",
+            *args,
+            kernel_shape_i=list(k),
+            strides_i=list(stride),
+            pads_i=list(padding) * 2,
+            dilations_i=list(dilation),
+            group_i=groups,
+        )
 
 
 class TokenQLinear(torch.autograd.Function):
@@ -122,13 +129,15 @@ class TokenQLinear(torch.autograd.Function):
         zero = _const(g, torch.tensor(0.0))
         lo = g.op("Min", g.op("ReduceMin", x, axes_i=[-1], keepdims_i=1), zero)
         hi = g.op("Max", g.op("ReduceMax", x, axes_i=[-1], keepdims_i=1), zero)
-        scale = g.op("Max", g.op("Div", g.op("Sub", hi, lo), _const(g, torch.tensor(255.0))),
-                     _const(g, torch.tensor(1e-12)))
+        scale = g.op(
+            "Max", g.op("Div", g.op("Sub", hi, lo), _const(g, torch.tensor(255.0))), _const(g, torch.tensor(1e-12))
+        )
         zp = g.op("Round", g.op("Div", g.op("Neg", lo), scale))
         q = g.op("Clip", g.op("Add", g.op("Round", g.op("Div", x, scale)), zp), zero, _const(g, torch.tensor(255.0)))
         q8 = g.op("Cast", q, to_i=2)  # uint8
-        acc = g.op("MatMulInteger", q8, wq_t, _const(g, torch.tensor(0, dtype=torch.uint8)),
-                   _weight_zp(g, w_scale, unsigned))
+        acc = g.op(
+            "MatMulInteger", q8, wq_t, _const(g, torch.tensor(0, dtype=torch.uint8)), _weight_zp(g, w_scale, unsigned)
+        )
         acc = g.op("Sub", g.op("Cast", acc, to_i=_ONNX_FLOAT), g.op("Mul", zp, colsum))
         y = g.op("Mul", acc, g.op("Mul", scale, w_scale))
         return y if bias.node().mustBeNone() else g.op("Add", y, bias)

@@ -56,8 +56,9 @@ class PackedWeight(nn.Module):
 
     @torch.no_grad()
     def set(self, weight: torch.Tensor) -> None:
-        qp = qparams_for_tensor(weight.float(), self.bits, symmetric=True, group_size=self.group_size,
-                                narrow_range=True)
+        qp = qparams_for_tensor(
+            weight.float(), self.bits, symmetric=True, group_size=self.group_size, narrow_range=True
+        )
         qp = QParams(qp.scale.half().float(), qp.zero_point, qp.bits, True, None, self.group_size, True)
         q = quantize(weight.float(), qp)
         self.codes.copy_(pack_int4(q) if self.bits == 4 else q)
@@ -84,8 +85,9 @@ class PackedWeight(nn.Module):
 class PackedLinear(nn.Module):
     """Weight-only quantized Linear: packed weight, float bias, float compute on the dequantized weight."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, bits: int = 4,
-                 group_size: int = 32) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, bits: int = 4, group_size: int = 32
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.packed = PackedWeight(out_features, in_features, bits, group_size)
@@ -103,8 +105,13 @@ class PackedLinear(nn.Module):
         return F.linear(x, self.packed.dequantize().to(x.dtype), self.bias)
 
     def shrink_manifest(self) -> dict:
-        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
-                "bits": self.packed.bits, "group_size": self.packed.group_size}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias is not None,
+            "bits": self.packed.bits,
+            "group_size": self.packed.group_size,
+        }
 
     @classmethod
     def shrink_from_manifest(cls, args: dict) -> PackedLinear:
@@ -121,8 +128,14 @@ class PackedLinear(nn.Module):
 class PackedEmbedding(nn.Module):
     """Weight-only quantized Embedding: rows looked up in the packed table and dequantized."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, bits: int = 8, group_size: int = 32,
-                 padding_idx: int | None = None) -> None:
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        bits: int = 8,
+        group_size: int = 32,
+        padding_idx: int | None = None,
+    ) -> None:
         super().__init__()
         self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
         self.packed = PackedWeight(num_embeddings, embedding_dim, bits, group_size)
@@ -143,8 +156,13 @@ class PackedEmbedding(nn.Module):
         return (grouped * p.scales[ids].float().unsqueeze(-1)).reshape(*ids.shape, self.embedding_dim)
 
     def shrink_manifest(self) -> dict:
-        return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
-                "bits": self.packed.bits, "group_size": self.packed.group_size, "padding_idx": self.padding_idx}
+        return {
+            "num_embeddings": self.num_embeddings,
+            "embedding_dim": self.embedding_dim,
+            "bits": self.packed.bits,
+            "group_size": self.packed.group_size,
+            "padding_idx": self.padding_idx,
+        }
 
     @classmethod
     def shrink_from_manifest(cls, args: dict) -> PackedEmbedding:

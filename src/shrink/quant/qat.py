@@ -91,8 +91,9 @@ def prepare_qat(model: nn.Module, config: QAT, calibration: Iterable[Any]) -> nn
         qp = qat.input_quant.qp
         qat.input_quant.init_from(torch.tensor(max(hi, -lo if signed else 0.0) / qp))
         w = qat.folded_weight().detach()
-        w_obs = make_observer(config.init_observer, config.weight_bits, symmetric=True, signed=True, axis=0,
-                              name=f"{name}.weight")
+        w_obs = make_observer(
+            config.init_observer, config.weight_bits, symmetric=True, signed=True, axis=0, name=f"{name}.weight"
+        )
         w_obs.update(w)
         w_lo, w_hi = w_obs.bounds()
         qat.weight_quant.init_from(torch.maximum(-w_lo, w_hi) / qat.weight_quant.qp)
@@ -159,14 +160,26 @@ def quantization_aware_training(model: nn.Module, config: QAT, ctx: Context) -> 
     if freeze_at == 0:
         on_epoch_end(-1)
     loss_fn = _loss(teacher, config)
-    fit(model, ctx.train, epochs=config.epochs, lr=config.lr, optimizer=config.optimizer, on_epoch_end=on_epoch_end,
-        checkpoint_dir=ctx.checkpoint_dir, progress=ctx.progress, desc="qat",
-        **({"loss_fn": loss_fn} if loss_fn is not None else {}))
+    fit(
+        model,
+        ctx.train,
+        epochs=config.epochs,
+        lr=config.lr,
+        optimizer=config.optimizer,
+        on_epoch_end=on_epoch_end,
+        checkpoint_dir=ctx.checkpoint_dir,
+        progress=ctx.progress,
+        desc="qat",
+        **({"loss_fn": loss_fn} if loss_fn is not None else {}),
+    )
     convert_qat(model)
     w = f"W{config.weight_bits}A{config.activation_bits}"
-    ctx.notes.append(f"qat: {len(layers)} layers trained {w} ({config.method}, {config.epochs} epochs, BN folded, "
-                     f"BN statistics frozen after epoch {freeze_at}"
-                     + (f", distilled from fp32 with alpha={config.distill_alpha}" if loss_fn else "") + ")")
+    ctx.notes.append(
+        f"qat: {len(layers)} layers trained {w} ({config.method}, {config.epochs} epochs, BN folded, "
+        f"BN statistics frozen after epoch {freeze_at}"
+        + (f", distilled from fp32 with alpha={config.distill_alpha}" if loss_fn else "")
+        + ")"
+    )
     ctx.notes.append("qat: PyTorch figures are simulated (fake-quant); the ONNX export runs integer kernels")
     return model
 

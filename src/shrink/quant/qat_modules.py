@@ -22,14 +22,20 @@ __all__ = ["QatConv2d", "QatLinear", "QatLayer"]
 class _QatBase(nn.Module):
     """Shared parts: the wrapped float layer, optional BN, fused ReLU, input and weight quantizers."""
 
-    def __init__(self, layer: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | nn.BatchNorm1d | None, relu: bool,
-                 weight_bits: int, act_bits: int, act_signed: bool) -> None:
+    def __init__(
+        self,
+        layer: nn.Conv2d | nn.Linear,
+        bn: nn.BatchNorm2d | nn.BatchNorm1d | None,
+        relu: bool,
+        weight_bits: int,
+        act_bits: int,
+        act_signed: bool,
+    ) -> None:
         super().__init__()
         self.layer, self.bn, self.relu = layer, bn, relu
         self.register_buffer("bn_frozen", torch.tensor(False))  # a buffer, so a resumed run keeps it
         self.input_quant = LsqQuantizer(act_bits, signed=act_signed)
-        self.weight_quant = LsqQuantizer(weight_bits, signed=True, channel_axis=0,
-                                         num_channels=layer.weight.shape[0])
+        self.weight_quant = LsqQuantizer(weight_bits, signed=True, channel_axis=0, num_channels=layer.weight.shape[0])
 
     def freeze_bn(self) -> None:
         """Stop updating BN statistics and train the exact folded form from now on."""

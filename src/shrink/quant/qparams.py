@@ -17,8 +17,16 @@ import torch
 from shrink.errors import ConfigError, DataError
 
 __all__ = [
-    "QParams", "SUPPORTED_BITS", "check_bits", "qrange", "compute_qparams", "qparams_for_tensor",
-    "quantize", "dequantize", "fake_quantize", "storage_dtype",
+    "QParams",
+    "SUPPORTED_BITS",
+    "check_bits",
+    "qrange",
+    "compute_qparams",
+    "qparams_for_tensor",
+    "quantize",
+    "dequantize",
+    "fake_quantize",
+    "storage_dtype",
 ]
 
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
@@ -146,8 +154,9 @@ def qparams_for_tensor(
         lo, hi = lo.reshape(shape), hi.reshape(shape)
     elif axis is None:
         lo, hi = lo[0], hi[0]
-    return compute_qparams(lo, hi, bits, symmetric=symmetric, signed=signed, axis=axis, group_size=group_size,
-                           narrow_range=narrow_range)
+    return compute_qparams(
+        lo, hi, bits, symmetric=symmetric, signed=signed, axis=axis, group_size=group_size, narrow_range=narrow_range
+    )
 
 
 def _expand(qp: QParams, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

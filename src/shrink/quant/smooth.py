@@ -36,14 +36,16 @@ class _DivideInput:
 
 
 @torch.no_grad()
-def smooth_layers(model: nn.Module, layers: dict[str, nn.Module], data: Any, alpha: float,
-                  limit: int | None = None) -> tuple[dict[str, torch.Tensor], list[Any]]:
+def smooth_layers(
+    model: nn.Module, layers: dict[str, nn.Module], data: Any, alpha: float, limit: int | None = None
+) -> tuple[dict[str, torch.Tensor], list[Any]]:
     """Measure input channel ranges of the Linear ``layers`` on ``data``, scale their weights by ``s`` in place and
     hook ``x / s`` on their inputs. Returns ``{name: 1 / s}`` and the hook handles (remove them after conversion)."""
     linears = {n: m for n, m in layers.items() if isinstance(m, nn.Linear)}
     observers = {n: MinMaxObserver(axis=-1, name=f"{n}.input") for n in linears}
-    handles = [m.register_forward_pre_hook(lambda mod, args, n=n: observers[n].update(args[0]))
-               for n, m in linears.items()]
+    handles = [
+        m.register_forward_pre_hook(lambda mod, args, n=n: observers[n].update(args[0])) for n, m in linears.items()
+    ]
     try:
         run_calibration(model, data, limit)
     finally:

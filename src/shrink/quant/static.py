@@ -56,13 +56,27 @@ class Int8Static(Config):
 
 
 def _weight_qparams(weight: torch.Tensor, config: Int8Static, name: str, bits: int):  # noqa: ANN202
-    obs = make_observer(config.weight_observer, bits, symmetric=True, signed=True,
-                        axis=0 if config.per_channel else None, narrow_range=True, name=f"{name}.weight")
+    obs = make_observer(
+        config.weight_observer,
+        bits,
+        symmetric=True,
+        signed=True,
+        axis=0 if config.per_channel else None,
+        narrow_range=True,
+        name=f"{name}.weight",
+    )
     obs.update(weight)
     qp = obs.qparams()
     if not config.per_channel:  # one scale, repeated per channel for the per-axis storage
-        qp = type(qp)(qp.scale.expand(weight.shape[0]).clone(), qp.zero_point.expand(weight.shape[0]).clone(),
-                      qp.bits, qp.signed, 0, None, qp.narrow_range)
+        qp = type(qp)(
+            qp.scale.expand(weight.shape[0]).clone(),
+            qp.zero_point.expand(weight.shape[0]).clone(),
+            qp.bits,
+            qp.signed,
+            0,
+            None,
+            qp.narrow_range,
+        )
     return qp
 
 
@@ -120,13 +134,20 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
     embeddings = {n: m for n, m in chosen.items() if isinstance(m, nn.Embedding)}
     layers = {n: m for n, m in chosen.items() if n not in embeddings}
     dynamic = set(selected_layers(model, config.dynamic, "int8_static.dynamic")) if config.dynamic else set()
-    inverse, smooth_hooks = (smooth_layers(model, layers, ctx.calibration, config.smooth, config.calibration_batches)
-                             if config.smooth is not None else ({}, []))
+    inverse, smooth_hooks = (
+        smooth_layers(model, layers, ctx.calibration, config.smooth, config.calibration_batches)
+        if config.smooth is not None
+        else ({}, [])
+    )
     static_layers = {n: m for n, m in layers.items() if n not in dynamic}  # dynamic layers need no observers
-    with calibrating(model, static_layers, _act_observer(config), observe_outputs=config.quantize_outputs,
-                     relu_layers=relu_layers) as observers:
-        relu_hooks = [layers[n].register_forward_hook(lambda m, a, out: nn.functional.relu(out))
-                      for n in relu_layers if n in dynamic]  # fused ReLUs of dynamic layers still apply
+    with calibrating(
+        model, static_layers, _act_observer(config), observe_outputs=config.quantize_outputs, relu_layers=relu_layers
+    ) as observers:
+        relu_hooks = [
+            layers[n].register_forward_hook(lambda m, a, out: nn.functional.relu(out))
+            for n in relu_layers
+            if n in dynamic
+        ]  # fused ReLUs of dynamic layers still apply
         try:
             batches = run_calibration(model, ctx.calibration, config.calibration_batches)
         finally:
@@ -160,11 +181,13 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
     if config.bias_correction:
         correct_bias(model, float_weights, ctx.calibration, config.calibration_batches)
     w = f"W{config.weight_bits}A{config.activation_bits}"
-    notes.append(f"int8_static: {len(layers)} layers quantized ({w}, observer {config.observer}, weights "
-                 f"{'per-channel' if config.per_channel else 'per-tensor'} {config.weight_observer}), "
-                 f"{len(dynamic)} with dynamic activations, calibrated on {batches} batches"
-                 + (", bias corrected" if config.bias_correction else "")
-                 + (f", SmoothQuant alpha={config.smooth} on {len(inverse)} Linear layers" if inverse else ""))
+    notes.append(
+        f"int8_static: {len(layers)} layers quantized ({w}, observer {config.observer}, weights "
+        f"{'per-channel' if config.per_channel else 'per-tensor'} {config.weight_observer}), "
+        f"{len(dynamic)} with dynamic activations, calibrated on {batches} batches"
+        + (", bias corrected" if config.bias_correction else "")
+        + (f", SmoothQuant alpha={config.smooth} on {len(inverse)} Linear layers" if inverse else "")
+    )
     notes.append("int8_static: PyTorch figures are simulated (fake-quant); the ONNX export runs integer kernels")
     ctx.notes.extend(notes)
     return attach_export(model)

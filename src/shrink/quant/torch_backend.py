@@ -35,8 +35,9 @@ class TorchInt8Layer(nn.Module):
 
 def _weight(layer: QuantConv2d | QuantLinear) -> torch.Tensor:
     w = layer.dequantized_weight()
-    return torch.quantize_per_channel(w, layer.weight_scale.double(), torch.zeros_like(layer.weight_scale).long(), 0,
-                                      torch.qint8)
+    return torch.quantize_per_channel(
+        w, layer.weight_scale.double(), torch.zeros_like(layer.weight_scale).long(), 0, torch.qint8
+    )
 
 
 def _convert(name: str, layer: QuantConv2d | QuantLinear) -> TorchInt8Layer:
@@ -44,13 +45,23 @@ def _convert(name: str, layer: QuantConv2d | QuantLinear) -> TorchInt8Layer:
     import torch.ao.nn.quantized as nnq
 
     if layer.act_mode != "static" or not layer.quantize_output or getattr(layer, "input_smooth", None) is not None:
-        raise UnsupportedOpError(f"{name}: PyTorch's int8 kernels need static input and output grids and no "
-                                 "smoothing (use Int8Static(quantize_outputs=True, smooth=None))")
+        raise UnsupportedOpError(
+            f"{name}: PyTorch's int8 kernels need static input and output grids and no "
+            "smoothing (use Int8Static(quantize_outputs=True, smooth=None))"
+        )
     out_scale, out_zp = float(layer.output_qparams[0]), int(layer.output_qparams[1])
     if isinstance(layer, QuantConv2d):
         cls = nniq.ConvReLU2d if layer.relu else nnq.Conv2d
-        q = cls(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-                layer.dilation, layer.groups, layer.bias is not None)
+        q = cls(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+            layer.bias is not None,
+        )
     else:
         cls = nniq.LinearReLU if layer.relu else nnq.Linear
         q = cls(layer.in_features, layer.out_features, layer.bias is not None)

@@ -39,8 +39,10 @@ def weight_only(model: nn.Module, config: WeightOnly, ctx: Context) -> nn.Module
             raise_group(name, dim, config.group_size)
         cls = PackedLinear if isinstance(layer, nn.Linear) else PackedEmbedding
         set_module(model, name, cls.from_float(layer, config.bits, config.group_size))  # type: ignore[arg-type]
-    ctx.notes.append(f"weight_only: {len(layers)} layers stored as packed int{config.bits}, group {config.group_size}; "
-                     "compute is float on dequantized weights (PyTorch eager)")
+    ctx.notes.append(
+        f"weight_only: {len(layers)} layers stored as packed int{config.bits}, group {config.group_size}; "
+        "compute is float on dequantized weights (PyTorch eager)"
+    )
     model.shrink_execution = f"int{config.bits} weight-only (packed storage, float compute)"
     return model
 
@@ -48,8 +50,10 @@ def weight_only(model: nn.Module, config: WeightOnly, ctx: Context) -> nn.Module
 def raise_group(name: str, dim: int, group: int) -> None:
     from shrink.errors import ConfigError
 
-    raise ConfigError(f"weight_only: layer {name!r} has input dim {dim}, not divisible by group_size {group}; "
-                      "choose another group_size or add the layer to selector.ignore")
+    raise ConfigError(
+        f"weight_only: layer {name!r} has input dim {dim}, not divisible by group_size {group}; "
+        "choose another group_size or add the layer to selector.ignore"
+    )
 
 
 @register("float_cast", family="quantize")

@@ -38,23 +38,34 @@ def zeroq_quantize(model: nn.Module, config: ZeroQ, ctx: Context) -> nn.Module:
     """Synthesize calibration inputs from ``model`` alone and quantize it statically on them (in place)."""
     example = ctx.example_inputs
     if not isinstance(example, torch.Tensor) or example.dim() < 2:
-        raise ConfigError("zeroq: needs example_inputs, a batched tensor, to know the input shape "
-                          f"(got {type(example).__name__})")
+        raise ConfigError(
+            f"zeroq: needs example_inputs, a batched tensor, to know the input shape (got {type(example).__name__})"
+        )
     if (config.input_mean is None) != (config.input_std is None):
         raise ConfigError("zeroq: give both input_mean and input_std, or neither")
     check_weights(model)
     history: list[float] = []
-    synthetic = distill_inputs(model, tuple(example.shape[1:]), num_samples=config.num_samples,
-                               batch_size=config.batch_size, iterations=config.iterations, lr=config.lr,
-                               input_mean=config.input_mean, input_std=config.input_std, seed=config.seed,
-                               history=history)
+    synthetic = distill_inputs(
+        model,
+        tuple(example.shape[1:]),
+        num_samples=config.num_samples,
+        batch_size=config.batch_size,
+        iterations=config.iterations,
+        lr=config.lr,
+        input_mean=config.input_mean,
+        input_std=config.input_std,
+        seed=config.seed,
+        history=history,
+    )
     batches = list(synthetic.split(config.batch_size))
     # a fresh context: only the synthetic batches and the example input's shape reach the static quantizer
     inner = Context(example_inputs=torch.zeros_like(example), calibration=batches, progress=ctx.progress)
     model = quantize_static(model, config.ptq, inner)
-    ctx.notes.append(f"zeroq: calibrated on {len(synthetic)} synthetic inputs distilled from BatchNorm statistics "
-                     f"({config.iterations} iterations, BN-statistics loss {history[0]:.3g} -> {history[-1]:.3g}); "
-                     "no real data used")
+    ctx.notes.append(
+        f"zeroq: calibrated on {len(synthetic)} synthetic inputs distilled from BatchNorm statistics "
+        f"({config.iterations} iterations, BN-statistics loss {history[0]:.3g} -> {history[-1]:.3g}); "
+        "no real data used"
+    )
     ctx.notes.extend(inner.notes)
     return model
 

@@ -57,8 +57,11 @@ def write_html(report: Report, path: str | os.PathLike[str]) -> Path:
         plots.append(_img(scatter_png(pts, "size on disk (KiB)", metric, logx=True), f"{metric} vs size"))
     batch = next((b for r in report.rows for b in r.latency), None)
     if batch is not None:
-        pts = [(r.name, r.latency[batch]["median_ms"], r.metrics[metric]) for r in report.rows
-               if metric in r.metrics and batch in r.latency]
+        pts = [
+            (r.name, r.latency[batch]["median_ms"], r.metrics[metric])
+            for r in report.rows
+            if metric in r.metrics and batch in r.latency
+        ]
         plots.append(_img(scatter_png(pts, f"median latency, batch {batch} (ms)", metric), f"{metric} vs latency"))
     notes = "".join(f"<li>{html.escape(r.name)}: {html.escape(n)}</li>" for r in report.rows for n in r.notes)
     machine = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in report.machine.items())
@@ -66,7 +69,7 @@ def write_html(report: Report, path: str | os.PathLike[str]) -> Path:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
 padding:4px 8px;font-size:13px}}th{{background:#f3f3f3}}img{{margin:1em 1em 0 0}}</style></head><body>
 <h1>{html.escape(report.title)}</h1><table><tr>{head}</tr>{body}</table>
-<h2>Plots</h2>{''.join(plots)}<h2>Notes</h2><ul>{notes or '<li>none</li>'}</ul>
+<h2>Plots</h2>{"".join(plots)}<h2>Notes</h2><ul>{notes or "<li>none</li>"}</ul>
 <h2>Machine</h2><ul>{machine}</ul></body></html>"""
     atomic_write_bytes(path, page.encode())
     return Path(path)

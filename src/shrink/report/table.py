@@ -45,8 +45,12 @@ class Report:
         raise KeyError(f"no row named {name!r} (rows: {[r.name for r in self.rows]})")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"title": self.title, "metric": self.metric, "machine": self.machine,
-                "rows": [asdict(r) for r in self.rows]}
+        return {
+            "title": self.title,
+            "metric": self.metric,
+            "machine": self.machine,
+            "rows": [asdict(r) for r in self.rows],
+        }
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2).encode())
@@ -63,14 +67,27 @@ class Report:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
-        return cls(rows=[Row(**r) for r in data["rows"]], metric=data["metric"], machine=data.get("machine", {}),
-                   title=data.get("title", "shrink report"))
+        return cls(
+            rows=[Row(**r) for r in data["rows"]],
+            metric=data["metric"],
+            machine=data.get("machine", {}),
+            title=data.get("title", "shrink report"),
+        )
 
     def columns(self) -> list[str]:
         metric_keys = list(dict.fromkeys(k for r in self.rows for k in r.metrics))
         batches = list(dict.fromkeys(b for r in self.rows for b in r.latency))
-        return ["model", "runtime", "execution", *metric_keys, "params", "nonzero", "size", "MACs",
-                *(f"latency b{b} (ms)" for b in batches)]
+        return [
+            "model",
+            "runtime",
+            "execution",
+            *metric_keys,
+            "params",
+            "nonzero",
+            "size",
+            "MACs",
+            *(f"latency b{b} (ms)" for b in batches),
+        ]
 
     def cells(self) -> list[list[str]]:
         metric_keys = list(dict.fromkeys(k for r in self.rows for k in r.metrics))
@@ -79,12 +96,23 @@ class Report:
         for r in self.rows:
             lat = [
                 f"{r.latency[b]['median_ms']:.3f} [{r.latency[b]['min_ms']:.3f}-{r.latency[b]['max_ms']:.3f}]"
-                if b in r.latency else "-" for b in batches
+                if b in r.latency
+                else "-"
+                for b in batches
             ]
-            out.append([
-                r.name, r.runtime, r.execution, *(_fmt(r.metrics.get(k)) for k in metric_keys),
-                _count(r.params), _count(r.nonzero_params), _bytes(r.size_bytes), _count(r.macs), *lat,
-            ])
+            out.append(
+                [
+                    r.name,
+                    r.runtime,
+                    r.execution,
+                    *(_fmt(r.metrics.get(k)) for k in metric_keys),
+                    _count(r.params),
+                    _count(r.nonzero_params),
+                    _bytes(r.size_bytes),
+                    _count(r.macs),
+                    *lat,
+                ]
+            )
         return out
 
     def render(self, width: int = 200) -> str:

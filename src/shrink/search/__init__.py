@@ -9,9 +9,26 @@ from shrink.search.sensitivity import hessian_sensitivity, hessian_traces, hutch
 from shrink.search.trials import run_trials, shutdown_ray
 
 __all__ = [
-    "Allocation", "Option", "allocate", "brute_force", "apply_policy", "calibrate_inputs", "MixedPrecision",
-    "plan_mixed_precision", "hessian_sensitivity", "hessian_traces", "hutchinson_trace", "measured_sensitivity",
-    "Point", "SearchResult", "pareto_front", "CompressionSearch", "run_search", "run_trials", "shutdown_ray", "search",
+    "Allocation",
+    "Option",
+    "allocate",
+    "brute_force",
+    "apply_policy",
+    "calibrate_inputs",
+    "MixedPrecision",
+    "plan_mixed_precision",
+    "hessian_sensitivity",
+    "hessian_traces",
+    "hutchinson_trace",
+    "measured_sensitivity",
+    "Point",
+    "SearchResult",
+    "pareto_front",
+    "CompressionSearch",
+    "run_search",
+    "run_trials",
+    "shutdown_ray",
+    "search",
 ]
 
 

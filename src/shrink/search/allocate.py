@@ -59,8 +59,9 @@ def _check(options: Mapping[str, Sequence[Option]], budgets: Mapping[str, float]
             raise ConfigError(f"allocate: {kind} budget {limit:.6g} is below the smallest achievable {floor:.6g}")
 
 
-def _result(options: Mapping[str, Sequence[Option]], picks: Mapping[str, int], budgets: Mapping[str, float],
-            solver: str) -> Allocation:
+def _result(
+    options: Mapping[str, Sequence[Option]], picks: Mapping[str, int], budgets: Mapping[str, float], solver: str
+) -> Allocation:
     chosen = {n: options[n][i] for n, i in picks.items()}
     kinds = {*budgets, *(k for o in chosen.values() for k in o.costs)}
     totals = {k: sum(_value(o, k) for o in chosen.values()) for k in sorted(kinds) if k != "loss"}
@@ -68,8 +69,14 @@ def _result(options: Mapping[str, Sequence[Option]], picks: Mapping[str, int], b
     return Allocation({n: o.choice for n, o in chosen.items()}, totals["loss"], totals, solver)
 
 
-def allocate(options: Mapping[str, Sequence[Option]], budgets: Mapping[str, float], *, solver: str = "milp",
-             minimize: str = "loss", resolution: int = 20000) -> Allocation:
+def allocate(
+    options: Mapping[str, Sequence[Option]],
+    budgets: Mapping[str, float],
+    *,
+    solver: str = "milp",
+    minimize: str = "loss",
+    resolution: int = 20000,
+) -> Allocation:
     """The policy with the least summed ``minimize`` (default: predicted loss) whose summed costs are within every
     budget (a budget may also be on ``"loss"``)."""
     _check(options, budgets)
@@ -95,17 +102,19 @@ def _milp(options: Mapping[str, Sequence[Option]], budgets: Mapping[str, float],
         rows.append([_value(options[n][i], kind) for n, i in index])
         lb.append(-np.inf)
         ub.append(limit)
-    res = milp(c, constraints=LinearConstraint(np.array(rows), lb, ub), integrality=np.ones(len(index)),
-               bounds=Bounds(0, 1))
+    res = milp(
+        c, constraints=LinearConstraint(np.array(rows), lb, ub), integrality=np.ones(len(index)), bounds=Bounds(0, 1)
+    )
     if res.x is None:
         raise ConfigError(f"allocate: the integer program found no feasible policy ({res.message})")
     picks = {n: i for (n, i), x in zip(index, res.x, strict=True) if x > 0.5}
     return _result(options, picks, budgets, "milp")
 
 
-def _dp(options: Mapping[str, Sequence[Option]], budgets: Mapping[str, float], resolution: int,
-        minimize: str) -> Allocation:
-    (kind, limit), = budgets.items()
+def _dp(
+    options: Mapping[str, Sequence[Option]], budgets: Mapping[str, float], resolution: int, minimize: str
+) -> Allocation:
+    ((kind, limit),) = budgets.items()
     costs = [_value(o, kind) for opts in options.values() for o in opts]
     if min(costs) < 0:
         raise ConfigError(f"allocate: the dp solver needs non-negative {kind} costs; use solver='milp'")
@@ -152,8 +161,9 @@ def _units(cost: float, unit: float, integral: bool) -> int:
     return int(round(cost / unit)) if integral else int(math.ceil(cost / unit - 1e-9))
 
 
-def brute_force(options: Mapping[str, Sequence[Option]], budgets: Mapping[str, float],
-                minimize: str = "loss") -> Allocation:
+def brute_force(
+    options: Mapping[str, Sequence[Option]], budgets: Mapping[str, float], minimize: str = "loss"
+) -> Allocation:
     """Try every combination (tests and tiny problems only)."""
     _check(options, budgets)
     names = list(options)

@@ -55,14 +55,13 @@ class InputFakeQuant:
         return (fake_quantize(args[0], self.qp), *args[1:])
 
 
-def calibrate_inputs(model: nn.Module, names: Iterable[str], data: Iterable[Any], batches: int = 4
-                     ) -> dict[str, QParams]:
+def calibrate_inputs(
+    model: nn.Module, names: Iterable[str], data: Iterable[Any], batches: int = 4
+) -> dict[str, QParams]:
     """Asymmetric 8-bit min-max grids of the inputs of the named layers over ``batches`` batches of ``data``."""
     modules = dict(model.named_modules())
-    observers = {n: MinMaxObserver(ACTIVATION_BITS, symmetric=False, signed=False, name=f"{n}.input")
-                 for n in names}
-    handles = [modules[n].register_forward_pre_hook(lambda m, a, o=obs: o.update(a[0]))
-               for n, obs in observers.items()]
+    observers = {n: MinMaxObserver(ACTIVATION_BITS, symmetric=False, signed=False, name=f"{n}.input") for n in names}
+    handles = [modules[n].register_forward_pre_hook(lambda m, a, o=obs: o.update(a[0])) for n, obs in observers.items()]
     try:
         with torch.no_grad():
             for i, batch in enumerate(data):
@@ -75,8 +74,9 @@ def calibrate_inputs(model: nn.Module, names: Iterable[str], data: Iterable[Any]
     return {n: o.qparams() for n, o in observers.items()}
 
 
-def apply_policy(model: nn.Module, policy: Policy, *, input_qparams: dict[str, QParams] | None = None,
-                 inplace: bool = False) -> nn.Module:
+def apply_policy(
+    model: nn.Module, policy: Policy, *, input_qparams: dict[str, QParams] | None = None, inplace: bool = False
+) -> nn.Module:
     """``model`` (a copy unless ``inplace``) with each named layer pruned and fake-quantized as ``policy`` says.
 
     ``input_qparams`` (from :func:`calibrate_inputs`) adds 8-bit input fake-quant to layers at <= 8 bits; without
@@ -88,8 +88,10 @@ def apply_policy(model: nn.Module, policy: Policy, *, input_qparams: dict[str, Q
         if name not in modules or not hasattr(modules[name], "weight"):
             raise ConfigError(f"apply_policy: no layer with weights named {name!r}")
         if choice.width < 1.0:
-            raise ConfigError(f"apply_policy: layer {name!r} asks for width {choice.width}; channel removal is done "
-                              "by structured pruning, not by apply_policy")
+            raise ConfigError(
+                f"apply_policy: layer {name!r} asks for width {choice.width}; channel removal is done "
+                "by structured pruning, not by apply_policy"
+            )
         _apply_choice(modules[name], choice, (input_qparams or {}).get(name))
     bits = sorted({c.bits for c in policy.values()})
     out.shrink_execution = f"fake-quant, per-layer bits {bits}, A{ACTIVATION_BITS} (simulated)"  # type: ignore

@@ -48,8 +48,10 @@ def remove_channels(model: nn.Module, widths: dict[str, float], example_inputs: 
     graph, producers = _producers(model, example_inputs)
     missing = sorted(set(widths) - set(producers))
     if missing:
-        raise ConfigError(f"search: cannot remove output channels of {missing} alone (no single-producer channel "
-                          "group; output layers and residual streams keep their width)")
+        raise ConfigError(
+            f"search: cannot remove output channels of {missing} alone (no single-producer channel "
+            "group; output layers and residual streams keep their width)"
+        )
     tensors = dict(model.named_parameters()) | dict(model.named_buffers())
     removed: set[int] = set()
     for name, width in widths.items():
@@ -60,9 +62,17 @@ def remove_channels(model: nn.Module, widths: dict[str, float], example_inputs: 
     return model
 
 
-def compress(model: nn.Module, policy: Policy, *, example_inputs: Any, calibration: Sequence[Any],
-             train: Sequence[Any] | None = None, finetune_epochs: int = 0, lr: float = 1e-3,
-             seed: int = 0) -> nn.Module:
+def compress(
+    model: nn.Module,
+    policy: Policy,
+    *,
+    example_inputs: Any,
+    calibration: Sequence[Any],
+    train: Sequence[Any] | None = None,
+    finetune_epochs: int = 0,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> nn.Module:
     """A copy of ``model`` with ``policy`` applied: channels removed, fine-tuned (if epochs), pruned and
     fake-quantized (simulated, with 8-bit inputs calibrated on ``calibration``)."""
     out = copy.deepcopy(model).eval()
@@ -72,8 +82,9 @@ def compress(model: nn.Module, policy: Policy, *, example_inputs: Any, calibrati
             raise ConfigError("search: fine-tuning after channel removal needs training data")
         torch.manual_seed(seed)
         fit(out, train, epochs=finetune_epochs, lr=lr, progress=False, desc="search trial")
-    rest = {n: LayerChoice(bits=c.bits, sparsity=c.sparsity) for n, c in policy.items()
-            if c.bits < 32 or c.sparsity > 0}
+    rest = {
+        n: LayerChoice(bits=c.bits, sparsity=c.sparsity) for n, c in policy.items() if c.bits < 32 or c.sparsity > 0
+    }
     if not rest:
         return out.eval()
     qparams = calibrate_inputs(out, [n for n, c in rest.items() if c.bits <= 8], calibration)

@@ -70,16 +70,28 @@ def plan_mixed_precision(model: nn.Module, config: MixedPrecision, ctx: Context)
         raise ConfigError("mixed_precision: needs example_inputs (to trace layer shapes)")
     profile = load_profile(config.profile) if config.budget in ("latency", "energy") else None
     if config.budget == "energy" and profile is not None and profile.kind != "accelerator":
-        raise ConfigError(f"mixed_precision: an energy budget needs an accelerator profile; {profile.name!r} is "
-                          "measured (latency only)")
+        raise ConfigError(
+            f"mixed_precision: an energy budget needs an accelerator profile; {profile.name!r} is "
+            "measured (latency only)"
+        )
     table = LatencyTable(profile.measured) if profile is not None and profile.measured is not None else None
     specs = [s for s in trace_layers(model, ctx.example_inputs) if s.name in layers]
     choices = [LayerChoice(bits=b, sparsity=s) for b, s in itertools.product(config.bits, config.sparsities)]
     data = _sensitivity_data(ctx)
-    qparams = (calibrate_inputs(model, [s.name for s in specs], ctx.calibration or data or [])
-               if config.quantize_inputs else None)
-    sens = sensitivities(model, [s.name for s in specs], choices, data, config.sensitivity,
-                         batches=config.sensitivity_batches, input_qparams=qparams)
+    qparams = (
+        calibrate_inputs(model, [s.name for s in specs], ctx.calibration or data or [])
+        if config.quantize_inputs
+        else None
+    )
+    sens = sensitivities(
+        model,
+        [s.name for s in specs],
+        choices,
+        data,
+        config.sensitivity,
+        batches=config.sensitivity_batches,
+        input_qparams=qparams,
+    )
     options = layer_options(specs, choices, sens, profile, table)
     if config.budget_value is not None:
         budget = config.budget_value
@@ -110,7 +122,9 @@ def mixed_precision(model: nn.Module, config: MixedPrecision, ctx: Context) -> n
     out.shrink_policy = policy_to_dict(plan.policy)  # type: ignore[assignment]
     attach_int8_export(out, plan.policy, data)
     chosen = ", ".join(f"{n}={c.label()}" for n, c in plan.policy.items())
-    ctx.notes.append(f"mixed precision ({plan.solver}, {config.sensitivity} sensitivity): {chosen}; "
-                     f"{config.budget} {plan.totals[config.budget]:.6g} of budget {budget:.6g} on {config.profile}")
+    ctx.notes.append(
+        f"mixed precision ({plan.solver}, {config.sensitivity} sensitivity): {chosen}; "
+        f"{config.budget} {plan.totals[config.budget]:.6g} of budget {budget:.6g} on {config.profile}"
+    )
     ctx.notes.append("fake-quant per layer (simulated accuracy); real int8 kernels only via ONNX export")
     return out

@@ -23,8 +23,9 @@ __all__ = ["BUDGET_KINDS", "layer_options", "option_costs", "uniform_cost", "sen
 BUDGET_KINDS = ("bytes", "latency", "energy", "bitops")
 
 
-def option_costs(spec: LayerSpec, choice: LayerChoice, profile: Profile | None, table: LatencyTable | None
-                 ) -> dict[str, float]:
+def option_costs(
+    spec: LayerSpec, choice: LayerChoice, profile: Profile | None, table: LatencyTable | None
+) -> dict[str, float]:
     """Costs of one layer option: weight bytes, latency (s) and energy (J) on ``profile``, BitOps.
 
     On accelerators the option is priced with its weights cached on chip (per-layer costs must not depend on the
@@ -41,9 +42,17 @@ def option_costs(spec: LayerSpec, choice: LayerChoice, profile: Profile | None, 
     return out
 
 
-def sensitivities(model: nn.Module, layers: Sequence[str], choices: Sequence[LayerChoice], data: Iterable[Any] | None,
-                  method: str, *, batches: int, input_qparams: dict[str, QParams] | None = None,
-                  hutchinson_samples: int = 32) -> dict[str, dict[LayerChoice, float]]:
+def sensitivities(
+    model: nn.Module,
+    layers: Sequence[str],
+    choices: Sequence[LayerChoice],
+    data: Iterable[Any] | None,
+    method: str,
+    *,
+    batches: int,
+    input_qparams: dict[str, QParams] | None = None,
+    hutchinson_samples: int = 32,
+) -> dict[str, dict[LayerChoice, float]]:
     """Predicted loss increase of each (layer, choice): measured one layer at a time, or HAWQ-v2 Hessian traces."""
     if data is None:
         raise DataError("sensitivity: needs labelled data (val= or train=)")
@@ -55,9 +64,14 @@ def sensitivities(model: nn.Module, layers: Sequence[str], choices: Sequence[Lay
     raise ConfigError(f"sensitivity method must be 'measured' or 'hessian', got {method!r}")
 
 
-def layer_options(specs: Sequence[LayerSpec], choices: Sequence[LayerChoice],
-                  sensitivity: dict[str, dict[LayerChoice, float]], profile: Profile | None,
-                  table: LatencyTable | None, follow_width: frozenset[str] = frozenset()) -> dict[str, list[Option]]:
+def layer_options(
+    specs: Sequence[LayerSpec],
+    choices: Sequence[LayerChoice],
+    sensitivity: dict[str, dict[LayerChoice, float]],
+    profile: Profile | None,
+    table: LatencyTable | None,
+    follow_width: frozenset[str] = frozenset(),
+) -> dict[str, list[Option]]:
     """One :class:`Option` per (layer, choice) for the layers in ``sensitivity``; a choice's cost is priced at its
     kept output width, and for layers in ``follow_width`` at the same fraction of input channels (as if its producer
     kept the same width; whole policies are re-priced exactly by :func:`shrink.hw.policy_costs`)."""
@@ -65,10 +79,15 @@ def layer_options(specs: Sequence[LayerSpec], choices: Sequence[LayerChoice],
     for spec in specs:
         if spec.name in sensitivity:
             out[spec.name] = [
-                Option(c, sensitivity[spec.name][c],
-                       option_costs(scaled(spec, c.width if spec.name in follow_width else 1.0, c.width), c,
-                                    profile, table))
-                for c in choices]
+                Option(
+                    c,
+                    sensitivity[spec.name][c],
+                    option_costs(
+                        scaled(spec, c.width if spec.name in follow_width else 1.0, c.width), c, profile, table
+                    ),
+                )
+                for c in choices
+            ]
     return out
 
 

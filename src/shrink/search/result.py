@@ -34,9 +34,14 @@ class Point:
         return ", ".join(f"{n}={c.label()}" for n, c in policy_from_dict(self.policy).items()) or "fp32"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "policy": self.policy, "predicted_cost": self.predicted_cost,
-                "predicted_loss": self.predicted_loss, "measured_metric": self.measured_metric,
-                "measured": self.measured}
+        return {
+            "label": self.label,
+            "policy": self.policy,
+            "predicted_cost": self.predicted_cost,
+            "predicted_loss": self.predicted_loss,
+            "measured_metric": self.measured_metric,
+            "measured": self.measured,
+        }
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -68,17 +73,30 @@ class SearchResult:
         return [measured[i] for i in idx]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"objective": self.objective, "profile": self.profile, "tolerance": self.tolerance,
-                "baseline_metric": self.baseline_metric, "baseline_cost": self.baseline_cost, "best": self.best,
-                "pareto_front": [p.label for p in self.measured_front()],
-                "points": [p.to_dict() for p in self.points]}
+        return {
+            "objective": self.objective,
+            "profile": self.profile,
+            "tolerance": self.tolerance,
+            "baseline_metric": self.baseline_metric,
+            "baseline_cost": self.baseline_cost,
+            "best": self.best,
+            "pareto_front": [p.label for p in self.measured_front()],
+            "points": [p.to_dict() for p in self.points],
+        }
 
     def pareto_png(self) -> bytes:
         """Measured metric vs predicted cost: measured points (front marked *) and the fp32 baseline."""
         front = {p.label for p in self.measured_front()}
         pts = [("fp32", self.baseline_cost, self.baseline_metric)]
-        pts += [(p.label + ("*" if p.label in front else "") + (" (chosen)" if p.label == self.best else ""),
-                 p.predicted_cost, p.measured_metric) for p in self.points if p.measured_metric is not None]
+        pts += [
+            (
+                p.label + ("*" if p.label in front else "") + (" (chosen)" if p.label == self.best else ""),
+                p.predicted_cost,
+                p.measured_metric,
+            )
+            for p in self.points
+            if p.measured_metric is not None
+        ]
         return scatter_png(pts, f"predicted {self.objective} on {self.profile}", "measured validation metric")
 
     def prediction_png(self) -> bytes:

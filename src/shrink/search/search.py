@@ -85,9 +85,15 @@ def _metric(model: nn.Module, data: Sequence[Any]) -> float:
 
 def evaluate_policy(shared: dict[str, Any], policy: dict[str, dict[str, Any]]) -> tuple[float, nn.Module]:
     """One trial (runs in a Ray worker): the compressed model and its validation metric."""
-    model = compress(shared["model"], policy_from_dict(policy), example_inputs=shared["example_inputs"],
-                     calibration=shared["calibration"], train=shared["train"],
-                     finetune_epochs=shared["finetune_epochs"], lr=shared["lr"])
+    model = compress(
+        shared["model"],
+        policy_from_dict(policy),
+        example_inputs=shared["example_inputs"],
+        calibration=shared["calibration"],
+        train=shared["train"],
+        finetune_epochs=shared["finetune_epochs"],
+        lr=shared["lr"],
+    )
     return _metric(model, shared["val"]), model
 
 
@@ -100,8 +106,9 @@ def _listed(data: Any, limit: int | None = None) -> list[Any]:
     return out
 
 
-def _sensitivity(model: nn.Module, names: list[str], choices: dict[str, list[LayerChoice]], shared: dict[str, Any],
-                 batches: int) -> dict[str, dict[LayerChoice, float]]:
+def _sensitivity(
+    model: nn.Module, names: list[str], choices: dict[str, list[LayerChoice]], shared: dict[str, Any], batches: int
+) -> dict[str, dict[LayerChoice, float]]:
     held = shared["calibration"][:batches]
     reference = logits_of(model, held)
     out: dict[str, dict[LayerChoice, float]] = {}
@@ -133,13 +140,23 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
     all_specs = trace_layers(model, priced_inputs)
     specs = [s for s in all_specs if s.name in layers]
     prunable = set(width_layers(model, ctx.example_inputs))
-    choices = {s.name: [LayerChoice(bits=b, sparsity=sp, width=w if s.name in prunable else 1.0)
-                        for b, sp, w in itertools.product(config.bits, config.sparsities, config.widths)]
-               for s in specs}
+    choices = {
+        s.name: [
+            LayerChoice(bits=b, sparsity=sp, width=w if s.name in prunable else 1.0)
+            for b, sp, w in itertools.product(config.bits, config.sparsities, config.widths)
+        ]
+        for s in specs
+    }
     choices = {n: list(dict.fromkeys(cs)) for n, cs in choices.items()}
-    shared = {"model": model, "val": val, "calibration": _listed(ctx.calibration or ctx.train, 8),
-              "train": _listed(ctx.train) if config.finetune_epochs else None, "example_inputs": ctx.example_inputs,
-              "finetune_epochs": config.finetune_epochs, "lr": config.lr}
+    shared = {
+        "model": model,
+        "val": val,
+        "calibration": _listed(ctx.calibration or ctx.train, 8),
+        "train": _listed(ctx.train) if config.finetune_epochs else None,
+        "example_inputs": ctx.example_inputs,
+        "finetune_epochs": config.finetune_epochs,
+        "lr": config.lr,
+    }
     sens = _sensitivity(model, [s.name for s in specs], choices, shared, config.sensitivity_batches)
     fed = input_widths(all_specs, {n: 0.5 for n in prunable})  # layers fed by a prunable layer
     follow = frozenset(n for n in prunable if fed.get(n, 1.0) < 1.0)
@@ -165,22 +182,33 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
         policy = {n: c for n, c in plan.policy.items() if c != LayerChoice()}
         key = repr(sorted(policy_to_dict(policy).items()))
         if key not in points:
-            points[key] = Point(label="", policy=policy_to_dict(policy), predicted_cost=priced(policy),
-                                predicted_loss=plan.predicted_loss)
+            points[key] = Point(
+                label="",
+                policy=policy_to_dict(policy),
+                predicted_cost=priced(policy),
+                predicted_loss=plan.predicted_loss,
+            )
     ordered = sorted(points.values(), key=lambda p: p.predicted_cost)
     for i, p in enumerate(ordered):
         p.label = f"c{i}"
     baseline = _metric(model, val)
     best = _kary_search(ordered, shared, config, baseline)
-    result = SearchResult(points=ordered, baseline_metric=baseline, tolerance=config.tolerance, objective=kind,
-                          profile=profile.name, best=best.label if best else None,
-                          baseline_cost=priced({}))
+    result = SearchResult(
+        points=ordered,
+        baseline_metric=baseline,
+        tolerance=config.tolerance,
+        objective=kind,
+        profile=profile.name,
+        best=best.label if best else None,
+        baseline_cost=priced({}),
+    )
     chosen = best.model if best is not None else model
     return result, chosen
 
 
-def _kary_search(ordered: list[Point], shared: dict[str, Any], config: CompressionSearch, baseline: float
-                 ) -> Point | None:
+def _kary_search(
+    ordered: list[Point], shared: dict[str, Any], config: CompressionSearch, baseline: float
+) -> Point | None:
     """Cheapest candidate whose measured drop is within tolerance, assuming the drop shrinks as cost grows;
     ``parallel`` candidates are measured per round."""
     lo, hi = 0, len(ordered)  # answer index in [lo, hi]; hi == len(ordered): none passes yet
@@ -189,8 +217,14 @@ def _kary_search(ordered: list[Point], shared: dict[str, Any], config: Compressi
         k = min(config.parallel, span)
         picks = sorted({lo + math.floor(span * (j + 1) / (k + 1)) for j in range(k)} - {hi})
         picks = [i for i in picks if ordered[i].measured_metric is None] or [lo]
-        results = run_trials(evaluate_policy, shared, [ordered[i].policy for i in picks], backend=config.backend,
-                             parallel=config.parallel, address=config.ray_address)
+        results = run_trials(
+            evaluate_policy,
+            shared,
+            [ordered[i].policy for i in picks],
+            backend=config.backend,
+            parallel=config.parallel,
+            address=config.ray_address,
+        )
         for i, (metric, trained) in zip(picks, results, strict=True):
             ordered[i].measured_metric = metric
             ordered[i].model = trained
@@ -210,14 +244,18 @@ def compression_search(model: nn.Module, config: CompressionSearch, ctx: Context
     result, chosen = run_search(model, config, ctx)
     best = result.point(result.best) if result.best else None
     measured = sum(p.measured_metric is not None for p in result.points)
-    ctx.notes.append(f"search on {result.profile} ({result.objective}): {len(result.points)} candidates, {measured} "
-                     f"measured on validation data, the rest predicted only")
+    ctx.notes.append(
+        f"search on {result.profile} ({result.objective}): {len(result.points)} candidates, {measured} "
+        f"measured on validation data, the rest predicted only"
+    )
     if best is None:
         ctx.notes.append(f"search: no candidate within {config.tolerance} points; the model is returned unchanged")
         return model
-    ctx.notes.append(f"search chose {best.label}: {best.summary()}; predicted {result.objective} "
-                     f"{best.predicted_cost:.4g} vs fp32 {result.baseline_cost:.4g}; validation metric "
-                     f"{best.measured_metric:.2f} vs {result.baseline_metric:.2f}")
+    ctx.notes.append(
+        f"search chose {best.label}: {best.summary()}; predicted {result.objective} "
+        f"{best.predicted_cost:.4g} vs fp32 {result.baseline_cost:.4g}; validation metric "
+        f"{best.measured_metric:.2f} vs {result.baseline_metric:.2f}"
+    )
     ctx.notes.append("search: quantized layers are fake-quant (simulated); removed channels are real")
     if ctx.out_dir is not None:
         result.write(ctx.out_dir)

@@ -23,7 +23,12 @@ from shrink.quant.qparams import QParams
 from shrink.search.apply import apply_policy, prune_weight, quantize_weight
 
 __all__ = [
-    "mean_loss", "logits_of", "output_kl", "measured_sensitivity", "hutchinson_trace", "hessian_traces",
+    "mean_loss",
+    "logits_of",
+    "output_kl",
+    "measured_sensitivity",
+    "hutchinson_trace",
+    "hessian_traces",
     "hessian_sensitivity",
 ]
 
@@ -71,9 +76,16 @@ def output_kl(model: nn.Module, batches: Sequence[Any], reference: Sequence[torc
     return total / count
 
 
-def measured_sensitivity(model: nn.Module, layers: Sequence[str], choices: Sequence[LayerChoice],
-                         data: Iterable[Any], *, batches: int = 4, input_qparams: dict[str, QParams] | None = None,
-                         criterion: str = "kl") -> dict[str, dict[LayerChoice, float]]:
+def measured_sensitivity(
+    model: nn.Module,
+    layers: Sequence[str],
+    choices: Sequence[LayerChoice],
+    data: Iterable[Any],
+    *,
+    batches: int = 4,
+    input_qparams: dict[str, QParams] | None = None,
+    criterion: str = "kl",
+) -> dict[str, dict[LayerChoice, float]]:
     """Output KL (or loss increase, may be negative) when only ``layer`` gets ``choice``, for every layer/choice."""
     held = _batches(data, batches)
     loss: Callable[[nn.Module, Sequence[Any]], float]
@@ -99,8 +111,9 @@ def measured_sensitivity(model: nn.Module, layers: Sequence[str], choices: Seque
     return out
 
 
-def hutchinson_trace(loss_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor], *, samples: int = 32,
-                     seed: int = 0) -> list[float]:
+def hutchinson_trace(
+    loss_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor], *, samples: int = 32, seed: int = 0
+) -> list[float]:
     """Hutchinson estimates of ``tr(∂²L/∂p²)`` for each tensor in ``params`` (one Hessian block per tensor).
 
     Each sample draws Rademacher vectors ``v`` (±1) and computes ``vᵀ H v`` with one Hessian-vector product
@@ -118,8 +131,9 @@ def hutchinson_trace(loss_fn: Callable[[], torch.Tensor], params: Sequence[torch
     return [s / samples for s in sums]
 
 
-def hessian_traces(model: nn.Module, layers: Sequence[str], data: Iterable[Any], *, batches: int = 2,
-                   samples: int = 32, seed: int = 0) -> dict[str, float]:
+def hessian_traces(
+    model: nn.Module, layers: Sequence[str], data: Iterable[Any], *, batches: int = 2, samples: int = 32, seed: int = 0
+) -> dict[str, float]:
     """Hutchinson trace of the cross-entropy Hessian w.r.t. each named layer's weight, on ``batches`` batches."""
     held = _batches(data, batches)
     modules = dict(model.named_modules())
@@ -143,8 +157,9 @@ def hessian_traces(model: nn.Module, layers: Sequence[str], data: Iterable[Any],
     return dict(zip(layers, traces, strict=True))
 
 
-def hessian_sensitivity(model: nn.Module, traces: dict[str, float], choices: Sequence[LayerChoice]
-                        ) -> dict[str, dict[LayerChoice, float]]:
+def hessian_sensitivity(
+    model: nn.Module, traces: dict[str, float], choices: Sequence[LayerChoice]
+) -> dict[str, dict[LayerChoice, float]]:
     """HAWQ-v2 predicted loss increase ``½ · tr(H)/n · ‖Q(W) − W‖²`` for every layer in ``traces`` and choice."""
     modules = dict(model.named_modules())
     out: dict[str, dict[LayerChoice, float]] = {}

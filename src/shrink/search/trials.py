@@ -43,8 +43,16 @@ def _ray(address: str | None, parallel: int):
     return ray
 
 
-def run_trials(fn: Trial, shared: Any, payloads: Sequence[Any], *, backend: str = "ray", parallel: int = 2,
-               address: str | None = None, threads_per_trial: int = 1) -> list[Any]:
+def run_trials(
+    fn: Trial,
+    shared: Any,
+    payloads: Sequence[Any],
+    *,
+    backend: str = "ray",
+    parallel: int = 2,
+    address: str | None = None,
+    threads_per_trial: int = 1,
+) -> list[Any]:
     """``[fn(shared, p) for p in payloads]``, up to ``parallel`` at a time on Ray, in payload order.
 
     ``shared`` (model, data) is put in Ray's object store once and passed to every trial.

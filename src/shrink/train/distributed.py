@@ -20,8 +20,17 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["setup", "is_distributed", "rank", "world_size", "is_main", "broadcast_parameters", "average_gradients",
-           "shard", "barrier"]
+__all__ = [
+    "setup",
+    "is_distributed",
+    "rank",
+    "world_size",
+    "is_main",
+    "broadcast_parameters",
+    "average_gradients",
+    "shard",
+    "barrier",
+]
 
 
 def setup() -> bool:
@@ -81,7 +90,7 @@ def average_gradients(params: list[torch.Tensor]) -> None:
     flat /= world_size()
     offset = 0
     for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
 
 

@@ -41,4 +41,3 @@ def finetune_handler(model: nn.Module, config: FineTune, ctx: Context) -> nn.Mod
         progress=ctx.progress,
         desc="finetune",
     )
-

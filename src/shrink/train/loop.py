@@ -44,8 +44,11 @@ def _reseed_loader(train: Iterable[Any], seed: int) -> None:
 def _rng_state() -> dict[str, Any]:
     """Every random generator a training step may draw from (dropout, augmentation, shuffling without a generator)."""
     np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -128,8 +131,9 @@ def fit(
     if setup():  # under torchrun: same start on every rank, each trains on its slice of every batch
         broadcast_parameters(model)
 
-    bar = tqdm(range(start, epochs), desc=desc, disable=not progress or not is_main(), leave=False, initial=start,
-               total=epochs)
+    bar = tqdm(
+        range(start, epochs), desc=desc, disable=not progress or not is_main(), leave=False, initial=start, total=epochs
+    )
     for epoch in bar:
         _reseed_loader(train, seed + epoch)
         model.train()

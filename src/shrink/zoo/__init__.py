@@ -8,8 +8,20 @@ from shrink.zoo.digits import DigitsCNN, DigitsStudent, digits_data, digits_spli
 from shrink.zoo.vision import MobileNetV2, ResNet18, mobilenet_v2, resnet18
 
 __all__ = [
-    "DigitsCNN", "DigitsStudent", "digits_data", "digits_split", "digits_student", "digits_teacher", "ResNet18",
-    "MobileNetV2", "resnet18", "mobilenet_v2", "MODELS", "DATA", "load_minilm", "minilm_data",
+    "DigitsCNN",
+    "DigitsStudent",
+    "digits_data",
+    "digits_split",
+    "digits_student",
+    "digits_teacher",
+    "ResNet18",
+    "MobileNetV2",
+    "resnet18",
+    "mobilenet_v2",
+    "MODELS",
+    "DATA",
+    "load_minilm",
+    "minilm_data",
 ]
 
 

@@ -32,8 +32,9 @@ class MiniLMEmbedder(nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -75,8 +76,15 @@ def minilm_data(batch_size: int = 32, calibration_sentences: int = 128, limit: i
     sentences = load_sentences()[:limit]
     batches = [tokenize(tok, sentences[i : i + batch_size]) for i in range(0, len(sentences), batch_size)]
     calib = [tokenize(tok, sentences[i : i + 16]) for i in range(0, min(calibration_sentences, len(sentences)), 16)]
-    return DataBundle(train=None, val=None, test=batches, calibration=calib,
-                      example_inputs=tokenize(tok, sentences[:1]), metric="fidelity", name="minilm-corpus")
+    return DataBundle(
+        train=None,
+        val=None,
+        test=batches,
+        calibration=calib,
+        example_inputs=tokenize(tok, sentences[:1]),
+        metric="fidelity",
+        name="minilm-corpus",
+    )
 
 
 __all__.append("tokenize")

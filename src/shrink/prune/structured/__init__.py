@@ -10,6 +10,16 @@ from shrink.prune.structured.layers import SkippedLayer, block_candidates, layer
 from shrink.prune.structured.slicing import slice_module, update_head_attributes
 
 __all__ = [
-    "ChannelPruning", "LayerRemoval", "channel_prune", "choose_units", "apply_removal", "prunable_groups",
-    "SkippedLayer", "block_candidates", "layer_removal", "remove_layers", "slice_module", "update_head_attributes",
+    "ChannelPruning",
+    "LayerRemoval",
+    "channel_prune",
+    "choose_units",
+    "apply_removal",
+    "prunable_groups",
+    "SkippedLayer",
+    "block_candidates",
+    "layer_removal",
+    "remove_layers",
+    "slice_module",
+    "update_head_attributes",
 ]

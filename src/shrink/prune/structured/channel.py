@@ -31,8 +31,14 @@ def _keep_count(size: int, keep: int, round_to: int) -> int:
     return min(max(keep, 1), size)
 
 
-def choose_units(groups: list[ChannelGroup], scores: list[torch.Tensor], ratio: float, scope: str,
-                 round_to: int = 1, max_group_ratio: float = 0.9) -> list[np.ndarray]:
+def choose_units(
+    groups: list[ChannelGroup],
+    scores: list[torch.Tensor],
+    ratio: float,
+    scope: str,
+    round_to: int = 1,
+    max_group_ratio: float = 0.9,
+) -> list[np.ndarray]:
     """Unit indices to remove in each group: the lowest-scored ones, ``ratio`` of each group ("uniform") or of all
     groups together after normalizing each group's scores by their mean ("global")."""
     if scope == "uniform":
@@ -57,8 +63,11 @@ def prunable_groups(model: nn.Module, graph: DependencyGraph, config: ChannelPru
     allowed = set(select_modules(model, config.selector, where="channel_pruning.selector")) | {""}
     kinds = {"heads"} if config.prune_heads else set()
     kinds |= {"channels"} if config.prune_channels else set()
-    return [g for g in graph.groups if g.kind in kinds
-            and all(k[0].rpartition(".")[0] in allowed for k in g.keys("out", "in"))]
+    return [
+        g
+        for g in graph.groups
+        if g.kind in kinds and all(k[0].rpartition(".")[0] in allowed for k in g.keys("out", "in"))
+    ]
 
 
 def _taylor_grads(model: nn.Module, data: Any, batches: int, notes: list[str]) -> dict[str, torch.Tensor]:
@@ -82,8 +91,9 @@ def _taylor_grads(model: nn.Module, data: Any, batches: int, notes: list[str]) -
     return grads
 
 
-def _scores(model: nn.Module, groups: list[ChannelGroup], config: ChannelPruning, ctx: Context,
-            samples: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+def _scores(
+    model: nn.Module, groups: list[ChannelGroup], config: ChannelPruning, ctx: Context, samples: dict[str, torch.Tensor]
+) -> list[torch.Tensor]:
     tensors = dict(model.named_parameters()) | dict(model.named_buffers())
     grads: dict[str, torch.Tensor] = {}
     if config.importance == "taylor":
@@ -106,8 +116,10 @@ def _scores(model: nn.Module, groups: list[ChannelGroup], config: ChannelPruning
             s = imp.l1_importance(g, tensors)
         out.append(s)
     if fallback:
-        ctx.notes.append(f"channel_pruning({config.importance}): {fallback} group(s) without a norm layer / plain "
-                         "next layer were scored by L1 filter norm")
+        ctx.notes.append(
+            f"channel_pruning({config.importance}): {fallback} group(s) without a norm layer / plain "
+            "next layer were scored by L1 filter norm"
+        )
     return out
 
 
@@ -162,11 +174,19 @@ def channel_prune(model: nn.Module, config: ChannelPruning, ctx: Context) -> nn.
         originals = {p: copy.deepcopy(model.get_submodule(p).weight.detach()) for p in paths}
     scores = _scores(model, groups, config, ctx, samples)
     removed: set[int] = set()
-    for kind, ratio in (("channels", config.ratio), ("heads", config.head_ratio if config.head_ratio is not None
-                                                     else config.ratio)):
+    for kind, ratio in (
+        ("channels", config.ratio),
+        ("heads", config.head_ratio if config.head_ratio is not None else config.ratio),
+    ):
         sel = [i for i, g in enumerate(groups) if g.kind == kind]
-        cut = choose_units([groups[i] for i in sel], [scores[i] for i in sel], ratio, config.scope,
-                           config.round_to if kind == "channels" else 1, config.max_group_ratio)
+        cut = choose_units(
+            [groups[i] for i in sel],
+            [scores[i] for i in sel],
+            ratio,
+            config.scope,
+            config.round_to if kind == "channels" else 1,
+            config.max_group_ratio,
+        )
         for i, units in zip(sel, cut, strict=True):
             removed.update(int(r) for r in groups[i].roots[units])
     params_before = sum(p.numel() for p in model.parameters())
@@ -176,19 +196,29 @@ def channel_prune(model: nn.Module, config: ChannelPruning, ctx: Context) -> nn.
     try:
         after = _shapes(model, ctx.example_inputs)
     except Exception as exc:
-        raise ModelError(f"channel_pruning produced a model whose forward fails ({type(exc).__name__}: {exc}); "
-                         "please report this model") from exc
+        raise ModelError(
+            f"channel_pruning produced a model whose forward fails ({type(exc).__name__}: {exc}); "
+            "please report this model"
+        ) from exc
     if after != reference:
         raise ModelError(f"channel_pruning changed the output shapes {reference} -> {after}")
     params_after = sum(p.numel() for p in model.parameters())
-    ctx.notes.append(f"channel_pruning: removed {len(removed)} channel/head units in {len(groups)} groups; "
-                     f"parameters {params_before:,} -> {params_after:,}")
+    ctx.notes.append(
+        f"channel_pruning: removed {len(removed)} channel/head units in {len(groups)} groups; "
+        f"parameters {params_before:,} -> {params_after:,}"
+    )
     ctx.notes += changed
     return model.train(was_training)
 
 
-def _reconstruct(model: nn.Module, graph: DependencyGraph, removed: set[int], samples: dict[str, torch.Tensor],
-                 originals: dict[str, torch.Tensor], ctx: Context) -> None:
+def _reconstruct(
+    model: nn.Module,
+    graph: DependencyGraph,
+    removed: set[int],
+    samples: dict[str, torch.Tensor],
+    originals: dict[str, torch.Tensor],
+    ctx: Context,
+) -> None:
     keep = graph.keep_indices(removed)
     skipped = []
     for path, x in samples.items():

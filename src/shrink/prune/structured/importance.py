@@ -43,8 +43,9 @@ def bn_scale_importance(group: ChannelGroup, tensors: Mapping[str, torch.Tensor]
     return group.unit_scores({k: tensors[k[0]].detach().abs().float() for k in keys})
 
 
-def taylor_importance(group: ChannelGroup, tensors: Mapping[str, torch.Tensor],
-                      grads: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def taylor_importance(
+    group: ChannelGroup, tensors: Mapping[str, torch.Tensor], grads: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
     """First-order Taylor estimate of the loss change when a unit is removed (Molchanov et al., 2019):
     |sum of weight x gradient| over the unit's filters and norm scales, from gradients accumulated on data."""
     keys = [k for k in group.keys("out", "norm") if k[0] in grads]  # noqa: SIM118 or [k for k in group.keys() if k[0] in grads]

@@ -33,8 +33,11 @@ def consumers(group: ChannelGroup, model: nn.Module) -> list[tuple[str, str]]:
     for fqn, dim in group.keys("in"):
         path, _, pname = fqn.rpartition(".")
         m = model.get_submodule(path)
-        if pname == "weight" and dim == 1 and (isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d)
-                                                                            and m.groups == 1)):
+        if (
+            pname == "weight"
+            and dim == 1
+            and (isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1))
+        ):
             out.append((path, fqn))
     return out
 
@@ -47,12 +50,17 @@ def _rows(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1])
 
 
-def collect_samples(model: nn.Module, paths: list[str], data: Iterable[Any], batches: int,
-                    seed: int = 0) -> dict[str, torch.Tensor]:
+def collect_samples(
+    model: nn.Module, paths: list[str], data: Iterable[Any], batches: int, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """Input rows of each layer in ``paths`` on up to ``batches`` batches (at most MAX_ROWS rows each)."""
     rows: dict[str, list[torch.Tensor]] = {p: [] for p in paths}
-    hooks = [model.get_submodule(p).register_forward_pre_hook(
-        lambda m, args, p=p: rows[p].append(_rows(m, args[0].detach()))) for p in paths]
+    hooks = [
+        model.get_submodule(p).register_forward_pre_hook(
+            lambda m, args, p=p: rows[p].append(_rows(m, args[0].detach()))
+        )
+        for p in paths
+    ]
     try:
         with torch.no_grad():
             for i, batch in enumerate(data):
@@ -106,8 +114,14 @@ def lasso_importance(group: ChannelGroup, model: nn.Module, samples: dict[str, t
     return scores
 
 
-def reconstruct(model: nn.Module, path: str, samples: torch.Tensor, original_weight: torch.Tensor,
-                kept_inputs: torch.Tensor, kept_outputs: torch.Tensor | None = None) -> bool:
+def reconstruct(
+    model: nn.Module,
+    path: str,
+    samples: torch.Tensor,
+    original_weight: torch.Tensor,
+    kept_inputs: torch.Tensor,
+    kept_outputs: torch.Tensor | None = None,
+) -> bool:
     """Refit ``path``'s weight on its kept input channels so it reproduces its original (pre-bias) output.
     Returns False (weights left as sliced) with fewer than two samples per kept input column."""
     m = model.get_submodule(path)

@@ -42,6 +42,7 @@ def _io_shapes(model: nn.Module, inputs: Any, names: list[str]) -> dict[str, boo
             x = args[0] if args else next(iter(kwargs.values()), None)
             y = out if isinstance(out, torch.Tensor) else (out[0] if isinstance(out, (tuple, list)) and out else None)
             same[name] = isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.shape == y.shape
+
         return fn
 
     handles = [model.get_submodule(n).register_forward_hook(hook(n), with_kwargs=True) for n in names]
@@ -56,9 +57,13 @@ def _io_shapes(model: nn.Module, inputs: Any, names: list[str]) -> dict[str, boo
 
 def block_candidates(model: nn.Module, inputs: Any) -> list[str]:
     """Blocks held in an nn.Sequential / nn.ModuleList, with parameters, whose output has their input's shape."""
-    names = [f"{p}.{c}" if p else c for p, m in model.named_modules()
-             if isinstance(m, (nn.Sequential, nn.ModuleList)) for c, child in m.named_children()
-             if len(list(child.children())) and next(child.parameters(), None) is not None]
+    names = [
+        f"{p}.{c}" if p else c
+        for p, m in model.named_modules()
+        if isinstance(m, (nn.Sequential, nn.ModuleList))
+        for c, child in m.named_children()
+        if len(list(child.children())) and next(child.parameters(), None) is not None
+    ]
     same = _io_shapes(model, inputs, names)
     return [n for n in names if same.get(n)]
 

@@ -74,9 +74,15 @@ def _hf_conv1d(m: nn.Module, keep: Keep) -> None:  # transformers' Conv1D: weigh
 
 
 SLICERS: dict[type[nn.Module], Callable[[nn.Module, Keep], None]] = {
-    nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _conv, nn.Linear: _linear,
-    nn.BatchNorm1d: _batch_norm, nn.BatchNorm2d: _batch_norm, nn.BatchNorm3d: _batch_norm,
-    nn.LayerNorm: _layer_norm, nn.Embedding: _embedding,
+    nn.Conv1d: _conv,
+    nn.Conv2d: _conv,
+    nn.Conv3d: _conv,
+    nn.Linear: _linear,
+    nn.BatchNorm1d: _batch_norm,
+    nn.BatchNorm2d: _batch_norm,
+    nn.BatchNorm3d: _batch_norm,
+    nn.LayerNorm: _layer_norm,
+    nn.Embedding: _embedding,
 }
 
 
