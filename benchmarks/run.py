@@ -159,7 +159,8 @@ def main() -> None:
         readme = Path(args.readme)
         link = os.path.relpath(out, readme.parent)
         readme.write_text(
-            replace_readme_block(readme.read_text(encoding="utf-8"), readme_block(results, link)), encoding="utf-8"
+            replace_readme_block(readme.read_text(encoding="utf-8"), readme_block(results, link, quick=args.quick)),
+            encoding="utf-8",
         )
         print(f"rewrote the generated block in {readme}")
 
@@ -212,10 +213,11 @@ def render(sections: list[Result], quick: bool, times: list[tuple[str, float, in
     return "\n".join(lines)
 
 
-def readme_block(sections: list[Result], doc_link: str) -> str:
+def readme_block(sections: list[Result], doc_link: str, quick: bool = False) -> str:
     """The README's generated results: the targets table of this run and a link to the full document."""
+    command = "`make bench-quick` (the smaller, shorter set)" if quick else "`make bench`"
     lines = [
-        f"Measured by `make bench` on {time.strftime('%Y-%m-%d')} ({_cpu()}, {THREADS} threads); all tables, "
+        f"Measured by {command} on {time.strftime('%Y-%m-%d')} ({_cpu()}, {THREADS} threads); all tables, "
         f"plots, the machine and versions: [{doc_link}]({doc_link}).",
         "",
         targets_table(sections).markdown(),

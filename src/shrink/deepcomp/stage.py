@@ -16,7 +16,7 @@ from shrink.config import Config, register
 from shrink.deepcomp.container import MAX_GAP_BITS, TensorStats
 from shrink.deepcomp.io import save_compressed
 from shrink.deepcomp.sharing import share_weights
-from shrink.errors import DataError
+from shrink.errors import DataError, ModelError
 from shrink.export.artifact import artifact_bytes, state_digest
 from shrink.prune.magnitude import MagnitudePruning, magnitude_masks
 from shrink.prune.masks import apply_mask, make_permanent
@@ -101,7 +101,12 @@ def deep_compression_handler(model: nn.Module, config: DeepCompression, ctx: Con
     """Run the pipeline in place and return the weight-shared model (plain weights equal to the decoded file)."""
     modules = select_modules(model, config.selector, where="deep_compression.selector")
     _prune_gradually(model, modules, config, ctx)
-    for module in modules.values():
+    for name, module in modules.items():
+        if not bool(module.get_parameter("weight").detach().any()):
+            raise ModelError(
+                f"deep_compression: layer {name!r} has no non-zero weight left after pruning to "
+                f"{config.sparsity:.0%}; lower the sparsity or leave the layer out with the selector"
+            )
         share_weights(module, config.linear_bits if isinstance(module, nn.Linear) else config.conv_bits)
     _train(model, ctx, config.cluster_epochs, config.cluster_lr, "centroids")
     make_permanent(model)

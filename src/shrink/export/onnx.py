@@ -21,7 +21,7 @@ from torch import nn
 
 from shrink._parametrize import baked_copy
 
-__all__ = ["onnx", "OnnxModel", "DEFAULT_OPSET"]
+__all__ = ["onnx", "trace_to_onnx", "OnnxModel", "DEFAULT_OPSET"]
 
 DEFAULT_OPSET = 17
 
@@ -61,42 +61,46 @@ def onnx(
     hook = getattr(model, "shrink_export_onnx", None)
     if hook is not None:
         return hook(path, example_inputs, opset)
-    model = copy.deepcopy(baked_copy(model)).eval()
+    return trace_to_onnx(copy.deepcopy(baked_copy(model)), path, example_inputs, opset=opset, output_names=output_names)
+
+
+def trace_to_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    example_inputs: Any,
+    *,
+    opset: int = DEFAULT_OPSET,
+    output_names: Sequence[str] = ("output",),
+) -> Path:
+    """Trace ``model`` in eval mode (its mode is restored afterwards) to ONNX at ``path`` through a temporary file
+    and a rename; dynamic batch axis, and sequence axis for dict inputs. No file is left behind on failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     args, names, keywords = _input_names(example_inputs)
-    if keywords:
-        model = _KeywordsToPositional(model, names)
+    traced = _KeywordsToPositional(model, names) if keywords else model
     dynamic = {n: {0: "batch", 1: "sequence"} if keywords else {0: "batch"} for n in names}
     dynamic.update({n: {0: "batch"} for n in output_names})
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    was_training = model.training
+    model.eval()
     try:
-        _export(model, args, tmp, names, output_names, dynamic, opset)
+        with torch.no_grad():
+            torch.onnx.export(
+                traced,
+                args,
+                str(tmp),
+                input_names=names,
+                output_names=list(output_names),
+                dynamic_axes=dynamic,
+                opset_version=opset,
+                dynamo=False,
+                do_constant_folding=True,
+            )
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        model.train(was_training)
     return path
-
-
-def _export(
-    model: nn.Module,
-    args: tuple[Any, ...],
-    tmp: Path,
-    names: list[str],
-    output_names: Sequence[str],
-    dynamic: dict[str, dict[int, str]],
-    opset: int,
-) -> None:
-    with torch.no_grad():
-        torch.onnx.export(
-            model,
-            args,
-            str(tmp),
-            input_names=names,
-            output_names=list(output_names),
-            dynamic_axes=dynamic,
-            opset_version=opset,
-            dynamo=False,
-            do_constant_folding=True,
-        )
 
 
 class OnnxModel:

@@ -74,10 +74,11 @@ def export_int8(
     reader = _Reader("input", [t.detach().numpy().astype(np.float32) for t in calibration])
     root, level = logging.getLogger(), logging.getLogger().level
     root.setLevel(logging.ERROR)  # the quantizer logs a pre-processing suggestion on every call
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         quantize_static(
             str(fp32),
-            str(path),
+            str(tmp),
             reader,
             quant_format=QuantFormat.QDQ,
             per_channel=True,
@@ -87,9 +88,11 @@ def export_int8(
             nodes_to_exclude=exclude,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
+        os.replace(tmp, path)
     finally:
         root.setLevel(level)
-    fp32.unlink()
+        tmp.unlink(missing_ok=True)
+        fp32.unlink(missing_ok=True)
     return path
 
 

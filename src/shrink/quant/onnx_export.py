@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shrink.export.onnx import _input_names, _KeywordsToPositional
+from shrink.export.onnx import trace_to_onnx
 
 __all__ = ["export_quantized_onnx", "attach_export", "ort_optimized_ops", "INTEGER_OPS", "QuantizedExport"]
 
@@ -46,30 +46,10 @@ def export_quantized_onnx(
     output_names: tuple[str, ...] = ("output",),
 ) -> Path:
     """Trace ``model`` (containing shrink quantized layers) to ONNX at ``path`` with a dynamic batch axis."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    args, names, is_dict = _input_names(example_inputs)
-    model = model.eval()
-    traced = _KeywordsToPositional(model, names) if is_dict else model
-    dynamic = {n: {0: "batch", 1: "sequence"} if is_dict else {0: "batch"} for n in names}
-    dynamic.update({n: {0: "batch"} for n in output_names})
-    tmp = path.with_name(f".{path.name}.tmp")
-    with torch.no_grad(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         # qparams are read as Python numbers on purpose: they are constants of the exported graph
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(
-            traced,
-            args,
-            str(tmp),
-            input_names=names,
-            output_names=list(output_names),
-            dynamic_axes=dynamic,
-            opset_version=max(opset, 13),
-            dynamo=False,
-            do_constant_folding=True,
-        )
-    os.replace(tmp, path)
-    return path
+        return trace_to_onnx(model, path, example_inputs, opset=max(opset, 13), output_names=output_names)
 
 
 class QuantizedExport:

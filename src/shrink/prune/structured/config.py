@@ -54,3 +54,9 @@ class LayerRemoval(Config):
     layers: tuple[str, ...] = ()
     count: int | None = pydantic.Field(None, ge=1)
     selector: Selector | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _layers_or_count(self) -> LayerRemoval:
+        if not self.layers and self.count is None:
+            raise ValueError("give either layers=[...] or count=N")
+        return self
