@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import THREADS, Section, Table
+from shrink.eval.harness import cpu_name
 
 __all__ = ["SECTIONS", "render", "readme_block", "replace_readme_block", "main"]
 
@@ -65,17 +66,6 @@ def _versions() -> dict[str, str]:
         except Exception as exc:  # a peer that does not import is reported, not hidden
             out[dist] = f"not importable: {type(exc).__name__}: {exc}"[:200]
     return out
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _child(name: str, quick: bool, out: mp.Queue) -> None:
@@ -187,7 +177,7 @@ def render(sections: list[Result], quick: bool, times: list[tuple[str, float, in
         "",
     ]
     machine = Table("Machine and versions", ["what", "value"])
-    machine.add("CPU", _cpu())
+    machine.add("CPU", cpu_name())
     machine.add("cores", os.cpu_count())
     machine.add("threads", THREADS)
     machine.add("load average (1/5/15 min) when written", " / ".join(f"{x:.1f}" for x in os.getloadavg()))
@@ -217,7 +207,7 @@ def readme_block(sections: list[Result], doc_link: str, quick: bool = False) -> 
     """The README's generated results: the targets table of this run and a link to the full document."""
     command = "`make bench-quick` (the smaller, shorter set)" if quick else "`make bench`"
     lines = [
-        f"Measured by {command} on {time.strftime('%Y-%m-%d')} ({_cpu()}, {THREADS} threads); all tables, "
+        f"Measured by {command} on {time.strftime('%Y-%m-%d')} ({cpu_name()}, {THREADS} threads); all tables, "
         f"plots, the machine and versions: [{doc_link}]({doc_link}).",
         "",
         targets_table(sections).markdown(),

@@ -20,16 +20,28 @@ from shrink.export.artifact import artifact_bytes, own_artifact_bytes
 from shrink.export.onnx import OnnxModel
 from shrink.report.table import Report, Row
 
-__all__ = ["evaluate", "machine_info"]
+__all__ = ["evaluate", "machine_info", "cpu_name"]
 
 METRICS = ("accuracy", "fidelity")
+
+
+def cpu_name() -> str:
+    """The CPU model name (from /proc/cpuinfo where it exists)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def machine_info(threads: int) -> dict[str, Any]:
     import onnxruntime
 
     return {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "threads": threads,
         "python": platform.python_version(),

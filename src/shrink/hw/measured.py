@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import tempfile
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from shrink._cache import cache_dir
+from shrink.eval.harness import cpu_name
 from shrink.eval.latency import measure_latency
 from shrink.export.artifact import atomic_write_bytes
 from shrink.export.onnx import OnnxModel
@@ -28,17 +28,6 @@ from shrink.hw.policy import LayerChoice
 from shrink.hw.profile import MeasuredSpec
 
 __all__ = ["LatencyTable", "execution_kind", "layer_module"]
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def execution_kind(choice: LayerChoice, spec: MeasuredSpec) -> str:
@@ -69,7 +58,7 @@ class LatencyTable:
 
     def __init__(self, spec: MeasuredSpec, path: Path | None = None) -> None:
         self.spec = spec
-        ident = json.dumps([_cpu_name(), torch.__version__, onnxruntime.__version__, spec.threads, spec.reps])
+        ident = json.dumps([cpu_name(), torch.__version__, onnxruntime.__version__, spec.threads, spec.reps])
         digest = hashlib.sha1(ident.encode()).hexdigest()[:12]
         self.path = path or cache_dir("hw") / f"latency-{digest}.json"
         self.entries: dict[str, float] = {}
@@ -94,7 +83,7 @@ class LatencyTable:
 
     def save(self) -> None:
         body = {
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
             "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
             "threads": self.spec.threads,
