@@ -60,6 +60,8 @@ _STD_LAYERS: dict[type[nn.Module], tuple[str, ...]] = {
     nn.Embedding: ("num_embeddings", "embedding_dim", "padding_idx"),
     nn.GroupNorm: ("num_groups", "num_channels", "eps", "affine"),
 }
+#: layers of well-kept libraries that pruning reshapes, by "module:Class" -> constructor argument attributes
+_LIBRARY_LAYERS: dict[str, tuple[str, ...]] = {"transformers.pytorch_utils:Conv1D": ("nf", "nx")}
 #: shrink's own layer classes that may be rebuilt from a manifest: "module:Class" -> class
 _SHRINK_LAYERS: dict[str, type[nn.Module]] = {}
 _SIMPLE = SIMPLE_TYPES
@@ -81,6 +83,9 @@ def _layer_args(module: nn.Module) -> dict[str, Any] | None:
                 value = value is not None if not isinstance(value, bool) else value
             args[key] = list(value) if isinstance(value, tuple) else value
         return args
+    library = _LIBRARY_LAYERS.get(f"{type(module).__module__}:{type(module).__qualname__}")
+    if library is not None:
+        return {key: getattr(module, key) for key in library}
     manifest = getattr(module, "shrink_manifest", None)
     return manifest() if manifest is not None else None
 
@@ -188,6 +193,10 @@ def _rebuild(cls_path: str, args: dict[str, Any], where: str) -> nn.Module:
             return getattr(importlib.import_module(module_name), qualname)()
         except (TypeError, ValueError, RuntimeError) as exc:
             raise FileFormatError(f"{where}: cannot build {qualname} without arguments: {exc}") from None
+    if cls_path in _LIBRARY_LAYERS:
+        if set(args) != set(_LIBRARY_LAYERS[cls_path]) or not all(isinstance(v, int) for v in args.values()):
+            raise FileFormatError(f"{where}: bad arguments for {qualname}: {args!r}")
+        return getattr(importlib.import_module(module_name), qualname)(**args)
     if cls_path not in std:
         if module_name.startswith("shrink."):
             try:
