@@ -97,3 +97,14 @@ def test_branches_run_from_their_source(tmp_path):
     total = rows["baseline"].params
     assert abs(rows["sparse"].nonzero_params / total - 0.5) < 0.02
     assert abs(rows["very sparse"].nonzero_params / total - 0.1) < 0.02
+
+
+def test_every_bundled_recipe_is_valid():
+    from importlib import resources
+
+    folder = resources.files("shrink").joinpath("recipes")
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml"))
+    assert len(names) >= 7
+    for name in names:
+        recipe = load_recipe(str(folder.joinpath(name)))
+        assert recipe.configs(), name
