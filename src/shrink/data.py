@@ -166,3 +166,29 @@ class DataBundle:
 
 
 __all__.append("DataBundle")
+
+
+def feed_inputs(
+    model: torch.nn.Module,
+    data: Iterable[Any],
+    limit: int,
+    pre_hooks: dict[str, Callable[[torch.nn.Module, tuple[Any, ...]], Any]],
+) -> int:
+    """Run the inputs of up to ``limit`` batches of ``data`` through ``model`` under ``no_grad`` with a forward
+    pre-hook on each named layer (hooks removed afterwards, also on error); returns the number of batches."""
+    handles = [model.get_submodule(name).register_forward_pre_hook(hook) for name, hook in pre_hooks.items()]
+    n = 0
+    try:
+        with torch.no_grad():
+            for batch in data:
+                if n >= limit:
+                    break
+                call_model(model, split_batch(batch)[0])
+                n += 1
+    finally:
+        for h in handles:
+            h.remove()
+    return n
+
+
+__all__.append("feed_inputs")

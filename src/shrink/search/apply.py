@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from shrink._parametrize import baked_copy
-from shrink.data import call_model, split_batch
+from shrink.data import feed_inputs
 from shrink.errors import ConfigError
 from shrink.hw.policy import LayerChoice, Policy
 from shrink.prune.magnitude import MagnitudePruning, magnitude_masks
@@ -59,18 +59,8 @@ def calibrate_inputs(
     model: nn.Module, names: Iterable[str], data: Iterable[Any], batches: int = 4
 ) -> dict[str, QParams]:
     """Asymmetric 8-bit min-max grids of the inputs of the named layers over ``batches`` batches of ``data``."""
-    modules = dict(model.named_modules())
     observers = {n: MinMaxObserver(ACTIVATION_BITS, symmetric=False, signed=False, name=f"{n}.input") for n in names}
-    handles = [modules[n].register_forward_pre_hook(lambda m, a, o=obs: o.update(a[0])) for n, obs in observers.items()]
-    try:
-        with torch.no_grad():
-            for i, batch in enumerate(data):
-                if i >= batches:
-                    break
-                call_model(model, split_batch(batch)[0])
-    finally:
-        for h in handles:
-            h.remove()
+    feed_inputs(model, data, batches, {n: (lambda m, a, o=obs: o.update(a[0])) for n, obs in observers.items()})
     return {n: o.qparams() for n, o in observers.items()}
 
 

@@ -18,7 +18,7 @@ from sklearn.linear_model import lars_path
 from torch import nn
 from torch.nn import functional as F
 
-from shrink.data import call_model, split_batch
+from shrink.data import feed_inputs
 from shrink.graph import ChannelGroup
 
 __all__ = ["collect_samples", "lasso_importance", "reconstruct", "consumers"]
@@ -55,21 +55,8 @@ def collect_samples(
 ) -> dict[str, torch.Tensor]:
     """Input rows of each layer in ``paths`` on up to ``batches`` batches (at most MAX_ROWS rows each)."""
     rows: dict[str, list[torch.Tensor]] = {p: [] for p in paths}
-    hooks = [
-        model.get_submodule(p).register_forward_pre_hook(
-            lambda m, args, p=p: rows[p].append(_rows(m, args[0].detach()))
-        )
-        for p in paths
-    ]
-    try:
-        with torch.no_grad():
-            for i, batch in enumerate(data):
-                if i >= batches:
-                    break
-                call_model(model, split_batch(batch)[0])
-    finally:
-        for h in hooks:
-            h.remove()
+    hooks = {p: (lambda m, args, p=p: rows[p].append(_rows(m, args[0].detach()))) for p in paths}
+    feed_inputs(model, data, batches, hooks)
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for p, chunks in rows.items():
