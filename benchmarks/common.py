@@ -18,10 +18,20 @@ import torch
 
 from shrink.eval.latency import LatencyStats, measure_latency
 
-__all__ = ["Table", "Target", "Section", "latency", "fmt_ms", "run_measured", "save_png", "IMG_DIR", "THREADS"]
+__all__ = ["Built", "Table", "Target", "Section", "latency", "fmt_ms", "run_measured", "save_png", "IMG_DIR", "THREADS"]
 
 IMG_DIR = Path(__file__).resolve().parent.parent / "docs" / "img"
 THREADS = 2
+
+
+@dataclass
+class Built:
+    """One compressed model ready to measure: how to run it, its real file size, compression time, what runs."""
+
+    run: Callable[[Any], Any]
+    size_bytes: int
+    seconds: float
+    execution: str
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import shrink
-from benchmarks.common import Section, Table, Target, latency
+from benchmarks.common import Built, Section, Table, Target, latency
 from shrink.eval.metrics import accuracy, predict
 from shrink.export.artifact import artifact_bytes
 from shrink.export.onnx import OnnxModel
@@ -26,14 +26,6 @@ from shrink.quant import INTEGER_OPS, Int8Static, ort_optimized_ops
 from shrink.zoo import digits_data, digits_teacher
 
 TITLE = "Post-training quantization: digits CNN (W8A8, W4A8)"
-
-
-@dataclass
-class Built:
-    run: Callable[[Any], Any]
-    size_bytes: int
-    seconds: float
-    execution: str
 
 
 @dataclass

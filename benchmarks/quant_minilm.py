@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import shrink
-from benchmarks.common import Section, Table, Target, latency
+from benchmarks.common import Built, Section, Table, Target, latency
 from shrink.data import call_model
 from shrink.eval.metrics import embedding_fidelity, predict
 from shrink.export.artifact import artifact_bytes
@@ -44,14 +44,6 @@ SHRINK_STATIC = Int8Static(
     quantize_outputs=False,
     selector=Selector(types=("Linear", "Embedding"), ignore=(r"re:.*pooler.*",)),
 )
-
-
-@dataclass
-class Built:
-    run: Callable[[Any], Any]
-    size_bytes: int
-    seconds: float
-    execution: str
 
 
 @dataclass

@@ -30,30 +30,21 @@ __all__ = ["save", "load", "artifact_bytes", "FORMAT_VERSION", "register_layer",
 SPARSE_MIN_ZERO_FRACTION = 0.5
 SPARSE_MIN_NUMEL = 64
 
+_CONV_ARGS = (
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "bias",
+    "padding_mode",
+)
 _STD_LAYERS: dict[type[nn.Module], tuple[str, ...]] = {
     nn.Linear: ("in_features", "out_features", "bias"),
-    nn.Conv1d: (
-        "in_channels",
-        "out_channels",
-        "kernel_size",
-        "stride",
-        "padding",
-        "dilation",
-        "groups",
-        "bias",
-        "padding_mode",
-    ),
-    nn.Conv2d: (
-        "in_channels",
-        "out_channels",
-        "kernel_size",
-        "stride",
-        "padding",
-        "dilation",
-        "groups",
-        "bias",
-        "padding_mode",
-    ),
+    nn.Conv1d: _CONV_ARGS,
+    nn.Conv2d: _CONV_ARGS,
     nn.BatchNorm1d: ("num_features", "eps", "momentum", "affine", "track_running_stats"),
     nn.BatchNorm2d: ("num_features", "eps", "momentum", "affine", "track_running_stats"),
     nn.LayerNorm: ("normalized_shape", "eps", "elementwise_affine", "bias"),
