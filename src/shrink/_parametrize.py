@@ -22,9 +22,10 @@ def bake_parametrizations(model: nn.Module) -> nn.Module:
         if not parametrize.is_parametrized(module):
             continue
         values = {}
+        plists: nn.ModuleDict = module.parametrizations  # type: ignore[assignment]
         with torch.no_grad():
-            for name, plist in module.parametrizations.items():
-                values[name] = (getattr(module, name).detach().clone(), plist.original.requires_grad)
+            for name, plist in plists.items():
+                values[name] = (getattr(module, name).detach().clone(), bool(plist.original.requires_grad))
         del module._modules["parametrizations"]
         module.__class__ = module.__class__.__bases__[0]
         for name, (value, requires_grad) in values.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -105,9 +106,7 @@ def evaluate(
         latency = {}
         for b in batch_sizes:
             batch = repeat_batch(example_inputs, b)
-            stats = measure_latency(
-                lambda run=run, batch=batch: run(batch), batch_size=b, threads=threads, reps=reps, warmup=warmup
-            )
+            stats = measure_latency(partial(run, batch), batch_size=b, threads=threads, reps=reps, warmup=warmup)
             latency[str(b)] = stats.to_dict()
         if isinstance(model, OnnxModel):
             params = nonzero = None

@@ -53,9 +53,9 @@ def tucker2_conv(layer: nn.Conv2d, r_out: int, r_in: int, method: str = "hooi") 
     middle = nn.Conv2d(
         r_in,
         r_out,
-        layer.kernel_size,
-        layer.stride,
-        layer.padding,
+        layer.kernel_size,  # type: ignore[arg-type]  # torch stores these as tuple[int, ...]
+        layer.stride,  # type: ignore[arg-type]
+        layer.padding,  # type: ignore[arg-type]
         layer.dilation,  # type: ignore[arg-type]
         bias=False,
         padding_mode=layer.padding_mode,

@@ -93,6 +93,7 @@ def train_digits(
 
     torch.manual_seed(seed)
     data = digits_data(seed=seed)
+    assert data.train is not None, "digits_data always has a train split"
     fit(model, data.train, epochs=epochs, lr=lr, augment=_random_shift, progress=progress, desc="train digits")
     return model.eval()
 
