@@ -1,5 +1,7 @@
-"""Data-parallel fit under torchrun: 2 CPU processes (gloo) end with the weights of one process on the same global
-batches, and only rank 0 writes the checkpoint. Slow: starts two Python processes."""
+"""Data-parallel fit under torchrun: 2 CPU processes (gloo, DistributedDataParallel) end with the weights of one
+process on the same global batches, with a loss that calls the model's submodules directly (as distillation does)
+and a regularizer; only rank 0 writes the checkpoint, holding the unwrapped model's keys. Slow: starts two Python
+processes."""
 
 from __future__ import annotations
 
@@ -27,13 +29,21 @@ SCRIPT = textwrap.dedent("""
         model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 3))
         return model, [(x[i:i + 16], y[i:i + 16]) for i in range(0, 96, 16)]
 
+    def loss_fn(model, x, y):  # calls submodules, not model(x): must still be averaged by DDP
+        return nn.functional.cross_entropy(model[2](model[1](model[0](x))), y)
+
+    def l2(model):
+        return 1e-3 * sum((p ** 2).sum() for p in model.parameters())
+
     torch.set_num_threads(1)
     model, batches = make()
     if distributed.setup():
         with torch.no_grad():  # a different start on rank 1: fit must broadcast rank 0's weights
             for p in model.parameters():
                 p.add_(distributed.rank())
-    fit(model, batches, epochs=3, lr=5e-2, optimizer="sgd", progress=False, checkpoint_dir=sys.argv[2])
+    fit(model, batches, epochs=3, lr=5e-2, optimizer="sgd", progress=False, checkpoint_dir=sys.argv[2],
+        loss_fn=loss_fn, regularizer=l2)
+    print("wrapper", type(distributed.training_step(model, loss_fn)).__name__)
     if distributed.is_main():
         torch.save({k: v.clone() for k, v in model.state_dict().items()}, sys.argv[1])
     print("world", distributed.world_size(), "rank", distributed.rank())
@@ -62,6 +72,7 @@ def test_two_process_gloo_run_equals_one_process(tmp_path):
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert "world 2 rank 0" in ddp.stdout and "world 2 rank 1" in ddp.stdout
+    assert ddp.stdout.count("wrapper DistributedDataParallel") == 2
     single = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "one.pt"), str(tmp_path / "ckpt_one")],
         capture_output=True,
@@ -70,8 +81,11 @@ def test_two_process_gloo_run_equals_one_process(tmp_path):
         timeout=300,
     )
     assert single.returncode == 0, single.stderr[-3000:]
-    assert "world 1 rank 0" in single.stdout
+    assert "world 1 rank 0" in single.stdout and "wrapper TrainingStep" in single.stdout
     a, b = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "one.pt")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), (k, float((a[k] - b[k]).abs().max()))
     assert sorted(p.name for p in (tmp_path / "ckpt_ddp").iterdir()) == ["last.pt"]
+    saved = torch.load(tmp_path / "ckpt_ddp" / "last.pt", weights_only=True)["model"]
+    assert sorted(saved) == sorted(a)  # the unwrapped model's keys: resumes with or without torchrun
+    assert all(torch.equal(saved[k], a[k]) for k in a)

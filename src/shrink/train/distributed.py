@@ -1,24 +1,30 @@
-"""Data-parallel training with torch.distributed (DDP) when launched with ``torchrun``.
+"""Data-parallel training with torch.distributed DDP when launched with ``torchrun``.
 
 ``fit`` calls :func:`setup` first: under torchrun (``RANK``/``WORLD_SIZE``/``MASTER_ADDR`` set) it joins the
-process group (gloo on CPU, nccl on GPUs), broadcasts rank 0's parameters, gives each rank its slice of every global
-batch and averages gradients across ranks after each backward pass (one flattened all-reduce: what DDP's reducer
-does), so N processes take the same optimizer steps as one process on the same batches. Only rank 0 writes
-checkpoints. BatchNorm statistics stay per rank, as in plain DDP.
+process group (gloo on CPU, nccl on GPUs). :func:`training_step` then wraps one training step — the loss function
+applied to the model, plus the regularizer — in ``torch.nn.parallel.DistributedDataParallel``: the wrapper
+broadcasts rank 0's parameters and buffers when it is built, and its reducer averages gradients across ranks during
+the backward pass. Each rank computes the loss on its slice of every global batch (:func:`shard`), so N processes
+take the same optimizer steps as one process on the same batches. Only rank 0 writes checkpoints, and it saves the
+unwrapped model's state (no ``module.`` prefixes), so a checkpoint resumes with or without torchrun.
 
-Why not the ``DistributedDataParallel`` wrapper itself: its gradient hooks only fire for a forward pass through the
-wrapper, and shrink's distillation loss calls the student's submodules directly — under the wrapper those gradients
-would silently not be averaged. Averaging after backward works for every loss function.
+Why the wrapper holds the whole step rather than the model alone: DDP averages only the gradients of parameters
+reached from a forward pass *through the wrapper*, and shrink's loss functions may call a model's submodules
+directly (distillation reads the student inside a trainee module). Running the loss inside the wrapped forward
+makes every such loss a DDP forward. ``find_unused_parameters=True`` because a loss may leave some trainable
+parameters out of a step (a frozen teacher, a subset passed as ``params``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 __all__ = [
     "setup",
@@ -26,8 +32,8 @@ __all__ = [
     "rank",
     "world_size",
     "is_main",
-    "broadcast_parameters",
-    "average_gradients",
+    "TrainingStep",
+    "training_step",
     "shard",
     "barrier",
 ]
@@ -69,29 +75,42 @@ def barrier() -> None:
         dist.barrier()
 
 
-def broadcast_parameters(model: nn.Module) -> None:
-    """Make every rank start from rank 0's parameters and buffers."""
-    if not is_distributed():
-        return
-    with torch.no_grad():
-        for t in [*model.parameters(), *model.buffers()]:
-            dist.broadcast(t.data, src=0)
+class TrainingStep(nn.Module):
+    """``forward(inputs, target)`` = ``loss_fn(model, inputs, target)`` (+ ``regularizer(model)``): one training
+    step's loss as a module, so DDP can wrap all of it. Holds ``model`` as its only submodule."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[nn.Module, Any, Any], torch.Tensor],
+        regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn, self.regularizer = loss_fn, regularizer
+
+    def forward(self, inputs: Any, target: Any) -> torch.Tensor:
+        loss = self.loss_fn(self.model, inputs, target)
+        if self.regularizer is not None:
+            loss = loss + self.regularizer(self.model)
+        return loss
 
 
-def average_gradients(params: list[torch.Tensor]) -> None:
-    """Replace each gradient by its mean over ranks (one all-reduce over the flattened gradients)."""
+def training_step(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, Any, Any], torch.Tensor],
+    regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
+) -> nn.Module:
+    """The module ``fit`` calls for each batch's loss: :class:`TrainingStep` inside ``DistributedDataParallel``
+    when running distributed (rank 0's weights broadcast now; gradients averaged in backward), else bare."""
+    step = TrainingStep(model, loss_fn, regularizer)
     if not is_distributed():
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+        return step
+    devices = {p.device for p in model.parameters()}
+    device_ids = None
+    if len(devices) == 1 and next(iter(devices)).type == "cuda":
+        device_ids = [next(iter(devices)).index]
+    return DistributedDataParallel(step, device_ids=device_ids, find_unused_parameters=True)
 
 
 def shard(x: Any) -> Any:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from shrink.data import call_model, split_batch
 from shrink.errors import DataError, FileFormatError
-from shrink.train.distributed import average_gradients, barrier, broadcast_parameters, is_main, setup, shard
+from shrink.train.distributed import barrier, is_main, setup, shard, training_step
 
 __all__ = ["fit", "LossFn"]
 
@@ -128,8 +128,8 @@ def fit(
                 sched.load_state_dict(state["scheduler"])
             _set_rng_state(state["rng"])
             start = int(state["epoch"])
-    if setup():  # under torchrun: same start on every rank, each trains on its slice of every batch
-        broadcast_parameters(model)
+    setup()  # under torchrun: join the process group; the step below is then DDP-wrapped (rank 0's start broadcast)
+    step = training_step(model, loss_fn, regularizer)
 
     bar = tqdm(
         range(start, epochs), desc=desc, disable=not progress or not is_main(), leave=False, initial=start, total=epochs
@@ -143,14 +143,11 @@ def fit(
             if augment is not None:
                 inputs = augment(inputs)
             inputs, target = shard(inputs), shard(target)
-            loss = loss_fn(model, inputs, target)
-            if regularizer is not None:
-                loss = loss + regularizer(model)
+            loss = step(inputs, target)  # loss_fn(model, ...) + regularizer(model), each rank on its slice
             if not torch.isfinite(loss):
                 raise DataError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            average_gradients(trainable)
+            loss.backward()  # under DDP the reducer averages gradients across ranks here
             opt.step()
             total, count = total + float(loss.detach()), count + 1
         if count == 0:
