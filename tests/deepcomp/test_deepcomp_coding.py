@@ -1,6 +1,7 @@
 """Huffman coding (optimality, round trips, invalid streams), relative index coding and k-means weight sharing."""
 
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -119,3 +120,60 @@ def test_centroid_gradient_is_the_sum_of_member_gradients():
     assert torch.allclose(shared.codebook.grad, expected, atol=1e-5)
     assert len(torch.unique(layer.weight[layer.weight != 0])) <= 4
     assert torch.equal(layer.weight == 0, ~shared.keep)
+
+
+def _staircase_lengths(k: int) -> np.ndarray:
+    """A complete prefix code with lengths 1, 2, ..., k-1, k-1 (the longest code allowed when k = 64)."""
+    return np.array([*range(1, k), k - 1], dtype=np.int64)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(2, 64),
+    st.lists(st.integers(0, 63), min_size=1, max_size=300),
+    st.sampled_from([8, 64, 1 << 18]),
+)
+def test_huffman_round_trip_long_codes_and_chunk_boundaries(k, raw, chunk):
+    # codes up to 63 bits take the binary-search and bit-by-bit window paths; small chunks cross chunk boundaries
+    lengths = _staircase_lengths(k)
+    symbols = np.array([s % k for s in raw], dtype=np.int64)
+    encoded, nbits = huffman.encode(symbols, lengths)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(huffman, "_CHUNK_BITS", chunk)
+        assert huffman.decode(encoded, nbits, lengths, len(symbols)).tolist() == symbols.tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 255), min_size=0, max_size=64), st.integers(0, 600), st.integers(0, 300))
+def test_huffman_decoder_on_random_bytes_returns_or_raises_file_format_error(raw, nbits, count):
+    lengths = huffman.code_lengths([50, 20, 10, 5, 5, 3, 1])
+    try:
+        out = huffman.decode(bytes(raw), nbits, lengths, count)
+    except FileFormatError:
+        return
+    assert len(out) == count and ((out >= 0) & (out < 7)).all()
+    encoded, again = huffman.encode(out, lengths)  # whatever decodes must re-encode to the same bits
+    assert again == nbits and encoded[: nbits // 8] == bytes(raw)[: nbits // 8]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 9), min_size=2, max_size=200), st.data())
+def test_huffman_truncated_streams_are_rejected(symbols, data):
+    lengths = huffman.code_lengths(np.bincount(symbols, minlength=10))
+    encoded, nbits = huffman.encode(np.array(symbols), lengths)
+    cut = data.draw(st.integers(0, nbits - 1))
+    with pytest.raises(FileFormatError):
+        huffman.decode(encoded, cut, lengths, len(symbols))
+
+
+def test_huffman_decodes_a_hundred_thousand_symbols():
+    rng = np.random.default_rng(0)
+    symbols = np.minimum(rng.geometric(0.3, 100_000) - 1, 31)  # skewed, like cluster indices and gaps
+    freqs = np.bincount(symbols, minlength=32)
+    lengths = huffman.code_lengths(freqs)
+    encoded, nbits = huffman.encode(symbols, lengths)
+    assert huffman.mean_code_length(freqs, lengths) < huffman.entropy_bits(freqs) + 1
+    start = time.perf_counter()
+    decoded = huffman.decode(encoded, nbits, lengths, len(symbols))
+    assert time.perf_counter() - start < 20.0  # a sanity bound only; speed is measured in the compress benchmark
+    assert np.array_equal(decoded, symbols)
