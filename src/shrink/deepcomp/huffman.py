@@ -1,6 +1,6 @@
 """Huffman coding (Huffman, 1952) written for shrink: optimal prefix-code lengths by repeatedly merging the two
 least frequent subtrees (``heapq``), canonical codes (so a file stores only the code lengths), a vectorised
-encoder and a canonical decoder that rejects invalid streams."""
+encoder and a table-driven vectorised decoder (no per-bit Python loop) that rejects invalid streams."""
 
 from __future__ import annotations
 
