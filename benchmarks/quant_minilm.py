@@ -38,6 +38,13 @@ SHRINK_INT8 = Int8Static(
     dynamic_granularity="token",
     selector=Selector(types=("Linear", "Embedding"), ignore=(r"re:.*pooler.*",)),
 )
+#: the same with GPTQ weight rounding (error feedback on the calibration inputs' second moments, same grid)
+SHRINK_INT8_GPTQ = Int8Static(
+    dynamic=Selector(types=("Linear",)),
+    dynamic_granularity="token",
+    weight_rounding="gptq",
+    selector=Selector(types=("Linear", "Embedding"), ignore=(r"re:.*pooler.*",)),
+)
 #: fully static variant (calibrated per-tensor activation ranges, percentile observer) for the time target
 SHRINK_STATIC = Int8Static(
     observer="percentile",
@@ -162,6 +169,7 @@ METHODS: dict[str, Callable[[Env], Built]] = {
     "ORT quantize_dynamic int8": _ort_dynamic,
     "ORT quantize_static QDQ int8": _ort_static,
     "shrink int8 (per-token dynamic act.)": _shrink_onnx(SHRINK_INT8, "shrink-int8"),
+    "shrink int8 (per-token dynamic act.) + GPTQ weights": _shrink_onnx(SHRINK_INT8_GPTQ, "shrink-int8-gptq"),
     "shrink int8 static (calibrated)": _shrink_onnx(SHRINK_STATIC, "shrink-int8-static"),
     "shrink weight-only int8 g32": _shrink_torch(WeightOnly(bits=8, group_size=32)),
     "shrink weight-only int4 g32": _shrink_torch(WeightOnly(bits=4, group_size=32)),
