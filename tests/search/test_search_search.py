@@ -56,8 +56,11 @@ def test_search_returns_the_cheapest_measured_candidate_within_tolerance(tmp_pat
     assert result.best is not None
     best = result.point(result.best)
     assert result.baseline_metric - best.measured_metric <= 2.0
-    cheaper = [p for p in result.points if p.predicted_cost < best.predicted_cost and p.measured]
-    assert all(result.baseline_metric - p.measured_metric > 2.0 for p in cheaper)
+    cheaper = [p for p in result.points if p.predicted_cost < best.predicted_cost]
+    assert all(p.measured and result.baseline_metric - p.measured_metric > 2.0 for p in cheaper)
+    policies = [p.policy for p in result.points]  # the uniform points are candidates too
+    assert {n: {"bits": 8, "sparsity": 0.0, "width": 1.0} for n in ("0", "2", "4")} in policies
+    assert {n: {"bits": 32, "sparsity": 0.0, "width": 0.5} for n in ("0", "2")} in policies
     assert any(not p.measured for p in result.points) or len(result.points) <= 2
     out = apply(model, cfg, ctx)
     assert "shrink_policy" in vars(out)

@@ -8,11 +8,14 @@ import itertools
 from typing import Literal
 
 import pydantic
+import torch
 from torch import nn
 
 from shrink.api import Context, implements
 from shrink.config import Config, register
+from shrink.data import split_batch
 from shrink.errors import ConfigError
+from shrink.hw.calibrate import calibrate, policy_features
 from shrink.hw.layers import trace_layers
 from shrink.hw.measured import LatencyTable
 from shrink.hw.policy import LayerChoice, policy_to_dict
@@ -20,6 +23,7 @@ from shrink.hw.profile import load_profile
 from shrink.search.allocate import Allocation, allocate
 from shrink.search.apply import apply_policy, calibrate_inputs
 from shrink.search.export import attach_int8_export
+from shrink.search.latency_plan import plan_latency
 from shrink.search.options import layer_options, option_costs, sensitivities, uniform_cost
 from shrink.select import Selector, select_modules
 
@@ -44,6 +48,11 @@ class MixedPrecision(Config):
     sensitivity: Literal["measured", "hessian"] = "measured"
     sensitivity_batches: int = pydantic.Field(4, ge=1)
     solver: Literal["milp", "dp"] = "milp"
+    #: latency budgets on a measured profile: "table" sums the per-layer table; "calibrated" budgets end-to-end
+    #: time (offset and int8/fp32 boundaries fitted to a few timings of this model, the answer measured and the
+    #: allocation tightened up to ``verify`` times; see shrink.search.latency_plan)
+    latency_model: Literal["table", "calibrated"] = "table"
+    verify: int = pydantic.Field(4, ge=0)
     quantize_inputs: bool = True
     selector: Selector = Selector()
 
@@ -93,6 +102,8 @@ def plan_mixed_precision(model: nn.Module, config: MixedPrecision, ctx: Context)
         input_qparams=qparams,
     )
     options = layer_options(specs, choices, sens, profile, table)
+    if config.budget == "latency" and config.latency_model == "calibrated":
+        return _calibrated(model, config, ctx, options, profile, table)
     if config.budget_value is not None:
         budget = config.budget_value
     elif config.budget_bits is not None:
@@ -102,6 +113,44 @@ def plan_mixed_precision(model: nn.Module, config: MixedPrecision, ctx: Context)
         fp32 = sum(option_costs(s, LayerChoice(), profile, table)[config.budget] for s in specs)
         budget = config.budget_fraction * fp32
     return allocate(options, {config.budget: budget}, solver=config.solver), budget
+
+
+def _calibrated(model, config: MixedPrecision, ctx: Context, options, profile, table) -> tuple[Allocation, float]:
+    if profile is None or profile.kind != "measured" or table is None:
+        raise ConfigError("mixed_precision: latency_model 'calibrated' needs a measured profile (e.g. 'cpu')")
+    if not isinstance(ctx.example_inputs, torch.Tensor):
+        raise ConfigError("mixed_precision: latency_model 'calibrated' needs a tensor example input")
+    inputs = [split_batch(b)[0] for _, b in zip(range(4), ctx.calibration or ctx.train or [], strict=False)]
+    if not inputs:
+        raise ConfigError("mixed_precision: latency_model 'calibrated' needs calibration data (int8 ranges)")
+    all_specs = trace_layers(model, ctx.example_inputs)
+    if config.budget_value is not None:
+        budget = config.budget_value
+    else:
+        cal = calibrate(model, ctx.example_inputs, inputs, profile, table)
+        bits = config.budget_bits or 32
+        uniform = {n: LayerChoice(bits=bits) for n in options} if bits < 32 else {}
+        budget = cal.predict_ms(policy_features(all_specs, uniform, profile, table)) / 1e3
+        budget *= config.budget_fraction or 1.0
+    plan = plan_latency(
+        model,
+        options,
+        all_specs,
+        budget,
+        profile,
+        table,
+        ctx.example_inputs,
+        inputs,
+        solver=config.solver,
+        verify=config.verify,
+    )
+    c = plan.calibration
+    ctx.notes.append(
+        f"latency calibrated on {c.n} end-to-end timings: offset {c.offset_ms:.4g} ms, {c.per_kelem_ms:.4g} ms per "
+        f"1000 elements at int8/fp32 boundaries (fit rms {c.rms_ms:.3g} ms); allocations measured end to end "
+        "(predicted -> measured ms): " + ", ".join(f"{p * 1e3:.3f} -> {m * 1e3:.3f}" for p, m in plan.checks)
+    )
+    return plan.allocation, budget
 
 
 def _sensitivity_data(ctx: Context):

@@ -3,27 +3,33 @@
 1. Per-layer options (bit width x sparsity x kept channel width) get a predicted loss (output KL when only that
    layer is compressed) and a cost on the profile (measured CPU table or accelerator roofline).
 2. A sweep of budgets from the cheapest achievable to the fp32 cost gives candidate policies, each the exact
-   (MILP) loss-minimizing allocation for its budget; candidates are re-priced with channel widths propagated.
-3. Candidates are measured — channels removed, fine-tuned, fake-quantized, metric on validation data — in parallel
-   trials (Ray), searching (k-ary, ``parallel`` trials per round) for the cheapest one whose measured drop is
-   within ``tolerance``. Points not measured keep only their prediction; the result says which is which.
+   (MILP) loss-minimizing allocation for its budget; the uniform policies (every layer at one bit width and one
+   kept width: plain channel pruning, plain int8, and both) join them; candidates are re-priced with channel widths
+   propagated (on a measured profile with ``latency_model="calibrated"``: end to end, see shrink.hw.calibrate).
+3. Candidates are measured — channels removed, fine-tuned for ``finetune_epochs`` (the recovery budget a single
+   technique gets), fake-quantized, metric on validation data — in parallel trials (Ray), cheapest predicted first,
+   ``parallel`` per round; the search stops after the first round with a candidate within ``tolerance`` and
+   returns the cheapest such one (every cheaper candidate was measured and failed). Points not measured keep only
+   their prediction; the result says which is which.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import pydantic
+import torch
 from torch import nn
 
 from shrink.api import Context, implements
 from shrink.config import Config, register
+from shrink.data import split_batch
 from shrink.errors import ConfigError, DataError
 from shrink.eval.latency import repeat_batch
 from shrink.eval.metrics import accuracy, predict
+from shrink.hw.calibrate import calibrate, policy_features
 from shrink.hw.estimate import policy_costs
 from shrink.hw.layers import input_widths, trace_layers
 from shrink.hw.measured import LatencyTable
@@ -32,6 +38,7 @@ from shrink.hw.profile import load_profile
 from shrink.search.allocate import Option, allocate
 from shrink.search.compress import compress, width_layers
 from shrink.search.export import attach_int8_export
+from shrink.search.latency_plan import calibrated_options
 from shrink.search.options import layer_options, option_costs
 from shrink.search.result import Point, SearchResult
 from shrink.search.sensitivity import logits_of, output_kl
@@ -64,6 +71,10 @@ class CompressionSearch(Config):
     finetune_epochs: int = pydantic.Field(2, ge=0)
     lr: float = pydantic.Field(1e-3, gt=0)
     sensitivity_batches: int = pydantic.Field(4, ge=1)
+    #: add the uniform policies (one bit width and one kept width for every layer) to the candidates
+    uniform: bool = True
+    #: latency on a measured profile: "table" sums per-layer entries; "calibrated" predicts end-to-end time
+    latency_model: Literal["table", "calibrated"] = "table"
     #: batch size at which latency / energy are priced (the example input's first item repeated)
     cost_batch: int = pydantic.Field(1, ge=1)
     selector: Selector = Selector()
@@ -164,8 +175,18 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
     for spec in specs:
         options |= layer_options([spec], choices[spec.name], sens, profile, table, follow)
     kind = config.objective
+    cal = None
+    if kind == "latency" and config.latency_model == "calibrated":
+        if table is None or not isinstance(priced_inputs, torch.Tensor):
+            raise ConfigError("search: latency_model 'calibrated' needs a measured profile and a tensor input")
+        inputs = [split_batch(b)[0] for b in shared["calibration"][:4]]
+        cal = calibrate(model, priced_inputs, inputs, profile, table)
+        options = calibrated_options(options, {s.name: s for s in specs}, cal, profile)
 
     def priced(policy: dict[str, LayerChoice]) -> float:
+        if cal is not None:
+            assert table is not None
+            return cal.predict_ms(policy_features(all_specs, policy, profile, table)) / 1e3
         costs = policy_costs(all_specs, policy, profile, table)
         if kind == "latency":
             return sum(c.latency_s for c in costs)
@@ -176,6 +197,15 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
     floor = sum(min(o.costs[kind] for o in opts) for opts in options.values())
     top = sum(option_costs(s, LayerChoice(), profile, table)[kind] for s in specs)
     points: dict[str, Point] = {}
+    if config.uniform:
+        for b, w in itertools.product(config.bits, config.widths):
+            policy = {s.name: LayerChoice(bits=b, width=w if s.name in prunable else 1.0) for s in specs}
+            policy = {n: c for n, c in policy.items() if c != LayerChoice()}
+            key = repr(sorted(policy_to_dict(policy).items()))
+            loss = sum(sens[n][c] for n, c in policy.items())
+            points[key] = Point(
+                label="", policy=policy_to_dict(policy), predicted_cost=priced(policy), predicted_loss=loss
+            )
     for i in range(config.candidates):
         budget = floor * (top / floor) ** (i / (config.candidates - 1)) if floor > 0 else top * i / config.candidates
         plan = allocate(options, {kind: budget * (1 + 1e-9)})
@@ -192,7 +222,7 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
     for i, p in enumerate(ordered):
         p.label = f"c{i}"
     baseline = _metric(model, val)
-    best = _kary_search(ordered, shared, config, baseline)
+    best = _scan(ordered, shared, config, baseline)
     result = SearchResult(
         points=ordered,
         baseline_metric=baseline,
@@ -206,17 +236,11 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
     return result, chosen
 
 
-def _kary_search(
-    ordered: list[Point], shared: dict[str, Any], config: CompressionSearch, baseline: float
-) -> Point | None:
-    """Cheapest candidate whose measured drop is within tolerance, assuming the drop shrinks as cost grows;
-    ``parallel`` candidates are measured per round."""
-    lo, hi = 0, len(ordered)  # answer index in [lo, hi]; hi == len(ordered): none passes yet
-    while lo < hi:
-        span = hi - lo
-        k = min(config.parallel, span)
-        picks = sorted({lo + math.floor(span * (j + 1) / (k + 1)) for j in range(k)} - {hi})
-        picks = [i for i in picks if ordered[i].measured_metric is None] or [lo]
+def _scan(ordered: list[Point], shared: dict[str, Any], config: CompressionSearch, baseline: float) -> Point | None:
+    """Measure candidates cheapest first, ``parallel`` per round, until a round has one within tolerance; return
+    the cheapest such candidate (all cheaper ones were measured and failed). No monotonicity is assumed."""
+    for start in range(0, len(ordered), config.parallel):
+        picks = list(range(start, min(start + config.parallel, len(ordered))))
         results = run_trials(
             evaluate_policy,
             shared,
@@ -228,13 +252,9 @@ def _kary_search(
         for i, (metric, trained) in zip(picks, results, strict=True):
             ordered[i].measured_metric = metric
             ordered[i].model = trained
-        for i in picks:
-            if baseline - (ordered[i].measured_metric or 0.0) <= config.tolerance:
-                hi = min(hi, i)
-        failing = [i for i in picks if i < hi and baseline - (ordered[i].measured_metric or 0.0) > config.tolerance]
-        lo = max([lo, *(i + 1 for i in failing)])
-    if hi < len(ordered):
-        return ordered[hi]
+        passing = [i for i in picks if baseline - (ordered[i].measured_metric or 0.0) <= config.tolerance]
+        if passing:
+            return ordered[passing[0]]
     return None
 
 

@@ -1,0 +1,123 @@
+"""Allocation under an end-to-end latency budget on the measured CPU profile, with the hardware in the loop.
+
+1. The profile is calibrated on this model (:func:`shrink.hw.calibrate.calibrate`): per-call offset and the cost of
+   Quantize/Dequantize ops at fp32/int8 boundaries, fitted to a few end-to-end timings.
+2. The allocator sees additive per-layer costs (table time; int8 entries less their own Quantize/Dequantize) and the
+   budget less the offset; its answer is re-priced exactly (boundaries charged along the chain of layers).
+3. The answer is then run end to end; while the measurement exceeds the budget, the layer budget is lowered by the
+   excess and the allocation solved again (``verify`` rounds). ONNX Runtime's graph rewrites around an isolated int8
+   layer (layout changes, unfused pooling) can cost more than any per-layer table predicts; measuring the answer is
+   how the budget is kept. Every end-to-end measurement is returned, for the report.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from shrink.errors import ConfigError
+from shrink.hw.calibrate import Calibration, calibrate, interleaved_latency_ms, policy_features
+from shrink.hw.layers import LayerSpec
+from shrink.hw.measured import LatencyTable, execution_kind
+from shrink.hw.ort_int8 import int8_session
+from shrink.hw.profile import Profile
+from shrink.search.allocate import Allocation, Option, allocate
+
+__all__ = ["LatencyPlan", "calibrated_options", "plan_latency"]
+
+
+@dataclass(frozen=True)
+class LatencyPlan:
+    """The allocation (``totals["latency"]`` = calibrated end-to-end prediction, seconds), the calibration, and
+    the ``(predicted s, measured s)`` of every policy run end to end while keeping the budget."""
+
+    allocation: Allocation
+    calibration: Calibration
+    checks: list[tuple[float, float]]
+
+
+def calibrated_options(
+    options: dict[str, list[Option]], specs: dict[str, LayerSpec], cal: Calibration, profile: Profile
+) -> dict[str, list[Option]]:
+    """Options with ``latency`` replaced by the calibrated additive share (seconds)."""
+    assert profile.measured is not None
+    out = {}
+    for name, opts in options.items():
+        out[name] = [
+            replace(
+                o,
+                costs={
+                    **o.costs,
+                    "latency": cal.option_ms(
+                        specs[name], execution_kind(o.choice, profile.measured), o.costs["latency"] * 1e3
+                    )
+                    / 1e3,
+                },
+            )
+            for o in opts
+        ]
+    return out
+
+
+def _measure_s(
+    model: nn.Module, policy: dict, example_inputs: torch.Tensor, calibration: list[torch.Tensor], profile: Profile
+) -> float:
+    """End-to-end seconds of the policy's real model: lowest of 3 round medians (as the calibration times)."""
+    assert profile.measured is not None
+    int8 = sorted(n for n, c in policy.items() if execution_kind(c, profile.measured) == "int8")
+    with tempfile.TemporaryDirectory(prefix="shrink-plan-") as tmp:
+        session = int8_session(model, tmp, example_inputs, calibration, int8, threads=profile.measured.threads)
+    return interleaved_latency_ms([session], example_inputs, threads=profile.measured.threads)[0] / 1e3
+
+
+def plan_latency(
+    model: nn.Module,
+    options: dict[str, list[Option]],
+    all_specs: list[LayerSpec],
+    budget_s: float,
+    profile: Profile,
+    table: LatencyTable,
+    example_inputs: torch.Tensor,
+    calibration: list[torch.Tensor],
+    *,
+    solver: str = "milp",
+    verify: int = 4,
+) -> LatencyPlan:
+    """The least-loss allocation whose calibrated prediction, and (``verify`` > 0) end-to-end measurement, is
+    within ``budget_s`` (end-to-end seconds at ``example_inputs``' batch). Options carry the table's latencies for
+    full-width layers (mixed precision: bit widths only)."""
+    cal = calibrate(model, example_inputs, calibration, profile, table)
+    by_name = {s.name: s for s in all_specs}
+    opts = calibrated_options(options, by_name, cal, profile)
+    layer_budget = budget_s - cal.offset_ms / 1e3
+    checks: list[tuple[float, float]] = []
+    floor = sum(min(o.costs["latency"] for o in v) for v in opts.values())
+    for _ in range(4 * max(verify, 1) + 8):
+        # below the floor the calibrated prediction says nothing fits; on a noisy machine the fit can be off, so
+        # the cheapest allocation is still tried and its measurement decides
+        layer_budget = max(layer_budget, floor)
+        at_floor = layer_budget <= floor * (1 + 1e-9)
+        plan = allocate(opts, {"latency": layer_budget * (1 + 1e-9)}, solver=solver)
+        predicted = cal.predict_ms(policy_features(all_specs, plan.policy, profile, table)) / 1e3
+        if predicted > budget_s and not at_floor:  # boundaries the additive costs did not charge
+            layer_budget -= predicted - budget_s + 1e-9
+            continue
+        if len(checks) < verify:
+            measured = _measure_s(model, plan.policy, example_inputs, calibration, profile)
+            checks.append((predicted, measured))
+            if measured <= budget_s:
+                return LatencyPlan(replace(plan, totals={**plan.totals, "latency": predicted}), cal, checks)
+            if at_floor:
+                break
+            layer_budget -= measured - budget_s + 1e-9
+            continue
+        if predicted <= budget_s:
+            return LatencyPlan(replace(plan, totals={**plan.totals, "latency": predicted}), cal, checks)
+        break
+    raise ConfigError(
+        f"latency budget {budget_s * 1e3:.4g} ms: no allocation met it when priced and measured "
+        f"(checks predicted/measured ms: {[(round(p * 1e3, 3), round(m * 1e3, 3)) for p, m in checks]})"
+    )
