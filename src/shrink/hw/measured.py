@@ -85,12 +85,24 @@ class LatencyTable:
         kind = execution_kind(choice, self.spec.model_copy(update={"runtime": runtime}))
         k = self.key(layer, runtime, kind)
         if k not in self.entries:
+            self._merge_from_disk()  # another table object (search, allocator) may have measured it meanwhile
+        if k not in self.entries:
             self.entries[k] = self._measure(layer, runtime, kind)
             self.measured_now += 1
             self.save()
         return self.entries[k]
 
+    def _merge_from_disk(self) -> None:
+        if self.path.exists():
+            try:
+                disk = json.loads(self.path.read_text(encoding="utf-8"))["entries"]
+            except (ValueError, KeyError):
+                return
+            self.entries = {**disk, **self.entries}
+
     def save(self) -> None:
+        """Write the table, keeping entries other objects wrote to the same file (one value per configuration)."""
+        self._merge_from_disk()
         body = {
             "cpu": cpu_name(),
             "torch": torch.__version__,
