@@ -5,7 +5,8 @@ process group (gloo on CPU, nccl on GPUs). :func:`training_step` then wraps one 
 applied to the model, plus the regularizer — in ``torch.nn.parallel.DistributedDataParallel``: the wrapper
 broadcasts rank 0's parameters and buffers when it is built, and its reducer averages gradients across ranks during
 the backward pass. Each rank computes the loss on its slice of every global batch (:func:`shard`), so N processes
-take the same optimizer steps as one process on the same batches. Only rank 0 writes checkpoints, and it saves the
+take the same optimizer steps as one process on the same batches (buffers such as BatchNorm statistics are
+broadcast from rank 0 before each forward, DDP's default). Only rank 0 writes checkpoints, and it saves the
 unwrapped model's state (no ``module.`` prefixes), so a checkpoint resumes with or without torchrun.
 
 Why the wrapper holds the whole step rather than the model alone: DDP averages only the gradients of parameters
