@@ -200,6 +200,10 @@ def _ort(model, xb, calib, int8: bool, tmp: Path, name: str) -> OnnxModel:
     return OnnxModel(export_onnx(model, tmp / name / "m.onnx", xb), threads=2)
 
 
+def _shapes(model, xb) -> list[tuple[int, int]]:
+    return [(s.in_channels, s.out_channels) for s in trace_layers(model, xb)]
+
+
 def _search_vs_single(section: Section, model, data, ctx, xb, calib, table, quick: bool) -> None:
     # fairness: every technique that removes channels (single or searched) gets the same recovery budget, 2 epochs
     # of fine-tuning at lr 1e-3; int8 PTQ gets none (nor do the search's int8-only candidates); accuracy on the same
@@ -207,6 +211,7 @@ def _search_vs_single(section: Section, model, data, ctx, xb, calib, table, quic
     tmp = Path(tempfile.mkdtemp(prefix="bench-search-"))
     base = _acc(model, data.test)
     rows = []  # (name, technique kind, session)
+    shapes = {}  # name -> (layer shapes, int8 layers) of the model that runs
     rows.append(("fp32", "baseline", _ort(model, xb, calib, False, tmp, "fp32")))
     rows.append(("int8 static PTQ (all layers)", "single", _ort(model, xb, calib, True, tmp, "int8")))
     for ratio in (0.25, 0.5, 0.75):
@@ -215,6 +220,7 @@ def _search_vs_single(section: Section, model, data, ctx, xb, calib, table, quic
         fit(pruned, data.train, epochs=2, lr=1e-3, progress=False)
         session = _ort(pruned, xb, calib, False, tmp, f"channels{ratio}")
         rows.append((f"channel pruning {ratio:.0%} + 2 ep fine-tune", "single", session))
+        shapes[rows[-1][0]] = (_shapes(pruned, xb), ())
     mag = apply(model, MagnitudePruning(sparsity=0.5), Context(progress=False))
     torch.manual_seed(0)
     fit(mag, data.train, epochs=2, lr=1e-3, progress=False)
@@ -251,6 +257,7 @@ def _search_vs_single(section: Section, model, data, ctx, xb, calib, table, quic
         int8_layers = sorted(n for n, c in best.policy.items() if c["bits"] <= 8)
         session = int8_session(real, tmp / "search", xb, calib, int8_layers, threads=2)
         rows.append((f"search ({best.label}, 1-pt tolerance)", "search", session))
+        shapes[rows[-1][0]] = (_shapes(real, xb), tuple(int8_layers))
     latencies = interleaved_latency_ms([r[2] for r in rows], xb, rounds=5)
     measured = [(name, kind, _acc(sess, data.test), ms) for (name, kind, sess), ms in zip(rows, latencies, strict=True)]
     t = Table(
@@ -283,12 +290,20 @@ def _search_vs_single(section: Section, model, data, ctx, xb, calib, table, quic
     best_single = min(within, key=lambda r: r[3]) if within else None
     found = next((r for r in measured if r[1] == "search"), None)
     met = found is not None and best_single is not None and found[3] < best_single[3] and base - found[2] <= 1.0
+    same = found is not None and best_single is not None and shapes.get(found[0]) == shapes.get(best_single[0])
+    if same:  # the same layer shapes and precisions run the same kernels: any latency difference is timing noise
+        met = False
     section.targets.append(
         Target(
             5,
             "search (1-point tolerance) vs best single technique",
             "faster on the CPU",
             f"{found[3]:.3f} ms ({found[2]:.2f}%) vs {best_single[0]} {best_single[3]:.3f} ms"
+            + (
+                " — the search chose the same layer shapes and precisions, so the difference is timing noise"
+                if same
+                else ""
+            )
             if found and best_single
             else "no result",
             met,
