@@ -5,6 +5,7 @@ CPU latency — shrink side by side with Torch-Pruning (same ratio, same importa
 from __future__ import annotations
 
 import copy
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -116,21 +117,56 @@ def _lat(fn: Any, bs: int, reps: int) -> float:
     return latency(fn, bs, reps=reps, warmup=2).median_ms
 
 
-def _onnx_latency(model: nn.Module, x1: torch.Tensor, xs: dict[int, torch.Tensor], reps: int) -> dict[int, float]:
-    with tempfile.TemporaryDirectory() as d:
-        path = shrink.export.onnx(model, Path(d) / "m.onnx", x1)  # eval-mode export folds BatchNorm into convs
-        sess = shrink.export.OnnxModel(path, threads=2)
-        return {bs: _lat(lambda x=x: sess(x), bs, reps) for bs, x in xs.items()}
+def _interleaved(
+    fns: dict[str, Any], xs: dict[int, torch.Tensor], reps: int, rounds: int
+) -> dict[str, dict[int, list[float]]]:
+    """Median latency of every ``fns[name](x)`` per round, the candidates taking turns (forward order in even rounds,
+    reverse in odd ones) so that load drift and order effects on a shared machine hit all of them alike."""
+    out: dict[str, dict[int, list[float]]] = {k: {bs: [] for bs in xs} for k in fns}
+    for r in range(rounds):
+        for name in list(fns) if r % 2 == 0 else list(fns)[::-1]:
+            for bs, x in xs.items():
+                out[name][bs].append(latency(lambda f=fns[name], x=x: f(x), bs, reps=reps, warmup=1).median_ms)
+    return out
+
+
+def _speedup(base: list[float], other: list[float]) -> float:
+    """Median over rounds of the same-round ratio (pairs measured back to back, so shared load largely cancels)."""
+    return statistics.median(b / o for b, o in zip(base, other, strict=True))
 
 
 def _resnet(quick: bool, section: Section) -> None:
-    reps = 5 if quick else 20
+    reps, rounds = (4, 3) if quick else (8, 5)
     x1 = torch.randn(1, 3, 224, 224)
     xs = {1: x1, 8: torch.randn(8, 3, 224, 224)}
-    dense = resnet18()
+    dense = resnet18().eval()
     base_macs = count_macs(dense, x1)
-    with torch.no_grad():
-        base = {bs: _lat(lambda x=x: dense(x), bs, reps) for bs, x in xs.items()}
+    models: dict[str, nn.Module] = {"dense": dense}
+    rows: list[tuple[float, str, str]] = []  # (ratio, method, key in models or an error)
+    for ratio in (0.5,) if quick else (0.3, 0.5, 0.7):
+        makers = {
+            "shrink": lambda r=ratio: shrink.prune(dense, ChannelPruning(ratio=r, importance="l1"), example_inputs=x1),
+            "Torch-Pruning": lambda r=ratio: _tp_prune(dense, x1, r, "fc"),
+        }
+        for name, make in makers.items():
+            model, err = _tp_or_error(make) if name == "Torch-Pruning" else (make(), "")
+            key = f"{name} {ratio}"
+            if model is not None:
+                models[key] = model.eval()  # every candidate timed in eval mode under the same inference_mode
+            rows.append((ratio, name, key if model is not None else err))
+    eager = _interleaved(dict(models), xs, reps, rounds)
+    ort_keys = [k for r, n, k in rows if k in models and (n == "shrink" or r == 0.5)]
+    with tempfile.TemporaryDirectory() as d:
+        sessions = {  # eval-mode export folds BatchNorm into the convolutions
+            k: shrink.export.OnnxModel(shrink.export.onnx(models[k], Path(d) / f"{i}.onnx", x1), threads=2)
+            for i, k in enumerate(ort_keys)
+        }
+        ort = _interleaved(sessions, xs, reps, rounds)
+        del sessions
+    med = {
+        k: {bs: statistics.median(v) for bs, v in t.items()}
+        for k, t in (eager | {f"ort {k}": v for k, v in ort.items()}).items()
+    }
     table = Table(
         "ResNet-18-style net, 224x224, L1 channel pruning: size and measured CPU latency (2 threads, median ms)",
         [
@@ -153,8 +189,8 @@ def _resnet(quick: bool, section: Section) -> None:
         "dense fp32 eager",
         _params(dense),
         "1.00x",
-        f"{base[1]:.1f}",
-        f"{base[8]:.1f}",
+        f"{med['dense'][1]:.1f}",
+        f"{med['dense'][8]:.1f}",
         "1.00x",
         "1.00x",
         "-",
@@ -163,40 +199,37 @@ def _resnet(quick: bool, section: Section) -> None:
         "-",
     )
     res: dict[tuple[float, str], dict[str, float]] = {}
-    for ratio in (0.5,) if quick else (0.3, 0.5, 0.7):
-        makers = {
-            "shrink": lambda r=ratio: shrink.prune(dense, ChannelPruning(ratio=r, importance="l1"), example_inputs=x1),
-            "Torch-Pruning": lambda r=ratio: _tp_prune(dense, x1, r, "fc"),
-        }
-        for name, make in makers.items():
-            model, err = _tp_or_error(make) if name == "Torch-Pruning" else (make(), "")
-            if model is None:
-                table.add(ratio, name, *(["-"] * 9), err)
-                continue
-            with torch.no_grad():
-                eager = {bs: _lat(lambda x=x, m=model: m(x), bs, reps) for bs, x in xs.items()}
-            ort = _onnx_latency(model, x1, xs, reps) if name == "shrink" or ratio == 0.5 else {}
-            macs = base_macs / count_macs(model, x1)
-            r = {
-                "macs": macs,
-                **{f"e{b}": base[b] / eager[b] for b in xs},
-                **{f"o{b}": base[b] / t for b, t in ort.items()},
-            }
-            res[(ratio, name)] = r
-            table.add(
-                ratio,
-                name,
-                _params(model),
-                f"{macs:.2f}x",
-                f"{eager[1]:.1f}",
-                f"{eager[8]:.1f}",
-                f"{r['e1']:.2f}x",
-                f"{r['e8']:.2f}x",
-                *([f"{ort[1]:.1f}", f"{ort[8]:.1f}", f"{r['o1']:.2f}x", f"{r['o8']:.2f}x"] if ort else ["-"] * 4),
-            )
+    for ratio, name, key in rows:
+        if key not in models:
+            table.add(ratio, name, *(["-"] * 9), key)
+            continue
+        model = models[key]
+        macs = base_macs / count_macs(model, x1)
+        r = {"macs": macs, **{f"e{b}": _speedup(eager["dense"][b], eager[key][b]) for b in xs}}
+        if key in ort:  # ONNX Runtime rounds ran after the eager ones: against the dense eager median
+            r |= {f"o{b}": med["dense"][b] / med[f"ort {key}"][b] for b in xs}
+        res[(ratio, name)] = r
+        table.add(
+            ratio,
+            name,
+            _params(model),
+            f"{macs:.2f}x",
+            f"{med[key][1]:.1f}",
+            f"{med[key][8]:.1f}",
+            f"{r['e1']:.2f}x",
+            f"{r['e8']:.2f}x",
+            *(
+                [f"{med[f'ort {key}'][1]:.1f}", f"{med[f'ort {key}'][8]:.1f}", f"{r['o1']:.2f}x", f"{r['o8']:.2f}x"]
+                if key in ort
+                else ["-"] * 4
+            ),
+        )
     table.note = (
-        "Speedups are against the same dense fp32 model in PyTorch eager, measured in this run. ONNX "
-        "Runtime runs the pruned model exported in eval mode (BatchNorm folded into the convolutions)."
+        f"All models in eval mode, timed under the same inference_mode in {rounds} interleaved rounds (each round "
+        f"times every model once, the order reversed every other round); latency is the median over rounds, eager "
+        "speedup the median of the same-round ratios against the dense fp32 model. ONNX Runtime runs the pruned "
+        "model exported in eval mode (BatchNorm folded into the convolutions), timed in its own interleaved rounds "
+        "after the eager ones, against the dense eager median."
     )
     section.tables.append(table)
     s, t = res.get((0.5, "shrink"), {}), res.get((0.5, "Torch-Pruning"))

@@ -603,12 +603,14 @@ class Propagator:
             ids = self.s.fresh(cout)
         elif groups == cin == cout and w.shape[w.dims[1]] == 1:  # depthwise: channel c in -> channel c out
             ids = x.ids if isinstance(x, Channels) else self.s.fresh(cout)
-        else:
-            if isinstance(x, Channels):
-                self.s.freeze(x.ids, f"grouped convolution {self.path(node)} (groups={groups})")
+        else:  # grouped: a group's input and output channels form one unit, removing it drops one group
             ids = self.s.fresh(cout)
-            self.s.freeze(ids, f"grouped convolution {self.path(node)} (groups={groups})")
-            return Channels(ids, (1,))
+            per_in, per_out = cin // groups, cout // groups
+            for g in range(groups):
+                unit = ids[g * per_out : (g + 1) * per_out]
+                if isinstance(x, Channels):
+                    unit = np.concatenate([unit, x.ids[g * per_in : (g + 1) * per_in]])
+                self.s.union_all(unit)
         self._out(ids, [(w, 0), (b if isinstance(b, ParamRef) else None, 0)])
         return Channels(ids, (1,))
 

@@ -22,6 +22,7 @@ class ChannelPruning(Config):
     on the next layer's output, then least-squares reconstruction of that layer; needs data). ``scope="uniform"``
     removes the same fraction from every group, ``"global"`` ranks normalized scores across groups (no group loses
     more than ``max_group_ratio``). Kept channel counts are multiples of ``round_to`` where the group allows.
+    A grouped convolution's unit is a whole group (its input and output channels), so it loses whole groups.
     A group is pruned only if every weight layer that produces or reads its channels is chosen by ``selector``
     (default: all layers); BatchNorm/LayerNorm layers follow their channels.
     """

@@ -13,38 +13,57 @@ from torch import nn
 
 from shrink.errors import ModelError
 
-__all__ = ["slice_module", "slice_tensors", "SLICERS", "update_head_attributes"]
+__all__ = ["memory_format_of", "slice_module", "slice_tensors", "SLICERS", "update_head_attributes"]
 
 Keep = dict[str, dict[int, torch.Tensor]]
 
 
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
+    """The memory format ``t`` is dense in: channels-last (4-D / 5-D) when it is laid out so and not also plainly
+    contiguous, otherwise contiguous (the format a sliced copy gets, whatever strides ``t`` had)."""
+    if not t.is_contiguous():
+        if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+            return torch.channels_last
+        if t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d):
+            return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+def _sliced(old: torch.Tensor, dims: dict[int, torch.Tensor]) -> torch.Tensor:
+    """A fresh dense copy of ``old`` with only the kept positions, in ``old``'s memory format: index_select alone
+    returns plain-contiguous tensors, which would silently turn a channels-last model into a slower mixed one."""
+    new = old.detach()
+    for dim, idx in dims.items():
+        new = new.index_select(dim, idx.to(new.device))
+    return new.clone(memory_format=memory_format_of(old))
+
+
 def slice_tensors(module: nn.Module, keep: Keep) -> None:
-    """Index-select each named parameter/buffer of ``module`` along the given dims (gradients are dropped)."""
+    """Index-select each named parameter/buffer of ``module`` along the given dims (gradients are dropped); every
+    result is a dense tensor of its own in the original's memory format."""
     for name, dims in keep.items():
         if name in module._parameters:
             old = module._parameters[name]
-            new = old.detach()
-            for dim, idx in dims.items():
-                new = new.index_select(dim, idx.to(new.device))
-            module._parameters[name] = nn.Parameter(new.clone(), requires_grad=old.requires_grad)
+            module._parameters[name] = nn.Parameter(_sliced(old, dims), requires_grad=old.requires_grad)
         elif name in module._buffers:
-            new = module._buffers[name]
-            for dim, idx in dims.items():
-                new = new.index_select(dim, idx.to(new.device))
-            module._buffers[name] = new.clone()
+            module._buffers[name] = _sliced(module._buffers[name], dims)
         else:
             raise ModelError(f"{type(module).__name__} has no parameter or buffer {name!r} to slice")
 
 
 def _conv(m: nn.Module, keep: Keep) -> None:
-    depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
-    if m.groups > 1 and not depthwise:
-        raise ModelError(f"cannot slice grouped convolution {m} (groups={m.groups})")
+    """Plain convs lose filters / input slices; grouped (and depthwise) ones lose whole groups, since the graph
+    makes each group's input and output channels one unit — their per-group widths never change."""
+    per_out, groups = m.out_channels // m.groups, m.groups
+    if groups > 1 and 1 in keep.get("weight", {}):
+        raise ModelError(f"cannot slice the per-group input channels of grouped convolution {m}")
     slice_tensors(m, keep)
     m.out_channels = m.weight.shape[0]
-    m.in_channels = m.out_channels if depthwise else m.weight.shape[1]
-    if depthwise:
-        m.groups = m.out_channels
+    if groups > 1:
+        if m.out_channels % per_out:
+            raise ModelError(f"{m}: {m.out_channels} output channels left, not whole groups of {per_out}")
+        m.groups = m.out_channels // per_out
+    m.in_channels = m.weight.shape[1] * m.groups
 
 
 def _linear(m: nn.Linear, keep: Keep) -> None:
