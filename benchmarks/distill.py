@@ -23,7 +23,7 @@ TITLE = "Distillation (issue 4)"
 #: Digits KD settings, chosen once on the VALIDATION split (180 images) by ``python -m benchmarks.distill --select``
 #: (seeds 100-102, never the test split): the epoch budget is the one where the hard-label baseline does best, then
 #: each method takes its best learning rate (and KD its best T, alpha) at that budget; ties go to the lower val loss.
-#: Run once (126 trainings) on 2026-11-22; the printed grid is quoted in the lead's report, not typed into docs.
+#: The grid was run once (126 trainings, 2026-11-22); rerun the command to see its full printout.
 SELECT_GRID = {"epochs": (10, 20), "lr": (1e-3, 3e-3, 1e-2), "temperature": (2.0, 4.0, 8.0), "alpha": (0.5, 0.9)}
 SELECT_SEEDS = (100, 101, 102)
 EPOCHS = 20
