@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import shrink
-from benchmarks.common import Section, Table, Target, latency
+from benchmarks.common import Section, Table, Target, latency, run_measured
 from shrink.data import call_model
 from shrink.eval.counts import count_macs
 from shrink.eval.metrics import accuracy, embedding_fidelity, predict
@@ -63,9 +63,18 @@ def _digits(quick: bool, section: Section) -> None:
     base_macs = count_macs(teacher, x)
     table = Table(
         f"Digits CNN: channels removed, then {EPOCHS} epochs of fine-tuning (Adam, lr {LR})",
-        ["ratio", "method", "params", "MACs", "acc. before FT %", "acc. after FT %", "drop (pt)"],
+        [
+            "ratio",
+            "method",
+            "params",
+            "MACs",
+            "acc. before FT %",
+            "acc. after FT %",
+            "drop (pt)",
+            "prune s / peak MiB",
+        ],
     )
-    table.add("0", "dense fp32", _params(teacher), base_macs, f"{base_acc:.2f}", f"{base_acc:.2f}", "0")
+    table.add("0", "dense fp32", _params(teacher), base_macs, f"{base_acc:.2f}", f"{base_acc:.2f}", "0", "-")
     drops: dict[tuple[float, str], float] = {}
     for ratio in (0.5,) if quick else (0.3, 0.5, 0.7):
         runs: dict[str, Any] = {
@@ -79,9 +88,11 @@ def _digits(quick: bool, section: Section) -> None:
         }
         for name, make in runs.items():
             torch.manual_seed(0)
-            model, err = _tp_or_error(make) if name.startswith("Torch") else (make(), "")
+            (model, err), secs, peak = run_measured(
+                lambda make=make, name=name: _tp_or_error(make) if name.startswith("Torch") else (make(), "")
+            )
             if model is None:
-                table.add(ratio, name, "-", "-", "-", "-", err)
+                table.add(ratio, name, "-", "-", "-", "-", err, "-")
                 continue
             before = accuracy(*predict(model, data.test))
             torch.manual_seed(0)
@@ -96,6 +107,7 @@ def _digits(quick: bool, section: Section) -> None:
                 f"{before:.2f}",
                 f"{after:.2f}",
                 f"{base_acc - after:.2f}",
+                f"{secs:.2f} / {peak:.0f}",
             )
     section.tables.append(table)
     best = min(drops.get((0.5, "shrink lasso"), 99.0), drops.get((0.5, "shrink l1"), 99.0))
@@ -143,14 +155,18 @@ def _resnet(quick: bool, section: Section) -> None:
     base_macs = count_macs(dense, x1)
     models: dict[str, nn.Module] = {"dense": dense}
     rows: list[tuple[float, str, str]] = []  # (ratio, method, key in models or an error)
+    made: dict[str, str] = {}  # key -> "prune seconds / peak MiB"
     for ratio in (0.5,) if quick else (0.3, 0.5, 0.7):
         makers = {
             "shrink": lambda r=ratio: shrink.prune(dense, ChannelPruning(ratio=r, importance="l1"), example_inputs=x1),
             "Torch-Pruning": lambda r=ratio: _tp_prune(dense, x1, r, "fc"),
         }
         for name, make in makers.items():
-            model, err = _tp_or_error(make) if name == "Torch-Pruning" else (make(), "")
+            (model, err), secs, peak = run_measured(
+                lambda make=make, name=name: _tp_or_error(make) if name == "Torch-Pruning" else (make(), "")
+            )
             key = f"{name} {ratio}"
+            made[key] = f"{secs:.2f} / {peak:.0f}"
             if model is not None:
                 models[key] = model.eval()  # every candidate timed in eval mode under the same inference_mode
             rows.append((ratio, name, key if model is not None else err))
@@ -182,6 +198,7 @@ def _resnet(quick: bool, section: Section) -> None:
             "ORT b8",
             "ORT speedup b1",
             "ORT speedup b8",
+            "prune s / peak MiB",
         ],
     )
     table.add(
@@ -197,11 +214,12 @@ def _resnet(quick: bool, section: Section) -> None:
         "-",
         "-",
         "-",
+        "-",
     )
     res: dict[tuple[float, str], dict[str, float]] = {}
     for ratio, name, key in rows:
         if key not in models:
-            table.add(ratio, name, *(["-"] * 9), key)
+            table.add(ratio, name, *(["-"] * 9), key, made[f"{name} {ratio}"])
             continue
         model = models[key]
         macs = base_macs / count_macs(model, x1)
@@ -223,13 +241,15 @@ def _resnet(quick: bool, section: Section) -> None:
                 if key in ort
                 else ["-"] * 4
             ),
+            made[key],
         )
     table.note = (
         f"All models in eval mode, timed under the same inference_mode in {rounds} interleaved rounds (each round "
         f"times every model once, the order reversed every other round); latency is the median over rounds, eager "
         "speedup the median of the same-round ratios against the dense fp32 model. ONNX Runtime runs the pruned "
         "model exported in eval mode (BatchNorm folded into the convolutions), timed in its own interleaved rounds "
-        "after the eager ones, against the dense eager median."
+        "after the eager ones, against the dense eager median. Prune s / peak MiB: wall time of the pruning call "
+        "(tracing, importance, slicing) and its peak resident memory above the start."
     )
     section.tables.append(table)
     s, t = res.get((0.5, "shrink"), {}), res.get((0.5, "Torch-Pruning"))
