@@ -46,6 +46,7 @@ def test_search_returns_the_cheapest_measured_candidate_within_tolerance(tmp_pat
         backend="local",
         tolerance=2.0,
         finetune_epochs=1,
+        refine=0,
     )
     ctx = Context(
         example_inputs=val[0][0][:1], train=train, calibration=train, val=val, progress=False, out_dir=tmp_path
@@ -68,6 +69,35 @@ def test_search_returns_the_cheapest_measured_candidate_within_tolerance(tmp_pat
     saved = json.loads((tmp_path / "search.json").read_text())
     assert saved["best"] == result.best and {"measured"} <= set(saved["points"][0])
     assert (tmp_path / "search_pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_refinement_narrows_one_layer_at_a_time_and_keeps_the_cheapest_passing_point():
+    model, train, val = _task()
+    cfg = CompressionSearch(
+        profile="phone_npu",
+        objective="bytes",
+        bits=(8, 32),
+        widths=(1.0, 0.75, 0.5, 0.25),
+        candidates=4,
+        backend="local",
+        tolerance=1.0,
+        finetune_epochs=1,
+        refine=6,
+    )
+    ctx = Context(example_inputs=val[0][0][:1], train=train, calibration=train, val=val, progress=False)
+    result, _ = run_search(model, cfg, ctx)
+    refined = [p for p in result.points if p.label.startswith("r")]
+    assert refined and all(p.measured for p in refined) and len(refined) <= 6
+    scanned = [p for p in result.points if p.label.startswith("c")]
+    for p in refined:  # each neighbour differs from a measured point in exactly one layer, one width step narrower
+        widths = {n: c["width"] for n, c in p.policy.items()}
+        assert any(
+            sum(widths.get(n, 1.0) != {m: c["width"] for m, c in q.policy.items()}.get(n, 1.0) for n in widths) == 1
+            for q in scanned + refined
+            if q.measured and q is not p
+        )
+    passing = [p for p in result.points if p.measured and result.baseline_metric - p.measured_metric <= 1.0]
+    assert result.best == min(passing, key=lambda p: p.predicted_cost).label
 
 
 def test_pareto_front():

@@ -11,6 +11,9 @@
    ``parallel`` per round; the search stops after the first round with a candidate within ``tolerance`` and
    returns the cheapest such one (every cheaper candidate was measured and failed). Points not measured keep only
    their prediction; the result says which is which.
+4. Refinement (AMC-style local search, ``refine`` trials at most): from the chosen point, every prunable layer in
+   turn is narrowed one step on the ``widths`` grid; the neighbours are measured the same way, and the cheapest
+   predicted one within tolerance becomes the new point, until no neighbour passes or the trials run out.
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ class CompressionSearch(Config):
     uniform: bool = True
     #: latency on a measured profile: "table" sums per-layer entries; "calibrated" predicts end-to-end time
     latency_model: Literal["table", "calibrated"] = "table"
+    #: measured neighbours tried after the scan (one layer one width step narrower at a time); 0 turns refinement off
+    refine: int = pydantic.Field(8, ge=0)
     #: batch size at which latency / energy are priced (the example input's first item repeated)
     cost_batch: int = pydantic.Field(1, ge=1)
     selector: Selector = Selector()
@@ -223,6 +228,19 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
         p.label = f"c{i}"
     baseline = _metric(model, val)
     best = _scan(ordered, shared, config, baseline)
+    if best is not None and config.refine:
+        grid = sorted(set(config.widths), reverse=True)
+
+        def loss_of(policy: dict[str, LayerChoice]) -> float:  # the same additive KL prediction as the sweep
+            return sum(sens[n][c] for n, c in policy.items())
+
+        ordered += _refine(
+            best, ordered, sorted(prunable & set(choices)), grid, (priced, loss_of), shared, config, baseline
+        )
+        best = min(
+            (p for p in ordered if p.measured and baseline - (p.measured_metric or 0.0) <= config.tolerance),
+            key=lambda p: p.predicted_cost,
+        )
     result = SearchResult(
         points=ordered,
         baseline_metric=baseline,
@@ -256,6 +274,68 @@ def _scan(ordered: list[Point], shared: dict[str, Any], config: CompressionSearc
         if passing:
             return ordered[passing[0]]
     return None
+
+
+def _narrower(policy: dict[str, dict[str, Any]], layer: str, grid: list[float]) -> dict[str, LayerChoice] | None:
+    """``policy`` with ``layer`` one step narrower on ``grid`` (None when it is already the narrowest)."""
+    choices = policy_from_dict(policy)
+    now = choices.get(layer, LayerChoice())
+    smaller = [w for w in grid if w < now.width - 1e-9]
+    if not smaller:
+        return None
+    return {**choices, layer: LayerChoice(bits=now.bits, sparsity=now.sparsity, width=smaller[0])}
+
+
+def _refine(
+    start: Point,
+    known: list[Point],
+    layers: list[str],
+    grid: list[float],
+    predict: tuple[Any, Any],
+    shared: dict[str, Any],
+    config: CompressionSearch,
+    baseline: float,
+) -> list[Point]:
+    """Greedy local search from ``start``: measure the one-step-narrower neighbours (cheaper predicted than the
+    current point, not seen before), move to the cheapest one within tolerance, stop when none passes or after
+    ``config.refine`` trials. Returns the new points (labelled r0, r1, ...)."""
+    priced, loss_of = predict
+    seen = {repr(sorted(p.policy.items())) for p in known}
+    new: list[Point] = []
+    current, budget = start, config.refine
+    while budget > 0:
+        neighbours = []
+        for layer in layers:
+            policy = _narrower(current.policy, layer, grid)
+            if policy is None:
+                continue
+            as_dict = policy_to_dict(policy)
+            key = repr(sorted(as_dict.items()))
+            cost = priced(policy)
+            if key in seen or cost >= current.predicted_cost:
+                continue
+            seen.add(key)
+            neighbours.append(Point(label="", policy=as_dict, predicted_cost=cost, predicted_loss=loss_of(policy)))
+        neighbours = sorted(neighbours, key=lambda p: p.predicted_cost)[:budget]
+        if not neighbours:
+            break
+        budget -= len(neighbours)
+        results = run_trials(
+            evaluate_policy,
+            shared,
+            [p.policy for p in neighbours],
+            backend=config.backend,
+            parallel=config.parallel,
+            address=config.ray_address,
+        )
+        for p, (metric, trained) in zip(neighbours, results, strict=True):
+            p.label, p.measured_metric, p.model = f"r{len(new)}", metric, trained
+            new.append(p)
+        passing = [p for p in neighbours if baseline - (p.measured_metric or 0.0) <= config.tolerance]
+        if not passing:
+            break
+        current = passing[0]  # neighbours are sorted cheapest first
+    return new
 
 
 @implements(CompressionSearch)
