@@ -51,11 +51,22 @@ def input_hessians(
 
 
 @torch.no_grad()
-def gptq_codes(weight: torch.Tensor, hessian: torch.Tensor, qp: QParams, damp: float = 0.01) -> torch.Tensor:
+def gptq_codes(
+    weight: torch.Tensor, hessian: torch.Tensor, qp: QParams, damp: float = 0.01, block: int = 128
+) -> torch.Tensor:
     """Integer codes (int8 tensor, shape of ``weight`` ``(out, in)``) on the per-output-channel symmetric grid ``qp``,
     rounded column by column with GPTQ error feedback under the input second moments ``hessian``."""
     if qp.axis != 0 or qp.group_size is not None:
         raise ValueError("gptq_codes needs a per-output-channel grid (axis 0)")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # thousands of tiny column ops: thread hand-offs cost more than they save
+    try:
+        return _gptq(weight, hessian, qp, damp, block)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _gptq(weight: torch.Tensor, hessian: torch.Tensor, qp: QParams, damp: float, block: int) -> torch.Tensor:
     w = weight.detach().double().clone()
     scale = qp.scale.double().reshape(-1)
     zp = qp.zero_point.double().reshape(-1)
@@ -67,10 +78,16 @@ def gptq_codes(weight: torch.Tensor, hessian: torch.Tensor, qp: QParams, damp: f
     # upper Cholesky factor of H^-1: row i holds how column i's error propagates to the later columns
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     codes = torch.empty_like(w)
-    for i in range(w.shape[1]):
-        col = w[:, i]
-        q = torch.clamp(torch.round(col / scale) + zp, qp.qmin, qp.qmax)
-        codes[:, i] = q
-        err = (col - (q - zp) * scale) / hinv[i, i]
-        w[:, i:] -= err[:, None] * hinv[i, i:][None, :]
+    cols = w.shape[1]
+    for start in range(0, cols, block):  # lazy batch updates: the columns after a block are updated once, by matmul
+        end = min(start + block, cols)
+        errs = torch.empty(w.shape[0], end - start, dtype=w.dtype)
+        for i in range(start, end):
+            col = w[:, i]
+            q = torch.clamp(torch.round(col / scale) + zp, qp.qmin, qp.qmax)
+            codes[:, i] = q
+            err = (col - (q - zp) * scale) / hinv[i, i]
+            w[:, i:end] -= err[:, None] * hinv[i, i:end][None, :]
+            errs[:, i - start] = err
+        w[:, end:] -= errs @ hinv[start:end, end:]
     return codes.to(torch.int8)
