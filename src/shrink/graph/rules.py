@@ -34,13 +34,28 @@ def op_name(node: fx.Node) -> str:
     return name.split(".")[1] if name.startswith("aten.") else name
 
 
-def _shape(a: Any) -> tuple[int, ...] | None:
+def _maybe_shape(a: Any) -> tuple[int, ...] | None:
+    """Shape of the tensor a traced argument holds; None for scalars, lists and non-tensor values."""
     v = a.meta.get("val") if isinstance(a, fx.Node) else None
     return tuple(int(s) for s in v.shape) if isinstance(v, torch.Tensor) else None
 
 
+def _shape(a: Any) -> tuple[int, ...]:
+    """Shape of a traced tensor argument; an argument that holds no tensor cannot be pruned through."""
+    shape = _maybe_shape(a)
+    if shape is None:
+        raise Unsupported(f"expected a traced tensor, got {type(a).__name__}")
+    return shape
+
+
+def _args(node: fx.Node) -> tuple[Any, ...]:
+    """The node's positional arguments. Their types follow the aten op's schema, which each rule knows; fx types
+    them as the union of every possible argument."""
+    return node.args
+
+
 def _arg(node: fx.Node, i: int, name: str, default: Any = None) -> Any:
-    return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
+    return _args(node)[i] if len(_args(node)) > i else node.kwargs.get(name, default)
 
 
 def _width(c: Channels, k: int) -> int:
@@ -245,7 +260,7 @@ class Propagator:
                 shape = _shape(node)
                 self.env[node] = ParamRef(fqn, tuple(range(len(shape))), shape) if fqn and shape is not None else None
             elif node.op == "output":
-                for v in self._values(node.args):
+                for v in self._values(_args(node)):
                     if isinstance(v, Channels):
                         self.s.freeze(v.ids, "they are model outputs")
             elif node.op == "call_function":
@@ -263,15 +278,15 @@ class Propagator:
 
     def _call(self, node: fx.Node) -> Any:
         name = op_name(node)
-        inputs = self._values([*node.args, *node.kwargs.values()])
+        inputs = self._values([*_args(node), *node.kwargs.values()])
         tracked = [v for v in inputs if isinstance(v, Channels)]
         params = [v for v in inputs if isinstance(v, ParamRef)]
         if name in IGNORED or (not tracked and not params):
             return None
-        if not tracked and name in PARAM_PASSTHROUGH and isinstance(self.env.get(node.args[0]), ParamRef):
-            return self.env[node.args[0]]
+        if not tracked and name in PARAM_PASSTHROUGH and isinstance(self.env.get(_args(node)[0]), ParamRef):
+            return self.env[_args(node)[0]]
         rule = self.rules.get(name)
-        if name in FIRST_ARG_OPS and node.args and self.v(node.args[0]) is None:
+        if name in FIRST_ARG_OPS and _args(node) and self.v(_args(node)[0]) is None:
             return None  # the op reshapes/reads an untracked tensor; tracked arguments only give sizes
         try:
             if rule is None:
@@ -307,7 +322,7 @@ class Propagator:
         operands = (
             operands
             if operands is not None
-            else [a for a in [*node.args, *node.kwargs.values()] if isinstance(a, fx.Node)]
+            else [a for a in [*_args(node), *node.kwargs.values()] if isinstance(a, fx.Node)]
         )
         out = _shape(node)
         if out is None:
@@ -333,7 +348,7 @@ class Propagator:
         if lead is None:
             raise Unsupported("only parameters, no tracked channels")
         for a in operands:
-            val, shape = self.v(a), _shape(a)
+            val, shape = self.v(a), _maybe_shape(a)
             if isinstance(val, Channels) or shape is None or 0 in shape:
                 continue
             off = nd - len(shape)
@@ -341,22 +356,25 @@ class Propagator:
                 d = None if ax is None else ax - off
                 if d is None or d < 0 or shape[d] == 1:
                     continue
-                if isinstance(val, ParamRef) and not lead.heads and val.dims[d] is not None:
-                    key = (val.fqn, val.dims[d])
-                    if self.s.add_member(key, val.shape[val.dims[d]], lead.ids, lead.rep, "other"):
-                        continue
+                pd = val.dims[d] if isinstance(val, ParamRef) and not lead.heads else None
+                if (
+                    isinstance(val, ParamRef)
+                    and pd is not None
+                    and self.s.add_member((val.fqn, pd), val.shape[pd], lead.ids, lead.rep, "other")
+                ):
+                    continue
                 self.s.freeze(lead.ids, f"{op_name(node)} at {self.path(node)} combines them with another tensor")
         return lead
 
     def softmax(self, node: fx.Node) -> Any:
-        c = self.v(node.args[0])
-        dim = node.args[1] % len(_shape(node))
+        c = self.v(_args(node)[0])
+        dim = _args(node)[1] % len(_shape(node))
         if dim in c.axes:
             self.s.freeze(c.ids, f"softmax over them at {self.path(node)}")
         return c
 
     def reduce(self, node: fx.Node) -> Any:
-        c, shape = self.v(node.args[0]), _shape(node.args[0])
+        c, shape = self.v(_args(node)[0]), _shape(_args(node)[0])
         name = op_name(node)
         i = 2 if name == "linalg_vector_norm" else 1
         dims = _arg(node, i, "dim", None)
@@ -371,21 +389,21 @@ class Propagator:
         return c.moved(tuple(None if a is None else a if keep else a - sum(d < a for d in dims) for a in c.axes))
 
     def pool(self, node: fx.Node) -> Any:
-        c, nd = self.v(node.args[0]), len(_shape(node.args[0]))
+        c, nd = self.v(_args(node)[0]), len(_shape(_args(node)[0]))
         spatial = 1 if "1d" in op_name(node) else 2
         if not isinstance(c, Channels) or any(a is not None and a >= nd - spatial for a in c.axes):
             raise Unsupported("pooling over the channel axis")
         return [c, None] if isinstance(node.meta.get("val"), (tuple, list)) else c
 
     def pad(self, node: fx.Node) -> Any:
-        c, nd = self.v(node.args[0]), len(_shape(node.args[0]))
-        if not isinstance(c, Channels) or any(a is not None and a >= nd - len(node.args[1]) // 2 for a in c.axes):
+        c, nd = self.v(_args(node)[0]), len(_shape(_args(node)[0]))
+        if not isinstance(c, Channels) or any(a is not None and a >= nd - len(_args(node)[1]) // 2 for a in c.axes):
             raise Unsupported("padding the channel axis")
         return c
 
     # ------------------------------------------------------------------ layout
     def reshape(self, node: fx.Node) -> Any:
-        x, ins, out = self.v(node.args[0]), _shape(node.args[0]), _shape(node)
+        x, ins, out = self.v(_args(node)[0]), _shape(_args(node)[0]), _shape(node)
         if isinstance(x, ParamRef):
             if [s for s in ins if s != 1] != [s for s in out if s != 1]:
                 raise Unsupported("reshapes a parameter")
@@ -423,7 +441,7 @@ class Propagator:
         raise Unsupported(f"reshape {list(ins)} -> {list(out)} splits the channel axis")
 
     def flatten(self, node: fx.Node) -> Any:
-        x, ins = self.v(node.args[0]), _shape(node.args[0])
+        x, ins = self.v(_args(node)[0]), _shape(_args(node)[0])
         start, end = _arg(node, 1, "start_dim", 0) % len(ins), _arg(node, 2, "end_dim", -1) % len(ins)
         if not isinstance(x, Channels):
             raise Unsupported("flattens a parameter")
@@ -443,12 +461,12 @@ class Propagator:
         raise Unsupported("flatten puts the channel axis inside the flattened features (channels-last)")
 
     def permute(self, node: fx.Node) -> Any:
-        x, nd = self.v(node.args[0]), len(_shape(node.args[0]))
+        x, nd = self.v(_args(node)[0]), len(_shape(_args(node)[0]))
         name = op_name(node)
         if name == "permute":
-            perm = [p % nd for p in node.args[1]]
+            perm = [p % nd for p in _args(node)[1]]
         else:
-            d0, d1 = (0, 1) if name == "t" else (node.args[1] % nd, node.args[2] % nd)
+            d0, d1 = (0, 1) if name == "t" else (_args(node)[1] % nd, _args(node)[2] % nd)
             perm = list(range(nd))
             perm[d0], perm[d1] = perm[d1], perm[d0]
         if isinstance(x, ParamRef):
@@ -456,15 +474,15 @@ class Propagator:
         return x.moved(tuple(None if a is None else perm.index(a) for a in x.axes))
 
     def unsqueeze(self, node: fx.Node) -> Any:
-        x, nd = self.v(node.args[0]), len(_shape(node))
-        d = node.args[1] % nd
+        x, nd = self.v(_args(node)[0]), len(_shape(node))
+        d = _args(node)[1] % nd
         if isinstance(x, ParamRef):
             return ParamRef(x.fqn, x.dims[:d] + (None,) + x.dims[d:], x.shape)
         return x.moved(tuple(None if a is None else a + (a >= d) for a in x.axes))
 
     def squeeze(self, node: fx.Node) -> Any:
-        x, ins = self.v(node.args[0]), _shape(node.args[0])
-        dims = node.args[1] if len(node.args) > 1 else list(range(len(ins)))
+        x, ins = self.v(_args(node)[0]), _shape(_args(node)[0])
+        dims = _args(node)[1] if len(_args(node)) > 1 else list(range(len(ins)))
         dims = [d % len(ins) for d in ([dims] if isinstance(dims, int) else dims) if ins[d % len(ins)] == 1]
         if isinstance(x, ParamRef):
             return ParamRef(x.fqn, tuple(p for i, p in enumerate(x.dims) if i not in dims), x.shape)
@@ -473,8 +491,8 @@ class Propagator:
         return x.moved(tuple(None if a is None else a - sum(d < a for d in dims) for a in x.axes))
 
     def select(self, node: fx.Node) -> Any:
-        x, nd = self.v(node.args[0]), len(_shape(node.args[0]))
-        d = node.args[1] % nd
+        x, nd = self.v(_args(node)[0]), len(_shape(_args(node)[0]))
+        d = _args(node)[1] % nd
         if isinstance(x, ParamRef):
             raise Unsupported("indexes a parameter")
         if d in x.axes:
@@ -483,7 +501,7 @@ class Propagator:
         return x.moved(tuple(None if a is None else a - (a > d) for a in x.axes))
 
     def slice(self, node: fx.Node) -> Any:
-        x, ins, out = self.v(node.args[0]), _shape(node.args[0]), _shape(node)
+        x, ins, out = self.v(_args(node)[0]), _shape(_args(node)[0]), _shape(node)
         d = _arg(node, 1, "dim", 0) % len(ins)
         if ins == out:
             return x
@@ -497,8 +515,8 @@ class Propagator:
         return Channels(x.ids[slice(start, end, step)], x.axes)
 
     def index(self, node: fx.Node) -> Any:
-        x, ins, out = self.v(node.args[0]), _shape(node.args[0]), _shape(node)
-        indexed = [i for i, t in enumerate(node.args[1]) if t is not None]
+        x, ins, out = self.v(_args(node)[0]), _shape(_args(node)[0]), _shape(node)
+        indexed = [i for i, t in enumerate(_args(node)[1]) if t is not None]
         if not isinstance(x, Channels):
             raise Unsupported("indexes a parameter")
         axes = [a for a in x.axes if a is not None]
@@ -509,16 +527,16 @@ class Propagator:
         return x.moved(tuple(None if a is None else a + off for a in x.axes))
 
     def index_select(self, node: fx.Node) -> Any:
-        x = self.v(node.args[0])
+        x = self.v(_args(node)[0])
         if not isinstance(x, Channels):
             raise Unsupported("indexes a parameter")
-        if node.args[1] % len(_shape(node)) in x.axes:
+        if _args(node)[1] % len(_shape(node)) in x.axes:
             self.s.freeze(x.ids, f"index_select over them at {self.path(node)}")
             return None
         return x
 
     def expand(self, node: fx.Node) -> Any:
-        x, ins, out = self.v(node.args[0]), _shape(node.args[0]), _shape(node)
+        x, ins, out = self.v(_args(node)[0]), _shape(_args(node)[0]), _shape(node)
         off = len(out) - len(ins)
         if isinstance(x, ParamRef):
             return ParamRef(x.fqn, (None,) * off + x.dims, x.shape)
@@ -527,7 +545,7 @@ class Propagator:
         return x.moved(tuple(None if a is None else a + off for a in x.axes))
 
     def cat(self, node: fx.Node) -> Any:
-        tensors = list(node.args[0])
+        tensors = list(_args(node)[0])
         nd = len(_shape(node))
         dim = _arg(node, 1, "dim", 0) % nd
         vals = [self.v(t) for t in tensors]
@@ -548,8 +566,8 @@ class Propagator:
         return Channels(np.concatenate(pieces), (dim,))
 
     def split(self, node: fx.Node) -> Any:
-        x, name = self.v(node.args[0]), op_name(node)
-        nd = len(_shape(node.args[0]))
+        x, name = self.v(_args(node)[0]), op_name(node)
+        nd = len(_shape(_args(node)[0]))
         dim = (_arg(node, 1, "dim", 0) if name == "unbind" else _arg(node, 2, "dim", 0)) % nd
         sizes = [int(t.shape[dim]) if name != "unbind" else 1 for t in node.meta["val"]]
         if not isinstance(x, Channels):
@@ -564,9 +582,9 @@ class Propagator:
         return [Channels(x.ids[bounds[i] : bounds[i + 1]], x.axes) for i in range(len(sizes))]
 
     def getitem(self, node: fx.Node) -> Any:
-        x = self.v(node.args[0])
+        x = self.v(_args(node)[0])
         if isinstance(x, list):
-            return x[node.args[1]]
+            return x[_args(node)[1]]
         raise Unsupported("indexes a tracked tensor like a tuple")
 
     # ------------------------------------------------------------------ layers
@@ -578,30 +596,34 @@ class Propagator:
 
     def _out(self, ids: np.ndarray, refs: list[tuple[ParamRef | None, int]], role: str = "out") -> None:
         for p, d in refs:
-            if p is not None and p.dims[d] is not None:
-                self.s.add_member((p.fqn, p.dims[d]), p.shape[p.dims[d]], ids, 1, role)
+            pd = p.dims[d] if p is not None else None
+            if p is not None and pd is not None:
+                self.s.add_member((p.fqn, pd), p.shape[pd], ids, 1, role)
 
     def _consume(self, x: Any, p: ParamRef, d: int, node: fx.Node) -> None:
         if isinstance(x, Channels):
-            if x.heads or p.dims[d] is None:
+            pd = p.dims[d]
+            if x.heads or pd is None:
                 raise Unsupported("its input channels are attention heads")
-            if not self.s.add_member((p.fqn, p.dims[d]), p.shape[p.dims[d]], x.ids, x.rep, "in"):
+            if not self.s.add_member((p.fqn, pd), p.shape[pd], x.ids, x.rep, "in"):
                 self.s.freeze(x.ids, f"input size mismatch at {self.path(node)}")
 
     def conv(self, node: fx.Node) -> Any:
         name = op_name(node)
-        x, w = self.v(node.args[0]), self._param(node.args[1], "weight")
+        x, w = self.v(_args(node)[0]), self._param(_args(node)[1], "weight")
         b = self.v(_arg(node, 2, "bias"))
-        if name == "convolution" and node.args[6]:
+        if name == "convolution" and _args(node)[6]:
             raise Unsupported("transposed convolution")
-        groups = (node.args[8] if name == "convolution" else _arg(node, 6, "groups", 1)) or 1
-        cin, cout = _shape(node.args[0])[1], _shape(node)[1]
+        groups = (_args(node)[8] if name == "convolution" else _arg(node, 6, "groups", 1)) or 1
+        cin, cout = _shape(_args(node)[0])[1], _shape(node)[1]
         if isinstance(x, Channels) and (x.heads or x.axes[0] != 1 or x.rep != 1):
             raise Unsupported("its input channel axis is not dim 1")
         if groups == 1:
             self._consume(x, w, 1, node)
             ids = self.s.fresh(cout)
-        elif groups == cin == cout and w.shape[w.dims[1]] == 1:  # depthwise: channel c in -> channel c out
+        elif (
+            groups == cin == cout and (wd := w.dims[1]) is not None and w.shape[wd] == 1
+        ):  # depthwise: channel c in -> channel c out
             ids = x.ids if isinstance(x, Channels) else self.s.fresh(cout)
         else:  # grouped: a group's input and output channels form one unit, removing it drops one group
             ids = self.s.fresh(cout)
@@ -615,9 +637,9 @@ class Propagator:
         return Channels(ids, (1,))
 
     def linear(self, node: fx.Node) -> Any:
-        x, w, b = self.v(node.args[0]), self._param(node.args[1], "weight"), self.v(_arg(node, 2, "bias"))
+        x, w, b = self.v(_args(node)[0]), self._param(_args(node)[1], "weight"), self.v(_arg(node, 2, "bias"))
         out = _shape(node)
-        if isinstance(x, Channels) and not x.heads and x.axes[0] != len(_shape(node.args[0])) - 1:
+        if isinstance(x, Channels) and not x.heads and x.axes[0] != len(_shape(_args(node)[0])) - 1:
             raise Unsupported("its input channels are not on the last axis")
         self._consume(x, w, 1, node)
         ids = self.s.fresh(out[-1])
@@ -625,7 +647,7 @@ class Propagator:
         return Channels(ids, (len(out) - 1,))
 
     def addmm(self, node: fx.Node) -> Any:  # bias + x @ W, W stored [in, out] (transformers' Conv1D)
-        b, x, w = self.v(node.args[0]), self.v(node.args[1]), self._param(node.args[2], "weight")
+        b, x, w = self.v(_args(node)[0]), self.v(_args(node)[1]), self._param(_args(node)[2], "weight")
         if isinstance(x, Channels) and (x.heads or x.axes[0] != 1):
             raise Unsupported("its input channels are not on the last axis")
         self._consume(x, w, 0, node)
@@ -634,8 +656,8 @@ class Propagator:
         return Channels(ids, (1,))
 
     def matmul(self, node: fx.Node) -> Any:
-        a, b = self.v(node.args[0]), self.v(node.args[1])
-        sa, sb, out = _shape(node.args[0]), _shape(node.args[1]), _shape(node)
+        a, b = self.v(_args(node)[0]), self.v(_args(node)[1])
+        sa, sb, out = _shape(_args(node)[0]), _shape(_args(node)[1]), _shape(node)
         if isinstance(b, ParamRef) and len(sb) == 2:
             if isinstance(a, Channels) and (a.heads or a.axes[0] != len(sa) - 1):
                 raise Unsupported("its input channels are not on the last axis")
@@ -646,10 +668,11 @@ class Propagator:
         if not (isinstance(a, Channels) and isinstance(b, Channels) and a.heads and b.heads):
             raise Unsupported("matrix product of tensors that are not attention heads")
         oa, ob = len(out) - len(sa), len(out) - len(sb)
-        if a.axes[0] >= len(sa) - 2 or a.axes[0] + oa != b.axes[0] + ob:
+        a_heads, b_heads = a.axes[0], b.axes[0]
+        if a_heads is None or b_heads is None or a_heads >= len(sa) - 2 or a_heads + oa != b_heads + ob:
             raise Unsupported("attention heads are not a batch axis of the product")
         self.s.union(a.ids[:, 0], b.ids[:, 0])
-        ah = a.axes[0] + oa
+        ah = a_heads + oa
         if b.axes[1] == len(sb) - 1:
             return Channels(b.ids, (ah, len(out) - 1))
         if a.axes[1] == len(sa) - 2:
@@ -657,7 +680,7 @@ class Propagator:
         return Channels(a.ids, (ah, None))
 
     def sdpa(self, node: fx.Node) -> Any:
-        q, k, v = (self.v(a) for a in node.args[:3])
+        q, k, v = (self.v(a) for a in _args(node)[:3])
         if not all(isinstance(c, Channels) and c.heads and c.axes[1] is not None for c in (q, k, v)):
             raise Unsupported("query, key and value are not all split into heads")
         if not q.ids.shape[0] == k.ids.shape[0] == v.ids.shape[0]:
@@ -671,7 +694,7 @@ class Propagator:
         return v
 
     def embedding(self, node: fx.Node) -> Any:
-        w = self._param(node.args[0], "weight")
+        w = self._param(_args(node)[0], "weight")
         ids = self.s.fresh(_shape(node)[-1])
         self._out(ids, [(w, 1)])
         return Channels(ids, (len(_shape(node)) - 1,))
@@ -683,33 +706,36 @@ class Propagator:
             raise Unsupported("normalizes an axis other than the channel axis")
         for i, r in enumerate(refs):
             p = self.v(r)
-            if isinstance(p, ParamRef) and not self.s.add_member(
-                (p.fqn, p.dims[0]), p.shape[p.dims[0]], x.ids, x.rep, "norm" if i == 0 else "other"
+            if not isinstance(p, ParamRef):
+                continue
+            pd = p.dims[0]
+            if pd is None or not self.s.add_member(
+                (p.fqn, pd), p.shape[pd], x.ids, x.rep, "norm" if i == 0 else "other"
             ):
                 raise Unsupported("norm parameters do not match the channels")
         return x
 
     def batch_norm(self, node: fx.Node) -> Any:
-        out = self._norm(node, self.v(node.args[0]), list(node.args[1:5]), 1)
+        out = self._norm(node, self.v(_args(node)[0]), list(_args(node)[1:5]), 1)
         return [out, None, None] if isinstance(node.meta.get("val"), (tuple, list)) else out
 
     def layer_norm(self, node: fx.Node) -> Any:
-        x, nd = self.v(node.args[0]), len(_shape(node.args[0]))
-        shape = node.args[1]
+        x, nd = self.v(_args(node)[0]), len(_shape(_args(node)[0]))
+        shape = _args(node)[1]
         if isinstance(x, Channels) and len(shape) != 1:
             if any(a is not None and a >= nd - len(shape) for a in x.axes):
                 raise Unsupported("normalizes over several axes including the channels")
             out = x
         else:
-            refs = [node.args[2]] if op_name(node) == "rms_norm" else list(node.args[2:4])
+            refs = [_args(node)[2]] if op_name(node) == "rms_norm" else list(_args(node)[2:4])
             out = self._norm(node, x, refs, nd - 1)
         return [out, None, None] if isinstance(node.meta.get("val"), (tuple, list)) else out
 
     def group_norm(self, node: fx.Node) -> Any:
-        x = self.v(node.args[0])
+        x = self.v(_args(node)[0])
         if isinstance(x, Channels):
             self.s.freeze(x.ids, f"GroupNorm at {self.path(node)} (group-wise pruning not implemented)")
-        for r in node.args[2:4]:
+        for r in _args(node)[2:4]:
             if isinstance(self.v(r), ParamRef):
                 self.s.opaque.add(self.v(r).fqn)
         return x

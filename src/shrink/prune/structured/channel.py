@@ -82,7 +82,10 @@ def _taylor_grads(model: nn.Module, data: Any, batches: int, notes: list[str]) -
             loss = F.cross_entropy(out, target)
         else:
             labelled = False
-            loss = sum(t.float().pow(2).mean() for t in output_tensors(out) if t.is_floating_point())
+            terms = [t.float().pow(2).mean() for t in output_tensors(out) if t.is_floating_point()]
+            if not terms:
+                raise DataError("taylor importance: the model returns no floating-point output to differentiate")
+            loss = torch.stack(terms).sum()
         loss.backward()
     if not labelled:
         notes.append("channel_pruning(taylor): unlabelled data; gradients of the output energy were used")
@@ -171,7 +174,7 @@ def channel_prune(model: nn.Module, config: ChannelPruning, ctx: Context) -> nn.
     if config.importance == "lasso":
         paths = sorted({p for g in groups for p, _ in lasso.consumers(g, model)})
         samples = lasso.collect_samples(model, paths, _data(ctx, "lasso"), config.batches)
-        originals = {p: copy.deepcopy(model.get_submodule(p).weight.detach()) for p in paths}
+        originals = {p: copy.deepcopy(lasso.weight_of(model.get_submodule(p)).detach()) for p in paths}
     scores = _scores(model, groups, config, ctx, samples)
     removed: set[int] = set()
     for kind, ratio in (

@@ -9,7 +9,7 @@ weights on the kept inputs are refit by least squares to reproduce its original 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -19,9 +19,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from shrink.data import feed_inputs
+from shrink.errors import ModelError
 from shrink.graph import ChannelGroup
 
-__all__ = ["collect_samples", "lasso_importance", "reconstruct", "consumers"]
+__all__ = ["weight_of", "collect_samples", "lasso_importance", "reconstruct", "consumers"]
 
 MAX_ROWS = 1024
 MAX_OUTPUTS = 64
@@ -42,9 +43,19 @@ def consumers(group: ChannelGroup, model: nn.Module) -> list[tuple[str, str]]:
     return out
 
 
+def weight_of(m: nn.Module) -> torch.Tensor:
+    """The layer's weight tensor (a clear error for a module without one)."""
+    w = getattr(m, "weight", None)
+    if not isinstance(w, torch.Tensor):
+        raise ModelError(f"LASSO channel selection: {type(m).__name__} has no weight tensor to refit")
+    return w
+
+
 def _rows(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The layer's input as rows of a matrix product: [samples, in_features(*kernel)]."""
     if isinstance(m, nn.Conv2d):
+        if isinstance(m.padding, str):
+            raise ModelError(f"LASSO channel selection: {m} uses padding={m.padding!r}; give explicit padding")
         cols = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # [B, Cin*kh*kw, L]
         return cols.transpose(1, 2).reshape(-1, cols.shape[1])
     return x.reshape(-1, x.shape[-1])
@@ -55,8 +66,11 @@ def collect_samples(
 ) -> dict[str, torch.Tensor]:
     """Input rows of each layer in ``paths`` on up to ``batches`` batches (at most MAX_ROWS rows each)."""
     rows: dict[str, list[torch.Tensor]] = {p: [] for p in paths}
-    hooks = {p: (lambda m, args, p=p: rows[p].append(_rows(m, args[0].detach()))) for p in paths}
-    feed_inputs(model, data, batches, hooks)
+
+    def record(path: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        return lambda m, args: rows[path].append(_rows(m, args[0].detach()))
+
+    feed_inputs(model, data, batches, {p: record(p) for p in paths})
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for p, chunks in rows.items():
@@ -80,7 +94,7 @@ def lasso_importance(group: ChannelGroup, model: nn.Module, samples: dict[str, t
     for path, fqn in consumers(group, model):
         m = model.get_submodule(path)
         x = samples[path]
-        w = m.weight.detach().reshape(m.weight.shape[0], -1)
+        w = weight_of(m).detach().reshape(weight_of(m).shape[0], -1)
         outs = torch.randperm(w.shape[0], generator=gen)[:MAX_OUTPUTS]
         cols = torch.from_numpy(_unit_columns(group, fqn, m))
         contrib = torch.zeros(x.shape[0], len(outs), group.size, dtype=torch.float64)
@@ -126,5 +140,6 @@ def reconstruct(
     ridge = 1e-4 * gram.diagonal().mean().clamp(min=1e-12) * torch.eye(gram.shape[0], dtype=gram.dtype)
     sol = torch.linalg.solve(gram + ridge, xk.T @ y).T  # [out, kept cols]: ridge-regularized least squares
     with torch.no_grad():
-        m.weight.copy_(sol.reshape(m.weight.shape).to(m.weight.dtype))
+        weight = weight_of(m)
+        weight.copy_(sol.reshape(weight.shape).to(weight.dtype))
     return True

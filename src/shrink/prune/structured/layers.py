@@ -102,7 +102,9 @@ def layer_removal(model: nn.Module, config: LayerRemoval, ctx: Context) -> nn.Mo
         if config.selector is not None:
             picked = select_modules(model, config.selector, where="layer_removal.selector")
             cands = [c for c in cands if c in picked]
-        if len(cands) < config.count:
+        count = config.count
+        assert count is not None  # checked above: exactly one of layers / count is given
+        if len(cands) < count:
             raise ConfigError(f"layer_removal: {len(cands)} removable blocks found, count={config.count}")
         ref = _outputs(model, ctx.example_inputs)
         impact = {}
@@ -112,7 +114,7 @@ def layer_removal(model: nn.Module, config: LayerRemoval, ctx: Context) -> nn.Mo
             out = _outputs(model, ctx.example_inputs)
             _set(model, name, block)
             impact[name] = sum(float((a - b).norm() / (b.norm() + 1e-12)) for a, b in zip(out, ref, strict=True))
-        chosen = sorted(cands, key=lambda n: impact[n])[: config.count]
+        chosen = sorted(cands, key=lambda n: impact[n])[:count]
     shapes = [t.shape for t in _outputs(model, ctx.example_inputs)]
     remove_layers(model, chosen)
     try:

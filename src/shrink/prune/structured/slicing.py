@@ -7,9 +7,12 @@ without a dedicated function (e.g. a container holding a class token) get their 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
+from torch.nn.modules.conv import _ConvNd
 
 from shrink.errors import ModelError
 
@@ -42,16 +45,15 @@ def slice_tensors(module: nn.Module, keep: Keep) -> None:
     """Index-select each named parameter/buffer of ``module`` along the given dims (gradients are dropped); every
     result is a dense tensor of its own in the original's memory format."""
     for name, dims in keep.items():
-        if name in module._parameters:
-            old = module._parameters[name]
-            module._parameters[name] = nn.Parameter(_sliced(old, dims), requires_grad=old.requires_grad)
-        elif name in module._buffers:
-            module._buffers[name] = _sliced(module._buffers[name], dims)
+        if name in module._parameters and (param := module._parameters[name]) is not None:
+            module._parameters[name] = nn.Parameter(_sliced(param, dims), requires_grad=param.requires_grad)
+        elif name in module._buffers and (buf := module._buffers[name]) is not None:
+            module._buffers[name] = _sliced(buf, dims)
         else:
             raise ModelError(f"{type(module).__name__} has no parameter or buffer {name!r} to slice")
 
 
-def _conv(m: nn.Module, keep: Keep) -> None:
+def _conv(m: _ConvNd, keep: Keep) -> None:
     """Plain convs lose filters / input slices; grouped (and depthwise) ones lose whole groups, since the graph
     makes each group's input and output channels one unit — their per-group widths never change."""
     per_out, groups = m.out_channels // m.groups, m.groups
@@ -71,7 +73,7 @@ def _linear(m: nn.Linear, keep: Keep) -> None:
     m.out_features, m.in_features = m.weight.shape
 
 
-def _batch_norm(m: nn.Module, keep: Keep) -> None:
+def _batch_norm(m: _NormBase, keep: Keep) -> None:
     slice_tensors(m, keep)
     ref = m.weight if m.weight is not None else m.running_mean
     m.num_features = ref.shape[0]
@@ -87,12 +89,13 @@ def _embedding(m: nn.Embedding, keep: Keep) -> None:
     m.num_embeddings, m.embedding_dim = m.weight.shape
 
 
-def _hf_conv1d(m: nn.Module, keep: Keep) -> None:  # transformers' Conv1D: weight [in, out]
+def _hf_conv1d(m: Any, keep: Keep) -> None:  # transformers' Conv1D: weight [in, out]
     slice_tensors(m, keep)
     m.nx, m.nf = m.weight.shape
 
 
-SLICERS: dict[type[nn.Module], Callable[[nn.Module, Keep], None]] = {
+#: module class -> slicer; each slicer takes its own class (looked up along the MRO by slice_module)
+SLICERS: dict[type[nn.Module], Callable[[Any, Keep], None]] = {
     nn.Conv1d: _conv,
     nn.Conv2d: _conv,
     nn.Conv3d: _conv,
