@@ -61,7 +61,7 @@ def shrink_methods(kind: str, quick: bool) -> dict[str, ShrinkMethod]:
     """shrink's methods for ``kind`` ("minilm" or "digits") that match the peers' schemes."""
     if kind == "minilm":
         methods = {
-            "shrink int8 (SmoothQuant, per-batch act., ORT)": ShrinkMethod("W8A8", _minilm_recipe("SHRINK_INT8"), True)
+            "shrink int8 (per-token act., GPTQ weights, ORT)": ShrinkMethod("W8A8", _minilm_recipe("SHRINK_INT8"), True)
         }
         if not quick:
             methods["shrink int8_static (ORT)"] = ShrinkMethod("W8A8", _minilm_recipe("SHRINK_STATIC"), True)
