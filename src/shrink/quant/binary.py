@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.data import Batches, call_model, split_batch
-from shrink.errors import DataError
+from shrink.errors import DataError, UnsupportedOpError
 from shrink.quant.binary_layers import BinaryConv2d, BinaryLinear, PackedBinaryConv2d, PackedBinaryLinear
 from shrink.quant.convert import check_weights, quantized_layer, set_module
 from shrink.quant.qparams import qparams_for_tensor
@@ -74,11 +74,17 @@ def binarize_layers(model: nn.Module, config: Binarize) -> tuple[list[str], list
     return binary, list(dict.fromkeys(edges))
 
 
+def _binary_layer(model: nn.Module, name: str) -> BinaryConv2d | BinaryLinear:
+    layer = model.get_submodule(name)
+    assert isinstance(layer, (BinaryConv2d, BinaryLinear))  # binarize_layers swapped every binary name for one
+    return layer
+
+
 @torch.no_grad()
 def _init_thresholds(model: nn.Module, binary: list[str], data: Batches) -> None:
     """Each binarized input's threshold := its per-channel mean on calibration data, layer by layer (upstream
     layers already binarized, so each threshold sees the inputs it will get)."""
-    layers = {n: model.get_submodule(n) for n in binary}
+    layers = {n: _binary_layer(model, n) for n in binary}
     saved = {n: m.binarize_input for n, m in layers.items()}
     model.eval()
     try:
@@ -121,6 +127,8 @@ def _edges_to_int8(model: nn.Module, edges: list[str], bits: int) -> None:
     """Store the 8-bit edge layers as int8 weights (per-channel scales, float activations)."""
     for name in edges:
         layer = model.get_submodule(name)
+        if not isinstance(layer, (nn.Linear, nn.Conv2d)):  # the error quantized_layer raises, before .weight
+            raise UnsupportedOpError(f"cannot quantize a {type(layer).__name__}")
         weight = layer.weight.detach().clone()  # the fake-quantized value: already on the grid
         q = quantized_layer(layer, bits, "none")
         q.set_weight(weight, qparams_for_tensor(weight, bits, symmetric=True, axis=0))
@@ -149,7 +157,7 @@ def binarize(model: nn.Module, config: Binarize, ctx: Context) -> nn.Module:
     pack_binary_layers(model)
     _edges_to_int8(model, edges, config.edge_bits)
     model.eval()
-    model.shrink_execution = PackedBinaryConv2d.shrink_execution
+    setattr(model, "shrink_execution", PackedBinaryConv2d.shrink_execution)  # noqa: B010  (nn.Module types attributes as Tensor | Module)
     acts = "±1 inputs" if config.binarize_activations else "float inputs"
     ctx.notes.append(
         f"binarize: {len(binary)} layers with 1-bit packed weights and {acts} ({', '.join(binary)}); "

@@ -141,6 +141,10 @@ class _PackedBinary(nn.Module):
     """Sign bits packed eight per byte plus per-channel α and input thresholds; see the module docstring."""
 
     shrink_execution = "binary weights (1-bit packed), unpacked to ±1 floats: simulated XNOR arithmetic"
+    packed: torch.Tensor
+    alpha: torch.Tensor
+    threshold: torch.Tensor
+    bias: torch.Tensor | None
 
     def __init__(self, weight_shape: tuple[int, ...], has_bias: bool, binarize_input: bool) -> None:
         super().__init__()
@@ -186,9 +190,9 @@ class PackedBinaryConv2d(_PackedBinary):
         weight_shape: tuple[int, ...],
         has_bias: bool,
         binarize_input: bool,
-        stride: tuple[int, int],
-        padding: tuple[int, int],
-        dilation: tuple[int, int],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
         groups: int,
     ) -> None:
         super().__init__(weight_shape, has_bias, binarize_input)

@@ -83,7 +83,7 @@ def calibrating(
 
 
 @torch.no_grad()
-def run_calibration(model: nn.Module, data: Iterable[Any], limit: int | None = None) -> int:
+def run_calibration(model: nn.Module, data: Iterable[Any] | None, limit: int | None = None) -> int:
     """Run the inputs of each batch of ``data`` through ``model`` (eval mode); returns the number of batches."""
     if data is None:
         raise DataError("calibration data is required (pass calibration=<iterable of batches>)")

@@ -9,7 +9,7 @@ from shrink.errors import ModelError, UnsupportedOpError
 from shrink.quant.modules import ActMode, QuantConv2d, QuantLinear
 from shrink.select import Selector, select_modules
 
-__all__ = ["check_weights", "selected_layers", "quantized_layer", "set_module"]
+__all__ = ["check_weights", "selected_layers", "quantized_layer", "pair", "set_module"]
 
 SUPPORTED = (nn.Linear, nn.Conv2d)
 
@@ -35,6 +35,13 @@ def selected_layers(
     return layers
 
 
+def pair(value: tuple[int, ...], what: str) -> tuple[int, int]:
+    """A Conv2d geometry tuple (kernel_size, stride, ...) as the ``(h, w)`` pair it is; torch types it loosely."""
+    if len(value) != 2:
+        raise UnsupportedOpError(f"{what} should have 2 entries (Conv2d), got {value!r}")
+    return value[0], value[1]
+
+
 def quantized_layer(
     layer: nn.Module, weight_bits: int, act_mode: ActMode, act_bits: int = 8, relu: bool = False
 ) -> QuantLinear | QuantConv2d:
@@ -52,10 +59,10 @@ def quantized_layer(
         q = QuantConv2d(
             layer.in_channels,
             layer.out_channels,
-            layer.kernel_size,
-            layer.stride,
-            layer.padding,
-            layer.dilation,
+            pair(layer.kernel_size, "Conv2d.kernel_size"),
+            pair(layer.stride, "Conv2d.stride"),
+            pair(layer.padding, "Conv2d.padding"),
+            pair(layer.dilation, "Conv2d.dilation"),
             layer.groups,
             layer.bias is not None,
             weight_bits,
@@ -66,6 +73,7 @@ def quantized_layer(
     else:
         raise UnsupportedOpError(f"cannot quantize a {type(layer).__name__}")
     if layer.bias is not None:
+        assert q.bias is not None  # built with bias=True just above
         q.bias.data.copy_(layer.bias.detach())
     return q
 

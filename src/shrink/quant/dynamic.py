@@ -66,7 +66,7 @@ def _torch_dynamic_rnn(layer: nn.Module) -> nn.Module:
     import torch.ao.nn.quantized.dynamic as nnqd
     from torch.ao.quantization import default_dynamic_qconfig
 
-    layer.qconfig = default_dynamic_qconfig
+    setattr(layer, "qconfig", default_dynamic_qconfig)  # noqa: B010  (nn.Module types attributes as Tensor | Module)
     cls = nnqd.LSTM if isinstance(layer, nn.LSTM) else nnqd.GRU
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -94,6 +94,7 @@ def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.
                 else _torch_dynamic_rnn(layer)
             )
         else:
+            assert isinstance(layer, nn.Linear)  # the onnxruntime backend selects Linear layers only (above)
             new = quantized_layer(layer, wbits, "dynamic_token" if config.granularity == "token" else "dynamic")
             new.onnx_u8_weights = u8
             new.set_weight(layer.weight.detach(), _weight_qparams(layer.weight, config.weight_observer, name, wbits))
@@ -104,7 +105,7 @@ def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.
         + (f" ({rnns} LSTM/GRU with PyTorch's per-tensor weight observer)" if rnns else "")
     )
     if config.backend == "torch":
-        model.shrink_execution = "int8 dynamic (real, PyTorch quantized kernels)"
+        setattr(model, "shrink_execution", "int8 dynamic (real, PyTorch quantized kernels)")  # noqa: B010  (nn.Module types attributes as Tensor | Module)
         return model
     ctx.notes.append("int8_dynamic: PyTorch figures are simulated (fake-quant); the ONNX export runs integer kernels")
     return attach_export(model)

@@ -11,23 +11,36 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["fold_bn_into", "find_patterns", "fold_and_fuse"]
+from shrink.errors import ModelError
+
+__all__ = ["bn_running_stats", "fold_bn_into", "find_patterns", "fold_and_fuse"]
 
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
+def bn_running_stats(bn: nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(running_mean, running_var)`` of ``bn``; a BN built with ``track_running_stats=False`` has none to fold."""
+    mean, var = bn.running_mean, bn.running_var
+    if mean is None or var is None:
+        raise ModelError(
+            f"{type(bn).__name__} has no running statistics (track_running_stats=False); it cannot be folded"
+        )
+    return mean, var
+
+
 @torch.no_grad()
-def fold_bn_into(layer: nn.Module, bn: nn.Module) -> None:
+def fold_bn_into(layer: nn.Conv1d | nn.Conv2d | nn.Linear, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> None:
     """Fold ``bn`` (eval statistics) into ``layer``'s weight and bias, in place: y = gamma (Wx + b - mu) / s + beta."""
-    std = torch.sqrt(bn.running_var + bn.eps)
+    running_mean, running_var = bn_running_stats(bn)
+    std = torch.sqrt(running_var + bn.eps)
     gamma = bn.weight if bn.affine else torch.ones_like(std)
     beta = bn.bias if bn.affine else torch.zeros_like(std)
     factor = gamma / std
     shape = [-1] + [1] * (layer.weight.dim() - 1)
     layer.weight.mul_(factor.reshape(shape))
     bias = layer.bias if layer.bias is not None else torch.zeros_like(std)
-    new_bias = (bias - bn.running_mean) * factor + beta
+    new_bias = (bias - running_mean) * factor + beta
     if layer.bias is None:
         layer.bias = nn.Parameter(new_bias)
     else:
@@ -93,7 +106,9 @@ def fold_and_fuse(model: nn.Module) -> tuple[set[str], list[str]]:
     bn_pairs, relu_pairs, how = find_patterns(model)
     mods = dict(model.named_modules())
     for layer, bn in bn_pairs:
-        fold_bn_into(mods[layer], mods[bn])
+        weighted, norm = mods[layer], mods[bn]
+        assert isinstance(weighted, _WEIGHTED) and isinstance(norm, _BN)  # find_patterns pairs only these types
+        fold_bn_into(weighted, norm)
         _set(model, bn, nn.Identity())
     for _, relu in relu_pairs:
         _set(model, relu, nn.Identity())

@@ -29,6 +29,7 @@ from torch import nn
 
 from shrink.data import split_batch
 from shrink.errors import ModelError, UnsupportedOpError
+from shrink.quant.convert import pair
 from shrink.quant.fixedpoint import quantize_multiplier
 from shrink.quant.intonly_ops import (
     Grid,
@@ -231,7 +232,9 @@ class _Builder:
 
     def layer(self, node: torch.fx.Node, mod: QuantConv2d | QuantLinear, src: Grid) -> str:
         expected = _grid(mod.input_qparams, mod.act_bits)
-        arg = node.args[0].name  # type: ignore[union-attr]
+        first = node.args[0]
+        assert isinstance(first, torch.fx.Node)  # a quantized layer's call takes its input node first
+        arg = first.name
         if not src.same_as(expected):
             self.steps.append(_Step(f"{node.name}__regrid", _regrid_fn(src, expected), (arg,)))
             arg = f"{node.name}__regrid"
@@ -242,6 +245,11 @@ class _Builder:
         bias_q = np.clip(np.round(bias / acc_scale), -(2**31), 2**31 - 1).astype(np.int32)
         mult = [quantize_multiplier(a / out.scale) for a in acc_scale] if out is not None else [(0, 0)] * len(s_w)
         conv = isinstance(mod, QuantConv2d)
+        if isinstance(mod, QuantConv2d):
+            stride, padding = pair(mod.stride, "QuantConv2d.stride"), pair(mod.padding, "QuantConv2d.padding")
+            dilation, groups = pair(mod.dilation, "QuantConv2d.dilation"), mod.groups
+        else:  # IntLayer's defaults; a linear layer does not read them
+            stride, padding, dilation, groups = (1, 1), (0, 0), (1, 1), 1
         spec = IntLayer(
             kind="conv" if conv else "linear",
             weight=mod.weight_int.numpy().astype(np.int32),
@@ -251,11 +259,10 @@ class _Builder:
             shift=np.array([s for _, s in mult], dtype=np.int64),
             out=out,
             relu=mod.relu,
-            **(
-                {"stride": mod.stride, "padding": mod.padding, "dilation": mod.dilation, "groups": mod.groups}
-                if conv
-                else {}
-            ),
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
         )
         fn = int_conv2d if conv else int_linear
         self.steps.append(_Step(node.name, lambda x, spec=spec, fn=fn: fn(x, spec), (arg,)))

@@ -43,6 +43,8 @@ class LsqQuantizer(nn.Module):
     :meth:`init_from` sets it, e.g. from an observer's calibrated scale.
     """
 
+    initialized: torch.Tensor
+
     def __init__(self, bits: int, signed: bool, channel_axis: int | None = None, num_channels: int = 1) -> None:
         super().__init__()
         self.bits, self.signed, self.channel_axis = bits, signed, channel_axis

@@ -39,6 +39,12 @@ def dynamic_fake_quant(x: torch.Tensor, per_token: bool = False) -> torch.Tensor
 class _QuantBase(nn.Module):
     """Shared state: int weight codes, per-output-channel scales, optional input / output activation qparams."""
 
+    weight_int: torch.Tensor
+    weight_scale: torch.Tensor
+    input_qparams: torch.Tensor
+    output_qparams: torch.Tensor
+    bias: nn.Parameter | None
+
     def _init_quant(
         self, weight_shape: tuple[int, ...], bias: bool, weight_bits: int, act_mode: ActMode, act_bits: int, relu: bool
     ) -> None:
@@ -102,6 +108,8 @@ class _QuantBase(nn.Module):
 @register_layer
 class QuantLinear(_QuantBase):
     """Linear with int8 per-output-channel symmetric weights (``weight_bits`` ≤ 8 values) and quantized inputs."""
+
+    input_smooth: torch.Tensor | None
 
     def __init__(
         self,

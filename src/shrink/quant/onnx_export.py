@@ -66,9 +66,9 @@ def attach_export(
     model: nn.Module, execution: str = "fake-quant (simulated)", onnx_execution: str = "int8 (real, integer kernels)"
 ) -> nn.Module:
     """Label ``model`` as simulated in PyTorch and give it the integer ONNX export hook."""
-    model.shrink_execution = execution
-    model.shrink_onnx_execution = onnx_execution
-    model.shrink_export_onnx = QuantizedExport(model)
+    setattr(model, "shrink_execution", execution)  # noqa: B010  (nn.Module types attributes as Tensor | Module)
+    setattr(model, "shrink_onnx_execution", onnx_execution)  # noqa: B010  (nn.Module types attributes as Tensor | Module)
+    setattr(model, "shrink_export_onnx", QuantizedExport(model))  # noqa: B010  (nn.Module types attributes as Tensor | Module)
     return model
 
 

@@ -39,6 +39,9 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
 class PackedWeight(nn.Module):
     """A 2-D weight (rows, cols) as int8 / packed int4 codes with one fp16 scale per ``group_size`` columns."""
 
+    codes: torch.Tensor
+    scales: torch.Tensor
+
     def __init__(self, rows: int, cols: int, bits: int, group_size: int) -> None:
         super().__init__()
         if bits not in (4, 8):
@@ -98,6 +101,7 @@ class PackedLinear(nn.Module):
         q = cls(layer.in_features, layer.out_features, layer.bias is not None, bits, group_size)
         q.packed.set(layer.weight.detach())
         if layer.bias is not None:
+            assert q.bias is not None  # built with bias=True just above
             q.bias.data.copy_(layer.bias.detach())
         return q
 

@@ -84,6 +84,9 @@ def prepare_qat(model: nn.Module, config: QAT, calibration: Iterable[Any]) -> nn
     bn_of, relu_of = dict(bn_pairs), dict(relu_pairs)
     for name, layer in layers.items():
         bn = model.get_submodule(bn_of[name]) if name in bn_of else None
+        # selected_layers admits only Linear / Conv2d, and find_patterns pairs them only with BatchNorm1d / 2d
+        assert isinstance(layer, (nn.Conv2d, nn.Linear))
+        assert bn is None or isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d))
         lo, hi = float(bounds[name][0].min()), float(bounds[name][1].max())
         signed = lo < 0
         cls = QatConv2d if isinstance(layer, nn.Conv2d) else QatLinear

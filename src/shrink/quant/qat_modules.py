@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shrink.quant.fold import bn_running_stats
 from shrink.quant.lsq import LsqQuantizer
 
 __all__ = ["QatConv2d", "QatLinear", "QatLayer"]
@@ -21,6 +22,10 @@ __all__ = ["QatConv2d", "QatLinear", "QatLayer"]
 
 class _QatBase(nn.Module):
     """Shared parts: the wrapped float layer, optional BN, fused ReLU, input and weight quantizers."""
+
+    layer: nn.Conv2d | nn.Linear
+    bn: nn.BatchNorm2d | nn.BatchNorm1d | None
+    bn_frozen: torch.Tensor
 
     def __init__(
         self,
@@ -44,8 +49,9 @@ class _QatBase(nn.Module):
     def _bn_factor(self) -> torch.Tensor | None:
         if self.bn is None:
             return None
-        gamma = self.bn.weight if self.bn.affine else torch.ones_like(self.bn.running_var)
-        return gamma / torch.sqrt(self.bn.running_var + self.bn.eps)
+        _, running_var = bn_running_stats(self.bn)
+        gamma = self.bn.weight if self.bn.affine else torch.ones_like(running_var)
+        return gamma / torch.sqrt(running_var + self.bn.eps)
 
     def folded_weight(self) -> torch.Tensor:
         """The float weight with BN (running statistics) folded in: what the weight quantizer quantizes."""
@@ -64,7 +70,8 @@ class _QatBase(nn.Module):
         assert factor is not None
         beta = self.bn.bias if self.bn.affine else torch.zeros_like(factor)
         b = bias if bias is not None else torch.zeros_like(factor)
-        return (b - self.bn.running_mean) * factor + beta
+        running_mean, _ = bn_running_stats(self.bn)
+        return (b - running_mean) * factor + beta
 
     def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
@@ -87,6 +94,8 @@ class _QatBase(nn.Module):
 
 class QatConv2d(_QatBase):
     """Conv2d (+ BatchNorm2d folded) (+ ReLU) with LSQ fake quantization of input and weight."""
+
+    layer: nn.Conv2d
 
     def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         conv = self.layer

@@ -20,7 +20,7 @@ from shrink.quant.calibrate import calibrating, run_calibration
 from shrink.quant.convert import check_weights, effective_weight_bits, quantized_layer, selected_layers, set_module
 from shrink.quant.fold import fold_and_fuse
 from shrink.quant.gptq import gptq_codes, input_hessians
-from shrink.quant.modules import act_qparams_u8
+from shrink.quant.modules import ActMode, QuantConv2d, QuantLinear, act_qparams_u8
 from shrink.quant.observers import make_observer
 from shrink.quant.onnx_export import attach_export
 from shrink.quant.packed import PackedEmbedding
@@ -103,9 +103,10 @@ def correct_bias(model: nn.Module, float_weights: dict[str, torch.Tensor], data,
         layer = mods[name]
 
         def pre(mod: nn.Module, args, name: str = name, w: torch.Tensor = w) -> None:  # noqa: ANN001
+            assert isinstance(mod, (QuantLinear, QuantConv2d))  # float_weights names layers quantized by the caller
             x = mod._input(args[0])
             wq = mod.dequantized_weight()
-            if isinstance(mod, nn.Module) and mod.weight_int.dim() == 4:
+            if isinstance(mod, QuantConv2d):  # the only quantized layer with a 4-D weight
                 diff = nn.functional.conv2d(x, wq - w, None, mod.stride, mod.padding, mod.dilation, mod.groups)
                 diff = diff.transpose(0, 1).reshape(diff.shape[1], -1)
             else:
@@ -171,8 +172,9 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
     if range_note:
         notes.append(f"int8_static: {range_note}")
     for name, layer in layers.items():
-        dyn_mode = "dynamic_token" if config.dynamic_granularity == "token" else "dynamic"
-        mode = dyn_mode if name in dynamic else "static"
+        assert isinstance(layer, (nn.Linear, nn.Conv2d))  # selected_layers admitted these and nn.Embedding (split off)
+        dyn_mode: ActMode = "dynamic_token" if config.dynamic_granularity == "token" else "dynamic"
+        mode: ActMode = dyn_mode if name in dynamic else "static"
         q = quantized_layer(layer, wbits, mode, config.activation_bits, name in relu_layers)
         qp = _weight_qparams(layer.weight.detach(), config, name, wbits)
         q.set_weight(layer.weight.detach(), qp)

@@ -51,8 +51,8 @@ def _convert(name: str, layer: QuantConv2d | QuantLinear) -> TorchInt8Layer:
         )
     out_scale, out_zp = float(layer.output_qparams[0]), int(layer.output_qparams[1])
     if isinstance(layer, QuantConv2d):
-        cls = nniq.ConvReLU2d if layer.relu else nnq.Conv2d
-        q = cls(
+        conv_cls = nniq.ConvReLU2d if layer.relu else nnq.Conv2d
+        q: nnq.Conv2d | nnq.Linear = conv_cls(
             layer.in_channels,
             layer.out_channels,
             layer.kernel_size,
@@ -63,8 +63,8 @@ def _convert(name: str, layer: QuantConv2d | QuantLinear) -> TorchInt8Layer:
             layer.bias is not None,
         )
     else:
-        cls = nniq.LinearReLU if layer.relu else nnq.Linear
-        q = cls(layer.in_features, layer.out_features, layer.bias is not None)
+        linear_cls = nniq.LinearReLU if layer.relu else nnq.Linear
+        q = linear_cls(layer.in_features, layer.out_features, layer.bias is not None)
     bias = layer.bias.detach().float() if layer.bias is not None else None
     q.set_weight_bias(_weight(layer), bias)
     q.scale, q.zero_point = out_scale, out_zp
@@ -84,5 +84,5 @@ def to_torch_int8(model: nn.Module, engine: str = "x86") -> nn.Module:
         warnings.simplefilter("ignore")  # torch deprecates quantized tensors in favour of torchao
         for name, layer in layers.items():
             set_module(out, name, _convert(name, layer))
-    out.shrink_execution = f"int8 (real, PyTorch {engine} quantized kernels)"
+    setattr(out, "shrink_execution", f"int8 (real, PyTorch {engine} quantized kernels)")  # noqa: B010  (nn.Module types attributes as Tensor | Module)
     return out

@@ -34,16 +34,21 @@ def weight_only(model: nn.Module, config: WeightOnly, ctx: Context) -> nn.Module
     check_weights(model)
     layers = selected_layers(model, config.selector, "weight_only.selector", (nn.Linear, nn.Embedding))
     for name, layer in layers.items():
+        assert isinstance(layer, (nn.Linear, nn.Embedding))  # selected_layers admitted only these types
         dim = layer.in_features if isinstance(layer, nn.Linear) else layer.embedding_dim
         if dim % config.group_size:
             raise_group(name, dim, config.group_size)
-        cls = PackedLinear if isinstance(layer, nn.Linear) else PackedEmbedding
-        set_module(model, name, cls.from_float(layer, config.bits, config.group_size))  # type: ignore[arg-type]
+        packed = (
+            PackedLinear.from_float(layer, config.bits, config.group_size)
+            if isinstance(layer, nn.Linear)
+            else PackedEmbedding.from_float(layer, config.bits, config.group_size)
+        )
+        set_module(model, name, packed)
     ctx.notes.append(
         f"weight_only: {len(layers)} layers stored as packed int{config.bits}, group {config.group_size}; "
         "compute is float on dequantized weights (PyTorch eager)"
     )
-    model.shrink_execution = f"int{config.bits} weight-only (packed storage, float compute)"
+    setattr(model, "shrink_execution", f"int{config.bits} weight-only (packed storage, float compute)")  # noqa: B010  (nn.Module types attributes as Tensor | Module)
     return model
 
 
@@ -91,6 +96,6 @@ def float_cast(model: nn.Module, config: FloatCast, ctx: Context) -> nn.Module:
     model = model.to(dtype)
     model.register_forward_pre_hook(_CastInputs(dtype), with_kwargs=True)
     model.register_forward_hook(_output_to_fp32)
-    model.shrink_execution = f"{config.dtype} (real, PyTorch eager)"
+    setattr(model, "shrink_execution", f"{config.dtype} (real, PyTorch eager)")  # noqa: B010  (nn.Module types attributes as Tensor | Module)
     ctx.notes.append(f"float_cast: all floating parameters and buffers cast to {config.dtype}")
     return model

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from shrink.errors import ModelError
+from shrink.quant.fold import bn_running_stats
 
 __all__ = ["bn_statistics_loss", "distill_inputs"]
 
@@ -34,9 +35,11 @@ def bn_statistics_loss(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch
     terms: list[torch.Tensor] = []
 
     def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        assert isinstance(module, _BN)  # registered on the BatchNorm layers listed above only
+        running_mean, running_var = bn_running_stats(module)
         mean, std = _stats(args[0])
-        target_std = (module.running_var + module.eps).sqrt()  # type: ignore[operator]
-        terms.append(torch.norm(mean - module.running_mean) + torch.norm(std - target_std))  # type: ignore[arg-type]
+        target_std = (running_var + module.eps).sqrt()
+        terms.append(torch.norm(mean - running_mean) + torch.norm(std - target_std))
 
     handles = [m.register_forward_pre_hook(hook) for m in layers]
 
