@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from shrink._cache import cache_dir
+from shrink.errors import ModelError
 from shrink.eval.harness import cpu_name
 from shrink.eval.latency import measure_latency
 from shrink.export.artifact import atomic_write_bytes
@@ -50,16 +51,39 @@ def layer_module(spec: LayerSpec) -> nn.Module:
     """A one-layer model of ``spec``'s shape with random weights."""
     if spec.kind == "linear":
         return nn.Linear(spec.in_channels, spec.out_channels, bias=spec.bias).eval()
-    cls = nn.Conv2d if spec.kind == "conv2d" else nn.Conv1d
-    return cls(
+    if spec.kind == "conv2d":
+        return nn.Conv2d(
+            spec.in_channels,
+            spec.out_channels,
+            _dims2(spec.kernel, spec, "kernel"),
+            stride=_dims2(spec.stride, spec, "stride"),
+            padding=_dims2(spec.padding, spec, "padding"),
+            groups=spec.groups,
+            bias=spec.bias,
+        ).eval()
+    return nn.Conv1d(
         spec.in_channels,
         spec.out_channels,
-        spec.kernel,
-        stride=spec.stride,  # type: ignore[arg-type]
-        padding=spec.padding,
+        _dims1(spec.kernel, spec, "kernel"),
+        stride=_dims1(spec.stride, spec, "stride"),
+        padding=_dims1(spec.padding, spec, "padding"),
         groups=spec.groups,
         bias=spec.bias,
-    ).eval()  # type: ignore[arg-type]
+    ).eval()
+
+
+def _dims2(value: tuple[int, ...], spec: LayerSpec, field: str) -> tuple[int, int]:
+    """A Conv2d geometry field as the pair torch's signature names (LayerSpec stores any length)."""
+    if len(value) != 2:
+        raise ModelError(f"layer {spec.name!r} (conv2d): {field} should have 2 entries, got {value!r}")
+    return value[0], value[1]
+
+
+def _dims1(value: tuple[int, ...], spec: LayerSpec, field: str) -> tuple[int]:
+    """A Conv1d geometry field as the 1-tuple torch's signature names."""
+    if len(value) != 1:
+        raise ModelError(f"layer {spec.name!r} (conv1d): {field} should have 1 entry, got {value!r}")
+    return (value[0],)
 
 
 class LatencyTable:

@@ -8,7 +8,7 @@ The result runs fp32 kernels on values on the quantized grids: a simulation for 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -55,12 +55,17 @@ class InputFakeQuant:
         return (fake_quantize(args[0], self.qp), *args[1:])
 
 
+def _observe_input(observer: MinMaxObserver) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+    """A forward pre-hook that feeds a layer's input to ``observer``."""
+    return lambda module, args: observer.update(args[0])
+
+
 def calibrate_inputs(
     model: nn.Module, names: Iterable[str], data: Iterable[Any], batches: int = 4
 ) -> dict[str, QParams]:
     """Asymmetric 8-bit min-max grids of the inputs of the named layers over ``batches`` batches of ``data``."""
     observers = {n: MinMaxObserver(ACTIVATION_BITS, symmetric=False, signed=False, name=f"{n}.input") for n in names}
-    feed_inputs(model, data, batches, {n: (lambda m, a, o=obs: o.update(a[0])) for n, obs in observers.items()})
+    feed_inputs(model, data, batches, {n: _observe_input(obs) for n, obs in observers.items()})
     return {n: o.qparams() for n, o in observers.items()}
 
 

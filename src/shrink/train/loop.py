@@ -43,7 +43,8 @@ def _reseed_loader(train: Iterable[Any], seed: int) -> None:
 
 def _rng_state() -> dict[str, Any]:
     """Every random generator a training step may draw from (dropout, augmentation, shuffling without a generator)."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple)  # legacy=True gives the (name, keys, pos, has_gauss, gauss) tuple
     state = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
