@@ -7,7 +7,9 @@
 3. The answer is then run end to end; while the measurement exceeds the budget, the layer budget is lowered by the
    excess and the allocation solved again (``verify`` rounds). ONNX Runtime's graph rewrites around an isolated int8
    layer (layout changes, unfused pooling) can cost more than any per-layer table predicts; measuring the answer is
-   how the budget is kept. Every end-to-end measurement is returned, for the report.
+   how the budget is kept. When no allocator answer fits, the least-loss homogeneous policies (every layer on int8
+   kernels, or every layer fp32), which have no boundaries, are priced and measured too. Every end-to-end
+   measurement is returned, for the report.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from shrink.hw.calibrate import Calibration, calibrate, interleaved_latency_ms, 
 from shrink.hw.layers import LayerSpec
 from shrink.hw.measured import LatencyTable, execution_kind
 from shrink.hw.ort_int8 import int8_session
+from shrink.hw.policy import LayerChoice
 from shrink.hw.profile import Profile
 from shrink.search.allocate import Allocation, Option, allocate
 
@@ -73,6 +76,25 @@ def _measure_s(
     return interleaved_latency_ms([session], example_inputs, threads=profile.measured.threads)[0] / 1e3
 
 
+def _homogeneous(opts: dict[str, list[Option]], profile: Profile) -> list[tuple[dict[str, LayerChoice], float]]:
+    """Per kernel kind (int8, fp32), every layer at its least-loss option of that kind: (policy, predicted loss),
+    lowest latency first."""
+    assert profile.measured is not None
+    out = []
+    for kind in ("int8", "fp32"):
+        picks = {}
+        for name, options in opts.items():
+            same = [o for o in options if execution_kind(o.choice, profile.measured) == kind]
+            if not same:
+                break
+            picks[name] = min(same, key=lambda o: o.loss)
+        else:
+            cost = sum(o.costs["latency"] for o in picks.values())
+            policy = {n: o.choice for n, o in picks.items() if o.choice != LayerChoice()}
+            out.append((cost, policy, sum(o.loss for o in picks.values())))
+    return [(policy, loss) for _, policy, loss in sorted(out, key=lambda t: t[0])]
+
+
 def plan_latency(
     model: nn.Module,
     options: dict[str, list[Option]],
@@ -117,6 +139,16 @@ def plan_latency(
         if predicted <= budget_s:
             return LatencyPlan(replace(plan, totals={**plan.totals, "latency": predicted}), cal, checks)
         break
+    # The additive allocator cannot see fp32/int8 boundary costs, so its cheapest answer can be a mix that is
+    # slower end to end than a homogeneous one: price the least-loss all-int8 and all-fp32 policies exactly and
+    # measure the best that fits the budget (or the cheapest, when none is predicted to fit).
+    for policy, loss in _homogeneous(opts, profile):
+        predicted = cal.predict_ms(policy_features(all_specs, policy, profile, table)) / 1e3
+        measured = _measure_s(model, policy, example_inputs, calibration, profile)
+        checks.append((predicted, measured))
+        if measured <= budget_s:
+            totals = {"latency": predicted}
+            return LatencyPlan(Allocation(policy, loss, totals, "homogeneous kernel kind"), cal, checks)
     raise ConfigError(
         f"latency budget {budget_s * 1e3:.4g} ms: no allocation met it when priced and measured "
         f"(checks predicted/measured ms: {[(round(p * 1e3, 3), round(m * 1e3, 3)) for p, m in checks]})"
