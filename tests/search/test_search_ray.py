@@ -25,10 +25,11 @@ def _ray_instance():
 
 
 def test_two_trials_run_concurrently_on_ray():
-    results = run_trials(probe, None, [1.0, 1.0], backend="ray", parallel=2)
+    # 3-second trials: long enough that a loaded machine starting the second worker late still overlaps them
+    results = run_trials(probe, None, [3.0, 3.0], backend="ray", parallel=2)
     (pid_a, start_a, end_a), (pid_b, start_b, end_b) = results
     assert pid_a != pid_b and os.getpid() not in (pid_a, pid_b)
-    assert max(start_a, start_b) < min(end_a, end_b)  # the two 1-second trials overlapped in time
+    assert max(start_a, start_b) < min(end_a, end_b)  # the two trials overlapped in time
 
 
 def test_search_trials_on_ray_match_in_process_trials():

@@ -43,10 +43,12 @@ SCRIPT = textwrap.dedent("""
                 p.add_(distributed.rank())
     fit(model, batches, epochs=3, lr=5e-2, optimizer="sgd", progress=False, checkpoint_dir=sys.argv[2],
         loss_fn=loss_fn, regularizer=l2)
-    print(f"wrapper={type(distributed.training_step(model, loss_fn)).__name__}", flush=True)
+    wrapper = type(distributed.training_step(model, loss_fn)).__name__
     if distributed.is_main():
         torch.save({k: v.clone() for k, v in model.state_dict().items()}, sys.argv[1])
-    print("world", distributed.world_size(), "rank", distributed.rank())
+    # one file per rank: the ranks' stdout lines interleave
+    with open(f"{sys.argv[1]}.rank{distributed.rank()}", "w") as f:
+        f.write(f"world {distributed.world_size()} rank {distributed.rank()} wrapper={wrapper}")
 """)
 
 
@@ -71,8 +73,9 @@ def test_two_process_gloo_run_equals_one_process(tmp_path):
         timeout=300,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    assert "world 2 rank 0" in ddp.stdout and "world 2 rank 1" in ddp.stdout
-    assert ddp.stdout.count("=DistributedDataParallel") == 2  # both ranks (their lines may interleave)
+    for rank in (0, 1):
+        report = (tmp_path / f"ddp.pt.rank{rank}").read_text()
+        assert report == f"world 2 rank {rank} wrapper=DistributedDataParallel"
     single = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "one.pt"), str(tmp_path / "ckpt_one")],
         capture_output=True,
@@ -81,7 +84,7 @@ def test_two_process_gloo_run_equals_one_process(tmp_path):
         timeout=300,
     )
     assert single.returncode == 0, single.stderr[-3000:]
-    assert "world 1 rank 0" in single.stdout and "wrapper=TrainingStep" in single.stdout
+    assert (tmp_path / "one.pt.rank0").read_text() == "world 1 rank 0 wrapper=TrainingStep"
     a, b = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "one.pt")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), (k, float((a[k] - b[k]).abs().max()))
