@@ -1,4 +1,4 @@
-"""Shared fixtures: offline model hub, seeded RNG, the cached digits teacher."""
+"""Shared fixtures: offline model hub, seeded RNG, one torch thread on request, the cached digits teacher."""
 
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ import torch  # noqa: E402
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test with one torch thread (timing-based code paths, deterministic reductions); restored after."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")

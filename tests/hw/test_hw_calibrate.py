@@ -15,13 +15,7 @@ from shrink.hw.profile import MeasuredSpec
 from shrink.search.allocate import Option
 from shrink.search.latency_plan import plan_latency
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _chain() -> nn.Module:

@@ -12,13 +12,7 @@ import shrink.hw as hw
 from shrink.hw.measured import execution_kind
 from shrink.hw.profile import MeasuredSpec
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_table_measures_once_and_caches_on_disk(tmp_path):

@@ -15,13 +15,7 @@ from shrink.hw.validate import check_profile, measure_policy_latency
 from shrink.search.apply import apply_policy, calibrate_inputs
 from shrink.search.export import attach_int8_export
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mlp() -> nn.Module:

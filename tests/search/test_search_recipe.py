@@ -6,17 +6,10 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-import torch
 
 from shrink.recipe import load_recipe, run
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _recipe() -> Path:

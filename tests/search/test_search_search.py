@@ -15,13 +15,7 @@ from shrink.errors import ConfigError
 from shrink.search.result import pareto_front
 from shrink.search.search import CompressionSearch, run_search
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _task():

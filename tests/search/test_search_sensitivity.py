@@ -15,13 +15,7 @@ from shrink.search.apply import apply_policy, calibrate_inputs
 from shrink.search.mixed_precision import MixedPrecision
 from shrink.search.sensitivity import hessian_traces, hutchinson_trace, measured_sensitivity
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_hutchinson_matches_exact_trace_of_a_quadratic():
