@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import shrink
-from benchmarks.common import Built, Section, Table, Target, latency
+from benchmarks.common import Built, Section, Table, Target, latency, ort_quantize_static
 from shrink.eval.metrics import accuracy, predict
 from shrink.export.artifact import artifact_bytes
 from shrink.export.onnx import OnnxModel
@@ -65,37 +65,12 @@ def _fp32_ort(env: Env) -> Built:
 
 def _ort_static(method: str) -> Callable[[Env], Built]:
     def build(env: Env) -> Built:
-        from onnxruntime.quantization import (
-            CalibrationDataReader,
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
+        from onnxruntime.quantization import CalibrationMethod
 
         fp32 = shrink.export.onnx(env.model, env.tmp / "fp32.onnx", env.data.example_inputs)
-        batches = [np.asarray(x[0].numpy()) for _, x in zip(range(8), env.data.calibration, strict=False)]
-
-        class Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self.it = iter([{"input": b} for b in batches])
-
-            def get_next(self):  # noqa: ANN202
-                return next(self.it, None)
-
+        feeds = [{"input": np.asarray(x[0].numpy())} for _, x in zip(range(8), env.data.calibration, strict=False)]
         out = env.tmp / f"ort-static-{method}.onnx"
-        t = time.perf_counter()
-        quantize_static(
-            str(fp32),
-            str(out),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=getattr(CalibrationMethod, method),
-        )
-        seconds = time.perf_counter() - t
+        seconds = ort_quantize_static(fp32, out, feeds, calibrate_method=getattr(CalibrationMethod, method))
         s = OnnxModel(out, threads=2)
         ops = sorted(set(ort_optimized_ops(out)) & INTEGER_OPS)
         return Built(s, s.size_bytes, seconds, f"onnxruntime, integer kernels; ORT ops: {', '.join(ops)}")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import shrink
-from benchmarks.common import Built, Section, Table, Target, latency
+from benchmarks.common import Built, Section, Table, Target, latency, ort_quantize_static
 from shrink.data import call_model
 from shrink.eval.metrics import embedding_fidelity, predict
 from shrink.export.artifact import artifact_bytes
@@ -115,31 +115,10 @@ def _ort_dynamic(env: Env) -> Built:
 
 
 def _ort_static(env: Env) -> Built:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
     feeds = [{k: v.numpy() for k, v in b.items()} for b in env.data.calibration]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(feeds)
-
-        def get_next(self):  # noqa: ANN202
-            return next(self.it, None)
-
     out = env.tmp / "ort-static.onnx"
-    fp32 = _fp32_path(env)
-    t = time.perf_counter()
-    quantize_static(
-        str(fp32),
-        str(out),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=["MatMul"],
-    )
-    return _ort(out, time.perf_counter() - t, "onnxruntime quantize_static QDQ per-channel MinMax")
+    seconds = ort_quantize_static(_fp32_path(env), out, feeds, op_types_to_quantize=["MatMul"])
+    return _ort(out, seconds, "onnxruntime quantize_static QDQ per-channel MinMax")
 
 
 def _shrink_onnx(cfg: Int8Static, name: str) -> Callable[[Env], Built]:
