@@ -18,7 +18,7 @@ from shrink.hw.ort_int8 import int8_session
 from shrink.hw.policy import Policy
 from shrink.hw.profile import Profile, load_profile
 
-__all__ = ["measure_policy_latency", "ProfileCheck", "check_profile", "overhead_s"]
+__all__ = ["measure_policy_latency", "ProfileCheck", "check_profile"]
 
 
 def measure_policy_latency(
@@ -45,20 +45,6 @@ def measure_policy_latency(
         warmup=5,
         min_time_s=min_time_s,
     )
-
-
-def overhead_s(
-    model: nn.Module,
-    example_inputs: torch.Tensor,
-    calibration: list[torch.Tensor],
-    profile: str | Profile = "cpu",
-    table: LatencyTable | None = None,
-) -> float:
-    """What the per-layer table does not see (elementwise ops, pooling, session call): measured fp32 model latency
-    minus the table's sum for it, on this machine now. Add it to estimates to compare with end-to-end budgets."""
-    predicted = estimate(model, profile, example_inputs, {}, table=table).latency_s
-    measured = measure_policy_latency(model, {}, example_inputs, calibration).median_ms / 1e3
-    return measured - predicted
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import pydantic
@@ -291,7 +291,7 @@ def _refine(
     known: list[Point],
     layers: list[str],
     grid: list[float],
-    predict: tuple[Any, Any],
+    predict: tuple[Callable[[dict[str, LayerChoice]], float], Callable[[dict[str, LayerChoice]], float]],
     shared: dict[str, Any],
     config: CompressionSearch,
     baseline: float,
