@@ -27,8 +27,8 @@ def dynamic_fake_quant(x: torch.Tensor, per_token: bool = False) -> torch.Tensor
     ``per_token``: one grid per row (last dim) from the row's min to its max, as the per-token ONNX graph has it."""
     if per_token:  # 256 steps from each row's minimum to its maximum (see onnx_ops.TokenQLinear)
         lo, hi = x.detach().amin(dim=-1, keepdim=True), x.detach().amax(dim=-1, keepdim=True)
-        scale = ((hi - lo) / 255.0).clamp(min=1e-12)
-        return (torch.clamp(torch.round((x - lo) / scale), 0, 255) * scale + lo).to(x.dtype)
+        scale = ((hi - lo) * (1.0 / 255.0)).clamp(min=1e-12)
+        return (torch.clamp(torch.round((x - lo) * scale.reciprocal()), 0, 255) * scale + lo).to(x.dtype)
     else:
         lo, hi = x.detach().min().clamp(max=0.0), x.detach().max().clamp(min=0.0)
     scale = ((hi - lo) / 255.0).clamp(min=1e-12)
@@ -133,7 +133,7 @@ class QuantLinear(_QuantBase):
             codes = onnx_ops.weight_codes(self.weight_int, self.onnx_u8_weights).t().contiguous()
             if self.act_mode == "dynamic_token":
                 # through numpy, so the column sums are a constant of the graph, not a traced fp32 weight copy
-                colsum = torch.from_numpy((self.weight_int.float().sum(dim=1) * self.weight_scale).numpy())
+                colsum = torch.from_numpy((self.weight_int.float().sum(dim=1) * self.weight_scale)[None].numpy())
                 y = onnx_ops.TokenQLinear.apply(x, codes, self.weight_scale, self.bias, colsum, self.onnx_u8_weights)
             else:
                 fn = onnx_ops.DynamicQLinear if self.act_mode == "dynamic" else onnx_ops.StaticQLinear

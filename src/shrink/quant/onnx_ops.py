@@ -116,11 +116,12 @@ class StaticQConv(torch.autograd.Function):
 
 class TokenQLinear(torch.autograd.Function):
     """Per-token (per-row) dynamic u8 activations: each row is mapped onto 256 steps between its own minimum and
-    maximum, ``q = round((x - lo) / s)``, computed in the graph (ReduceMin / ReduceMax). The integer product runs in
+    maximum, ``q = round((x - lo) * (1 / s))``, computed in the graph (ReduceMin / ReduceMax; the rounding and
+    saturation to uint8 by a unit-scale ``QuantizeLinear``, which is vectorised). The integer product runs in
     ONNX Runtime's fused ``MatMulIntegerToFloat`` (int accumulation, per-column weight scales in the epilogue); the
     row offset ``lo`` comes back exactly through the weight column sums: ``y = s (q W) + lo colsum(W) + b``.
     Fewer graph nodes than an integer zero point per row (no Min/Max with 0, no Neg / Clip / zero-point subtract),
-    which matters at batch 1 where per-node overhead dominates."""
+    which matters at batch 1 where per-node overhead dominates; ``lo colsum(W)`` is one outer-product ``MatMul``."""
 
     @staticmethod
     def forward(ctx, x, wq_t, w_scale, bias, colsum, unsigned: bool):  # noqa: ANN001, ANN205
@@ -131,10 +132,11 @@ class TokenQLinear(torch.autograd.Function):
     def symbolic(g, x, wq_t, w_scale, bias, colsum, unsigned: bool):  # noqa: ANN001, ANN205
         lo = g.op("ReduceMin", x, axes_i=[-1], keepdims_i=1)
         hi = g.op("ReduceMax", x, axes_i=[-1], keepdims_i=1)
-        scale = g.op(
-            "Max", g.op("Div", g.op("Sub", hi, lo), _const(g, torch.tensor(255.0))), _const(g, torch.tensor(1e-12))
-        )
-        q8 = g.op("Cast", g.op("Round", g.op("Div", g.op("Sub", x, lo), scale)), to_i=2)  # uint8, in [0, 255]
+        step = g.op("Mul", g.op("Sub", hi, lo), _const(g, torch.tensor(1.0 / 255.0)))
+        scale = g.op("Max", step, _const(g, torch.tensor(1e-12)))
+        # QuantizeLinear with a unit scale: vectorised rounding (half to even) and saturation into uint8
+        unit = g.op("Mul", g.op("Sub", x, lo), g.op("Reciprocal", scale))
+        q8 = g.op("QuantizeLinear", unit, _const(g, torch.tensor(1.0)), _const(g, torch.tensor(0, dtype=torch.uint8)))
         f = g.op(
             "com.microsoft::MatMulIntegerToFloat",
             q8,
@@ -144,7 +146,8 @@ class TokenQLinear(torch.autograd.Function):
             _const(g, torch.tensor(0, dtype=torch.uint8)),
             _weight_zp(g, w_scale, unsigned),
         )
-        y = g.op("Add", g.op("Mul", f, scale), g.op("Mul", lo, colsum))
+        # the row offsets times the weight column sums ([1, N]): one outer product, MatMul [.., 1] x [1, N]
+        y = g.op("Add", g.op("Mul", f, scale), g.op("MatMul", lo, colsum))
         return y if bias.node().mustBeNone() else g.op("Add", y, bias)
 
 
