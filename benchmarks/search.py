@@ -6,7 +6,9 @@ every latency is measured end to end in ONNX Runtime (2 threads) on the model th
 layers at <= 8 bits, fp32 for the rest, removed channels physically gone. The CPU profile's per-layer table holds
 marginal layer times (layer session minus an empty session); the allocator and the search price policies end to
 end with an offset and the int8/fp32 boundary cost fitted to a few timings of the model (shrink.hw.calibrate), and
-the latency-budget allocation is measured and tightened until the measurement fits. Search and single techniques
+the latency-budget allocation is measured and tightened until the measurement fits (the final check compares it
+with the budget at the machine load the budget was measured at: relative to fp32 timed alongside). Configurations
+compared with each other are always timed together, round-robin. Search and single techniques
 get the same recovery budget (2 fine-tuning epochs after channel removal) and are timed together, interleaved.
 Search trials run in-process here (2 per round); tests/search/test_search_ray.py checks that the same search on a
 local Ray instance measures the same points.
@@ -14,6 +16,7 @@ local Ray instance measures the same points.
 
 from __future__ import annotations
 
+import random
 import tempfile
 from pathlib import Path
 
@@ -171,23 +174,28 @@ def _latency_budget(section: Section, model, data, ctx, xb, calib, table) -> Non
         return
     int8 = sorted(n for n, c in plan.policy.items() if c.bits <= 8)
     chosen = int8_session(model, tmp / "chosen", xb, calib, int8, threads=2)
-    fp32_again, measured = interleaved_latency_ms([fp32_session, chosen], xb)
+    fp32_again, measured = interleaved_latency_ms([fp32_session, chosen], xb, rounds=5)
+    # the budget was set in ms at the load of the first measurement; the check compares at that load: the chosen
+    # policy's time relative to fp32 timed with it, against the budget relative to fp32 then
+    at_budget_load = measured * fp32_ms / fp32_again
     raw = estimate(model, "cpu", xb, dict(plan.policy), table=table).latency_s * 1e3
     t.note = (
-        f"chosen: {_bits(plan.policy)}. {' '.join(plan_ctx.notes)}. Timings: lowest of 3 interleaved round medians."
+        f"chosen: {_bits(plan.policy)}. {' '.join(plan_ctx.notes)}. Timings: lowest of the interleaved round medians."
     )
     t.add("chosen policy: per-layer table sum (uncalibrated)", raw)
     t.add("chosen policy: predicted end to end (calibrated)", plan.totals["latency"] * 1e3)
     t.add("chosen policy: measured end to end", measured)
     t.add("fp32 measured (interleaved with the chosen policy)", fp32_again)
+    t.add("chosen policy measured, at the load of the budget's measurement (x fp32 before / fp32 now)", at_budget_load)
     section.tables.append(t)
     section.targets.append(
         Target(
             5,
             "latency budget on the CPU profile",
             "met when measured",
-            f"{measured:.3f} ms <= {budget_ms:.3f} ms (fp32 {fp32_again:.3f} ms in the same measurement)",
-            measured <= budget_ms,
+            f"{at_budget_load:.3f} ms <= {budget_ms:.3f} ms ({measured:.3f} ms measured with fp32 at {fp32_again:.3f} "
+            f"ms; {fp32_ms:.3f} ms when the budget was set)",
+            at_budget_load <= budget_ms,
         )
     )
 
@@ -336,6 +344,7 @@ def _rank_check(section: Section, model, data, xb, calib, table, result) -> None
     check = check_profile(configs, xb, calib, "cpu", table)
     profile = load_profile("cpu")
     cal = calibrate(model, xb, calib, profile, table)
+    _random_mixes(section, model, data, xb, calib, table, cal)
     calibrated = [
         cal.predict_ms(policy_features(trace_layers(m, xb), dict(p), profile, table)) / 1e3 for _, m, p in configs
     ]
@@ -360,6 +369,43 @@ def _rank_check(section: Section, model, data, xb, calib, table, result) -> None
             cal_rank.spearman >= 0.9,
         )
     )
+
+
+def _random_mixes(section: Section, model, data, xb, calib, table, cal, n: int = 24) -> None:
+    """Stress test of the cost model (reported, not a target): random per-layer widths and precisions, whose
+    int8/fp32 boundaries fall anywhere, timed together interleaved."""
+    rng = random.Random(0)
+    names = [s.name for s in trace_layers(model, xb)]
+    profile = load_profile("cpu")
+    policies = []
+    for _ in range(n):
+        widths = {m: rng.choice((1.0, 0.75, 0.5, 0.25)) for m in names[:-1]}  # the classifier keeps its outputs
+        policies.append({m: LayerChoice(width=widths.get(m, 1.0), bits=rng.choice((8, 32))) for m in names})
+    with tempfile.TemporaryDirectory(prefix="bench-mixes-") as tmp:
+        sessions = []
+        for i, p in enumerate(policies):
+            thin = compress(
+                model,
+                {m: LayerChoice(width=c.width) for m, c in p.items()},
+                example_inputs=data.example_inputs,
+                calibration=calib,
+            )
+            sessions.append(int8_session(thin, f"{tmp}/{i}", xb, calib, [m for m, c in p.items() if c.bits <= 8]))
+        measured = interleaved_latency_ms(sessions, xb, threads=2)
+    feats = [policy_features(trace_layers(model, xb), p, profile, table) for p in policies]
+    summed = rank_correlation([f[0] for f in feats], measured)
+    calibrated = rank_correlation([cal.predict_ms(f) for f in feats], measured)
+    section.tables.append(
+        Table(
+            f"Cost model stress test: {n} random per-layer width x precision mixes (batch {BATCH})",
+            ["predictor", "Spearman vs measured", "configs"],
+            note="Not a target: the search and the allocator price near-homogeneous policies; here int8/fp32 "
+            "boundaries fall anywhere, and ONNX Runtime's rewrites around them (layout changes, unfused ops) are "
+            "not additive per layer.",
+        )
+    )
+    section.tables[-1].add("per-layer table sum", f"{summed.spearman:.3f}", n)
+    section.tables[-1].add("calibrated end to end", f"{calibrated.spearman:.3f}", n)
 
 
 __all__ = ["TITLE", "run"]

@@ -61,13 +61,22 @@ def check_profile(
     calibration: list[torch.Tensor],
     profile: str | Profile = "cpu",
     table: LatencyTable | None = None,
+    threads: int | None = None,
 ) -> ProfileCheck:
     """Predicted (table) vs measured (end-to-end ONNX Runtime) latency for each ``(label, model, policy)``, and the
-    Spearman rank correlation between them. Models carry their widths already; policies give the bit widths."""
+    Spearman rank correlation between them. Models carry their widths already; policies give the bit widths.
+    All configurations are timed together, round-robin (:func:`shrink.hw.calibrate.interleaved_latency_ms`), so a
+    change in machine load during the check shifts every measurement alike instead of reordering them."""
+    from shrink.hw.calibrate import interleaved_latency_ms
+
     profile = load_profile(profile)
-    labels, predicted, measured = [], [], []
-    for label, model, policy in configs:
-        labels.append(label)
-        predicted.append(estimate(model, profile, example_inputs, dict(policy), table=table).latency_s)
-        measured.append(measure_policy_latency(model, policy, example_inputs, calibration).median_ms / 1e3)
+    threads = threads or (profile.measured.threads if profile.measured else 2)
+    labels, predicted, sessions = [], [], []
+    with tempfile.TemporaryDirectory(prefix="shrink-hw-") as tmp:
+        for i, (label, model, policy) in enumerate(configs):
+            labels.append(label)
+            predicted.append(estimate(model, profile, example_inputs, dict(policy), table=table).latency_s)
+            int8 = [n for n, c in policy.items() if c.bits <= 8]
+            sessions.append(int8_session(model, f"{tmp}/{i}", example_inputs, calibration, int8, threads=threads))
+    measured = [ms / 1e3 for ms in interleaved_latency_ms(sessions, example_inputs, threads=threads)]
     return ProfileCheck(labels, predicted, measured, rank_correlation(predicted, measured))
