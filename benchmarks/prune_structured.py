@@ -148,7 +148,7 @@ def _speedup(base: list[float], other: list[float]) -> float:
 
 
 def _resnet(quick: bool, section: Section) -> None:
-    reps, rounds = (4, 3) if quick else (8, 5)
+    reps, rounds = (4, 3) if quick else (8, 9)
     x1 = torch.randn(1, 3, 224, 224)
     xs = {1: x1, 8: torch.randn(8, 3, 224, 224)}
     dense = resnet18().eval()
