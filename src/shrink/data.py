@@ -5,7 +5,8 @@ A batch is a tensor (inputs only), a ``(inputs, target)`` tuple, or a dict of te
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -168,6 +169,20 @@ class DataBundle:
 __all__.append("DataBundle")
 
 
+@contextmanager
+def forward_pre_hooks(hooks: Mapping[torch.nn.Module, Callable[..., Any]]) -> Iterator[None]:
+    """Attach a forward pre-hook to each layer for the ``with`` block; removed afterwards, also on error."""
+    handles = [layer.register_forward_pre_hook(hook) for layer, hook in hooks.items()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+__all__.append("forward_pre_hooks")
+
+
 def feed_inputs(
     model: torch.nn.Module,
     data: Iterable[Any],
@@ -176,18 +191,13 @@ def feed_inputs(
 ) -> int:
     """Run the inputs of up to ``limit`` batches of ``data`` through ``model`` under ``no_grad`` with a forward
     pre-hook on each named layer (hooks removed afterwards, also on error); returns the number of batches."""
-    handles = [model.get_submodule(name).register_forward_pre_hook(hook) for name, hook in pre_hooks.items()]
     n = 0
-    try:
-        with torch.no_grad():
-            for batch in data:
-                if n >= limit:
-                    break
-                call_model(model, split_batch(batch)[0])
-                n += 1
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_pre_hooks({model.get_submodule(name): hook for name, hook in pre_hooks.items()}), torch.no_grad():
+        for batch in data:
+            if n >= limit:
+                break
+            call_model(model, split_batch(batch)[0])
+            n += 1
     return n
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from shrink.data import forward_pre_hooks
 from shrink.errors import DataError
 from shrink.quant.calibrate import run_calibration
 from shrink.quant.qparams import QParams
@@ -38,12 +39,8 @@ def input_hessians(
 
         return pre
 
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
-    try:
+    with forward_pre_hooks({m: hook(n) for n, m in layers.items()}):
         run_calibration(model, data, limit)
-    finally:
-        for h in handles:
-            h.remove()
     for name, c in counts.items():
         if c == 0:
             raise DataError(f"GPTQ: layer {name!r} saw no calibration input")

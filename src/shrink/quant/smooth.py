@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from shrink.data import forward_pre_hooks
 from shrink.quant.calibrate import run_calibration
 from shrink.quant.observers import MinMaxObserver
 
@@ -43,14 +44,11 @@ def smooth_layers(
     hook ``x / s`` on their inputs. Returns ``{name: 1 / s}`` and the hook handles (remove them after conversion)."""
     linears = {n: m for n, m in layers.items() if isinstance(m, nn.Linear)}
     observers = {n: MinMaxObserver(axis=-1, name=f"{n}.input") for n in linears}
-    handles = [
-        m.register_forward_pre_hook(lambda mod, args, n=n: observers[n].update(args[0])) for n, m in linears.items()
-    ]
-    try:
+    observe: dict[nn.Module, Any] = {
+        m: (lambda mod, args, n=n: observers[n].update(args[0])) for n, m in linears.items()
+    }
+    with forward_pre_hooks(observe):
         run_calibration(model, data, limit)
-    finally:
-        for h in handles:
-            h.remove()
     inverse, hooks = {}, []
     for name, layer in linears.items():
         lo, hi = observers[name].bounds()

@@ -16,6 +16,7 @@ from torch import nn
 from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, register
+from shrink.data import forward_pre_hooks
 from shrink.quant.calibrate import calibrating, run_calibration
 from shrink.quant.convert import check_weights, effective_weight_bits, quantized_layer, selected_layers, set_module
 from shrink.quant.fold import fold_and_fuse
@@ -98,9 +99,8 @@ def correct_bias(model: nn.Module, float_weights: dict[str, torch.Tensor], data,
     mods = dict(model.named_modules())
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
-    handles = []
+    hooks = {}
     for name, w in float_weights.items():
-        layer = mods[name]
 
         def pre(mod: nn.Module, args, name: str = name, w: torch.Tensor = w) -> None:  # noqa: ANN001
             assert isinstance(mod, (QuantLinear, QuantConv2d))  # float_weights names layers quantized by the caller
@@ -114,12 +114,9 @@ def correct_bias(model: nn.Module, float_weights: dict[str, torch.Tensor], data,
             sums[name] = sums.get(name, 0) + diff.sum(dim=1)
             counts[name] = counts.get(name, 0) + diff.shape[1]
 
-        handles.append(layer.register_forward_pre_hook(pre))
-    try:
+        hooks[mods[name]] = pre
+    with forward_pre_hooks(hooks):
         run_calibration(model, data, limit)
-    finally:
-        for h in handles:
-            h.remove()
     for name, total in sums.items():
         layer = mods[name]
         shift = total / counts[name]
