@@ -10,7 +10,14 @@ from torch import nn
 import shrink
 from shrink.errors import ConfigError
 from shrink.hw import LatencyTable, LayerChoice, trace_layers
-from shrink.hw.calibrate import Calibration, boundary_kelems, calibrate, policy_features
+from shrink.hw.calibrate import (
+    Calibration,
+    PolicyFeatures,
+    boundary_kelems,
+    calibrate,
+    calibration_policies,
+    policy_features,
+)
 from shrink.hw.profile import MeasuredSpec
 from shrink.search.allocate import Option
 from shrink.search.latency_plan import plan_latency
@@ -29,17 +36,34 @@ def _profile():
 
 def test_boundaries_are_charged_only_where_int8_meets_fp32():
     specs = trace_layers(_chain(), torch.randn(10, 16))  # elems in/out: 160/320, 320/640, 640/80
-    assert boundary_kelems(specs, ["fp32", "fp32", "fp32"]) == 0.0
-    assert boundary_kelems(specs, ["int8", "int8", "int8"]) == pytest.approx((160 + 80) / 1e3)  # model in and out
-    assert boundary_kelems(specs, ["fp32", "int8", "fp32"]) == pytest.approx((320 + 640) / 1e3)
-    assert boundary_kelems(specs, ["int8", "fp32", "int8"]) == pytest.approx((160 + 320 + 640 + 80) / 1e3)
+    assert boundary_kelems(specs, ["fp32", "fp32", "fp32"]) == (0.0,) * 6
+    assert boundary_kelems(specs, ["int8", "int8", "int8"]) == pytest.approx((0.16, 0, 0, 0, 0, 0.08))  # model in/out
+    assert boundary_kelems(specs, ["fp32", "int8", "fp32"]) == pytest.approx((0, 0, 0.32, 0.64, 0, 0))
+    assert boundary_kelems(specs, ["int8", "fp32", "int8"]) == pytest.approx((0.16, 0.32, 0, 0, 0.64, 0.08))
 
 
 def test_calibration_arithmetic():
-    cal = Calibration(offset_ms=0.5, per_kelem_ms=0.01, rms_ms=0.0, n=4)
+    cal = Calibration(
+        offset_ms=0.5, boundary_ms=(("a", 0.01, 0.0), ("b", 0.0, 0.02)), chain_credit_ms=0.05, rms_ms=0.0, n=8
+    )
     spec = trace_layers(_chain(), torch.randn(10, 16))[1]  # 320 in, 640 out
     assert cal.option_ms(spec, "fp32", 2.0) == 2.0 and cal.option_ms(spec, "int8", 1.5) == 1.5
-    assert cal.predict_ms((3.0, 0.24)) == pytest.approx(0.5 + 3.0 + 0.01 * 0.24)  # layers 3 ms, 240 boundary elems
+    # layers 3 ms; 240 elements at a's input, 100 at b's output, one int8-int8 link
+    features = PolicyFeatures(3.0, (0.24, 0.5, 0.7, 0.1), 1)
+    assert cal.predict_ms(features) == pytest.approx(0.5 + 3.0 + 0.01 * 0.24 + 0.02 * 0.1 - 0.05)
+    with pytest.raises(ValueError, match="2 layers"):
+        cal.predict_ms(PolicyFeatures(3.0, (0.0,) * 6, 0))
+    assert "a in 0.01" in cal.describe() and "b out 0.02" in cal.describe() and "a out" not in cal.describe()
+
+
+def test_calibration_policies_isolate_every_boundary():
+    names = ["a", "b", "c"]
+    policies = calibration_policies(names)
+    assert len(policies) == 4 * len(names)
+    specs = trace_layers(_chain(), torch.randn(10, 16))
+    seen = [[k > 0 for k in boundary_kelems(specs, ["int8" if n in p else "fp32" for n in names])] for p in policies]
+    # every boundary appears in some policy, so the fit can price each one
+    assert all(any(row[j] for row in seen) for j in range(2 * len(names)))
 
 
 def test_calibrate_fits_non_negative_coefficients(tmp_path):
@@ -47,8 +71,11 @@ def test_calibrate_fits_non_negative_coefficients(tmp_path):
     profile = _profile()
     table = LatencyTable(profile.measured, path=tmp_path / "t.json")
     cal = calibrate(model, x, [torch.randn(32, 16)], profile, table, rounds=1)
-    assert cal.n == 2 * 3 + 2
-    assert cal.offset_ms >= 0 and cal.per_kelem_ms >= 0 and cal.rms_ms >= 0
+    assert cal.n == 4 * 3 and len(cal.boundary_ms) == 3
+    assert cal.offset_ms >= 0 and cal.rms_ms >= 0 and cal.chain_credit_ms >= 0
+    assert all(c >= 0 for _, i, o in cal.boundary_ms for c in (i, o))
+    links = policy_features(trace_layers(model, x), {n: LayerChoice(bits=8) for n in ("0", "2", "4")}, profile, table)
+    assert links.int8_links == 2
     fp32 = cal.predict_ms(policy_features(trace_layers(model, x), {}, profile, table))
     assert fp32 >= cal.offset_ms and fp32 > 0
 
@@ -70,5 +97,7 @@ def test_latency_plan_keeps_an_end_to_end_budget(tmp_path):
     assert all(c.bits == 32 for c in plan.allocation.policy.values())  # least loss within budget
     assert plan.checks and plan.checks[-1][1] <= 1.0
     assert plan.allocation.totals["latency"] <= 1.0
+    roomy = plan_latency(model, options, specs, 1.0, profile, table, x, calib, verify=1, headroom=0.5)
+    assert roomy.checks[-1][1] <= 0.5 and roomy.allocation.totals["latency"] <= 0.5  # kept within budget x 0.5
     with pytest.raises(ConfigError, match="budget"):
         plan_latency(model, options, specs, 1e-9, profile, table, x, calib, verify=0)

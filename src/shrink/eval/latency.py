@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
-__all__ = ["LatencyStats", "measure_latency", "repeat_batch"]
+__all__ = ["LatencyStats", "measure_latency", "interleaved_latency", "repeat_batch"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,48 @@ def measure_latency(
     finally:
         torch.set_num_threads(old)
     return LatencyStats(statistics.median(times), min(times), max(times), len(times), warmup, threads, batch_size)
+
+
+def interleaved_latency(
+    fns: Sequence[Callable[[], Any]], *, threads: int = 2, rounds: int = 15, calls: int = 15, warmup: int = 2
+) -> list[float]:
+    """Latency (ms) of each of ``fns``, all timed together so that they can be compared with each other.
+
+    In each of ``rounds`` rounds every function runs ``warmup`` + ``calls`` times back to back (the order reversed
+    every other round) and its median call is kept. On a shared machine whole stretches of time run 10-30% slower
+    and single calls stall for a scheduler tick, so a round's medians are divided by that round's geometric mean over
+    all functions; each function's latency is the median of its ratios over the rounds times the median round mean.
+    Drift that hits every function alike cancels, which a median or minimum of separate runs does not achieve.
+    """
+    if not fns:
+        return []
+    if rounds < 1 or calls < 1:
+        raise ValueError(f"interleaved_latency: rounds and calls must be >= 1, got {rounds} and {calls}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    per_round: list[list[float]] = []
+    try:
+        with torch.inference_mode():
+            for r in range(rounds):
+                order = range(len(fns)) if r % 2 == 0 else range(len(fns) - 1, -1, -1)
+                row = [0.0] * len(fns)
+                for i in order:
+                    for _ in range(warmup):
+                        fns[i]()
+                    times = []
+                    for _ in range(calls):
+                        t0 = time.perf_counter()
+                        fns[i]()
+                        times.append((time.perf_counter() - t0) * 1e3)
+                    row[i] = statistics.median(times)
+                per_round.append(row)
+    finally:
+        torch.set_num_threads(old)
+    means = [math.exp(statistics.fmean(math.log(max(t, 1e-9)) for t in row)) for row in per_round]
+    scale = statistics.median(means)
+    return [
+        statistics.median(row[i] / m for row, m in zip(per_round, means, strict=True)) * scale for i in range(len(fns))
+    ]
 
 
 def repeat_batch(inputs: Any, batch_size: int) -> Any:

@@ -2,23 +2,26 @@
 
 The latency table holds each layer's marginal time measured alone (:mod:`shrink.hw.measured`); an int8 entry is a
 one-layer QDQ graph, so it already includes a QuantizeLinear on its input and a DequantizeLinear on its output. A
-model adds what no layer entry holds: the session call and the non-layer ops (once per call), and the extra
-Quantize/Dequantize work where int8 layers meet fp32 data. So an end-to-end latency is modelled as
+model adds what no layer entry holds: the session call and the non-layer ops (once per call), and what happens
+where int8 layers meet fp32 data. So an end-to-end latency is modelled as
 
-    offset + sum(table ms of every layer at its precision) + per_kelem * boundary kelems
+    offset + sum(table ms of every layer at its precision) + sum over boundaries(cost per kelem x kelems)
+           - chain credit x (number of int8 layers directly followed by an int8 layer)
 
-where *boundary kelems* counts (in thousands of elements) the tensors crossing an fp32/int8 boundary in execution
-order (a chain: an int8 layer pays a Quantize on its input when the layer before it, or the model input, is fp32,
-and a Dequantize on its output when the next layer, or the model output, is). The two non-negative coefficients
-are fitted to end-to-end ONNX Runtime timings of the model in fp32, all int8, each layer alone int8 and each layer
-alone fp32 (2 x layers + 2 points, timed interleaved) by least absolute deviations (a linear program): ONNX Runtime
-rewrites the graph around an isolated int8 layer (layout changes, unfused pooling) and such a point can cost several
-times the rest — a squared-error fit would bend the offset to it, the absolute one follows the majority.
+A boundary is a place in execution order where an int8 layer meets fp32 data: its input when the layer before it
+(or the model input) is fp32, its output when the layer after it (or the model output) is. Each such place has its
+own cost per thousand elements, because what ONNX Runtime does there depends on the ops around it: on the digits
+CNN an int8 convolution after an fp32 one and a max-pool makes ONNX Runtime pool in uint8 in NCHW layout, a generic
+kernel about 15x slower than the fp32 NCHWc pool, while the same boundary after a linear layer costs one cheap
+QuantizeLinear. The costs scale with the number of elements crossing, so they carry over to thinner widths.
 
-Measured on the digits CNN, int8 layers in a chain do *not* shed the Quantize/Dequantize inside their table entries
-(QDQ graphs keep them around the non-quantized ops between layers), so no credit is given for chains, and the
-per-layer costs the allocator adds up are the table's own. Two coefficients, not one scale per precision: a
-4-coefficient fit over a dozen noisy timings degenerates (a zero int8 scale).
+An int8 table entry is timed alone, with a QuantizeLinear before and a DequantizeLinear after the layer; two int8
+layers in a row hand each other uint8 tensors and run neither, hence the credit per int8-int8 link.
+
+The ``2 + 2 x layers`` non-negative coefficients are fitted to ``4 x layers`` end-to-end ONNX Runtime timings of
+the model (all fp32; all int8; each layer alone int8; each layer alone fp32; each prefix and each suffix of the
+layers int8), timed together and interleaved, by least absolute deviations (a linear program): a few timings
+disturbed by the machine should not bend the fit, which a squared-error fit would let them do.
 """
 
 from __future__ import annotations
@@ -26,41 +29,84 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from scipy.optimize import linprog
 from torch import nn
 
-from shrink.eval.latency import measure_latency
+from shrink.eval.latency import interleaved_latency
 from shrink.hw.layers import LayerSpec, input_widths, scaled, trace_layers
 from shrink.hw.measured import LatencyTable, execution_kind
 from shrink.hw.ort_int8 import int8_session
 from shrink.hw.policy import FP32, LayerChoice, Policy
 from shrink.hw.profile import Profile, load_profile
 
-__all__ = ["Calibration", "calibrate", "policy_features", "boundary_kelems", "interleaved_latency_ms"]
+__all__ = [
+    "Calibration",
+    "PolicyFeatures",
+    "calibrate",
+    "calibration_policies",
+    "policy_features",
+    "boundary_kelems",
+    "interleaved_latency_ms",
+]
+
+
+class PolicyFeatures(NamedTuple):
+    """What the calibrated model prices in a policy: the table times of its layers summed, the thousands of
+    elements at each layer's input and output boundary (``2 x layers``), and the number of int8-int8 links."""
+
+    layers_ms: float
+    boundary_kelems: tuple[float, ...]
+    int8_links: int
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Fitted end-to-end latency model (milliseconds) of one model on a measured profile; ``rms_ms`` is the fit's
-    root-mean-square error over the ``n`` calibration measurements."""
+    """Fitted end-to-end latency model (milliseconds) of one model on a measured profile.
+
+    ``boundary_ms`` holds, for each layer in execution order, the cost per thousand elements of a boundary at its
+    input and at its output (``(name, in, out)``); ``chain_credit_ms`` is taken off per int8-int8 link;
+    ``rms_ms`` is the fit's root-mean-square error over the ``n`` calibration measurements; ``fp32_ms`` is the
+    all-fp32 model's time among them, the machine speed the fit holds at."""
 
     offset_ms: float
-    per_kelem_ms: float
+    boundary_ms: tuple[tuple[str, float, float], ...]
+    chain_credit_ms: float
     rms_ms: float
     n: int
+    fp32_ms: float = 0.0
 
     def option_ms(self, spec: LayerSpec, kind: str, table_ms: float) -> float:
         """One layer's additive share for the allocator: its table time (boundaries and offset are charged by
         :meth:`predict_ms` on whole policies)."""
         return table_ms
 
-    def predict_ms(self, features: tuple[float, float]) -> float:
+    def predict_ms(self, features: PolicyFeatures) -> float:
         """End-to-end latency from :func:`policy_features`."""
-        layers, boundary = features
-        return self.offset_ms + layers + self.per_kelem_ms * boundary
+        coef = [c for _, cin, cout in self.boundary_ms for c in (cin, cout)]
+        if len(coef) != len(features.boundary_kelems):
+            raise ValueError(
+                f"calibration is for {len(coef) // 2} layers, features for {len(features.boundary_kelems) // 2}"
+            )
+        boundary = sum(c * k for c, k in zip(coef, features.boundary_kelems, strict=True))
+        return self.offset_ms + features.layers_ms + boundary - self.chain_credit_ms * features.int8_links
+
+    def describe(self) -> str:
+        """The fitted coefficients in words (boundaries with a zero cost left out)."""
+        parts = [
+            f"{name} {where} {c:.3g}"
+            for name, cin, cout in self.boundary_ms
+            for where, c in (("in", cin), ("out", cout))
+            if c > 0
+        ]
+        return (
+            f"offset {self.offset_ms:.3g} ms; ms per 1000 elements at int8/fp32 boundaries: "
+            f"{', '.join(parts) or 'none'}; credit {self.chain_credit_ms:.3g} ms per int8-int8 link "
+            f"(fit rms {self.rms_ms:.3g} ms over {self.n} timings)"
+        )
 
 
 def _kinds(specs: Sequence[LayerSpec], policy: Policy, profile: Profile) -> list[str]:
@@ -68,47 +114,44 @@ def _kinds(specs: Sequence[LayerSpec], policy: Policy, profile: Profile) -> list
     return [execution_kind(policy.get(s.name, FP32), profile.measured) for s in specs]
 
 
-def boundary_kelems(shaped: Sequence[LayerSpec], kinds: Sequence[str]) -> float:
-    """Thousands of elements crossing an fp32/int8 boundary along the chain of layers ``shaped`` (at their widths)."""
-    kelems = 0.0
+def boundary_kelems(shaped: Sequence[LayerSpec], kinds: Sequence[str]) -> tuple[float, ...]:
+    """Thousands of elements crossing an fp32/int8 boundary at each layer's input and output (``2 x layers``
+    values, in execution order) along the chain of layers ``shaped`` (at their widths)."""
+    out = [0.0] * (2 * len(kinds))
     for i, (spec, kind) in enumerate(zip(shaped, kinds, strict=True)):
         if kind != "int8":
             continue
         if i == 0 or kinds[i - 1] != "int8":
-            kelems += spec.in_elems / 1e3
+            out[2 * i] = spec.in_elems / 1e3
         if i == len(kinds) - 1 or kinds[i + 1] != "int8":
-            kelems += spec.out_elems / 1e3
-    return kelems
+            out[2 * i + 1] = spec.out_elems / 1e3
+    return tuple(out)
 
 
 def policy_features(
     specs: Sequence[LayerSpec], policy: Policy, profile: Profile, table: LatencyTable
-) -> tuple[float, float]:
-    """(sum of table ms, boundary kelems) for ``policy`` on the layers ``specs`` (full-width shapes, execution
-    order; the policy's widths are applied here)."""
+) -> PolicyFeatures:
+    """:class:`PolicyFeatures` of ``policy`` on the layers ``specs`` (full-width shapes, execution order; the
+    policy's widths are applied here)."""
     widths = input_widths(list(specs), {n: c.width for n, c in policy.items()})
     shaped = [scaled(s, widths[s.name], policy.get(s.name, FP32).width) for s in specs]
     kinds = _kinds(specs, policy, profile)
     layers = sum(table.latency_ms(sh, policy.get(s.name, FP32)) for sh, s in zip(shaped, specs, strict=True))
-    return layers, boundary_kelems(shaped, kinds)
+    links = sum(1 for a, b in zip(kinds, kinds[1:], strict=False) if a == b == "int8")
+    return PolicyFeatures(layers, boundary_kelems(shaped, kinds), links)
 
 
 def interleaved_latency_ms(
-    sessions: Sequence[object], example_inputs: torch.Tensor, *, threads: int = 2, rounds: int = 3, reps: int = 10
+    sessions: Sequence[object], example_inputs: torch.Tensor, *, threads: int = 2, rounds: int = 15
 ) -> list[float]:
-    """Latency (ms) of each ONNX Runtime session: timed round-robin ``rounds`` times, so a change in machine load
-    hits every session alike, and the lowest round median kept (other processes only ever add time)."""
+    """Latency (ms) of each ONNX Runtime session on ``example_inputs``, all timed together round-robin and
+    normalized per round (:func:`shrink.eval.latency.interleaved_latency`), so a change in machine load hits every
+    session alike instead of reordering them."""
     runners = []
     for s in sessions:
         feeds = s.feeds(example_inputs)  # type: ignore[attr-defined]
         runners.append(lambda s=s, feeds=feeds: s.run_numpy(feeds))  # type: ignore[attr-defined]
-    batch = int(example_inputs.shape[0])
-    per: list[list[float]] = [[] for _ in runners]
-    for _ in range(rounds):
-        for i, fn in enumerate(runners):
-            stats = measure_latency(fn, batch_size=batch, threads=threads, warmup=3, reps=reps, min_time_s=0.05)
-            per[i].append(stats.median_ms)
-    return [min(p) for p in per]
+    return interleaved_latency(runners, threads=threads, rounds=rounds)
 
 
 def _least_absolute(a: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -131,30 +174,39 @@ def calibrate(
     table: LatencyTable | None = None,
     *,
     threads: int | None = None,
-    rounds: int = 3,
+    rounds: int = 15,
 ) -> Calibration:
-    """Fit :class:`Calibration` for ``model`` at ``example_inputs``' batch from 2 x layers + 2 end-to-end
-    measurements (int8 QDQ graphs calibrated on ``calibration`` inputs)."""
+    """Fit :class:`Calibration` for ``model`` at ``example_inputs``' batch from the ``4 x layers`` end-to-end
+    timings of :func:`calibration_policies` (int8 QDQ graphs, activation ranges from ``calibration`` inputs)."""
     profile = load_profile(profile)
     assert profile.measured is not None, "calibration needs a measured profile"
     table = table or LatencyTable(profile.measured)
     threads = threads or profile.measured.threads
     specs = trace_layers(model, example_inputs)
     names = [s.name for s in specs]
-    int8 = LayerChoice(bits=8)
-    policies: list[dict[str, LayerChoice]] = [{}, {n: int8 for n in names}]
-    if profile.measured.int8_kernels:
-        policies += [{n: int8} for n in names]
-        policies += [{m: int8 for m in names if m != n} for n in names]
-    else:
-        policies = [{}]
+    policies = calibration_policies(names) if profile.measured.int8_kernels else [{}]
     sessions = []
     with tempfile.TemporaryDirectory(prefix="shrink-cal-") as tmp:
         for i, p in enumerate(policies):
             sessions.append(int8_session(model, f"{tmp}/{i}", example_inputs, calibration, sorted(p), threads=threads))
     measured = np.array(interleaved_latency_ms(sessions, example_inputs, threads=threads, rounds=rounds))
-    feats = np.array([policy_features(specs, p, profile, table) for p in policies])
-    rows = np.stack([np.ones(len(policies)), feats[:, 1]], axis=1)
-    coef = _least_absolute(rows, measured - feats[:, 0])
-    rms = float(np.sqrt(np.mean((rows @ coef + feats[:, 0] - measured) ** 2)))
-    return Calibration(float(coef[0]), float(coef[1]), rms, len(policies))
+    feats = [policy_features(specs, p, profile, table) for p in policies]
+    rows = np.array([[1.0, *f.boundary_kelems, -f.int8_links] for f in feats])
+    layers = np.array([f.layers_ms for f in feats])
+    coef = _least_absolute(rows, measured - layers)
+    rms = float(np.sqrt(np.mean((rows @ coef + layers - measured) ** 2)))
+    boundary = tuple((n, float(coef[1 + 2 * i]), float(coef[2 + 2 * i])) for i, n in enumerate(names))
+    return Calibration(float(coef[0]), boundary, float(coef[-1]), rms, len(policies), float(measured[0]))
+
+
+def calibration_policies(names: Sequence[str]) -> list[dict[str, LayerChoice]]:
+    """The int8/fp32 mixes :func:`calibrate` times: all fp32 (first), all int8, each layer alone int8, each layer alone
+    fp32, and each proper prefix and suffix of the layers int8 (``4 x layers`` policies; some coincide for one
+    or two layers, and are timed twice)."""
+    int8 = LayerChoice(bits=8)
+    policies: list[dict[str, LayerChoice]] = [{}, {n: int8 for n in names}]
+    policies += [{n: int8} for n in names]
+    policies += [{m: int8 for m in names if m != n} for n in names]
+    policies += [{m: int8 for m in names[:k]} for k in range(1, len(names))]
+    policies += [{m: int8 for m in names[k:]} for k in range(1, len(names))]
+    return policies

@@ -3,6 +3,11 @@
 
 The measured CPU profile times layers through this path, and mixed-precision / search results are measured
 through it, so table and measurement use the same kernels.
+
+A layer the policy keeps in fp32 stays fp32 in the session: ONNX Runtime's ``WeightBiasQuantization`` transformer
+would otherwise quantize the float weights of a layer whose input is dequantized and whose output is quantized
+again (an fp32 layer between two int8 ones) and run it on int8 kernels, so the model running would not be the one
+whose accuracy was measured.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from shrink.export.onnx import onnx as export_onnx
 __all__ = ["export_int8", "int8_session", "layer_nodes"]
 
 _COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
+KEEP_FLOAT_LAYERS = ("WeightBiasQuantization",)  # ONNX Runtime transformers left out of int8 sessions
 
 
 def layer_nodes(onnx_path: str | os.PathLike[str], layers: Iterable[str]) -> dict[str, list[str]]:
@@ -108,4 +114,9 @@ def int8_session(
     chosen = None if int8_layers is None else sorted(int8_layers)
     path = export_int8(model, Path(directory) / "model.int8.onnx", example_inputs, calibration, chosen)
     what = "all layers" if chosen is None else f"{len(chosen)} layers"
-    return OnnxModel(path, threads=threads, execution=f"int8 QDQ, {what} (real, integer kernels)")
+    return OnnxModel(
+        path,
+        threads=threads,
+        execution=f"int8 QDQ, {what} (real, integer kernels)",
+        disabled_optimizers=KEEP_FLOAT_LAYERS,
+    )

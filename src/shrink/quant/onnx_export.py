@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,11 @@ def attach_export(
     return model
 
 
-def ort_optimized_ops(path: str | os.PathLike[str], threads: int = 1) -> Counter[str]:
-    """Op types of the graph ONNX Runtime actually executes after its optimizations (QDQ fusion etc.)."""
+def ort_optimized_ops(
+    path: str | os.PathLike[str], threads: int = 1, disabled_optimizers: Sequence[str] = ()
+) -> Counter[str]:
+    """Op types of the graph ONNX Runtime actually executes after its optimizations (QDQ fusion etc.), with the
+    graph transformers named in ``disabled_optimizers`` left out."""
     import tempfile
 
     import onnx
@@ -84,6 +88,8 @@ def ort_optimized_ops(path: str | os.PathLike[str], threads: int = 1) -> Counter
         opts.intra_op_num_threads = threads
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         opts.optimized_model_filepath = str(Path(d) / "opt.onnx")
-        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(
+            str(path), opts, providers=["CPUExecutionProvider"], disabled_optimizers=list(disabled_optimizers)
+        )
         graph = onnx.load(opts.optimized_model_filepath).graph
         return Counter(n.op_type for n in graph.node)

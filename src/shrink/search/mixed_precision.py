@@ -53,6 +53,9 @@ class MixedPrecision(Config):
     #: allocation tightened up to ``verify`` times; see shrink.search.latency_plan)
     latency_model: Literal["table", "calibrated"] = "table"
     verify: int = pydantic.Field(4, ge=0)
+    #: calibrated latency budgets: a measured answer is accepted only within budget x (1 - headroom), room for the
+    #: machine's timing noise (the same model's time varies by ~5-10% from one measurement to the next on 2 cores)
+    headroom: float = pydantic.Field(0.05, ge=0, lt=1)
     quantize_inputs: bool = True
     selector: Selector = Selector()
 
@@ -124,14 +127,16 @@ def _calibrated(model, config: MixedPrecision, ctx: Context, options, profile, t
     if not inputs:
         raise ConfigError("mixed_precision: latency_model 'calibrated' needs calibration data (int8 ranges)")
     all_specs = trace_layers(model, ctx.example_inputs)
+    cal = None
     if config.budget_value is not None:
         budget = config.budget_value
     else:
         cal = calibrate(model, ctx.example_inputs, inputs, profile, table)
-        bits = config.budget_bits or 32
-        uniform = {n: LayerChoice(bits=bits) for n in options} if bits < 32 else {}
-        budget = cal.predict_ms(policy_features(all_specs, uniform, profile, table)) / 1e3
-        budget *= config.budget_fraction or 1.0
+        if config.budget_bits:  # the uniform policy's calibrated prediction
+            uniform = {n: LayerChoice(bits=config.budget_bits) for n in options} if config.budget_bits < 32 else {}
+            budget = cal.predict_ms(policy_features(all_specs, uniform, profile, table)) / 1e3
+        else:  # a fraction of the fp32 model's time measured by the calibration, at the speed the plan is checked at
+            budget = cal.fp32_ms / 1e3 * (config.budget_fraction or 1.0)
     plan = plan_latency(
         model,
         options,
@@ -143,11 +148,12 @@ def _calibrated(model, config: MixedPrecision, ctx: Context, options, profile, t
         inputs,
         solver=config.solver,
         verify=config.verify,
+        headroom=config.headroom,
+        calibration_fit=cal,
     )
     c = plan.calibration
     ctx.notes.append(
-        f"latency calibrated on {c.n} end-to-end timings: offset {c.offset_ms:.4g} ms, {c.per_kelem_ms:.4g} ms per "
-        f"1000 elements at int8/fp32 boundaries (fit rms {c.rms_ms:.3g} ms); allocations measured end to end "
+        f"latency calibrated on end-to-end timings: {c.describe()}; allocations measured end to end "
         "(predicted -> measured ms): " + ", ".join(f"{p * 1e3:.3f} -> {m * 1e3:.3f}" for p, m in plan.checks)
     )
     return plan.allocation, budget
