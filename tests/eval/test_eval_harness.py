@@ -1,11 +1,14 @@
 import json
 import os
+import time
 
+import pytest
 import torch
 from torch import nn
 
 from shrink import evaluate, save
 from shrink.eval import count_macs, count_params, embedding_fidelity, measure_latency
+from shrink.eval.latency import interleaved_latency
 from shrink.export.artifact import artifact_bytes
 from shrink.prune import apply_mask
 
@@ -40,6 +43,26 @@ def test_latency_stats_are_ordered():
     stats = measure_latency(lambda: torch.randn(64, 64) @ torch.randn(64, 64), batch_size=1, reps=7, warmup=1)
     assert stats.min_ms <= stats.median_ms <= stats.max_ms
     assert stats.reps == 7 and stats.threads == 2
+
+
+def test_interleaved_latency_orders_and_counts_calls():
+    calls = {"fast": 0, "slow": 0}
+
+    def run(name: str, seconds: float):
+        def fn():
+            calls[name] += 1
+            time.sleep(seconds)
+
+        return fn
+
+    fns = [run("fast", 0.0005), run("slow", 0.03)]
+    fast, slow = interleaved_latency(fns, rounds=3, calls=6, warmup=1, block_s=0.05)
+    assert 0 < fast < slow  # a 60x gap survives any machine noise
+    # a warm-up and a probe call each, then per round 1 warm-up + n calls: n fills block_s, between 3 and calls
+    assert calls["fast"] == 2 + 3 * (1 + 6) and calls["slow"] == 2 + 3 * (1 + 3)
+    assert interleaved_latency([]) == []
+    with pytest.raises(ValueError, match="rounds"):
+        interleaved_latency([run("fast", 0.0)], rounds=0)
 
 
 def test_fidelity_of_identical_embeddings_is_perfect():

@@ -57,15 +57,22 @@ def measure_latency(
 
 
 def interleaved_latency(
-    fns: Sequence[Callable[[], Any]], *, threads: int = 2, rounds: int = 15, calls: int = 15, warmup: int = 2
+    fns: Sequence[Callable[[], Any]],
+    *,
+    threads: int = 2,
+    rounds: int = 15,
+    calls: int = 15,
+    warmup: int = 2,
+    block_s: float = 0.02,
 ) -> list[float]:
     """Latency (ms) of each of ``fns``, all timed together so that they can be compared with each other.
 
-    In each of ``rounds`` rounds every function runs ``warmup`` + ``calls`` times back to back (the order reversed
-    every other round) and its median call is kept. On a shared machine whole stretches of time run 10-30% slower
-    and single calls stall for a scheduler tick, so a round's medians are divided by that round's geometric mean over
-    all functions; each function's latency is the median of its ratios over the rounds times the median round mean.
-    Drift that hits every function alike cancels, which a median or minimum of separate runs does not achieve.
+    In each of ``rounds`` rounds every function runs ``warmup`` + n times back to back (the order reversed every
+    other round) and its median call is kept; n is what fills about ``block_s`` seconds, between 3 and ``calls``.
+    On a shared machine whole stretches of time run 10-30% slower and single calls stall for a scheduler tick, so a
+    round's medians are divided by that round's geometric mean over all functions; each function's latency is the
+    median of its ratios over the rounds times the median round mean. Drift that hits every function alike
+    cancels, which a median or minimum of separate runs does not achieve.
     """
     if not fns:
         return []
@@ -76,6 +83,12 @@ def interleaved_latency(
     per_round: list[list[float]] = []
     try:
         with torch.inference_mode():
+            counts = []
+            for fn in fns:
+                fn()
+                t0 = time.perf_counter()
+                fn()
+                counts.append(max(min(calls, 3), min(calls, round(block_s / max(time.perf_counter() - t0, 1e-6)))))
             for r in range(rounds):
                 order = range(len(fns)) if r % 2 == 0 else range(len(fns) - 1, -1, -1)
                 row = [0.0] * len(fns)
@@ -83,7 +96,7 @@ def interleaved_latency(
                     for _ in range(warmup):
                         fns[i]()
                     times = []
-                    for _ in range(calls):
+                    for _ in range(counts[i]):
                         t0 = time.perf_counter()
                         fns[i]()
                         times.append((time.perf_counter() - t0) * 1e3)
