@@ -48,11 +48,11 @@ def test_calibration_arithmetic():
     )
     spec = trace_layers(_chain(), torch.randn(10, 16))[1]  # 320 in, 640 out
     assert cal.option_ms(spec, "fp32", 2.0) == 2.0 and cal.option_ms(spec, "int8", 1.5) == 1.5
-    # layers 3 ms; 240 elements at a's input, 100 at b's output, one int8-int8 link
-    features = PolicyFeatures(3.0, (0.24, 0.5, 0.7, 0.1), 1)
+    # layers 3 ms; 240 elements at a's input, 100 at b's output, 1000 passed from int8 to int8
+    features = PolicyFeatures(3.0, (0.24, 0.5, 0.7, 0.1), 1.0)
     assert cal.predict_ms(features) == pytest.approx(0.5 + 3.0 + 0.01 * 0.24 + 0.02 * 0.1 - 0.05)
     with pytest.raises(ValueError, match="2 layers"):
-        cal.predict_ms(PolicyFeatures(3.0, (0.0,) * 6, 0))
+        cal.predict_ms(PolicyFeatures(3.0, (0.0,) * 6, 0.0))
     assert "a in 0.01" in cal.describe() and "b out 0.02" in cal.describe() and "a out" not in cal.describe()
 
 
@@ -75,7 +75,7 @@ def test_calibrate_fits_non_negative_coefficients(tmp_path):
     assert cal.offset_ms >= 0 and cal.rms_ms >= 0 and cal.chain_credit_ms >= 0
     assert all(c >= 0 for _, i, o in cal.boundary_ms for c in (i, o))
     links = policy_features(trace_layers(model, x), {n: LayerChoice(bits=8) for n in ("0", "2", "4")}, profile, table)
-    assert links.int8_links == 2
+    assert links.int8_link_kelems == pytest.approx((32 * 32 + 32 * 64) / 1e3)  # 0 -> 2 and 2 -> 4
     fp32 = cal.predict_ms(policy_features(trace_layers(model, x), {}, profile, table))
     assert fp32 >= cal.offset_ms and fp32 > 0
 

@@ -110,9 +110,9 @@ class OnnxModel:
 
     Every session has its own thread pool, whose workers by default keep spinning after a run; with several
     sessions in one process (a benchmark comparing models) the idle ones' spinning workers take the cores of the one
-    running and its time varies by up to 60% from session to session. Workers here stop spinning when a run ends
-    (``session.force_spinning_stop``); they still spin between the ops of a run. ``disabled_optimizers`` names
-    ONNX Runtime graph transformers to leave out.
+    running: eight sessions of the same digits CNN timed 0.9 to 1.65 ms on 2 cores. Workers here stop spinning when
+    a run ends (``session.force_spinning_stop``); they still spin between the ops of a run. ``disabled_optimizers``
+    names ONNX Runtime graph transformers to leave out.
     """
 
     runtime = "onnxruntime"

@@ -6,7 +6,7 @@ model adds what no layer entry holds: the session call and the non-layer ops (on
 where int8 layers meet fp32 data. So an end-to-end latency is modelled as
 
     offset + sum(table ms of every layer at its precision) + sum over boundaries(cost per kelem x kelems)
-           - chain credit x (number of int8 layers directly followed by an int8 layer)
+           - chain credit per kelem x kelems passed from an int8 layer directly to an int8 layer
 
 A boundary is a place in execution order where an int8 layer meets fp32 data: its input when the layer before it
 (or the model input) is fp32, its output when the layer after it (or the model output) is. Each such place has its
@@ -16,7 +16,8 @@ kernel about 15x slower than the fp32 NCHWc pool, while the same boundary after 
 QuantizeLinear. The costs scale with the number of elements crossing, so they carry over to thinner widths.
 
 An int8 table entry is timed alone, with a QuantizeLinear before and a DequantizeLinear after the layer; two int8
-layers in a row hand each other uint8 tensors and run neither, hence the credit per int8-int8 link.
+layers in a row hand each other uint8 tensors and run neither, hence the credit, proportional (like those ops'
+cost) to the elements handed over.
 
 The ``2 + 2 x layers`` non-negative coefficients are fitted to ``4 x layers`` end-to-end ONNX Runtime timings of
 the model (all fp32; all int8; each layer alone int8; each layer alone fp32; each prefix and each suffix of the
@@ -56,11 +57,12 @@ __all__ = [
 
 class PolicyFeatures(NamedTuple):
     """What the calibrated model prices in a policy: the table times of its layers summed, the thousands of
-    elements at each layer's input and output boundary (``2 x layers``), and the number of int8-int8 links."""
+    elements at each layer's input and output boundary (``2 x layers``), and the thousands of elements passed from
+    an int8 layer directly to an int8 layer."""
 
     layers_ms: float
     boundary_kelems: tuple[float, ...]
-    int8_links: int
+    int8_link_kelems: float
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,9 @@ class Calibration:
     """Fitted end-to-end latency model (milliseconds) of one model on a measured profile.
 
     ``boundary_ms`` holds, for each layer in execution order, the cost per thousand elements of a boundary at its
-    input and at its output (``(name, in, out)``); ``chain_credit_ms`` is taken off per int8-int8 link;
-    ``rms_ms`` is the fit's root-mean-square error over the ``n`` calibration measurements; ``fp32_ms`` is the
-    all-fp32 model's time among them, the machine speed the fit holds at."""
+    input and at its output (``(name, in, out)``); ``chain_credit_ms`` is taken off per thousand elements passed
+    from an int8 layer to an int8 layer; ``rms_ms`` is the fit's root-mean-square error over the ``n`` calibration
+    measurements; ``fp32_ms`` is the all-fp32 model's time among them, the machine speed the fit holds at."""
 
     offset_ms: float
     boundary_ms: tuple[tuple[str, float, float], ...]
@@ -92,7 +94,7 @@ class Calibration:
                 f"calibration is for {len(coef) // 2} layers, features for {len(features.boundary_kelems) // 2}"
             )
         boundary = sum(c * k for c, k in zip(coef, features.boundary_kelems, strict=True))
-        return self.offset_ms + features.layers_ms + boundary - self.chain_credit_ms * features.int8_links
+        return self.offset_ms + features.layers_ms + boundary - self.chain_credit_ms * features.int8_link_kelems
 
     def describe(self) -> str:
         """The fitted coefficients in words (boundaries with a zero cost left out)."""
@@ -104,7 +106,7 @@ class Calibration:
         ]
         return (
             f"offset {self.offset_ms:.3g} ms; ms per 1000 elements at int8/fp32 boundaries: "
-            f"{', '.join(parts) or 'none'}; credit {self.chain_credit_ms:.3g} ms per int8-int8 link "
+            f"{', '.join(parts) or 'none'}; credit {self.chain_credit_ms:.3g} ms per 1000 elements int8 to int8 "
             f"(fit rms {self.rms_ms:.3g} ms over {self.n} timings)"
         )
 
@@ -137,7 +139,7 @@ def policy_features(
     shaped = [scaled(s, widths[s.name], policy.get(s.name, FP32).width) for s in specs]
     kinds = _kinds(specs, policy, profile)
     layers = sum(table.latency_ms(sh, policy.get(s.name, FP32)) for sh, s in zip(shaped, specs, strict=True))
-    links = sum(1 for a, b in zip(kinds, kinds[1:], strict=False) if a == b == "int8")
+    links = sum(sh.out_elems / 1e3 for sh, a, b in zip(shaped, kinds, kinds[1:], strict=False) if a == b == "int8")
     return PolicyFeatures(layers, boundary_kelems(shaped, kinds), links)
 
 
@@ -191,7 +193,7 @@ def calibrate(
             sessions.append(int8_session(model, f"{tmp}/{i}", example_inputs, calibration, sorted(p), threads=threads))
     measured = np.array(interleaved_latency_ms(sessions, example_inputs, threads=threads, rounds=rounds))
     feats = [policy_features(specs, p, profile, table) for p in policies]
-    rows = np.array([[1.0, *f.boundary_kelems, -f.int8_links] for f in feats])
+    rows = np.array([[1.0, *f.boundary_kelems, -f.int8_link_kelems] for f in feats])
     layers = np.array([f.layers_ms for f in feats])
     coef = _least_absolute(rows, measured - layers)
     rms = float(np.sqrt(np.mean((rows @ coef + layers - measured) ** 2)))

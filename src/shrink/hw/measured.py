@@ -36,7 +36,7 @@ from shrink.hw.profile import MeasuredSpec
 
 __all__ = ["LatencyTable", "execution_kind", "layer_module"]
 
-_METHOD = "marginal-v2"  # layer session minus identity session; part of the cache key
+_METHOD = "marginal-v3"  # layer session minus identity session (no spinning between runs); part of the cache key
 _FLOOR_MS = 1e-4  # a marginal time is never reported as zero or negative (noise on tiny layers)
 
 

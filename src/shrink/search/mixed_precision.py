@@ -35,7 +35,9 @@ class MixedPrecision(Config):
     """Per-layer bit widths (and sparsities) under a budget, allocated exactly by MILP or DP.
 
     The budget is ``budget_value`` (bytes / seconds / joules / BitOps), or the cost of the same layers at uniform
-    ``budget_bits``, or ``budget_fraction`` of their fp32 cost; give exactly one.
+    ``budget_bits``, or ``budget_fraction`` of their fp32 cost; give exactly one. With ``latency_model=
+    "calibrated"`` the fp32 cost is the fp32 model's end-to-end time measured by the calibration, so a fraction
+    holds at the machine speed the answer is checked at.
     """
 
     bits: tuple[int, ...] = (2, 4, 8, 16)
