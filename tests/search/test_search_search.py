@@ -94,6 +94,33 @@ def test_refinement_narrows_one_layer_at_a_time_and_keeps_the_cheapest_passing_p
     assert result.best == min(passing, key=lambda p: p.predicted_cost).label
 
 
+def test_latency_search_times_the_candidates_within_tolerance_and_keeps_the_fastest(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHRINK_CACHE", str(tmp_path))  # a fresh latency table, measured here
+    model, train, val = _task()
+    cfg = CompressionSearch(
+        profile="cpu",
+        objective="latency",
+        bits=(8, 32),
+        widths=(1.0, 0.5),
+        candidates=3,
+        backend="local",
+        tolerance=1.0,
+        finetune_epochs=1,
+        refine=2,
+        cost_batch=8,
+    )
+    ctx = Context(example_inputs=val[0][0][:1], train=train, calibration=train, val=val, progress=False)
+    result, _ = run_search(model, cfg, ctx)
+    passing = [p for p in result.points if p.measured and result.baseline_metric - p.measured_metric <= 1.0]
+    timed = [p for p in result.points if p.measured_cost is not None]
+    assert passing and {p.label for p in timed} == {p.label for p in passing}
+    assert all(p.measured_cost > 0 for p in timed)
+    assert result.best == min(timed, key=lambda p: p.measured_cost).label
+    assert all(p.measured_cost is None for p in result.points if not p.measured)
+    off, _ = run_search(model, cfg.model_copy(update={"time_candidates": False}), ctx)
+    assert all(p.measured_cost is None for p in off.points)
+
+
 def test_pareto_front():
     pts = [(1.0, 90.0), (2.0, 95.0), (2.5, 94.0), (3.0, 95.0), (0.5, 80.0)]
     assert pareto_front(pts) == [0, 1, 4]

@@ -17,7 +17,8 @@ __all__ = ["Point", "SearchResult", "pareto_front"]
 
 @dataclass
 class Point:
-    """A candidate policy: predicted cost and loss always; the measured metric only if it was measured."""
+    """A candidate policy: predicted cost and loss always; the measured metric only if it was measured, and the
+    measured cost (seconds, end to end on the profile's runtime) only if it was timed."""
 
     label: str
     policy: dict[str, dict[str, Any]]
@@ -25,6 +26,7 @@ class Point:
     predicted_loss: float
     measured_metric: float | None = None
     model: Any = field(default=None, repr=False, compare=False)
+    measured_cost: float | None = None
 
     @property
     def measured(self) -> bool:
@@ -41,6 +43,7 @@ class Point:
             "predicted_loss": self.predicted_loss,
             "measured_metric": self.measured_metric,
             "measured": self.measured,
+            "measured_cost": self.measured_cost,
         }
 
 

@@ -10,15 +10,20 @@
    technique gets), fake-quantized, metric on validation data — in parallel trials (Ray), cheapest predicted first,
    ``parallel`` per round; the search stops after the first round with a candidate within ``tolerance`` and
    returns the cheapest such one (every cheaper candidate was measured and failed). Points not measured keep only
-   their prediction; the result says which is which.
+   their prediction; the result says which is which. With ``objective="latency"`` on a measured profile (and
+   ``time_candidates``) one more round is measured, every candidate within tolerance is built as the model that
+   really runs (ONNX Runtime, int8 kernels for its <= 8-bit layers) and timed end to end, all together, and the
+   fastest measured one is kept: the cost model ranks candidates, the machine decides between close ones.
 4. Refinement (AMC-style local search, ``refine`` trials at most): from the chosen point, every prunable layer in
    turn is narrowed one step on the ``widths`` grid; the neighbours are measured the same way, and the cheapest
-   predicted one within tolerance becomes the new point, until no neighbour passes or the trials run out.
+   predicted one within tolerance becomes the new point, until no neighbour passes or the trials run out. The
+   answer is the cheapest point within tolerance: by measured latency where candidates were timed, else predicted.
 """
 
 from __future__ import annotations
 
 import itertools
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -32,12 +37,13 @@ from shrink.data import split_batch
 from shrink.errors import ConfigError, DataError
 from shrink.eval.latency import repeat_batch
 from shrink.eval.metrics import accuracy, predict
-from shrink.hw.calibrate import calibrate, policy_features
+from shrink.hw.calibrate import calibrate, interleaved_latency_ms, policy_features
 from shrink.hw.estimate import policy_costs
 from shrink.hw.layers import input_widths, trace_layers
-from shrink.hw.measured import LatencyTable
+from shrink.hw.measured import LatencyTable, execution_kind
+from shrink.hw.ort_int8 import int8_session
 from shrink.hw.policy import LayerChoice, policy_from_dict, policy_to_dict
-from shrink.hw.profile import load_profile
+from shrink.hw.profile import Profile, load_profile
 from shrink.search.allocate import Option, allocate
 from shrink.search.compress import compress, width_layers
 from shrink.search.export import attach_int8_export
@@ -82,6 +88,8 @@ class CompressionSearch(Config):
     refine: int = pydantic.Field(8, ge=0)
     #: batch size at which latency / energy are priced (the example input's first item repeated)
     cost_batch: int = pydantic.Field(1, ge=1)
+    #: latency on a measured profile: time the candidates within tolerance end to end and keep the fastest measured
+    time_candidates: bool = True
     selector: Selector = Selector()
 
     @pydantic.model_validator(mode="after")
@@ -227,7 +235,12 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
     for i, p in enumerate(ordered):
         p.label = f"c{i}"
     baseline = _metric(model, val)
-    best = _scan(ordered, shared, config, baseline)
+    timer = None
+    if kind == "latency" and table is not None and config.time_candidates and isinstance(priced_inputs, torch.Tensor):
+        timer = _Timer(model, priced_inputs, shared, profile)
+    best = _scan(ordered, shared, config, baseline, extra_rounds=1 if timer else 0)
+    if best is not None and timer is not None:
+        best = timer.fastest(_passing(ordered, baseline, config.tolerance))
     if best is not None and config.refine:
         grid = sorted(set(config.widths), reverse=True)
 
@@ -237,10 +250,8 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
         ordered += _refine(
             best, ordered, sorted(prunable & set(choices)), grid, (priced, loss_of), shared, config, baseline
         )
-        best = min(
-            (p for p in ordered if p.measured and baseline - (p.measured_metric or 0.0) <= config.tolerance),
-            key=lambda p: p.predicted_cost,
-        )
+        passing = _passing(ordered, baseline, config.tolerance)
+        best = timer.fastest(passing) if timer else min(passing, key=lambda p: p.predicted_cost)
     result = SearchResult(
         points=ordered,
         baseline_metric=baseline,
@@ -254,9 +265,18 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
     return result, chosen
 
 
-def _scan(ordered: list[Point], shared: dict[str, Any], config: CompressionSearch, baseline: float) -> Point | None:
-    """Measure candidates cheapest first, ``parallel`` per round, until a round has one within tolerance; return
-    the cheapest such candidate (all cheaper ones were measured and failed). No monotonicity is assumed."""
+def _passing(points: list[Point], baseline: float, tolerance: float) -> list[Point]:
+    """The measured points whose metric drop is within ``tolerance``."""
+    return [p for p in points if p.measured and baseline - (p.measured_metric or 0.0) <= tolerance]
+
+
+def _scan(
+    ordered: list[Point], shared: dict[str, Any], config: CompressionSearch, baseline: float, extra_rounds: int = 0
+) -> Point | None:
+    """Measure candidates cheapest first, ``parallel`` per round, until a round has one within tolerance (and
+    ``extra_rounds`` more); return the cheapest predicted such candidate. No monotonicity is assumed."""
+    first: Point | None = None
+    left = extra_rounds
     for start in range(0, len(ordered), config.parallel):
         picks = list(range(start, min(start + config.parallel, len(ordered))))
         results = run_trials(
@@ -270,10 +290,46 @@ def _scan(ordered: list[Point], shared: dict[str, Any], config: CompressionSearc
         for i, (metric, trained) in zip(picks, results, strict=True):
             ordered[i].measured_metric = metric
             ordered[i].model = trained
-        passing = [i for i in picks if baseline - (ordered[i].measured_metric or 0.0) <= config.tolerance]
-        if passing:
-            return ordered[passing[0]]
-    return None
+        if first is not None:
+            left -= 1
+        else:
+            passing = [i for i in picks if baseline - (ordered[i].measured_metric or 0.0) <= config.tolerance]
+            first = ordered[passing[0]] if passing else None
+        if first is not None and left <= 0:
+            break
+    return first
+
+
+class _Timer:
+    """End-to-end latency of candidates on a measured profile: each policy built as the model that really runs
+    (channels removed, its <= 8-bit layers on ONNX Runtime's int8 kernels; weights do not change the time, so no
+    fine-tuning) and all timed together in interleaved rounds."""
+
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, shared: dict[str, Any], profile: Profile) -> None:
+        assert profile.measured is not None
+        self.model, self.inputs, self.spec = model, inputs, profile.measured
+        self.calibration = [split_batch(b)[0] for b in shared["calibration"][:4]]
+        self.example_inputs = shared["example_inputs"]
+
+    def fastest(self, points: list[Point]) -> Point:
+        """Time ``points`` together, record each one's ``measured_cost`` (seconds) and return the fastest."""
+        sessions = []
+        with tempfile.TemporaryDirectory(prefix="shrink-search-") as tmp:
+            for i, p in enumerate(points):
+                policy = policy_from_dict(p.policy)
+                thin = compress(
+                    self.model,
+                    {n: LayerChoice(width=c.width) for n, c in policy.items()},
+                    example_inputs=self.example_inputs,
+                    calibration=self.calibration,
+                )
+                int8 = sorted(n for n, c in policy.items() if execution_kind(c, self.spec) == "int8")
+                sessions.append(
+                    int8_session(thin, f"{tmp}/{i}", self.inputs, self.calibration, int8, self.spec.threads)
+                )
+        for p, ms in zip(points, interleaved_latency_ms(sessions, self.inputs, threads=self.spec.threads), strict=True):
+            p.measured_cost = ms / 1e3
+        return min(points, key=lambda p: p.measured_cost or 0.0)
 
 
 def _narrower(policy: dict[str, dict[str, Any]], layer: str, grid: list[float]) -> dict[str, LayerChoice] | None:
