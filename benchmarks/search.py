@@ -34,7 +34,7 @@ from shrink.export.onnx import onnx as export_onnx
 from shrink.hw import LatencyTable, LayerChoice, estimate, load_profile, trace_layers
 from shrink.hw.calibrate import calibrate, interleaved_latency_ms, policy_features
 from shrink.hw.estimate import rank_correlation
-from shrink.hw.ort_int8 import int8_session
+from shrink.hw.ort_int8 import int8_session, int8_sessions
 from shrink.hw.validate import check_profile
 from shrink.prune.magnitude import MagnitudePruning
 from shrink.prune.structured import ChannelPruning
@@ -395,17 +395,12 @@ def _random_mixes(section: Section, model, data, xb, calib, table, cal, n: int =
     for _ in range(n):
         widths = {m: rng.choice((1.0, 0.75, 0.5, 0.25)) for m in names[:-1]}  # the classifier keeps its outputs
         policies.append({m: LayerChoice(width=widths.get(m, 1.0), bits=rng.choice((8, 32))) for m in names})
-    with tempfile.TemporaryDirectory(prefix="bench-mixes-") as tmp:
-        sessions = []
-        for i, p in enumerate(policies):
-            thin = compress(
-                model,
-                {m: LayerChoice(width=c.width) for m, c in p.items()},
-                example_inputs=data.example_inputs,
-                calibration=calib,
-            )
-            sessions.append(int8_session(thin, f"{tmp}/{i}", xb, calib, [m for m, c in p.items() if c.bits <= 8]))
-        measured = interleaved_latency_ms(sessions, xb, threads=2)
+    configs = []
+    for p in policies:
+        widths = {m: LayerChoice(width=c.width) for m, c in p.items()}
+        thin = compress(model, widths, example_inputs=data.example_inputs, calibration=calib)
+        configs.append((thin, [m for m, c in p.items() if c.bits <= 8]))
+    measured = interleaved_latency_ms(int8_sessions(configs, xb, calib), xb, threads=2)
     feats = [policy_features(trace_layers(model, xb), p, profile, table) for p in policies]
     summed = rank_correlation([f[0] for f in feats], measured)
     calibrated = rank_correlation([cal.predict_ms(f) for f in feats], measured)

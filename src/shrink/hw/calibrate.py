@@ -27,7 +27,6 @@ disturbed by the machine should not bend the fit, which a squared-error fit woul
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -40,7 +39,7 @@ from torch import nn
 from shrink.eval.latency import interleaved_latency
 from shrink.hw.layers import LayerSpec, input_widths, scaled, trace_layers
 from shrink.hw.measured import LatencyTable, execution_kind
-from shrink.hw.ort_int8 import int8_session
+from shrink.hw.ort_int8 import int8_sessions
 from shrink.hw.policy import FP32, LayerChoice, Policy
 from shrink.hw.profile import Profile, load_profile
 
@@ -187,10 +186,7 @@ def calibrate(
     specs = trace_layers(model, example_inputs)
     names = [s.name for s in specs]
     policies = calibration_policies(names) if profile.measured.int8_kernels else [{}]
-    sessions = []
-    with tempfile.TemporaryDirectory(prefix="shrink-cal-") as tmp:
-        for i, p in enumerate(policies):
-            sessions.append(int8_session(model, f"{tmp}/{i}", example_inputs, calibration, sorted(p), threads=threads))
+    sessions = int8_sessions([(model, p) for p in policies], example_inputs, calibration, threads=threads)
     measured = np.array(interleaved_latency_ms(sessions, example_inputs, threads=threads, rounds=rounds))
     feats = [policy_features(specs, p, profile, table) for p in policies]
     rows = np.array([[1.0, *f.boundary_kelems, -f.int8_link_kelems] for f in feats])

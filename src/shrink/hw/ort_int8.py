@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from torch import nn
 from shrink.export.onnx import OnnxModel
 from shrink.export.onnx import onnx as export_onnx
 
-__all__ = ["export_int8", "int8_session", "layer_nodes"]
+__all__ = ["export_int8", "int8_session", "int8_sessions", "layer_nodes"]
 
 _COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 KEEP_FLOAT_LAYERS = ("WeightBiasQuantization",)  # ONNX Runtime transformers left out of int8 sessions
@@ -120,3 +121,18 @@ def int8_session(
         execution=f"int8 QDQ, {what} (real, integer kernels)",
         disabled_optimizers=KEEP_FLOAT_LAYERS,
     )
+
+
+def int8_sessions(
+    configs: Sequence[tuple[nn.Module, Iterable[str]]],
+    example_inputs: torch.Tensor,
+    calibration: list[torch.Tensor],
+    threads: int = 2,
+) -> list[OnnxModel]:
+    """One :func:`int8_session` per ``(model, int8 layer names)``, exported to a temporary directory (the sessions
+    keep their graphs in memory)."""
+    with tempfile.TemporaryDirectory(prefix="shrink-int8-") as tmp:
+        return [
+            int8_session(model, f"{tmp}/{i}", example_inputs, calibration, sorted(int8), threads=threads)
+            for i, (model, int8) in enumerate(configs)
+        ]

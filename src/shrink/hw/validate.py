@@ -14,7 +14,7 @@ from torch import nn
 from shrink.eval.latency import LatencyStats, measure_latency
 from shrink.hw.estimate import RankCorrelation, estimate, rank_correlation
 from shrink.hw.measured import LatencyTable
-from shrink.hw.ort_int8 import int8_session
+from shrink.hw.ort_int8 import int8_session, int8_sessions
 from shrink.hw.policy import Policy
 from shrink.hw.profile import Profile, load_profile
 
@@ -71,12 +71,10 @@ def check_profile(
 
     profile = load_profile(profile)
     threads = threads or (profile.measured.threads if profile.measured else 2)
-    labels, predicted, sessions = [], [], []
-    with tempfile.TemporaryDirectory(prefix="shrink-hw-") as tmp:
-        for i, (label, model, policy) in enumerate(configs):
-            labels.append(label)
-            predicted.append(estimate(model, profile, example_inputs, dict(policy), table=table).latency_s)
-            int8 = [n for n, c in policy.items() if c.bits <= 8]
-            sessions.append(int8_session(model, f"{tmp}/{i}", example_inputs, calibration, int8, threads=threads))
+    labels = [label for label, _, _ in configs]
+    predicted = [estimate(m, profile, example_inputs, dict(p), table=table).latency_s for _, m, p in configs]
+    sessions = int8_sessions(
+        [(m, [n for n, c in p.items() if c.bits <= 8]) for _, m, p in configs], example_inputs, calibration, threads
+    )
     measured = [ms / 1e3 for ms in interleaved_latency_ms(sessions, example_inputs, threads=threads)]
     return ProfileCheck(labels, predicted, measured, rank_correlation(predicted, measured))

@@ -2,8 +2,8 @@
 
 1. The profile is calibrated on this model (:func:`shrink.hw.calibrate.calibrate`): per-call offset, the cost of
    each place where int8 and fp32 layers meet, and the credit of int8 layers in a row, fitted to end-to-end timings.
-2. The allocator sees additive per-layer costs (table time; int8 entries less their own Quantize/Dequantize) and the
-   budget less the offset; its answer is re-priced exactly (boundaries charged along the chain of layers).
+2. The allocator sees additive per-layer costs (the table's times) and the budget less the offset; its answer is
+   re-priced exactly (boundaries charged along the chain of layers).
 3. The answer is then run end to end, timed together with the fp32 model and scaled to the machine speed of the
    calibration (fp32 then / fp32 now); while the measurement exceeds the budget, the layer budget is lowered by the
    excess and the allocation solved again (``verify`` rounds). ONNX Runtime's graph rewrites around an isolated int8
@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, replace
 
 import torch
@@ -25,7 +24,7 @@ from shrink.errors import ConfigError
 from shrink.hw.calibrate import Calibration, calibrate, interleaved_latency_ms, policy_features
 from shrink.hw.layers import LayerSpec
 from shrink.hw.measured import LatencyTable, execution_kind
-from shrink.hw.ort_int8 import int8_session
+from shrink.hw.ort_int8 import int8_sessions
 from shrink.hw.policy import LayerChoice
 from shrink.hw.profile import Profile
 from shrink.search.allocate import Allocation, Option, allocate
@@ -78,14 +77,12 @@ class _Verifier:
         assert profile.measured is not None
         self.model, self.x, self.calib, self.profile = model, example_inputs, calibration, profile
         self.threads = profile.measured.threads
-        with tempfile.TemporaryDirectory(prefix="shrink-plan-") as tmp:  # the session keeps the model in memory
-            self.fp32 = int8_session(model, tmp, example_inputs, calibration, [], threads=self.threads)
+        self.fp32 = int8_sessions([(model, [])], example_inputs, calibration, self.threads)[0]
 
     def seconds(self, policy: dict, fp32_then_ms: float) -> float:
         assert self.profile.measured is not None
         int8 = sorted(n for n, c in policy.items() if execution_kind(c, self.profile.measured) == "int8")
-        with tempfile.TemporaryDirectory(prefix="shrink-plan-") as tmp:
-            session = int8_session(self.model, tmp, self.x, self.calib, int8, threads=self.threads)
+        session = int8_sessions([(self.model, int8)], self.x, self.calib, self.threads)[0]
         fp32_now, ms = interleaved_latency_ms([self.fp32, session], self.x, threads=self.threads)
         return ms * (fp32_then_ms / fp32_now if fp32_then_ms > 0 else 1.0) / 1e3
 

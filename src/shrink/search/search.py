@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import itertools
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -41,7 +40,7 @@ from shrink.hw.calibrate import calibrate, interleaved_latency_ms, policy_featur
 from shrink.hw.estimate import policy_costs
 from shrink.hw.layers import input_widths, trace_layers
 from shrink.hw.measured import LatencyTable, execution_kind
-from shrink.hw.ort_int8 import int8_session
+from shrink.hw.ort_int8 import int8_sessions
 from shrink.hw.policy import LayerChoice, policy_from_dict, policy_to_dict
 from shrink.hw.profile import Profile, load_profile
 from shrink.search.allocate import Option, allocate
@@ -189,10 +188,10 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
         options |= layer_options([spec], choices[spec.name], sens, profile, table, follow)
     kind = config.objective
     cal = None
+    inputs = [split_batch(b)[0] for b in shared["calibration"][:4]]  # int8 activation ranges of timed models
     if kind == "latency" and config.latency_model == "calibrated":
         if table is None or not isinstance(priced_inputs, torch.Tensor):
             raise ConfigError("search: latency_model 'calibrated' needs a measured profile and a tensor input")
-        inputs = [split_batch(b)[0] for b in shared["calibration"][:4]]
         cal = calibrate(model, priced_inputs, inputs, profile, table)
         options = calibrated_options(options, {s.name: s for s in specs}, cal, profile)
 
@@ -237,7 +236,7 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
     baseline = _metric(model, val)
     timer = None
     if kind == "latency" and table is not None and config.time_candidates and isinstance(priced_inputs, torch.Tensor):
-        timer = _Timer(model, priced_inputs, shared, profile)
+        timer = _Timer(model, priced_inputs, inputs, ctx.example_inputs, profile)
     best = _scan(ordered, shared, config, baseline, extra_rounds=1 if timer else 0)
     if best is not None and timer is not None:
         best = timer.fastest(_passing(ordered, baseline, config.tolerance))
@@ -305,28 +304,31 @@ class _Timer:
     (channels removed, its <= 8-bit layers on ONNX Runtime's int8 kernels; weights do not change the time, so no
     fine-tuning) and all timed together in interleaved rounds."""
 
-    def __init__(self, model: nn.Module, inputs: torch.Tensor, shared: dict[str, Any], profile: Profile) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        calibration: list[torch.Tensor],
+        example_inputs: Any,
+        profile: Profile,
+    ) -> None:
         assert profile.measured is not None
         self.model, self.inputs, self.spec = model, inputs, profile.measured
-        self.calibration = [split_batch(b)[0] for b in shared["calibration"][:4]]
-        self.example_inputs = shared["example_inputs"]
+        self.calibration, self.example_inputs = calibration, example_inputs
 
     def fastest(self, points: list[Point]) -> Point:
         """Time ``points`` together, record each one's ``measured_cost`` (seconds) and return the fastest."""
-        sessions = []
-        with tempfile.TemporaryDirectory(prefix="shrink-search-") as tmp:
-            for i, p in enumerate(points):
-                policy = policy_from_dict(p.policy)
-                thin = compress(
-                    self.model,
-                    {n: LayerChoice(width=c.width) for n, c in policy.items()},
-                    example_inputs=self.example_inputs,
-                    calibration=self.calibration,
-                )
-                int8 = sorted(n for n, c in policy.items() if execution_kind(c, self.spec) == "int8")
-                sessions.append(
-                    int8_session(thin, f"{tmp}/{i}", self.inputs, self.calibration, int8, self.spec.threads)
-                )
+        configs = []
+        for p in points:
+            policy = policy_from_dict(p.policy)
+            thin = compress(
+                self.model,
+                {n: LayerChoice(width=c.width) for n, c in policy.items()},
+                example_inputs=self.example_inputs,
+                calibration=self.calibration,
+            )
+            configs.append((thin, [n for n, c in policy.items() if execution_kind(c, self.spec) == "int8"]))
+        sessions = int8_sessions(configs, self.inputs, self.calibration, self.spec.threads)
         for p, ms in zip(points, interleaved_latency_ms(sessions, self.inputs, threads=self.spec.threads), strict=True):
             p.measured_cost = ms / 1e3
         return min(points, key=lambda p: p.measured_cost or 0.0)
