@@ -78,3 +78,9 @@ from shrink.quant.qat import QAT  # noqa: E402
 from shrink.quant.zeroq import ZeroQ  # noqa: E402
 
 __all__ += ["QAT", "Binarize", "ZeroQ", "IntegerModel", "integer_model"]
+
+# real int8 execution in PyTorch (oneDNN / fbgemm kernels), optionally compiled with Inductor
+from shrink.quant.torch_backend import to_torch_int8  # noqa: E402
+from shrink.quant.torch_token import CompiledInt8, TokenInt8Linear, compile_int8  # noqa: E402
+
+__all__ += ["to_torch_int8", "TokenInt8Linear", "compile_int8", "CompiledInt8"]

@@ -1,9 +1,12 @@
-"""Run a shrink static-quantized model on PyTorch's quantized CPU kernels (``torch.ao.nn.quantized``, x86 /
-fbgemm / onednn engine) with shrink's own scales and zero points.
+"""Run a shrink quantized model on PyTorch's int8 CPU kernels with shrink's own scales and zero points.
 
-Each :class:`QuantConv2d` / :class:`QuantLinear` with static input and output grids becomes a real int8 layer
-between a ``quantize_per_tensor`` and a ``dequantize``; everything else stays float. Layers without an output grid
-cannot run on these kernels and raise :class:`UnsupportedOpError` naming them.
+* Each :class:`QuantConv2d` / :class:`QuantLinear` with static input and output grids becomes a real int8 layer
+  (``torch.ao.nn.quantized``, x86 / fbgemm / onednn engine) between a ``quantize_per_tensor`` and a ``dequantize``.
+* Each :class:`QuantLinear` with per-token activations becomes a :class:`TokenInt8Linear` (uint8 rows x int8
+  weights on oneDNN's int8 linear, see :mod:`shrink.quant.torch_token`).
+
+Everything else stays float. Other layers (no output grid, per-batch dynamic inputs) cannot run on these kernels and
+raise :class:`UnsupportedOpError` naming them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from torch import nn
 from shrink.errors import UnsupportedOpError
 from shrink.quant.convert import set_module
 from shrink.quant.modules import QuantConv2d, QuantLinear
+from shrink.quant.torch_token import TokenInt8Linear
 
 __all__ = ["TorchInt8Layer", "to_torch_int8"]
 
@@ -40,14 +44,17 @@ def _weight(layer: QuantConv2d | QuantLinear) -> torch.Tensor:
     )
 
 
-def _convert(name: str, layer: QuantConv2d | QuantLinear) -> TorchInt8Layer:
+def _convert(name: str, layer: QuantConv2d | QuantLinear) -> nn.Module:
     import torch.ao.nn.intrinsic.quantized as nniq
     import torch.ao.nn.quantized as nnq
 
+    if isinstance(layer, QuantLinear) and layer.act_mode == "dynamic_token":
+        return TokenInt8Linear(layer, name)
     if layer.act_mode != "static" or not layer.quantize_output or getattr(layer, "input_smooth", None) is not None:
         raise UnsupportedOpError(
-            f"{name}: PyTorch's int8 kernels need static input and output grids and no "
-            "smoothing (use Int8Static(quantize_outputs=True, smooth=None))"
+            f"{name}: PyTorch's int8 kernels need static input and output grids and no smoothing (use "
+            "Int8Static(quantize_outputs=True, smooth=None)), or per-token activations "
+            "(Int8Static(dynamic=..., dynamic_granularity='token'))"
         )
     out_scale, out_zp = float(layer.output_qparams[0]), int(layer.output_qparams[1])
     if isinstance(layer, QuantConv2d):
@@ -84,5 +91,8 @@ def to_torch_int8(model: nn.Module, engine: str = "x86") -> nn.Module:
         warnings.simplefilter("ignore")  # torch deprecates quantized tensors in favour of torchao
         for name, layer in layers.items():
             set_module(out, name, _convert(name, layer))
-    setattr(out, "shrink_execution", f"int8 (real, PyTorch {engine} quantized kernels)")  # noqa: B010  (nn.Module types attributes as Tensor | Module)
+    token = sum(isinstance(m, TokenInt8Linear) for m in out.modules())
+    kernels = f"PyTorch {engine} quantized kernels" if token < len(layers) else "PyTorch oneDNN int8 kernels"
+    per_token = f", {token} per-token Linear" if token else ""
+    setattr(out, "shrink_execution", f"int8 (real, {kernels}{per_token})")  # noqa: B010  (nn.Module types attributes as Tensor | Module)
     return out

@@ -1,0 +1,156 @@
+"""Per-token int8 Linear on PyTorch's oneDNN int8 kernels (VNNI / AMX on x86), and the compiled int8 model.
+
+:class:`TokenInt8Linear` runs a shrink :class:`QuantLinear` whose input is quantized per token
+(``act_mode="dynamic_token"``) for real: each row of the input gets 256 steps from its own minimum to its maximum
+(uint8 codes), the product with the prepacked int8 weight codes runs in ``torch.ops.onednn.qlinear_pointwise``
+(integer accumulation, per-output-channel weight scales in its epilogue), and the row grid comes back exactly::
+
+    x ≈ s q + lo            (s, lo: one scale and offset per row; q: uint8)
+    y = s (W q) + lo colsum(W) + b
+
+The arithmetic is that of the simulated layer (:func:`shrink.quant.modules.dynamic_fake_quant`) and of the ONNX
+graph (:class:`shrink.quant.onnx_ops.TokenQLinear`), so all three agree to float rounding.
+
+:func:`compile_int8` hands the converted model to ``torch.compile`` with Inductor's freezing and autotuning: the
+row reductions and rounding fuse into one kernel per input, the per-row epilogue fuses with what follows (bias,
+GELU, residual add), and the int8 GEMMs stay on oneDNN / Inductor's AMX int8 micro-kernels.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shrink.errors import UnsupportedOpError
+from shrink.quant.modules import QuantLinear
+
+__all__ = ["TokenInt8Linear", "CompiledInt8", "compile_int8", "onednn_int8_available"]
+
+
+def onednn_int8_available() -> bool:
+    """Whether this PyTorch build has oneDNN's int8 linear (x86 CPUs; the op is missing elsewhere)."""
+    return hasattr(torch.ops.onednn, "qlinear_pointwise") and torch.backends.mkldnn.is_available()
+
+
+class TokenInt8Linear(nn.Module):
+    """Real int8 execution of a per-token :class:`QuantLinear`: uint8 rows x int8 weights on oneDNN."""
+
+    packed_weight: torch.Tensor
+    weight_scale: torch.Tensor
+    weight_zero_point: torch.Tensor
+    colsum: torch.Tensor
+    bias: torch.Tensor | None
+    input_smooth: torch.Tensor | None
+
+    def __init__(self, layer: QuantLinear, name: str = "layer") -> None:
+        super().__init__()
+        if layer.act_mode != "dynamic_token":
+            raise UnsupportedOpError(f"{name}: TokenInt8Linear needs per-token activations, got {layer.act_mode!r}")
+        if not onednn_int8_available():
+            raise UnsupportedOpError(f"{name}: this PyTorch build has no oneDNN int8 linear (x86 CPUs only)")
+        codes = layer.weight_int.to(torch.int8)  # (out, in), symmetric: zero point 0
+        self.in_features, self.out_features, self.relu = layer.in_features, layer.out_features, layer.relu
+        self.register_buffer("packed_weight", torch.ops.onednn.qlinear_prepack(codes, None))
+        self.register_buffer("weight_scale", layer.weight_scale.detach().float().clone())
+        self.register_buffer("weight_zero_point", torch.zeros(self.out_features, dtype=torch.long))
+        self.register_buffer("colsum", codes.float().sum(dim=1) * self.weight_scale)
+        self.register_buffer("bias", layer.bias.detach().float().clone() if layer.bias is not None else None)
+        smooth = getattr(layer, "input_smooth", None)
+        self.register_buffer("input_smooth", smooth.detach().clone() if smooth is not None else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_smooth is not None:
+            x = x * self.input_smooth
+        shape = x.shape
+        rows = x.reshape(-1, self.in_features)
+        lo, hi = torch.aminmax(rows, dim=-1, keepdim=True)
+        scale = ((hi - lo) * (1.0 / 255.0)).clamp(min=1e-12)
+        q = torch.round((rows - lo) * scale.reciprocal()).clamp(0, 255).to(torch.uint8)
+        acc = torch.ops.onednn.qlinear_pointwise(
+            q,
+            1.0,
+            0,
+            self.packed_weight,
+            self.weight_scale,
+            self.weight_zero_point,
+            None,
+            1.0,
+            0,
+            torch.float32,
+            "none",
+            [],
+            "",
+        )
+        y = acc * scale + lo * self.colsum
+        if self.bias is not None:
+            y = y + self.bias
+        if self.relu:
+            y = F.relu(y)
+        return y.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, per-token uint8 x int8 (oneDNN)"
+
+
+class _FrozenInductor:
+    """Inductor's freezing (weights become constants, as oneDNN's prepacked int8 weights must) and GEMM autotuning,
+    switched on around each call of the compiled model and restored after: Dynamo reads them while tracing, on
+    the first call and on any recompilation, and ``torch.compile(options=...)`` does not reach the freezing pass.
+    Two attribute writes (``config.patch`` costs ~17 us a call)."""
+
+    def __enter__(self) -> None:
+        from torch._inductor import config
+
+        self.saved = (config.freezing, config.max_autotune)
+        config.freezing, config.max_autotune = True, True
+
+    def __exit__(self, *exc: object) -> None:
+        from torch._inductor import config
+
+        config.freezing, config.max_autotune = self.saved
+
+
+class CompiledInt8(nn.Module):
+    """A model compiled by :func:`compile_int8`; calls run without autograd (frozen weights need inference)."""
+
+    _compiled: Any
+
+    def __init__(self, model: nn.Module, compiled: Any, skip_guards: bool = False) -> None:
+        super().__init__()
+        self.model, self.skip_guards = model, skip_guards
+        object.__setattr__(self, "_compiled", compiled)  # not a submodule: it wraps ``model``, already registered
+        #: seconds spent compiling in the warm-up calls (0 when no warm-up inputs were given)
+        self.compile_seconds = 0.0
+        self.shrink_execution = f"{getattr(model, 'shrink_execution', 'int8')}, compiled (torch.compile, Inductor)"
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad(), _FrozenInductor():
+            if not self.skip_guards:
+                return self._compiled(*args, **kwargs)
+            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                return self._compiled(*args, **kwargs)
+
+
+def compile_int8(model: nn.Module, warmup: list[Any] | None = None, skip_guards: bool = False) -> CompiledInt8:
+    """Compile a model from :func:`shrink.quant.to_torch_int8` with ``torch.compile`` (Inductor, frozen weights,
+    autotuned GEMMs, dynamic shapes). ``warmup``: example batches (dicts are keyword arguments) run once each, so
+    the compilation happens here and is timed (``compile_seconds``) rather than in the first real call. Batches of
+    size 1 compile a graph of their own (PyTorch specialises dimensions of size 1).
+
+    ``skip_guards``: after the warm-up, each call evaluates only the guards that tell the compiled graphs apart
+    (``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``), about 0.1 ms less per call. PyTorch calls this
+    unsafe unless every later input is of a kind the warm-up compiled for (same dtypes, ranks and size-1 dims)."""
+    from shrink.data import call_model
+
+    compiled = torch.compile(model, dynamic=True)
+    out = CompiledInt8(model, compiled)
+    start = time.perf_counter()
+    for batch in warmup or []:
+        call_model(out, batch)
+    out.compile_seconds = time.perf_counter() - start if warmup else 0.0
+    out.skip_guards = skip_guards
+    return out

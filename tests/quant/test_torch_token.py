@@ -1,0 +1,122 @@
+"""Per-token int8 Linear on PyTorch's oneDNN kernels, the converted model and its compiled form."""
+
+import pytest
+import torch
+from torch import nn
+
+import shrink
+from shrink.errors import UnsupportedOpError
+from shrink.quant import CompiledInt8, Int8Static, QuantLinear, TokenInt8Linear, compile_int8, to_torch_int8
+from shrink.quant.modules import dynamic_fake_quant
+from shrink.quant.torch_token import onednn_int8_available
+from shrink.select import Selector
+
+pytestmark = pytest.mark.skipif(not onednn_int8_available(), reason="oneDNN int8 linear (x86 PyTorch) missing")
+
+
+def _token_layer(k: int = 48, n: int = 40, bias: bool = True, relu: bool = False, smooth: bool = False) -> QuantLinear:
+    g = torch.Generator().manual_seed(0)
+    layer = QuantLinear(k, n, bias, 8, "dynamic_token", relu=relu, smooth=smooth)
+    layer.weight_int.copy_(torch.randint(-127, 128, (n, k), generator=g, dtype=torch.int8))
+    layer.weight_scale.copy_(torch.rand(n, generator=g) * 0.02 + 0.001)
+    if bias:
+        layer.bias.data.copy_(torch.randn(n, generator=g))
+    if smooth:
+        layer.input_smooth.copy_(torch.rand(k, generator=g) + 0.5)
+    return layer.eval()
+
+
+def _inputs(*shape: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(*shape, generator=g)
+    x[..., 3] *= 20  # an outlier channel, and rows of very different ranges
+    return x * torch.linspace(0.1, 5.0, shape[-2]).unsqueeze(-1)
+
+
+def test_integer_arithmetic_is_exact():
+    layer = _token_layer()
+    real = TokenInt8Linear(layer)
+    x = _inputs(2, 7, 48)
+    # reference in exact integers: uint8 row codes times the int8 weight codes, accumulated in int64
+    rows = x.reshape(-1, 48)
+    lo, hi = rows.amin(-1, keepdim=True), rows.amax(-1, keepdim=True)
+    scale = ((hi - lo) * (1.0 / 255.0)).clamp(min=1e-12)
+    q = torch.round((rows - lo) * scale.reciprocal()).clamp(0, 255).long()
+    acc = q @ layer.weight_int.long().t()
+    assert int(q.min()) >= 0 and int(q.max()) <= 255
+    colsum = layer.weight_int.long().sum(1).double()
+    w = layer.weight_scale.double()
+    ref = acc.double() * w * scale.double() + lo.double() * colsum * w + layer.bias.detach().double()
+    out = real(x).reshape(-1, 40).double()
+    assert float((out - ref).abs().max()) <= 1e-4 * float(ref.abs().max())
+
+
+@pytest.mark.parametrize("bias,relu,smooth", [(True, False, False), (False, True, False), (True, False, True)])
+def test_matches_the_simulated_layer(bias, relu, smooth):
+    layer = _token_layer(bias=bias, relu=relu, smooth=smooth)
+    x = _inputs(3, 5, 48)
+    with torch.no_grad():
+        sim, real = layer(x), TokenInt8Linear(layer)(x)
+    assert real.shape == sim.shape == (3, 5, 40)
+    assert float((real - sim).abs().max()) <= 1e-4 * float(sim.abs().max())
+    if relu:
+        assert float(real.min()) >= 0.0
+
+
+def test_simulation_is_what_the_kernel_sees():
+    # the fake-quant rows are the values the integer kernel multiplies: within half a step of the input
+    x = _inputs(4, 6, 48)
+    fq = dynamic_fake_quant(x, per_token=True)
+    step = (x.amax(-1, keepdim=True) - x.amin(-1, keepdim=True)) / 255
+    assert bool(((fq - x).abs() <= step / 2 + 1e-6).all())
+
+
+def test_wrong_layer_kind_names_the_layer():
+    static = QuantLinear(8, 4, True, 8, "static")
+    with pytest.raises(UnsupportedOpError, match="encoder.fc"):
+        TokenInt8Linear(static, "encoder.fc")
+
+
+def _quantized_mlp() -> tuple[nn.Module, nn.Module, list[torch.Tensor]]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 16)).eval()
+    calib = [torch.randn(4, 9, 32) for _ in range(2)]
+    cfg = Int8Static(
+        dynamic=Selector(types=("Linear",)), dynamic_granularity="token", weight_rounding="gptq", smooth=0.5
+    )
+    return model, shrink.quantize(model, cfg, calibration=calib), calib
+
+
+def test_to_torch_int8_converts_per_token_layers():
+    model, q, calib = _quantized_mlp()
+    real = to_torch_int8(q)
+    assert isinstance(real[0], TokenInt8Linear) and isinstance(real[2], TokenInt8Linear)
+    assert isinstance(q[0], QuantLinear)  # the quantized model is left as it was
+    assert "per-token" in real.shrink_execution and "real" in real.shrink_execution
+    x = torch.randn(5, 9, 32)
+    with torch.no_grad():
+        ref, sim, out = model(x), q(x), real(x)
+    assert float((out - sim).abs().max()) <= 1e-3 * float(sim.abs().max())
+    cos = nn.functional.cosine_similarity(out.reshape(-1, 16), ref.reshape(-1, 16)).mean()
+    assert float(cos) > 0.999
+
+
+@pytest.mark.slow
+def test_compiled_model_agrees_with_eager_for_any_batch_shape():
+    _, q, calib = _quantized_mlp()
+    real = to_torch_int8(q)
+    compiled = compile_int8(real, warmup=[torch.randn(4, 9, 32), torch.randn(1, 9, 32)])
+    assert isinstance(compiled, CompiledInt8) and compiled.compile_seconds > 0
+    assert "compiled" in compiled.shrink_execution
+    for shape in ((4, 9, 32), (1, 5, 32), (3, 11, 32)):  # dynamic shapes: no recompilation per sequence length
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            eager = real(x)
+        out = compiled(x)
+        assert out.shape == eager.shape
+        assert float((out - eager).abs().max()) <= 1e-3 * float(eager.abs().max())
+    compiled.skip_guards = True
+    x = torch.randn(2, 7, 32)
+    with torch.no_grad():
+        eager = real(x)
+    assert float((compiled(x) - eager).abs().max()) <= 1e-3 * float(eager.abs().max())
