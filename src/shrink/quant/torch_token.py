@@ -28,7 +28,7 @@ from torch import nn
 from shrink.errors import UnsupportedOpError
 from shrink.quant.modules import QuantLinear
 
-__all__ = ["TokenInt8Linear", "CompiledInt8", "compile_int8", "onednn_int8_available"]
+__all__ = ["TokenInt8Linear", "CompiledInt8", "compile_int8", "onednn_int8_available", "INDUCTOR_SETTINGS"]
 
 
 def onednn_int8_available() -> bool:
@@ -96,22 +96,31 @@ class TokenInt8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, per-token uint8 x int8 (oneDNN)"
 
 
+#: Inductor settings for the int8 graph: freezing (weights become constants, as oneDNN's prepacked int8 weights
+#: must), autotuned GEMMs (Inductor's AMX / VNNI int8 micro-kernels where they beat oneDNN), and materializing any
+#: pointwise chain of more than 4 ops instead of recomputing it in every kernel that reads it (the default, 30,
+#: recomputes e.g. the FFN epilogue + erf-GELU in both the row min/max pass and the rounding pass of the next
+#: layer's quantization: MiniLM batch 32 ran ~18.5 ms with it, ~13-14.5 ms with 4, on 2 cores)
+INDUCTOR_SETTINGS = {"freezing": True, "max_autotune": True, "realize_opcount_threshold": 4}
+
+
 class _FrozenInductor:
-    """Inductor's freezing (weights become constants, as oneDNN's prepacked int8 weights must) and GEMM autotuning,
-    switched on around each call of the compiled model and restored after: Dynamo reads them while tracing, on
-    the first call and on any recompilation, and ``torch.compile(options=...)`` does not reach the freezing pass.
-    Two attribute writes (``config.patch`` costs ~17 us a call)."""
+    """:data:`INDUCTOR_SETTINGS` switched on around each call of the compiled model and restored after: Dynamo
+    reads them while tracing, on the first call and on any recompilation, and ``torch.compile(options=...)`` does
+    not reach the freezing pass. Plain attribute writes (``config.patch`` costs ~17 us a call)."""
 
     def __enter__(self) -> None:
         from torch._inductor import config
 
-        self.saved = (config.freezing, config.max_autotune)
-        config.freezing, config.max_autotune = True, True
+        self.saved = {k: getattr(config, k) for k in INDUCTOR_SETTINGS}
+        for k, v in INDUCTOR_SETTINGS.items():
+            setattr(config, k, v)
 
     def __exit__(self, *exc: object) -> None:
         from torch._inductor import config
 
-        config.freezing, config.max_autotune = self.saved
+        for k, v in self.saved.items():
+            setattr(config, k, v)
 
 
 class CompiledInt8(nn.Module):
@@ -136,10 +145,10 @@ class CompiledInt8(nn.Module):
 
 
 def compile_int8(model: nn.Module, warmup: list[Any] | None = None, skip_guards: bool = False) -> CompiledInt8:
-    """Compile a model from :func:`shrink.quant.to_torch_int8` with ``torch.compile`` (Inductor, frozen weights,
-    autotuned GEMMs, dynamic shapes). ``warmup``: example batches (dicts are keyword arguments) run once each, so
-    the compilation happens here and is timed (``compile_seconds``) rather than in the first real call. Batches of
-    size 1 compile a graph of their own (PyTorch specialises dimensions of size 1).
+    """Compile a model from :func:`shrink.quant.to_torch_int8` with ``torch.compile`` (Inductor with
+    :data:`INDUCTOR_SETTINGS`, dynamic shapes). ``warmup``: example batches (dicts are keyword arguments) run once
+    each, so the compilation happens here and is timed (``compile_seconds``) rather than in the first real call.
+    Batches of size 1 compile a graph of their own (PyTorch specialises dimensions of size 1).
 
     ``skip_guards``: after the warm-up, each call evaluates only the guards that tell the compiled graphs apart
     (``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``), about 0.1 ms less per call. PyTorch calls this
