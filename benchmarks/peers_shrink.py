@@ -1,9 +1,10 @@
 """shrink's rows for the peers table, measured exactly like the peers (same copy, calibration, threads).
 
 shrink's static and dynamic int8 run for real in ONNX Runtime (QDQ / integer MatMul graphs), so those rows are the
-exported ONNX file — the file a user deploys — and their size is that file's size. Weight-only rows run in PyTorch
-eager on packed weights and their size is ``shrink.save``'s file. When a shrink method is missing or fails here,
-its row carries the exact error like any peer.
+exported ONNX file — the file a user deploys — and their size is that file's size. The compiled int8 row runs the
+same kind of model on PyTorch's int8 kernels (``to_torch_int8`` + ``compile_int8``; its time includes the
+compilation); its size is ``shrink.save``'s file, as for the weight-only rows, which run in PyTorch eager on packed
+weights. When a shrink method is missing or fails here, its row carries the exact error like any peer.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class ShrinkMethod:
     scheme: str
     config: Callable[[], Any]  # builds the config (imported lazily: a missing method is a row with its error)
     onnx: bool  # True: runs in ONNX Runtime from its exported file; False: PyTorch eager, size = shrink.save file
+    compiled: bool = False  # PyTorch int8 kernels, compiled (to_torch_int8 + compile_int8); size = shrink.save file
 
 
 def _static(weight_bits: int = 8) -> Callable[[], Any]:
@@ -61,7 +63,12 @@ def shrink_methods(kind: str, quick: bool) -> dict[str, ShrinkMethod]:
     """shrink's methods for ``kind`` ("minilm" or "digits") that match the peers' schemes."""
     if kind == "minilm":
         methods = {
-            "shrink int8 (per-token act., GPTQ weights, ORT)": ShrinkMethod("W8A8", _minilm_recipe("SHRINK_INT8"), True)
+            "shrink int8 (per-token act., GPTQ, smoothed; PyTorch int8, compiled)": ShrinkMethod(
+                "W8A8", _minilm_recipe("SHRINK_INT8"), False, compiled=True
+            ),
+            "shrink int8 (per-token act., GPTQ, smoothed; ORT)": ShrinkMethod(
+                "W8A8", _minilm_recipe("SHRINK_INT8"), True
+            ),
         }
         if not quick:
             methods["shrink int8_static (ORT)"] = ShrinkMethod("W8A8", _minilm_recipe("SHRINK_STATIC"), True)
@@ -82,9 +89,20 @@ def run_shrink(method: ShrinkMethod, model: nn.Module, calibration: list[Any], e
 
     execution = "int8 graph in ONNX Runtime (integer kernels)" if method.onnx else "packed weights, eager torch"
     directory = Path(tempfile.mkdtemp(prefix="bench-shrink-"))
+    sizes: list[int] = []
 
     def compress() -> Any:
         q = shrink.quantize(copy.deepcopy(model).eval(), method.config(), calibration=calibration)
+        if method.compiled:
+            from shrink.quant import compile_int8, to_torch_int8
+
+            sizes.append(artifact_bytes(q))
+            real = to_torch_int8(q, example_inputs=example_inputs)
+            # batch 1 compiles a graph of its own: warm up both, so no later call compiles (or, with guards
+            # skipped, runs the batch-N graph)
+            one = {k: v[:1] for k, v in example_inputs.items()} if isinstance(example_inputs, dict) else None
+            warm = [example_inputs] + ([one] if one is not None else [])
+            return compile_int8(real, warmup=warm, skip_guards=one is not None)
         if not method.onnx:
             return q
         path = shrink.export.onnx(q, directory / "model.onnx", example_inputs=example_inputs)
@@ -95,7 +113,8 @@ def run_shrink(method: ShrinkMethod, model: nn.Module, calibration: list[Any], e
         if method.onnx:
             return PeerOutcome(lambda *args: result(args), result.size_bytes, seconds, peak, execution)
         label = getattr(result, "shrink_execution", execution)
-        return PeerOutcome(lambda *args: result(*args), artifact_bytes(result), seconds, peak, label)
+        size = sizes[0] if method.compiled else artifact_bytes(result)
+        return PeerOutcome(lambda *args: result(*args), size, seconds, peak, label)
     except Exception as exc:  # shrink failing here is a result of this run, shown like a peer's failure
         return PeerOutcome(
             None,

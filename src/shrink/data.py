@@ -5,6 +5,7 @@ A batch is a tensor (inputs only), a ``(inputs, target)`` tuple, or a dict of te
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -202,3 +203,41 @@ def feed_inputs(
 
 
 __all__.append("feed_inputs")
+
+
+def shared_input_groups(
+    model: torch.nn.Module, names: Iterable[str], data: Iterable[Any], limit: int | None = None
+) -> list[list[str]]:
+    """Groups (two or more, in call order) of the named layers that receive the very same input tensor object in
+    every forward over (up to ``limit`` batches of) ``data`` — e.g. an attention block's query / key / value
+    projections. Inputs are told apart by identity within each forward (holding them until it ends, so a freed
+    tensor's reused memory cannot make two inputs look alike)."""
+    tags: dict[str, list[int]] = {n: [] for n in names}
+    order: dict[str, int] = {}
+    alive: dict[int, tuple[torch.Tensor, int]] = {}  # id -> (tensor, tag); holding the tensor keeps its id unique
+    fresh = itertools.count()
+
+    def hook(name: str) -> Callable[..., None]:
+        def record(mod: torch.nn.Module, args: tuple[Any, ...]) -> None:
+            x = args[0]
+            if id(x) not in alive:
+                alive[id(x)] = (x, next(fresh))
+            tags[name].append(alive[id(x)][1])
+            order.setdefault(name, len(order))
+
+        return record
+
+    with forward_pre_hooks({model.get_submodule(n): hook(n) for n in tags}), torch.no_grad():
+        for i, batch in enumerate(data):
+            if limit is not None and i >= limit:
+                break
+            call_model(model, split_batch(batch)[0])
+            alive.clear()
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for name, seq in tags.items():
+        if seq:
+            groups.setdefault(tuple(seq), []).append(name)
+    return [sorted(g, key=order.__getitem__) for g in groups.values() if len(g) > 1]
+
+
+__all__.append("shared_input_groups")

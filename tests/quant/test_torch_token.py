@@ -120,3 +120,76 @@ def test_compiled_model_agrees_with_eager_for_any_batch_shape():
     with torch.no_grad():
         eager = real(x)
     assert float((compiled(x) - eager).abs().max()) <= 1e-3 * float(eager.abs().max())
+
+
+class _Attention(nn.Module):
+    """Three projections of one input (query / key / value), as in a transformer block, then a mixer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query, self.key, self.value = nn.Linear(32, 16), nn.Linear(32, 16), nn.Linear(32, 24)
+        self.out = nn.Linear(24, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        attn = torch.softmax(q @ k.transpose(-1, -2) / 4.0, dim=-1)
+        return self.out(attn @ v)
+
+
+def _quantized_attention(smooth: float | None = 0.5) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    model = _Attention().eval()
+    calib = [torch.randn(3, 6, 32) * torch.linspace(0.2, 4.0, 32) for _ in range(2)]
+    cfg = Int8Static(dynamic=Selector(types=("Linear",)), dynamic_granularity="token", smooth=smooth)
+    return model, shrink.quantize(model, cfg, calibration=calib)
+
+
+def test_shared_input_groups_find_the_projections_of_one_input():
+    from shrink.data import shared_input_groups
+
+    model = _Attention().eval()
+    groups = shared_input_groups(model, ["query", "key", "value", "out"], [torch.randn(2, 5, 32)] * 2)
+    assert groups == [["query", "key", "value"]]
+
+
+def test_smoothing_shares_factors_across_one_input():
+    _, q = _quantized_attention()
+    assert torch.equal(q.query.input_smooth, q.key.input_smooth) and torch.equal(
+        q.key.input_smooth, q.value.input_smooth
+    )
+    assert not torch.equal(q.out.input_smooth[:24], q.query.input_smooth[:24])
+
+
+@pytest.mark.parametrize("smooth", [None, 0.5])
+def test_merged_projections_match_separate_ones(smooth):
+    from shrink.quant import SharedInputMember
+
+    _, q = _quantized_attention(smooth)
+    x = torch.randn(2, 7, 32)
+    separate, merged = to_torch_int8(q), to_torch_int8(q, example_inputs=x)
+    assert isinstance(merged.query, SharedInputMember) and isinstance(merged.out, TokenInt8Linear)
+    assert "1 groups reading one input merged" in merged.shrink_execution
+    for shape in ((2, 7, 32), (1, 3, 32)):
+        y = torch.randn(*shape)
+        with torch.no_grad():
+            a, b = separate(y), merged(y)
+        assert float((a - b).abs().max()) <= 1e-4 * float(a.abs().max())
+    assert merged.query.shared._input is None  # nothing is held between forwards
+
+
+def test_embedding_groups_and_bad_group_size():
+    from shrink.errors import ConfigError
+    from shrink.quant import PackedEmbedding
+
+    model = nn.Sequential(nn.Embedding(50, 64), nn.Linear(64, 4))
+    calib = [torch.randint(0, 50, (4, 6))]
+    both = Selector(types=("Linear", "Embedding"))
+    q = shrink.quantize(model, Int8Static(selector=both, embedding_group_size=16), calibration=calib)
+    assert isinstance(q[0], PackedEmbedding) and q[0].packed.scales.shape == (50, 4)
+    row = shrink.quantize(model, Int8Static(selector=both), calibration=calib)
+    ids = torch.arange(50)
+    with torch.no_grad():
+        err = lambda m: float((m[0](ids) - model[0](ids)).abs().max())  # noqa: E731
+    assert err(q) <= err(row)
+    with pytest.raises(ConfigError, match="embedding_group_size: 24 does not divide the width 64 of '0'"):
+        shrink.quantize(model, Int8Static(selector=both, embedding_group_size=24), calibration=calib)

@@ -81,6 +81,21 @@ __all__ += ["QAT", "Binarize", "ZeroQ", "IntegerModel", "integer_model"]
 
 # real int8 execution in PyTorch (oneDNN / fbgemm kernels), optionally compiled with Inductor
 from shrink.quant.torch_backend import to_torch_int8  # noqa: E402
-from shrink.quant.torch_token import CompiledInt8, TokenInt8Linear, compile_int8  # noqa: E402
+from shrink.quant.torch_token import (  # noqa: E402
+    CompiledInt8,
+    SharedInputGEMM,
+    SharedInputMember,
+    TokenInt8Linear,
+    compile_int8,
+    merge_shared_inputs,
+)
 
-__all__ += ["to_torch_int8", "TokenInt8Linear", "compile_int8", "CompiledInt8"]
+__all__ += [
+    "to_torch_int8",
+    "TokenInt8Linear",
+    "SharedInputGEMM",
+    "SharedInputMember",
+    "merge_shared_inputs",
+    "compile_int8",
+    "CompiledInt8",
+]

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shrink.data import forward_pre_hooks
+from shrink.data import forward_pre_hooks, shared_input_groups
 from shrink.quant.calibrate import run_calibration
 from shrink.quant.observers import MinMaxObserver
 
@@ -41,7 +41,10 @@ def smooth_layers(
     model: nn.Module, layers: dict[str, nn.Module], data: Any, alpha: float, limit: int | None = None
 ) -> tuple[dict[str, torch.Tensor], list[Any]]:
     """Measure input channel ranges of the Linear ``layers`` on ``data``, scale their weights by ``s`` in place and
-    hook ``x / s`` on their inputs. Returns ``{name: 1 / s}`` and the hook handles (remove them after conversion)."""
+    hook ``x / s`` on their inputs. Layers that read the very same input tensor (an attention block's query / key /
+    value) share one ``s``, from the largest weight column of the group as in the SmoothQuant paper, so their
+    smoothed input stays one tensor (quantized once; mergeable into one GEMM). Returns ``{name: 1 / s}`` and the
+    hook handles (remove them after conversion)."""
     linears = {n: m for n, m in layers.items() if isinstance(m, nn.Linear)}
     observers = {n: MinMaxObserver(axis=-1, name=f"{n}.input") for n in linears}
     observe: dict[nn.Module, Any] = {
@@ -49,11 +52,15 @@ def smooth_layers(
     }
     with forward_pre_hooks(observe):
         run_calibration(model, data, limit)
+    shared = shared_input_groups(model, linears, data, limit)
+    grouped = {n for g in shared for n in g}
     inverse, hooks = {}, []
-    for name, layer in linears.items():
-        lo, hi = observers[name].bounds()
-        s = smoothing_factors(torch.maximum(lo.abs(), hi.abs()), layer.weight, alpha)
-        layer.weight.mul_(s)
-        inverse[name] = (1.0 / s).float()
-        hooks.append(layer.register_forward_pre_hook(_DivideInput(inverse[name])))
+    for group in shared + [[n] for n in linears if n not in grouped]:
+        lo, hi = observers[group[0]].bounds()  # the same input: the same ranges
+        weights = torch.cat([linears[n].weight for n in group])
+        s = smoothing_factors(torch.maximum(lo.abs(), hi.abs()), weights, alpha)
+        for name in group:
+            linears[name].weight.mul_(s)
+            inverse[name] = (1.0 / s).float()
+            hooks.append(linears[name].register_forward_pre_hook(_DivideInput(inverse[name])))
     return inverse, hooks

@@ -17,6 +17,7 @@ from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.data import forward_pre_hooks
+from shrink.errors import ConfigError
 from shrink.quant.calibrate import calibrating, run_calibration
 from shrink.quant.convert import check_weights, effective_weight_bits, quantized_layer, selected_layers, set_module
 from shrink.quant.fold import fold_and_fuse
@@ -57,6 +58,8 @@ class Int8Static(Config):
     dynamic_granularity: Literal["tensor", "token"] = "tensor"
     selector: Selector = Selector()
     calibration_batches: int | None = pydantic.Field(None, ge=1)
+    #: int8 embedding tables: one scale per this many columns of a row (None: one scale per row)
+    embedding_group_size: int | None = pydantic.Field(None, ge=1)
 
 
 def _weight_qparams(weight: torch.Tensor, config: Int8Static, name: str, bits: int):  # noqa: ANN202
@@ -134,6 +137,12 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
     chosen = selected_layers(model, config.selector, "int8_static.selector", (nn.Linear, nn.Conv2d, nn.Embedding))
     embeddings = {n: m for n, m in chosen.items() if isinstance(m, nn.Embedding)}
     layers = {n: m for n, m in chosen.items() if n not in embeddings}
+    for name, emb in embeddings.items():  # checked before any calibration work
+        group = config.embedding_group_size or emb.embedding_dim
+        if emb.embedding_dim % group:
+            raise ConfigError(
+                f"int8_static.embedding_group_size: {group} does not divide the width {emb.embedding_dim} of {name!r}"
+            )
     dynamic = set(selected_layers(model, config.dynamic, "int8_static.dynamic")) if config.dynamic else set()
     inverse, smooth_hooks = (
         smooth_layers(model, layers, ctx.calibration, config.smooth, config.calibration_batches)
@@ -189,10 +198,11 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
         set_module(model, name, q)
     for h in smooth_hooks:
         h.remove()
-    for name, emb in embeddings.items():  # weight-only int8, one scale per row: Gather -> Cast -> Mul in ONNX
-        set_module(model, name, PackedEmbedding.from_float(emb, 8, emb.embedding_dim))
+    for name, emb in embeddings.items():  # weight-only int8, scales per row or group: Gather -> Cast -> Mul in ONNX
+        set_module(model, name, PackedEmbedding.from_float(emb, 8, config.embedding_group_size or emb.embedding_dim))
     if embeddings:
-        notes.append(f"int8_static: {len(embeddings)} embedding tables stored as int8 with one scale per row")
+        per = f"per {config.embedding_group_size} columns" if config.embedding_group_size else "per row"
+        notes.append(f"int8_static: {len(embeddings)} embedding tables stored as int8 with one scale {per}")
     if config.bias_correction:
         correct_bias(model, float_weights, ctx.calibration, config.calibration_batches)
     w = f"W{config.weight_bits}A{config.activation_bits}"

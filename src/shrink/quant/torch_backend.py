@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ from torch import nn
 from shrink.errors import UnsupportedOpError
 from shrink.quant.convert import set_module
 from shrink.quant.modules import QuantConv2d, QuantLinear
-from shrink.quant.torch_token import TokenInt8Linear
+from shrink.quant.torch_token import TokenInt8Linear, merge_shared_inputs
 
 __all__ = ["TorchInt8Layer", "to_torch_int8"]
 
@@ -78,8 +79,11 @@ def _convert(name: str, layer: QuantConv2d | QuantLinear) -> nn.Module:
     return TorchInt8Layer(q, float(layer.input_qparams[0]), int(layer.input_qparams[1]))
 
 
-def to_torch_int8(model: nn.Module, engine: str = "x86") -> nn.Module:
-    """A copy of a shrink ``int8_static`` model whose quantized layers run PyTorch's int8 kernels (real)."""
+def to_torch_int8(model: nn.Module, engine: str = "x86", example_inputs: Any = None) -> nn.Module:
+    """A copy of a shrink ``int8_static`` model whose quantized layers run PyTorch's int8 kernels (real).
+
+    ``example_inputs``: one batch of model inputs; per-token Linears found reading the same input tensor on it (an
+    attention block's query / key / value) are merged into one int8 GEMM (:func:`merge_shared_inputs`)."""
     torch.backends.quantized.engine = engine
     out = copy.deepcopy(model)
     for attr in ("shrink_export_onnx", "shrink_onnx_execution"):
@@ -92,7 +96,9 @@ def to_torch_int8(model: nn.Module, engine: str = "x86") -> nn.Module:
         for name, layer in layers.items():
             set_module(out, name, _convert(name, layer))
     token = sum(isinstance(m, TokenInt8Linear) for m in out.modules())
+    merged = merge_shared_inputs(out, example_inputs) if example_inputs is not None else 0
     kernels = f"PyTorch {engine} quantized kernels" if token < len(layers) else "PyTorch oneDNN int8 kernels"
     per_token = f", {token} per-token Linear" if token else ""
+    per_token += f", {merged} groups reading one input merged into one GEMM each" if merged else ""
     setattr(out, "shrink_execution", f"int8 (real, {kernels}{per_token})")  # noqa: B010  (nn.Module types attributes as Tensor | Module)
     return out

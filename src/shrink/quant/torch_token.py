@@ -28,7 +28,16 @@ from torch import nn
 from shrink.errors import UnsupportedOpError
 from shrink.quant.modules import QuantLinear
 
-__all__ = ["TokenInt8Linear", "CompiledInt8", "compile_int8", "onednn_int8_available", "INDUCTOR_SETTINGS"]
+__all__ = [
+    "TokenInt8Linear",
+    "SharedInputGEMM",
+    "SharedInputMember",
+    "merge_shared_inputs",
+    "CompiledInt8",
+    "compile_int8",
+    "onednn_int8_available",
+    "INDUCTOR_SETTINGS",
+]
 
 
 def onednn_int8_available() -> bool:
@@ -45,6 +54,7 @@ class TokenInt8Linear(nn.Module):
     colsum: torch.Tensor
     bias: torch.Tensor | None
     input_smooth: torch.Tensor | None
+    source: QuantLinear
 
     def __init__(self, layer: QuantLinear, name: str = "layer") -> None:
         super().__init__()
@@ -53,6 +63,7 @@ class TokenInt8Linear(nn.Module):
         if not onednn_int8_available():
             raise UnsupportedOpError(f"{name}: this PyTorch build has no oneDNN int8 linear (x86 CPUs only)")
         codes = layer.weight_int.to(torch.int8)  # (out, in), symmetric: zero point 0
+        object.__setattr__(self, "source", layer)  # the simulated layer (not a submodule), for merge_shared_inputs
         self.in_features, self.out_features, self.relu = layer.in_features, layer.out_features, layer.relu
         self.register_buffer("packed_weight", torch.ops.onednn.qlinear_prepack(codes, None))
         self.register_buffer("weight_scale", layer.weight_scale.detach().float().clone())
@@ -94,6 +105,86 @@ class TokenInt8Linear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, per-token uint8 x int8 (oneDNN)"
+
+
+def _merged_layer(layers: list[QuantLinear]) -> QuantLinear:
+    """One per-token QuantLinear with the members' weights stacked along the output dim."""
+    first = layers[0]
+    smooth = getattr(first, "input_smooth", None)
+    merged = QuantLinear(
+        first.in_features, sum(m.out_features for m in layers), True, 8, "dynamic_token", smooth=smooth is not None
+    )
+    merged.weight_int.copy_(torch.cat([m.weight_int for m in layers]))
+    merged.weight_scale.copy_(torch.cat([m.weight_scale for m in layers]))
+    assert merged.bias is not None  # built with bias=True
+    merged.bias.data.copy_(
+        torch.cat([m.bias.detach() if m.bias is not None else torch.zeros(m.out_features) for m in layers])
+    )
+    if smooth is not None:
+        merged.register_buffer("input_smooth", smooth.detach().clone())
+    return merged
+
+
+class SharedInputGEMM(nn.Module):
+    """Several per-token Linears that read the same input (query / key / value) as one GEMM over their stacked
+    weights: the input is quantized once and multiplied once; :class:`SharedInputMember` hands out the slices."""
+
+    def __init__(self, layers: list[QuantLinear]) -> None:
+        super().__init__()
+        self.fused = TokenInt8Linear(_merged_layer(layers), "merged")
+        self.sizes = [m.out_features for m in layers]
+        self._input: torch.Tensor | None = None
+        self._outputs: tuple[torch.Tensor, ...] = ()
+
+    def output(self, x: torch.Tensor, index: int, last: bool) -> torch.Tensor:
+        if self._input is not x:  # the first member's call computes all slices; the others reuse them
+            self._input, self._outputs = x, torch.split(self.fused(x), self.sizes, dim=-1)
+        out = self._outputs[index]
+        if last:  # forget the tensors: nothing is held between forwards
+            self._input, self._outputs = None, ()
+        return out
+
+
+class SharedInputMember(nn.Module):
+    """Stands where one of the merged Linears was; the first member owns the :class:`SharedInputGEMM`."""
+
+    shared: SharedInputGEMM
+
+    def __init__(self, shared: SharedInputGEMM, index: int, last: bool) -> None:
+        super().__init__()
+        if index == 0:
+            self.shared = shared
+        else:
+            object.__setattr__(self, "shared", shared)  # registered once, under the first member
+        self.index, self.last = index, last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shared.output(x, self.index, self.last)
+
+
+def merge_shared_inputs(model: nn.Module, example_inputs: Any) -> int:
+    """Merge the model's :class:`TokenInt8Linear` layers that read the same input tensor on ``example_inputs``
+    (and share their smoothing factors) into one GEMM each, in place. Returns the number of merged groups. The
+    merged members reuse one result only for the very same input object within a forward, in their call order."""
+    from shrink.data import shared_input_groups
+    from shrink.quant.convert import set_module
+
+    token = {n: m for n, m in model.named_modules() if isinstance(m, TokenInt8Linear)}
+    merged = 0
+    for group in shared_input_groups(model, token, [example_inputs]):
+        layers = [token[n].source for n in group]
+        smooth = [getattr(m, "input_smooth", None) for m in layers]
+        same_smooth = all(
+            (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
+            for a, b in zip(smooth, smooth[1:], strict=False)
+        )
+        if not same_smooth or any(m.relu for m in layers):
+            continue
+        shared = SharedInputGEMM(layers)
+        for i, name in enumerate(group):
+            set_module(model, name, SharedInputMember(shared, i, i == len(group) - 1))
+        merged += 1
+    return merged
 
 
 #: Inductor settings for the int8 graph: freezing (weights become constants, as oneDNN's prepacked int8 weights
