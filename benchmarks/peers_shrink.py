@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from benchmarks.common import THREADS, run_measured
-from benchmarks.peers import PeerOutcome
+from benchmarks.peers import PeerOutcome, as_args
 
 __all__ = ["ShrinkMethod", "shrink_methods"]
 
@@ -98,11 +98,11 @@ def run_shrink(method: ShrinkMethod, model: nn.Module, calibration: list[Any], e
 
             sizes.append(artifact_bytes(q))
             real = to_torch_int8(q, example_inputs=example_inputs)
-            # batch 1 compiles a graph of its own: warm up both, so no later call compiles (or, with guards
-            # skipped, runs the batch-N graph)
-            one = {k: v[:1] for k, v in example_inputs.items()} if isinstance(example_inputs, dict) else None
-            warm = [example_inputs] + ([one] if one is not None else [])
-            return compile_int8(real, warmup=warm, skip_guards=one is not None)
+            # warm up the way the peers harness calls (positional arguments), at batch N and batch 1 (a graph of
+            # its own), so no later call compiles: guards are skipped after it
+            batch = as_args(model, example_inputs)
+            warm = [batch, tuple(t[:1] for t in batch)]
+            return compile_int8(real, warmup=warm, skip_guards=True)
         if not method.onnx:
             return q
         path = shrink.export.onnx(q, directory / "model.onnx", example_inputs=example_inputs)

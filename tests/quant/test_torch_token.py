@@ -71,10 +71,15 @@ def test_simulation_is_what_the_kernel_sees():
     assert bool(((fq - x).abs() <= step / 2 + 1e-6).all())
 
 
-def test_wrong_layer_kind_names_the_layer():
+def test_wrong_layer_kind_and_wrong_input_name_the_layer():
+    from shrink.errors import DataError
+
     static = QuantLinear(8, 4, True, 8, "static")
     with pytest.raises(UnsupportedOpError, match="encoder.fc"):
         TokenInt8Linear(static, "encoder.fc")
+    real = TokenInt8Linear(_token_layer(), "encoder.fc")
+    with pytest.raises(DataError, match=r"encoder.fc: input of shape \(2, 5, 47\), expected \(..., 48\)"):
+        real(torch.randn(2, 5, 47))
 
 
 def _quantized_mlp() -> tuple[nn.Module, nn.Module, list[torch.Tensor]]:
@@ -120,6 +125,13 @@ def test_compiled_model_agrees_with_eager_for_any_batch_shape():
     with torch.no_grad():
         eager = real(x)
     assert float((compiled(x) - eager).abs().max()) <= 1e-3 * float(eager.abs().max())
+    # an input kind the warm-up did not compile (2-D): compiled with full guards again, with a warning
+    x2 = torch.randn(6, 32)
+    with pytest.warns(UserWarning, match="needed a new compilation"):
+        out = compiled(x2)
+    with torch.no_grad():
+        assert float((out - real(x2)).abs().max()) <= 1e-3 * float(real(x2).abs().max())
+    assert not compiled.skip_guards
 
 
 class _Attention(nn.Module):
@@ -193,3 +205,28 @@ def test_embedding_groups_and_bad_group_size():
     assert err(q) <= err(row)
     with pytest.raises(ConfigError, match="embedding_group_size: 24 does not divide the width 64 of '0'"):
         shrink.quantize(model, Int8Static(selector=both, embedding_group_size=24), calibration=calib)
+
+
+def test_smoothing_alpha_search_picks_the_best_grid_alpha():
+    from shrink.quant.smooth import ALPHA_GRID, smoothing_factors
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 48)).eval()  # one layer: the search's objective is the model's error
+    calib = [torch.randn(4, 9, 32) * torch.linspace(0.1, 3.0, 32) for _ in range(2)]
+    calib[0][..., 5] *= 30  # an outlier channel
+    dyn = dict(dynamic=Selector(types=("Linear",)), dynamic_granularity="token")
+    auto = shrink.quantize(model, Int8Static(smooth="auto", **dyn), calibration=calib)
+    x = torch.cat(calib)
+    with torch.no_grad():
+        ref = model(x)
+        errors = {
+            a: float((shrink.quantize(model, Int8Static(smooth=a, **dyn), calibration=calib)(x) - ref).pow(2).mean())
+            for a in ALPHA_GRID
+        }
+        err_auto = float((auto(x) - ref).pow(2).mean())
+    assert err_auto <= 1.0001 * min(errors.values())
+    assert max(errors.values()) > 1.01 * min(errors.values())  # the choice matters on this data
+    # the chosen factors are those of one grid alpha
+    absmax = x.reshape(-1, 32).abs().amax(0)
+    candidates = [1.0 / smoothing_factors(absmax, model[0].weight, a) for a in ALPHA_GRID]
+    assert any(torch.allclose(auto[0].input_smooth, c, rtol=1e-4) for c in candidates)

@@ -7,7 +7,7 @@ initializers that ONNX Runtime runs on integer kernels.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import pydantic
 import torch
@@ -50,8 +50,9 @@ class Int8Static(Config):
     per_channel: bool = True
     bias_correction: bool = False
     quantize_outputs: bool = True
-    #: SmoothQuant migration strength alpha for Linear layers (None: off)
-    smooth: float | None = pydantic.Field(None, ge=0.0, le=1.0)
+    #: SmoothQuant migration strength alpha for Linear layers (None: off; "auto": searched per input on the
+    #: calibration data, see shrink.quant.smooth)
+    smooth: Annotated[float, pydantic.Field(ge=0.0, le=1.0)] | Literal["auto"] | None = None
     #: layers whose input is quantized per batch at run time instead of with calibrated ranges
     dynamic: Selector | None = None
     #: range of a dynamic layer's input: one per batch tensor, or one per token (row), computed at run time
@@ -145,7 +146,14 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
             )
     dynamic = set(selected_layers(model, config.dynamic, "int8_static.dynamic")) if config.dynamic else set()
     inverse, smooth_hooks = (
-        smooth_layers(model, layers, ctx.calibration, config.smooth, config.calibration_batches)
+        smooth_layers(
+            model,
+            layers,
+            ctx.calibration,
+            config.smooth,
+            config.calibration_batches,
+            per_token=dynamic if config.dynamic_granularity == "token" else (),
+        )
         if config.smooth is not None
         else ({}, [])
     )

@@ -19,13 +19,14 @@ GELU, residual add), and the int8 GEMMs stay on oneDNN / Inductor's AMX int8 mic
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shrink.errors import UnsupportedOpError
+from shrink.errors import DataError, UnsupportedOpError
 from shrink.quant.modules import QuantLinear
 
 __all__ = [
@@ -65,6 +66,7 @@ class TokenInt8Linear(nn.Module):
         codes = layer.weight_int.to(torch.int8)  # (out, in), symmetric: zero point 0
         object.__setattr__(self, "source", layer)  # the simulated layer (not a submodule), for merge_shared_inputs
         self.in_features, self.out_features, self.relu = layer.in_features, layer.out_features, layer.relu
+        self.name = name
         self.register_buffer("packed_weight", torch.ops.onednn.qlinear_prepack(codes, None))
         self.register_buffer("weight_scale", layer.weight_scale.detach().float().clone())
         self.register_buffer("weight_zero_point", torch.zeros(self.out_features, dtype=torch.long))
@@ -74,6 +76,8 @@ class TokenInt8Linear(nn.Module):
         self.register_buffer("input_smooth", smooth.detach().clone() if smooth is not None else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise DataError(f"{self.name}: input of shape {tuple(x.shape)}, expected (..., {self.in_features})")
         if self.input_smooth is not None:
             x = x * self.input_smooth
         shape = x.shape
@@ -129,9 +133,9 @@ class SharedInputGEMM(nn.Module):
     """Several per-token Linears that read the same input (query / key / value) as one GEMM over their stacked
     weights: the input is quantized once and multiplied once; :class:`SharedInputMember` hands out the slices."""
 
-    def __init__(self, layers: list[QuantLinear]) -> None:
+    def __init__(self, layers: list[QuantLinear], name: str = "merged") -> None:
         super().__init__()
-        self.fused = TokenInt8Linear(_merged_layer(layers), "merged")
+        self.fused = TokenInt8Linear(_merged_layer(layers), name)
         self.sizes = [m.out_features for m in layers]
         self._input: torch.Tensor | None = None
         self._outputs: tuple[torch.Tensor, ...] = ()
@@ -180,7 +184,7 @@ def merge_shared_inputs(model: nn.Module, example_inputs: Any) -> int:
         )
         if not same_smooth or any(m.relu for m in layers):
             continue
-        shared = SharedInputGEMM(layers)
+        shared = SharedInputGEMM(layers, " + ".join(group))
         for i, name in enumerate(group):
             set_module(model, name, SharedInputMember(shared, i, i == len(group) - 1))
         merged += 1
@@ -215,7 +219,8 @@ class _FrozenInductor:
 
 
 class CompiledInt8(nn.Module):
-    """A model compiled by :func:`compile_int8`; calls run without autograd (frozen weights need inference)."""
+    """A model compiled by :func:`compile_int8`. Calls run in ``torch.inference_mode`` (frozen weights need
+    inference), whatever the caller's mode, so the graphs compiled in the warm-up are the ones every call finds."""
 
     _compiled: Any
 
@@ -228,11 +233,21 @@ class CompiledInt8(nn.Module):
         self.shrink_execution = f"{getattr(model, 'shrink_execution', 'int8')}, compiled (torch.compile, Inductor)"
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with torch.no_grad(), _FrozenInductor():
-            if not self.skip_guards:
-                return self._compiled(*args, **kwargs)
-            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
-                return self._compiled(*args, **kwargs)
+        with torch.inference_mode(), _FrozenInductor():
+            if self.skip_guards:
+                try:
+                    with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                        return self._compiled(*args, **kwargs)
+                except RuntimeError as exc:  # PyTorch refuses to compile anew with guards skipped: compile, go on
+                    if "skip_guard_eval_unsafe" not in str(exc):
+                        raise
+                    warnings.warn(
+                        "CompiledInt8: an input needed a new compilation (a kind the warm-up did not cover, or "
+                        "torch._dynamo was reset); guards are evaluated again from now on",
+                        stacklevel=2,
+                    )
+                    self.skip_guards = False
+            return self._compiled(*args, **kwargs)
 
 
 def compile_int8(model: nn.Module, warmup: list[Any] | None = None, skip_guards: bool = False) -> CompiledInt8:
@@ -243,7 +258,9 @@ def compile_int8(model: nn.Module, warmup: list[Any] | None = None, skip_guards:
 
     ``skip_guards``: after the warm-up, each call evaluates only the guards that tell the compiled graphs apart
     (``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``), about 0.1 ms less per call. PyTorch calls this
-    unsafe unless every later input is of a kind the warm-up compiled for (same dtypes, ranks and size-1 dims)."""
+    unsafe unless every later input is of a kind the warm-up compiled for (same dtypes, ranks and size-1 dims);
+    when an input needs a new compilation anyway, PyTorch refuses it in that stance, and the model then compiles
+    it with full guards (with a warning) and keeps evaluating them."""
     from shrink.data import call_model
 
     compiled = torch.compile(model, dynamic=True)
