@@ -83,7 +83,10 @@ def to_torch_int8(model: nn.Module, engine: str = "x86", example_inputs: Any = N
     """A copy of a shrink ``int8_static`` model whose quantized layers run PyTorch's int8 kernels (real).
 
     ``example_inputs``: one batch of model inputs; per-token Linears found reading the same input tensor on it (an
-    attention block's query / key / value) are merged into one int8 GEMM (:func:`merge_shared_inputs`)."""
+    attention block's query / key / value) are merged into one int8 GEMM (:func:`merge_shared_inputs`).
+
+    The result is a runtime object holding oneDNN's prepacked (opaque) weights: save and export the quantized model
+    itself (``shrink.save``, ``shrink.export.onnx``) and convert it again where it runs."""
     torch.backends.quantized.engine = engine
     out = copy.deepcopy(model)
     for attr in ("shrink_export_onnx", "shrink_onnx_execution"):
