@@ -33,14 +33,14 @@ from shrink.select import Selector
 TITLE = "Quantization: all-MiniLM-L6-v2 (real weights) vs PyTorch and ONNX Runtime quantizers"
 
 #: the shrink int8 recipe for MiniLM: per-channel int8 weights rounded with GPTQ (error feedback on the calibration
-#: inputs), per-token activation grids computed at run time for every Linear input, SmoothQuant (alpha 0.6) moving
-#: channel outliers of the inputs into the weights, int8 embedding tables with one scale per 32 columns;
-#: LayerNorm / softmax / GELU and the attention matmuls stay float
+#: inputs), per-token activation grids computed at run time for every Linear input, SmoothQuant moving channel
+#: outliers of the inputs into the weights (alpha searched per input on the calibration rows), int8 embedding tables
+#: with one scale per 32 columns; LayerNorm / softmax / GELU and the attention matmuls stay float
 SHRINK_INT8 = Int8Static(
     dynamic=Selector(types=("Linear",)),
     dynamic_granularity="token",
     weight_rounding="gptq",
-    smooth=0.6,
+    smooth="auto",
     embedding_group_size=32,
     selector=Selector(types=("Linear", "Embedding"), ignore=(r"re:.*pooler.*",)),
 )
