@@ -89,20 +89,18 @@ def run_shrink(method: ShrinkMethod, model: nn.Module, calibration: list[Any], e
 
     execution = "int8 graph in ONNX Runtime (integer kernels)" if method.onnx else "packed weights, eager torch"
     directory = Path(tempfile.mkdtemp(prefix="bench-shrink-"))
-    sizes: list[int] = []
 
     def compress() -> Any:
         q = shrink.quantize(copy.deepcopy(model).eval(), method.config(), calibration=calibration)
         if method.compiled:
             from shrink.quant import compile_int8, to_torch_int8
 
-            sizes.append(artifact_bytes(q))
             real = to_torch_int8(q, example_inputs=example_inputs)
             # warm up the way the peers harness calls (positional arguments), at batch N and batch 1 (a graph of
             # its own), so no later call compiles: guards are skipped after it
             batch = as_args(model, example_inputs)
             warm = [batch, tuple(t[:1] for t in batch)]
-            return compile_int8(real, warmup=warm, skip_guards=True)
+            return compile_int8(real, warmup=warm, skip_guards=True), artifact_bytes(q)  # size: the shrink file
         if not method.onnx:
             return q
         path = shrink.export.onnx(q, directory / "model.onnx", example_inputs=example_inputs)
@@ -112,9 +110,9 @@ def run_shrink(method: ShrinkMethod, model: nn.Module, calibration: list[Any], e
         result, seconds, peak = run_measured(compress)
         if method.onnx:
             return PeerOutcome(lambda *args: result(args), result.size_bytes, seconds, peak, execution)
-        label = getattr(result, "shrink_execution", execution)
-        size = sizes[0] if method.compiled else artifact_bytes(result)
-        return PeerOutcome(lambda *args: result(*args), size, seconds, peak, label)
+        runner, size = result if method.compiled else (result, artifact_bytes(result))
+        label = getattr(runner, "shrink_execution", execution)
+        return PeerOutcome(lambda *args: runner(*args), size, seconds, peak, label)
     except Exception as exc:  # shrink failing here is a result of this run, shown like a peer's failure
         return PeerOutcome(
             None,

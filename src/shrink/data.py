@@ -227,12 +227,10 @@ def shared_input_groups(
 
         return record
 
-    with forward_pre_hooks({model.get_submodule(n): hook(n) for n in tags}), torch.no_grad():
-        for i, batch in enumerate(data):
-            if limit is not None and i >= limit:
-                break
-            call_model(model, split_batch(batch)[0])
-            alive.clear()
+    hooks = {n: hook(n) for n in tags}
+    for batch in itertools.islice(data, limit):  # one forward at a time: identities are compared within it
+        feed_inputs(model, [batch], 1, hooks)
+        alive.clear()
     groups: dict[tuple[int, ...], list[str]] = {}
     for name, seq in tags.items():
         if seq:

@@ -52,14 +52,14 @@ def _quantized_error(
     """Squared output error of the layers reading ``rows`` once smoothed with ``alpha`` and quantized (int8
     symmetric per-channel weights, round to nearest; uint8 activations per token or per tensor)."""
     from shrink.quant.modules import dynamic_fake_quant
+    from shrink.quant.qparams import fake_quantize, qparams_for_tensor
 
     s = smoothing_factors(act_absmax, torch.cat(weights), alpha)
     xq = dynamic_fake_quant(rows / s, per_token=per_token)
     err = 0.0
     for w in weights:
         ws = w * s
-        step = (ws.abs().amax(dim=1, keepdim=True) / 127).clamp(min=1e-12)
-        wq = torch.clamp(torch.round(ws / step), -127, 127) * step
+        wq = fake_quantize(ws, qparams_for_tensor(ws, 8, symmetric=True, axis=0, narrow_range=True))
         err += float((xq @ wq.T - rows @ w.T).pow(2).sum())
     return err
 
