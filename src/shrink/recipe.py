@@ -14,6 +14,7 @@ Every error names the file, the stage (index and type) and the field.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import pickle
 import random
@@ -21,7 +22,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pydantic
@@ -72,8 +73,12 @@ class DataSpec(_Strict):
     kwargs: dict[str, Any] = {}
 
 
+#: largest latency batch a recipe may ask for: the example input repeated this many times must fit in memory
+MAX_BATCH = 65536
+
+
 class EvalSpec(_Strict):
-    batch_sizes: list[int] = [1]
+    batch_sizes: list[Annotated[int, pydantic.Field(ge=1, le=MAX_BATCH)]] = [1]
     threads: int = pydantic.Field(2, ge=1)
     reps: int = pydantic.Field(20, ge=1)
     warmup: int = pydantic.Field(5, ge=0)
@@ -83,7 +88,7 @@ class Recipe(_Strict):
     model: ModelSpec
     data: DataSpec
     stages: list[dict[str, Any]] = []
-    seed: int = 0
+    seed: int = pydantic.Field(0, ge=0, lt=2**32)  # numpy's seeds are 32-bit
     evaluate: EvalSpec = EvalSpec()  # type: ignore[call-arg]  # pydantic fills the defaults
     title: str = "shrink report"
     #: line of each stage in the recipe file (filled by load_recipe), for error messages
@@ -110,6 +115,10 @@ class Recipe(_Strict):
             for key, value in (("name", name), ("from", source)):
                 if value is not None and not isinstance(value, str):
                     raise ConfigError(f"{where}: stage {i + 1}: field '{key}' must be a string, got {value!r}{at}")
+            if "type" in raw and not isinstance(raw["type"], str):
+                raise ConfigError(
+                    f"{where}: stage {i + 1}: field 'type' must be a stage name (a string), got {raw['type']!r}{at}"
+                )
             try:
                 cfg = config_from_dict(raw, where=f"{where}: stage {i + 1}")
             except ConfigError as exc:
@@ -252,15 +261,26 @@ def _load_checkpoint(model: nn.Module, path: str, where: str) -> None:
     model.load_state_dict(state)
 
 
-def build_model(spec: ModelSpec, where: str) -> nn.Module:
+def _with_progress(factory: Callable[..., Any], kwargs: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """``kwargs`` plus ``progress=`` when the factory takes it and the recipe does not set it (so ``--quiet`` also
+    silences a zoo teacher's training bar)."""
+    try:
+        takes = "progress" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        takes = False
+    return {"progress": progress, **kwargs} if takes else dict(kwargs)
+
+
+def build_model(spec: ModelSpec, where: str, progress: bool = True) -> nn.Module:
     from shrink.zoo import MODELS
 
     if spec.zoo is not None:
         if spec.zoo not in MODELS:
             raise ConfigError(f"{where}: unknown zoo model {spec.zoo!r} (known: {', '.join(MODELS)})")
-        model = MODELS[spec.zoo](**spec.kwargs)
+        factory = MODELS[spec.zoo]
     else:
-        model = _import_factory(spec.factory or "", where)(**spec.kwargs)
+        factory = _import_factory(spec.factory or "", where)
+    model = factory(**_with_progress(factory, spec.kwargs, progress))
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{where}: the model factory returned {type(model).__name__}, not a torch.nn.Module")
     if spec.checkpoint:
@@ -281,6 +301,20 @@ def build_data(spec: DataSpec, where: str) -> DataBundle:
     if not isinstance(data, DataBundle):
         raise ConfigError(f"{where}: the data factory returned {type(data).__name__}, not a shrink.data.DataBundle")
     return data
+
+
+def _check_out_dir(out: Path) -> None:
+    """Create the output directory and prove it writable before any work, so a bad ``--out`` fails in one line."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output directory {out}: exists and is not a directory")
+    probe = out / f".shrink-write-test.{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"output directory {out}: cannot write there ({reason})") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -307,13 +341,14 @@ def run(
     recipe = load_recipe(recipe_path)
     where = str(recipe_path)
     out = Path(out_dir)
+    _check_out_dir(out)
     checkpoints = out / "checkpoints"
     if not resume and checkpoints.exists():
         shutil.rmtree(checkpoints)
     check_resumable(recipe.fingerprint(), checkpoints, where)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(recipe.seed)
-    model = build_model(recipe.model, f"{where}: model")
+    model = build_model(recipe.model, f"{where}: model", progress=progress)
     data = build_data(recipe.data, f"{where}: data")
     check_finite(data.example_inputs, f"{where}: data: example_inputs")
     # The stages' random numbers must not depend on how the model and data were built (e.g. a cache hit or miss).

@@ -67,6 +67,18 @@ BAD_RECIPES = [
         ["stage 1", "field 'name'"],
     ),
     ("wrong evaluate option", HEAD + "evaluate: {threads: 0}\n", ["field 'evaluate.threads'"]),
+    (
+        "stage type given as a list",
+        HEAD + "stages:\n  - {type: [magnitude_pruning], sparsity: 0.5}\n",
+        ["stage 1", "field 'type'", "['magnitude_pruning']", "line 4"],
+    ),
+    ("negative seed", HEAD + "seed: -1\n", ["field 'seed'", "-1"]),
+    ("seed of 2**70", HEAD + f"seed: {2**70}\n", ["field 'seed'", str(2**70)]),
+    (
+        "latency batch size of 10**12",
+        HEAD + "evaluate: {batch_sizes: [1000000000000]}\n",
+        ["field 'evaluate.batch_sizes.0'", "1000000000000"],
+    ),
 ]
 
 
