@@ -90,3 +90,59 @@ def test_infeasible_budget_names_the_floor():
         allocate(options, {"bytes": 1.0})
     with pytest.raises(ConfigError, match="solver"):
         allocate(options, {"bytes": 1e9}, solver="rl")
+
+
+def _shifted(options: dict[str, list[Option]], scale: float, offsets: bool, seed: int) -> dict[str, list[Option]]:
+    """The same problem with every loss times ``scale`` plus (optionally) a large constant per layer."""
+    rng = random.Random(seed)
+    out = {}
+    for name, opts in options.items():
+        shift = rng.uniform(10.0, 1000.0) if offsets else 0.0
+        out[name] = [Option(o.choice, shift + scale * o.loss, dict(o.costs)) for o in opts]
+    return out
+
+
+@pytest.mark.parametrize("case", ["tiny sensitivities (1e-7)", "constant per-layer offsets", "both"])
+def test_milp_matches_brute_force_on_every_budget(case):
+    # HiGHS at its default gaps (1e-4 relative, 1e-6 absolute) stopped early on these: gap 0 must be proven optimal
+    scale = 1e-7 if case != "constant per-layer offsets" else 1.0
+    offsets = case != "tiny sensitivities (1e-7)"
+    worse = checked = 0
+    for seed in range(12):
+        options = _shifted(_problem(seed, layers=5, integer=False), scale, offsets, seed)
+        full = sum(max(o.costs["bytes"] for o in v) for v in options.values())
+        for frac in (0.3, 0.4, 0.5, 0.6, 0.7):
+            budget = {"bytes": full * frac}
+            try:
+                best = brute_force(options, budget)
+            except ConfigError:
+                continue
+            got = allocate(options, budget, solver="milp")
+            assert got.totals["bytes"] <= budget["bytes"] * (1 + 1e-12)
+            checked += 1
+            # compare the layer-offset-free losses: the offsets are the same for every policy
+            worse += got.predicted_loss - best.predicted_loss > 1e-9 * abs(best.predicted_loss) + 1e-18
+    assert checked >= 40 and worse == 0, f"milp worse than brute force on {worse} of {checked} budgets"
+
+
+def test_dp_matches_brute_force_with_tiny_sensitivities_and_offsets():
+    for seed in range(6):
+        options = _shifted(_problem(seed, layers=5, integer=True), 1e-7, True, seed)
+        full = sum(max(o.costs["bytes"] for o in v) for v in options.values())
+        budget = {"bytes": float(int(full * 0.5))}
+        got, best = allocate(options, budget, solver="dp"), brute_force(options, budget)
+        assert got.policy == best.policy or got.predicted_loss == pytest.approx(best.predicted_loss, rel=1e-12)
+
+
+def test_milp_solver_output_never_reaches_stdout(capfd):
+    import warnings
+
+    options = _problem(2, layers=6)
+    full = sum(max(o.costs["bytes"] for o in v) for v in options.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "unrecognized option" warning either: mip_abs_gap reaches HiGHS
+        got = allocate(options, {"bytes": full * 0.5})
+    with pytest.raises(ConfigError):
+        allocate(options, {"bytes": full * 0.5, "latency": 1e-9})
+    out, _ = capfd.readouterr()
+    assert out == "" and got.solver == "milp"

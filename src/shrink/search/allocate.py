@@ -2,16 +2,21 @@
 costs within budgets (model bytes, latency, energy, BitOps) — or the dual: minimize one cost subject to a budget on
 the predicted loss (``minimize="bytes", budgets={"loss": L}``).
 
-Solved exactly: as a 0/1 integer program (``scipy.optimize.milp``, any number of budgets) or by dynamic programming
+Solved exactly: as a 0/1 integer program (``scipy.optimize.milp``, HiGHS run to a proven optimum with relative and
+absolute gaps 0, its output kept off stdout; any number of budgets) or by dynamic programming
 over one budget (multiple-choice knapsack; exact for integer costs, otherwise costs are rounded *up* to a grid of
 ``resolution`` steps, so the answer always respects the budget).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,10 +94,42 @@ def allocate(
     raise ConfigError(f"allocate: solver must be 'milp' or 'dp', got {solver!r}")
 
 
+def _objective(options: Mapping[str, Sequence[Option]], names: list[str], minimize: str) -> np.ndarray:
+    """Each option's ``minimize`` value less its layer's smallest, scaled to at most 1: the same argmin (one option
+    per layer, so per-layer constants drop out), but no longer below HiGHS's absolute tolerances when sensitivities
+    are tiny (1e-7) or sit on top of large constant offsets."""
+    c = []
+    for n in names:
+        values = [_value(o, minimize) for o in options[n]]
+        floor = min(values)
+        c += [v - floor for v in values]
+    arr = np.array(c, dtype=np.float64)
+    top = float(arr.max()) if arr.size else 0.0
+    return arr / top if top > 0 else arr
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Send file descriptor 1 to /dev/null: HiGHS writes from C, past Python's ``sys.stdout``."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no stdout at all: nothing to protect
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _milp(options: Mapping[str, Sequence[Option]], budgets: Mapping[str, float], minimize: str) -> Allocation:
     names = list(options)
     index = [(n, i) for n in names for i in range(len(options[n]))]
-    c = np.array([_value(options[n][i], minimize) for n, i in index])
+    c = _objective(options, names, minimize)
     rows, lb, ub = [], [], []
     for n in names:  # exactly one option per layer
         rows.append([1.0 if m == n else 0.0 for m, _ in index])
@@ -102,11 +139,21 @@ def _milp(options: Mapping[str, Sequence[Option]], budgets: Mapping[str, float],
         rows.append([_value(options[n][i], kind) for n, i in index])
         lb.append(-np.inf)
         ub.append(limit)
-    res = milp(
-        c, constraints=LinearConstraint(np.array(rows), lb, ub), integrality=np.ones(len(index)), bounds=Bounds(0, 1)
-    )
+    # gap 0, relative and absolute: HiGHS stops only at a proven optimum (scipy passes mip_abs_gap on verbatim)
+    highs = {"disp": False, "presolve": True, "mip_rel_gap": 0.0, "mip_abs_gap": 0.0}
+    with _quiet_stdout(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unrecognized options detected", category=RuntimeWarning)
+        res = milp(
+            c,
+            constraints=LinearConstraint(np.array(rows), lb, ub),
+            integrality=np.ones(len(index)),
+            bounds=Bounds(0, 1),
+            options=highs,
+        )
     if res.x is None:
         raise ConfigError(f"allocate: the integer program found no feasible policy ({res.message})")
+    if res.status != 0:  # time or node limit: a feasible point, not a proven optimum
+        raise ConfigError(f"allocate: the integer program stopped before proving optimality ({res.message})")
     picks = {n: i for (n, i), x in zip(index, res.x, strict=True) if x > 0.5}
     return _result(options, picks, budgets, "milp")
 
