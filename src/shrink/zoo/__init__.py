@@ -1,10 +1,21 @@
 """Bundled models and data that work offline: digits CNN teacher/student, ResNet-18 / MobileNetV2-style nets,
-the real pretrained all-MiniLM-L6-v2 with the project's sentence corpus."""
+the real pretrained all-MiniLM-L6-v2 with the project's sentence corpus, and MNIST-1D (generated) with its paper's
+four baselines."""
 
 from collections.abc import Callable
 from typing import Any
 
 from shrink.zoo.digits import DigitsCNN, DigitsStudent, digits_data, digits_split, digits_student, digits_teacher
+from shrink.zoo.mnist1d import mnist1d_arrays, mnist1d_data, mnist1d_split
+from shrink.zoo.mnist1d_models import (
+    MNIST1D_MODELS,
+    Mnist1dCNN,
+    Mnist1dGRU,
+    Mnist1dLogistic,
+    Mnist1dLSTMAttention,
+    Mnist1dMLP,
+    mnist1d_model,
+)
 from shrink.zoo.vision import MobileNetV2, ResNet18, mobilenet_v2, resnet18
 
 __all__ = [
@@ -14,6 +25,16 @@ __all__ = [
     "digits_split",
     "digits_student",
     "digits_teacher",
+    "mnist1d_arrays",
+    "mnist1d_data",
+    "mnist1d_split",
+    "mnist1d_model",
+    "MNIST1D_MODELS",
+    "Mnist1dLogistic",
+    "Mnist1dMLP",
+    "Mnist1dCNN",
+    "Mnist1dGRU",
+    "Mnist1dLSTMAttention",
     "ResNet18",
     "MobileNetV2",
     "resnet18",
@@ -46,6 +67,7 @@ MODELS: dict[str, Callable[..., Any]] = {
     "mobilenet_v2": mobilenet_v2,
     "mobilenet_v2_cifar": lambda **kw: mobilenet_v2(num_classes=10, small_input=True, **kw),
     "minilm": load_minilm,
+    **{f"mnist1d_{name}": (lambda name=name, **kw: mnist1d_model(name, **kw)) for name in MNIST1D_MODELS},
 }
 #: zoo data names usable in recipes -> factory returning a DataBundle
-DATA: dict[str, Callable[..., Any]] = {"digits": digits_data, "minilm": minilm_data}
+DATA: dict[str, Callable[..., Any]] = {"digits": digits_data, "minilm": minilm_data, "mnist1d": mnist1d_data}
