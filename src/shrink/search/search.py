@@ -50,7 +50,7 @@ from shrink.search.latency_plan import calibrated_options
 from shrink.search.options import layer_options, option_costs
 from shrink.search.result import Point, SearchResult
 from shrink.search.sensitivity import logits_of, output_kl
-from shrink.search.trials import run_trials
+from shrink.search.trials import listed, run_trials
 from shrink.select import Selector, select_modules
 
 __all__ = ["CompressionSearch", "run_search", "compression_search", "evaluate_policy"]
@@ -89,6 +89,8 @@ class CompressionSearch(Config):
     cost_batch: int = pydantic.Field(1, ge=1)
     #: latency on a measured profile: time the candidates within tolerance end to end and keep the fastest measured
     time_candidates: bool = True
+    #: seeds the order of the training batches and every trial's fine-tuning: same seed, same search result
+    seed: int = pydantic.Field(0, ge=0, lt=2**32)
     selector: Selector = Selector()
 
     @pydantic.model_validator(mode="after")
@@ -116,17 +118,9 @@ def evaluate_policy(shared: dict[str, Any], policy: dict[str, dict[str, Any]]) -
         train=shared["train"],
         finetune_epochs=shared["finetune_epochs"],
         lr=shared["lr"],
+        seed=shared["seed"],
     )
     return _metric(model, shared["val"]), model
-
-
-def _listed(data: Any, limit: int | None = None) -> list[Any]:
-    out = []
-    for i, batch in enumerate(data or []):
-        if limit is not None and i >= limit:
-            break
-        out.append(batch)
-    return out
 
 
 def _sensitivity(
@@ -150,7 +144,7 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
     """Run the search; returns the result (all points, which were measured) and the chosen model."""
     if ctx.example_inputs is None:
         raise ConfigError("search: needs example_inputs (to trace layer shapes)")
-    val = _listed(ctx.val)
+    val = listed(ctx.val, config.seed)
     if not val:
         raise DataError("search: needs labelled validation data (val=...) to measure candidates")
     profile = load_profile(config.profile)
@@ -174,11 +168,12 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
     shared = {
         "model": model,
         "val": val,
-        "calibration": _listed(ctx.calibration or ctx.train, 8),
-        "train": _listed(ctx.train) if config.finetune_epochs else None,
+        "calibration": listed(ctx.calibration or ctx.train, config.seed, 8),
+        "train": listed(ctx.train, config.seed) if config.finetune_epochs else None,
         "example_inputs": ctx.example_inputs,
         "finetune_epochs": config.finetune_epochs,
         "lr": config.lr,
+        "seed": config.seed,
     }
     sens = _sensitivity(model, [s.name for s in specs], choices, shared, config.sensitivity_batches)
     fed = input_widths(all_specs, {n: 0.5 for n in prunable})  # layers fed by a prunable layer

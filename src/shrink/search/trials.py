@@ -10,17 +10,54 @@ from typing import Any
 
 from shrink.errors import ConfigError
 
-__all__ = ["run_trials", "shutdown_ray", "probe"]
+__all__ = ["run_trials", "shutdown_ray", "probe", "listed"]
 
 #: trial(shared, payload) -> result; must be a module-level function (workers import it by name)
 Trial = Callable[[Any, Any], Any]
 
 
 def _call(fn: Trial, shared: Any, payload: Any, threads: int) -> Any:
+    """``fn(shared, payload)`` on ``threads`` threads; the process's thread count and its torch, Python and numpy
+    random states are restored afterwards (in-process trials leave the caller as it was)."""
+    import random
+
+    import numpy as np
     import torch
 
-    torch.set_num_threads(threads)
-    return fn(shared, payload)
+    before = torch.get_num_threads()
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.set_num_threads(threads)
+        try:
+            return fn(shared, payload)
+        finally:
+            torch.set_num_threads(before)
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def listed(data: Any, seed: int, limit: int | None = None) -> list[Any]:
+    """The first ``limit`` batches of ``data`` as a list, the same ones for the same ``seed``: a shuffling
+    DataLoader's generator (or torch's global RNG, which a loader without one draws from) is seeded for the
+    listing, and the caller's generator states are restored afterwards."""
+    import torch
+
+    generator = getattr(data, "generator", None)
+    saved = generator.get_state() if isinstance(generator, torch.Generator) else None
+    out: list[Any] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(seed)
+        try:
+            for i, batch in enumerate(data or []):
+                if limit is not None and i >= limit:
+                    break
+                out.append(batch)
+        finally:
+            if isinstance(generator, torch.Generator) and saved is not None:
+                generator.set_state(saved)
+    return out
 
 
 def _ray(address: str | None, parallel: int):
