@@ -22,6 +22,7 @@ __all__ = [
     "Built",
     "Table",
     "Target",
+    "Fact",
     "Section",
     "latency",
     "fmt_ms",
@@ -38,12 +39,13 @@ THREADS = 2
 
 @dataclass
 class Built:
-    """One compressed model ready to measure: how to run it, its real file size, compression time, what runs."""
+    """One model ready to measure: how to run it, its real file size, compression time, what runs, compile time."""
 
     run: Callable[[Any], Any]
     size_bytes: int
     seconds: float
     execution: str
+    compile_seconds: float = 0.0  # torch.compile time of a compiled row, apart from ``seconds``
 
 
 @dataclass
@@ -79,7 +81,21 @@ class Target:
     name: str
     goal: str
     measured: str
-    met: bool
+    met: bool | None  # None: n/a, nothing in this run could meet or miss it (e.g. no peer row qualified)
+
+    @property
+    def verdict(self) -> str:
+        return "n/a" if self.met is None else ("yes" if self.met else "**no**")
+
+
+@dataclass
+class Fact:
+    """Something this run shows that cannot fail (a theorem, a setting that was applied, a figure reported for
+    information): listed apart from the targets."""
+
+    issue: int
+    name: str
+    value: str
 
 
 @dataclass
@@ -89,6 +105,7 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     images: list[str] = field(default_factory=list)  # paths relative to docs/
     targets: list[Target] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)
     seconds: float = 0.0
 
 

@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,11 @@ class PeerMethod:
     compress: Callable[[nn.Module, list[Any], tuple[Any, ...]], nn.Module]
     execution: str
     save: str  # "state_dict" or "export"
+    compiled: bool = False  # run through torch.compile (Inductor) after compressing, as the tool documents
+
+
+#: what a compiled peer row adds to its execution label
+COMPILED_LABEL = "torch.compile (Inductor, frozen, max-autotune; the settings of shrink's compiled rows)"
 
 
 @dataclass
@@ -77,6 +82,7 @@ class PeerOutcome:
     peak_mib: float
     execution: str
     error: str = ""  # why it failed; for a runnable result, why its size could not be measured
+    compile_seconds: float = 0.0  # torch.compile time of a compiled row (not in ``seconds``)
 
 
 def as_args(model: nn.Module, inputs: Any) -> tuple[Any, ...]:
@@ -252,6 +258,28 @@ PEERS: dict[str, PeerMethod] = {
 }
 
 
+# torchao documents torch.compile for its int8 / int4 speed, and INC's PT2E graphs reach int8 kernels only through
+# Inductor: each of those rows also runs compiled, with the compiler settings shrink's own compiled rows use
+PEERS.update(
+    {
+        f"{name} + torch.compile": replace(
+            m, compiled=True, execution=f"{m.execution.split(', eager')[0]}; {COMPILED_LABEL}"
+        )
+        for name, m in list(PEERS.items())
+        if m.tool == _AO or "PT2E" in name
+    }
+)
+
+
+def _compile(model: nn.Module, example: tuple[Any, ...]) -> tuple[Callable[..., Any], float]:
+    """``model`` through shrink's :func:`compile_int8` settings, compiled at the example batch and at batch 1 (a
+    graph of its own); returns the runner and the compile seconds."""
+    from shrink.quant import compile_int8
+
+    compiled = compile_int8(model, warmup=[example, tuple(t[:1] for t in example)], skip_guards=True)
+    return (lambda *args: compiled(*args)), compiled.compile_seconds
+
+
 class _LastErrors(logging.Handler):
     """Keeps the last ERROR records: INC logs the real cause of a failed export and then raises a generic error."""
 
@@ -312,7 +340,15 @@ def run_peer(name: str, model: nn.Module, calibration: list[Any], example_inputs
             size, size_error = _saved_bytes(compressed, method.save, example), ""
         except Exception as exc:
             size, size_error = None, "saving failed: " + _error_text(exc, handler.messages)
-        return PeerOutcome(lambda *args, m=compressed: m(*args), size, seconds, peak, method.execution, size_error)
+        if not method.compiled:
+            runner: Callable[..., Any] = lambda *args, m=compressed: m(*args)  # noqa: E731
+            return PeerOutcome(runner, size, seconds, peak, method.execution, size_error)
+        try:
+            runner, compile_s = _compile(compressed, example)
+        except Exception as exc:
+            error = "torch.compile failed: " + _error_text(exc, handler.messages)
+            return PeerOutcome(None, size, seconds, peak, method.execution, error)
+        return PeerOutcome(runner, size, seconds, peak, method.execution, size_error, compile_s)
     finally:
         for lg in loggers:
             lg.removeHandler(handler)

@@ -168,7 +168,7 @@ def _plot(rows: list[Row], quality_key: str, quality_label: str, b: int, name: s
 def _minilm(quick: bool, section: Section) -> None:
     from shrink.zoo.minilm import load_minilm, minilm_data
 
-    model, data = load_minilm(), minilm_data(limit=64 if quick else None)
+    model, data = load_minilm(), minilm_data(limit=192 if quick else None)
     calib, test = list(data.calibration)[: 2 if quick else 8], list(data.test)
     rows = _rows("minilm", quick, model, calib, calib[0], list(QUICK_MINILM if quick else PEERS))
     ref = _outputs(rows[0].outcome.runnable, model, test)[0]

@@ -282,7 +282,7 @@ def _resnet(quick: bool, section: Section) -> None:
 def _minilm(quick: bool, section: Section) -> None:
     from shrink.zoo.minilm import load_minilm, minilm_data
 
-    data = minilm_data(limit=64 if quick else None)
+    data = minilm_data(limit=192 if quick else None)
     model = load_minilm()
     cfg = ChannelPruning(ratio=0.25, head_ratio=2 / 12, importance="l1")
     pruned = shrink.prune(model, cfg, example_inputs=data.example_inputs)

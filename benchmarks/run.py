@@ -15,6 +15,7 @@ import multiprocessing as mp
 import os
 import platform
 import queue
+import subprocess
 import time
 import traceback
 from pathlib import Path
@@ -22,9 +23,9 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import THREADS, Section, Table
-from shrink.eval.harness import cpu_name
+from shrink.eval.harness import cpu_features, cpu_name
 
-__all__ = ["SECTIONS", "render", "readme_block", "replace_readme_block", "main"]
+__all__ = ["SECTIONS", "render", "readme_block", "replace_readme_block", "run_facts", "main"]
 
 #: section modules in document order -> (budget in seconds for the full run, for --quick)
 SECTIONS: dict[str, tuple[int, int]] = {
@@ -120,6 +121,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(THREADS)
     names = [n for n in SECTIONS if not args.only or n in args.only]
+    facts = run_facts()
     start, results, times = time.perf_counter(), [], []
     for i, name in enumerate(names):
         budget = round(SECTIONS[name][int(args.quick)] * args.time_scale)
@@ -143,7 +145,7 @@ def main() -> None:
     print(f"  {'total':22s} {total:7.0f} s", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(results, quick=args.quick, times=times), encoding="utf-8")
+    out.write_text(render(results, quick=args.quick, times=times, facts=facts), encoding="utf-8")
     print(f"wrote {out}")
     if args.readme:
         readme = Path(args.readme)
@@ -159,15 +161,57 @@ def targets_table(sections: list[Result]) -> Table:
     table = Table("Targets from the issues, read off this run", ["issue", "target", "goal", "measured", "met"])
     for _, s, _ in sections:
         for t in s.targets if s else []:
-            table.add(f"#{t.issue}", t.name, t.goal, t.measured, "yes" if t.met else "**no**")
+            table.add(f"#{t.issue}", t.name, t.goal, t.measured, t.verdict)
+    table.note = (
+        "Every target was fixed in the code before the run. 'n/a': nothing in this run could meet or miss it "
+        "(for example no peer row qualified for the comparison); it does not count as met."
+    )
     return table
+
+
+def facts_table(sections: list[Result]) -> Table:
+    table = Table("Facts of this run (they cannot fail, so they are not targets)", ["issue", "what", "value"])
+    for _, s, _ in sections:
+        for f in s.facts if s else []:
+            table.add(f"#{f.issue}", f.name, f.value)
+    return table
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+
+
+def run_facts() -> dict[str, str]:
+    """What the document records about the run: the commit, whether the tree was clean, the CPU and its int8 / bf16
+    features, and the load average when the run started (the end is read when the document is written)."""
+    features = cpu_features()
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "commit": _git("rev-parse", "--short=10", "HEAD"),
+        "working tree": "clean" if not dirty else f"modified ({len(dirty.splitlines())} tracked files changed)",
+        "CPU": cpu_name(),
+        "CPU int8 / bf16 features": ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in features.items()),
+        "load average (1/5/15 min) at start": _load(),
+    }
+
+
+def _load() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def _failed_names(sections: list[Result]) -> list[str]:
     return [name for name, s, _ in sections if s is None]
 
 
-def render(sections: list[Result], quick: bool, times: list[tuple[str, float, int, str]] | None = None) -> str:
+def render(
+    sections: list[Result],
+    quick: bool,
+    times: list[tuple[str, float, int, str]] | None = None,
+    facts: dict[str, str] | None = None,
+) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -177,13 +221,14 @@ def render(sections: list[Result], quick: bool, times: list[tuple[str, float, in
         "",
     ]
     machine = Table("Machine and versions", ["what", "value"])
-    machine.add("CPU", cpu_name())
+    for k, v in (facts or run_facts()).items():
+        machine.add(k, v)
+    machine.add("load average (1/5/15 min) at the end", _load())
     machine.add("cores", os.cpu_count())
     machine.add("threads", THREADS)
-    machine.add("load average (1/5/15 min) when written", " / ".join(f"{x:.1f}" for x in os.getloadavg()))
     for k, v in _versions().items():
         machine.add(k, v)
-    lines += [machine.markdown(), "", targets_table(sections).markdown(), ""]
+    lines += [machine.markdown(), "", targets_table(sections).markdown(), "", facts_table(sections).markdown(), ""]
     if failed := _failed_names(sections):
         lines += [f"Sections that failed in this run (their targets are missing above): {', '.join(failed)}.", ""]
     if times:

@@ -1,8 +1,8 @@
 """render() and the README block: a fake section's tables, targets and failures appear as generated markdown."""
 
 import pytest
-from benchmarks.common import Section, Table, Target
-from benchmarks.run import BEGIN, END, readme_block, render, replace_readme_block
+from benchmarks.common import Fact, Section, Table, Target
+from benchmarks.run import BEGIN, END, readme_block, render, replace_readme_block, run_facts
 
 
 def _section() -> Section:
@@ -17,7 +17,9 @@ def _section() -> Section:
         targets=[
             Target(1, "int8 accuracy drop", "<= 1 pt", "0.67 pt", True),
             Target(2, "size ratio", ">= 4x", "3.9x", False),
+            Target(3, "faster than the best peer", "ratio > 1", "no peer row ran", None),
         ],
+        facts=[Fact(4, "Huffman code length", "2.31 bits < H + 1")],
         seconds=12.4,
     )
 
@@ -32,6 +34,9 @@ def test_render_tables_targets_and_failures() -> None:
     assert "| what | value |" in text and "| threads | 2 |" in text
     assert "| #1 | int8 accuracy drop | <= 1 pt | 0.67 pt | yes |" in text
     assert "| #2 | size ratio | >= 4x | 3.9x | **no** |" in text
+    assert "| #3 | faster than the best peer | ratio > 1 | no peer row ran | n/a |" in text  # n/a is not "yes"
+    assert "| #4 | Huffman code length | 2.31 bits < H + 1 |" in text  # facts in their own table
+    assert text.index("Facts of this run") > text.index("Targets from the issues")
     assert "| fp32 | 99.17 | 380000 |" in text
     assert "| int8 \\| static | 98.5 | 97000 |" in text  # pipes inside cells are escaped
     assert "sizes are files on disk" in text and "![Fake quantization](img/fake.png)" in text
@@ -55,3 +60,14 @@ def test_readme_block_is_replaced_and_the_rest_kept() -> None:
 def test_readme_without_markers_is_an_error() -> None:
     with pytest.raises(ValueError, match="bench:start"):
         replace_readme_block("# no block here\n", "x")
+
+
+def test_run_facts_record_commit_tree_cpu_features_and_load() -> None:
+    facts = run_facts()
+    assert len(facts["commit"]) == 10 or facts["commit"].startswith("unknown")
+    assert facts["working tree"] == "clean" or facts["working tree"].startswith(("modified", "unknown"))
+    for flag in ("avx512_vnni", "amx_int8", "avx512_bf16"):
+        assert f"{flag} yes" in facts["CPU int8 / bf16 features"] or f"{flag} no" in facts["CPU int8 / bf16 features"]
+    assert facts["load average (1/5/15 min) at start"].count(" / ") == 2
+    text = render([("fake", _section(), "")], quick=False, facts=facts)
+    assert f"| commit | {facts['commit']} |" in text and "load average (1/5/15 min) at the end" in text

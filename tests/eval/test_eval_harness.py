@@ -119,3 +119,28 @@ def test_a_stage_written_artifact_counts_only_while_weights_are_unchanged():
     with torch.no_grad():
         m.weight[0, 0] += 1
     assert own_artifact_bytes(m) is None
+
+
+def test_interleaved_stats_flag_unstable_rows_and_keep_raw_spread() -> None:
+    from shrink.eval.latency import interleaved_stats
+
+    calls = {"n": 0}
+
+    def jittery() -> None:  # every third round's calls are four times slower
+        calls["n"] += 1
+        time.sleep(0.004 if (calls["n"] // 5) % 3 == 2 else 0.001)
+
+    steady, noisy = interleaved_stats([lambda: time.sleep(0.001), jittery], rounds=6, calls=3, warmup=1, block_s=0)
+    assert not steady.unstable and steady.spread < 1.5
+    assert noisy.unstable and noisy.max_ms / noisy.min_ms > 2.0
+    assert noisy.to_dict()["unstable"] is True and steady.batch_size == 1
+
+
+def test_bootstrap_interval_brackets_the_mean_and_is_reproducible() -> None:
+    from shrink.eval.metrics import bootstrap_interval
+
+    values = torch.tensor([1.0] * 90 + [0.0] * 10)
+    low, high = bootstrap_interval(values)
+    assert low < 0.9 < high and high - low < 0.15
+    assert (low, high) == bootstrap_interval(values)
+    assert bootstrap_interval(torch.ones(50)) == (1.0, 1.0)

@@ -32,3 +32,25 @@ def test_padding_does_not_change_the_embedding(minilm):
         alone = model(**tokenize(tok, ["short sentence"]))
         padded = model(**tokenize(tok, ["short sentence", "a much longer sentence with many more tokens in it"]))
     assert embedding_fidelity(alone, padded[:1])["cos_min"] > 0.99999
+
+
+def _sentences(batches: list[dict]) -> set[tuple[int, ...]]:
+    out = set()
+    for b in batches:
+        for ids, mask in zip(b["input_ids"], b["attention_mask"], strict=True):
+            out.add(tuple(ids[mask.bool()].tolist()))
+    return out
+
+
+def test_calibration_and_evaluation_sentences_do_not_overlap() -> None:
+    from shrink.errors import ConfigError
+    from shrink.zoo.minilm import load_sentences, minilm_data
+
+    data = minilm_data()
+    calib, test = _sentences(data.calibration), _sentences(data.test)
+    assert len(calib) >= 120 and len(test) >= 450  # 128 / 481 sentences (a few may tokenize alike)
+    assert not calib & test
+    assert _sentences([data.example_inputs]) <= calib  # the example input is a calibration sentence
+    assert sum(len(b["input_ids"]) for b in data.test) == len(load_sentences()) - 128
+    with pytest.raises(ConfigError, match="calibration_sentences"):
+        minilm_data(limit=100, calibration_sentences=128)

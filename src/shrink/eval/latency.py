@@ -11,7 +11,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["LatencyStats", "measure_latency", "interleaved_latency", "repeat_batch"]
+__all__ = [
+    "LatencyStats",
+    "UNSTABLE_SPREAD",
+    "measure_latency",
+    "interleaved_latency",
+    "interleaved_stats",
+    "repeat_batch",
+]
 
 
 @dataclass(frozen=True)
@@ -24,8 +31,18 @@ class LatencyStats:
     threads: int
     batch_size: int
 
+    @property
+    def spread(self) -> float:
+        """Slowest over fastest measurement."""
+        return self.max_ms / self.min_ms if self.min_ms > 0 else math.inf
+
+    @property
+    def unstable(self) -> bool:
+        """Whether the slowest measurement took more than :data:`UNSTABLE_SPREAD` times the fastest."""
+        return self.spread > UNSTABLE_SPREAD
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"unstable": self.unstable}
 
 
 def measure_latency(
@@ -56,6 +73,10 @@ def measure_latency(
     return LatencyStats(statistics.median(times), min(times), max(times), len(times), warmup, threads, batch_size)
 
 
+#: a latency whose slowest round took more than this multiple of its fastest is flagged unstable
+UNSTABLE_SPREAD = 1.5
+
+
 def interleaved_latency(
     fns: Sequence[Callable[[], Any]],
     *,
@@ -65,14 +86,31 @@ def interleaved_latency(
     warmup: int = 2,
     block_s: float = 0.02,
 ) -> list[float]:
-    """Latency (ms) of each of ``fns``, all timed together so that they can be compared with each other.
+    """Latency (ms) of each of ``fns``, all timed together so that they can be compared with each other: the
+    medians of :func:`interleaved_stats` (see there)."""
+    stats = interleaved_stats(fns, threads=threads, rounds=rounds, calls=calls, warmup=warmup, block_s=block_s)
+    return [s.median_ms for s in stats]
+
+
+def interleaved_stats(
+    fns: Sequence[Callable[[], Any]],
+    *,
+    threads: int = 2,
+    rounds: int = 15,
+    calls: int = 15,
+    warmup: int = 2,
+    block_s: float = 0.02,
+    batch_size: int = 1,
+) -> list[LatencyStats]:
+    """Latency of each of ``fns``, all timed together so that they can be compared with each other.
 
     In each of ``rounds`` rounds every function runs ``warmup`` + n times back to back (the order reversed every
     other round) and its median call is kept; n is what fills about ``block_s`` seconds, between 3 and ``calls``.
     On a shared machine whole stretches of time run 10-30% slower and single calls stall for a scheduler tick, so a
-    round's medians are divided by that round's geometric mean over all functions; each function's latency is the
+    round's medians are divided by that round's geometric mean over all functions; each function's median is the
     median of its ratios over the rounds times the median round mean. Drift that hits every function alike
-    cancels, which a median or minimum of separate runs does not achieve.
+    cancels, which a median or minimum of separate runs does not achieve. ``min_ms`` / ``max_ms`` are the fastest
+    and slowest round medians as measured (not normalized): their ratio is what :attr:`LatencyStats.unstable` reads.
     """
     if not fns:
         return []
@@ -80,35 +118,42 @@ def interleaved_latency(
         raise ValueError(f"interleaved_latency: rounds and calls must be >= 1, got {rounds} and {calls}")
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
-    per_round: list[list[float]] = []
     try:
         with torch.inference_mode():
-            counts = []
-            for fn in fns:
-                fn()
-                t0 = time.perf_counter()
-                fn()
-                counts.append(max(min(calls, 3), min(calls, round(block_s / max(time.perf_counter() - t0, 1e-6)))))
-            for r in range(rounds):
-                order = range(len(fns)) if r % 2 == 0 else range(len(fns) - 1, -1, -1)
-                row = [0.0] * len(fns)
-                for i in order:
-                    for _ in range(warmup):
-                        fns[i]()
-                    times = []
-                    for _ in range(counts[i]):
-                        t0 = time.perf_counter()
-                        fns[i]()
-                        times.append((time.perf_counter() - t0) * 1e3)
-                    row[i] = statistics.median(times)
-                per_round.append(row)
+            counts = [_calls_per_block(fn, calls, block_s) for fn in fns]
+            per_round = [_one_round(fns, counts, warmup, reverse=r % 2 == 1) for r in range(rounds)]
     finally:
         torch.set_num_threads(old)
     means = [math.exp(statistics.fmean(math.log(max(t, 1e-9)) for t in row)) for row in per_round]
     scale = statistics.median(means)
-    return [
-        statistics.median(row[i] / m for row, m in zip(per_round, means, strict=True)) * scale for i in range(len(fns))
-    ]
+    out = []
+    for i in range(len(fns)):
+        raw = [row[i] for row in per_round]
+        median = statistics.median(row[i] / m for row, m in zip(per_round, means, strict=True)) * scale
+        out.append(LatencyStats(median, min(raw), max(raw), rounds * counts[i], warmup, threads, batch_size))
+    return out
+
+
+def _calls_per_block(fn: Callable[[], Any], calls: int, block_s: float) -> int:
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    return max(min(calls, 3), min(calls, round(block_s / max(time.perf_counter() - t0, 1e-6))))
+
+
+def _one_round(fns: Sequence[Callable[[], Any]], counts: list[int], warmup: int, reverse: bool) -> list[float]:
+    order = range(len(fns) - 1, -1, -1) if reverse else range(len(fns))
+    row = [0.0] * len(fns)
+    for i in order:
+        for _ in range(warmup):
+            fns[i]()
+        times = []
+        for _ in range(counts[i]):
+            t0 = time.perf_counter()
+            fns[i]()
+            times.append((time.perf_counter() - t0) * 1e3)
+        row[i] = statistics.median(times)
+    return row
 
 
 def repeat_batch(inputs: Any, batch_size: int) -> Any:

@@ -10,7 +10,7 @@ import torch
 from shrink.data import call_model, split_batch
 from shrink.errors import DataError
 
-__all__ = ["predict", "accuracy", "embedding_fidelity"]
+__all__ = ["predict", "accuracy", "embedding_fidelity", "bootstrap_interval"]
 
 
 def predict(model: Callable[..., Any], data: Iterable[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -51,5 +51,26 @@ def embedding_fidelity(reference: torch.Tensor, embeddings: torch.Tensor) -> dic
         sim.fill_diagonal_(-float("inf"))
         return sim.argmax(-1)
 
-    agree = (nearest(ref) == nearest(emb)).float().mean() * 100
-    return {"cos_mean": float(cos.mean()), "cos_min": float(cos.min()), "nn_agreement": float(agree)}
+    same = (nearest(ref) == nearest(emb)).float()
+    low, high = bootstrap_interval(same)
+    return {
+        "cos_mean": float(cos.mean()),
+        "cos_min": float(cos.min()),
+        "nn_agreement": float(same.mean() * 100),
+        "nn_agreement_low": low * 100,
+        "nn_agreement_high": high * 100,
+    }
+
+
+def bootstrap_interval(
+    values: torch.Tensor, level: float = 0.95, draws: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (resampled with replacement ``draws`` times, with a
+    fixed seed so the same values always give the same interval)."""
+    if values.numel() == 0:
+        raise DataError("bootstrap_interval: no values")
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, values.numel(), (draws, values.numel()), generator=gen)
+    means = values.flatten().float()[idx].mean(dim=1)
+    tail = (1 - level) / 2
+    return float(torch.quantile(means, tail)), float(torch.quantile(means, 1 - tail))

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from shrink.data import DataBundle
+from shrink.errors import ConfigError
 
 __all__ = ["MiniLMEmbedder", "minilm_dir", "load_minilm", "minilm_tokenizer", "load_sentences", "minilm_data"]
 
@@ -70,18 +71,26 @@ def tokenize(tokenizer: Any, sentences: list[str], max_length: int = 128) -> dic
 
 
 def minilm_data(batch_size: int = 32, calibration_sentences: int = 128, limit: int | None = None) -> DataBundle:
-    """Fidelity data: the corpus in tokenized batches (test), the first ``calibration_sentences`` for calibration,
-    and a batch-1 example input. There are no labels: the metric is fidelity to the fp32 embeddings."""
+    """Fidelity data from the project corpus, split with no overlap: the first ``calibration_sentences`` sentences
+    calibrate (and tune anything a method chooses: smoothing, rounding, percentiles), the rest are scored (test, in
+    tokenized batches of ``batch_size``). ``limit`` keeps only the first sentences of the corpus. The batch-1
+    example input is a calibration sentence. There are no labels: the metric is fidelity to the fp32 embeddings."""
     tok = minilm_tokenizer()
     sentences = load_sentences()[:limit]
-    batches = [tokenize(tok, sentences[i : i + batch_size]) for i in range(0, len(sentences), batch_size)]
-    calib = [tokenize(tok, sentences[i : i + 16]) for i in range(0, min(calibration_sentences, len(sentences)), 16)]
+    if not 0 < calibration_sentences < len(sentences):
+        raise ConfigError(
+            f"minilm_data: calibration_sentences={calibration_sentences} must leave sentences to score "
+            f"(the corpus has {len(sentences)})"
+        )
+    calib_part, test_part = sentences[:calibration_sentences], sentences[calibration_sentences:]
+    batches = [tokenize(tok, test_part[i : i + batch_size]) for i in range(0, len(test_part), batch_size)]
+    calib = [tokenize(tok, calib_part[i : i + 16]) for i in range(0, len(calib_part), 16)]
     return DataBundle(
         train=None,
         val=None,
         test=batches,
         calibration=calib,
-        example_inputs=tokenize(tok, sentences[:1]),
+        example_inputs=tokenize(tok, calib_part[:1]),
         metric="fidelity",
         name="minilm-corpus",
     )

@@ -1,0 +1,112 @@
+"""The float baselines every speed claim is judged against, and timing of a whole table together.
+
+A speed ratio in these benchmarks is against the **fastest** float execution of the same model measured in the same
+run, timed in the same interleaved rounds as the row it is compared with: PyTorch eager fp32, fp32 through
+``torch.compile`` with the settings shrink's compiled int8 rows use (Inductor, frozen weights, autotuned GEMMs), bf16
+through the same compiler where the CPU has native bf16 instructions, and ONNX Runtime fp32 with every graph
+optimization on.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import shrink
+from benchmarks.common import THREADS, Built
+from shrink.data import call_model
+from shrink.eval.harness import cpu_features
+from shrink.eval.latency import LatencyStats, interleaved_stats
+from shrink.export.artifact import artifact_bytes
+from shrink.export.onnx import OnnxModel
+from shrink.quant import compile_int8
+
+__all__ = [
+    "EAGER",
+    "COMPILED",
+    "BF16",
+    "ORT",
+    "FLOAT_ROWS",
+    "native_bf16",
+    "float_baselines",
+    "time_together",
+    "best_float",
+    "speedup",
+    "ms_cell",
+]
+
+EAGER = "fp32 (torch eager)"
+COMPILED = "fp32 (torch.compile, Inductor, frozen)"
+BF16 = "bf16 (torch.compile, Inductor, frozen; native bf16)"
+ORT = "fp32 (onnxruntime, all graph optimizations)"
+FLOAT_ROWS = (EAGER, COMPILED, BF16, ORT)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16); elsewhere bf16 is emulated and no
+    baseline."""
+    f = cpu_features()
+    return f["avx512_bf16"] or f["amx_bf16"]
+
+
+def _compiled(model: nn.Module, warmup: list[Any], label: str) -> Built:
+    c = compile_int8(model, warmup=warmup, skip_guards=True)
+    return Built(lambda x: call_model(c, x), artifact_bytes(model), 0.0, label, c.compile_seconds)
+
+
+def float_baselines(
+    model: nn.Module, example_inputs: Any, warmup: list[Any], onnx_path: Path, bf16: bool | None = None
+) -> dict[str, Built]:
+    """The float rows for ``model``: eager, compiled, bf16 compiled (when ``bf16``, default: the CPU has native
+    bf16) and ONNX Runtime. ``warmup``: the batches the table is timed at, compiled before timing."""
+    rows = {EAGER: Built(lambda x: call_model(model, x), artifact_bytes(model), 0.0, "torch eager fp32")}
+    rows[COMPILED] = _compiled(copy.deepcopy(model), warmup, "fp32, torch.compile (Inductor, frozen, autotuned)")
+    if native_bf16() if bf16 is None else bf16:
+        rows[BF16] = _compiled(copy.deepcopy(model).to(torch.bfloat16), warmup, "bf16, torch.compile (native bf16)")
+    if not onnx_path.exists():
+        shrink.export.onnx(model, onnx_path, example_inputs)
+    session = OnnxModel(onnx_path, threads=THREADS)
+    rows[ORT] = Built(session, session.size_bytes, 0.0, "onnxruntime fp32, ORT_ENABLE_ALL")
+    return rows
+
+
+def time_together(
+    runs: Mapping[str, Callable[[Any], Any]], batches: Mapping[int, Any], rounds: int = 15
+) -> dict[str, dict[int, LatencyStats]]:
+    """Latency of every run at every batch size (batch size -> input), all runs timed in the same interleaved
+    rounds (:func:`shrink.eval.latency.interleaved_stats`) so that their ratios hold whatever the machine's load."""
+    names = list(runs)
+    out: dict[str, dict[int, LatencyStats]] = {n: {} for n in names}
+    for b, x in batches.items():
+        fns = [lambda f=runs[n], x=x: f(x) for n in names]
+        for name, st in zip(names, interleaved_stats(fns, threads=THREADS, rounds=rounds, batch_size=b), strict=True):
+            out[name][b] = st
+    return out
+
+
+def best_float(latency: Mapping[str, Mapping[int, LatencyStats]], batch: int) -> tuple[str, float]:
+    """The fastest float row at ``batch``: (row name, median ms). Raises if no float row was timed."""
+    timed = [(latency[n][batch].median_ms, n) for n in FLOAT_ROWS if n in latency and batch in latency[n]]
+    if not timed:
+        raise ValueError(f"no float baseline was timed at batch {batch}")
+    ms, name = min(timed)
+    return name, ms
+
+
+def speedup(latency: Mapping[str, Mapping[int, LatencyStats]], row: str, batch: int) -> float:
+    """How many times faster ``row`` runs than the fastest float row at ``batch`` (nan when ``row`` was not
+    timed)."""
+    if row not in latency or batch not in latency[row]:
+        return float("nan")
+    return best_float(latency, batch)[1] / latency[row][batch].median_ms
+
+
+def ms_cell(stats: LatencyStats) -> str:
+    """A latency cell: the median, with its spread and a flag when the row was unstable (max/min over 1.5x)."""
+    text = f"{stats.median_ms:.2f}"
+    return text + (f" ⚠ unstable ({stats.min_ms:.2f}–{stats.max_ms:.2f})" if stats.unstable else "")

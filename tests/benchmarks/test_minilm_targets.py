@@ -1,0 +1,75 @@
+"""The MiniLM int8 targets and the float-baseline arithmetic: judged against the fastest float row of the run, a
+result that just misses is a miss, and a comparison with no peer row is n/a, not met."""
+
+import math
+
+from benchmarks.baselines import BF16, COMPILED, EAGER, ORT, best_float, speedup
+from benchmarks.quant_minilm import INT8_ROW, PEER_INT8, targets
+from shrink.eval.latency import LatencyStats
+
+
+def _rows(cos: float = 0.995, nn: float = 98.0, compile_s: float = 20.0) -> dict[str, dict[str, float]]:
+    base = {"cos_mean": 1.0, "nn_agreement": 100.0, "size": 100.0, "s": 0.0, "compile_s": 0.0}
+    return {
+        EAGER: base,
+        INT8_ROW: {"cos_mean": cos, "nn_agreement": nn, "size": 26.0, "s": 30.0, "compile_s": compile_s},
+        "shrink int8 static (calibrated)": {**base, "s": 40.0},
+        "shrink weight-only int4 g32": {**base, "size": 15.0},
+    }
+
+
+def _lat(int8_b1: float, int8_b32: float, peer: float | None = 9.0) -> dict[str, dict[int, float]]:
+    lat = {
+        EAGER: {1: 7.0, 32: 110.0},
+        COMPILED: {1: 3.0, 32: 50.0},
+        BF16: {1: 3.5, 32: 40.0},  # the fastest float row at b32
+        ORT: {1: 2.5, 32: 55.0},  # the fastest float row at b1
+        INT8_ROW: {1: int8_b1, 32: int8_b32},
+    }
+    if peer is not None:
+        lat[PEER_INT8[0]] = {1: peer, 32: peer * 10}
+    return lat
+
+
+def _met(ts: list, fragment: str) -> list:
+    return [t.met for t in ts if fragment in t.name]
+
+
+def test_speed_is_judged_against_the_fastest_float_row() -> None:
+    ts = targets(_rows(), _lat(int8_b1=1.25, int8_b32=16.0))  # 2.5/1.25 = 2.0x, 40/16 = 2.5x: exactly met
+    assert _met(ts, "b1 vs the fastest float") == [True] and _met(ts, "b32 vs the fastest float") == [True]
+    b32 = next(t for t in ts if "b32 vs the fastest float" in t.name)
+    assert "bf16" in b32.measured and "2.50x" in b32.measured
+    ts = targets(_rows(), _lat(int8_b1=1.26, int8_b32=16.1))  # just misses both (eager ratios would be 5.6x / 6.8x)
+    assert _met(ts, "b1 vs the fastest float") == [False] and _met(ts, "b32 vs the fastest float") == [False]
+
+
+def test_peer_targets_just_miss_and_na_without_peers() -> None:
+    assert _met(targets(_rows(), _lat(1.0, 10.0, peer=1.01)), "b1 vs every peer") == [True]
+    assert _met(targets(_rows(), _lat(1.0, 10.0, peer=0.99)), "b1 vs every peer") == [False]
+    na = targets(_rows(), _lat(1.0, 10.0, peer=None))
+    assert _met(na, "vs every peer") == [None, None]
+    assert all(t.verdict == "n/a" for t in na if "vs every peer" in t.name)
+
+
+def test_fidelity_compile_and_missing_row_targets() -> None:
+    ts = targets(_rows(cos=0.9899, nn=96.9, compile_s=30.1), _lat(1.0, 10.0))
+    assert _met(ts, "mean cosine") == [False] and _met(ts, "nearest-neighbour") == [False]
+    assert _met(ts, "compile time") == [False]
+    ok = targets(_rows(cos=0.99, nn=97.0, compile_s=30.0), _lat(1.0, 10.0))
+    assert _met(ok, "mean cosine") == [True] and _met(ok, "nearest-neighbour") == [True]
+    assert _met(ok, "compile time") == [True]
+    missing = targets({}, {})  # the int8 row failed: every target is a miss, none is met by accident
+    assert all(t.met in (False, None) for t in missing)
+
+
+def _stats(ms: float, lo: float | None = None, hi: float | None = None) -> LatencyStats:
+    return LatencyStats(ms, lo or ms, hi or ms, 10, 1, 2, 1)
+
+
+def test_best_float_and_speedup() -> None:
+    lat = {EAGER: {1: _stats(8.0)}, ORT: {1: _stats(2.0)}, INT8_ROW: {1: _stats(1.0)}}
+    assert best_float(lat, 1) == (ORT, 2.0)
+    assert speedup(lat, INT8_ROW, 1) == 2.0
+    assert math.isnan(speedup(lat, "not timed", 1))
+    assert _stats(1.0, 1.0, 1.51).unstable and not _stats(1.0, 1.0, 1.5).unstable
