@@ -1,13 +1,15 @@
 """Digits: scikit-learn's bundled 8x8 handwritten digits (1,797 real images), a seeded split, a CNN teacher and a
 smaller student.
 
-The teacher is trained on first use (seconds on 2 cores) and cached; ``digits_teacher()`` returns the same weights
-every time for the same seed.
+The trained weights for seed 0 ship with the package (``shrink/zoo/weights``), so nothing is trained on first use;
+``digits_teacher()`` returns the same weights every time, whatever the thread count.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,8 +17,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from shrink._cache import cache_dir
 from shrink.data import DataBundle
+from shrink.zoo.pretrained import load_or_train
 
 __all__ = ["DigitsCNN", "DigitsStudent", "digits_split", "digits_data", "digits_teacher", "digits_student"]
 
@@ -103,30 +105,35 @@ def _random_shift(x: torch.Tensor) -> torch.Tensor:
     return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
 
 
-def _cached(name: str, build: type[nn.Module], epochs: int, seed: int, progress: bool) -> nn.Module:
-    from safetensors.torch import load_file, save
+#: how each trained digits model is trained; part of its weights' key (see shrink.zoo.pretrained)
+TRAINING: dict[str, dict[str, Any]] = {
+    "digits_cnn": {"epochs": 30, "lr": 3e-3, "split_seed": SPLIT_SEED, "augment": "shift1"},
+    "digits_student": {"epochs": 30, "lr": 3e-3, "split_seed": SPLIT_SEED, "augment": "shift1"},
+}
 
-    from shrink.export.artifact import atomic_write_bytes
 
-    path = cache_dir("zoo") / f"{name}-v1-seed{seed}.safetensors"
-    model = build()
-    if path.exists():
-        model.load_state_dict(load_file(str(path)))
-        return model.eval()
+def _pretrained(name: str, build: Callable[[], nn.Module], seed: int, progress: bool) -> nn.Module:
+    """Shipped weights for seed 0; other seeds are trained once (on one thread) and cached by content."""
+    settings = {**TRAINING[name], "seed": seed}
     torch.manual_seed(seed)
-    model = train_digits(build(), epochs=epochs, seed=seed, progress=progress)
-    atomic_write_bytes(path, save({k: v.contiguous() for k, v in model.state_dict().items()}))
-    return model
+    model = build()
+
+    def train(m: nn.Module) -> None:
+        train_digits(m, epochs=settings["epochs"], seed=seed, lr=settings["lr"], progress=progress)
+
+    return load_or_train(name, model, settings, train)
 
 
 def digits_teacher(seed: int = 0, progress: bool = True) -> DigitsCNN:
-    """The trained digits teacher (≥ 98% test accuracy), trained on first use and cached."""
-    return _cached("digits_cnn", DigitsCNN, epochs=30, seed=seed, progress=progress)  # type: ignore[return-value]
+    """The trained digits teacher (≥ 98% test accuracy). Seed 0 ships with the package; other seeds are trained on
+    first use (``progress``: show the training bar) and cached."""
+    return _pretrained("digits_cnn", DigitsCNN, seed, progress)  # type: ignore[return-value]
 
 
 def digits_student(pretrained: bool = False, seed: int = 0, progress: bool = True) -> DigitsStudent:
-    """The small student architecture; ``pretrained=True`` trains it on hard labels (cached)."""
+    """The small student architecture, freshly initialised; ``pretrained=True`` gives it trained on hard labels
+    (shipped for seed 0, else trained once and cached)."""
     if pretrained:
-        return _cached("digits_student", DigitsStudent, epochs=30, seed=seed, progress=progress)  # type: ignore
+        return _pretrained("digits_student", DigitsStudent, seed, progress)  # type: ignore[return-value]
     torch.manual_seed(seed)
     return DigitsStudent()
