@@ -38,6 +38,7 @@ SECTIONS: dict[str, tuple[int, int]] = {
     "distill": (300, 50),
     "compress": (300, 50),
     "search": (300, 90),
+    "mnist1d": (360, 90),
 }
 #: whole-run limits from issue 6, minus a margin for start-up and writing
 RUN_LIMIT_S = {False: 3500, True: 570}

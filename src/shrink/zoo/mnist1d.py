@@ -90,12 +90,13 @@ class Mnist1dSplit:
     test: TensorDataset
 
 
-def mnist1d_split(**overrides: Any) -> Mnist1dSplit:
+def mnist1d_split(paper_train: bool = False, **overrides: Any) -> Mnist1dSplit:
     """Train / validation / test: validation is a seeded ``N_VAL``-signal subset of the generator's training part
-    (a fifth of it when a smaller set is generated); test is the generator's test part, untouched."""
+    (a fifth of it when a smaller set is generated); test is the generator's test part, untouched.
+    ``paper_train=True`` is the paper's protocol: all of the generator's training part trains, validation is empty."""
     a = mnist1d_arrays(**overrides)
     n = len(a["y"])
-    n_val = min(N_VAL, n // 5)
+    n_val = 0 if paper_train else min(N_VAL, n // 5)
     perm = np.random.default_rng(SPLIT_SEED).permutation(n)
     val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     x, y = torch.from_numpy(a["x"]), torch.from_numpy(a["y"])
@@ -126,9 +127,12 @@ class Batches1d:
             yield self.x[idx], self.y[idx]
 
 
-def mnist1d_data(batch_size: int = 100, calibration_batches: int = 8, seed: int = 0, **overrides: Any) -> DataBundle:
-    """Train (shuffled, seeded) / val / test batches, calibration batches from train, and a batch-1 example."""
-    split = mnist1d_split(**overrides)
+def mnist1d_data(
+    batch_size: int = 100, calibration_batches: int = 8, seed: int = 0, paper_train: bool = False, **overrides: Any
+) -> DataBundle:
+    """Train (shuffled, seeded) / val / test batches, calibration batches from train, and a batch-1 example
+    (``paper_train``: see :func:`mnist1d_split`)."""
+    split = mnist1d_split(paper_train=paper_train, **overrides)
     return DataBundle(
         train=Batches1d(split.train, batch_size, seed=seed),
         val=DataLoader(split.val, batch_size=500),
