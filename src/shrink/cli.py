@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["RAY_ADDRESS"] = args.ray_address
         recipe = _demo_recipe() if args.command == "demo" else Path(args.recipe)
         result = run(recipe, args.out, resume=getattr(args, "resume", False), progress=not args.quiet)
+        from shrink.train.distributed import is_main
+
+        if not is_main():  # under torchrun only rank 0 evaluates, writes and prints
+            return 0
         print(result.report.render())
         print(
             f"wrote {result.out_dir / 'model.shrink'}, {result.out_dir / 'report.json'}, "

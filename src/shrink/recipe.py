@@ -40,7 +40,7 @@ from shrink.export.decode import state_mismatch
 from shrink.report.html import write_html
 from shrink.report.table import Report
 from shrink.resume import check_resumable
-from shrink.train.distributed import is_main
+from shrink.train.distributed import barrier, is_main, setup
 
 __all__ = ["Recipe", "load_recipe", "run", "RunResult"]
 
@@ -341,11 +341,15 @@ def run(
     recipe = load_recipe(recipe_path)
     where = str(recipe_path)
     out = Path(out_dir)
+    setup()  # under torchrun: join the process group now, so that only rank 0 writes, prints and shows bars
+    progress = progress and is_main()
     _check_out_dir(out)
     checkpoints = out / "checkpoints"
-    if not resume and checkpoints.exists():
-        shutil.rmtree(checkpoints)
-    check_resumable(recipe.fingerprint(), checkpoints, where)
+    if is_main():
+        if not resume and checkpoints.exists():
+            shutil.rmtree(checkpoints)
+        check_resumable(recipe.fingerprint(), checkpoints, where)
+    barrier()
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(recipe.seed)
     model = build_model(recipe.model, f"{where}: model", progress=progress)

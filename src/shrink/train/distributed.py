@@ -4,22 +4,40 @@
 process group (gloo on CPU, nccl on GPUs). :func:`training_step` then wraps one training step — the loss function
 applied to the model, plus the regularizer — in ``torch.nn.parallel.DistributedDataParallel``: the wrapper
 broadcasts rank 0's parameters and buffers when it is built, and its reducer averages gradients across ranks during
-the backward pass. Each rank computes the loss on its slice of every global batch (:func:`shard`), so N processes
-take the same optimizer steps as one process on the same batches (buffers such as BatchNorm statistics are
-broadcast from rank 0 before each forward, DDP's default). Only rank 0 writes checkpoints, and it saves the
-unwrapped model's state (no ``module.`` prefixes), so a checkpoint resumes with or without torchrun.
+the backward pass. Each rank computes the loss on its slice of every global batch (:func:`shard`). N processes take
+the same optimizer steps as one process on the same global batches, to float rounding, because:
+
+* **uneven slices are weighted by sample count**: a rank's loss (a mean over its samples) is multiplied by
+  ``world_size * n_rank / n_global`` (:func:`sample_weight`), so the average DDP takes is the global mean, not a mean
+  of per-rank means (a 15-sample batch splits 8 / 7);
+* **BatchNorm normalises with global batch statistics**: while training distributed, every BatchNorm layer's forward
+  is replaced (:func:`global_batch_norm`) by one that all-reduces per-channel sums and counts, differentiably, so
+  each rank's half batch is normalised with the whole batch's mean and variance and the running statistics are
+  updated identically on every rank. This is ``torch.nn.SyncBatchNorm``'s math; SyncBatchNorm itself refuses CPU
+  tensors, and swapping modules would change the user's model, so the forward is patched on the module instance
+  for the duration of ``fit`` and removed afterwards;
+* **random draws inside the step differ per rank** (:func:`rank_rng`): the forward runs with torch's generator
+  seeded from (initial seed, epoch, step, rank) and the global stream restored afterwards, so dropout masks differ
+  between ranks (as they would between the samples of one process) while augmentation of the global batch, drawn
+  outside the step, stays identical on every rank. With dropout, N processes therefore match one process only in
+  distribution, not bit for bit.
+
+Only rank 0 writes checkpoints, and it saves the unwrapped model's state (no ``module.`` prefixes), so a checkpoint
+resumes with or without torchrun.
 
 Why the wrapper holds the whole step rather than the model alone: DDP averages only the gradients of parameters
 reached from a forward pass *through the wrapper*, and shrink's loss functions may call a model's submodules
 directly (distillation reads the student inside a trainee module). Running the loss inside the wrapped forward
 makes every such loss a DDP forward. ``find_unused_parameters=True`` because a loss may leave some trainable
-parameters out of a step (a frozen teacher, a subset passed as ``params``).
+parameters out of a step (a frozen teacher, a subset passed as ``params``). A ``loss_fn`` must be a mean over the
+batch's samples (cross-entropy and shrink's distillation losses are) for the sample weighting to be exact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -37,6 +55,9 @@ __all__ = [
     "training_step",
     "shard",
     "barrier",
+    "sample_weight",
+    "global_batch_norm",
+    "rank_rng",
 ]
 
 
@@ -90,8 +111,12 @@ class TrainingStep(nn.Module):
         self.model = model
         self.loss_fn, self.regularizer = loss_fn, regularizer
 
-    def forward(self, inputs: Any, target: Any) -> torch.Tensor:
+    def forward(self, inputs: Any, target: Any, weight: float = 1.0) -> torch.Tensor:
         loss = self.loss_fn(self.model, inputs, target)
+        if weight == 0.0:  # an empty slice (a global batch smaller than the world): mean of nothing is NaN
+            loss = torch.nan_to_num(loss, nan=0.0) * 0.0
+        elif weight != 1.0:
+            loss = loss * weight
         if self.regularizer is not None:
             loss = loss + self.regularizer(self.model)
         return loss
@@ -126,3 +151,94 @@ def shard(x: Any) -> Any:
     if isinstance(x, (tuple, list)):
         return type(x)(shard(v) for v in x)
     return x
+
+
+def batch_len(x: Any) -> int | None:
+    """Number of samples in a batch: the first dimension of its first tensor (None when it holds no tensor)."""
+    if isinstance(x, torch.Tensor):
+        return int(x.shape[0]) if x.dim() > 0 else None
+    values = x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list)) else ()
+    for v in values:
+        n = batch_len(v)
+        if n is not None:
+            return n
+    return None
+
+
+def sample_weight(global_batch: Any, local_batch: Any) -> float:
+    """``world_size * n_local / n_global``: the factor that turns DDP's mean of per-rank mean losses into the mean
+    over the global batch's samples (1.0 when not distributed or when the batch holds no tensor)."""
+    if not is_distributed():
+        return 1.0
+    n_global, n_local = batch_len(global_batch), batch_len(local_batch)
+    if not n_global or n_local is None:
+        return 1.0
+    return world_size() * n_local / n_global
+
+
+def _global_bn_forward(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """BatchNorm in training mode with statistics over the whole global batch (all ranks' slices)."""
+    from torch.distributed.nn.functional import all_reduce
+
+    if not (bn.training or bn.running_mean is None) or not is_distributed():  # running statistics: nothing to sync
+        return type(bn).forward(bn, x)
+    bn._check_input_dim(x)
+    dims = [0, *range(2, x.dim())]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    count = torch.tensor([x.numel() / max(x.shape[1], 1)], dtype=x.dtype, device=x.device)
+    totals = all_reduce(torch.cat([x.sum(dims), count]))  # differentiable: backward all-reduces the gradients
+    n = totals[-1].detach()
+    mean = totals[:-1] / n
+    centred = x - mean.reshape(shape)
+    var = all_reduce((centred * centred).sum(dims)) / n  # two passes, as accurate as one process's batch_norm
+    y = centred * torch.rsqrt(var + bn.eps).reshape(shape)
+    if bn.affine:
+        y = y * bn.weight.reshape(shape) + bn.bias.reshape(shape)
+    if bn.training and bn.track_running_stats and bn.running_mean is not None and bn.running_var is not None:
+        with torch.no_grad():
+            assert bn.num_batches_tracked is not None
+            bn.num_batches_tracked.add_(1)
+            m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            bn.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+            bn.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1).clamp(min=1)), alpha=m)
+    return y
+
+
+@contextlib.contextmanager
+def global_batch_norm(model: nn.Module) -> Iterator[None]:
+    """While distributed, every BatchNorm layer of ``model`` normalises with global batch statistics (see the
+    module docstring); the patch lives on the module instances only for the duration of the block."""
+    patched = []
+    if is_distributed():
+        for module in model.modules():
+            if not isinstance(module, nn.modules.batchnorm._BatchNorm) or isinstance(module, nn.SyncBatchNorm):
+                continue
+            if "forward" not in vars(module):
+                module.forward = _bound_bn(module)  # type: ignore[method-assign, assignment]
+                patched.append(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
+
+
+def _bound_bn(bn: nn.modules.batchnorm._BatchNorm) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return _global_bn_forward(bn, x)
+
+    return forward
+
+
+@contextlib.contextmanager
+def rank_rng(epoch: int, step: int) -> Iterator[None]:
+    """Under DDP: run the block with torch's generator seeded from (initial seed, epoch, step, rank), restoring the
+    global stream after it, so each rank draws its own dropout masks. A no-op when not distributed."""
+    if not is_distributed():
+        yield
+        return
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    seed = hash((torch.initial_seed(), epoch, step, rank())) & (2**63 - 1)
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

@@ -20,7 +20,16 @@ from tqdm.auto import tqdm
 
 from shrink.data import call_model, split_batch
 from shrink.errors import DataError, FileFormatError
-from shrink.train.distributed import barrier, is_main, setup, shard, training_step
+from shrink.train.distributed import (
+    barrier,
+    global_batch_norm,
+    is_main,
+    rank_rng,
+    sample_weight,
+    setup,
+    shard,
+    training_step,
+)
 
 __all__ = ["fit", "LossFn"]
 
@@ -83,6 +92,44 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _optimizer(name: str, params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
+
+
+def _train_epoch(
+    step: nn.Module,
+    opt: torch.optim.Optimizer,
+    train: Iterable[Any],
+    augment: Callable[[torch.Tensor], torch.Tensor] | None,
+    epoch: int,
+    desc: str,
+) -> float:
+    """One pass over ``train``; returns the mean step loss. Under DDP each rank trains on its slice of every global
+    batch, its loss weighted by its share of the samples, its random draws its own."""
+    total, count = 0.0, 0
+    for index, batch in enumerate(train):
+        inputs, target = split_batch(batch)
+        if augment is not None:
+            inputs = augment(inputs)  # on the global batch, with the same draws on every rank
+        local_inputs, local_target = shard(inputs), shard(target)
+        weight = sample_weight(*((target, local_target) if target is not None else (inputs, local_inputs)))
+        with rank_rng(epoch, index):
+            loss = step(local_inputs, local_target, weight)  # loss_fn(model, ...) * weight + regularizer(model)
+        if not torch.isfinite(loss):
+            raise DataError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # under DDP the reducer averages gradients across ranks here
+        opt.step()
+        total, count = total + float(loss.detach()), count + 1
+    if count == 0:
+        raise DataError(f"{desc}: training data yielded no batch")
+    return total / count
+
+
 def fit(
     model: nn.Module,
     train: Iterable[Any],
@@ -110,12 +157,7 @@ def fit(
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
-    if optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
-    elif optimizer == "sgd":
-        opt = torch.optim.SGD(trainable, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    opt = _optimizer(optimizer, trainable, lr, weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1)) if schedule == "cosine" else None
 
     start = 0
@@ -135,34 +177,21 @@ def fit(
     bar = tqdm(
         range(start, epochs), desc=desc, disable=not progress or not is_main(), leave=False, initial=start, total=epochs
     )
-    for epoch in bar:
-        _reseed_loader(train, seed + epoch)
-        model.train()
-        total, count = 0.0, 0
-        for batch in train:
-            inputs, target = split_batch(batch)
-            if augment is not None:
-                inputs = augment(inputs)
-            inputs, target = shard(inputs), shard(target)
-            loss = step(inputs, target)  # loss_fn(model, ...) + regularizer(model), each rank on its slice
-            if not torch.isfinite(loss):
-                raise DataError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()  # under DDP the reducer averages gradients across ranks here
-            opt.step()
-            total, count = total + float(loss.detach()), count + 1
-        if count == 0:
-            raise DataError(f"{desc}: training data yielded no batch")
-        if sched is not None:
-            sched.step()
-        if on_epoch_end is not None:
-            on_epoch_end(epoch)
-        bar.set_postfix(loss=f"{total / count:.4f}")
-        if ckpt is not None and is_main():
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1}
-            state["rng"] = _rng_state()
+    with global_batch_norm(model):  # under DDP: BatchNorm statistics over the global batch
+        for epoch in bar:
+            _reseed_loader(train, seed + epoch)
+            model.train()
+            mean_loss = _train_epoch(step, opt, train, augment, epoch, desc)
             if sched is not None:
-                state["scheduler"] = sched.state_dict()
-            _save_checkpoint(ckpt, state)
-        barrier()
+                sched.step()
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+            bar.set_postfix(loss=f"{mean_loss:.4f}")
+            if ckpt is not None and is_main():
+                state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1}
+                state["rng"] = _rng_state()
+                if sched is not None:
+                    state["scheduler"] = sched.state_dict()
+                _save_checkpoint(ckpt, state)
+            barrier()
     return model.eval()
