@@ -15,12 +15,14 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from benchmarks.common import Section, Table, Target, fmt_ms, latency, save_png
+from benchmarks.baselines import EAGER, ORT, float_baselines, ms_cell, speedup, time_together
+from benchmarks.common import Section, Table, Target, save_png
 from benchmarks.peers import PEERS, PeerOutcome, as_args, run_peer
 from benchmarks.peers_shrink import run_shrink, shrink_methods
 from shrink.data import split_batch
@@ -61,12 +63,7 @@ def _outputs(run: Callable[..., Any], model: nn.Module, batches: list[Any]) -> t
 
 
 def _measure(
-    row: Row,
-    model: nn.Module,
-    test: list[Any],
-    lat_inputs: dict[int, Any],
-    reps: int,
-    quality: Callable[[torch.Tensor, Any], dict[str, float]],
+    row: Row, model: nn.Module, test: list[Any], quality: Callable[[torch.Tensor, Any], dict[str, float]]
 ) -> None:
     run = row.outcome.runnable
     if run is None:
@@ -74,23 +71,41 @@ def _measure(
     try:
         out, targets = _outputs(run, model, test)
         row.quality = quality(out, targets)
-        for b, inputs in lat_inputs.items():
-            args = as_args(model, inputs)
-            row.lat[b] = latency(lambda run=run, args=args: run(*args), b, reps=reps, warmup=min(5, reps))
-        print(
-            f"  measured {row.method}: "
-            + ", ".join(f"{k}={v:.4g}" for k, v in row.quality.items())
-            + "".join(f", b{b} {s.median_ms:.1f} ms" for b, s in row.lat.items()),
-            flush=True,
-        )
+        print(f"  scored {row.method}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.quality.items()), flush=True)
     except Exception as exc:  # the peer compressed but its model does not run here: that is its result
         row.outcome.error = f"runs no forward pass: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
-        row.outcome.runnable, row.quality, row.lat = None, {}, {}
+        row.outcome.runnable, row.quality = None, {}
 
 
-def _rows(kind: str, quick: bool, model: nn.Module, calib: list[Any], example: Any, methods: list[str]) -> list[Row]:
-    fp32 = PeerOutcome(lambda *a: model(*a), _torch_save_bytes(model), 0.0, 0.0, "fp32")
-    rows = [Row("fp32 eager (baseline)", f"torch {torch.__version__}", "fp32", "fp32, eager torch", fp32)]
+def _time_rows(rows: list[Row], model: nn.Module, lat_inputs: dict[int, Any], rounds: int) -> None:
+    """Every runnable row at every batch size, all timed together in interleaved rounds."""
+    runs = {
+        r.method: (lambda x, run=r.outcome.runnable: run(*as_args(model, x)))
+        for r in rows
+        if r.outcome.runnable is not None
+    }
+    for name, per_batch in time_together(runs, lat_inputs, rounds=rounds).items():
+        next(r for r in rows if r.method == name).lat = dict(per_batch)
+
+
+def _float_rows(model: nn.Module, example: Any, warmup: list[Any]) -> list[Row]:
+    """The float baselines (eager, compiled, native bf16, ONNX Runtime) as rows of the peers table."""
+    tmp = Path(tempfile.mkdtemp(prefix="peers-float-"))
+    rows = []
+    for name, b in float_baselines(model, example, warmup, tmp / "fp32.onnx").items():
+        args_run = (lambda *args, run=b.run: run(args)) if name != EAGER else (lambda *args: model(*args))
+        size = _torch_save_bytes(model) if name != ORT else b.size_bytes
+        outcome = PeerOutcome(args_run, size, 0.0, 0.0, b.execution, compile_seconds=b.compile_seconds)
+        rows.append(
+            Row(name, f"torch {torch.__version__}" if name != ORT else "onnxruntime", "float", b.execution, outcome)
+        )
+    return rows
+
+
+def _rows(
+    kind: str, quick: bool, model: nn.Module, calib: list[Any], example: Any, methods: list[str], warmup: list[Any]
+) -> list[Row]:
+    rows = _float_rows(model, example, warmup)
     for name, method in shrink_methods(kind, quick).items():
         outcome = run_shrink(method, model, calib, example)
         rows.append(Row(name, "shrink", method.scheme, outcome.execution, outcome))
@@ -115,17 +130,24 @@ def _ms(row: Row, b: int) -> float:
     return row.lat[b].median_ms if b in row.lat else math.nan
 
 
-def _cells(row: Row, base: Row, b: int) -> list[Any]:
-    o = row.outcome
+def _cells(row: Row, rows: list[Row], b: int) -> list[Any]:
+    o, base = row.outcome, rows[0]
     size = f"{o.size_bytes:,} ({o.size_bytes / base.outcome.size_bytes:.0%})" if o.size_bytes else "–"
-    lat = [f"{fmt_ms(row.lat[k])}, {_ms(base, k) / _ms(row, k):.2f}x" if k in row.lat else "–" for k in (1, b)]
-    made = f"{o.seconds:.1f} s / {o.peak_mib:.0f} MiB" if row is not base else "–"
-    note = o.error or row.execution
-    return [size, *lat, made, note]
+    lat = {r.method: r.lat for r in rows if r.lat}
+    cells = [
+        f"{ms_cell(row.lat[k])}, {speedup(lat, row.method, k):.2f}x ({_ms(base, k) / _ms(row, k):.2f}x)"
+        if k in row.lat
+        else "–"
+        for k in (1, b)
+    ]
+    made = f"{o.seconds:.1f} s / {o.peak_mib:.0f} MiB" if row.scheme != "float" else "–"
+    if o.compile_seconds:
+        made += f"; compiled in {o.compile_seconds:.0f} s"
+    return [size, *cells, made, o.error or row.execution]
 
 
 def _best_peer(rows: list[Row], key: Callable[[Row], float], ok: Callable[[Row], bool]) -> Row | None:
-    peers = [r for r in rows if r.tool not in ("shrink",) and not r.method.startswith("fp32") and r.lat and ok(r)]
+    peers = [r for r in rows if r.tool != "shrink" and r.scheme != "float" and r.lat and ok(r)]
     return min(peers, key=key) if peers else None
 
 
@@ -139,7 +161,7 @@ def _plot(rows: list[Row], quality_key: str, quality_label: str, b: int, name: s
     for i, r in enumerate(rows):
         if quality_key not in r.quality:
             continue
-        marker = "*" if r.tool == "shrink" else ("s" if r.method.startswith("fp32") else "o")
+        marker = "*" if r.tool == "shrink" else ("s" if r.scheme == "float" else "o")
         for ax, x in zip(axes, (r.outcome.size_bytes / 1e6, _ms(r, b)), strict=True):
             ax.scatter(
                 x,
@@ -170,11 +192,13 @@ def _minilm(quick: bool, section: Section) -> None:
 
     model, data = load_minilm(), minilm_data(limit=192 if quick else None)
     calib, test = list(data.calibration)[: 2 if quick else 8], list(data.test)
-    rows = _rows("minilm", quick, model, calib, calib[0], list(QUICK_MINILM if quick else PEERS))
+    warm = [as_args(model, test[0]), as_args(model, data.example_inputs)]
+    methods = [m for m in PEERS if not quick or m.split(" + ")[0] in QUICK_MINILM]
+    rows = _rows("minilm", quick, model, calib, calib[0], methods, warm)
     ref = _outputs(rows[0].outcome.runnable, model, test)[0]
-    lat_inputs = {1: data.example_inputs, 32: test[0]}
     for r in rows:
-        _measure(r, model, test, lat_inputs, 3 if quick else 20, lambda out, _t: embedding_fidelity(ref, out))
+        _measure(r, model, test, lambda out, _t: embedding_fidelity(ref, out))
+    _time_rows(rows, model, {1: data.example_inputs, 32: test[0]}, 5 if quick else 15)
     table = Table(
         f"MiniLM (all-MiniLM-L6-v2), {sum(len(b['input_ids']) for b in test)} sentences",
         [
@@ -185,8 +209,8 @@ def _minilm(quick: bool, section: Section) -> None:
             "cos min",
             "NN agree %",
             "size bytes (of fp32)",
-            "batch 1 ms (speed-up)",
-            "batch 32 ms (speed-up)",
+            "batch 1 ms, x best float (x eager)",
+            "batch 32 ms, x best float (x eager)",
             "compress time / peak mem",
             "execution / error",
         ],
@@ -200,10 +224,12 @@ def _minilm(quick: bool, section: Section) -> None:
             q.get("cos_mean", "–"),
             q.get("cos_min", "–"),
             q.get("nn_agreement", "–"),
-            *_cells(r, rows[0], 32),
+            *_cells(r, rows, 32),
         )
     table.note = (
-        "Speed-up = fp32 eager latency / method latency, both from this run. Sizes: "
+        "x best float = the fastest float row's latency (fp32 eager, fp32 compiled, bf16 compiled where the CPU has "
+        "native bf16, ONNX Runtime fp32) / the row's latency; x eager in brackets. All rows timed together in "
+        "interleaved rounds; ⚠ unstable: slowest round over 1.5x the fastest. Sizes: "
         "torch.save(state_dict) for fp32, torchao, NNCF and INC weight-only; torch.export.save of the "
         "exported program for INC PT2E graphs; the int8 ONNX file for shrink (what runs). Compress time and "
         "peak memory (RSS above the start) include calibration."
@@ -229,7 +255,7 @@ def _targets(rows: list[Row], section: Section) -> None:
         peer = _best_peer(rows, lambda r, b=b: _ms(r, b), faithful)
         if not ours or peer is None:
             why = "no shrink int8 row keeps ≥ 97% NN agreement" if not ours else "no peer keeps ≥ 97% NN agreement"
-            met = bool(ours)  # shrink keeps the fidelity and no peer does: met; shrink does not: not met
+            met = False if not ours else None  # no peer to beat: nothing to judge (n/a), not a win
             section.targets.append(Target(8, name, "shrink faster (ratio > 1)", f"{why} in this run", met))
             continue
         best = min(ours, key=lambda r, b=b: _ms(r, b))
@@ -251,10 +277,11 @@ def _digits(quick: bool, section: Section) -> None:
     model, data = digits_teacher(progress=False).eval(), digits_data()
     calib = [b for _, b in zip(range(4 if quick else 8), data.calibration, strict=False)]
     test = list(data.test)
-    rows = _rows("digits", quick, model, calib, calib[0][0], list(PEERS))
-    lat_inputs = {1: data.example_inputs, 32: calib[0][0]}
+    x1, x32 = data.example_inputs, calib[0][0]
+    rows = _rows("digits", quick, model, calib, calib[0][0], list(PEERS), [(x32,), (x1,)])
     for r in rows:
-        _measure(r, model, test, lat_inputs, 10 if quick else 30, lambda out, t: {"accuracy": accuracy(out, t)})
+        _measure(r, model, test, lambda out, t: {"accuracy": accuracy(out, t)})
+    _time_rows(rows, model, {1: x1, 32: x32}, 5 if quick else 15)
     table = Table(
         "Digits CNN (360 test images)",
         [
@@ -263,14 +290,14 @@ def _digits(quick: bool, section: Section) -> None:
             "scheme",
             "accuracy %",
             "size bytes (of fp32)",
-            "batch 1 ms (speed-up)",
-            "batch 32 ms (speed-up)",
+            "batch 1 ms, x best float (x eager)",
+            "batch 32 ms, x best float (x eager)",
             "compress time / peak mem",
             "execution / error",
         ],
     )
     for r in rows:
-        table.add(r.method, r.tool, r.scheme, r.quality.get("accuracy", "–"), *_cells(r, rows[0], 32))
+        table.add(r.method, r.tool, r.scheme, r.quality.get("accuracy", "–"), *_cells(r, rows, 32))
     table.note = (
         "torchao, NNCF weight compression and INC RTN quantize Linear layers only (their defaults), so the "
         "convolutions stay fp32 there. W4A8 is offered by torchao only (int4 weights g32 × dynamic int8 "

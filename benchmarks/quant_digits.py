@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 import shrink
-from benchmarks.common import Built, Section, Table, Target, latency, ort_quantize_static
+from benchmarks.baselines import EAGER, float_baselines, ms_cell, speedup, time_together
+from benchmarks.common import Built, Section, Table, Target, ort_quantize_static
 from shrink.eval.metrics import accuracy, predict
-from shrink.export.artifact import artifact_bytes
 from shrink.export.onnx import OnnxModel
 from shrink.quant import INTEGER_OPS, Int8Static, ort_optimized_ops
 from shrink.zoo import digits_data, digits_teacher
@@ -51,16 +51,6 @@ def _shrink(cfg: Int8Static) -> Callable[[Env], Built]:
         return _onnx(env, q, f"shrink-{abs(hash(cfg.model_dump_json()))}", seconds, "onnxruntime, integer kernels")
 
     return build
-
-
-def _fp32_eager(env: Env) -> Built:
-    return Built(lambda x: env.model(x), artifact_bytes(env.model), 0.0, "torch eager fp32")
-
-
-def _fp32_ort(env: Env) -> Built:
-    path = shrink.export.onnx(env.model, env.tmp / "fp32.onnx", env.data.example_inputs)
-    s = OnnxModel(path, threads=2)
-    return Built(s, s.size_bytes, 0.0, "onnxruntime fp32")
 
 
 def _ort_static(method: str) -> Callable[[Env], Built]:
@@ -105,8 +95,6 @@ def _torch_ao_fx(env: Env) -> Built:
 
 
 METHODS: dict[str, Callable[[Env], Built]] = {
-    "fp32 (torch eager)": _fp32_eager,
-    "fp32 (onnxruntime)": _fp32_ort,
     "shrink W8A8 min-max": _shrink(Int8Static(observer="minmax")),
     "shrink W8A8 percentile": _shrink(Int8Static(observer="percentile")),
     "shrink W8A8 entropy": _shrink(Int8Static(observer="entropy")),
@@ -127,28 +115,23 @@ METHODS: dict[str, Callable[[Env], Built]] = {
 def run(quick: bool) -> Section:
     torch.manual_seed(0)
     env = Env(digits_teacher(progress=False), digits_data(), Path(tempfile.mkdtemp(prefix="quant-digits-")))
-    table = Table(
-        "Digits CNN: accuracy, size and latency of each PTQ method in its runtime",
-        ["method", "runtime / execution", "test acc %", "Δ acc (pts)", "size KiB", "b1 ms", "b32 ms", "quantize s"],
-    )
-    acc: dict[str, float] = {}
+    columns = ["method", "runtime / execution", "test acc %", "Δ acc (pts)", "size KiB", "b1 ms", "b1 x best float"]
+    columns += ["b32 ms", "b32 x best float", "quantize s"]
+    table = Table("Digits CNN: accuracy, size and latency of each PTQ method in its runtime", columns)
     x1 = env.data.example_inputs
-    x32 = next(iter(env.data.test))[0][:32]
+    x32 = next(iter(env.data.calibration))[0][:32]
+    built = float_baselines(env.model, x1, [x32, x1], env.tmp / "fp32.onnx")
     for name, build in METHODS.items():
         try:
-            b = build(env)
+            built[name] = build(env)
         except Exception as exc:  # a peer that fails is reported as such, never hidden
-            table.add(name, f"failed: {type(exc).__name__}: {str(exc)[:80]}", "-", "-", "-", "-", "-", "-")
-            continue
-        out, t = predict(b.run, env.data.test)
-        acc[name] = accuracy(out, t)
-        reps = 10 if quick else 30
-        l1 = latency(lambda b=b: b.run(x1), 1, reps=reps).median_ms
-        l32 = latency(lambda b=b: b.run(x32), 32, reps=reps).median_ms
-        table.add(
-            name, b.execution, acc[name], acc[name] - acc["fp32 (torch eager)"], b.size_bytes / 1024, l1, l32, b.seconds
-        )
-    base = acc["fp32 (torch eager)"]
+            table.add(name, f"failed: {type(exc).__name__}: {str(exc)[:80]}", *["-"] * (len(columns) - 2))
+    acc = {name: accuracy(*predict(b.run, env.data.test)) for name, b in built.items()}
+    lat = time_together({n: b.run for n, b in built.items()}, {1: x1, 32: x32}, rounds=5 if quick else 15)
+    for name, b in built.items():
+        timing = [c for k in (1, 32) for c in (ms_cell(lat[name][k]), f"{speedup(lat, name, k):.2f}x")]
+        table.add(name, b.execution, acc[name], acc[name] - acc[EAGER], b.size_bytes / 1024, *timing, b.seconds)
+    base = acc[EAGER]
     w8 = acc.get("shrink W8A8 min-max", float("nan"))
     w4 = acc.get("shrink W4A8 ACIQ + bias corr.", float("nan"))
     w4mm = acc.get("shrink W4A8 min-max", float("nan"))
@@ -176,7 +159,9 @@ def run(quick: bool) -> Section:
         ),
     ]
     table.note = (
-        "All shrink rows and ORT rows run real integer kernels in ONNX Runtime (2 threads); W4A8 weights "
+        "All rows timed together in interleaved rounds; 'x best float': the fastest float row of this run (fp32 "
+        "eager, compiled, bf16 where native, ONNX Runtime) over the row. ⚠ unstable: slowest round over 1.5x the "
+        "fastest. All shrink rows and ORT rows run real integer kernels in ONNX Runtime (2 threads); W4A8 weights "
         "hold 4-bit values in int8 storage (ORT has no int4 conv kernel). Peers have no W4A8 conv path."
     )
     return Section(

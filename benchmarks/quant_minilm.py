@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 import shrink
-from benchmarks.baselines import EAGER, FLOAT_ROWS, float_baselines, ms_cell, speedup, time_together
+from benchmarks.baselines import EAGER, FLOAT_ROWS, ORT, best_float, float_baselines, ms_cell, speedup, time_together
 from benchmarks.common import Built, Fact, Section, Table, Target, ort_quantize_static
+from benchmarks.op_profile import breakdown_table, profile_ops
 from shrink.data import call_model
 from shrink.eval.latency import LatencyStats
 from shrink.eval.metrics import embedding_fidelity, predict
@@ -275,7 +276,20 @@ def run(quick: bool) -> Section:
     n_test = sum(len(t["input_ids"]) for t in env.data.test)
     table.note = _note(n_test, sum(len(t["input_ids"]) for t in env.data.calibration))
     medians = {n: {b: st.median_ms for b, st in per.items()} for n, per in lat.items()}
-    return Section(TITLE, intro=_intro(), tables=[table], targets=targets(rows, medians), facts=_facts(rows))
+    tables = [table, _breakdown(built, lat, batches[32], 3 if quick else 10)]
+    return Section(TITLE, intro=_intro(), tables=tables, targets=targets(rows, medians), facts=_facts(rows))
+
+
+def _breakdown(built: dict[str, Built], lat: dict[str, dict[int, LatencyStats]], x: Any, calls: int) -> Table:
+    """Per-op profile at batch 32 of fp32 eager, the fastest float row and shrink's int8 row."""
+    names = list(dict.fromkeys([EAGER, best_float(lat, 32)[0], *([INT8_ROW] if INT8_ROW in built else [])]))
+    profiles = {n: profile_ops(lambda n=n: built[n].run(x), calls) for n in names if n != ORT}
+    table = breakdown_table("Where the time goes at batch 32 (torch.profiler, CPU self time per call)", profiles)
+    table.note = (
+        "Operators grouped by kind; compiled models show Inductor's fused kernels (cpp_fused_*) and the GEMMs "
+        "they call. ONNX Runtime rows are not profiled here. The profiler adds overhead: read the shares."
+    )
+    return table
 
 
 def _cells(row: dict[str, float], lat: dict[str, dict[int, LatencyStats]], name: str) -> list[Any]:

@@ -1,0 +1,72 @@
+"""Where a model's time goes: ``torch.profiler`` over a few calls, CPU self time grouped by kind of operator.
+
+Used by the MiniLM section to put a per-op breakdown of the fp32 and int8 models in docs/benchmarks.md, so a reader
+can see what still runs in float (attention matmuls, softmax, LayerNorm) and what runs on integer kernels.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from benchmarks.common import Table
+
+__all__ = ["op_kind", "profile_ops", "breakdown_table"]
+
+#: (substring of the profiler's event name, kind); the first match wins, in this order
+_KINDS = (
+    ("qlinear", "int8 GEMM (oneDNN qlinear)"),
+    ("_int_mm", "int8 GEMM (_int_mm)"),
+    ("cpp_cpp_micro_gemm", "GEMM (Inductor micro-kernel)"),
+    ("micro_gemm", "GEMM (Inductor micro-kernel)"),
+    ("linear", "float GEMM (linear / mkldnn)"),
+    ("addmm", "float GEMM (linear / mkldnn)"),
+    ("mm", "float matmul (bmm / mm: attention, unfused)"),
+    ("softmax", "softmax"),
+    ("layer_norm", "LayerNorm"),
+    ("gelu", "GELU"),
+    ("cpp_fused", "fused pointwise / reductions (Inductor kernels)"),
+    ("embedding", "embedding"),
+)
+
+
+def op_kind(name: str) -> str:
+    """The kind of a profiler event, by name (``"other"`` when nothing matches)."""
+    low = name.lower()
+    return next((kind for key, kind in _KINDS if key in low), "other")
+
+
+def profile_ops(fn: Callable[[], Any], calls: int = 10) -> dict[str, float]:
+    """Milliseconds of CPU self time per call of ``fn``, by :func:`op_kind`, over ``calls`` calls after one warm-up
+    call (framework overhead outside the operators is the 'other' kind)."""
+    with torch.inference_mode():
+        fn()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(calls):
+                fn()
+    out: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages():
+        if event.key.startswith("ProfilerStep"):
+            continue
+        out[op_kind(event.key)] += event.self_cpu_time_total / 1e3 / calls
+    return dict(out)
+
+
+def breakdown_table(title: str, profiles: dict[str, dict[str, float]]) -> Table:
+    """One column per profiled model (ms per call and share), one row per kind of operator."""
+    names = list(profiles)
+    kinds = sorted(
+        {k for p in profiles.values() for k in p}, key=lambda k: -max(p.get(k, 0) for p in profiles.values())
+    )
+    table = Table(title, ["operator kind", *names])
+    totals = {n: sum(profiles[n].values()) or 1.0 for n in names}
+    for kind in kinds:
+        table.add(
+            kind,
+            *(f"{profiles[n].get(kind, 0.0):.2f} ms ({profiles[n].get(kind, 0.0) / totals[n]:.0%})" for n in names),
+        )
+    table.add("total (profiled, with profiler overhead)", *(f"{totals[n]:.2f} ms" for n in names))
+    return table
