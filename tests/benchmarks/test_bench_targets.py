@@ -1,0 +1,39 @@
+"""Target functions of the other benchmark sections: fixed goals, a result that just misses is a miss, and a
+comparison with nothing to compare against is n/a (not met)."""
+
+import math
+
+from benchmarks.common import Section
+from benchmarks.peers import PeerOutcome
+from benchmarks.peers_quant import Row, _targets
+from benchmarks.search import BUDGET_FRACTION, latency_budget_target
+
+from shrink.eval.latency import LatencyStats
+
+
+def test_latency_budget_is_a_fixed_fraction_of_fp32() -> None:
+    assert BUDGET_FRACTION == 0.85
+    assert latency_budget_target(8.5, 10.0, "x").met
+    assert not latency_budget_target(8.51, 10.0, "x").met  # just misses
+    assert not latency_budget_target(math.nan, math.nan, "no allocation").met
+
+
+def _row(method: str, tool: str, scheme: str, nn: float, ms: float) -> Row:
+    outcome = PeerOutcome(lambda *a: None, 1, 0.0, 0.0, "x")
+    lat = {b: LatencyStats(ms * b, ms * b, ms * b, 3, 1, 2, b) for b in (1, 32)}
+    return Row(method, tool, scheme, "x", outcome, {"nn_agreement": nn}, lat)
+
+
+def test_peer_targets_just_miss_and_na_without_a_faithful_peer() -> None:
+    fp32 = _row("fp32 (torch eager)", "torch", "float", 100.0, 5.0)
+    ours = _row("shrink int8", "shrink", "W8A8", 98.0, 1.0)
+    section = Section("t")
+    _targets([fp32, ours, _row("torchao int8 dynamic", "torchao", "W8A8", 97.5, 1.01)], section)
+    assert [t.met for t in section.targets] == [True, True]
+    section = Section("t")
+    _targets([fp32, ours, _row("torchao int8 dynamic", "torchao", "W8A8", 97.5, 0.99)], section)
+    assert [t.met for t in section.targets] == [False, False]
+    section = Section("t")
+    _targets([fp32, ours, _row("torchao int8 dynamic", "torchao", "W8A8", 90.0, 0.5)], section)
+    assert [t.met for t in section.targets] == [None, None]  # no peer keeps the fidelity: nothing to beat
+    assert fp32.scheme == "float"  # float rows are never counted as peers
