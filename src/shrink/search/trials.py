@@ -10,7 +10,7 @@ from typing import Any
 
 from shrink.errors import ConfigError
 
-__all__ = ["run_trials", "shutdown_ray", "probe", "listed"]
+__all__ = ["run_trials", "shutdown_ray", "probe", "where", "listed"]
 
 #: trial(shared, payload) -> result; must be a module-level function (workers import it by name)
 Trial = Callable[[Any, Any], Any]
@@ -65,14 +65,18 @@ def _ray(address: str | None, parallel: int):
         import ray
     except ImportError as exc:  # pragma: no cover - ray is pinned in requirements.txt
         raise ConfigError("search: backend 'ray' needs the ray package (pip install ray)") from exc
-    address = address or os.environ.get("RAY_ADDRESS") or None  # `shrink run --ray-address` sets RAY_ADDRESS
+    # `shrink run --ray-address` sets RAY_ADDRESS; without an address a fresh local instance is started ("local"),
+    # never a cluster that happens to be running on this machine (ray.init() alone would join the latest one)
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if address is None:
+        if address == "local":
             kwargs["num_cpus"] = parallel  # a local instance runs `parallel` one-CPU trials at a time
         try:
             ray.init(address=address, **kwargs)
         except Exception as exc:  # Ray waits a fixed 30 s for its local node; on a loaded machine try once more
+            if address != "local":
+                raise ConfigError(f"search: cannot join the Ray cluster at {address!r}: {exc}") from None
             if "timed out during startup" not in str(exc):
                 raise
             ray.shutdown()
@@ -123,3 +127,14 @@ def probe(shared: Any, seconds: float) -> tuple[int, float, float]:
     start = time.time()
     time.sleep(seconds)
     return os.getpid(), start, time.time()
+
+
+def where(shared: Any, seconds: float) -> tuple[str, int]:
+    """A trial that waits ``seconds`` and says where it ran: ``(Ray node id, process id)``."""
+    import os
+    import time
+
+    import ray
+
+    time.sleep(seconds)
+    return ray.get_runtime_context().get_node_id(), os.getpid()
