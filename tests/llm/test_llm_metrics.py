@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from shrink.errors import DataError
+from shrink.llm.metrics import (
+    decode_tokens_per_s,
+    file_size,
+    greedy_tokens,
+    peak_rss,
+    perplexity,
+    prefill_latency,
+    token_agreement,
+)
+from shrink.zoo.llm import tiny_llama
+
+
+def test_perplexity_matches_cross_entropy():
+    model = tiny_llama()
+    ids = torch.randint(0, 256, (2, 16))
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 256), ids[:, 1:].reshape(-1))
+    assert perplexity(model, ids) == pytest.approx(float(nll.exp()), rel=1e-4)
+    with pytest.raises(DataError, match="windows"):
+        perplexity(model, ids[0])
+
+
+def test_greedy_tokens_match_generate_and_agreement_counts_positions():
+    model = tiny_llama()
+    prompt = torch.randint(0, 256, (5,))
+    ours = greedy_tokens(model, [prompt], new_tokens=6)[0]
+    ref = model.generate(prompt[None], max_new_tokens=6, min_new_tokens=6, do_sample=False)[0, 5:]
+    assert torch.equal(ours, ref)
+    other = ours.clone()
+    other[3:] = (other[3:] + 1) % 256
+    assert token_agreement([ours], [other]) == pytest.approx(0.5)
+
+
+def test_speed_memory_and_size_are_positive_and_consistent():
+    model = tiny_llama()
+    assert 0 < prefill_latency(model, length=32, repeats=2, warmup=1, vocab=256) < 5
+    assert decode_tokens_per_s(model, prompt_len=8, new_tokens=4, vocab=256) > 1
+    params = sum(p.numel() for p in model.parameters())  # tied embedding counted once
+    assert params * 4 <= file_size(model) < params * 4 * 1.1
+    result, rss = peak_rss(lambda: torch.ones(64, 1024, 1024).sum().item())  # 256 MiB while it runs
+    assert result == 64 * 1024 * 1024 and rss > 256 * 2**20

@@ -1,0 +1,75 @@
+import pytest
+import torch
+from torch import nn
+
+from shrink.errors import ConfigError
+from shrink.llm.weight_only import (
+    Int4WeightLinear,
+    Int8WeightLinear,
+    gptq_group_codes,
+    quantize_weight_only,
+    rtn_codes,
+)
+from shrink.zoo.llm import tiny_llama
+
+
+def _bf16_ref(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return x.bfloat16().float() @ w.T
+
+
+@pytest.mark.parametrize("bits,group", [(8, 128), (4, 32), (4, 64)])
+def test_packed_kernels_match_dequantized_reference(bits, group):
+    w = torch.randn(96, 128)
+    codes, scales = rtn_codes(w, bits, group)
+    assert codes.int().abs().max() <= 2 ** (bits - 1)
+    layer = Int8WeightLinear(codes, scales) if bits == 8 else Int4WeightLinear(codes, scales, group)
+    deq = codes.float() * scales.repeat_interleave(group, 1)
+    assert torch.allclose(layer.dequantize(), deq, atol=0.02 * deq.abs().max())
+    x = torch.randn(3, 5, 128)
+    ref = _bf16_ref(x.reshape(-1, 128), deq).reshape(3, 5, 96)
+    err = (layer(x) - ref).norm() / ref.norm()
+    assert err < 0.01
+    assert layer(x).dtype == torch.float32
+
+
+def test_int4_storage_is_half_a_byte_per_weight():
+    codes, scales = rtn_codes(torch.randn(64, 256), 4, 64)
+    layer = Int4WeightLinear(codes, scales, 64)
+    assert layer.weight_int4.numel() * layer.weight_int4.element_size() == 64 * 256 // 2
+
+
+def test_gptq_reduces_output_error_on_correlated_inputs():
+    torch.manual_seed(1)
+    base = torch.randn(2048, 16)
+    x = base @ torch.randn(16, 128) + 0.05 * torch.randn(2048, 128)  # low-rank, correlated inputs
+    w = torch.randn(64, 128)
+    h = (x.T.double() @ x.double()) / x.shape[0]
+    errs = {}
+    for name, (codes, scales) in {"rtn": rtn_codes(w, 4, 32), "gptq": gptq_group_codes(w, h, 4, 32)}.items():
+        deq = codes.float() * scales.repeat_interleave(32, 1)
+        errs[name] = ((x @ (deq - w).T).norm() / (x @ w.T).norm()).item()
+    assert errs["gptq"] < 0.7 * errs["rtn"]
+
+
+@pytest.mark.parametrize("bits,method", [(8, "rtn"), (4, "rtn"), (4, "gptq")])
+def test_tiny_llama_weight_only(bits, method):
+    model = tiny_llama()
+    ids = torch.randint(0, 256, (4, 32))
+    q = quantize_weight_only(model, bits, 32, method, calibration=list(ids))
+    kind = Int8WeightLinear if bits == 8 else Int4WeightLinear
+    assert isinstance(q.model.layers[1].mlp.down_proj, kind) and isinstance(q.lm_head, kind)
+    assert isinstance(model.model.layers[1].mlp.down_proj, nn.Linear)  # the input model is untouched
+    with torch.no_grad():
+        a, b = model(input_ids=ids).logits, q(input_ids=ids).logits
+    cos = nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
+    assert cos > (0.999 if bits == 8 else 0.98)
+
+
+def test_bad_settings_are_named():
+    model = tiny_llama()
+    with pytest.raises(ConfigError, match="gptq"):
+        quantize_weight_only(model, 4, 32, "gptq")
+    with pytest.raises(ConfigError, match="not a multiple of 48"):
+        quantize_weight_only(model, 4, 48)
+    with pytest.raises(ConfigError, match="bits"):
+        quantize_weight_only(model, 3)  # type: ignore[arg-type]
