@@ -23,8 +23,9 @@ the same optimizer steps as one process on the same global batches, to float rou
   distribution, not bit for bit.
 
 One known exception: QAT with ``method="lsq"`` scales each step size's gradient by ``1/sqrt(elements · Qp)``
-(Esser et al.), counting the elements of the tensor the quantizer sees, i.e. the rank's slice; under DDP those
-gradients are therefore about ``sqrt(world_size)`` larger than one process's, and the learned steps drift apart
+(Esser et al.), counting the elements of the tensor the quantizer sees: for an activation quantizer that is the
+rank's slice, so under DDP its step gradients are about ``sqrt(world_size)`` larger than one process's and the
+learned steps (activation steps first, weight steps through them) drift apart
 (after one epoch of the 2-rank test: steps within 5e-5, a few int8 weights one or two levels apart).
 ``method="ste"`` (fixed steps) trains like one process.
 
