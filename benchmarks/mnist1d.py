@@ -14,6 +14,7 @@ from typing import Any
 
 from benchmarks.common import Fact, Section, Table, Target
 from benchmarks.mnist1d_families import METHODS, STUDENT_CHANNELS, judge_seed, student_ratio
+from benchmarks.mnist1d_recurrent import GRU_EPOCHS, recurrent_table
 from benchmarks.mnist1d_stats import (
     MAX_DROP,
     PAPER_TOLERANCE,
@@ -36,8 +37,6 @@ PAPER_SOURCE = (
 )
 PAPER_SEEDS = (0, 1, 2)
 JUDGE_SEEDS = (0, 1, 2, 3, 4)
-#: the paper's GRU costs ~10x the CNN's training time on a CPU; it trains this many epochs (paper: 200)
-GRU_EPOCHS = 100
 HARD, KD = f"student {STUDENT_CHANNELS} ch, hard labels", f"student {STUDENT_CHANNELS} ch, KD"
 FP32 = "fp32 CNN (teacher)"
 PAIRS = (
@@ -72,8 +71,9 @@ def _judge_job(seed: int) -> dict[str, Any]:
 def _run_jobs(quick: bool) -> tuple[list[tuple[str, int, float, int]], list[dict[str, Any]]]:
     names = ("logistic", "mlp", "cnn") if quick else ("gru", "cnn", "mlp", "logistic")  # longest first
     seeds = JUDGE_SEEDS[:3] if quick else JUDGE_SEEDS
+    jobs = [(n, s) for n in names for s in PAPER_SEEDS] + ([] if quick else [("lstm_attention", 0)])
     with mp.get_context("spawn").Pool(2) as pool:
-        paper = pool.map_async(_paper_job, [(n, s) for n in names for s in PAPER_SEEDS], chunksize=1)
+        paper = pool.map_async(_paper_job, jobs, chunksize=1)
         judged = pool.map_async(_judge_job, seeds, chunksize=1)
         return paper.get(), judged.get()
 
@@ -174,4 +174,6 @@ def run(quick: bool) -> Section:
     paper, judged = _run_jobs(quick)
     _paper_table(paper, section)
     _judge_table(judged, section)
+    if not quick:  # after the workers are gone: latencies on an idle pool
+        section.tables.append(recurrent_table())
     return section

@@ -2,6 +2,7 @@
 that refuses the model, and the KD / pruning targets read off the seeds."""
 
 import benchmarks.mnist1d as bench
+from benchmarks.common import Table
 from benchmarks.mnist1d_families import METHODS
 
 
@@ -18,6 +19,7 @@ def test_section_from_given_results(monkeypatch):
     paper = [(n, s, {"logistic": 33.0, "mlp": 66.0, "cnn": 90.9, "gru": 90.0}[n] + s * 0.0, 100) for n in bench.PAPER
              for s in bench.PAPER_SEEDS]  # fmt: skip
     monkeypatch.setattr(bench, "_run_jobs", lambda quick: (paper, [_seed_results(s) for s in bench.JUDGE_SEEDS]))
+    monkeypatch.setattr(bench, "recurrent_table", lambda: Table("recurrent", ["model"]))
     section = bench.run(quick=False)
     met = {t.name: t.met for t in section.targets}
     assert met["MNIST-1D logistic: paper's test accuracy reproduced (mean of 3 seeds)"] is True
@@ -29,4 +31,4 @@ def test_section_from_given_results(monkeypatch):
     assert "not run: ModelError: ZeroQ" in families
     pairs = section.tables[2].markdown()
     assert "| student 10 ch, KD | student 10 ch, hard labels |" in pairs and "better" in pairs
-    assert "Greydanus" in section.tables[0].note
+    assert "Greydanus" in section.tables[0].note and section.tables[3].title == "recurrent"
