@@ -54,6 +54,21 @@ def native_bf16() -> bool:
     return f["avx512_bf16"] or f["amx_bf16"]
 
 
+class _Bfloat16(nn.Module):
+    """``model`` in bf16: floating inputs are cast to bf16 on the way in, floating outputs back to fp32."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.to(torch.bfloat16)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        def cast(t: Any) -> Any:
+            return t.to(torch.bfloat16) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+
+        out = self.model(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
+        return out.float() if isinstance(out, torch.Tensor) else out
+
+
 def _compiled(model: nn.Module, warmup: list[Any], label: str) -> Built:
     c = compile_int8(model, warmup=warmup, skip_guards=True)
     return Built(lambda x: call_model(c, x), artifact_bytes(model), 0.0, label, c.compile_seconds)
@@ -67,7 +82,7 @@ def float_baselines(
     rows = {EAGER: Built(lambda x: call_model(model, x), artifact_bytes(model), 0.0, "torch eager fp32")}
     rows[COMPILED] = _compiled(copy.deepcopy(model), warmup, "fp32, torch.compile (Inductor, frozen, autotuned)")
     if native_bf16() if bf16 is None else bf16:
-        rows[BF16] = _compiled(copy.deepcopy(model).to(torch.bfloat16), warmup, "bf16, torch.compile (native bf16)")
+        rows[BF16] = _compiled(_Bfloat16(copy.deepcopy(model)), warmup, "bf16, torch.compile (native bf16)")
     if not onnx_path.exists():
         shrink.export.onnx(model, onnx_path, example_inputs)
     session = OnnxModel(onnx_path, threads=THREADS)

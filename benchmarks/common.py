@@ -46,6 +46,8 @@ class Built:
     seconds: float
     execution: str
     compile_seconds: float = 0.0  # torch.compile time of a compiled row, apart from ``seconds``
+    #: compile time in a new process with Inductor's on-disk cache warm from the first compile (compiled rows)
+    recompile_seconds: float | None = None
 
 
 @dataclass

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import shrink
+from benchmarks.baselines import time_together
 from benchmarks.common import Fact, Section, Table, Target, latency, run_measured
 from shrink.data import call_model
 from shrink.eval.counts import count_macs
@@ -292,17 +293,13 @@ def _minilm(quick: bool, section: Section) -> None:
         ref = torch.cat([call_model(model, b) for b in data.test])
         emb = torch.cat([call_model(pruned, b) for b in data.test])
     fid = embedding_fidelity(ref, emb)
-    reps = 10 if quick else 30
-    x = data.example_inputs
-    batch = data.test[0]
-    with torch.no_grad():
-        lat = {
-            k: (
-                _lat(lambda m=m: call_model(m, x), 1, reps),
-                _lat(lambda m=m: call_model(m, batch), batch["input_ids"].shape[0], reps),
-            )
-            for k, m in (("dense", model), ("pruned", pruned))
-        }
+    pair = {"dense": model, "pruned": pruned}
+    timed = time_together(
+        {k: (lambda x, m=m: call_model(m, x)) for k, m in pair.items()},
+        {1: data.example_inputs, len(data.test[0]["input_ids"]): data.test[0]},
+        rounds=5 if quick else 15,
+    )
+    lat = {k: tuple(st.median_ms for st in timed[k].values()) for k in pair}
     heads = pruned.encoder.encoder.layer[0].attention.self.num_attention_heads
     ffn = pruned.encoder.encoder.layer[0].intermediate.dense.out_features
     table = Table(
@@ -316,7 +313,7 @@ def _minilm(quick: bool, section: Section) -> None:
             "cos min",
             "NN agreement",
             "latency b1 (ms)",
-            f"latency b{batch['input_ids'].shape[0]} (ms)",
+            f"latency b{data.test[0]['input_ids'].shape[0]} (ms)",
         ],
     )
     table.add("dense", 12, 1536, _params(model), "1", "1", "1", f"{lat['dense'][0]:.2f}", f"{lat['dense'][1]:.1f}")
