@@ -13,7 +13,7 @@ import statistics
 from typing import Any
 
 from benchmarks.common import Fact, Section, Table, Target
-from benchmarks.mnist1d_families import METHODS, STUDENT_CHANNELS, judge_seed, student_ratio
+from benchmarks.mnist1d_families import BN_REAL, BN_ZEROQ, METHODS, STUDENT_CHANNELS, judge_seed, student_ratio
 from benchmarks.mnist1d_recurrent import GRU_EPOCHS, recurrent_table
 from benchmarks.mnist1d_stats import (
     MAX_DROP,
@@ -42,7 +42,8 @@ FP32 = "fp32 CNN (teacher)"
 PAIRS = (
     (KD, HARD),
     ("PTQ W4A8 ACIQ + bias correction", "PTQ W4A8 min-max"),
-    ("ZeroQ W8A8 (no real data)", "PTQ W8A8 (percentile)"),
+    ("mixed precision @ uniform 4-bit bytes", "uniform W4A8 (search grid, fake-quant)"),
+    (BN_ZEROQ, BN_REAL),
 )
 
 

@@ -13,17 +13,21 @@ import torch
 from torch import nn
 
 import shrink
+from shrink.api import Context
 from shrink.deepcomp import DeepCompression
 from shrink.distill import KnowledgeDistillation
 from shrink.eval.counts import count_params
 from shrink.eval.metrics import accuracy, predict
+from shrink.hw import LayerChoice, trace_layers
 from shrink.prune import ChannelPruning, IterativePruning
 from shrink.quant import QAT, Binarize, Int8Static, ZeroQ
+from shrink.search.apply import apply_policy, calibrate_inputs
+from shrink.search.mixed_precision import MixedPrecision, plan_mixed_precision
 from shrink.train import FineTune
 from shrink.zoo.mnist1d import mnist1d_data
 from shrink.zoo.mnist1d_models import Mnist1dCNN, mnist1d_model, one_thread
 
-__all__ = ["METHODS", "STUDENT_CHANNELS", "judge_seed", "student_ratio"]
+__all__ = ["METHODS", "STUDENT_CHANNELS", "BN_FP32", "BN_REAL", "BN_ZEROQ", "judge_seed", "student_ratio"]
 
 #: KD student: the teacher's layout at 10 channels instead of 25 (1,190 vs 5,210 parameters, ratio 0.23)
 STUDENT_CHANNELS = 10
@@ -35,7 +39,9 @@ CHANNEL_FT_EPOCHS = 20
 QAT_EPOCHS, BIN_EPOCHS, BIN_LR = 20, 30, 2e-3
 ZEROQ_SAMPLES, ZEROQ_ITERS = 128, 100
 
-Method = Callable[[nn.Module, Any], nn.Module]
+BN_FP32 = "fp32 CNN+BN (ZeroQ's teacher)"
+BN_REAL = "CNN+BN: PTQ W8A8, real-data calibration"
+BN_ZEROQ = "CNN+BN: ZeroQ W8A8 (no real data)"
 
 
 def student_ratio() -> float:
@@ -82,14 +88,45 @@ def _qat(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
     return shrink.quantize(teacher, cfg, train=data.train, calibration=data.calibration, progress=False)
 
 
+def _bn_teacher(seed: int) -> nn.Module:
+    """ZeroQ synthesizes inputs from BatchNorm statistics, which the paper's CNN lacks: its rows use the same CNN
+    with BatchNorm after each convolution (zoo ``cnn_bn``, same seed), and compare with real calibration on it."""
+    return mnist1d_model("cnn_bn", seed=seed)
+
+
+def _bn_fp32(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
+    return _bn_teacher(seed)
+
+
+def _bn_real(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
+    return _ptq(Int8Static())(_bn_teacher(seed), data, seed)
+
+
 def _zeroq(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
     cfg = ZeroQ(num_samples=ZEROQ_SAMPLES, iterations=ZEROQ_ITERS, seed=seed)
-    return shrink.quantize(teacher, cfg, example_inputs=data.example_inputs, progress=False)
+    return shrink.quantize(_bn_teacher(seed), cfg, example_inputs=data.example_inputs, progress=False)
 
 
 def _binary(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
     cfg = Binarize(epochs=BIN_EPOCHS, lr=BIN_LR)
     return shrink.quantize(teacher, cfg, train=data.train, calibration=data.calibration, progress=False)
+
+
+def _uniform4(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
+    names = [s.name for s in trace_layers(teacher, data.example_inputs)]
+    qp = calibrate_inputs(teacher, names, data.calibration)
+    return apply_policy(teacher, {n: LayerChoice(bits=4) for n in names}, input_qparams=qp)
+
+
+def _mixed4(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
+    """Per-layer bits (MILP over measured sensitivities) at uniform 4-bit's weight bytes; 8-bit inputs."""
+    names = [s.name for s in trace_layers(teacher, data.example_inputs)]
+    qp = calibrate_inputs(teacher, names, data.calibration)
+    ctx = Context(
+        example_inputs=data.example_inputs, calibration=data.calibration, val=data.val, train=data.train, progress=False
+    )
+    plan, _ = plan_mixed_precision(teacher, MixedPrecision(budget="bytes", budget_bits=4), ctx)
+    return apply_policy(teacher, plan.policy, input_qparams=qp)
 
 
 def _deep(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
@@ -109,8 +146,12 @@ METHODS: dict[str, Callable[[nn.Module, Any, int], nn.Module]] = {
     "PTQ W4A8 ACIQ + bias correction": _ptq(
         Int8Static(weight_bits=4, observer="aciq_laplace", weight_observer="aciq_laplace", bias_correction=True)
     ),
+    "uniform W4A8 (search grid, fake-quant)": _uniform4,
+    "mixed precision @ uniform 4-bit bytes": _mixed4,
     "QAT W4A4 (LSQ)": _qat,
-    "ZeroQ W8A8 (no real data)": _zeroq,
+    BN_FP32: _bn_fp32,
+    BN_REAL: _bn_real,
+    BN_ZEROQ: _zeroq,
     "binarized (BNN/XNOR, 8-bit first/last)": _binary,
     "Deep Compression (90% + k-means + Huffman)": _deep,
 }

@@ -58,13 +58,16 @@ class Mnist1dMLP(nn.Module):
 
 
 class Mnist1dCNN(nn.Module):
-    """The paper's CNN: three ReLU convolutions (``channels`` wide, stride 2) and a linear head; input ``(N, 40)``."""
+    """The paper's CNN: three ReLU convolutions (``channels`` wide, stride 2) and a linear head; input ``(N, 40)``.
+    ``batchnorm=True`` puts a BatchNorm after each convolution (not in the paper; data-free methods such as ZeroQ
+    read its statistics)."""
 
-    def __init__(self, channels: int = 25, length: int = 40, num_classes: int = 10) -> None:
+    def __init__(self, channels: int = 25, length: int = 40, num_classes: int = 10, batchnorm: bool = False) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, channels, (1, 5), stride=(1, 2), padding=(0, 1))
-        self.conv2 = nn.Conv2d(channels, channels, (1, 3), stride=(1, 2), padding=(0, 1))
-        self.conv3 = nn.Conv2d(channels, channels, (1, 3), stride=(1, 2), padding=(0, 1))
+        self.conv1 = nn.Conv2d(1, channels, (1, 5), stride=(1, 2), padding=(0, 1), bias=not batchnorm)
+        self.conv2 = nn.Conv2d(channels, channels, (1, 3), stride=(1, 2), padding=(0, 1), bias=not batchnorm)
+        self.conv3 = nn.Conv2d(channels, channels, (1, 3), stride=(1, 2), padding=(0, 1), bias=not batchnorm)
+        self.bn1, self.bn2, self.bn3 = (nn.BatchNorm2d(channels) if batchnorm else None for _ in range(3))
         n = length
         for k in (5, 3, 3):
             n = (n + 2 - k) // 2 + 1
@@ -74,9 +77,10 @@ class Mnist1dCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.reshape(x.shape[0], 1, 1, x.shape[-1])
-        h = self.relu1(self.conv1(h))
-        h = self.relu2(self.conv2(h))
-        h = self.relu3(self.conv3(h))
+        for conv, bn, relu in ((self.conv1, self.bn1, self.relu1), (self.conv2, self.bn2, self.relu2),
+                               (self.conv3, self.bn3, self.relu3)):  # fmt: skip
+            h = conv(h)
+            h = relu(bn(h) if bn is not None else h)
         return self.linear(self.flatten(h))
 
 
@@ -115,6 +119,7 @@ MNIST1D_MODELS: dict[str, tuple[Callable[[], nn.Module], int]] = {
     "logistic": (Mnist1dLogistic, 200),
     "mlp": (Mnist1dMLP, 200),
     "cnn": (Mnist1dCNN, 200),
+    "cnn_bn": (lambda: Mnist1dCNN(batchnorm=True), 200),
     "gru": (Mnist1dGRU, 60),
     "lstm_attention": (Mnist1dLSTMAttention, 60),
 }
