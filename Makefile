@@ -45,7 +45,7 @@ $(BENCH_STAMP): pyproject.toml requirements.txt benchmarks/peers-requirements.tx
 bench: $(BENCH_STAMP)
 	$(BENCH_PY) -m benchmarks.run --out docs/benchmarks.md --readme README.md
 
-# Smaller set (within 10 minutes): writes docs/benchmarks-quick.md only.
+# Smaller set (within 25 minutes: compiled float baselines included): writes docs/benchmarks-quick.md only.
 bench-quick: $(BENCH_STAMP)
 	$(BENCH_PY) -m benchmarks.run --quick --out docs/benchmarks-quick.md
 
