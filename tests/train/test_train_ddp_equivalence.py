@@ -71,6 +71,8 @@ CASES = textwrap.dedent("""
     finetune = FineTune(epochs=1, lr=0.1, optimizer="sgd")
     done("mlp_uneven", apply(mlp(), finetune, ctx()))
     done("bn_cnn_uneven", apply(bn_cnn(), finetune, ctx()))
+    # a last global batch of 1 sample: rank 1's slice is empty and must add nothing
+    done("mlp_last_batch_of_1", apply(mlp(), finetune, Context(train=batches(76, 15), progress=False)))
     kd = KnowledgeDistillation(epochs=1, lr=0.05, optimizer="sgd", alpha=0.7, temperature=2.0)
     done("distill", apply(bn_cnn(seed=1), kd, ctx(teacher=bn_cnn(seed=2).eval())))
     # method "ste" (fixed steps): LSQ scales its step gradient by 1/sqrt(elements in the rank's slice), a per-rank
@@ -126,7 +128,7 @@ def runs(tmp_path_factory):
     return tmp
 
 
-@pytest.mark.parametrize("case", ["mlp_uneven", "bn_cnn_uneven", "distill", "qat"])
+@pytest.mark.parametrize("case", ["mlp_uneven", "mlp_last_batch_of_1", "bn_cnn_uneven", "distill", "qat"])
 def test_two_processes_train_like_one(runs, case):
     two, one = torch.load(runs / "two" / f"{case}.pt"), torch.load(runs / "one" / f"{case}.pt")
     if case in ("bn_cnn_uneven", "distill"):
