@@ -19,6 +19,7 @@ import os
 import pickle
 import random
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,15 +329,27 @@ class RunResult:
         self.model, self.report, self.out_dir = model, report, out_dir
 
 
+#: ``on_stage(number, total, label, seconds)``: called as each step starts (``seconds`` None) and ends. The steps are
+#: the recipe's stages, then "evaluate" (number ``total``).
+StageCallback = Callable[[int, int, str, float | None], None]
+
+
 def run(
-    recipe_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, resume: bool = False, progress: bool = True
+    recipe_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    keep_checkpoints: bool = False,
+    on_stage: StageCallback | None = None,
 ) -> RunResult:
     """Run a recipe: each stage on a copy of the previous model; write the final model (``model.shrink``),
     ``report.json`` and ``report.html`` to ``out_dir`` (each atomically).
 
     Training stages checkpoint every epoch under ``out_dir/checkpoints``; with ``resume=True`` a killed run
     continues from there (deterministic stages are re-run, finished training stages are restored) and ends with the
-    same model file as an uninterrupted run. Resuming with a different recipe is an error.
+    same model file as an uninterrupted run. Resuming with a different recipe is an error. After a successful run the
+    checkpoints are deleted unless ``keep_checkpoints``; ``on_stage`` hears of each step (see :data:`StageCallback`).
     """
     recipe = load_recipe(recipe_path)
     where = str(recipe_path)
@@ -371,11 +384,17 @@ def run(
     models: dict[str, nn.Module] = {"baseline": model}
     notes: dict[str, list[str]] = {}
     current = model
-    for i, stage in enumerate(recipe.configs(where)):
+    stages = recipe.configs(where)
+    tell = on_stage if on_stage is not None and is_main() else (lambda *_: None)
+    for i, stage in enumerate(stages):
         cfg = stage.config
         ctx.checkpoint_dir = checkpoints / f"{i + 1:02d}-{cfg.type_name}"
         ctx.notes = []
+        label = stage.label if stage.named else cfg.type_name
+        tell(i + 1, len(stages) + 1, label, None)
+        started = time.perf_counter()
         current = _run_stage(models[stage.source], cfg, ctx, f"{where}: {recipe.stage_label(i, cfg.type_name)}")
+        tell(i + 1, len(stages) + 1, label, time.perf_counter() - started)
         if cfg.family != "export":
             models[stage.label] = variants[stage.label] = current
             notes[stage.label] = list(ctx.notes)
@@ -389,6 +408,8 @@ def run(
         return RunResult(current, Report(rows=[], metric=data.metric), out)
     save(current, out / "model.shrink")
     ev = recipe.evaluate
+    tell(len(stages) + 1, len(stages) + 1, f"evaluate {len(variants)} models", None)
+    started = time.perf_counter()
     report = evaluate(
         variants,
         data,
@@ -401,7 +422,10 @@ def run(
         title=recipe.title,
     )
     report.to_json(out / "report.json")
-    write_html(report, out / "report.html")
+    write_html(report, out / "report.html", recipe=Path(recipe_path).read_text(encoding="utf-8"))
+    tell(len(stages) + 1, len(stages) + 1, f"evaluate {len(variants)} models", time.perf_counter() - started)
+    if not keep_checkpoints and checkpoints.exists():
+        shutil.rmtree(checkpoints)
     return RunResult(current, report, out)
 
 

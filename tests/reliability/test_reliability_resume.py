@@ -54,7 +54,9 @@ def test_sigkill_mid_training_then_resume_gives_identical_model(tmp_path, digits
     assert 1 <= epoch < EPOCHS
     assert not (killed / "model.shrink").exists()
 
-    resumed = subprocess.run(_cli(str(recipe), "--out", str(killed), "--resume"), timeout=300, **quiet)
+    resumed = subprocess.run(
+        _cli(str(recipe), "--out", str(killed), "--resume", "--keep-checkpoints"), timeout=300, **quiet
+    )
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     assert uninterrupted.wait(timeout=300) == 0, uninterrupted.stderr.read().decode()[-2000:]
     assert torch.load(ckpt, weights_only=True)["epoch"] == EPOCHS
@@ -77,7 +79,7 @@ def test_same_recipe_and_seed_give_byte_identical_model_file(tmp_path, digits_te
     recipe.write_text(SMALL)
     run(recipe, tmp_path / "a", progress=False)
     torch.manual_seed(12345)  # global state before the run must not matter
-    run(recipe, tmp_path / "b", progress=False)
+    run(recipe, tmp_path / "b", progress=False, keep_checkpoints=True)
     assert (tmp_path / "a" / "model.shrink").read_bytes() == (tmp_path / "b" / "model.shrink").read_bytes()
     # resuming a finished run restores every stage from its checkpoint: same bytes again
     run(recipe, tmp_path / "b", resume=True, progress=False)
@@ -87,7 +89,7 @@ def test_same_recipe_and_seed_give_byte_identical_model_file(tmp_path, digits_te
 def test_resume_with_changed_recipe_or_damaged_checkpoint(tmp_path, digits_teacher, user_sees):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(SMALL)
-    run(recipe, tmp_path / "out", progress=False)
+    run(recipe, tmp_path / "out", progress=False, keep_checkpoints=True)
     recipe.write_text(SMALL.replace("epochs: 1", "epochs: 2"))
     user_sees(
         "resume",

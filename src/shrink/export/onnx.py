@@ -21,7 +21,7 @@ from torch import nn
 
 from shrink._parametrize import baked_copy
 
-__all__ = ["onnx", "trace_to_onnx", "OnnxModel", "DEFAULT_OPSET"]
+__all__ = ["onnx", "trace_to_onnx", "OnnxModel", "DEFAULT_OPSET", "graph_execution"]
 
 DEFAULT_OPSET = 17
 
@@ -103,10 +103,32 @@ def trace_to_onnx(
     return path
 
 
+#: ops that quantize activations at run time: the graph then runs integer kernels
+_INT8_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger"}
+
+
+def graph_execution(path: str | os.PathLike[str]) -> str:
+    """What running the ONNX file at ``path`` means, read from its ops: ``"int8 (real, integer kernels)"`` when
+    activations are quantized, ``"fp32 compute, int8 weights (dequantized)"`` for weight-only DequantizeLinear,
+    ``"fp16"`` for a half-precision graph, else ``"fp32"``."""
+    import onnx as onnx_lib
+
+    graph = onnx_lib.load(str(path), load_external_data=False).graph
+    ops = {n.op_type for n in graph.node}
+    if ops & _INT8_OPS:
+        return "int8 (real, integer kernels)"
+    if "DequantizeLinear" in ops:
+        return "fp32 compute, int8 weights (dequantized)"
+    if any(i.type.tensor_type.elem_type == onnx_lib.TensorProto.FLOAT16 for i in graph.input):
+        return "fp16"
+    return "fp32"
+
+
 class OnnxModel:
     """An ONNX file running in ONNX Runtime, callable with torch tensors like the original model.
 
-    ``execution`` says what the figures mean, e.g. ``"fp32"`` or ``"int8 (real, integer kernels)"``.
+    ``execution`` says what the figures mean, e.g. ``"fp32"`` or ``"int8 (real, integer kernels)"``; by default it
+    is read from the graph (:func:`graph_execution`), so an int8 graph is never labelled fp32.
 
     Every session has its own thread pool, whose workers by default keep spinning after a run; with several
     sessions in one process (a benchmark comparing models) the idle ones' spinning workers take the cores of the one
@@ -122,12 +144,13 @@ class OnnxModel:
         path: str | os.PathLike[str],
         *,
         threads: int = 2,
-        execution: str = "fp32",
+        execution: str | None = None,
         macs: int | None = None,
         disabled_optimizers: Sequence[str] = (),
     ) -> None:
         self.path = Path(path)
-        self.execution, self.macs, self.threads = execution, macs, threads
+        self.execution = execution if execution is not None else graph_execution(self.path)
+        self.macs, self.threads = macs, threads
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -161,7 +184,7 @@ def to_onnxruntime(
     example_inputs: Any,
     *,
     threads: int = 2,
-    execution: str = "fp32",
+    execution: str | None = None,
     directory: str | os.PathLike[str] | None = None,
 ) -> OnnxModel:
     """Export ``model`` and open it in ONNX Runtime (in ``directory``, or a temporary one kept for the process)."""

@@ -31,8 +31,11 @@ def export_stage(model: nn.Module, config: OnnxExport, ctx: Context) -> nn.Modul
         raise ConfigError("onnx_export: needs example inputs")
     out = Path(ctx.out_dir) if ctx.out_dir is not None else Path(".")
     path = onnx(model, out / config.filename, ctx.example_inputs, opset=config.opset)
-    execution = getattr(model, "shrink_onnx_execution", "fp32")
-    ctx.extra_models[f"onnxruntime ({execution})"] = OnnxModel(
-        path, threads=config.threads, execution=execution, macs=count_macs(model, ctx.example_inputs)
+    session = OnnxModel(  # execution: the quantizer's label, else read from the graph (never "fp32" for int8)
+        path,
+        threads=config.threads,
+        execution=getattr(model, "shrink_onnx_execution", None),
+        macs=count_macs(model, ctx.example_inputs),
     )
+    ctx.extra_models[f"onnxruntime ({session.execution})"] = session
     return model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,18 @@ from rich.table import Table
 
 from shrink.errors import FileFormatError
 from shrink.export.artifact import atomic_write_bytes
+from shrink.report.format import (
+    LEGEND,
+    UNSTABLE_SPREAD,
+    clean_note,
+    fmt_bytes,
+    fmt_count,
+    fmt_delta,
+    fmt_latency,
+    fmt_metric,
+    fmt_ratio,
+    is_unstable,
+)
 
 __all__ = ["Row", "Report"]
 
@@ -74,72 +87,124 @@ class Report:
             title=data.get("title", "shrink report"),
         )
 
+    @property
+    def baseline(self) -> Row | None:
+        """The row every other row is compared with: the first one (the recipe's original model)."""
+        return self.rows[0] if self.rows else None
+
+    def metric_keys(self) -> list[str]:
+        return list(dict.fromkeys(k for r in self.rows for k in r.metrics))
+
+    def batch_sizes(self) -> list[str]:
+        return list(dict.fromkeys(b for r in self.rows for b in r.latency))
+
+    def notes(self) -> list[str]:
+        """Every row's notes as ``model: note``, prefixes not repeated, each once."""
+        out = [f"{r.name}: {clean_note(n)}" for r in self.rows for n in r.notes]
+        return list(dict.fromkeys(out))
+
+    def unstable(self) -> list[tuple[str, str]]:
+        """(model, batch size) of every latency whose spread exceeds the threshold."""
+        return [(r.name, b) for r in self.rows for b, st in r.latency.items() if is_unstable(st)]
+
     def columns(self) -> list[str]:
-        metric_keys = list(dict.fromkeys(k for r in self.rows for k in r.metrics))
-        batches = list(dict.fromkeys(b for r in self.rows for b in r.latency))
+        metric_keys = self.metric_keys()
         return [
             "model",
             "runtime",
             "execution",
-            *metric_keys,
+            *(c for k in metric_keys for c in (k, f"Δ {k}")),
+            "size",
+            "×smaller",
             "params",
             "nonzero",
-            "size",
             "MACs",
-            *(f"latency b{b} (ms)" for b in batches),
+            *(c for b in self.batch_sizes() for c in (f"latency b{b} (ms)", f"×faster b{b}")),
         ]
 
     def cells(self) -> list[list[str]]:
-        metric_keys = list(dict.fromkeys(k for r in self.rows for k in r.metrics))
-        batches = list(dict.fromkeys(b for r in self.rows for b in r.latency))
+        base = self.baseline
         out = []
         for r in self.rows:
-            lat = [
-                f"{r.latency[b]['median_ms']:.3f} [{r.latency[b]['min_ms']:.3f}-{r.latency[b]['max_ms']:.3f}]"
-                if b in r.latency
-                else "-"
-                for b in batches
+            metrics = [
+                c
+                for k in self.metric_keys()
+                for c in (
+                    fmt_metric(r.metrics.get(k)),
+                    fmt_delta(r.metrics.get(k), base.metrics.get(k) if base else None),
+                )
             ]
+            latency = []
+            for b in self.batch_sizes():
+                base_ms = base.latency.get(b, {}).get("median_ms") if base else None
+                ratio = fmt_ratio(base_ms, r.latency.get(b, {}).get("median_ms"))
+                shaky = any(is_unstable(x.latency.get(b, {})) for x in (r, base) if x is not None)
+                latency += [fmt_latency(r.latency.get(b)), ratio + " !" if shaky and ratio != "-" else ratio]
             out.append(
                 [
                     r.name,
                     r.runtime,
                     r.execution,
-                    *(_fmt(r.metrics.get(k)) for k in metric_keys),
-                    _count(r.params),
-                    _count(r.nonzero_params),
-                    _bytes(r.size_bytes),
-                    _count(r.macs),
-                    *lat,
+                    *metrics,
+                    fmt_bytes(r.size_bytes),
+                    fmt_ratio(base.size_bytes if base else None, r.size_bytes),
+                    fmt_count(r.params),
+                    fmt_count(r.nonzero_params),
+                    fmt_count(r.macs),
+                    *latency,
                 ]
             )
         return out
 
-    def render(self, width: int = 200) -> str:
-        table = Table(title=self.title)
-        for c in self.columns():
-            table.add_column(c, overflow="fold")
-        for cells in self.cells():
-            table.add_row(*cells)
-        console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
-        console.print(table)
-        notes = [f"{r.name}: {n}" for r in self.rows for n in r.notes]
-        text = console.export_text()
-        return text + ("\n".join(notes) + "\n" if notes else "")
+    def render(self, width: int | None = None) -> str:
+        """The table as text. ``width=None`` (a file or a pipe): plain columns without box drawing; a terminal
+        ``width``: a boxed table if it fits, else one block per model. Legend, warnings and notes follow."""
+        if width is None:
+            text = self.title + "\n\n" + _aligned(self.columns(), self.cells())
+        else:
+            text = _boxed(self, width) or _blocks(self.columns(), self.cells(), self.title)
+        tail = textwrap.wrap(LEGEND, width=min(width or 100, 100))
+        tail += [
+            f"warning: {name} latency at batch {b} is unstable (spread > {UNSTABLE_SPREAD:g}x)"
+            for name, b in self.unstable()
+        ]
+        notes = self.notes()
+        if notes:
+            tail += ["notes:", *(f"  {n}" for n in notes)]
+        return text.rstrip("\n") + "\n\n" + "\n".join(tail) + "\n"
 
     def __str__(self) -> str:
         return self.render()
 
 
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}" if abs(v) < 2 else f"{v:.2f}"
+def _aligned(columns: list[str], cells: list[list[str]]) -> str:
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines) + "\n"
 
 
-def _count(v: int | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k" if v >= 1e4 else str(v)
+def _boxed(report: Report, width: int) -> str | None:
+    """A rich table at its natural width, or None when that is wider than ``width``."""
+    table = Table(title=report.title)
+    for c in report.columns():
+        table.add_column(c, no_wrap=True)
+    for cells in report.cells():
+        table.add_row(*cells)
+    console = Console(width=10_000, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    if console.measure(table).maximum > width:
+        return None
+    console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(table)
+    return console.export_text()
 
 
-def _bytes(v: int) -> str:
-    return f"{v / 2**20:.2f} MiB" if v >= 2**20 else f"{v / 2**10:.1f} KiB"
+def _blocks(columns: list[str], cells: list[list[str]], title: str) -> str:
+    """One block per model (``name`` then ``column: value`` lines): reads on a narrow terminal."""
+    pad = max(len(c) for c in columns[1:])
+    lines = [title, ""]
+    for row in cells:
+        lines.append(row[0])
+        lines += [f"  {c.ljust(pad)}  {v}" for c, v in zip(columns[1:], row[1:], strict=True) if v != "-"]
+        lines.append("")
+    return "\n".join(lines)
