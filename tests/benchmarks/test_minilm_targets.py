@@ -5,6 +5,7 @@ import math
 
 from benchmarks.baselines import BF16, COMPILED, EAGER, ORT, best_float, speedup
 from benchmarks.quant_minilm import INT8_ROW, PEER_INT8, targets
+
 from shrink.eval.latency import LatencyStats
 
 

@@ -34,3 +34,15 @@ def test_corpus_has_500_distinct_sentences():
     sentences = load_sentences()
     assert len(sentences) >= 500
     assert len(set(sentences)) == len(sentences)
+
+
+def test_digits_calibration_and_example_come_from_train_only():
+    from shrink.zoo import digits_data
+
+    split, data = digits_split(), digits_data()
+    rows = {tuple(x.flatten().tolist()) for x in split.train.tensors[0]}
+    held_out = {tuple(x.flatten().tolist()) for part in (split.val, split.test) for x in part.tensors[0]}
+    calib = [tuple(x.flatten().tolist()) for batch, _ in data.calibration for x in batch]
+    assert len(calib) == 8 * 32 and set(calib) <= rows  # 8 calibration batches of 32 training images
+    assert not set(calib) & held_out - rows  # no image that exists only in val/test is ever calibrated on
+    assert tuple(data.example_inputs[0].flatten().tolist()) in rows

@@ -53,7 +53,7 @@ def digits_data(batch_size: int = 64, calibration_batches: int = 8, seed: int = 
         test=DataLoader(split.test, batch_size=512),
         calibration=DataLoader(split.train, batch_size=32, shuffle=False),
         calibration_batches=calibration_batches,
-        example_inputs=split.test.tensors[0][:1],
+        example_inputs=split.train.tensors[0][:1],  # a training image: nothing scored is read before scoring
         metric="accuracy",
         name="digits",
     )
