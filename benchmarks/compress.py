@@ -15,7 +15,8 @@ import torch
 
 import shrink
 from benchmarks.baselines import ms_cell, time_together
-from benchmarks.common import Fact, Section, Table, Target
+from benchmarks.common import Fact, Section, Table
+from benchmarks.targets import deep_compression_targets, lowrank_target
 from shrink.deepcomp import DeepCompression, huffman, load_compressed, read_compressed, summarize
 from shrink.deepcomp.io import save_compressed
 from shrink.eval.metrics import accuracy, predict
@@ -83,15 +84,7 @@ def _lowrank(quick: bool, section: Section) -> None:
         table.add(*row, ms_cell(lat[row[0]][1]))
     table.note = "Latencies timed together in interleaved rounds."
     section.tables.append(table)
-    section.targets.append(
-        Target(
-            4,
-            "SVD/Tucker/CP at half the decomposed layers' params cost ≤ 1 point (digits)",
-            "drop ≤ 1",
-            f"worst drop {worst:.2f} points",
-            worst <= 1.0,
-        )
-    )
+    section.targets.append(lowrank_target(worst))
 
     net = resnet18(num_classes=10, small_input=True)
     sel = Selector(include=(r"re:layer[34]\..*conv\d",), types=("Conv2d",))
@@ -180,23 +173,7 @@ def _deep_compression(quick: bool, section: Section) -> None:
         st.index_bits / st.entries < st.index_entropy + 1 and st.gap_bits / st.entries < st.gap_entropy + 1
         for st in stats
     )
-    section.targets += [
-        Target(
-            4,
-            "Deep Compression file ≥ 30x smaller than the fp32 weights file",
-            "≥ 30x",
-            f"{fp32_bytes / dcz_bytes:.1f}x ({fp32_bytes:,} -> {dcz_bytes:,} bytes)",
-            fp32_bytes / dcz_bytes >= 30,
-        ),
-        Target(
-            4,
-            "Deep Compression accuracy drop ≤ 1 point",
-            "≤ 1",
-            f"{base - acc_decoded:.2f} points",
-            base - acc_decoded <= 1.0,
-        ),
-        Target(4, "decode round trip exact", "bit-exact", str(exact), exact),
-    ]
+    section.targets += deep_compression_targets(fp32_bytes, dcz_bytes, base, acc_decoded, exact)
     # a Huffman code is always within 1 bit/symbol of the entropy (a theorem): shown, not judged
     section.facts.append(
         Fact(

@@ -15,7 +15,8 @@ from torch import nn
 
 import shrink
 from benchmarks.baselines import time_together
-from benchmarks.common import Fact, Section, Table, Target, latency, run_measured
+from benchmarks.common import Fact, Section, Table, latency, run_measured
+from benchmarks.targets import channel_digits_target, resnet_speed_targets
 from shrink.data import call_model
 from shrink.eval.counts import count_macs
 from shrink.eval.metrics import accuracy, embedding_fidelity, predict
@@ -111,17 +112,12 @@ def _digits(quick: bool, section: Section) -> None:
                 f"{secs:.2f} / {peak:.0f}",
             )
     section.tables.append(table)
-    best = min(drops.get((0.5, "shrink lasso"), 99.0), drops.get((0.5, "shrink l1"), 99.0))
-    tp_drop = drops.get((0.5, "Torch-Pruning l1"))
+    nan = float("nan")
     section.targets.append(
-        Target(
-            3,
-            "Digits CNN, 50% of channels removed + 5 epochs fine-tuning",
-            "drop ≤ 0.5 pt and ≤ Torch-Pruning's",
-            f"shrink drop {best:.2f} pt (lasso {drops.get((0.5, 'shrink lasso'), float('nan')):.2f}, "
-            f"l1 {drops.get((0.5, 'shrink l1'), float('nan')):.2f}); Torch-Pruning "
-            + (f"{tp_drop:.2f} pt" if tp_drop is not None else "failed"),
-            best <= 0.5 and (tp_drop is None or best <= tp_drop + 1e-9),
+        channel_digits_target(
+            drops.get((0.5, "shrink lasso"), nan),
+            drops.get((0.5, "shrink l1"), nan),
+            drops.get((0.5, "Torch-Pruning l1")),
         )
     )
 
@@ -256,30 +252,7 @@ def _resnet(quick: bool, section: Section) -> None:
     )
     section.tables.append(table)
     s, t = res.get((0.5, "shrink"), {}), res.get((0.5, "Torch-Pruning"))
-    eager_ok = (
-        bool(s)
-        and min(s["e1"], s["e8"]) >= 2.5
-        and (t is None or (s["e1"] >= t["e1"] * 0.97 and s["e8"] >= t["e8"] * 0.97))
-    )
-    tp_txt = f"Torch-Pruning {t['e1']:.2f}x / {t['e8']:.2f}x (MACs {t['macs']:.2f}x)" if t else "Torch-Pruning failed"
-    section.targets.append(
-        Target(
-            3,
-            "ResNet-18 224x224, 50% channels: eager CPU speedup b1 / b8 (2 threads)",
-            "≥ 2.5x and ≥ Torch-Pruning's (3% timing tolerance)",
-            f"{s.get('e1', 0):.2f}x / {s.get('e8', 0):.2f}x (MACs {s.get('macs', 0):.2f}x); {tp_txt}",
-            eager_ok,
-        )
-    )
-    section.targets.append(
-        Target(
-            3,
-            "ResNet-18 224x224, 50% channels, ONNX Runtime (BN folded) vs the dense model's fastest float run",
-            "≥ 2.5x at b1 and b8",
-            f"{s.get('o1', 0):.2f}x / {s.get('o8', 0):.2f}x",
-            bool(s) and min(s["o1"], s["o8"]) >= 2.5,
-        )
-    )
+    section.targets += resnet_speed_targets(s, t)
 
 
 def _minilm(quick: bool, section: Section) -> None:

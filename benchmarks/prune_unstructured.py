@@ -13,7 +13,8 @@ from torch.nn.utils import prune as torch_prune
 
 import shrink
 from benchmarks.baselines import ms_cell, time_together
-from benchmarks.common import Section, Table, Target, run_measured, save_png
+from benchmarks.common import Section, Table, run_measured, save_png
+from benchmarks.targets import unstructured_targets
 from shrink.eval.metrics import accuracy, predict
 from shrink.export.artifact import artifact_bytes
 from shrink.prune import IterativePruning, MagnitudePruning, NMSparsity, make_permanent, sparsity
@@ -133,22 +134,7 @@ def run(quick: bool) -> Section:
         peak,
     )
     section.tables.append(t_a)
-    section.targets += [
-        Target(
-            3,
-            "digits CNN 90% global unstructured (iterative + fine-tune): accuracy drop",
-            "≤ 0.5 points",
-            f"{base_acc - acc90:.2f} points ({acc90:.2f}% vs {base_acc:.2f}%)",
-            base_acc - acc90 <= 0.5,
-        ),
-        Target(
-            3,
-            "digits CNN 90% sparse: file on disk vs dense fp32 file",
-            "≤ 20%",
-            f"{100 * bytes90 / dense_bytes:.1f}% ({bytes90:,} vs {dense_bytes:,} bytes)",
-            bytes90 <= 0.2 * dense_bytes,
-        ),
-    ]
+    section.targets += unstructured_targets(base_acc, acc90, bytes90, dense_bytes)
 
     # (b) issue 6: shrink vs torch.nn.utils.prune at 50/80/90% with the same fine-tuning budget
     methods: dict[str, Callable[[float], nn.Module]] = {

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 import shrink
-from benchmarks.common import Fact, Section, Table, Target, run_measured
+from benchmarks.common import Fact, Section, Table, run_measured
+from benchmarks.targets import advanced_quant_targets
 from shrink.eval.metrics import accuracy, predict
 from shrink.export import OnnxModel
 from shrink.export.artifact import artifact_bytes
@@ -196,29 +197,7 @@ def run(quick: bool) -> Section:
     int_real = int_model.dequantize_output(codes).numpy()
     a.add(codes.size, 100 * agree, 100 * exact, 100 * float((int_real.argmax(1) == ort_out.argmax(1)).mean()))
 
-    targets = [
-        Target(
-            8,
-            "Digits QAT W4A4: accuracy drop",
-            "≤ 1.5 points",
-            f"{fp32_acc - qat_int_acc:.2f} (integer-only), {fp32_acc - qat_sim:.2f} (simulated)",
-            max(fp32_acc - qat_int_acc, fp32_acc - qat_sim) <= 1.5,
-        ),
-        Target(
-            8,
-            "Digits ZeroQ int8 with no real data: accuracy drop",
-            "≤ 0.5 points",
-            f"{fp32_acc - zq_ort_acc:.2f} (ONNX Runtime int8)",
-            fp32_acc - zq_ort_acc <= 0.5,
-        ),
-        Target(
-            8,
-            "Integer-only executor vs ONNX Runtime int8: outputs within 1 step",
-            "≥ 99%",
-            f"{100 * agree:.2f}%",
-            agree >= 0.99,
-        ),
-    ]
+    targets = advanced_quant_targets(fp32_acc, qat_int_acc, qat_sim, zq_ort_acc, agree)
     intro = (
         f"fp32 baseline measured in this run: {fp32_acc:.2f}%. ZeroQ: {notes[0]}. "
         "The ZeroQ run receives data objects that raise if iterated, so no real sample was read."

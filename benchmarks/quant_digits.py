@@ -19,7 +19,8 @@ import torch
 
 import shrink
 from benchmarks.baselines import EAGER, float_baselines, ms_cell, speedup, time_together
-from benchmarks.common import Built, Section, Table, Target, ort_quantize_static
+from benchmarks.common import Built, Section, Table, ort_quantize_static
+from benchmarks.targets import ptq_digits_targets
 from shrink.eval.metrics import accuracy, predict
 from shrink.export.onnx import OnnxModel
 from shrink.quant import INTEGER_OPS, Int8Static, ort_optimized_ops
@@ -135,29 +136,7 @@ def run(quick: bool) -> Section:
     w8 = acc.get("shrink W8A8 min-max", float("nan"))
     w4 = acc.get("shrink W4A8 ACIQ + bias corr.", float("nan"))
     w4mm = acc.get("shrink W4A8 min-max", float("nan"))
-    targets = [
-        Target(
-            8,
-            "digits int8 static PTQ in ONNX Runtime: accuracy drop",
-            "≤ 0.3 points",
-            f"{base - w8:.2f} points",
-            base - w8 <= 0.3,
-        ),
-        Target(
-            8,
-            "digits W4A8 ACIQ + bias correction: accuracy drop",
-            "≤ 1.0 points",
-            f"{base - w4:.2f} points",
-            base - w4 <= 1.0,
-        ),
-        Target(
-            8,
-            "digits W4A8 ACIQ + bias correction vs plain min-max W4A8",
-            "better",
-            f"{w4:.2f}% vs {w4mm:.2f}%",
-            w4 > w4mm,
-        ),
-    ]
+    targets = ptq_digits_targets(base, w8, w4, w4mm)
     table.note = (
         "All rows timed together in interleaved rounds; 'x best float': the fastest float row of this run (fp32 "
         "eager, compiled, bf16 where native, ONNX Runtime) over the row. ⚠ unstable: slowest round over 1.5x the "
