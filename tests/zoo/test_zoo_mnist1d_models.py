@@ -11,7 +11,7 @@ from shrink.zoo.mnist1d_models import MNIST1D_MODELS, mnist1d_model, train_mnist
 #: name -> (parameters of the paper's architecture, accuracy a few epochs must beat on validation)
 EXPECTED = {
     "logistic": (410, 20.0),
-    "mlp": (15210, 35.0),
+    "mlp": (78858, 35.0),
     "cnn": (5210, 35.0),
     "gru": (5134, 20.0),
     "cnn_bn": (5285, 35.0),
@@ -60,6 +60,18 @@ def test_trained_model_is_cached_and_reloaded(tmp_path, monkeypatch):
     assert torch.equal(first.linear.weight, again.linear.weight) and not again.training
     other_seed = MNIST1D_MODELS["logistic"][0]()
     assert not torch.equal(first.linear.weight, other_seed.linear.weight)
+
+
+def test_cached_weights_of_another_architecture_are_retrained(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHRINK_CACHE", str(tmp_path))
+    path = tmp_path / "zoo" / "mnist1d_mlp-v1-seed0-e1.safetensors"
+    path.parent.mkdir(parents=True)
+    from safetensors.torch import save_file
+
+    save_file({"linear1.weight": torch.zeros(100, 40)}, str(path))  # an older, narrower MLP
+    model = mnist1d_model("mlp", seed=0, epochs=1)
+    assert model.linear1.weight.shape == (256, 40) and model.linear1.weight.abs().sum() > 0
+    assert mnist1d_model("mlp", seed=0, epochs=1).linear1.weight.shape == (256, 40)  # rewritten, reloads
 
 
 def test_unknown_model_name_is_an_error():

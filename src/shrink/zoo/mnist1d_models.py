@@ -1,12 +1,13 @@
 """The MNIST-1D paper's four baselines (logistic regression, MLP, CNN, GRU), an LSTM with attention pooling, and
 their training: trained on first use, cached, and identical whatever the caller's thread count.
 
-Architectures follow the paper's reference code (``notebooks/models.py`` of greydanus/mnist1d): an MLP with two
-100-unit hidden layers and a residual second layer; a CNN of three 25-channel convolutions (kernel 5 then 3, stride
-2) and a linear head; a bidirectional GRU with 6 hidden units per direction and a linear head on all 40 steps. The
-CNN's 1-D convolutions are written as ``Conv2d`` over a ``1 x 40`` image (kernel ``1 x k``): the same arithmetic,
-and the layer type every shrink family (quantization, pruning, binarization) handles. Training follows the paper's
-defaults too: Adam at lr 1e-2, batch 100, no weight decay, constant learning rate.
+Architectures follow the paper's reference code (``notebooks/models.py`` and ``get_model_args`` of
+greydanus/mnist1d): an MLP with two 256-unit hidden layers and a residual second layer; a CNN of three 25-channel
+convolutions (kernel 5 then 3, stride 2) and a linear head; a bidirectional GRU with 6 hidden units per direction
+and a linear head on all 40 steps. The CNN's 1-D convolutions are written as ``Conv2d`` over a ``1 x 40`` image
+(kernel ``1 x k``): the same arithmetic, and the layer type every shrink family (quantization, pruning,
+binarization) handles. Training follows the paper's defaults too: Adam at lr 1e-2, batch 100, no weight decay,
+constant learning rate.
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ class Mnist1dLogistic(nn.Module):
 
 
 class Mnist1dMLP(nn.Module):
-    """The paper's MLP: 40 -> 100 -> 100 (residual) -> 10, ReLU."""
+    """The paper's MLP: 40 -> 256 -> 256 (residual) -> 10, ReLU."""
 
-    def __init__(self, length: int = 40, hidden: int = 100, num_classes: int = 10) -> None:
+    def __init__(self, length: int = 40, hidden: int = 256, num_classes: int = 10) -> None:
         super().__init__()
         self.linear1, self.linear2 = nn.Linear(length, hidden), nn.Linear(hidden, hidden)
         self.linear3 = nn.Linear(hidden, num_classes)
@@ -179,8 +180,12 @@ def mnist1d_model(
     torch.manual_seed(seed)
     model = build()
     if path.exists():
-        model.load_state_dict(load_file(str(path)))
-        return model.eval()
+        try:
+            model.load_state_dict(load_file(str(path)))
+            return model.eval()
+        except RuntimeError:  # weights of an earlier architecture under this name: train the current one anew
+            torch.manual_seed(seed)
+            model = build()
     train_mnist1d(model, epochs=epochs, seed=seed, progress=progress, paper_train=paper_train)
     atomic_write_bytes(path, save({k: v.contiguous() for k, v in model.state_dict().items()}))
     return model
