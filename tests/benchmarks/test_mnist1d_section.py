@@ -3,7 +3,7 @@ that refuses the model, and the KD / pruning targets read off the seeds."""
 
 import benchmarks.mnist1d as bench
 from benchmarks.common import Table
-from benchmarks.mnist1d_families import BN_ZEROQ, METHODS
+from benchmarks.mnist1d_families import BN_REAL, BN_ZEROQ, METHODS
 
 
 def _seed_results(seed: int) -> dict:
@@ -29,6 +29,8 @@ def test_section_from_given_results(monkeypatch):
     assert met["MNIST-1D CNN channels 50% (+ fine-tune): mean drop"] is True
     families = section.tables[1].markdown()
     assert "not run: ModelError: ZeroQ" in families
+    # the CNN+BN real-calibration row is judged against the fp32 CNN+BN (same here), not the plain CNN
+    assert f"| {BN_REAL} | 92 | 92.00 ± 1.96 | 0.00 ± 0.00 | no difference shown |" in families
     pairs = section.tables[2].markdown()
     assert "| student 10 ch, KD | student 10 ch, hard labels |" in pairs and "better" in pairs
     assert "Greydanus" in section.tables[0].note and section.tables[3].title == "recurrent"
