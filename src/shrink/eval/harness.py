@@ -13,17 +13,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shrink.data import DataBundle, call_model
-from shrink.errors import ConfigError
+from shrink.errors import ConfigError, DataError, ModelError
 from shrink.eval.counts import count_macs, count_params
 from shrink.eval.latency import interleaved_stats, repeat_batch
-from shrink.eval.metrics import accuracy, embedding_fidelity, predict
+from shrink.eval.metrics import OutputChoice, accuracy, embedding_fidelity, evaluation_mode, predict
 from shrink.export.artifact import artifact_bytes, own_artifact_bytes
 from shrink.export.onnx import OnnxModel
 from shrink.report.table import Report, Row
 
-__all__ = ["evaluate", "machine_info", "cpu_name", "cpu_features", "CPU_FEATURES"]
+__all__ = ["evaluate", "check_batch_sizes", "MAX_BATCH", "machine_info", "cpu_name", "cpu_features", "CPU_FEATURES"]
 
 METRICS = ("accuracy", "fidelity")
+
+#: largest latency batch: the example input is repeated this many times in memory
+MAX_BATCH = 65536
 
 
 def cpu_name() -> str:
@@ -92,6 +95,7 @@ def evaluate(
     notes: Mapping[str, list[str]] | None = None,
     progress: bool = True,
     title: str = "shrink report",
+    output: OutputChoice = None,
 ) -> Report:
     """Measure every model on the same data and return a :class:`Report`.
 
@@ -103,9 +107,15 @@ def evaluate(
     ``data`` is a :class:`DataBundle` (its test split, example input and metric are used) or an iterable of
     evaluation batches (then pass ``metric`` and ``example_inputs``). For ``metric="fidelity"`` the model named
     ``reference`` (default: the first) provides the reference embeddings.
+
+    A model may return a tensor, a transformers ``ModelOutput``, a dict or a tuple: the scored tensor is ``logits``
+    if present, else ``last_hidden_state``, else the first tensor (of a tuple: its first item); ``output`` names
+    another key (or index) (:func:`shrink.eval.metrics.select_output`). Every model is measured in eval mode and
+    left with the training mode and buffers (e.g. BatchNorm running statistics) it had.
     """
     if isinstance(data, DataBundle):
-        eval_data, metric, example_inputs = data.test, metric or data.metric, example_inputs or data.example_inputs
+        eval_data, metric = data.test, metric or data.metric
+        example_inputs = data.example_inputs if example_inputs is None else example_inputs
     else:
         eval_data = data
     if metric not in METRICS:
@@ -117,22 +127,96 @@ def evaluate(
     reference = reference or next(iter(models))
     if reference not in models:
         raise ConfigError(f"evaluate: reference {reference!r} is not among the models {list(models)}")
+    check_batch_sizes(batch_sizes, example_inputs)
+    for name, model in models.items():
+        _check_not_meta(name, model)
+    _check_inputs_not_meta(example_inputs, "evaluate: example_inputs")
+    with evaluation_mode(models.values()):
+        rows = _metric_rows(models, eval_data, metric, reference, output, example_inputs, notes, progress)
+        runners = [_runner(model) for model in models.values()]
+        latency = _latency_together(runners, example_inputs, batch_sizes, threads, reps, warmup)
+    for row, per_batch in zip(rows, latency, strict=True):
+        row.latency = per_batch
+    return Report(rows=rows, metric=metric, machine=machine_info(threads), title=title)
 
-    ref_out = predict(_runner(models[reference]), eval_data)[0] if metric == "fidelity" else None
-    runners = {name: _runner(model) for name, model in models.items()}
+
+def _metric_rows(
+    models: Mapping[str, Any],
+    eval_data: Iterable[Any],
+    metric: str,
+    reference: str,
+    output: OutputChoice,
+    example_inputs: Any,
+    notes: Mapping[str, list[str]] | None,
+    progress: bool,
+) -> list[Row]:
+    ref_out = predict(_runner(models[reference]), eval_data, output)[0] if metric == "fidelity" else None
     rows = []
     for name, model in tqdm(models.items(), desc="evaluate", disable=not progress, leave=False):
-        out, targets = predict(runners[name], eval_data)
+        out, targets = predict(_runner(model), eval_data, output)
         if metric == "accuracy":
             metrics = {"accuracy": accuracy(out, targets)}
         else:
             assert ref_out is not None
             metrics = embedding_fidelity(ref_out, out)
         rows.append(_row(name, model, metrics, example_inputs, list((notes or {}).get(name, []))))
-    latency = _latency_together(list(runners.values()), example_inputs, batch_sizes, threads, reps, warmup)
-    for row, per_batch in zip(rows, latency, strict=True):
-        row.latency = per_batch
-    return Report(rows=rows, metric=metric, machine=machine_info(threads), title=title)
+    return rows
+
+
+def check_batch_sizes(batch_sizes: Any, example_inputs: Any = None, where: str = "evaluate") -> None:
+    """Raise ConfigError naming ``batch_sizes`` unless it is a non-empty list of ints from 1 to :data:`MAX_BATCH`
+    whose repeated example input fits in half of this machine's memory."""
+    if isinstance(batch_sizes, (str, bytes)) or not isinstance(batch_sizes, Sequence) or not batch_sizes:
+        raise ConfigError(f"{where}: batch_sizes must be a non-empty list of ints, got {batch_sizes!r}")
+    per_example = _bytes_per_example(example_inputs)
+    for b in batch_sizes:
+        if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= MAX_BATCH:
+            raise ConfigError(f"{where}: batch_sizes: {b!r} is not a batch size (an int from 1 to {MAX_BATCH})")
+        if per_example * b > _memory_bytes() // 2:
+            raise ConfigError(
+                f"{where}: batch_sizes: {b} copies of the example input take {per_example * b / 2**30:.1f} GiB, "
+                f"more than half of this machine's memory"
+            )
+
+
+def _bytes_per_example(x: Any) -> int:
+    if isinstance(x, torch.Tensor):
+        return x[:1].numel() * x.element_size() if x.dim() else x.element_size()
+    if isinstance(x, Mapping):
+        return sum(_bytes_per_example(v) for v in x.values())
+    if isinstance(x, (tuple, list)):
+        return sum(_bytes_per_example(v) for v in x)
+    return 0
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no limit beyond MAX_BATCH
+        return 2**62
+
+
+def _check_not_meta(name: str, model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        return
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for tensor_name, t in named:
+            if t.is_meta:
+                raise ModelError(
+                    f"evaluate: model {name!r}: {kind} {tensor_name!r} is on the meta device (shapes without values); "
+                    "load real weights first, e.g. model.to_empty(device='cpu') then load_state_dict(...)"
+                )
+
+
+def _check_inputs_not_meta(x: Any, where: str) -> None:
+    if isinstance(x, torch.Tensor) and x.is_meta:
+        raise DataError(f"{where}: a tensor on the meta device (no values); pass real inputs")
+    if isinstance(x, Mapping):
+        for k, v in x.items():
+            _check_inputs_not_meta(v, f"{where}[{k!r}]")
+    elif isinstance(x, (tuple, list)):
+        for i, v in enumerate(x):
+            _check_inputs_not_meta(v, f"{where}[{i}]")
 
 
 def _latency_together(

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from shrink.errors import ConfigError
+
 __all__ = [
     "LatencyStats",
     "UNSTABLE_SPREAD",
@@ -158,6 +160,8 @@ def _one_round(fns: Sequence[Callable[[], Any]], counts: list[int], warmup: int,
 
 def repeat_batch(inputs: Any, batch_size: int) -> Any:
     """Make a batch of ``batch_size`` by repeating the first example of ``inputs`` (tensor, dict or tuple)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"repeat_batch: batch_size must be an int >= 1, got {batch_size!r}")
     if isinstance(inputs, torch.Tensor):
         return inputs[:1].repeat(batch_size, *([1] * (inputs.dim() - 1)))
     if isinstance(inputs, dict):

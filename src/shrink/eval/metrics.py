@@ -2,27 +2,115 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from shrink.data import call_model, split_batch
-from shrink.errors import DataError
+from shrink.errors import ConfigError, DataError
 
-__all__ = ["predict", "accuracy", "embedding_fidelity", "bootstrap_interval"]
+__all__ = [
+    "predict",
+    "select_output",
+    "evaluation_mode",
+    "OUTPUT_KEYS",
+    "accuracy",
+    "embedding_fidelity",
+    "bootstrap_interval",
+]
 
 
-def predict(model: Callable[..., Any], data: Iterable[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Concatenated outputs (and targets, if labelled) of ``model`` over ``data``."""
+#: where a model returns a mapping (a transformers ``ModelOutput`` or a dict), the first of these keys present is scored
+OUTPUT_KEYS = ("logits", "last_hidden_state")
+
+#: ``output=`` of :func:`predict` / :func:`shrink.evaluate`: a key of a mapping output or an index of a tuple output
+OutputChoice = str | int | None
+
+
+def select_output(out: Any, output: OutputChoice = None) -> torch.Tensor:
+    """The tensor of a model's output that is scored.
+
+    A tensor is itself, whatever ``output`` says. A mapping (transformers ``ModelOutput``, dict) gives its
+    ``output`` key (or, for an int, its ``output``-th value); by default ``logits`` if present, else
+    ``last_hidden_state``, else its first tensor value. A tuple or list gives its ``output``-th item (default the
+    first); a chosen tuple or mapping is resolved again by the default rule. Other outputs (numpy arrays) are
+    converted with ``torch.as_tensor``.
+    """
+    if isinstance(out, torch.Tensor):  # ``output`` does not apply (an ONNX model returns its first output)
+        return out
+    if isinstance(out, Mapping):
+        kind = type(out).__name__
+        if isinstance(output, str):
+            if output not in out:
+                raise ConfigError(f"output={output!r}: the model's {kind} has no such key (keys: {list(out)})")
+            chosen = out[output]
+        elif isinstance(output, int):
+            chosen = _nth(list(out.values()), output, kind)
+        else:
+            key = next((k for k in OUTPUT_KEYS if isinstance(out.get(k), torch.Tensor)), None)
+            key = key or next((k for k, v in out.items() if isinstance(v, torch.Tensor)), None)
+            if key is None:
+                raise DataError(f"the model's {kind} holds no tensor to score (keys: {list(out)})")
+            chosen = out[key]
+    elif isinstance(out, (tuple, list)):
+        if isinstance(output, str):
+            raise ConfigError(f"output={output!r}: the model returns a {type(out).__name__}; pass an index")
+        chosen = _nth(list(out), output or 0, type(out).__name__)
+    else:
+        chosen = out
+    if isinstance(chosen, (tuple, list, Mapping)):
+        return select_output(chosen)
+    try:
+        return torch.as_tensor(chosen)
+    except (TypeError, RuntimeError, ValueError):
+        raise DataError(f"the model's scored output is a {type(chosen).__name__}, not a tensor") from None
+
+
+def _nth(items: list[Any], index: int, kind: str) -> Any:
+    if isinstance(index, bool) or not -len(items) <= index < len(items):
+        raise ConfigError(f"output={index!r}: the model's {kind} has {len(items)} items")
+    return items[index]
+
+
+@contextmanager
+def evaluation_mode(models: Iterable[Any]) -> Iterator[None]:
+    """Put every ``torch.nn.Module`` among ``models`` in eval mode for the block; afterwards each of their
+    submodules gets its own training flag back and every buffer its values (also on error)."""
+    modules = [m for m in models if isinstance(m, torch.nn.Module)]
+    flags = [[(sub, sub.training) for sub in m.modules()] for m in modules]
+    with torch.no_grad():
+        buffers = [[(b, b.detach().clone()) for b in m.buffers() if not b.is_meta] for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for saved in buffers:
+                for buf, value in saved:
+                    if buf.shape != value.shape:
+                        buf.data = value
+                    elif not torch.equal(buf, value):
+                        buf.copy_(value)
+        for per_model in flags:
+            for sub, training in per_model:
+                sub.training = training
+
+
+def predict(
+    model: Callable[..., Any], data: Iterable[Any], output: OutputChoice = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Concatenated outputs (and targets, if labelled) of ``model`` over ``data``; the scored tensor of each
+    output is chosen by ``output`` (see :func:`select_output`). A module runs in eval mode and is left in the mode
+    and with the buffers it had (:func:`evaluation_mode`)."""
     outs, targets = [], []
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    with torch.inference_mode():
+    with evaluation_mode([model]), torch.inference_mode():
         for batch in data:
             inputs, target = split_batch(batch)
             out = call_model(model, inputs) if isinstance(model, torch.nn.Module) else model(inputs)
-            outs.append(torch.as_tensor(out).float())
+            outs.append(select_output(out, output).float())
             if target is not None:
                 targets.append(target)
     if not outs:
