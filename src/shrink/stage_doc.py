@@ -20,7 +20,7 @@ from pydantic_core import PydanticUndefined
 from shrink.config import Config, registered_types
 from shrink.errors import ConfigError
 
-__all__ = ["FieldDoc", "field_docs", "describe", "summary", "stage_class", "COMMON"]
+__all__ = ["FieldDoc", "field_docs", "describe", "summary", "stage_class", "reference_markdown", "COMMON"]
 
 #: docs of fields that mean the same in every stage that has them (a ``#:`` comment in the class wins)
 COMMON: dict[str, str] = {
@@ -180,3 +180,23 @@ def summary(width: int | None = None) -> str:
     lines.append("")
     lines.append("`shrink stages TYPE` shows a stage's fields with their types, defaults and docs.")
     return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def reference_markdown() -> str:
+    """The whole stage reference as Markdown: per stage type its summary and a table of its fields."""
+    out = [
+        "# Recipe stages",
+        "",
+        "Generated from the config classes by `make docs` (`shrink stages TYPE` prints the same).",
+        "",
+    ]
+    for name, cls in registered_types().items():
+        out += [f"## {name}", "", f"*{cls.family}* · `{cls.__module__}.{cls.__name__}`", "", _first_line(cls), ""]
+        out += ["| field | type | default | doc |", "|---|---|---|---|"]
+        out += [f"| `{f.name}` | {_cell(f.type)} | `{_cell(f.default)}` | {_cell(f.doc)} |" for f in field_docs(cls)]
+        out.append("")
+    return "\n".join(out)
