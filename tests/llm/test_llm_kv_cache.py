@@ -1,3 +1,4 @@
+import pytest
 import torch
 from transformers import DynamicCache
 
@@ -35,3 +36,13 @@ def test_int8_cache_in_generate_and_greedy_agreement():
     assert token_agreement(ref, got) >= 0.9
     out = model.generate(prompts[0][None], max_new_tokens=5, do_sample=False, past_key_values=Int8KVCache())
     assert out.shape == (1, 11)
+
+
+def test_perplexity_through_the_int8_cache_is_close_but_not_identical():
+    from shrink.llm.metrics import perplexity
+
+    model = tiny_llama(hidden=256, heads=4, kv_heads=2)
+    ids = torch.randint(0, 256, (2, 32))
+    base, kv8 = perplexity(model, ids), perplexity(model, ids, cache=Int8KVCache)
+    assert kv8 != base and abs(kv8 / base - 1) < 0.01
+    assert perplexity(model, ids, cache=DynamicCache) == pytest.approx(base, rel=1e-5)

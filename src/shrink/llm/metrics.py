@@ -42,18 +42,21 @@ PROMPTS = (
 CacheFactory = Callable[[], Any]
 
 
-def _logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    return model(input_ids=ids, use_cache=False).logits
+def _logits(model: nn.Module, ids: torch.Tensor, cache: CacheFactory | None) -> torch.Tensor:
+    if cache is None:
+        return model(input_ids=ids, use_cache=False).logits
+    return model(input_ids=ids, past_key_values=cache(), use_cache=True).logits
 
 
 @torch.inference_mode()
-def perplexity(model: nn.Module, windows: torch.Tensor) -> float:
-    """exp(mean next-token NLL) over every window ([n, length] token ids), one window at a time."""
+def perplexity(model: nn.Module, windows: torch.Tensor, cache: CacheFactory | None = None) -> float:
+    """exp(mean next-token NLL) over every window ([n, length] token ids), one window at a time. With ``cache``
+    (a factory of KV caches), attention reads its keys and values back from that cache, as in decoding."""
     if windows.dim() != 2 or windows.shape[1] < 2:
         raise DataError(f"perplexity: windows must be [n, length>=2] token ids, got shape {tuple(windows.shape)}")
     nll, count = 0.0, 0
     for row in windows:
-        logits = _logits(model, row[None]).float()
+        logits = _logits(model, row[None], cache).float()
         loss = nn.functional.cross_entropy(logits[0, :-1], row[1:], reduction="sum")
         nll, count = nll + float(loss), count + row.numel() - 1
     return float(torch.exp(torch.tensor(nll / count)))

@@ -1,0 +1,56 @@
+"""W8A8 for decoder LLMs: shrink's MiniLM int8 path carried over to the Llama Linears.
+
+Per-channel int8 weights rounded with GPTQ, per-token int8 activations computed at run time, SmoothQuant with the
+migration strength searched per input on calibration rows; q/k/v (one input) and gate/up (one input) run as one
+int8 GEMM each on PyTorch's oneDNN int8 kernels (:func:`shrink.quant.to_torch_int8`). ``lm_head`` stays float
+(its 49k-wide output is the most error-sensitive layer), as do RMSNorm, RoPE, softmax and the attention matmuls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from shrink.errors import DataError
+from shrink.quant import Int8Static, compile_int8, to_torch_int8
+from shrink.select import Selector
+
+__all__ = ["W8A8", "quantize_w8a8"]
+
+#: the shrink W8A8 recipe for Llama-style decoders
+W8A8 = Int8Static.model_validate(
+    {
+        "dynamic": Selector(types=("Linear",)),
+        "dynamic_granularity": "token",
+        "weight_rounding": "gptq",
+        "smooth": "auto",
+        "selector": Selector(types=("Linear",), ignore=("lm_head",)),
+    }
+)
+
+
+def quantize_w8a8(
+    model: nn.Module,
+    calibration: Iterable[torch.Tensor],
+    config: Int8Static = W8A8,
+    compile: bool = False,
+    warmup: list[torch.Tensor] | None = None,
+) -> Any:
+    """A W8A8 copy of ``model`` on PyTorch's int8 kernels, calibrated on token windows (1-D or [1, n] ids).
+
+    ``compile=True`` hands it to Inductor (:func:`shrink.quant.compile_int8`), warmed up on ``warmup`` windows.
+    The input model is not changed."""
+    import shrink
+
+    batches: list[dict[str, Any]] = [{"input_ids": ids.reshape(1, -1), "use_cache": False} for ids in calibration]
+    if not batches:
+        raise DataError("quantize_w8a8: calibration has no token window")
+    simulated = shrink.quantize(model, config, calibration=batches)
+    real = to_torch_int8(simulated, example_inputs={"input_ids": batches[0]["input_ids"], "use_cache": False})
+    if not compile:
+        return real
+    shapes = warmup if warmup is not None else [batches[0]["input_ids"]]
+    return compile_int8(real, warmup=[{"input_ids": ids.reshape(1, -1), "use_cache": False} for ids in shapes])

@@ -1,0 +1,31 @@
+"""The LLM benchmark end to end on a tiny random Llama and a byte tokenizer (the real model runs in make bench-llm)."""
+
+import pytest
+
+from shrink.zoo.llm import tiny_llama
+
+
+class ByteTokenizer:
+    eos_token_id = 0
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        return {"input_ids": [b or 1 for b in text.encode("utf-8")]}
+
+    def decode(self, ids) -> str:
+        return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+
+
+@pytest.mark.slow
+def test_bench_llm_quick_run_renders_rows_and_targets(monkeypatch, tmp_path):
+    import benchmarks.llm as bench
+
+    monkeypatch.setattr(bench, "load_smollm2", lambda: (tiny_llama(), ByteTokenizer()))
+    rows, tok, marks, facts = bench.run(quick=True)
+    names = [r.name for r in rows]
+    assert names[0] == "fp32 eager" and any(n.startswith("int4") for n in names) and any("W8A8" in n for n in names)
+    kv = next(r.values for r in rows if "KV" in r.name)
+    assert rows[0].values["KV MiB @512"] / kv["KV MiB @512"] > 3.4  # tiny head_dim 16: 4x less the fp16 scales
+    assert all(r.values["ppl"] > 1 and r.values["decode tok/s"] > 0 for r in rows)
+    assert {m.name for m in marks} >= {"W8A8 perplexity", "int8 weight-only decode", "int8 KV cache memory"}
+    text = bench.render(rows, tok, marks, facts, 1.0)
+    assert text.count("\n| ") >= len(rows) + len(marks)

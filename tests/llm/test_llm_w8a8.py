@@ -1,0 +1,31 @@
+import pytest
+import torch
+from torch import nn
+
+from shrink.errors import DataError
+from shrink.llm.metrics import perplexity
+from shrink.llm.w8a8 import quantize_w8a8
+from shrink.quant.torch_token import onednn_int8_available
+from shrink.zoo.llm import tiny_llama
+
+pytestmark = pytest.mark.skipif(not onednn_int8_available(), reason="needs oneDNN int8 kernels (x86)")
+
+
+@pytest.mark.slow
+def test_w8a8_tiny_llama_runs_on_int8_kernels_and_keeps_perplexity():
+    model = tiny_llama()
+    ids = torch.randint(0, 256, (4, 32))
+    q = quantize_w8a8(model, list(ids[:3]))
+    kinds = {type(q.model.layers[0].self_attn.q_proj).__name__, type(q.model.layers[1].mlp.down_proj).__name__}
+    assert kinds <= {"SharedInputMember", "TokenInt8Linear"}
+    assert isinstance(q.lm_head, nn.Linear)  # kept float
+    assert isinstance(model.model.layers[0].self_attn.q_proj, nn.Linear)  # input untouched
+    with torch.no_grad():
+        a, b = model(input_ids=ids).logits, q(input_ids=ids).logits
+    assert nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.999
+    assert perplexity(q, ids) == pytest.approx(perplexity(model, ids), rel=0.01)
+
+
+def test_w8a8_needs_calibration():
+    with pytest.raises(DataError, match="calibration"):
+        quantize_w8a8(tiny_llama(), [])
