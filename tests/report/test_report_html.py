@@ -4,6 +4,7 @@ import base64
 import re
 import shutil
 import subprocess
+from html import unescape
 
 import pytest
 
@@ -76,7 +77,9 @@ def test_big_report_compares_with_the_baseline_and_flags_unstable_latency():
     assert body is not None and body.group(1).count("<tr") == 13
     for header in ("Δ accuracy", "×smaller", "latency b1 (ms)", "latency b32 (ms)", "×faster b1", "×faster b32"):
         assert f"<th>{header}</th>" in text
-    assert text.count('class="num unstable"') == 1 and "baseline: latency at batch 32 is unstable" in text
+    assert text.count(
+        'class="num unstable"'
+    ) == 1 and "batch 32 unstable (slowest round > 1.5x the fastest) for baseline:" in unescape(text)
     assert text.count('class="sim wrap"') == 4 and text.count('class="real wrap"') == 9
     assert "int8_static: int8_static" not in text and "int8_static: note 2" in text
     cells = report.cells()
@@ -124,13 +127,24 @@ def test_text_table_layouts():
     report = big_report()
     plain = report.render()  # a file or a pipe: no box drawing
     assert "┃" not in plain and "│" not in plain and "median [fastest–slowest]" in plain
-    assert "warning: baseline latency at batch 32 is unstable" in plain
+    assert "warning: latency at batch 32 unstable (slowest round > 1.5x the fastest) for baseline:" in plain
+    assert "batch 1 unstable" not in plain
     assert "285.700 [0.963–348.900] !" in plain
     small = _report().render(width=200)
     assert "┃" in small and max(len(line) for line in small.splitlines()[:8]) <= 200
     narrow = report.render(width=60)  # too narrow for the table: one block per model
     assert "┃" not in narrow and "\n  ×smaller" in narrow.replace("×smaller ", "×smaller")
     assert max(len(line) for line in narrow.split("\n\nlatency:")[0].splitlines()) <= 60
+
+
+def test_when_every_latency_is_unstable_one_line_says_so():
+    report = big_report(4)
+    for row in report.rows:
+        row.latency["1"] = _lat(1.0, 0.5, 9.0)
+    assert [w.split(": the machine")[0] for w in report.warnings()] == [
+        "latency at batch 1 unstable (slowest round > 1.5x the fastest) for all 4 models",
+        "latency at batch 32 unstable (slowest round > 1.5x the fastest) for baseline",
+    ]
 
 
 def test_notes_do_not_repeat_their_prefix():

@@ -107,10 +107,7 @@ def render_html(report: Report, recipe: str | None = None) -> str:
     metric = _primary_metric(report)
     png = report_png(report, metric)
     plots = _img(png, f"{metric} vs size and vs latency at each batch size") if png else "<p>no metric to plot</p>"
-    warnings = [
-        f"{name}: latency at batch {b} is unstable (slowest round > {UNSTABLE_SPREAD:g}x the fastest)"
-        for name, b in report.unstable()
-    ]
+    warnings = report.warnings()
     machine = [f"{k}: {v}" for k, v in report.machine.items()]
     base = report.baseline.name if report.baseline else "-"
     recipe_html = f'<h2>Recipe</h2><pre id="recipe">{html.escape(recipe)}</pre>' if recipe else ""

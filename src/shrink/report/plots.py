@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 
@@ -26,7 +27,12 @@ from shrink.report.table import Report, Row  # noqa: E402
 
 __all__ = ["report_png", "is_simulated", "colour", "quality_error"]
 
-_OFFSETS = [(6, 6), (6, -12), (-14, 6), (-14, -12), (10, -3), (-18, -3), (-3, 10), (-3, -16), (14, 12), (-22, 12)]
+#: label offsets (points) tried in order: close around the marker first, then further out
+_OFFSETS = [
+    (round(r * dx) - (8 if dx < 0 else 0), round(r * dy) - (8 if dy < 0 else 0))
+    for r in (7, 12, 18, 26)
+    for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1.3, 0), (-1.6, 0), (0, 1.3), (0, -1.6))
+] + [(-60, 6), (-60, -12), (-110, 6), (-110, -12), (-160, 6)]  # long labels near the right edge
 
 
 def is_simulated(row: Row) -> bool:
@@ -102,22 +108,39 @@ def _scatter(ax: Axes, points: list[_Point], floor: float, yr: _YRange) -> list[
 
 
 def _label(ax: Axes, points: list[tuple[str, float, float]]) -> None:
-    """Label each point at the first offset whose box overlaps no placed label and no marker."""
+    """Label each point at the first offset whose box stays inside the axes and overlaps no placed label and no
+    marker; points drawn on the same spot (within 4 pixels) share one label, e.g. ``3,4,5``."""
     fig = ax.figure
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     dots = [ax.transData.transform((x, y)) for _, x, y in points]
+    groups: list[tuple[list[str], float, float, tuple[float, float]]] = []
+    for (label, x, y), d in zip(points, dots, strict=True):
+        same = next((g for g in groups if abs(g[3][0] - d[0]) <= 4 and abs(g[3][1] - d[1]) <= 4), None)
+        if same is None:
+            groups.append(([label], x, y, (d[0], d[1])))
+        else:
+            same[0].append(label)
+    frame = ax.get_window_extent(renderer)
     placed: list = []
-    for label, x, y in points:
+    for labels, x, y, _ in groups:
+        best: tuple[float, Any] | None = None
         for dx, dy in _OFFSETS:
-            text = ax.annotate(label, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8)
+            text = ax.annotate(",".join(labels), (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8)
             box = text.get_window_extent(renderer)
-            padded = box.padded(5)
-            clash = any(box.padded(1).overlaps(b) for b in placed) or any(padded.contains(*d) for d in dots)
-            if not clash or (dx, dy) == _OFFSETS[-1]:
-                placed.append(box)
+            outside = box.x0 < frame.x0 or box.x1 > frame.x1 or box.y0 < frame.y0 or box.y1 > frame.y1
+            cost = 100 * sum(box.padded(1).overlaps(b) for b in placed) + 10 * outside
+            cost += sum(box.padded(5).contains(*d) for d in dots) + (abs(dx) + abs(dy)) / 1000  # nearer is better
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, text)
+            else:
+                text.remove()
+            if cost < 1:
                 break
-            text.remove()
+        assert best is not None
+        placed.append(best[1].get_window_extent(renderer))
 
 
 def _plain(value: float, _pos: int) -> str:

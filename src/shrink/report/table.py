@@ -107,6 +107,21 @@ class Report:
         """(model, batch size) of every latency whose spread exceeds the threshold."""
         return [(r.name, b) for r in self.rows for b, st in r.latency.items() if is_unstable(st)]
 
+    def warnings(self) -> list[str]:
+        """One line per batch size with unstable latencies, naming the models (or saying 'all N models')."""
+        out = []
+        for b in self.batch_sizes():
+            names = [name for name, batch in self.unstable() if batch == b]
+            if not names:
+                continue
+            measured = sum(b in r.latency for r in self.rows)
+            who = f"all {measured} models" if len(names) == measured and measured > 2 else ", ".join(names)
+            out.append(
+                f"latency at batch {b} unstable (slowest round > {UNSTABLE_SPREAD:g}x the fastest) for {who}: "
+                "the machine was busy; rerun on a quiet machine before comparing speeds"
+            )
+        return out
+
     def columns(self) -> list[str]:
         metric_keys = self.metric_keys()
         return [
@@ -164,10 +179,7 @@ class Report:
         else:
             text = _boxed(self, width) or _blocks(self.columns(), self.cells(), self.title)
         tail = textwrap.wrap(LEGEND, width=min(width or 100, 100))
-        tail += [
-            f"warning: {name} latency at batch {b} is unstable (spread > {UNSTABLE_SPREAD:g}x)"
-            for name, b in self.unstable()
-        ]
+        tail += [f"warning: {w}" for w in self.warnings()]
         notes = self.notes()
         if notes:
             tail += ["notes:", *(f"  {n}" for n in notes)]
