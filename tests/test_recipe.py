@@ -108,3 +108,153 @@ def test_every_bundled_recipe_is_valid():
     for name in names:
         recipe = load_recipe(str(folder.joinpath(name)))
         assert recipe.configs(), name
+
+
+# --- recipes on a user's own package (no PYTHONPATH, checkpoint next to the recipe, data needs checked first) ---
+
+USER_MODELS = """
+import torch
+from torch import nn
+
+
+def build(bias_class=None):
+    model = nn.Linear(4, 3)
+    if bias_class is not None:  # an untrained model that always answers one class
+        with torch.no_grad():
+            model.weight.zero_()
+            model.bias.zero_()
+            model.bias[bias_class] = 1.0
+    return model
+"""
+
+USER_DATA = """
+import torch
+
+from shrink.data import DataBundle
+
+W = torch.tensor([[3.0, 0, 0, 0], [0, 3.0, 0, 0], [0, 0, 3.0, 0]])
+
+
+class Untouchable:
+    def __iter__(self):
+        raise RuntimeError("training data was read: a stage ran before the recipe's checks")
+
+
+def bundle(train=False, calibration=False):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 4, generator=g)
+    y = (x @ W.T).argmax(-1)
+    return DataBundle(
+        test=[(x[:15], y[:15]), (x[15:], y[15:])],
+        example_inputs=x[:1],
+        train=Untouchable() if train else None,
+        calibration=[x[:8]] if calibration else None,
+    )
+"""
+
+
+def _user_project(root, package):
+    """A folder holding the user's package ``package`` (models, data) and a checkpoint of trained weights."""
+    import torch
+
+    pkg = root / package
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models.py").write_text(USER_MODELS)
+    (pkg / "data.py").write_text(USER_DATA)
+    torch.save({"weight": torch.eye(3, 4) * 3.0, "bias": torch.zeros(3)}, root / "trained.pt")
+    return root
+
+
+def _user_recipe(folder, package, model_extra="checkpoint: trained.pt", data_kwargs="{}", stages="[]"):
+    text = (
+        f"model: {{factory: '{package}.models:build', {model_extra}}}\n"
+        f"data: {{factory: '{package}.data:bundle', kwargs: {data_kwargs}}}\n"
+        f"stages: {stages}\n"
+        "evaluate: {batch_sizes: [1], reps: 1, warmup: 0}\n"
+    )
+    return _write(folder, text, "recipe.yaml")
+
+
+@pytest.fixture
+def forget_modules():
+    import sys
+
+    path = list(sys.path)
+    yield
+    for name in [m for m in sys.modules if m.startswith("userpkg_")]:
+        del sys.modules[name]
+    assert sys.path == path  # the recipe's folder and cwd were on sys.path only while importing
+
+
+def test_user_package_imports_from_the_recipe_folder_checkpoint_relative_to_it(tmp_path, monkeypatch, forget_modules):
+    import torch
+
+    project = _user_project(tmp_path / "project", "userpkg_a")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = run(_user_recipe(project, "userpkg_a"), tmp_path / "out", progress=False)
+    assert torch.equal(result.model.weight, torch.eye(3, 4) * 3.0)  # the checkpoint beside the recipe was loaded
+    baseline = result.report.row("baseline")
+    assert baseline.metrics["accuracy"] == 100.0
+    assert not any("chance" in n for n in baseline.notes)
+
+
+def test_user_package_imports_from_the_current_directory(tmp_path, monkeypatch, forget_modules):
+    project = _user_project(tmp_path / "project", "userpkg_b")
+    (tmp_path / "recipes").mkdir()
+    monkeypatch.chdir(project)
+    recipe = load_recipe(_user_recipe(tmp_path / "recipes", "userpkg_b", model_extra="kwargs: {}"))
+    assert recipe.model.factory == "userpkg_b.models:build"
+    with pytest.raises(ConfigError, match=r"checkpoint': file 'trained.pt' not found \(a relative path is read from"):
+        load_recipe(_user_recipe(tmp_path / "recipes", "userpkg_b"))  # the checkpoint is not beside this recipe
+
+
+def test_missing_calibration_is_found_before_any_stage_runs(tmp_path, forget_modules):
+    project = _user_project(tmp_path, "userpkg_c")
+    stages = "[{type: finetune, epochs: 1}, {type: int8_static}]"
+    path = _user_recipe(project, "userpkg_c", data_kwargs="{train: true}", stages=stages)
+    with pytest.raises(ConfigError, match=r"recipe.yaml: stage 2 \(int8_static, line 3\) needs calibration data"):
+        run(path, tmp_path / "out", progress=False)  # finetune would read the Untouchable training data first
+    assert not (tmp_path / "out" / "model.shrink").exists()
+    path = _user_recipe(project, "userpkg_c", stages="[{type: finetune, epochs: 1}]")
+    with pytest.raises(ConfigError, match=r"stage 1 \(finetune, line 3\) needs train data.*train=None"):
+        run(path, tmp_path / "out", progress=False)
+
+
+def test_stage_needs_rules():
+    from shrink.prune import MagnitudePruning
+    from shrink.prune.structured.config import ChannelPruning
+    from shrink.quant import Int8Static
+    from shrink.recipe_checks import stage_needs
+
+    assert stage_needs(Int8Static()) == [("calibration",)]
+    assert stage_needs(MagnitudePruning(sparsity=0.5)) == []
+    assert stage_needs(ChannelPruning(ratio=0.3)) == [("example_inputs",)]
+    assert stage_needs(ChannelPruning(ratio=0.3, importance="taylor")) == [
+        ("example_inputs",),
+        ("train", "calibration"),
+    ]
+
+
+def test_baseline_at_chance_level_gets_a_warning(tmp_path, forget_modules):
+    project = _user_project(tmp_path, "userpkg_d")
+    path = _user_recipe(project, "userpkg_d", model_extra="kwargs: {bias_class: 0}")
+    result = run(path, tmp_path / "out", progress=False)
+    baseline = result.report.row("baseline")
+    assert baseline.metrics["accuracy"] <= 50.0  # one class of three: chance is 33%
+    (note,) = [n for n in baseline.notes if "chance level" in n]
+    assert "for 3 classes (<= 50.0%)" in note and "checkpoint" in note
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert note in saved["rows"][0]["notes"]
+
+
+def test_data_bundle_needs_only_test_and_example_inputs():
+    import torch
+
+    from shrink.data import DataBundle
+
+    x = torch.zeros(2, 4)
+    bundle = DataBundle(test=[x], example_inputs=x[:1])
+    assert bundle.train is None and bundle.val is None and bundle.calibration is None
+    assert bundle.metric == "accuracy"

@@ -144,16 +144,19 @@ __all__.append("call_model")
 
 class DataBundle:
     """The data a recipe or benchmark works on: labelled train/val/test iterables, calibration batches, an example
-    input, and the task metric ("accuracy" for classifiers, "fidelity" for embedding models)."""
+    input, and the task metric ("accuracy" for classifiers, "fidelity" for embedding models).
+
+    Only ``test`` and ``example_inputs`` are required; ``train``, ``val`` and ``calibration`` default to None, and
+    a recipe checks before its first stage that every stage finds the data it needs."""
 
     def __init__(
         self,
         *,
-        train: Iterable[Any] | None,
-        val: Iterable[Any] | None,
         test: Iterable[Any],
-        calibration: Iterable[Any] | None,
         example_inputs: Any,
+        train: Iterable[Any] | None = None,
+        val: Iterable[Any] | None = None,
+        calibration: Iterable[Any] | None = None,
         metric: str = "accuracy",
         calibration_batches: int | None = None,
         name: str = "data",

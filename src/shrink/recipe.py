@@ -8,15 +8,14 @@
       - {type: finetune, epochs: 3, name: "pruned 80% + fine-tune"}
     evaluate: {batch_sizes: [1, 8], threads: 2}
 
-Every error names the file, the stage (index and type) and the field.
+Every error names the file, the stage (index and type) and the field. Factories are imported with the recipe's
+folder and the current directory on ``sys.path`` (a user's own package needs no PYTHONPATH); a relative
+``checkpoint`` is read from the recipe's folder. Before the first stage runs, every stage's data needs are checked.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import os
-import pickle
 import random
 import shutil
 import time
@@ -33,11 +32,12 @@ from torch import nn
 
 from shrink.api import Context, apply
 from shrink.config import Config, config_from_dict, format_validation_error
-from shrink.data import DataBundle, check_finite, check_model_finite
-from shrink.errors import ConfigError, FileFormatError, ModelError, ShrinkError
-from shrink.eval.harness import evaluate
+from shrink.data import check_finite
+from shrink.errors import ConfigError, ShrinkError
+from shrink.eval.harness import MAX_BATCH, evaluate
 from shrink.export.artifact import save
-from shrink.export.decode import state_mismatch
+from shrink.recipe_checks import chance_level_note, check_stage_needs
+from shrink.recipe_sources import build_data, build_model, import_factory, resolve_checkpoint
 from shrink.report.html import write_html
 from shrink.report.table import Report
 from shrink.resume import check_resumable
@@ -74,10 +74,6 @@ class DataSpec(_Strict):
     kwargs: dict[str, Any] = {}
 
 
-#: largest latency batch a recipe may ask for: the example input repeated this many times must fit in memory
-MAX_BATCH = 65536
-
-
 class EvalSpec(_Strict):
     batch_sizes: list[Annotated[int, pydantic.Field(ge=1, le=MAX_BATCH)]] = [1]
     threads: int = pydantic.Field(2, ge=1)
@@ -94,6 +90,8 @@ class Recipe(_Strict):
     title: str = "shrink report"
     #: line of each stage in the recipe file (filled by load_recipe), for error messages
     _stage_lines: list[int] = pydantic.PrivateAttr(default_factory=list)
+    #: the recipe file's folder (filled by load_recipe): factories import from it, a relative checkpoint is in it
+    _folder: Path | None = pydantic.PrivateAttr(default=None)
 
     def stage_label(self, index: int, type_name: str | None = None) -> str:
         """``stage 2 (finetune, line 7)``: how errors name a stage."""
@@ -198,7 +196,7 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
         recipe = Recipe(**data)
     except pydantic.ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where=str(path), known=Recipe.model_fields)) from None
-    recipe._stage_lines = lines
+    recipe._stage_lines, recipe._folder = lines, path.parent
     _check_sources(recipe, str(path))
     recipe.configs(where=str(path))  # validate stages now, before any work
     return recipe
@@ -216,92 +214,13 @@ def _check_sources(recipe: Recipe, where: str) -> None:
         if spec.zoo is not None and spec.zoo not in known:
             raise ConfigError(f"{where}: {key}: field 'zoo': unknown {spec.zoo!r} (known: {', '.join(known)})")
         if spec.factory is not None:
-            _import_factory(spec.factory, f"{where}: {key}: field 'factory'")
+            import_factory(spec.factory, f"{where}: {key}: field 'factory'", recipe._folder)
     checkpoint = recipe.model.checkpoint
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise ConfigError(f"{where}: model: field 'checkpoint': file {checkpoint!r} not found")
-
-
-def _import_factory(spec: str, where: str) -> Callable[..., Any]:
-    module_name, _, attr = spec.partition(":")
-    if not attr:
-        raise ConfigError(f"{where}: factory must look like 'package.module:function', got {spec!r}")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except Exception as exc:  # the user's module may fail to import in any way; say which factory and why
-        raise ConfigError(f"{where}: cannot import factory {spec!r}: {type(exc).__name__}: {exc}") from None
-
-
-def _load_checkpoint(model: nn.Module, path: str, where: str) -> None:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{where}: checkpoint {path!r} not found")
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(p))
-        else:
-            state = torch.load(p, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
-    except pickle.UnpicklingError:
-        raise FileFormatError(
-            f"{where}: checkpoint {path!r} is not a readable state dict: it holds pickled Python objects other than "
-            "tensors, which shrink refuses to load (unpickling can run arbitrary code); save model.state_dict()"
-        ) from None
-    except Exception as exc:  # truncated file or foreign format
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
-        raise FileFormatError(
-            f"{where}: checkpoint {path!r} is not a readable state dict (torch.save or safetensors file expected): "
-            f"{type(exc).__name__}: {first_line}"
-        ) from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise FileFormatError(f"{where}: checkpoint {path!r} is not a state dict (a mapping of names to tensors)")
-    mismatch = state_mismatch(model.state_dict(), state)
-    if mismatch:
-        raise ModelError(f"{where}: checkpoint {path!r} does not match the model: {mismatch}")
-    model.load_state_dict(state)
-
-
-def _with_progress(factory: Callable[..., Any], kwargs: dict[str, Any], progress: bool) -> dict[str, Any]:
-    """``kwargs`` plus ``progress=`` when the factory takes it and the recipe does not set it (so ``--quiet`` also
-    silences a zoo teacher's training bar)."""
-    try:
-        takes = "progress" in inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # a builtin or C callable without a signature
-        takes = False
-    return {"progress": progress, **kwargs} if takes else dict(kwargs)
-
-
-def build_model(spec: ModelSpec, where: str, progress: bool = True) -> nn.Module:
-    from shrink.zoo import MODELS
-
-    if spec.zoo is not None:
-        if spec.zoo not in MODELS:
-            raise ConfigError(f"{where}: unknown zoo model {spec.zoo!r} (known: {', '.join(MODELS)})")
-        factory = MODELS[spec.zoo]
-    else:
-        factory = _import_factory(spec.factory or "", where)
-    model = factory(**_with_progress(factory, spec.kwargs, progress))
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"{where}: the model factory returned {type(model).__name__}, not a torch.nn.Module")
-    if spec.checkpoint:
-        _load_checkpoint(model, spec.checkpoint, where)
-    check_model_finite(model, where)
-    return model.eval()
-
-
-def build_data(spec: DataSpec, where: str) -> DataBundle:
-    from shrink.zoo import DATA
-
-    if spec.zoo is not None:
-        if spec.zoo not in DATA:
-            raise ConfigError(f"{where}: unknown zoo data {spec.zoo!r} (known: {', '.join(DATA)})")
-        data = DATA[spec.zoo](**spec.kwargs)
-    else:
-        data = _import_factory(spec.factory or "", where)(**spec.kwargs)
-    if not isinstance(data, DataBundle):
-        raise ConfigError(f"{where}: the data factory returned {type(data).__name__}, not a shrink.data.DataBundle")
-    return data
+    if checkpoint is not None and not resolve_checkpoint(checkpoint, recipe._folder).is_file():
+        raise ConfigError(
+            f"{where}: model: field 'checkpoint': file {checkpoint!r} not found"
+            + (f" (a relative path is read from the recipe's folder, {recipe._folder})" if recipe._folder else "")
+        )
 
 
 def _check_out_dir(out: Path) -> None:
@@ -365,9 +284,12 @@ def run(
     barrier()
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(recipe.seed)
-    model = build_model(recipe.model, f"{where}: model", progress=progress)
-    data = build_data(recipe.data, f"{where}: data")
+    model = build_model(recipe.model, f"{where}: model", progress=progress, folder=recipe._folder)
+    data = build_data(recipe.data, f"{where}: data", folder=recipe._folder)
     check_finite(data.example_inputs, f"{where}: data: example_inputs")
+    stages = recipe.configs(where)
+    labelled = [(recipe.stage_label(i, st.config.type_name), st.config) for i, st in enumerate(stages)]
+    check_stage_needs(labelled, data, model, where)
     # The stages' random numbers must not depend on how the model and data were built (e.g. a cache hit or miss).
     seed_everything(recipe.seed)
     ctx = Context(
@@ -384,7 +306,6 @@ def run(
     models: dict[str, nn.Module] = {"baseline": model}
     notes: dict[str, list[str]] = {}
     current = model
-    stages = recipe.configs(where)
     tell = on_stage if on_stage is not None and is_main() else (lambda *_: None)
     for i, stage in enumerate(stages):
         cfg = stage.config
@@ -421,6 +342,9 @@ def run(
         progress=progress,
         title=recipe.title,
     )
+    chance = chance_level_note(report, model, data.example_inputs)
+    if chance:
+        report.row("baseline").notes.append(chance)
     report.to_json(out / "report.json")
     write_html(report, out / "report.html", recipe=Path(recipe_path).read_text(encoding="utf-8"))
     tell(len(stages) + 1, len(stages) + 1, f"evaluate {len(variants)} models", time.perf_counter() - started)
