@@ -35,6 +35,7 @@ from shrink.llm.metrics import (
     prefill_latency,
     token_agreement,
 )
+from shrink.llm.prune import prune_llama, recover
 from shrink.llm.w8a8 import quantize_w8a8
 from shrink.llm.weight_only import quantize_weight_only
 from shrink.zoo.llm import llm_texts, load_smollm2, token_windows
@@ -45,6 +46,11 @@ CONTEXT = 512
 #: and minimum per 32 weights), so an asymmetric group-32 grid would be lossless by construction; 128 does not
 #: divide the hidden size (576), so 64 is the coarsest kernel-supported group that fits every layer.
 INT4_GROUP = 64
+#: structured pruning: share of MLP channels and of query heads removed per layer (SmolLM2: 3 query heads per
+#: key/value head, so whole heads give 1 of 3 per group), then this many recovery steps at this learning rate
+PRUNE_RATIO = 0.25
+RECOVERY_STEPS = {False: 16, True: 4}
+RECOVERY_LR = 1e-4
 
 
 @dataclass
@@ -112,7 +118,22 @@ def build_variants(model: nn.Module, calib: torch.Tensor, quick: bool) -> list[C
         m, s = _timed(lambda: quantize_w8a8(model, list(calib)))
         return Variant("W8A8 (SmoothQuant auto, GPTQ, per-token)", m, "oneDNN int8 GEMMs (eager)", s)
 
-    builders = [fp32, bf16, wo(8, "rtn"), wo(4, "rtn"), kv8, w8a8]
+    def pruned(mode: str | None) -> Callable[[], Variant]:
+        def build() -> Variant:
+            def make() -> nn.Module:
+                small = prune_llama(model, PRUNE_RATIO, PRUNE_RATIO)
+                if mode is not None:
+                    steps = RECOVERY_STEPS[quick]
+                    recover(small, list(calib), steps, model if mode == "kd" else None, mode, RECOVERY_LR)  # type: ignore[arg-type]
+                return small
+
+            m, s = _timed(make)
+            what = "no recovery" if mode is None else f"{mode} recovery, {RECOVERY_STEPS[quick]} steps"
+            return Variant(f"pruned ({what})", m, "PyTorch eager, fp32, physically smaller", s)
+
+        return build
+
+    builders = [fp32, bf16, wo(8, "rtn"), wo(4, "rtn"), kv8, w8a8, pruned(None), pruned("kd"), pruned("hard")]
     return builders if quick else [fp32, compiled, *builders[1:]]
 
 
@@ -194,6 +215,11 @@ def targets(rows: list[Row]) -> list[Target]:
                           ratio >= 3.8))  # fmt: skip
         ppl_target("int8 KV cache perplexity", kv, 0.01)
         speed("int8 KV cache decode", kv, "decode tok/s", 0.95, fp32["decode tok/s"], higher=True)
+    kd, hard = find("pruned (kd"), find("pruned (hard")
+    if kd is not None and hard is not None:
+        goal = "perplexity after KD < after hard-label fine-tuning, same steps"
+        measured = f"{kd['ppl']:.2f} vs {hard['ppl']:.2f}"
+        out.append(Target(22, "pruning: distillation beats hard labels", goal, measured, kd["ppl"] < hard["ppl"]))
     return out
 
 
