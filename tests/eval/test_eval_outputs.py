@@ -65,6 +65,8 @@ def test_select_output_rules():
     t = torch.ones(2)
     assert select_output(t, output="ignored") is t
     assert select_output({"last_hidden_state": t, "pooler_output": t * 2}) is t
+    features = {"input_ids": t * 5, "token_embeddings": t * 6, "sentence_embedding": t * 7}  # sentence-transformers
+    assert torch.equal(select_output(features), t * 7)
     assert torch.equal(select_output({"a": "text", "b": t * 3}), t * 3)  # first tensor value
     assert torch.equal(select_output(({"logits": t * 4}, t)), t * 4)  # nested: the default rule applies inside
 

@@ -108,10 +108,11 @@ def evaluate(
     evaluation batches (then pass ``metric`` and ``example_inputs``). For ``metric="fidelity"`` the model named
     ``reference`` (default: the first) provides the reference embeddings.
 
-    A model may return a tensor, a transformers ``ModelOutput``, a dict or a tuple: the scored tensor is ``logits``
-    if present, else ``last_hidden_state``, else the first tensor (of a tuple: its first item); ``output`` names
-    another key (or index) (:func:`shrink.eval.metrics.select_output`). Every model is measured in eval mode and
-    left with the training mode and buffers (e.g. BatchNorm running statistics) it had.
+    A model may return a tensor, a transformers ``ModelOutput``, a dict or a tuple: the scored tensor is
+    ``logits`` if present, else ``sentence_embedding``, else ``last_hidden_state``, else the first tensor (of a
+    tuple: its first item); ``output`` names another key (or index) (:func:`shrink.eval.metrics.select_output`).
+    Every model is measured in eval mode and left with the training mode and buffers (e.g. BatchNorm running
+    statistics) it had.
     """
     if isinstance(data, DataBundle):
         eval_data, metric = data.test, metric or data.metric

@@ -23,7 +23,7 @@ __all__ = [
 
 
 #: where a model returns a mapping (a transformers ``ModelOutput`` or a dict), the first of these keys present is scored
-OUTPUT_KEYS = ("logits", "last_hidden_state")
+OUTPUT_KEYS = ("logits", "sentence_embedding", "last_hidden_state")
 
 #: ``output=`` of :func:`predict` / :func:`shrink.evaluate`: a key of a mapping output or an index of a tuple output
 OutputChoice = str | int | None
@@ -33,8 +33,9 @@ def select_output(out: Any, output: OutputChoice = None) -> torch.Tensor:
     """The tensor of a model's output that is scored.
 
     A tensor is itself, whatever ``output`` says. A mapping (transformers ``ModelOutput``, dict) gives its
-    ``output`` key (or, for an int, its ``output``-th value); by default ``logits`` if present, else
-    ``last_hidden_state``, else its first tensor value. A tuple or list gives its ``output``-th item (default the
+    ``output`` key (or, for an int, its ``output``-th value); by default the first of :data:`OUTPUT_KEYS` present
+    (``logits``, a sentence-transformers ``sentence_embedding``, ``last_hidden_state``), else its first tensor
+    value. A tuple or list gives its ``output``-th item (default the
     first); a chosen tuple or mapping is resolved again by the default rule. Other outputs (numpy arrays) are
     converted with ``torch.as_tensor``.
     """
