@@ -3,7 +3,8 @@ its CNN with 95% intervals over seeds, so a "better" verdict rests on more than 
 
 Trainings run in two worker processes with one thread each (the machine's two cores); the zoo trains on one thread,
 so the weights are the same as a one-process run. Every setting is fixed in code before the run
-(``benchmarks/mnist1d_families.py``); no choice is made on the test split.
+(``benchmarks/mnist1d_families.py``); learning rates and KD's temperature / alpha were chosen on the validation split
+(``python -m benchmarks.mnist1d_select``), never on the test split.
 """
 
 from __future__ import annotations
