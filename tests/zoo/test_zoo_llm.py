@@ -76,3 +76,9 @@ def test_smollm2_cache_is_written_atomically(monkeypatch, tmp_path):
     state = load_file(str(target / "model.safetensors"))
     assert "lm_head.weight" not in state  # tied to the embedding, stored once
     assert torch.equal(state["model.embed_tokens.weight"], tiny.model.embed_tokens.weight)
+    from transformers import LlamaForCausalLM
+
+    again = LlamaForCausalLM.from_pretrained(str(target)).eval()  # the cache reloads as the same model
+    ids = torch.randint(0, 300, (1, 12))
+    with torch.no_grad():
+        assert torch.allclose(again(input_ids=ids).logits, tiny(input_ids=ids).logits, atol=1e-5)
