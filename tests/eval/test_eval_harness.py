@@ -121,19 +121,23 @@ def test_a_stage_written_artifact_counts_only_while_weights_are_unchanged():
     assert own_artifact_bytes(m) is None
 
 
-def test_interleaved_stats_flag_unstable_rows_and_keep_raw_spread() -> None:
-    from shrink.eval.latency import interleaved_stats
+def test_interleaved_stats_flag_unstable_rows_and_keep_raw_spread(monkeypatch) -> None:
+    import shrink.eval.latency as lat
 
-    calls = {"n": 0}
+    clock = {"t": 0.0, "calls": 0}
+    monkeypatch.setattr(lat.time, "perf_counter", lambda: clock["t"])
 
-    def jittery() -> None:  # every third round's calls are four times slower
-        calls["n"] += 1
-        time.sleep(0.004 if (calls["n"] // 5) % 3 == 2 else 0.001)
+    def steady() -> None:  # 1 ms a call on a fake clock: no machine noise
+        clock["t"] += 0.001
 
-    steady, noisy = interleaved_stats([lambda: time.sleep(0.001), jittery], rounds=6, calls=3, warmup=1, block_s=0)
-    assert not steady.unstable and steady.spread < 1.5
-    assert noisy.unstable and noisy.max_ms / noisy.min_ms > 2.0
-    assert noisy.to_dict()["unstable"] is True and steady.batch_size == 1
+    def jittery() -> None:  # every third block of 5 calls is four times slower
+        clock["calls"] += 1
+        clock["t"] += 0.004 if (clock["calls"] // 5) % 3 == 2 else 0.001
+
+    fast, noisy = lat.interleaved_stats([steady, jittery], rounds=6, calls=3, warmup=1, block_s=0)
+    assert fast.spread == pytest.approx(1.0) and not fast.unstable and fast.min_ms == pytest.approx(1.0)
+    assert noisy.unstable and noisy.max_ms / noisy.min_ms == pytest.approx(4.0)
+    assert noisy.to_dict()["unstable"] is True and fast.batch_size == 1 and fast.reps == 6 * 3
 
 
 def test_bootstrap_interval_brackets_the_mean_and_is_reproducible() -> None:

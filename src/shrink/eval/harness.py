@@ -99,7 +99,7 @@ def evaluate(
 ) -> Report:
     """Measure every model on the same data and return a :class:`Report`.
 
-    Latencies of all models are timed together, in ``reps`` interleaved rounds per batch size
+    Latencies of all models are timed together, ``reps`` calls each in interleaved rounds of 3 per batch size
     (:func:`shrink.eval.latency.interleaved_stats`), so that they compare fairly on a machine whose load changes;
     each model is called ``warmup`` times first. A latency whose slowest round was over 1.5x its fastest is
     marked unstable.
@@ -232,7 +232,8 @@ def _latency_together(
             for fn in fns:
                 for _ in range(warmup):
                     fn()
-        stats = interleaved_stats(fns, threads=threads, rounds=max(1, reps), calls=3, warmup=1, batch_size=b)
+        # ``reps`` timed calls a model: 3 back to back in each of reps / 3 rounds (at least 3 rounds)
+        stats = interleaved_stats(fns, threads=threads, rounds=max(3, reps // 3), calls=3, warmup=1, batch_size=b)
         for per_model, st in zip(out, stats, strict=True):
             per_model[str(b)] = st.to_dict()
     return out
