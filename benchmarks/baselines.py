@@ -75,19 +75,39 @@ def _compiled(model: nn.Module, warmup: list[Any], label: str) -> Built:
 
 
 def float_baselines(
-    model: nn.Module, example_inputs: Any, warmup: list[Any], onnx_path: Path, bf16: bool | None = None
+    model: nn.Module,
+    example_inputs: Any,
+    warmup: list[Any],
+    onnx_path: Path,
+    bf16: bool | None = None,
+    failures: dict[str, str] | None = None,
 ) -> dict[str, Built]:
     """The float rows for ``model``: eager, compiled, bf16 compiled (when ``bf16``, default: the CPU has native
-    bf16) and ONNX Runtime. ``warmup``: the batches the table is timed at, compiled before timing."""
+    bf16) and ONNX Runtime. ``warmup``: the batches the table is timed at, compiled before timing. A baseline that
+    cannot be built (a model ONNX cannot export, say) is left out and its error put in ``failures`` when given,
+    else raised."""
     rows = {EAGER: Built(lambda x: call_model(model, x), artifact_bytes(model), 0.0, "torch eager fp32")}
-    rows[COMPILED] = _compiled(copy.deepcopy(model), warmup, "fp32, torch.compile (Inductor, frozen, autotuned)")
+    makers: dict[str, Callable[[], Built]] = {
+        COMPILED: lambda: _compiled(copy.deepcopy(model), warmup, "fp32, torch.compile (Inductor, frozen, autotuned)")
+    }
     if native_bf16() if bf16 is None else bf16:
-        rows[BF16] = _compiled(_Bfloat16(copy.deepcopy(model)), warmup, "bf16, torch.compile (native bf16)")
+        makers[BF16] = lambda: _compiled(_Bfloat16(copy.deepcopy(model)), warmup, "bf16, torch.compile (native bf16)")
+    makers[ORT] = lambda: _ort(model, example_inputs, onnx_path)
+    for name, make in makers.items():
+        try:
+            rows[name] = make()
+        except Exception as exc:
+            if failures is None:
+                raise
+            failures[name] = f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+    return rows
+
+
+def _ort(model: nn.Module, example_inputs: Any, onnx_path: Path) -> Built:
     if not onnx_path.exists():
         shrink.export.onnx(model, onnx_path, example_inputs)
     session = OnnxModel(onnx_path, threads=THREADS)
-    rows[ORT] = Built(session, session.size_bytes, 0.0, "onnxruntime fp32, ORT_ENABLE_ALL")
-    return rows
+    return Built(session, session.size_bytes, 0.0, "onnxruntime fp32, ORT_ENABLE_ALL")
 
 
 def time_together(
@@ -123,5 +143,5 @@ def speedup(latency: Mapping[str, Mapping[int, LatencyStats]], row: str, batch: 
 
 def ms_cell(stats: LatencyStats) -> str:
     """A latency cell: the median, with its spread and a flag when the row was unstable (max/min over 1.5x)."""
-    text = f"{stats.median_ms:.2f}"
-    return text + (f" ⚠ unstable ({stats.min_ms:.2f}–{stats.max_ms:.2f})" if stats.unstable else "")
+    text = f"{stats.median_ms:.3g}"
+    return text + (f" ⚠ unstable ({stats.min_ms:.3g}–{stats.max_ms:.3g})" if stats.unstable else "")

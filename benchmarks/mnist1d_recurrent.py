@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import copy
 import io
+import tempfile
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
 
 import shrink
-from benchmarks.common import Table, fmt_ms, latency
+from benchmarks.baselines import float_baselines, ms_cell, speedup, time_together
+from benchmarks.common import Table
 from shrink.eval.metrics import accuracy, predict
 from shrink.quant import Int8Dynamic
 from shrink.zoo.mnist1d import mnist1d_data
@@ -63,26 +66,36 @@ def recurrent_table() -> Table:
     data = mnist1d_data()
     x = torch.cat([b[0] for b in data.test])
     x1, x32 = x[:1], x[:32]
+    columns = ["model", "variant", "test acc (%)", "file (bytes)", "b1 ms", "b1 x best float", "b32 ms"]
     t = Table(
         "MNIST-1D recurrent models: dynamic int8 vs fp32 (seed 0, paper protocol, 1,000 test signals)",
-        ["model", "variant", "test acc (%)", "file (bytes)", "b1 latency ms", "b32 latency ms", "layers"],
+        [*columns, "b32 x best float", "layers"],
     )
+    tmp = Path(tempfile.mkdtemp(prefix="mnist1d-recurrent-"))
     for name, epochs in RECURRENT:
         fp32 = mnist1d_model(name, seed=0, epochs=epochs, paper_train=True)
+        failed: dict[str, str] = {}
+        runs = {
+            k: b.run for k, b in float_baselines(fp32, x1, [x32, x1], tmp / f"{name}.onnx", failures=failed).items()
+        }
         variants = {
-            "fp32 eager": fp32,
             "shrink int8_dynamic (torch)": shrink.quantize(fp32, Int8Dynamic(backend="torch"), progress=False),
             "torch.ao quantize_dynamic": _torch_ao(fp32),
         }
-        for label, model in variants.items():
+        runs |= {k: (lambda x, m=m: m(x)) for k, m in variants.items()}
+        lat = time_together(runs, {1: x1, 32: x32}, rounds=9)
+        for label, run in runs.items():
+            model = variants.get(label, fp32)
             with torch.inference_mode():
-                acc = accuracy(*predict(model, data.test))
-                b1 = latency(lambda m=model: m(x1), batch_size=1)
-                b32 = latency(lambda m=model: m(x32), batch_size=32)
-            t.add(name, label, acc, _file_bytes(model), fmt_ms(b1), fmt_ms(b32), _kinds(model))
+                acc = accuracy(*predict(run, data.test))
+            cells = [c for b in (1, 32) for c in (ms_cell(lat[label][b]), f"{speedup(lat, label, b):.2f}x")]
+            t.add(name, label, acc, _file_bytes(model), *cells, _kinds(model) if label in variants else "all float")
+        for label, error in failed.items():
+            t.add(name, label, "-", "-", error, "-", "-", "-", "-")
     t.note = (
-        "Latency: median (min–max) with the benchmark's threads, after warm-up, PyTorch eager. File: "
-        "`torch.save(state_dict)`. Dynamic int8 quantizes weights ahead of time and activations per batch at run "
-        "time; shrink's recurrent layers use PyTorch's per-tensor weight observer (its Linear layers per channel)."
+        "All rows of a model timed together in interleaved rounds; 'x best float' against the fastest float row "
+        "(fp32 eager, compiled, bf16 compiled where native, ONNX Runtime fp32). File: `torch.save(state_dict)` of "
+        "the PyTorch model. Dynamic int8 quantizes weights ahead of time and activations per batch at run time; "
+        "shrink's recurrent layers use PyTorch's per-tensor weight observer (its Linear layers per channel)."
     )
     return t
