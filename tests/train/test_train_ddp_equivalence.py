@@ -75,10 +75,11 @@ CASES = textwrap.dedent("""
     done("mlp_last_batch_of_1", apply(mlp(), finetune, Context(train=batches(76, 15), progress=False)))
     kd = KnowledgeDistillation(epochs=1, lr=0.05, optimizer="sgd", alpha=0.7, temperature=2.0)
     done("distill", apply(bn_cnn(seed=1), kd, ctx(teacher=bn_cnn(seed=2).eval())))
-    # method "ste" (fixed steps): LSQ scales its step gradient by 1/sqrt(elements in the rank's slice), a per-rank
-    # batch-size heuristic that DDP cannot make equal to one process's (see shrink.train.distributed)
-    qat = QAT(epochs=1, lr=1e-3, optimizer="sgd", weight_bits=8, activation_bits=8, freeze_bn_epoch=2, method="ste")
-    done("qat", apply(bn_cnn(), qat, ctx()))
+    # LSQ (learned steps, the default) scales the activation steps' gradient by the global batch's element count
+    for method in ("ste", "lsq"):
+        qat = QAT(epochs=1, lr=1e-3, optimizer="sgd", weight_bits=8, activation_bits=8, freeze_bn_epoch=2,
+                  method=method)
+        done(f"qat_{method}", apply(bn_cnn(), qat, ctx()))
 
     # dropout: the first step's mask on each rank (16-sample batches: equal 8 / 8 slices)
     torch.manual_seed(0)
@@ -128,7 +129,9 @@ def runs(tmp_path_factory):
     return tmp
 
 
-@pytest.mark.parametrize("case", ["mlp_uneven", "mlp_last_batch_of_1", "bn_cnn_uneven", "distill", "qat"])
+@pytest.mark.parametrize(
+    "case", ["mlp_uneven", "mlp_last_batch_of_1", "bn_cnn_uneven", "distill", "qat_ste", "qat_lsq"]
+)
 def test_two_processes_train_like_one(runs, case):
     two, one = torch.load(runs / "two" / f"{case}.pt"), torch.load(runs / "one" / f"{case}.pt")
     if case in ("bn_cnn_uneven", "distill"):

@@ -36,6 +36,17 @@ def lsq_range(bits: int, signed: bool) -> tuple[int, int]:
     return 0, 2**bits - 1
 
 
+def _global_count(n: int) -> int:
+    """``n`` summed over the ranks of a running torch.distributed job (``n`` itself otherwise)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return n
+    total = torch.tensor([n], dtype=torch.float64)
+    dist.all_reduce(total)
+    return int(total.item())
+
+
 class LsqQuantizer(nn.Module):
     """Fake quantizer with a learned step size, per tensor (``channel_axis=None``) or per channel.
 
@@ -45,9 +56,19 @@ class LsqQuantizer(nn.Module):
 
     initialized: torch.Tensor
 
-    def __init__(self, bits: int, signed: bool, channel_axis: int | None = None, num_channels: int = 1) -> None:
+    def __init__(
+        self,
+        bits: int,
+        signed: bool,
+        channel_axis: int | None = None,
+        num_channels: int = 1,
+        batch_sliced: bool = False,
+    ) -> None:
         super().__init__()
         self.bits, self.signed, self.channel_axis = bits, signed, channel_axis
+        #: the input is a slice of the batch (activations): under DDP the step gradient's scale counts the elements
+        #: of the whole global batch, as one process would, not those of this rank's slice
+        self.batch_sliced = batch_sliced
         self.qn, self.qp = lsq_range(bits, signed)
         self.step = nn.Parameter(torch.ones(num_channels if channel_axis is not None else 1))
         self.register_buffer("initialized", torch.tensor(False))
@@ -86,6 +107,8 @@ class LsqQuantizer(nn.Module):
         if not bool(self.initialized):
             self._lazy_init(x)
         numel = x.numel() if self.channel_axis is None else x.numel() // x.shape[self.channel_axis]
+        if self.batch_sliced and self.training and torch.is_grad_enabled():
+            numel = _global_count(numel)
         g = 1.0 / math.sqrt(max(numel, 1) * self.qp)
         s = grad_scale(self.step.abs().clamp_min(1e-8), g).reshape(self._shape(x))
         q = round_ste(torch.clamp(x / s, self.qn, self.qp))

@@ -39,7 +39,7 @@ class _QatBase(nn.Module):
         super().__init__()
         self.layer, self.bn, self.relu = layer, bn, relu
         self.register_buffer("bn_frozen", torch.tensor(False))  # a buffer, so a resumed run keeps it
-        self.input_quant = LsqQuantizer(act_bits, signed=act_signed)
+        self.input_quant = LsqQuantizer(act_bits, signed=act_signed, batch_sliced=True)
         self.weight_quant = LsqQuantizer(weight_bits, signed=True, channel_axis=0, num_channels=layer.weight.shape[0])
 
     def freeze_bn(self) -> None:

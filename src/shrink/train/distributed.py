@@ -22,12 +22,9 @@ the same optimizer steps as one process on the same global batches, to float rou
   outside the step, stays identical on every rank. With dropout, N processes therefore match one process only in
   distribution, not bit for bit.
 
-One known exception: QAT with ``method="lsq"`` scales each step size's gradient by ``1/sqrt(elements · Qp)``
-(Esser et al.), counting the elements of the tensor the quantizer sees: for an activation quantizer that is the
-rank's slice, so under DDP its step gradients are about ``sqrt(world_size)`` larger than one process's and the
-learned steps (activation steps first, weight steps through them) drift apart
-(after one epoch of the 2-rank test: steps within 5e-5, a few int8 weights one or two levels apart).
-``method="ste"`` (fixed steps) trains like one process.
+QAT with ``method="lsq"`` scales each step size's gradient by ``1/sqrt(elements · Qp)`` (Esser et al.); an
+activation quantizer sees only its rank's slice of the batch, so it counts the elements of the whole global batch
+(one all-reduce of a scalar per training forward) and learns the steps one process would.
 
 Only rank 0 writes checkpoints, and it saves the unwrapped model's state (no ``module.`` prefixes), so a checkpoint
 resumes with or without torchrun.
