@@ -37,7 +37,7 @@ def test_stage_reference_lists_every_stage_and_field():
 
 @pytest.mark.slow
 def test_make_docs_builds_without_warnings(tmp_path):
-    pytest.importorskip("pdoc", reason="make docs installs pdoc")
+    pytest.importorskip("pdoc", reason="pdoc is a dev requirement (requirements-dev.txt)")
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
