@@ -1,7 +1,6 @@
 """The per-op breakdown groups profiler events by kind and gives milliseconds per call."""
 
 import torch
-
 from benchmarks.op_profile import breakdown_table, op_kind, profile_ops
 
 
