@@ -302,11 +302,31 @@ def run(
         progress=progress,
         out_dir=out,
     )
+    tell = on_stage if on_stage is not None and is_main() else (lambda *_: None)
+    current, variants, notes = _run_stages(recipe, stages, model, ctx, checkpoints, where, tell)
+    if not is_main():  # under torchrun only rank 0 evaluates and writes
+        return RunResult(current, Report(rows=[], metric=data.metric), out)
+    save(current, out / "model.shrink")
+    report = _evaluate_and_write(recipe, recipe_path, variants, notes, model, data, out, progress, tell, len(stages))
+    if not keep_checkpoints and checkpoints.exists():
+        shutil.rmtree(checkpoints)
+    return RunResult(current, report, out)
+
+
+def _run_stages(
+    recipe: Recipe,
+    stages: list[Any],
+    model: nn.Module,
+    ctx: Context,
+    checkpoints: Path,
+    where: str,
+    tell: StageCallback,
+) -> tuple[nn.Module, dict[str, Any], dict[str, list[str]]]:
+    """Every stage in order, each on its source model: the last model, every variant to evaluate, their notes."""
     variants: dict[str, Any] = {"baseline": model}
     models: dict[str, nn.Module] = {"baseline": model}
     notes: dict[str, list[str]] = {}
     current = model
-    tell = on_stage if on_stage is not None and is_main() else (lambda *_: None)
     for i, stage in enumerate(stages):
         cfg = stage.config
         ctx.checkpoint_dir = checkpoints / f"{i + 1:02d}-{cfg.type_name}"
@@ -325,11 +345,24 @@ def run(
             variants[key] = extra
             notes[key] = list(ctx.notes)
         ctx.extra_models.clear()
-    if not is_main():  # under torchrun only rank 0 evaluates and writes
-        return RunResult(current, Report(rows=[], metric=data.metric), out)
-    save(current, out / "model.shrink")
+    return current, variants, notes
+
+
+def _evaluate_and_write(
+    recipe: Recipe,
+    recipe_path: str | os.PathLike[str],
+    variants: dict[str, Any],
+    notes: dict[str, list[str]],
+    baseline: nn.Module,
+    data: Any,
+    out: Path,
+    progress: bool,
+    tell: StageCallback,
+    n_stages: int,
+) -> Report:
+    """Evaluate every variant together and write ``report.json`` and ``report.html``."""
     ev = recipe.evaluate
-    tell(len(stages) + 1, len(stages) + 1, f"evaluate {len(variants)} models", None)
+    tell(n_stages + 1, n_stages + 1, f"evaluate {len(variants)} models", None)
     started = time.perf_counter()
     report = evaluate(
         variants,
@@ -342,15 +375,13 @@ def run(
         progress=progress,
         title=recipe.title,
     )
-    chance = chance_level_note(report, model, data.example_inputs)
+    chance = chance_level_note(report, baseline, data.example_inputs)
     if chance:
         report.row("baseline").notes.append(chance)
     report.to_json(out / "report.json")
     write_html(report, out / "report.html", recipe=Path(recipe_path).read_text(encoding="utf-8"))
-    tell(len(stages) + 1, len(stages) + 1, f"evaluate {len(variants)} models", time.perf_counter() - started)
-    if not keep_checkpoints and checkpoints.exists():
-        shutil.rmtree(checkpoints)
-    return RunResult(current, report, out)
+    tell(n_stages + 1, n_stages + 1, f"evaluate {len(variants)} models", time.perf_counter() - started)
+    return report
 
 
 def _run_stage(model: nn.Module, cfg: Config, ctx: Context, where: str) -> nn.Module:
