@@ -101,17 +101,23 @@ def first_batch(data: Iterable[Any]) -> Any:
     raise DataError("data yielded no batch (empty calibration/evaluation data)")
 
 
-def check_finite(x: Any, where: str) -> None:
-    """Raise DataError naming ``where`` if a tensor (or tensors in a dict/tuple) holds NaN or Inf."""
+def named_tensors(x: Any, where: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor in ``x`` (a tensor, or tensors nested in dicts / tuples / lists) with its path under ``where``."""
     if isinstance(x, torch.Tensor):
-        if x.is_floating_point() and not torch.isfinite(x).all():
-            raise DataError(f"{where}: contains NaN or Inf")
-    elif isinstance(x, dict):
+        yield where, x
+    elif isinstance(x, Mapping):
         for k, v in x.items():
-            check_finite(v, f"{where}[{k!r}]")
+            yield from named_tensors(v, f"{where}[{k!r}]")
     elif isinstance(x, (tuple, list)):
         for i, v in enumerate(x):
-            check_finite(v, f"{where}[{i}]")
+            yield from named_tensors(v, f"{where}[{i}]")
+
+
+def check_finite(x: Any, where: str) -> None:
+    """Raise DataError naming ``where`` if a tensor (or tensors in a dict/tuple) holds NaN or Inf."""
+    for name, t in named_tensors(x, where):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise DataError(f"{name}: contains NaN or Inf")
 
 
 def check_model_finite(model: torch.nn.Module, where: str) -> None:

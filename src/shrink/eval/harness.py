@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from shrink.data import DataBundle, call_model
+from shrink.data import DataBundle, call_model, named_tensors
 from shrink.errors import ConfigError, DataError, ModelError
 from shrink.eval.counts import count_macs, count_params
 from shrink.eval.latency import interleaved_stats, repeat_batch
@@ -210,14 +210,9 @@ def _check_not_meta(name: str, model: Any) -> None:
 
 
 def _check_inputs_not_meta(x: Any, where: str) -> None:
-    if isinstance(x, torch.Tensor) and x.is_meta:
-        raise DataError(f"{where}: a tensor on the meta device (no values); pass real inputs")
-    if isinstance(x, Mapping):
-        for k, v in x.items():
-            _check_inputs_not_meta(v, f"{where}[{k!r}]")
-    elif isinstance(x, (tuple, list)):
-        for i, v in enumerate(x):
-            _check_inputs_not_meta(v, f"{where}[{i}]")
+    for name, t in named_tensors(x, where):
+        if t.is_meta:
+            raise DataError(f"{name}: a tensor on the meta device (no values); pass real inputs")
 
 
 def _latency_together(
