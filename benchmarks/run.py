@@ -30,6 +30,7 @@ __all__ = ["SECTIONS", "render", "readme_block", "replace_readme_block", "run_fa
 #: section modules in document order -> (budget in seconds for the full run, for --quick)
 SECTIONS: dict[str, tuple[int, int]] = {
     "quant_minilm": (900, 400),
+    "quant_int4": (600, 240),
     "quant_digits": (300, 120),
     "quant_advanced": (300, 50),
     "peers_quant": (900, 300),

@@ -19,80 +19,11 @@ import torch
 from torch import nn
 
 from shrink.errors import ConfigError, DataError
+from shrink.quant.group_rounding import gptq_group_codes, rtn_codes
 
 __all__ = ["Int8WeightLinear", "Int4WeightLinear", "rtn_codes", "gptq_group_codes", "quantize_weight_only"]
 
 ACT_DTYPE = torch.bfloat16
-
-
-def _qmax(bits: int) -> int:
-    return 2 ** (bits - 1) - 1
-
-
-#: clipping ratios tried per group (1.0 = the group's largest magnitude maps to the largest code)
-CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)
-
-
-def _group_scales(w: torch.Tensor, bits: int, group: int) -> torch.Tensor:
-    """Symmetric scales [out, in / group]: per group, the clipping ratio (of ``CLIP_RATIOS``) with the smallest
-    squared rounding error (for int8 the unclipped ratio: clipping only pays on coarse grids)."""
-    wg = w.reshape(w.shape[0], -1, group)
-    amax = wg.abs().amax(-1).clamp(min=1e-8)
-    qmax = _qmax(bits)
-    best, best_err = amax / qmax, None
-    for ratio in CLIP_RATIOS if bits <= 4 else (1.0,):
-        scale = amax * ratio / qmax
-        q = torch.clamp(torch.round(wg / scale[..., None]), -qmax - 1, qmax)
-        err = ((q * scale[..., None] - wg) ** 2).sum(-1)
-        if best_err is None:
-            best, best_err = scale, err
-        else:
-            better = err < best_err
-            best, best_err = torch.where(better, scale, best), torch.where(better, err, best_err)
-    return best
-
-
-def rtn_codes(w: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Round-to-nearest symmetric codes (int8 tensor, shape of ``w``) and scales [out, in / group]."""
-    scales = _group_scales(w.float(), bits, group)
-    full = scales.repeat_interleave(group, dim=1)
-    codes = torch.clamp(torch.round(w.float() / full), -_qmax(bits) - 1, _qmax(bits))
-    return codes.to(torch.int8), scales
-
-
-@torch.no_grad()
-def gptq_group_codes(
-    w: torch.Tensor, hessian: torch.Tensor, bits: int, group: int, damp: float = 0.01
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """GPTQ codes on the symmetric group grid: each group's scale is set from the error-updated weights when the
-    column loop reaches it (as in the GPTQ reference implementation), then columns are rounded one at a time."""
-    w = w.detach().double().clone()
-    h = hessian.double().clone()
-    dead = torch.diag(h) == 0
-    h[dead, dead] = 1.0
-    w[:, dead] = 0.0
-    h += damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
-    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-    codes, scales = torch.empty_like(w), torch.empty(w.shape[0], w.shape[1] // group, dtype=w.dtype)
-    qmin, qmax = -_qmax(bits) - 1, _qmax(bits)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # thousands of tiny column ops
-    try:
-        for start in range(0, w.shape[1], group):
-            end = start + group
-            scale = _group_scales(w[:, start:end], bits, group)[:, 0]
-            scales[:, start // group] = scale
-            errs = torch.empty(w.shape[0], group, dtype=w.dtype)
-            for i in range(start, end):
-                q = torch.clamp(torch.round(w[:, i] / scale), qmin, qmax)
-                codes[:, i] = q
-                err = (w[:, i] - q * scale) / hinv[i, i]
-                w[:, i:end] -= err[:, None] * hinv[i, i:end][None, :]
-                errs[:, i - start] = err
-            w[:, end:] -= errs @ hinv[start:end, end:]
-    finally:
-        torch.set_num_threads(threads)
-    return codes.to(torch.int8), scales.float()
 
 
 class _PackedLinear(nn.Module):

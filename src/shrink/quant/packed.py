@@ -14,6 +14,7 @@ from torch import nn
 
 from shrink.errors import ConfigError
 from shrink.export.artifact import register_layer
+from shrink.quant.onnx_nbits import ACCURACY_LEVELS, GatherBlockQuantizedFunction, MatMulNBitsFunction
 from shrink.quant.qparams import QParams, dequantize, qparams_for_tensor, quantize
 
 __all__ = ["pack_int4", "unpack_int4", "PackedWeight", "PackedLinear", "PackedEmbedding"]
@@ -67,6 +68,19 @@ class PackedWeight(nn.Module):
         self.codes.copy_(pack_int4(q) if self.bits == 4 else q)
         self.scales.copy_(qp.scale.half())
 
+    @torch.no_grad()
+    def set_codes(self, codes: torch.Tensor, scales: torch.Tensor) -> None:
+        """Store integer ``codes`` [rows, cols] (signed, within the bit width) and ``scales`` [rows, cols / group]
+        rounded elsewhere (GPTQ, AWQ); the scales are kept in fp16, as :meth:`set` keeps them."""
+        if tuple(codes.shape) != (self.rows, self.cols) or tuple(scales.shape) != tuple(self.scales.shape):
+            raise ConfigError(
+                f"PackedWeight.set_codes: codes {tuple(codes.shape)} / scales {tuple(scales.shape)} do not fit "
+                f"a ({self.rows}, {self.cols}) weight with group {self.group_size}"
+            )
+        codes = codes.to(torch.int8)
+        self.codes.copy_(pack_int4(codes) if self.bits == 4 else codes)
+        self.scales.copy_(scales.half())
+
     def int_codes(self) -> torch.Tensor:
         return unpack_int4(self.codes) if self.bits == 4 else self.codes
 
@@ -86,15 +100,35 @@ class PackedWeight(nn.Module):
 
 @register_layer
 class PackedLinear(nn.Module):
-    """Weight-only quantized Linear: packed weight, float bias, float compute on the dequantized weight."""
+    """Weight-only quantized Linear: packed weight, float bias, float compute on the dequantized weight in PyTorch.
+
+    ``input_scale`` (activation-aware scaling, AWQ) multiplies the input channel-wise before the matmul when set.
+    In ONNX an int4 layer is ONNX Runtime's ``MatMulNBits`` (:mod:`shrink.quant.onnx_nbits`) with the
+    ``onnx_compute`` arithmetic ("float" or "int8" activations); an int8 layer keeps its int8 codes in the file and
+    dequantizes them in the graph.
+    """
+
+    input_scale: torch.Tensor | None
 
     def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, bits: int = 4, group_size: int = 32
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        bits: int = 4,
+        group_size: int = 32,
+        input_scaled: bool = False,
+        onnx_compute: str = "int8",
     ) -> None:
         super().__init__()
-        self.in_features, self.out_features = in_features, out_features
+        if onnx_compute not in ACCURACY_LEVELS:
+            raise ConfigError(
+                f"PackedLinear: onnx_compute must be one of {sorted(ACCURACY_LEVELS)}, got {onnx_compute!r}"
+            )
+        self.in_features, self.out_features, self.onnx_compute = in_features, out_features, onnx_compute
         self.packed = PackedWeight(out_features, in_features, bits, group_size)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.register_buffer("input_scale", torch.ones(in_features) if input_scaled else None)
 
     @classmethod
     def from_float(cls, layer: nn.Linear, bits: int, group_size: int) -> PackedLinear:
@@ -106,7 +140,14 @@ class PackedLinear(nn.Module):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.packed.dequantize().to(x.dtype), self.bias)
+        if self.input_scale is not None:
+            x = x * self.input_scale.to(x.dtype)
+        p = self.packed
+        if p.bits == 4 and torch.onnx.is_in_onnx_export():
+            blocks = p.codes.reshape(p.rows, p.cols // p.group_size, p.group_size // 2)
+            level = ACCURACY_LEVELS[self.onnx_compute]
+            return MatMulNBitsFunction.apply(x, blocks, p.scales.float(), self.bias, level)
+        return F.linear(x, p.dequantize().to(x.dtype), self.bias)
 
     def shrink_manifest(self) -> dict:
         return {
@@ -115,6 +156,8 @@ class PackedLinear(nn.Module):
             "bias": self.bias is not None,
             "bits": self.packed.bits,
             "group_size": self.packed.group_size,
+            "input_scaled": self.input_scale is not None,
+            "onnx_compute": self.onnx_compute,
         }
 
     @classmethod
@@ -153,6 +196,8 @@ class PackedEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         # gather rows first, then dequantize only them (ONNX: Gather -> Cast -> Mul on the int8 table)
         p = self.packed
+        if p.bits == 4 and torch.onnx.is_in_onnx_export():
+            return GatherBlockQuantizedFunction.apply(ids, p.codes, p.scales.float())
         codes = p.codes[ids]
         codes = unpack_int4(codes) if p.bits == 4 else codes
         groups = self.embedding_dim // p.group_size

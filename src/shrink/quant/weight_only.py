@@ -13,7 +13,9 @@ from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.quant.convert import check_weights, selected_layers, set_module
+from shrink.quant.group_rounding import rtn_codes
 from shrink.quant.packed import PackedEmbedding, PackedLinear
+from shrink.quant.weight_rounding import Rounded, learned_codes
 from shrink.select import Selector
 
 __all__ = ["WeightOnly", "FloatCast", "weight_only", "float_cast"]
@@ -21,10 +23,20 @@ __all__ = ["WeightOnly", "FloatCast", "weight_only", "float_cast"]
 
 @register("weight_only", family="quantize")
 class WeightOnly(Config):
-    """Packed int8 / int4 weights with one fp16 scale per ``group_size`` inputs (Linear and Embedding)."""
+    """Packed int8 / int4 weights with one fp16 scale per ``group_size`` inputs (Linear and Embedding).
+
+    ``weight_rounding="gptq"`` rounds Linear weights with GPTQ error feedback and ``activation_aware=True`` scales
+    their input channels first (AWQ); both learn from the calibration data only. Embedding tables are rounded to
+    nearest. PyTorch computes in float on the dequantized weights; the ONNX export runs int4 Linears on ONNX
+    Runtime's ``MatMulNBits`` kernels with ``onnx_compute`` arithmetic ("int8": activations quantized per block at
+    run time, integer dot products; "float": float dot products).
+    """
 
     bits: Literal[4, 8] = 4
     group_size: Literal[32, 64, 128] = 32
+    weight_rounding: Literal["nearest", "gptq"] = "nearest"
+    activation_aware: bool = False
+    onnx_compute: Literal["float", "int8"] = "int8"
     selector: Selector = Selector(types=("Linear", "Embedding"))
 
 
@@ -34,22 +46,61 @@ def weight_only(model: nn.Module, config: WeightOnly, ctx: Context) -> nn.Module
     check_weights(model)
     layers = selected_layers(model, config.selector, "weight_only.selector", (nn.Linear, nn.Embedding))
     for name, layer in layers.items():
-        assert isinstance(layer, (nn.Linear, nn.Embedding))  # selected_layers admitted only these types
-        dim = layer.in_features if isinstance(layer, nn.Linear) else layer.embedding_dim
+        dim = int(layer.in_features if isinstance(layer, nn.Linear) else layer.embedding_dim)  # type: ignore[arg-type]
         if dim % config.group_size:
             raise_group(name, dim, config.group_size)
-        packed = (
-            PackedLinear.from_float(layer, config.bits, config.group_size)
-            if isinstance(layer, nn.Linear)
-            else PackedEmbedding.from_float(layer, config.bits, config.group_size)
-        )
-        set_module(model, name, packed)
+    linears = {n: m for n, m in layers.items() if isinstance(m, nn.Linear)}
+    rounded = learned_codes(model, linears, config, ctx) if _learns(config) else {}
+    for name, layer in layers.items():
+        set_module(model, name, _packed(layer, config, rounded.get(name)))
+    how = _method(config)
     ctx.notes.append(
-        f"weight_only: {len(layers)} layers stored as packed int{config.bits}, group {config.group_size}; "
-        "compute is float on dequantized weights (PyTorch eager)"
+        f"weight_only: {len(layers)} layers stored as packed int{config.bits}, group {config.group_size} ({how}); "
+        "PyTorch computes in float on dequantized weights"
+        + (f"; ONNX: int4 Linears on MatMulNBits ({config.onnx_compute} arithmetic)" if config.bits == 4 else "")
     )
     setattr(model, "shrink_execution", f"int{config.bits} weight-only (packed storage, float compute)")  # noqa: B010  (nn.Module types attributes as Tensor | Module)
     return model
+
+
+def _learns(config: WeightOnly) -> bool:
+    return config.weight_rounding == "gptq" or config.activation_aware
+
+
+def _method(config: WeightOnly) -> str:
+    parts = (["AWQ input scaling"] if config.activation_aware else []) + [
+        "GPTQ rounding" if config.weight_rounding == "gptq" else "rounded to nearest"
+    ]
+    return " + ".join(parts)
+
+
+def _packed(layer: nn.Module, config: WeightOnly, learned: Rounded | None) -> nn.Module:
+    if isinstance(layer, nn.Embedding):
+        return PackedEmbedding.from_float(layer, config.bits, config.group_size)
+    assert isinstance(layer, nn.Linear)  # selected_layers admitted only Linear and Embedding
+    scaled = learned is not None and learned.input_scale is not None
+    q = PackedLinear(
+        layer.in_features,
+        layer.out_features,
+        layer.bias is not None,
+        config.bits,
+        config.group_size,
+        input_scaled=scaled,
+        onnx_compute=config.onnx_compute,
+    )
+    codes, scales = (
+        (learned.codes, learned.scales)
+        if learned is not None
+        else rtn_codes(layer.weight, config.bits, config.group_size)
+    )
+    q.packed.set_codes(codes, scales)
+    if scaled:
+        assert q.input_scale is not None and learned is not None and learned.input_scale is not None
+        q.input_scale.copy_(learned.input_scale)
+    if layer.bias is not None:
+        assert q.bias is not None  # built with a bias just above
+        q.bias.data.copy_(layer.bias.detach())
+    return q
 
 
 def raise_group(name: str, dim: int, group: int) -> None:

@@ -1,0 +1,77 @@
+"""ONNX Runtime's ``MatMulNBits`` and ``GatherBlockQuantized`` (domain ``com.microsoft``) for int4 weight-only Linears
+and Embeddings, emitted by the legacy ``torch.onnx.export`` through ``autograd.Function.symbolic``.
+
+The weight stays at four bits in the file: ``B`` is uint8 ``[N, K / block, block / 2]`` (two codes per byte, low
+nibble first, stored offset by 8), ``scales`` is float ``[N, K / block]``, and with no ``zero_points`` input the
+grid is symmetric around 8. ``accuracy_level`` chooses the arithmetic ONNX Runtime may use: 0 computes in float on
+the unpacked weights; 4 quantizes each block of the input to int8 at run time and multiplies with integer
+instructions (AVX-512 VNNI / AVX-VNNI / AMX where the CPU has them).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["MatMulNBitsFunction", "GatherBlockQuantizedFunction", "ACCURACY_LEVELS"]
+
+#: ``accuracy_level`` by shrink's name for it
+ACCURACY_LEVELS = {"float": 0, "int8": 4}
+
+
+class MatMulNBitsFunction(torch.autograd.Function):
+    """``y = x @ W^T (+ bias)`` with ``W`` the int4 codes in ``packed`` (uint8 ``[N, K / block, block / 2]``, offset
+    by 8) times ``scales`` (float ``[N, K / block]``); exports as ``MatMulNBits`` (then ``Add`` for the bias)."""
+
+    @staticmethod
+    def forward(ctx, x, packed, scales, bias, accuracy_level: int):  # noqa: ANN001, ANN205
+        lo = (packed & 0x0F).to(torch.int8) - 8
+        hi = (packed >> 4).to(torch.int8) - 8
+        codes = torch.stack((lo, hi), dim=-1).reshape(packed.shape[0], packed.shape[1], -1)
+        weight = (codes.float() * scales.float()[..., None]).reshape(packed.shape[0], -1)
+        y = x @ weight.T.to(x.dtype)
+        return y if bias is None else y + bias
+
+    @staticmethod
+    def symbolic(g, x, packed, scales, bias, accuracy_level: int):  # noqa: ANN001, ANN205
+        n, blocks, half = packed.type().sizes()
+        y = g.op(
+            "com.microsoft::MatMulNBits",
+            x,
+            packed,
+            scales,
+            K_i=blocks * half * 2,
+            N_i=n,
+            bits_i=4,
+            block_size_i=half * 2,
+            accuracy_level_i=accuracy_level,
+        )
+        return y if bias.node().mustBeNone() else g.op("Add", y, bias)
+
+
+class GatherBlockQuantizedFunction(torch.autograd.Function):
+    """Rows ``ids`` of an int4 table (``packed``: uint8 ``[rows, cols / 2]``, two codes per byte, offset by 8) times
+    its group ``scales`` (float ``[rows, cols / group]``); exports as ONNX Runtime's ``GatherBlockQuantized``."""
+
+    @staticmethod
+    def forward(ctx, ids, packed, scales):  # noqa: ANN001, ANN205
+        rows = packed[ids]
+        lo = (rows & 0x0F).to(torch.int8) - 8
+        hi = (rows >> 4).to(torch.int8) - 8
+        codes = torch.stack((lo, hi), dim=-1).reshape(*ids.shape, scales.shape[1], -1)
+        return (codes.float() * scales[ids].float()[..., None]).reshape(*ids.shape, -1)
+
+    @staticmethod
+    def symbolic(g, ids, packed, scales):  # noqa: ANN001, ANN205
+        rows, half = packed.type().sizes()
+        groups = scales.type().sizes()[1]
+        out = g.op(
+            "com.microsoft::GatherBlockQuantized",
+            packed,
+            ids,
+            scales,
+            gather_axis_i=0,
+            quantize_axis_i=1,
+            block_size_i=half * 2 // groups,
+            bits_i=4,
+        )
+        return out

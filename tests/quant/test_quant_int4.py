@@ -1,0 +1,117 @@
+"""int4 weight-only: GPTQ / AWQ rounding in the weight_only stage, exact save / load, and the ONNX Runtime int4
+kernels (MatMulNBits for Linears, GatherBlockQuantized for tables)."""
+
+import collections
+
+import onnx
+import pytest
+import torch
+from torch import nn
+
+import shrink
+from shrink.errors import ConfigError
+from shrink.export.onnx import OnnxModel
+from shrink.quant import PackedLinear, WeightOnly, ort_optimized_ops
+from shrink.quant.group_rounding import awq_input_scales, dequantize_groups, rtn_codes
+
+
+class _Tokens(nn.Module):
+    """An embedding table and two Linears, with input channels of very different scales (as in transformers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(100, 64)
+        self.fc1 = nn.Linear(64, 128)
+        self.fc2 = nn.Linear(128, 64)
+        with torch.no_grad():
+            self.emb.weight.mul_(torch.logspace(-1, 1, 64))  # outlier channels
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.nn.functional.gelu(self.fc1(self.emb(ids))))
+
+
+def _data(seed: int, n: int = 8) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 100, (4, 12), generator=g) for _ in range(n)]
+
+
+def _error(model: nn.Module, ref: nn.Module, data: list[torch.Tensor]) -> float:
+    with torch.no_grad():
+        return float(sum((model(x) - ref(x)).pow(2).sum() for x in data) / sum(ref(x).pow(2).sum() for x in data))
+
+
+@pytest.fixture(scope="module")
+def net() -> nn.Module:
+    torch.manual_seed(0)
+    return _Tokens().eval()
+
+
+def test_awq_scales_reduce_output_error_on_outlier_channels():
+    torch.manual_seed(0)
+    x = torch.randn(512, 64) * torch.logspace(-1, 1.5, 64)
+    w = torch.randn(32, 64)
+    s, alpha = awq_input_scales(x, w, 4, 32)
+    assert s.shape == (64,) and alpha > 0
+    plain = dequantize_groups(*rtn_codes(w, 4, 32))
+    scaled = dequantize_groups(*rtn_codes(w * s, 4, 32))
+    ref = x @ w.T
+    assert ((x / s) @ scaled.T - ref).norm() < 0.95 * (x @ plain.T - ref).norm()
+
+
+def test_gptq_and_awq_beat_round_to_nearest_on_held_out_data(net):
+    calib, test = _data(1), _data(2)
+    lin = {"selector": {"types": ["Linear"]}}
+    errs = {}
+    for name, extra in {
+        "rtn": {},
+        "gptq": {"weight_rounding": "gptq"},
+        "awq+gptq": {"weight_rounding": "gptq", "activation_aware": True},
+    }.items():
+        q = shrink.quantize(net, WeightOnly(bits=4, group_size=32, **lin, **extra), calibration=calib)
+        errs[name] = _error(q, net, test)
+    assert errs["gptq"] < errs["rtn"] and errs["awq+gptq"] < errs["rtn"]
+    assert errs["awq+gptq"] < 0.05
+
+
+def test_learned_rounding_needs_calibration(net):
+    with pytest.raises(ConfigError, match="calibration"):
+        shrink.quantize(net, WeightOnly(weight_rounding="gptq"))
+
+
+def test_save_load_is_exact_with_awq_scales(net, tmp_path):
+    q = shrink.quantize(
+        net, WeightOnly(bits=4, group_size=32, weight_rounding="gptq", activation_aware=True), calibration=_data(1)
+    )
+    assert isinstance(q.fc1, PackedLinear) and q.fc1.input_scale is not None
+    back = shrink.load(shrink.save(q, tmp_path / "w4.shrink"), _Tokens)
+    x = _data(3, 1)[0]
+    assert torch.equal(back(x), q(x))
+    assert back.fc1.onnx_compute == q.fc1.onnx_compute
+
+
+@pytest.mark.parametrize("compute,tol", [("float", 1e-4), ("int8", 0.02)])
+def test_onnx_runs_int4_kernels(net, tmp_path, compute, tol):
+    q = shrink.quantize(
+        net,
+        WeightOnly(bits=4, group_size=32, weight_rounding="gptq", activation_aware=True, onnx_compute=compute),
+        calibration=_data(1),
+    )
+    x = _data(4, 1)[0]
+    path = shrink.export.onnx(q, tmp_path / "w4.onnx", x)
+    graph = onnx.load(str(path)).graph
+    ops = collections.Counter(n.op_type for n in graph.node)
+    assert ops["MatMulNBits"] == 2 and ops["GatherBlockQuantized"] == 1
+    assert all(init.data_type != onnx.TensorProto.FLOAT or init.dims[0] <= 128 for init in graph.initializer)
+    assert {"MatMulNBits", "GatherBlockQuantized"} <= set(ort_optimized_ops(path))
+    session = OnnxModel(path, threads=1)
+    for batch in (x, x[:1]):  # dynamic batch
+        out, ref = torch.as_tensor(session(batch)), q(batch)
+        assert ((out - ref).norm() / ref.norm()) < tol
+
+
+def test_onnx_int4_file_is_small(net, tmp_path):
+    x = _data(4, 1)[0]
+    fp32 = shrink.export.onnx(net, tmp_path / "fp32.onnx", x).stat().st_size
+    q = shrink.quantize(net, WeightOnly(bits=4, group_size=32))
+    w4 = shrink.export.onnx(q, tmp_path / "w4.onnx", x).stat().st_size
+    assert w4 < 0.2 * fp32
