@@ -1,6 +1,6 @@
-"""Section: int4 weights on all-MiniLM-L6-v2 — shrink's weight-only int4 (round to nearest, GPTQ, AWQ + GPTQ) exported
-to ONNX Runtime's int4 kernels, next to ONNX Runtime's own int4 quantizer, torchao, NNCF and Intel Neural Compressor,
-with the float baselines of the same run.
+"""Section: int4 weights on all-MiniLM-L6-v2 — shrink's weight-only int4 (round to nearest, GPTQ, AWQ + GPTQ)
+exported to ONNX Runtime's int4 kernels, next to ONNX Runtime's own int4 quantizer and torchao's int4 (NNCF's and
+INC's int4 rows are in the peers section), with the float baselines of the same run.
 
 Every row is scored on the evaluation split (fidelity to the fp32 embeddings) and timed together at batch 1 and 32;
 sizes are the files each row runs from, read from disk.
@@ -55,14 +55,13 @@ SHRINK: dict[str, WeightOnly] = {
 }
 #: peer int4 rows: ONNX Runtime's quantizer (built here) and the peers of benchmarks.peers
 ORT_BLOCKS = (128, 32)
+#: (NNCF's and INC's int4 weight-only rows are in the peers section's table)
 PEER_INT4 = (
     "torchao int4 weight-only g32",
     "torchao int4 weight-only g32 + torch.compile",
     "torchao int4 weights, int8 dynamic act g32 + torch.compile",
-    "NNCF compress_weights INT4_SYM g32",
-    "INC RTN int4 g32",
 )
-QUICK_PEERS = ("NNCF compress_weights INT4_SYM g32",)
+QUICK_PEERS = ("torchao int4 weight-only g32",)
 #: ops that show a row runs low-bit arithmetic in ONNX Runtime
 LOW_BIT_OPS = INTEGER_OPS | {"GatherBlockQuantized"}
 COLUMNS = [
@@ -179,7 +178,7 @@ def _note(env: Env) -> str:
         "row also the embedding tables) with symmetric int4 codes and one fp16 scale per group and run in ONNX "
         "Runtime: Linears as MatMulNBits (int8 arithmetic: each input block quantized to int8 at run time), tables "
         "as GatherBlockQuantized. ONNX Runtime's quantizer rewrites the fp32 graph's MatMuls with its defaults. "
-        "Peer rows from torchao, NNCF and INC run in PyTorch as their tools ship them (compiled where the row says "
+        "torchao rows run in PyTorch as torchao ships them (compiled where the row says "
         "so). 'file MiB' is the file each row runs from (ONNX, or the peer's saved state). All rows timed together "
         "in interleaved rounds; 'x best float' divides the fastest float row of this run by the row's time. "
         "⚠ unstable: the slowest round took over 1.5x the fastest."

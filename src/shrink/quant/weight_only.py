@@ -76,7 +76,11 @@ def _method(config: WeightOnly) -> str:
 
 def _packed(layer: nn.Module, config: WeightOnly, learned: Rounded | None) -> nn.Module:
     if isinstance(layer, nn.Embedding):
-        return PackedEmbedding.from_float(layer, config.bits, config.group_size)
+        table = PackedEmbedding(
+            layer.num_embeddings, layer.embedding_dim, config.bits, config.group_size, layer.padding_idx
+        )
+        table.packed.set_codes(*rtn_codes(layer.weight.detach(), config.bits, config.group_size))
+        return table
     assert isinstance(layer, nn.Linear)  # selected_layers admitted only Linear and Embedding
     scaled = learned is not None and learned.input_scale is not None
     q = PackedLinear(
@@ -91,7 +95,7 @@ def _packed(layer: nn.Module, config: WeightOnly, learned: Rounded | None) -> nn
     codes, scales = (
         (learned.codes, learned.scales)
         if learned is not None
-        else rtn_codes(layer.weight, config.bits, config.group_size)
+        else rtn_codes(layer.weight.detach(), config.bits, config.group_size)
     )
     q.packed.set_codes(codes, scales)
     if scaled:
