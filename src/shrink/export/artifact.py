@@ -2,6 +2,8 @@
 
 * Sparse tensors (≥ 50% zeros) are stored as a packed bitmask plus the non-zero values, so a pruned model's file is
   really small.
+* Quantized weight codes are stored at their own bit width (2, 3, 4 ... bits per weight, bit-packed; see
+  :mod:`shrink.export.codes`), whatever integer type holds them in memory.
 * The manifest records each layer's shape arguments and simple attributes (e.g. a pruned attention's head count),
   so :func:`load` rebuilds a pruned architecture from the original factory without code changes.
 * Only ``torch.nn`` layer types and shrink's own layer types are ever constructed from a manifest.
@@ -23,6 +25,7 @@ from torch import nn
 
 from shrink._parametrize import baked_copy
 from shrink.errors import FileFormatError, ModelError
+from shrink.export.codes import code_bits_of, encode_codes
 from shrink.export.decode import FORMAT_VERSION, SIMPLE_TYPES, decode_state, read_file, state_mismatch
 
 __all__ = ["save", "load", "artifact_bytes", "FORMAT_VERSION", "register_layer", "atomic_write_bytes"]
@@ -101,7 +104,9 @@ def _build_manifest(model: nn.Module) -> dict[str, Any]:
     return {"format": "shrink", "version": FORMAT_VERSION, "root": type(model).__qualname__, "modules": modules}
 
 
-def _encode(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _encode(
+    state: dict[str, torch.Tensor], code_bits: dict[str, int]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     layout: dict[str, Any] = {}
     seen: dict[tuple[Any, ...], str] = {}
@@ -112,6 +117,10 @@ def _encode(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], di
             layout[key] = {"alias": seen[ident]}
             continue
         seen[ident] = key
+        if key in code_bits:
+            stored, layout[key] = encode_codes(key, t, code_bits[key])
+            tensors.update(stored)
+            continue
         zeros = t.numel() - int(torch.count_nonzero(t)) if t.numel() else 0
         if t.is_floating_point() and t.numel() >= SPARSE_MIN_NUMEL and zeros >= SPARSE_MIN_ZERO_FRACTION * t.numel():
             flat = t.reshape(-1)
@@ -174,7 +183,7 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     if not isinstance(model, nn.Module):
         raise TypeError(f"save() takes a torch.nn.Module, got {type(model).__name__}")
     model = baked_copy(model)
-    tensors, layout = _encode(model.state_dict())
+    tensors, layout = _encode(model.state_dict(), code_bits_of(model))
     manifest = _build_manifest(model)
     manifest["layout"] = layout
     data = st_save(tensors, metadata={"shrink_manifest": json.dumps(manifest)})
@@ -183,7 +192,8 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
 
 
 def artifact_bytes(model: nn.Module, tmp_dir: str | os.PathLike[str] | None = None) -> int:
-    """Size in bytes of the file :func:`save` writes for ``model`` (really written, then measured)."""
+    """Size in bytes of the file :func:`save` writes for ``model`` (really written, then measured; where the bytes
+    go: :func:`shrink.export.size.artifact_size`)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(dir=tmp_dir) as d:

@@ -18,10 +18,13 @@ import torch
 from safetensors import safe_open
 
 from shrink.errors import FileFormatError
+from shrink.export.codes import check_codes_layout, decode_codes
 
 __all__ = ["read_file", "decode_state", "check_manifest", "state_mismatch", "FORMAT_VERSION", "SIMPLE_TYPES"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions this shrink reads: 1 had no bit-packed code tensors (layout kinds "sparse" and "alias" only)
+READABLE_VERSIONS = (1, 2)
 SIMPLE_TYPES = (bool, int, float, str)
 #: largest dimension a shape in a manifest may declare (2**40 elements is 4 TiB of fp32)
 _MAX_DIM = 2**40
@@ -56,8 +59,9 @@ def check_manifest(manifest: Any, where: str) -> None:
     """Raise FileFormatError unless ``manifest`` has the structure :func:`shrink.save` writes."""
     if not isinstance(manifest, dict) or manifest.get("format") != "shrink":
         raise _fail(where, "manifest is not a shrink manifest")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise _fail(where, f"format version {manifest.get('version')!r}, this shrink reads {FORMAT_VERSION}")
+    if manifest.get("version") not in READABLE_VERSIONS:
+        versions = " and ".join(map(str, READABLE_VERSIONS))
+        raise _fail(where, f"format version {manifest.get('version')!r}, this shrink reads versions {versions}")
     modules = manifest.get("modules", {})
     if not isinstance(modules, dict):
         raise _fail(where, "manifest 'modules' is not a mapping")
@@ -78,12 +82,16 @@ def check_manifest(manifest: Any, where: str) -> None:
     if not isinstance(layout, dict):
         raise _fail(where, "manifest 'layout' is not a mapping")
     for key, info in layout.items():
-        if not isinstance(info, dict) or len(info) != 1 or not ({"sparse", "alias"} & set(info)):
-            raise _fail(where, f"layout of {key!r}: expected {{'sparse': shape}} or {{'alias': name}}, got {info!r}")
+        if not isinstance(info, dict) or len(info) != 1 or not ({"sparse", "alias", "codes"} & set(info)):
+            expected = "{'sparse': shape}, {'alias': name} or {'codes': {...}}"
+            raise _fail(where, f"layout of {key!r}: expected {expected}, got {info!r}")
         if "alias" in info and not isinstance(info["alias"], str):
             raise _fail(where, f"layout of {key!r}: alias is not a tensor name")
         if "sparse" in info:
             _check_shape(info["sparse"], f"{where}: sparse tensor {key!r}")
+        if "codes" in info:
+            check_codes_layout(info["codes"], f"{where}: layout of code tensor {key!r}")
+            _check_shape(info["codes"]["shape"], f"{where}: code tensor {key!r}")
 
 
 def _check_shape(shape: Any, where: str) -> list[int]:
@@ -116,19 +124,22 @@ def _unpack_sparse(key: str, shape: list[int], bits: Any, values: Any, where: st
 
 
 def decode_state(raw: dict[str, torch.Tensor], layout: dict[str, Any], where: str) -> dict[str, torch.Tensor]:
-    """The state dict stored in ``raw`` tensors: dense tensors as they are, sparse ones unpacked, aliases shared.
+    """The state dict stored in ``raw`` tensors: dense tensors as they are, sparse ones and bit-packed codes
+    unpacked, aliases shared.
 
     ``layout`` must have passed :func:`check_manifest`.
     """
     sparse = {k: info["sparse"] for k, info in layout.items() if "sparse" in info}
     aliases = {k: info["alias"] for k, info in layout.items() if "alias" in info}
+    codes = {k: info["codes"] for k, info in layout.items() if "codes" in info}
     parts = {f"{k}@mask" for k in sparse} | {f"{k}@values" for k in sparse}
+    parts |= {f"{k}@codes" for k in codes} | {f"{k}@mask" for k, c in codes.items() if c["sparse"]}
     state: dict[str, torch.Tensor] = {}
     for key, t in raw.items():
         if key in parts:
             continue
         if "@" in key:
-            raise FileFormatError(f"{where}: tensor {key!r} belongs to no sparse layout entry")
+            raise FileFormatError(f"{where}: tensor {key!r} belongs to no sparse or code layout entry")
         if key in layout:
             raise FileFormatError(f"{where}: {key!r} is stored both densely and in the layout")
         state[key] = t
@@ -138,6 +149,8 @@ def decode_state(raw: dict[str, torch.Tensor], layout: dict[str, Any], where: st
         except KeyError:
             raise FileFormatError(f"{where}: sparse tensor {key!r} lacks its mask or values") from None
         state[key] = _unpack_sparse(key, shape, bits, values, where)
+    for key, info in codes.items():
+        state[key] = decode_codes(key, info, info["shape"], raw, where)
     for key, target in aliases.items():
         if target in aliases or target not in state:  # an alias always names a stored tensor: no chains, no loops
             raise FileFormatError(f"{where}: {key!r} aliases {target!r}, which is not a stored tensor")

@@ -2,7 +2,8 @@
 static (calibrated qparams), dynamic (per-batch u8 range, as ONNX ``DynamicQuantizeLinear``) or absent.
 
 In eager PyTorch they simulate the integer arithmetic exactly (fake-quant, float math); exported to ONNX they
-become real integer graphs (see :mod:`shrink.quant.onnx_ops`).
+become real integer graphs (see :mod:`shrink.quant.onnx_ops`). The weight codes live in an int8 buffer in memory;
+:func:`shrink.save` stores them at ``weight_bits`` bits each (bit-packed, see :mod:`shrink.export.codes`).
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ class _QuantBase(nn.Module):
         if self.quantize_output and self.act_mode == "static":
             y = self._act(y, self.output_qparams)
         return y
+
+    def shrink_code_bits(self) -> dict[str, int]:
+        """The file stores ``weight_int`` at ``weight_bits`` bits per code."""
+        return {"weight_int": self.weight_bits}
 
     def shrink_param_count(self) -> tuple[int, int]:
         n = self.weight_int.numel() + (self.bias.numel() if self.bias is not None else 0)

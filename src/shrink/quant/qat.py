@@ -8,7 +8,8 @@
   ``distill_alpha > 0``; ``method="lsq"`` learns the step sizes (Esser et al. 2020), ``"ste"`` keeps them fixed;
   BN statistics freeze after ``freeze_bn_epoch`` epochs;
 * **convert**: the same :class:`~shrink.quant.modules.QuantConv2d` / ``QuantLinear`` layers static PTQ produces,
-  with the learned scales, so the ONNX export (QDQ, integer kernels) and the integer-only executor apply unchanged.
+  with the learned scales, so the ONNX export (QDQ, integer kernels) and the integer-only executor apply unchanged;
+  :func:`shrink.save` writes their weight codes bit-packed at ``weight_bits`` (4 bits per weight at W4A4).
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
-"""Apply a per-layer policy to a model copy: magnitude-prune each layer to its sparsity (P1's masks), fake-quantize
-its weights per channel to its bit width and its input activations to 8 bits (Q1's qparams / observers).
+"""Apply a per-layer policy to a model copy: magnitude-prune each layer to its sparsity (P1's masks), then store its
+weights at its bit width — a :class:`~shrink.quant.lowbit.LowBitLinear` / ``LowBitConv`` with per-channel integer
+codes at 2-8 bits (input activations on a calibrated 8-bit grid, Q1's observers) or fp16 weights at 16 bits; 32-bit
+layers stay float (pruned).
 
-The result runs fp32 kernels on values on the quantized grids: a simulation for accuracy, flagged as such in
-``shrink_execution``. Real integer execution on the CPU goes through :mod:`shrink.hw.ort_int8`.
+The model the sensitivities measure, the one the stage returns and the one :func:`shrink.save` writes (codes
+bit-packed at their width) and :func:`shrink.load` rebuilds are the same. It runs fp32 kernels on values on the
+quantized grids: a simulation for accuracy, flagged as such in ``shrink_execution``. Real integer execution on the
+CPU goes through :mod:`shrink.hw.ort_int8`.
 """
 
 from __future__ import annotations
@@ -19,19 +23,24 @@ from shrink.data import feed_inputs
 from shrink.errors import ConfigError
 from shrink.hw.policy import LayerChoice, Policy
 from shrink.prune.magnitude import MagnitudePruning, magnitude_masks
+from shrink.quant.convert import set_module
+from shrink.quant.lowbit import lowbit_layer
 from shrink.quant.observers import MinMaxObserver
 from shrink.quant.qparams import QParams, fake_quantize, qparams_for_tensor
 
-__all__ = ["apply_policy", "quantize_weight", "prune_weight", "ACTIVATION_BITS", "calibrate_inputs", "InputFakeQuant"]
+__all__ = ["apply_policy", "quantize_weight", "prune_weight", "ACTIVATION_BITS", "calibrate_inputs"]
 
 #: input activations of layers at <= 8 bits are fake-quantized to 8 bits (W{b}A8)
 ACTIVATION_BITS = 8
 
 
 def quantize_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
-    """``weight`` on a symmetric per-output-channel ``bits``-bit integer grid (32: unchanged)."""
+    """``weight`` as :func:`apply_policy` stores it: on a symmetric per-output-channel ``bits``-bit integer grid
+    (2-8), rounded to fp16 (16), unchanged (32)."""
     if bits >= 32:
         return weight
+    if bits == 16:
+        return weight.detach().half().float()
     qp = qparams_for_tensor(weight.detach(), bits, symmetric=True, axis=0)
     return fake_quantize(weight.detach(), qp)
 
@@ -43,16 +52,6 @@ def prune_weight(module: nn.Module, sparsity: float) -> torch.Tensor:
         return weight.detach()
     mask = magnitude_masks({"m": module}, MagnitudePruning(sparsity=sparsity, scope="layer"))["m"]
     return weight.detach() * mask
-
-
-class InputFakeQuant:
-    """Forward pre-hook fake-quantizing a layer's input on a fixed grid from calibration."""
-
-    def __init__(self, qp: QParams) -> None:
-        self.qp = qp
-
-    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        return (fake_quantize(args[0], self.qp), *args[1:])
 
 
 def _observe_input(observer: MinMaxObserver) -> Callable[[nn.Module, tuple[Any, ...]], None]:
@@ -72,7 +71,8 @@ def calibrate_inputs(
 def apply_policy(
     model: nn.Module, policy: Policy, *, input_qparams: dict[str, QParams] | None = None, inplace: bool = False
 ) -> nn.Module:
-    """``model`` (a copy unless ``inplace``) with each named layer pruned and fake-quantized as ``policy`` says.
+    """``model`` (a copy unless ``inplace``) with each named layer pruned and stored at its bit width as ``policy``
+    says: layers below 32 bits become low-bit layers (see the module docstring), 32-bit ones stay float.
 
     ``input_qparams`` (from :func:`calibrate_inputs`) adds 8-bit input fake-quant to layers at <= 8 bits; without
     it only weights are quantized. Channel widths < 1 are not applied here (raise): they need structured pruning.
@@ -87,15 +87,22 @@ def apply_policy(
                 f"apply_policy: layer {name!r} asks for width {choice.width}; channel removal is done "
                 "by structured pruning, not by apply_policy"
             )
-        _apply_choice(modules[name], choice, (input_qparams or {}).get(name))
+        _apply_choice(out, name, modules[name], choice, (input_qparams or {}).get(name))
     bits = sorted({c.bits for c in policy.values()})
-    out.shrink_execution = f"fake-quant, per-layer bits {bits}, A{ACTIVATION_BITS} (simulated)"  # type: ignore
+    execution = (
+        f"per-layer weight bits {bits} (2-8: int codes, 16: fp16; stored bit-packed), dequantized to fp32 "
+        f"kernels, A{ACTIVATION_BITS} fake-quant inputs (simulated)"
+    )
+    out.shrink_execution = execution  # type: ignore[assignment]
     return out
 
 
-def _apply_choice(module: nn.Module, choice: LayerChoice, input_qp: QParams | None) -> None:
-    with torch.no_grad():
-        w = quantize_weight(prune_weight(module, choice.sparsity), choice.bits)
-        module.weight.copy_(w)  # type: ignore[operator]
-    if input_qp is not None and choice.bits <= 8:
-        module.register_forward_pre_hook(InputFakeQuant(input_qp))
+def _apply_choice(
+    model: nn.Module, name: str, module: nn.Module, choice: LayerChoice, input_qp: QParams | None
+) -> None:
+    weight = prune_weight(module, choice.sparsity)
+    if choice.bits >= 32:
+        with torch.no_grad():
+            module.weight.copy_(weight)  # type: ignore[operator]
+        return
+    set_module(model, name, lowbit_layer(module, weight, choice.bits, input_qp if choice.bits <= 8 else None))

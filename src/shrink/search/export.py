@@ -1,6 +1,7 @@
 """Give a policy-compressed model a real CPU execution path: its ONNX export becomes a QDQ graph in which the layers
 at <= 8 bits run on int8 kernels (2/4-bit weights stored on the int8 grid: the CPU has no int4 kernels) and
-16/32-bit layers stay fp32."""
+16/32-bit layers stay fp32. The graph is exported from the float twins of the low-bit layers (their dequantized
+weights, no input fake-quant): ONNX Runtime's quantizer chooses the int8 grids and the activation ranges itself."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from torch import nn
 from shrink.data import split_batch
 from shrink.hw.ort_int8 import export_int8
 from shrink.hw.policy import Policy
-from shrink.search.apply import InputFakeQuant
+from shrink.quant.convert import set_module
+from shrink.quant.lowbit import LowBitConv, LowBitLinear
 
 __all__ = ["attach_int8_export", "calibration_tensors", "Int8Export"]
 
@@ -42,10 +44,9 @@ class Int8Export:
     def __call__(self, path: str | os.PathLike[str], example_inputs: Any, opset: int) -> Path:
         plain = copy.deepcopy(self.model)
         del plain.shrink_export_onnx  # export the plain graph, then quantize it
-        for module in plain.modules():  # input fake-quant is replaced by the runtime's own int8 activations
-            for key, hook in list(module._forward_pre_hooks.items()):
-                if isinstance(hook, InputFakeQuant):
-                    del module._forward_pre_hooks[key]
+        for name, module in list(plain.named_modules()):  # input fake-quant: replaced by the runtime's int8 inputs
+            if isinstance(module, (LowBitLinear, LowBitConv)):
+                set_module(plain, name, module.to_float())
         return export_int8(plain, path, example_inputs, self.calibration, self.int8_layers)
 
 

@@ -36,6 +36,7 @@ from shrink.data import split_batch
 from shrink.errors import ConfigError, DataError
 from shrink.eval.latency import repeat_batch
 from shrink.eval.metrics import accuracy, predict
+from shrink.export.size import artifact_size
 from shrink.hw.calibrate import calibrate, interleaved_latency_ms, policy_features
 from shrink.hw.estimate import policy_costs
 from shrink.hw.layers import input_widths, trace_layers
@@ -47,7 +48,7 @@ from shrink.search.allocate import Option, allocate
 from shrink.search.compress import compress, width_layers
 from shrink.search.export import attach_int8_export
 from shrink.search.latency_plan import calibrated_options
-from shrink.search.options import layer_options, option_costs
+from shrink.search.options import layer_options, option_costs, policy_file_bytes
 from shrink.search.result import Point, SearchResult
 from shrink.search.sensitivity import logits_of, output_kl
 from shrink.search.trials import listed, run_trials
@@ -194,12 +195,14 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
         if cal is not None:
             assert table is not None
             return cal.predict_ms(policy_features(all_specs, policy, profile, table)) / 1e3
+        if kind == "bytes":  # what the file of the applied policy holds for these layers
+            return float(policy_file_bytes(all_specs, policy))
         costs = policy_costs(all_specs, policy, profile, table)
         if kind == "latency":
             return sum(c.latency_s for c in costs)
         if kind == "energy":
             return sum(c.energy_j or 0.0 for c in costs)
-        return sum(c.weight_bytes if kind == "bytes" else c.bitops for c in costs)
+        return sum(c.bitops for c in costs)
 
     floor = sum(min(o.costs[kind] for o in opts) for opts in options.values())
     top = sum(option_costs(s, LayerChoice(), profile, table)[kind] for s in specs)
@@ -410,6 +413,11 @@ def compression_search(model: nn.Module, config: CompressionSearch, ctx: Context
         f"{best.measured_metric:.2f} vs {result.baseline_metric:.2f}"
     )
     ctx.notes.append("search: quantized layers are fake-quant (simulated); removed channels are real")
+    size = artifact_size(chosen)
+    predicted = f" (searched layers predicted {best.predicted_cost:,.0f} B)" if result.objective == "bytes" else ""
+    ctx.notes.append(
+        f"search: the chosen model's file is {size.total:,} B{predicted}, {size.header:,} B of it header and manifest"
+    )
     if ctx.out_dir is not None:
         result.write(ctx.out_dir)
     chosen.shrink_policy = best.policy  # type: ignore[assignment]
