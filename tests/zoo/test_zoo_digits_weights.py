@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load, load_file
 from torch import nn
 
 from shrink.zoo import digits as digits_module
@@ -75,10 +75,27 @@ def test_trained_weights_do_not_depend_on_the_callers_thread_count():
     assert torch.get_num_threads() == before
 
 
+def _test_accuracy(state: dict[str, torch.Tensor]) -> float:
+    model = digits_module.DigitsStudent()
+    model.load_state_dict(state)
+    model.eval()
+    data = digits_module.digits_data()
+    with torch.no_grad():
+        right = sum(int((model(x).argmax(1) == y).sum()) for x, y in data.test)
+    return 100.0 * right / sum(len(y) for _, y in data.test)
+
+
 @pytest.mark.slow
-def test_shipped_student_reproduces_bit_for_bit():
+def test_retraining_reproduces_the_shipped_student():
+    """Bit for bit on a CPU whose float kernels round as the training machine's did; elsewhere (oneDNN picks its
+    kernels and blockings by instruction set and cache sizes, which changes float rounding) the retrained student
+    must reach the shipped one's test accuracy within one point."""
     filename, data = train_shipped("digits_student")  # ~10 s; the teacher: python -m shrink.zoo.digits_weights --check
-    assert data == (WEIGHTS / filename).read_bytes()
+    shipped = (WEIGHTS / filename).read_bytes()
+    if data == shipped:
+        return
+    retrained, original = _test_accuracy(load(data)), _test_accuracy(load(shipped))
+    assert original > 90.0 and abs(retrained - original) <= 1.0, (retrained, original)
 
 
 def test_other_seeds_are_trained_once_then_read_from_the_cache(tmp_path, monkeypatch):
