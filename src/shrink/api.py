@@ -19,6 +19,7 @@ from torch import nn
 from shrink.config import Config
 from shrink.data import check_model_finite
 from shrink.errors import ConfigError
+from shrink.hf_save import guard_save_pretrained, weight_layout
 
 __all__ = [
     "Context",
@@ -69,7 +70,9 @@ def implements(config_cls: type[Config]) -> Callable[[Handler], Handler]:
 
 
 def apply(model: nn.Module, config: Config, ctx: Context | None = None, *, inplace: bool = False) -> nn.Module:
-    """Run the algorithm behind ``config`` on ``model`` (a deep copy unless ``inplace``)."""
+    """Run the algorithm behind ``config`` on ``model`` (a deep copy unless ``inplace``). When the stage changed the
+    model's weights (names or shapes), ``save_pretrained`` of transformers models inside the result raises
+    (:mod:`shrink.hf_save`): ``from_pretrained`` would load such a file with random weights."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(config, Config):
@@ -78,8 +81,11 @@ def apply(model: nn.Module, config: Config, ctx: Context | None = None, *, inpla
     if handler is None:
         raise ConfigError(f"no implementation registered for config {type(config).__name__}")
     check_model_finite(model, where=f"{config.type_name or type(config).__name__}: model")
+    before = weight_layout(model)
     work = model if inplace else copy.deepcopy(model)
-    return handler(work, config, ctx or Context())
+    out = handler(work, config, ctx or Context())
+    guard_save_pretrained(out, before)
+    return out
 
 
 def _verb(family: str, model: nn.Module, config: Config, inplace: bool, **ctx: Any) -> nn.Module:

@@ -197,3 +197,22 @@ def test_non_iterable_calibration_is_a_data_error(student, x):
 
     with pytest.raises(DataError):
         quantize(student, Int8Static(), calibration=5, example_inputs=x)
+
+
+def test_save_pretrained_of_a_compressed_transformers_model(tmp_path, user_sees):
+    from transformers import BertConfig, BertModel
+
+    from shrink.quant import WeightOnly
+
+    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    q = quantize(BertModel(config).eval(), WeightOnly(bits=4, group_size=32))
+    user_sees(
+        "model and data",
+        "save_pretrained of a transformers model after weight-only int4",
+        lambda: q.save_pretrained(tmp_path / "q"),
+        ModelError,
+        "save_pretrained",
+        "random weights",
+        "shrink.save",
+    )
+    assert not (tmp_path / "q").exists()
