@@ -101,7 +101,12 @@ def test_onnx_runs_int4_kernels(net, tmp_path, compute, tol):
     graph = onnx.load(str(path)).graph
     ops = collections.Counter(n.op_type for n in graph.node)
     assert ops["MatMulNBits"] == 2 and ops["GatherBlockQuantized"] == 1
-    assert all(init.data_type != onnx.TensorProto.FLOAT or init.dims[0] <= 128 for init in graph.initializer)
+    inits = {i.name: i for i in graph.initializer}
+    for node in (n for n in graph.node if n.op_type == "MatMulNBits"):
+        packed = inits[node.input[1]]
+        assert packed.data_type == onnx.TensorProto.UINT8 and list(packed.dims)[1:] == [packed.dims[1], 16]
+    floats = [i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
+    assert max(int(torch.tensor(list(i.dims)).prod()) for i in floats) <= 256  # biases and group scales only
     assert {"MatMulNBits", "GatherBlockQuantized"} <= set(ort_optimized_ops(path))
     session = OnnxModel(path, threads=1)
     for batch in (x, x[:1]):  # dynamic batch
@@ -115,3 +120,25 @@ def test_onnx_int4_file_is_small(net, tmp_path):
     q = shrink.quantize(net, WeightOnly(bits=4, group_size=32))
     w4 = shrink.export.onnx(q, tmp_path / "w4.onnx", x).stat().st_size
     assert w4 < 0.2 * fp32
+
+
+def test_bias_free_int4_linear_exports_and_runs(tmp_path):
+    net = nn.Sequential(nn.Linear(64, 32, bias=False), nn.ReLU(), nn.Linear(32, 8)).eval()
+    q = shrink.quantize(net, WeightOnly(bits=4, group_size=32))
+    x = torch.randn(3, 64)
+    path = shrink.export.onnx(q, tmp_path / "nobias.onnx", x)
+    assert collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)["MatMulNBits"] == 2
+    out = torch.as_tensor(OnnxModel(path, threads=1)(x))
+    assert ((out - q(x)).norm() / q(x).norm()) < 0.02
+
+
+def test_manifests_written_before_awq_fields_existed_still_build():
+    old_manifest = {"in_features": 64, "out_features": 128, "bias": True, "bits": 4, "group_size": 32}
+    layer = PackedLinear.shrink_from_manifest(old_manifest)
+    assert layer.input_scale is None and layer.onnx_compute == "int8"
+
+
+def test_scales_are_rounded_to_their_stored_dtype_before_the_codes():
+    w = torch.randn(16, 64) * 1e-6  # tiny weights: fp16 scales would underflow without the floor
+    codes, scales = rtn_codes(w, 4, 32, torch.float16)
+    assert torch.equal(scales, scales.half().float()) and (scales > 0).all()

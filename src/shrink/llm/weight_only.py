@@ -153,7 +153,11 @@ def quantize_weight_only(
         group = w.shape[1] if bits == 8 else group_size
         if w.shape[1] % group:
             raise ConfigError(f"quantize_weight_only: {name} has {w.shape[1]} inputs, not a multiple of {group}")
-        codes, scales = gptq_group_codes(w, hessians[name], bits, group) if hessians else rtn_codes(w, bits, group)
+        codes, scales = (
+            gptq_group_codes(w, hessians[name], bits, group, scale_dtype=ACT_DTYPE)
+            if hessians
+            else rtn_codes(w, bits, group, ACT_DTYPE)
+        )
         bias = layer.bias
         new = Int8WeightLinear(codes, scales, bias) if bits == 8 else Int4WeightLinear(codes, scales, group, bias)
         _set(out, name, new)

@@ -14,7 +14,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["CLIP_RATIOS", "AWQ_ALPHAS", "rtn_codes", "gptq_group_codes", "awq_input_scales", "dequantize_groups"]
+__all__ = [
+    "CLIP_RATIOS",
+    "AWQ_ALPHAS",
+    "rtn_codes",
+    "gptq_group_codes",
+    "awq_input_scales",
+    "dequantize_groups",
+    "stored_scale",
+]
 
 
 def _qmax(bits: int) -> int:
@@ -25,15 +33,24 @@ def _qmax(bits: int) -> int:
 CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)
 
 
-def _group_scales(w: torch.Tensor, bits: int, group: int) -> torch.Tensor:
+def stored_scale(scale: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``scale`` as it will be stored in ``dtype`` (None: as is), kept at or above the dtype's smallest normal number
+    so that no scale underflows to zero; the result keeps ``scale``'s dtype."""
+    if dtype is None:
+        return scale
+    return scale.clamp(min=torch.finfo(dtype).tiny).to(dtype).to(scale.dtype)
+
+
+def _group_scales(w: torch.Tensor, bits: int, group: int, scale_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Symmetric scales [out, in / group]: per group, the clipping ratio (of ``CLIP_RATIOS``) with the smallest
-    squared rounding error (for int8 the unclipped ratio: clipping only pays on coarse grids)."""
+    squared rounding error (for int8 the unclipped ratio: clipping only pays on coarse grids), each scale rounded to
+    ``scale_dtype`` (the dtype it is stored in) before the error is measured."""
     wg = w.reshape(w.shape[0], -1, group)
     amax = wg.abs().amax(-1).clamp(min=1e-8)
     qmax = _qmax(bits)
-    best, best_err = amax / qmax, None
+    best, best_err = stored_scale(amax / qmax, scale_dtype), None
     for ratio in CLIP_RATIOS if bits <= 4 else (1.0,):
-        scale = amax * ratio / qmax
+        scale = stored_scale(amax * ratio / qmax, scale_dtype)
         q = torch.clamp(torch.round(wg / scale[..., None]), -qmax - 1, qmax)
         err = ((q * scale[..., None] - wg) ** 2).sum(-1)
         if best_err is None:
@@ -44,9 +61,12 @@ def _group_scales(w: torch.Tensor, bits: int, group: int) -> torch.Tensor:
     return best
 
 
-def rtn_codes(w: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Round-to-nearest symmetric codes (int8 tensor, shape of ``w``) and scales [out, in / group]."""
-    scales = _group_scales(w.float(), bits, group)
+def rtn_codes(
+    w: torch.Tensor, bits: int, group: int, scale_dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Round-to-nearest symmetric codes (int8 tensor, shape of ``w``) and scales [out, in / group] (float32 values
+    exactly representable in ``scale_dtype``: the codes are rounded on the grid that will be stored)."""
+    scales = _group_scales(w.float(), bits, group, scale_dtype)
     full = scales.repeat_interleave(group, dim=1)
     codes = torch.clamp(torch.round(w.float() / full), -_qmax(bits) - 1, _qmax(bits))
     return codes.to(torch.int8), scales
@@ -54,10 +74,16 @@ def rtn_codes(w: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, tor
 
 @torch.no_grad()
 def gptq_group_codes(
-    w: torch.Tensor, hessian: torch.Tensor, bits: int, group: int, damp: float = 0.01
+    w: torch.Tensor,
+    hessian: torch.Tensor,
+    bits: int,
+    group: int,
+    damp: float = 0.01,
+    scale_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GPTQ codes on the symmetric group grid: each group's scale is set from the error-updated weights when the
-    column loop reaches it (as in the GPTQ reference implementation), then columns are rounded one at a time."""
+    column loop reaches it (as in the GPTQ reference implementation), rounded to ``scale_dtype`` (the dtype it is
+    stored in), then columns are rounded one at a time."""
     w = w.detach().double().clone()
     h = hessian.double().clone()
     dead = torch.diag(h) == 0
@@ -72,7 +98,7 @@ def gptq_group_codes(
     try:
         for start in range(0, w.shape[1], group):
             end = start + group
-            scale = _group_scales(w[:, start:end], bits, group)[:, 0]
+            scale = _group_scales(w[:, start:end], bits, group, scale_dtype)[:, 0]
             scales[:, start // group] = scale
             errs = torch.empty(w.shape[0], group, dtype=w.dtype)
             for i in range(start, end):
@@ -100,7 +126,8 @@ AWQ_ALPHAS = tuple(i / 10 for i in range(11))
 @torch.no_grad()
 def awq_input_scales(rows: torch.Tensor, weight: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, float]:
     """Per-input-channel scales ``s`` (shape ``(in,)``) for ``weight`` [out, in] from calibration ``rows`` [n, in] of
-    its input, and the chosen ``alpha``: the ``s = mean|x|^alpha`` (normalised to a geometric mean of 1) whose
+    its input, and the chosen ``alpha``: the ``s = mean|x|^alpha`` (divided by ``sqrt(max(s) min(s))``, so that the
+    largest and smallest factors are reciprocal) whose
     rounded ``W diag(s)`` applied to ``x / s`` reproduces ``x W^T`` best."""
     x, w = rows.float(), weight.float()
     mean_abs = x.abs().mean(0).clamp(min=1e-6)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from shrink.quant.onnx_ops import no_bias
+
 __all__ = ["MatMulNBitsFunction", "GatherBlockQuantizedFunction", "ACCURACY_LEVELS"]
 
 #: ``accuracy_level`` by shrink's name for it
@@ -45,7 +47,7 @@ class MatMulNBitsFunction(torch.autograd.Function):
             block_size_i=half * 2,
             accuracy_level_i=accuracy_level,
         )
-        return y if bias.node().mustBeNone() else g.op("Add", y, bias)
+        return y if no_bias(bias) else g.op("Add", y, bias)
 
 
 class GatherBlockQuantizedFunction(torch.autograd.Function):

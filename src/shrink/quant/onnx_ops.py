@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["qdq", "StaticQLinear", "DynamicQLinear", "StaticQConv", "weight_codes"]
+__all__ = ["qdq", "StaticQLinear", "DynamicQLinear", "StaticQConv", "weight_codes", "no_bias"]
 
 _ONNX_FLOAT = 1
+
+
+def no_bias(bias) -> bool:  # noqa: ANN001
+    """A missing bias reaches a symbolic as None or as a None-valued graph input, depending on the call."""
+    return bias is None or bias.node().mustBeNone()
 
 
 def _const(g, t: torch.Tensor):  # noqa: ANN001, ANN202
@@ -70,7 +75,7 @@ class StaticQLinear(torch.autograd.Function):
     @staticmethod
     def symbolic(g, x, wq_t, w_scale, bias, unsigned: bool):  # noqa: ANN001, ANN205
         y = g.op("MatMul", x, _dq_weight(g, wq_t, w_scale, axis=1, unsigned=unsigned))
-        return y if bias.node().mustBeNone() else g.op("Add", y, bias)
+        return y if no_bias(bias) else g.op("Add", y, bias)
 
 
 class DynamicQLinear(torch.autograd.Function):
@@ -87,7 +92,7 @@ class DynamicQLinear(torch.autograd.Function):
         wzp = _weight_zp(g, w_scale, unsigned)
         acc = g.op("Cast", g.op("MatMulInteger", xq, wq_t, xzp, wzp), to_i=_ONNX_FLOAT)
         y = g.op("Mul", acc, g.op("Mul", xs, w_scale))
-        return y if bias.node().mustBeNone() else g.op("Add", y, bias)
+        return y if no_bias(bias) else g.op("Add", y, bias)
 
 
 class StaticQConv(torch.autograd.Function):
@@ -101,7 +106,7 @@ class StaticQConv(torch.autograd.Function):
     @staticmethod
     def symbolic(g, x, wq, w_scale, bias, stride, padding, dilation, groups, unsigned: bool):  # noqa: ANN001, ANN205
         w = _dq_weight(g, wq, w_scale, axis=0, unsigned=unsigned)
-        args = [x, w] if bias.node().mustBeNone() else [x, w, bias]
+        args = [x, w] if no_bias(bias) else [x, w, bias]
         k = wq.type().sizes()[2:]
         return g.op(
             "Conv",
@@ -148,7 +153,7 @@ class TokenQLinear(torch.autograd.Function):
         )
         # the row offsets times the weight column sums ([1, N]): one outer product, MatMul [.., 1] x [1, N]
         y = g.op("Add", g.op("Mul", f, scale), g.op("MatMul", lo, colsum))
-        return y if bias.node().mustBeNone() else g.op("Add", y, bias)
+        return y if no_bias(bias) else g.op("Add", y, bias)
 
 
 __all__.append("TokenQLinear")

@@ -17,7 +17,10 @@ from shrink.export.artifact import register_layer
 from shrink.quant.onnx_nbits import ACCURACY_LEVELS, GatherBlockQuantizedFunction, MatMulNBitsFunction
 from shrink.quant.qparams import QParams, dequantize, qparams_for_tensor, quantize
 
-__all__ = ["pack_int4", "unpack_int4", "PackedWeight", "PackedLinear", "PackedEmbedding"]
+__all__ = ["pack_int4", "unpack_int4", "PackedWeight", "PackedLinear", "PackedEmbedding", "SCALE_DTYPE"]
+
+#: dtype of the stored group scales
+SCALE_DTYPE = torch.float16
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
@@ -52,7 +55,7 @@ class PackedWeight(nn.Module):
         self.rows, self.cols, self.bits, self.group_size = rows, cols, bits, group_size
         width = cols // 2 if bits == 4 else cols
         self.register_buffer("codes", torch.zeros(rows, width, dtype=torch.uint8 if bits == 4 else torch.int8))
-        self.register_buffer("scales", torch.ones(rows, cols // group_size, dtype=torch.float16))
+        self.register_buffer("scales", torch.ones(rows, cols // group_size, dtype=SCALE_DTYPE))
 
     def qparams(self) -> QParams:
         scale = self.scales.float()
@@ -104,8 +107,8 @@ class PackedLinear(nn.Module):
 
     ``input_scale`` (activation-aware scaling, AWQ) multiplies the input channel-wise before the matmul when set.
     In ONNX an int4 layer is ONNX Runtime's ``MatMulNBits`` (:mod:`shrink.quant.onnx_nbits`) with the
-    ``onnx_compute`` arithmetic ("float" or "int8" activations); an int8 layer keeps its int8 codes in the file and
-    dequantizes them in the graph.
+    ``onnx_compute`` arithmetic ("float" or "int8" activations); int8 layers are exported as float weights (the
+    exporter folds their dequantization), so only int4 keeps the ONNX file small.
     """
 
     input_scale: torch.Tensor | None

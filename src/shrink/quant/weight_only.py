@@ -14,7 +14,7 @@ from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.quant.convert import check_weights, selected_layers, set_module
 from shrink.quant.group_rounding import rtn_codes
-from shrink.quant.packed import PackedEmbedding, PackedLinear
+from shrink.quant.packed import SCALE_DTYPE, PackedEmbedding, PackedLinear
 from shrink.quant.weight_rounding import Rounded, learned_codes
 from shrink.select import Selector
 
@@ -79,7 +79,7 @@ def _packed(layer: nn.Module, config: WeightOnly, learned: Rounded | None) -> nn
         table = PackedEmbedding(
             layer.num_embeddings, layer.embedding_dim, config.bits, config.group_size, layer.padding_idx
         )
-        table.packed.set_codes(*rtn_codes(layer.weight.detach(), config.bits, config.group_size))
+        table.packed.set_codes(*rtn_codes(layer.weight.detach(), config.bits, config.group_size, SCALE_DTYPE))
         return table
     assert isinstance(layer, nn.Linear)  # selected_layers admitted only Linear and Embedding
     scaled = learned is not None and learned.input_scale is not None
@@ -95,7 +95,7 @@ def _packed(layer: nn.Module, config: WeightOnly, learned: Rounded | None) -> nn
     codes, scales = (
         (learned.codes, learned.scales)
         if learned is not None
-        else rtn_codes(layer.weight.detach(), config.bits, config.group_size)
+        else rtn_codes(layer.weight.detach(), config.bits, config.group_size, SCALE_DTYPE)
     )
     q.packed.set_codes(codes, scales)
     if scaled:

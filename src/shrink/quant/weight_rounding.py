@@ -18,6 +18,7 @@ from shrink.errors import ConfigError, DataError
 from shrink.quant.calibrate import run_calibration
 from shrink.quant.gptq import input_hessians
 from shrink.quant.group_rounding import awq_input_scales, gptq_group_codes, rtn_codes
+from shrink.quant.packed import SCALE_DTYPE
 
 __all__ = ["Rounded", "learned_codes", "AWQ_ROWS"]
 
@@ -58,9 +59,17 @@ def learned_codes(model: nn.Module, layers: dict[str, nn.Linear], config: Any, c
     """Codes of every Linear in ``layers`` as ``config`` (a :class:`shrink.quant.WeightOnly`) says, learned from
     ``ctx.calibration``."""
     if ctx.calibration is None:
+        asked = [
+            f
+            for f, on in (
+                ("weight_rounding='gptq'", config.weight_rounding == "gptq"),
+                ("activation_aware=True", config.activation_aware),
+            )
+            if on
+        ]
         raise ConfigError(
-            "weight_only: weight_rounding='gptq' and activation_aware=True learn from calibration data; "
-            "the recipe's data gives none (DataBundle.calibration)"
+            f"weight_only: {' and '.join(asked)} learn(s) from calibration data, and none was given "
+            "(calibration= in Python, DataBundle.calibration in a recipe)"
         )
     data = list(ctx.calibration)
     rows = _input_rows(model, layers, data) if config.activation_aware else {}
@@ -73,8 +82,8 @@ def learned_codes(model: nn.Module, layers: dict[str, nn.Linear], config: Any, c
             w = w * s
         if name in hessians:
             h = hessians[name] if s is None else hessians[name] / torch.outer(s, s).double()
-            codes, scales = gptq_group_codes(w, h, config.bits, config.group_size)
+            codes, scales = gptq_group_codes(w, h, config.bits, config.group_size, scale_dtype=SCALE_DTYPE)
         else:
-            codes, scales = rtn_codes(w, config.bits, config.group_size)
+            codes, scales = rtn_codes(w, config.bits, config.group_size, SCALE_DTYPE)
         out[name] = Rounded(codes, scales, None if s is None else 1.0 / s)
     return out
