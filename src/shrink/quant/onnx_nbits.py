@@ -14,7 +14,15 @@ import torch
 
 from shrink.quant.onnx_ops import no_bias
 
-__all__ = ["MatMulNBitsFunction", "GatherBlockQuantizedFunction", "ACCURACY_LEVELS"]
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., n) with two codes per byte (low nibble first, offset by 8) -> int8 codes (..., 2n)."""
+    lo = (packed & 0x0F).to(torch.int8) - 8
+    hi = (packed >> 4).to(torch.int8) - 8
+    return torch.stack((lo, hi), dim=-1).reshape(*packed.shape[:-1], packed.shape[-1] * 2)
+
+
+__all__ = ["unpack_int4", "MatMulNBitsFunction", "GatherBlockQuantizedFunction", "ACCURACY_LEVELS"]
 
 #: ``accuracy_level`` by shrink's name for it
 ACCURACY_LEVELS = {"float": 0, "int8": 4}
@@ -26,9 +34,7 @@ class MatMulNBitsFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, packed, scales, bias, accuracy_level: int):  # noqa: ANN001, ANN205
-        lo = (packed & 0x0F).to(torch.int8) - 8
-        hi = (packed >> 4).to(torch.int8) - 8
-        codes = torch.stack((lo, hi), dim=-1).reshape(packed.shape[0], packed.shape[1], -1)
+        codes = unpack_int4(packed)
         weight = (codes.float() * scales.float()[..., None]).reshape(packed.shape[0], -1)
         y = x @ weight.T.to(x.dtype)
         return y if bias is None else y + bias
@@ -56,10 +62,7 @@ class GatherBlockQuantizedFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, ids, packed, scales):  # noqa: ANN001, ANN205
-        rows = packed[ids]
-        lo = (rows & 0x0F).to(torch.int8) - 8
-        hi = (rows >> 4).to(torch.int8) - 8
-        codes = torch.stack((lo, hi), dim=-1).reshape(*ids.shape, scales.shape[1], -1)
+        codes = unpack_int4(packed[ids]).reshape(*ids.shape, scales.shape[1], -1)
         return (codes.float() * scales[ids].float()[..., None]).reshape(*ids.shape, -1)
 
     @staticmethod

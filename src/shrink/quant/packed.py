@@ -14,7 +14,7 @@ from torch import nn
 
 from shrink.errors import ConfigError
 from shrink.export.artifact import register_layer
-from shrink.quant.onnx_nbits import ACCURACY_LEVELS, GatherBlockQuantizedFunction, MatMulNBitsFunction
+from shrink.quant.onnx_nbits import ACCURACY_LEVELS, GatherBlockQuantizedFunction, MatMulNBitsFunction, unpack_int4
 from shrink.quant.qparams import QParams, dequantize, qparams_for_tensor, quantize
 
 __all__ = ["pack_int4", "unpack_int4", "PackedWeight", "PackedLinear", "PackedEmbedding", "SCALE_DTYPE"]
@@ -31,13 +31,6 @@ def pack_int4(q: torch.Tensor) -> torch.Tensor:
         raise ConfigError("pack_int4: codes outside the int4 range [-8, 7]")
     u = (q.to(torch.int16) + 8).to(torch.uint8)
     return u[..., 0::2] | (u[..., 1::2] << 4)
-
-
-def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`pack_int4`: uint8 (..., n) → int8 codes (..., 2n)."""
-    lo = (packed & 0x0F).to(torch.int8) - 8
-    hi = (packed >> 4).to(torch.int8) - 8
-    return torch.stack((lo, hi), dim=-1).reshape(*packed.shape[:-1], packed.shape[-1] * 2)
 
 
 class PackedWeight(nn.Module):
