@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pydantic
@@ -37,9 +38,9 @@ from shrink.errors import ConfigError, DataError
 from shrink.eval.latency import repeat_batch
 from shrink.eval.metrics import accuracy, predict
 from shrink.export.size import artifact_size
-from shrink.hw.calibrate import calibrate, interleaved_latency_ms, policy_features
+from shrink.hw.calibrate import Calibration, calibrate, interleaved_latency_ms, policy_features
 from shrink.hw.estimate import policy_costs
-from shrink.hw.layers import input_widths, trace_layers
+from shrink.hw.layers import LayerSpec, input_widths, trace_layers
 from shrink.hw.measured import LatencyTable, execution_kind
 from shrink.hw.ort_int8 import int8_sessions
 from shrink.hw.policy import LayerChoice, policy_from_dict, policy_to_dict
@@ -54,7 +55,7 @@ from shrink.search.sensitivity import logits_of, output_kl
 from shrink.search.trials import listed, run_trials
 from shrink.select import Selector, select_modules
 
-__all__ = ["CompressionSearch", "run_search", "compression_search", "evaluate_policy"]
+__all__ = ["CompressionSearch", "TrialData", "run_search", "compression_search", "evaluate_policy"]
 
 
 @register("search", family="search")
@@ -109,25 +110,81 @@ def _metric(model: nn.Module, data: Sequence[Any]) -> float:
     return accuracy(out, target)
 
 
-def evaluate_policy(shared: dict[str, Any], policy: dict[str, dict[str, Any]]) -> tuple[float, nn.Module]:
+@dataclass(frozen=True)
+class TrialData:
+    """What every trial gets (put in Ray's object store once): the model to compress, the data splits and the
+    fine-tuning settings."""
+
+    model: nn.Module
+    val: list[Any]
+    calibration: list[Any]
+    train: list[Any] | None
+    example_inputs: Any
+    finetune_epochs: int
+    lr: float
+    seed: int
+
+
+@dataclass
+class _Space:
+    """The searched layers: their traced shapes, each one's choices, predicted losses and option costs."""
+
+    all_specs: list[LayerSpec]  # every traced layer (costs of a policy need all of them)
+    specs: list[LayerSpec]  # the selected ones
+    prunable: set[str]
+    choices: dict[str, list[LayerChoice]]
+    sensitivity: dict[str, dict[LayerChoice, float]]
+    options: dict[str, list[Option]]
+
+    def loss_of(self, policy: dict[str, LayerChoice]) -> float:
+        """The additive prediction: each compressed layer's output KL when only it is compressed."""
+        return sum(self.sensitivity[n][c] for n, c in policy.items())
+
+
+@dataclass
+class _Pricer:
+    """A policy's predicted cost on the profile for the search objective (calibrated end-to-end latency when
+    ``calibrated`` is set, the file's bytes for "bytes", else the per-layer sum)."""
+
+    kind: str
+    all_specs: list[LayerSpec]
+    profile: Profile
+    table: LatencyTable | None
+    calibrated: Calibration | None = None
+
+    def __call__(self, policy: dict[str, LayerChoice]) -> float:
+        if self.calibrated is not None:
+            assert self.table is not None
+            return self.calibrated.predict_ms(policy_features(self.all_specs, policy, self.profile, self.table)) / 1e3
+        if self.kind == "bytes":  # what the file of the applied policy holds for these layers
+            return float(policy_file_bytes(self.all_specs, policy))
+        costs = policy_costs(self.all_specs, policy, self.profile, self.table)
+        if self.kind == "latency":
+            return sum(c.latency_s for c in costs)
+        if self.kind == "energy":
+            return sum(c.energy_j or 0.0 for c in costs)
+        return sum(c.bitops for c in costs)
+
+
+def evaluate_policy(data: TrialData, policy: dict[str, dict[str, Any]]) -> tuple[float, nn.Module]:
     """One trial (runs in a Ray worker): the compressed model and its validation metric."""
     model = compress(
-        shared["model"],
+        data.model,
         policy_from_dict(policy),
-        example_inputs=shared["example_inputs"],
-        calibration=shared["calibration"],
-        train=shared["train"],
-        finetune_epochs=shared["finetune_epochs"],
-        lr=shared["lr"],
-        seed=shared["seed"],
+        example_inputs=data.example_inputs,
+        calibration=data.calibration,
+        train=data.train,
+        finetune_epochs=data.finetune_epochs,
+        lr=data.lr,
+        seed=data.seed,
     )
-    return _metric(model, shared["val"]), model
+    return _metric(model, data.val), model
 
 
 def _sensitivity(
-    model: nn.Module, names: list[str], choices: dict[str, list[LayerChoice]], shared: dict[str, Any], batches: int
+    model: nn.Module, names: list[str], choices: dict[str, list[LayerChoice]], data: TrialData, batches: int
 ) -> dict[str, dict[LayerChoice, float]]:
-    held = shared["calibration"][:batches]
+    held = data.calibration[:batches]
     reference = logits_of(model, held)
     out: dict[str, dict[LayerChoice, float]] = {}
     for name in names:
@@ -136,130 +193,129 @@ def _sensitivity(
             if c == LayerChoice():
                 out[name][c] = 0.0
                 continue
-            trial = compress(model, {name: c}, example_inputs=shared["example_inputs"], calibration=held)
+            trial = compress(model, {name: c}, example_inputs=data.example_inputs, calibration=held)
             out[name][c] = output_kl(trial, held, reference)
     return out
 
 
-def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tuple[SearchResult, nn.Module]:
-    """Run the search; returns the result (all points, which were measured) and the chosen model."""
+def _trial_data(model: nn.Module, config: CompressionSearch, ctx: Context) -> TrialData:
+    """The data every trial shares; missing example inputs or validation data are errors."""
     if ctx.example_inputs is None:
         raise ConfigError("search: needs example_inputs (to trace layer shapes)")
     val = listed(ctx.val, config.seed)
     if not val:
         raise DataError("search: needs labelled validation data (val=...) to measure candidates")
-    profile = load_profile(config.profile)
-    if config.objective == "energy" and profile.kind != "accelerator":
-        raise ConfigError(f"search: objective 'energy' needs an accelerator profile, {profile.name!r} is measured")
-    table = LatencyTable(profile.measured) if profile.measured is not None else None
-    model = model.eval()
+    return TrialData(
+        model=model,
+        val=val,
+        calibration=listed(ctx.calibration or ctx.train, config.seed, 8),
+        train=listed(ctx.train, config.seed) if config.finetune_epochs else None,
+        example_inputs=ctx.example_inputs,
+        finetune_epochs=config.finetune_epochs,
+        lr=config.lr,
+        seed=config.seed,
+    )
+
+
+def _space(
+    data: TrialData, config: CompressionSearch, priced_inputs: Any, profile: Profile, table: LatencyTable | None
+) -> _Space:
+    """Trace the selected layers, list their choices and predict each choice's loss and costs."""
+    model = data.model
     layers = list(select_modules(model, config.selector, where="search.selector"))
-    priced_inputs = repeat_batch(ctx.example_inputs, config.cost_batch)
     all_specs = trace_layers(model, priced_inputs)
     specs = [s for s in all_specs if s.name in layers]
-    prunable = set(width_layers(model, ctx.example_inputs))
+    prunable = set(width_layers(model, data.example_inputs))
     choices = {
-        s.name: [
-            LayerChoice(bits=b, sparsity=sp, width=w if s.name in prunable else 1.0)
-            for b, sp, w in itertools.product(config.bits, config.sparsities, config.widths)
-        ]
+        s.name: list(
+            dict.fromkeys(
+                LayerChoice(bits=b, sparsity=sp, width=w if s.name in prunable else 1.0)
+                for b, sp, w in itertools.product(config.bits, config.sparsities, config.widths)
+            )
+        )
         for s in specs
     }
-    choices = {n: list(dict.fromkeys(cs)) for n, cs in choices.items()}
-    shared = {
-        "model": model,
-        "val": val,
-        "calibration": listed(ctx.calibration or ctx.train, config.seed, 8),
-        "train": listed(ctx.train, config.seed) if config.finetune_epochs else None,
-        "example_inputs": ctx.example_inputs,
-        "finetune_epochs": config.finetune_epochs,
-        "lr": config.lr,
-        "seed": config.seed,
-    }
-    sens = _sensitivity(model, [s.name for s in specs], choices, shared, config.sensitivity_batches)
+    sens = _sensitivity(model, [s.name for s in specs], choices, data, config.sensitivity_batches)
     fed = input_widths(all_specs, {n: 0.5 for n in prunable})  # layers fed by a prunable layer
     follow = frozenset(n for n in prunable if fed.get(n, 1.0) < 1.0)
     options: dict[str, list[Option]] = {}
     for spec in specs:
         options |= layer_options([spec], choices[spec.name], sens, profile, table, follow)
+    return _Space(all_specs, specs, prunable, choices, sens, options)
+
+
+def _candidates(
+    space: _Space, priced: _Pricer, config: CompressionSearch, profile: Profile, table: LatencyTable | None
+) -> list[Point]:
+    """The uniform policies and the exact allocations for a sweep of budgets, cheapest predicted first (c0, c1, ...)."""
     kind = config.objective
-    cal = None
-    inputs = [split_batch(b)[0] for b in shared["calibration"][:4]]  # int8 activation ranges of timed models
-    if kind == "latency" and config.latency_model == "calibrated":
-        if table is None or not isinstance(priced_inputs, torch.Tensor):
-            raise ConfigError("search: latency_model 'calibrated' needs a measured profile and a tensor input")
-        cal = calibrate(model, priced_inputs, inputs, profile, table)
-        options = calibrated_options(options, {s.name: s for s in specs}, cal, profile)
-
-    def priced(policy: dict[str, LayerChoice]) -> float:
-        if cal is not None:
-            assert table is not None
-            return cal.predict_ms(policy_features(all_specs, policy, profile, table)) / 1e3
-        if kind == "bytes":  # what the file of the applied policy holds for these layers
-            return float(policy_file_bytes(all_specs, policy))
-        costs = policy_costs(all_specs, policy, profile, table)
-        if kind == "latency":
-            return sum(c.latency_s for c in costs)
-        if kind == "energy":
-            return sum(c.energy_j or 0.0 for c in costs)
-        return sum(c.bitops for c in costs)
-
-    floor = sum(min(o.costs[kind] for o in opts) for opts in options.values())
-    top = sum(option_costs(s, LayerChoice(), profile, table)[kind] for s in specs)
     points: dict[str, Point] = {}
-    if config.uniform:
-        for b, w in itertools.product(config.bits, config.widths):
-            policy = {s.name: LayerChoice(bits=b, width=w if s.name in prunable else 1.0) for s in specs}
-            policy = {n: c for n, c in policy.items() if c != LayerChoice()}
-            key = repr(sorted(policy_to_dict(policy).items()))
-            loss = sum(sens[n][c] for n, c in policy.items())
-            points[key] = Point(
-                label="", policy=policy_to_dict(policy), predicted_cost=priced(policy), predicted_loss=loss
-            )
-    for i in range(config.candidates):
-        budget = floor * (top / floor) ** (i / (config.candidates - 1)) if floor > 0 else top * i / config.candidates
-        plan = allocate(options, {kind: budget * (1 + 1e-9)})
-        policy = {n: c for n, c in plan.policy.items() if c != LayerChoice()}
+
+    def add(policy: dict[str, LayerChoice], loss: float) -> None:
+        policy = {n: c for n, c in policy.items() if c != LayerChoice()}
         key = repr(sorted(policy_to_dict(policy).items()))
         if key not in points:
             points[key] = Point(
-                label="",
-                policy=policy_to_dict(policy),
-                predicted_cost=priced(policy),
-                predicted_loss=plan.predicted_loss,
+                label="", policy=policy_to_dict(policy), predicted_cost=priced(policy), predicted_loss=loss
             )
+
+    if config.uniform:
+        for b, w in itertools.product(config.bits, config.widths):
+            policy = {s.name: LayerChoice(bits=b, width=w if s.name in space.prunable else 1.0) for s in space.specs}
+            add(policy, space.loss_of({n: c for n, c in policy.items() if c != LayerChoice()}))
+    floor = sum(min(o.costs[kind] for o in opts) for opts in space.options.values())
+    top = sum(option_costs(s, LayerChoice(), profile, table)[kind] for s in space.specs)
+    for i in range(config.candidates):
+        budget = floor * (top / floor) ** (i / (config.candidates - 1)) if floor > 0 else top * i / config.candidates
+        plan = allocate(space.options, {kind: budget * (1 + 1e-9)})
+        add(plan.policy, plan.predicted_loss)
     ordered = sorted(points.values(), key=lambda p: p.predicted_cost)
     for i, p in enumerate(ordered):
         p.label = f"c{i}"
-    baseline = _metric(model, val)
+    return ordered
+
+
+def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tuple[SearchResult, nn.Module]:
+    """Run the search; returns the result (all points, which were measured) and the chosen model."""
+    data = _trial_data(model.eval(), config, ctx)
+    profile = load_profile(config.profile)
+    if config.objective == "energy" and profile.kind != "accelerator":
+        raise ConfigError(f"search: objective 'energy' needs an accelerator profile, {profile.name!r} is measured")
+    table = LatencyTable(profile.measured) if profile.measured is not None else None
+    priced_inputs = repeat_batch(ctx.example_inputs, config.cost_batch)
+    space = _space(data, config, priced_inputs, profile, table)
+    priced = _Pricer(config.objective, space.all_specs, profile, table)
+    inputs = [split_batch(b)[0] for b in data.calibration[:4]]  # int8 activation ranges of timed models
+    if config.objective == "latency" and config.latency_model == "calibrated":
+        if table is None or not isinstance(priced_inputs, torch.Tensor):
+            raise ConfigError("search: latency_model 'calibrated' needs a measured profile and a tensor input")
+        priced.calibrated = calibrate(data.model, priced_inputs, inputs, profile, table)
+        space.options = calibrated_options(space.options, {s.name: s for s in space.specs}, priced.calibrated, profile)
+    ordered = _candidates(space, priced, config, profile, table)
+    baseline = _metric(data.model, data.val)
     timer = None
-    if kind == "latency" and table is not None and config.time_candidates and isinstance(priced_inputs, torch.Tensor):
-        timer = _Timer(model, priced_inputs, inputs, ctx.example_inputs, profile)
-    best = _scan(ordered, shared, config, baseline, extra_rounds=1 if timer else 0)
+    timed = config.objective == "latency" and table is not None and config.time_candidates
+    if timed and isinstance(priced_inputs, torch.Tensor):
+        timer = _Timer(data.model, priced_inputs, inputs, ctx.example_inputs, profile)
+    best = _scan(ordered, data, config, baseline, extra_rounds=1 if timer else 0)
     if best is not None and timer is not None:
         best = timer.fastest(_passing(ordered, baseline, config.tolerance))
     if best is not None and config.refine:
         grid = sorted(set(config.widths), reverse=True)
-
-        def loss_of(policy: dict[str, LayerChoice]) -> float:  # the same additive KL prediction as the sweep
-            return sum(sens[n][c] for n, c in policy.items())
-
-        ordered += _refine(
-            best, ordered, sorted(prunable & set(choices)), grid, (priced, loss_of), shared, config, baseline
-        )
+        layers = sorted(space.prunable & set(space.choices))
+        ordered += _refine(best, ordered, layers, grid, (priced, space.loss_of), data, config, baseline)
         passing = _passing(ordered, baseline, config.tolerance)
         best = timer.fastest(passing) if timer else min(passing, key=lambda p: p.predicted_cost)
     result = SearchResult(
         points=ordered,
         baseline_metric=baseline,
         tolerance=config.tolerance,
-        objective=kind,
+        objective=config.objective,
         profile=profile.name,
         best=best.label if best else None,
         baseline_cost=priced({}),
     )
-    chosen = best.model if best is not None else model
-    return result, chosen
+    return result, (best.model if best is not None else data.model)
 
 
 def _passing(points: list[Point], baseline: float, tolerance: float) -> list[Point]:
@@ -268,7 +324,7 @@ def _passing(points: list[Point], baseline: float, tolerance: float) -> list[Poi
 
 
 def _scan(
-    ordered: list[Point], shared: dict[str, Any], config: CompressionSearch, baseline: float, extra_rounds: int = 0
+    ordered: list[Point], data: TrialData, config: CompressionSearch, baseline: float, extra_rounds: int = 0
 ) -> Point | None:
     """Measure candidates cheapest first, ``parallel`` per round, until a round has one within tolerance (and
     ``extra_rounds`` more); return the cheapest predicted such candidate. No monotonicity is assumed."""
@@ -278,7 +334,7 @@ def _scan(
         picks = list(range(start, min(start + config.parallel, len(ordered))))
         results = run_trials(
             evaluate_policy,
-            shared,
+            data,
             [ordered[i].policy for i in picks],
             backend=config.backend,
             parallel=config.parallel,
@@ -348,7 +404,7 @@ def _refine(
     layers: list[str],
     grid: list[float],
     predict: tuple[Callable[[dict[str, LayerChoice]], float], Callable[[dict[str, LayerChoice]], float]],
-    shared: dict[str, Any],
+    data: TrialData,
     config: CompressionSearch,
     baseline: float,
 ) -> list[Point]:
@@ -378,7 +434,7 @@ def _refine(
         budget -= len(neighbours)
         results = run_trials(
             evaluate_policy,
-            shared,
+            data,
             [p.policy for p in neighbours],
             backend=config.backend,
             parallel=config.parallel,
