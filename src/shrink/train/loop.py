@@ -130,6 +130,37 @@ def _train_epoch(
     return total / count
 
 
+def _resume(
+    ckpt: Path | None, model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler | None
+) -> int:
+    """Load ``ckpt`` (model, optimizer, schedule and RNG states) when it exists; the epoch to start from."""
+    if ckpt is None:
+        return 0
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    if not ckpt.exists():
+        return 0
+    state = _load_checkpoint(ckpt, model)
+    opt.load_state_dict(state["optimizer"])
+    if sched is not None:
+        sched.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return int(state["epoch"])
+
+
+def _save_epoch(
+    ckpt: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler | None,
+    epochs_done: int,
+) -> None:
+    """Write everything :func:`_resume` needs to continue after ``epochs_done`` epochs."""
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epochs_done, "rng": _rng_state()}
+    if sched is not None:
+        state["scheduler"] = sched.state_dict()
+    _save_checkpoint(ckpt, state)
+
+
 def fit(
     model: nn.Module,
     train: Iterable[Any],
@@ -160,17 +191,8 @@ def fit(
     opt = _optimizer(optimizer, trainable, lr, weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1)) if schedule == "cosine" else None
 
-    start = 0
     ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
-    if ckpt is not None:
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        if ckpt.exists():
-            state = _load_checkpoint(ckpt, model)
-            opt.load_state_dict(state["optimizer"])
-            if sched is not None:
-                sched.load_state_dict(state["scheduler"])
-            _set_rng_state(state["rng"])
-            start = int(state["epoch"])
+    start = _resume(ckpt, model, opt, sched)
     setup()  # under torchrun: join the process group; the step below is then DDP-wrapped (rank 0's start broadcast)
     step = training_step(model, loss_fn, regularizer)
 
@@ -188,10 +210,6 @@ def fit(
                 on_epoch_end(epoch)
             bar.set_postfix(loss=f"{mean_loss:.4f}")
             if ckpt is not None and is_main():
-                state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1}
-                state["rng"] = _rng_state()
-                if sched is not None:
-                    state["scheduler"] = sched.state_dict()
-                _save_checkpoint(ckpt, state)
+                _save_epoch(ckpt, model, opt, sched, epoch + 1)
             barrier()
     return model.eval()
