@@ -182,6 +182,50 @@ FIRST_ARG_OPS = set(
 IGNORED = {"_assert_tensor_metadata", "sym_size", "sym_numel", "sym_stride", "_assert_scalar", "size"}
 
 
+#: which method of :class:`Propagator` handles each aten op name (a later entry wins)
+RULE_OPS: dict[str, tuple[str, ...]] = {
+    "pointwise": tuple(POINTWISE),
+    "softmax": ("softmax", "_softmax", "log_softmax"),
+    "reduce": ("sum", "mean", "amax", "amin", "linalg_vector_norm", "var", "std", "norm", "logsumexp", "prod"),
+    "pool": (
+        "adaptive_avg_pool2d",
+        "adaptive_avg_pool1d",
+        "avg_pool2d",
+        "avg_pool1d",
+        "max_pool2d",
+        "max_pool1d",
+        "adaptive_max_pool2d",
+        "max_pool2d_with_indices",
+        "upsample_nearest2d",
+        "upsample_bilinear2d",
+        "_adaptive_avg_pool2d",
+    ),
+    "pad": ("pad", "constant_pad_nd"),
+    "reshape": ("view", "reshape", "_unsafe_view"),
+    "flatten": ("flatten",),
+    "permute": ("transpose", "permute", "t"),
+    "unsqueeze": ("unsqueeze",),
+    "squeeze": ("squeeze",),
+    "select": ("select",),
+    "slice": ("slice",),
+    "index": ("index",),
+    "index_select": ("index_select",),
+    "expand": ("expand", "expand_as", "repeat"),
+    "cat": ("cat",),
+    "getitem": ("getitem",),
+    "split": ("split", "split_with_sizes", "chunk", "unbind"),
+    "conv": ("conv1d", "conv2d", "conv3d", "convolution"),
+    "linear": ("linear",),
+    "addmm": ("addmm",),
+    "matmul": ("matmul", "mm", "bmm"),
+    "sdpa": ("scaled_dot_product_attention",),
+    "embedding": ("embedding",),
+    "batch_norm": ("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm"),
+    "layer_norm": ("layer_norm", "native_layer_norm", "rms_norm"),
+    "group_norm": ("group_norm",),
+}
+
+
 class Propagator:
     """Runs the rules over a traced graph, filling a :class:`ChannelState`."""
 
@@ -190,66 +234,7 @@ class Propagator:
         self.env: dict[fx.Node, Any] = {}
         self.skipped: list[str] = []
         self.rules: dict[str, Callable[[fx.Node], Any]] = {
-            **{n: self.pointwise for n in POINTWISE},
-            **{n: self.softmax for n in ("softmax", "_softmax", "log_softmax")},
-            **{
-                n: self.reduce
-                for n in (
-                    "sum",
-                    "mean",
-                    "amax",
-                    "amin",
-                    "linalg_vector_norm",
-                    "var",
-                    "std",
-                    "norm",
-                    "logsumexp",
-                    "prod",
-                )
-            },
-            **{
-                n: self.pool
-                for n in (
-                    "adaptive_avg_pool2d",
-                    "adaptive_avg_pool1d",
-                    "avg_pool2d",
-                    "avg_pool1d",
-                    "max_pool2d",
-                    "max_pool1d",
-                    "adaptive_max_pool2d",
-                    "max_pool2d_with_indices",
-                    "upsample_nearest2d",
-                    "upsample_bilinear2d",
-                    "_adaptive_avg_pool2d",
-                )
-            },
-            **{n: self.pad for n in ("pad", "constant_pad_nd")},
-            **{n: self.reshape for n in ("view", "reshape", "_unsafe_view")},
-            "flatten": self.flatten,
-            "transpose": self.permute,
-            "permute": self.permute,
-            "t": self.permute,
-            "unsqueeze": self.unsqueeze,
-            "squeeze": self.squeeze,
-            "select": self.select,
-            "slice": self.slice,
-            "index": self.index,
-            "index_select": self.index_select,
-            "expand": self.expand,
-            "expand_as": self.expand,
-            "repeat": self.expand,
-            "cat": self.cat,
-            "getitem": self.getitem,
-            **{n: self.split for n in ("split", "split_with_sizes", "chunk", "unbind")},
-            **{n: self.conv for n in ("conv1d", "conv2d", "conv3d", "convolution")},
-            "linear": self.linear,
-            "addmm": self.addmm,
-            **{n: self.matmul for n in ("matmul", "mm", "bmm")},
-            "scaled_dot_product_attention": self.sdpa,
-            "embedding": self.embedding,
-            **{n: self.batch_norm for n in ("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm")},
-            **{n: self.layer_norm for n in ("layer_norm", "native_layer_norm", "rms_norm")},
-            "group_norm": self.group_norm,
+            op: getattr(self, method) for method, ops in RULE_OPS.items() for op in ops
         }
 
     # ------------------------------------------------------------------ driver
