@@ -106,6 +106,29 @@ def _homogeneous(opts: dict[str, list[Option]], profile: Profile) -> list[tuple[
     return [(policy, loss) for _, policy, loss in sorted(out, key=lambda t: t[0])]
 
 
+def _homogeneous_plan(
+    opts: dict[str, list[Option]],
+    all_specs: list[LayerSpec],
+    cal: Calibration,
+    verifier: _Verifier,
+    profile: Profile,
+    table: LatencyTable,
+    limit_s: float,
+    checks: list[tuple[float, float]],
+) -> LatencyPlan | None:
+    """The additive allocator cannot see fp32/int8 boundary costs, so its cheapest answer can be a mix that is
+    slower end to end than a homogeneous one: price the least-loss all-int8 and all-fp32 policies exactly and
+    measure them in turn; the first within ``limit_s`` (None when neither is). Measurements join ``checks``."""
+    for policy, loss in _homogeneous(opts, profile):
+        predicted = cal.predict_ms(policy_features(all_specs, policy, profile, table)) / 1e3
+        measured = verifier.seconds(policy, cal.fp32_ms)
+        checks.append((predicted, measured))
+        if measured <= limit_s:
+            totals = {"latency": predicted}
+            return LatencyPlan(Allocation(policy, loss, totals, "homogeneous kernel kind"), cal, checks)
+    return None
+
+
 def plan_latency(
     model: nn.Module,
     options: dict[str, list[Option]],
@@ -155,16 +178,9 @@ def plan_latency(
         if predicted <= limit_s:
             return LatencyPlan(replace(plan, totals={**plan.totals, "latency": predicted}), cal, checks)
         break
-    # The additive allocator cannot see fp32/int8 boundary costs, so its cheapest answer can be a mix that is
-    # slower end to end than a homogeneous one: price the least-loss all-int8 and all-fp32 policies exactly and
-    # measure the best that fits the budget (or the cheapest, when none is predicted to fit).
-    for policy, loss in _homogeneous(opts, profile):
-        predicted = cal.predict_ms(policy_features(all_specs, policy, profile, table)) / 1e3
-        measured = verifier.seconds(policy, cal.fp32_ms)
-        checks.append((predicted, measured))
-        if measured <= limit_s:
-            totals = {"latency": predicted}
-            return LatencyPlan(Allocation(policy, loss, totals, "homogeneous kernel kind"), cal, checks)
+    homogeneous = _homogeneous_plan(opts, all_specs, cal, verifier, profile, table, limit_s, checks)
+    if homogeneous is not None:
+        return homogeneous
     raise ConfigError(
         f"latency budget {budget_s * 1e3:.4g} ms (measured within {limit_s * 1e3:.4g} ms, headroom {headroom:.0%}): "
         "no allocation met it when priced and measured "
