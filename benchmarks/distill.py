@@ -11,8 +11,8 @@ import torch
 import shrink
 from benchmarks.common import Fact, Section, Table, Target
 from benchmarks.targets import kd_targets
+from shrink.counts import count_params
 from shrink.distill import EmbeddingDistillation, KnowledgeDistillation
-from shrink.eval.counts import count_params
 from shrink.eval.metrics import accuracy, embedding_fidelity, predict
 from shrink.lowrank import SVDDecomposition
 from shrink.select import Selector

@@ -52,7 +52,7 @@ def _paper_job(args: tuple[str, int]) -> tuple[str, int, float, int]:
     """Train (or load) one paper baseline on the paper's 4,000 training signals; (name, seed, test %, params)."""
     import torch
 
-    from shrink.eval.counts import count_params
+    from shrink.counts import count_params
     from shrink.eval.metrics import accuracy, predict
     from shrink.zoo.mnist1d import mnist1d_data
     from shrink.zoo.mnist1d_models import mnist1d_model

@@ -14,9 +14,9 @@ from torch import nn
 
 import shrink
 from shrink.api import Context
+from shrink.counts import count_params
 from shrink.deepcomp import DeepCompression
 from shrink.distill import KnowledgeDistillation
-from shrink.eval.counts import count_params
 from shrink.eval.metrics import accuracy, predict
 from shrink.hw import LayerChoice, trace_layers
 from shrink.prune import ChannelPruning, IterativePruning

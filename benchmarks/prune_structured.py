@@ -17,8 +17,8 @@ import shrink
 from benchmarks.baselines import time_together
 from benchmarks.common import Fact, Section, Table, latency, run_measured
 from benchmarks.targets import channel_digits_target, resnet_speed_targets
+from shrink.counts import count_macs
 from shrink.data import call_model
-from shrink.eval.counts import count_macs
 from shrink.eval.metrics import accuracy, embedding_fidelity, predict
 from shrink.prune.structured import ChannelPruning
 from shrink.train import fit

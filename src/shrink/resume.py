@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from shrink._atomic import atomic_write_bytes
 from shrink.errors import ConfigError, FileFormatError
-from shrink.export.artifact import atomic_write_bytes
 
 __all__ = ["check_resumable"]
 

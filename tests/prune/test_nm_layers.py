@@ -121,7 +121,7 @@ def test_loading_a_broken_pattern_is_an_error():
 
 
 def test_counts_and_onnx_export_of_packed_model(tmp_path):
-    from shrink.eval.counts import count_params
+    from shrink.counts import count_params
     from shrink.export.onnx import OnnxModel
 
     dense = Net()

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import shrink
-from shrink.export.artifact import atomic_write_bytes
+from shrink._atomic import atomic_write_bytes
 
 
 def _crash(*args, **kwargs):

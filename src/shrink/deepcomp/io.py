@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from shrink._atomic import atomic_write_bytes
 from shrink._parametrize import baked_copy
 from shrink.deepcomp.container import TensorStats, decode_state, encode_state
 from shrink.errors import FileFormatError, ModelError
-from shrink.export.artifact import atomic_write_bytes
 
 __all__ = ["shared_tensors", "save_compressed", "read_compressed", "load_compressed"]
 

@@ -1,6 +1,6 @@
 """Evaluation harness: task metric, parameters, non-zeros, bytes on disk, MACs, latency."""
 
-from shrink.eval.counts import count_macs, count_params
+from shrink.counts import count_macs, count_params
 from shrink.eval.harness import evaluate, machine_info
 from shrink.eval.latency import LatencyStats, measure_latency, repeat_batch
 from shrink.eval.metrics import accuracy, embedding_fidelity, predict

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from shrink.counts import count_macs, count_params
 from shrink.data import DataBundle, call_model, named_tensors
 from shrink.errors import ConfigError, DataError, ModelError
-from shrink.eval.counts import count_macs, count_params
 from shrink.eval.latency import interleaved_stats, repeat_batch
 from shrink.eval.metrics import OutputChoice, accuracy, embedding_fidelity, evaluation_mode, predict
 from shrink.export.artifact import artifact_bytes, own_artifact_bytes

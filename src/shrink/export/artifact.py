@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import save as st_save
 from torch import nn
 
+from shrink._atomic import atomic_write_bytes
 from shrink._parametrize import baked_copy
 from shrink.errors import FileFormatError, ModelError
 from shrink.export.codes import code_bits_of, encode_codes
@@ -131,51 +132,6 @@ def _encode(
         else:
             tensors[key] = t.contiguous()
     return tensors, layout
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except PermissionError:  # another user's live process
-        return True
-    except (ProcessLookupError, OverflowError):
-        return False
-    return True
-
-
-def remove_stale_temp_files(path: Path) -> list[Path]:
-    """Delete the ``.NAME.PID.tmp`` files that writes of ``path`` killed mid-way left behind (their process is
-    gone); a live process's temporary file is left alone. Returns what was removed."""
-    removed = []
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            try:
-                tmp.unlink()
-                removed.append(tmp)
-            except OSError:  # already removed by a concurrent writer, or not ours to remove
-                pass
-    return removed
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see half a file. Temporary
-    files of earlier writes of ``path`` that were killed before their rename are removed first."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:

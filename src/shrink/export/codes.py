@@ -2,7 +2,7 @@
 
 A layer names the integer buffers that hold ``b``-bit codes with ``shrink_code_bits() -> {buffer name: b}`` (e.g.
 ``QuantLinear`` at 4 bits: ``{"weight_int": 4}``, its int8 buffer in memory). :func:`shrink.save` stores each such
-tensor as a dense bitstream of ``b`` bits per code (``KEY@codes``, see :mod:`shrink.quant.bitpack`), or, when it is
+tensor as a dense bitstream of ``b`` bits per code (``KEY@codes``, see :mod:`shrink.export.bitpack`), or, when it is
 smaller, as a bitmask of the non-zero codes (``KEY@mask``) followed by the stream of the non-zero codes only. The
 manifest's layout entry ``{"codes": {"bits", "shape", "dtype", "sparse"}}`` says which; :func:`decode_codes` checks
 every field and size before it allocates anything.
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from shrink.errors import FileFormatError, ModelError
+from shrink.export.bitpack import pack_bits, unpack_bits
 
 __all__ = ["code_bits_of", "encode_codes", "decode_codes", "check_codes_layout", "code_stream_bytes", "CODE_DTYPES"]
 
@@ -51,7 +52,6 @@ def code_stream_bytes(numel: int, nonzero: int, bits: int) -> int:
 
 def encode_codes(key: str, t: torch.Tensor, bits: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors to store for code tensor ``t`` and its layout entry."""
-    from shrink.quant.bitpack import pack_bits  # shrink.quant imports this package: import when first used
 
     dtype = str(t.dtype)[6:]
     if dtype not in CODE_DTYPES or not 1 <= bits <= _MAX_BITS[dtype]:
@@ -93,7 +93,6 @@ def _uint8_stream(raw: dict[str, torch.Tensor], name: str, size: int, where: str
 
 def decode_codes(key: str, info: dict[str, Any], shape: list[int], raw: dict[str, torch.Tensor], where: str):
     """The code tensor ``key`` from the file's ``raw`` tensors (``info`` checked, ``shape`` validated)."""
-    from shrink.quant.bitpack import unpack_bits
 
     w = f"{where}: code tensor {key!r}"
     bits, dtype = info["bits"], info["dtype"]

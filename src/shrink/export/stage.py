@@ -9,8 +9,8 @@ from torch import nn
 
 from shrink.api import Context, implements
 from shrink.config import Config, register
+from shrink.counts import count_macs
 from shrink.errors import ConfigError
-from shrink.eval.counts import count_macs
 from shrink.export.onnx import DEFAULT_OPSET, OnnxModel, onnx
 
 __all__ = ["OnnxExport"]

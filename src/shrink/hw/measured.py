@@ -24,11 +24,11 @@ import onnxruntime
 import torch
 from torch import nn
 
+from shrink._atomic import atomic_write_bytes
 from shrink._cache import cache_dir
 from shrink.errors import ModelError
 from shrink.eval.harness import cpu_name
 from shrink.eval.latency import measure_latency
-from shrink.export.artifact import atomic_write_bytes
 from shrink.export.onnx import OnnxModel
 from shrink.hw.layers import LayerSpec
 from shrink.hw.policy import LayerChoice

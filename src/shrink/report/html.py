@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from shrink.export.artifact import atomic_write_bytes  # noqa: E402
+from shrink._atomic import atomic_write_bytes  # noqa: E402
 from shrink.report.format import LEGEND, UNSTABLE_SPREAD, is_unstable  # noqa: E402
 from shrink.report.table import Report  # noqa: E402
 

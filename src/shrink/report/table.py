@@ -12,8 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from shrink._atomic import atomic_write_bytes
 from shrink.errors import FileFormatError
-from shrink.export.artifact import atomic_write_bytes
 from shrink.report.format import (
     LEGEND,
     UNSTABLE_SPREAD,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shrink.export.artifact import atomic_write_bytes
+from shrink._atomic import atomic_write_bytes
 from shrink.hw.policy import policy_from_dict
 from shrink.report.html import scatter_png
 

@@ -64,7 +64,7 @@ def _generate(args: dict[str, Any]) -> dict[str, np.ndarray]:
 def mnist1d_arrays(**overrides: Any) -> dict[str, np.ndarray]:
     """The generated arrays ``x``/``y`` (train) and ``x_test``/``y_test``; ``overrides`` change generator arguments
     (e.g. ``num_samples=20000`` for a larger set from the same generator). Cached per argument set."""
-    from shrink.export.artifact import atomic_write_bytes
+    from shrink._atomic import atomic_write_bytes
 
     unknown = set(overrides) - set(PAPER_ARGS)
     if unknown:

@@ -169,7 +169,7 @@ def mnist1d_model(
     paper's training signals (its protocol, no validation held out) instead of the 3,500-signal train split."""
     from safetensors.torch import load_file, save
 
-    from shrink.export.artifact import atomic_write_bytes
+    from shrink._atomic import atomic_write_bytes
 
     if name not in MNIST1D_MODELS:
         raise ValueError(f"mnist1d_model: unknown model {name!r}; known: {', '.join(MNIST1D_MODELS)}")

@@ -112,7 +112,7 @@ def load_or_train(
     name: str, model: nn.Module, settings: dict[str, Any], train: Callable[[nn.Module], Any]
 ) -> nn.Module:
     """``model`` with the weights named by (name, model, settings): shipped, cached, or trained now by ``train``."""
-    from shrink.export.artifact import atomic_write_bytes
+    from shrink._atomic import atomic_write_bytes
 
     key = weights_key(name, model, settings)
     shipped = shipped_path(name, key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shrink.quant.bitpack import code_range, pack_bits, packed_bytes, unpack_bits
+from shrink.export.bitpack import code_range, pack_bits, packed_bytes, unpack_bits
 
 
 def _dtype(bits: int, signed: bool) -> torch.dtype:
