@@ -69,15 +69,24 @@ class CompressionSearch(Config):
     """
 
     profile: str = "cpu"
+    #: what "cheapest" means: latency or energy on the profile, bytes of the written file, or bit operations
     objective: Literal["latency", "bytes", "energy", "bitops"] = "latency"
+    #: largest accepted drop of the validation metric (accuracy points) below the uncompressed model
     tolerance: float = pydantic.Field(1.0, ge=0)
+    #: candidate weight bit widths per layer, from (2, 4, 8, 16, 32); 32 leaves a layer in float
     bits: tuple[int, ...] = (8, 32)
     sparsities: tuple[float, ...] = (0.0,)
+    #: candidate fractions of channels kept in each prunable layer (1.0: not pruned)
     widths: tuple[float, ...] = (1.0, 0.75, 0.5)
+    #: budgets swept from the cheapest achievable to the fp32 cost; each gives one exact (MILP) allocation
     candidates: int = pydantic.Field(8, ge=2, le=64)
+    #: trials measured at the same time (one round of the scan)
     parallel: int = pydantic.Field(2, ge=1)
+    #: "ray": trials run in Ray workers; "local": one after another in this process
     backend: Literal["ray", "local"] = "ray"
+    #: Ray cluster to join (None: $RAY_ADDRESS, else a fresh local instance with `parallel` CPUs)
     ray_address: str | None = None
+    #: fine-tuning epochs each trial gets after its channels are removed, before it is measured
     finetune_epochs: int = pydantic.Field(2, ge=0)
     lr: float = pydantic.Field(1e-3, gt=0)
     sensitivity_batches: int = pydantic.Field(4, ge=1)
