@@ -152,7 +152,8 @@ def field_docs(cls: type[Config]) -> list[FieldDoc]:
 
 
 def _first_line(cls: type) -> str:
-    return (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    """The docstring's first paragraph on one line (runs of whitespace, the docstring's indentation, as one space)."""
+    return " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
 
 
 def describe(name: str) -> str:

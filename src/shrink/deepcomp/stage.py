@@ -35,13 +35,20 @@ class DeepCompression(Config):
 
     sparsity: float = pydantic.Field(0.9, ge=0.0, lt=1.0)
     scope: Literal["global", "layer"] = "global"
+    #: index bits of non-Linear (conv) layers: their weights share 2^conv_bits k-means values per layer
     conv_bits: int = pydantic.Field(5, ge=1, le=8)
+    #: index bits of Linear layers: their weights share 2^linear_bits k-means values per layer
     linear_bits: int = pydantic.Field(4, ge=1, le=8)
+    #: conv layers: a non-zero's gap from the previous one is at most 2^bits (longer: filler entries)
     conv_gap_bits: int = pydantic.Field(8, ge=1, le=MAX_GAP_BITS)
+    #: Linear layers: a non-zero's gap from the previous one is at most 2^bits (longer: filler entries)
     linear_gap_bits: int = pydantic.Field(5, ge=1, le=MAX_GAP_BITS)
+    #: fine-tuning epochs of the pruning phase, sparsity ramped over the first half (0: one-shot pruning)
     prune_epochs: int = pydantic.Field(10, ge=0)
+    #: fine-tuning epochs of the shared values (centroids) after weight sharing
     cluster_epochs: int = pydantic.Field(3, ge=0)
     lr: float = pydantic.Field(1e-3, gt=0)
+    #: learning rate of the centroid fine-tuning (lr is the pruning phase's)
     cluster_lr: float = pydantic.Field(1e-4, gt=0)
     selector: Selector = Selector()
     filename: str = "model.dcz"

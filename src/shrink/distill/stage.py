@@ -53,9 +53,13 @@ class EmbeddingDistillation(_Training):
     bundles without a training split (MiniLM's corpus) train on ``calibration``.
     """
 
+    #: distance between student and teacher embeddings: 'cosine' (1 - cosine similarity) or 'mse'
     loss: Literal["cosine", "mse"] = "cosine"
+    #: indices of the layer-stack blocks the student keeps (None: train the incoming model as is)
     keep_layers: tuple[int, ...] | None = None
+    #: module path of the layer stack (an nn.ModuleList); 'auto': the largest named layer / layers / blocks / h
     layers_path: str = "auto"
+    #: split to train on: 'train', or 'calibration' for data bundles without a training split
     data: Literal["train", "calibration"] = "train"
     lr: float = pydantic.Field(5e-5, gt=0)
     epochs: int = pydantic.Field(3, ge=0)

@@ -50,6 +50,7 @@ class TuckerDecomposition(_RankChoice):
     """Tucker-2 of Conv2d layers: ``1x1 → k×k core → 1x1``; ``rank`` applies to both channel modes."""
 
     selector: Selector = Selector(types=("Conv2d",))
+    #: 'hosvd': leading singular vectors of each channel mode; 'hooi': HOSVD plus 20 alternating refinements
     method: Literal["hosvd", "hooi"] = "hooi"
 
 
@@ -58,6 +59,7 @@ class CPDecomposition(_RankChoice):
     """CP decomposition (ALS) of Conv2d layers into ``1x1 → k×1 dw → 1×k dw → 1x1``; no ``energy`` choice."""
 
     selector: Selector = Selector(types=("Conv2d",))
+    #: most ALS iterations (stops earlier once the relative error changes by less than 1e-7)
     n_iter: int = pydantic.Field(100, ge=1)
     seed: int = 0
 

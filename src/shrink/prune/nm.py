@@ -47,7 +47,9 @@ class NMSparsity(Config):
     lr: float = pydantic.Field(1e-3, gt=0)
     weight_decay: float = pydantic.Field(0.0, ge=0)
     optimizer: Literal["adam", "sgd"] = "adam"
+    #: store the layers packed (kept values + an m-bit field per group); False: dense weights under masks
     pack: bool = True
+    #: layers whose input dimension is not a multiple of m: 'skip' keeps them dense, 'error' raises
     incompatible: Literal["skip", "error"] = "skip"
     seed: int = 0
 

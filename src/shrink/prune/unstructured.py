@@ -50,8 +50,11 @@ class IterativePruning(_FineTuneFields):
     """
 
     sparsity: float = pydantic.Field(..., ge=0.0, lt=1.0)
+    #: prune -> fine-tune rounds; the last one reaches sparsity
     cycles: int = pydantic.Field(3, ge=1)
+    #: fine-tuning epochs after each pruning round, with the masks fixed
     epochs_per_cycle: int = pydantic.Field(2, ge=0)
+    #: per-round targets: 'geometric' prunes the same fraction of remaining weights, 'linear' equal steps
     spacing: Literal["geometric", "linear"] = "geometric"
 
 
@@ -64,11 +67,16 @@ class GradualPruning(_FineTuneFields):
     final sparsity. Time is counted in epochs (one mask update per ``frequency`` epochs).
     """
 
+    #: sparsity set by the last mask update (after start_epoch + pruning_steps * frequency epochs)
     final_sparsity: float = pydantic.Field(..., ge=0.0, lt=1.0)
+    #: sparsity set by the first mask update (after start_epoch epochs)
     initial_sparsity: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
     epochs: int = pydantic.Field(10, ge=1)
+    #: epochs trained before the first mask update (0: before training starts)
     start_epoch: int = pydantic.Field(0, ge=0)
+    #: mask updates after the first one (pruning_steps + 1 in all) on the cubic schedule
     pruning_steps: int = pydantic.Field(5, ge=1)
+    #: epochs between two mask updates
     frequency: int = pydantic.Field(1, ge=1)
 
     @pydantic.model_validator(mode="after")

@@ -35,8 +35,11 @@ class Binarize(Config):
     """Binarize weights (and inputs) of the selected layers and train the network (BNN / XNOR-Net)."""
 
     selector: Selector = Selector()
+    #: keep the first and last selected layers at edge_bits-bit weights instead of binarizing them
     keep_first_last: bool = True
+    #: bits of the first and last layers' weights when keep_first_last (fake-quantized in training, stored int8)
     edge_bits: int = pydantic.Field(8, ge=2, le=8)
+    #: binarize the binary layers' inputs to ±1 at learned per-channel thresholds (False: float inputs)
     binarize_activations: bool = True
     epochs: int = pydantic.Field(15, ge=0)
     lr: float = pydantic.Field(2e-3, gt=0)

@@ -33,6 +33,7 @@ __all__ = ["Int8Dynamic", "quantize_dynamic"]
 class Int8Dynamic(Config):
     """Int8 weights, per-batch activation quantization; Linear (both backends) and LSTM / GRU (torch backend)."""
 
+    #: 'onnxruntime': simulated Linears exporting integer ONNX ops; 'torch': PyTorch's int8 kernels (+ LSTM/GRU)
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"
     weight_observer: Literal["minmax", "mse"] = "minmax"
     #: one activation range per batch tensor (ONNX DynamicQuantizeLinear) or per token / row (onnxruntime backend)

@@ -45,11 +45,14 @@ class QAT(Config):
 
     weight_bits: int = pydantic.Field(4, ge=2, le=8)
     activation_bits: int = pydantic.Field(4, ge=2, le=8)
+    #: 'lsq' learns the weight and input step sizes in training; 'ste' keeps their calibrated values
     method: Literal["lsq", "ste"] = "lsq"
+    #: observer whose calibration ranges set the initial weight and input step sizes
     init_observer: Literal["minmax", "percentile", "mse", "aciq_laplace", "aciq_gaussian"] = "mse"
     epochs: int = pydantic.Field(8, ge=0)
     lr: float = pydantic.Field(5e-4, gt=0)
     optimizer: Literal["adam", "sgd"] = "adam"
+    #: BatchNorm statistics freeze after this many epochs (None: half of epochs, at least 1)
     freeze_bn_epoch: int | None = pydantic.Field(None, ge=0)
     #: weight of Hinton's soft-target loss from the fp32 teacher (0 = plain cross-entropy)
     distill_alpha: float = pydantic.Field(0.0, ge=0.0, le=1.0)

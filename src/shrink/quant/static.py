@@ -39,6 +39,7 @@ class Int8Static(Config):
     """Static PTQ: calibrated asymmetric u8 activations, per-channel symmetric weights (8 bits, or 4 → W4A8)."""
 
     observer: ObserverName = "percentile"
+    #: with observer 'percentile': activation ranges clip at this percentile (and at 100 - it below)
     percentile: float = pydantic.Field(99.99, gt=50.0, le=100.0)
     weight_bits: int = pydantic.Field(8, ge=2, le=8)
     weight_observer: Literal["minmax", "mse", "aciq_laplace", "aciq_gaussian"] = "minmax"
@@ -48,7 +49,9 @@ class Int8Static(Config):
     #: "auto": on x86 CPUs without VNNI, ONNX weights are stored as uint8 + 128 (see convert.effective_weight_bits)
     weight_range: Literal["auto", "full", "reduced", "u8"] = "auto"
     per_channel: bool = True
+    #: subtract from each bias the mean output shift weight rounding causes on calibration data
     bias_correction: bool = False
+    #: also calibrate and quantize each static layer's output (False: outputs stay float)
     quantize_outputs: bool = True
     #: SmoothQuant migration strength alpha for Linear layers (None: off; "auto": searched per input on the
     #: calibration data, see shrink.quant.smooth)

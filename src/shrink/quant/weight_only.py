@@ -32,10 +32,14 @@ class WeightOnly(Config):
     run time, integer dot products; "float": float dot products).
     """
 
+    #: bits per stored weight code (int4 packs two codes per byte)
     bits: Literal[4, 8] = 4
     group_size: Literal[32, 64, 128] = 32
+    #: how Linear weights are rounded: 'nearest', or 'gptq' error feedback on calibration inputs
     weight_rounding: Literal["nearest", "gptq"] = "nearest"
+    #: AWQ: scale Linear input channels by calibration activation sizes before rounding
     activation_aware: bool = False
+    #: int4 ONNX MatMulNBits math: 'int8' activations quantized per block at run time, 'float' float dots
     onnx_compute: Literal["float", "int8"] = "int8"
     selector: Selector = Selector(types=("Linear", "Embedding"))
 
@@ -120,6 +124,7 @@ def raise_group(name: str, dim: int, group: int) -> None:
 class FloatCast(Config):
     """Cast parameters and buffers to fp16 or bf16; inputs are cast on the way in and outputs back to fp32."""
 
+    #: floating-point type the parameters and buffers are cast to
     dtype: Literal["float16", "bfloat16"] = "float16"
 
 

@@ -23,12 +23,16 @@ __all__ = ["ZeroQ", "zeroq_quantize"]
 class ZeroQ(Config):
     """Static PTQ calibrated on inputs synthesized to match the BatchNorm statistics (no real data)."""
 
+    #: synthetic calibration inputs to distill
     num_samples: int = pydantic.Field(128, ge=1)
+    #: synthetic inputs optimised together; also the calibration batch size
     batch_size: int = pydantic.Field(32, ge=1)
+    #: Adam steps on each batch of synthetic inputs (lr is their learning rate)
     iterations: int = pydantic.Field(200, ge=1)
     lr: float = pydantic.Field(0.2, gt=0)
     #: optional prior on the input's own statistics (e.g. 0 / 1 for normalized images); None = BN layers only
     input_mean: float | None = None
+    #: target std of the synthetic inputs, with input_mean (give both or neither)
     input_std: float | None = pydantic.Field(None, gt=0)
     seed: int = 0
     #: Int8Static's defaults (validated from no keys: mypy, without pydantic's plugin, sees no field defaults)

@@ -51,24 +51,33 @@ class MixedPrecision(Config):
     holds at the machine speed the answer is checked at.
     """
 
+    #: candidate bit widths per layer, drawn from 2, 4, 8 (integer codes) and 16 (fp16)
     bits: tuple[int, ...] = (2, 4, 8, 16)
     sparsities: tuple[float, ...] = (0.0,)
+    #: what the budget limits: file 'bytes', 'latency' (s) or 'energy' (J) on profile, or 'bitops'
     budget: Literal["bytes", "latency", "energy", "bitops"] = "bytes"
+    #: the budget in its unit: bytes, seconds, joules or BitOps (one of budget_value / _bits / _fraction)
     budget_value: float | None = pydantic.Field(None, gt=0)
+    #: budget = the cost of the selected layers all at this bit width (one of bits)
     budget_bits: int | None = None
+    #: budget = this fraction of the selected layers' fp32 cost
     budget_fraction: float | None = pydantic.Field(None, gt=0, le=1)
     profile: str = "cpu"
+    #: layer sensitivity: 'measured' output KL with one layer changed, or 'hessian' (HAWQ-v2 trace)
     sensitivity: Literal["measured", "hessian"] = "measured"
     sensitivity_batches: int = pydantic.Field(4, ge=1)
+    #: exact allocator: 'milp' integer program (HiGHS) or 'dp' multiple-choice knapsack
     solver: Literal["milp", "dp"] = "milp"
     #: latency budgets on a measured profile: "table" sums the per-layer table; "calibrated" budgets end-to-end
     #: time (offset and int8/fp32 boundaries fitted to a few timings of this model, the answer measured and the
     #: allocation tightened up to ``verify`` times; see shrink.search.latency_plan)
     latency_model: Literal["table", "calibrated"] = "table"
+    #: calibrated latency: most allocations timed end to end and re-solved if over budget (0: prediction only)
     verify: int = pydantic.Field(4, ge=0)
     #: calibrated latency budgets: a measured answer is accepted only within budget x (1 - headroom), room for the
     #: machine's timing noise (the same model's time varies by ~5-10% from one measurement to the next on 2 cores)
     headroom: float = pydantic.Field(0.05, ge=0, lt=1)
+    #: 8-bit inputs for layers at <= 8 bits (min-max ranges from calibration data); False: float inputs
     quantize_inputs: bool = True
     selector: Selector = Selector()
 

@@ -28,16 +28,20 @@ class ChannelPruning(Config):
     """
 
     ratio: float = pydantic.Field(..., ge=0.0, lt=1.0)
+    #: unit score: 'l1' / 'l2' filter norm, 'bn_scale' |BN gamma|, 'taylor', 'lasso' (these two need data)
     importance: Literal["l1", "l2", "bn_scale", "taylor", "lasso"] = "l1"
     scope: Literal["uniform", "global"] = "uniform"
     round_to: int = pydantic.Field(1, ge=1)
+    #: prune attention heads (False: MLP hidden units / conv channels only)
     prune_heads: bool = True
     #: fraction of attention heads removed per attention layer (None: ``ratio``)
     head_ratio: float | None = pydantic.Field(None, ge=0.0, lt=1.0)
     #: prune MLP hidden units / conv channels (False: heads only)
     prune_channels: bool = True
+    #: scope 'global': largest fraction of one group's units that may be removed (one always stays)
     max_group_ratio: float = pydantic.Field(0.9, gt=0.0, lt=1.0)
     selector: Selector = Selector(types=())
+    #: an op the channel tracer cannot prune through: 'error' raises, 'skip' keeps the channels it touches
     on_unsupported: Literal["error", "skip"] = "error"
     #: batches of data for "taylor" gradients and "lasso" activations
     batches: int = pydantic.Field(4, ge=1)
@@ -52,7 +56,9 @@ class LayerRemoval(Config):
     ones whose removal changes the model output least on the example inputs.
     """
 
+    #: names of the blocks to remove (give this or count)
     layers: tuple[str, ...] = ()
+    #: remove this many candidate blocks: those whose removal changes the example output least
     count: int | None = pydantic.Field(None, ge=1)
     selector: Selector | None = None
 
