@@ -18,8 +18,8 @@ from shrink.eval.metrics import accuracy, predict
 from shrink.export import OnnxModel
 from shrink.export.artifact import artifact_bytes
 from shrink.quant import QAT, Binarize, Int8Static, ZeroQ, integer_model
-from shrink.quant.binary_layers import PackedBinaryConv2d, PackedBinaryLinear
-from shrink.quant.intonly import agreement_within_one_step
+from shrink.quant.layers.binary_layers import PackedBinaryConv2d, PackedBinaryLinear
+from shrink.quant.runtimes.intonly import agreement_within_one_step
 from shrink.zoo import digits_data, digits_teacher
 
 TITLE = "Advanced quantization (digits CNN): QAT, binarization, ZeroQ, integer-only inference"

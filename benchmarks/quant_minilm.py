@@ -32,7 +32,7 @@ from shrink.eval.metrics import embedding_fidelity, predict
 from shrink.export.artifact import artifact_bytes
 from shrink.export.onnx import OnnxModel
 from shrink.quant import INTEGER_OPS, FloatCast, Int8Static, WeightOnly, compile_int8, ort_optimized_ops, to_torch_int8
-from shrink.quant.convert import cpu_has_vnni
+from shrink.quant.layers.convert import cpu_has_vnni
 from shrink.select import Selector
 
 TITLE = "Quantization: all-MiniLM-L6-v2 (real weights) vs PyTorch and ONNX Runtime quantizers"

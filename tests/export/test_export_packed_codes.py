@@ -13,11 +13,12 @@ from torch import nn
 
 import shrink
 from shrink.errors import FileFormatError, ModelError
+from shrink.export.decode import MOVED_MODULES, current_class_path
 from shrink.export.size import artifact_size, file_size
 from shrink.quant import QAT, Binarize, Int8Static
-from shrink.quant.binary_layers import PackedBinaryConv2d, PackedBinaryLinear
-from shrink.quant.modules import QuantConv2d, QuantLinear
-from shrink.quant.qparams import qparams_for_tensor
+from shrink.quant.layers.binary_layers import PackedBinaryConv2d, PackedBinaryLinear
+from shrink.quant.layers.modules import QuantConv2d, QuantLinear
+from shrink.quant.numerics.qparams import qparams_for_tensor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -173,3 +174,23 @@ def test_codes_that_do_not_fit_their_declared_width_are_refused_on_save(tmp_path
     q.weight_int.fill_(3)  # a 2-bit signed grid holds -2..1
     with pytest.raises(ModelError, match=r"0.weight_int: pack_bits: codes span \[3, 3\], outside the 2-bit range"):
         shrink.save(nn.Sequential(q), tmp_path / "x.shrink")
+
+
+def test_files_naming_a_layer_module_that_moved_still_load(tmp_path):
+    """Files written before quant/ was regrouped name e.g. ``shrink.quant.modules:QuantLinear``."""
+    model = shrink.quantize(_net(), Int8Static(observer="minmax"), calibration=_data())
+    manifest, tensors = _parts(shrink.save(model, tmp_path / "new.shrink"))
+    moved = 0
+    for entry in manifest["modules"].values():
+        module, _, qualname = entry["class"].partition(":")
+        old = {v: k for k, v in MOVED_MODULES.items()}.get(module)
+        if old is not None:
+            entry["class"], moved = f"{old}:{qualname}", moved + 1
+    assert moved >= 3  # the two convs and the linears are quantized layers from shrink.quant.layers.modules
+    path = tmp_path / "old.shrink"
+    path.write_bytes(st_save(tensors, metadata={"shrink_manifest": json.dumps(manifest)}))
+    x = torch.rand(2, 1, 6, 6)
+    with torch.no_grad():
+        assert torch.equal(shrink.load(path, _net)(x), model(x))
+    assert current_class_path("shrink.quant.modules:QuantLinear") == "shrink.quant.layers.modules:QuantLinear"
+    assert current_class_path("torch.nn.modules.linear:Linear") == "torch.nn.modules.linear:Linear"

@@ -5,7 +5,7 @@ from torch import nn
 from shrink.errors import DataError
 from shrink.llm.metrics import perplexity
 from shrink.llm.w8a8 import quantize_w8a8
-from shrink.quant.torch_token import onednn_int8_available
+from shrink.quant.runtimes.torch_token import onednn_int8_available
 from shrink.zoo.llm import tiny_llama
 
 pytestmark = pytest.mark.skipif(not onednn_int8_available(), reason="needs oneDNN int8 kernels (x86)")

@@ -9,7 +9,7 @@ import shrink
 from shrink.errors import DataError
 from shrink.export.artifact import artifact_bytes
 from shrink.quant import Binarize
-from shrink.quant.binary_layers import (
+from shrink.quant.layers.binary_layers import (
     BinaryConv2d,
     BinaryLinear,
     PackedBinaryConv2d,
@@ -18,7 +18,7 @@ from shrink.quant.binary_layers import (
     sign_ste,
     unpack_signs,
 )
-from shrink.quant.modules import QuantConv2d, QuantLinear
+from shrink.quant.layers.modules import QuantConv2d, QuantLinear
 
 
 def test_sign_ste_values_and_clipped_identity_gradient():

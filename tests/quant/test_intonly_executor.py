@@ -10,7 +10,7 @@ from torch import nn
 import shrink
 from shrink.errors import ModelError, UnsupportedOpError
 from shrink.export import onnx as export_onnx
-from shrink.quant.intonly import agreement_within_one_step, integer_model
+from shrink.quant.runtimes.intonly import agreement_within_one_step, integer_model
 from shrink.quant.static import Int8Static
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from shrink.quant.fixedpoint import (
+from shrink.quant.numerics.fixedpoint import (
     INT32_MAX,
     INT32_MIN,
     multiply_by_quantized_multiplier,

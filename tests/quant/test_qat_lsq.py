@@ -4,9 +4,9 @@ import math
 
 import torch
 
-from shrink.quant.lsq import LsqQuantizer, grad_scale, lsq_range, round_ste
-from shrink.quant.qparams import compute_qparams, fake_quantize
-from shrink.quant.ste import fake_quantize_ste
+from shrink.quant.algorithms.lsq import LsqQuantizer, grad_scale, lsq_range, round_ste
+from shrink.quant.numerics.qparams import compute_qparams, fake_quantize
+from shrink.quant.numerics.ste import fake_quantize_ste
 
 
 def test_round_ste_identity_gradient():

@@ -11,7 +11,7 @@ from torch import nn
 import shrink
 from shrink.errors import DataError
 from shrink.quant import QAT
-from shrink.quant.modules import QuantConv2d, QuantLinear
+from shrink.quant.layers.modules import QuantConv2d, QuantLinear
 from shrink.quant.qat import convert_qat, prepare_qat, qat_layers
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "qat_w4a4.yaml"

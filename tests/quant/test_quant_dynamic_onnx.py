@@ -7,8 +7,8 @@ from torch import nn
 import shrink
 from shrink.export.onnx import OnnxModel
 from shrink.quant import INTEGER_OPS, Int8Dynamic, Int8Static, ort_optimized_ops
-from shrink.quant.fold import fold_bn_into
-from shrink.quant.smooth import smoothing_factors
+from shrink.quant.algorithms.fold import fold_bn_into
+from shrink.quant.algorithms.smooth import smoothing_factors
 
 
 class _MLP(nn.Module):

@@ -5,8 +5,8 @@ from torch import nn
 
 import shrink
 from shrink.quant import Int8Static, QuantLinear
-from shrink.quant.gptq import gptq_codes
-from shrink.quant.qparams import compute_qparams, dequantize, quantize
+from shrink.quant.algorithms.gptq import gptq_codes
+from shrink.quant.numerics.qparams import compute_qparams, dequantize, quantize
 
 
 def _correlated_inputs(n: int, d: int) -> torch.Tensor:

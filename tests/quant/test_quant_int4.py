@@ -12,7 +12,7 @@ import shrink
 from shrink.errors import ConfigError
 from shrink.export.onnx import OnnxModel
 from shrink.quant import PackedLinear, WeightOnly, ort_optimized_ops
-from shrink.quant.group_rounding import awq_input_scales, dequantize_groups, rtn_codes
+from shrink.quant.algorithms.group_rounding import awq_input_scales, dequantize_groups, rtn_codes
 
 
 class _Tokens(nn.Module):

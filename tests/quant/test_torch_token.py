@@ -7,8 +7,8 @@ from torch import nn
 import shrink
 from shrink.errors import UnsupportedOpError
 from shrink.quant import CompiledInt8, Int8Static, QuantLinear, TokenInt8Linear, compile_int8, to_torch_int8
-from shrink.quant.modules import dynamic_fake_quant
-from shrink.quant.torch_token import onednn_int8_available
+from shrink.quant.numerics.qparams import dynamic_fake_quant
+from shrink.quant.runtimes.torch_token import onednn_int8_available
 from shrink.select import Selector
 
 pytestmark = pytest.mark.skipif(not onednn_int8_available(), reason="oneDNN int8 linear (x86 PyTorch) missing")
@@ -208,7 +208,7 @@ def test_embedding_groups_and_bad_group_size():
 
 
 def test_smoothing_alpha_search_picks_the_best_grid_alpha():
-    from shrink.quant.smooth import ALPHA_GRID, smoothing_factors
+    from shrink.quant.algorithms.smooth import ALPHA_GRID, smoothing_factors
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 48)).eval()  # one layer: the search's objective is the model's error

@@ -8,9 +8,9 @@ from torch import nn
 import shrink
 from shrink.errors import ConfigError, ModelError
 from shrink.quant import ZeroQ
-from shrink.quant.modules import QuantConv2d
+from shrink.quant.algorithms.zeroq_data import bn_statistics_loss, distill_inputs
+from shrink.quant.layers.modules import QuantConv2d
 from shrink.quant.static import Int8Static
-from shrink.quant.zeroq_data import bn_statistics_loss, distill_inputs
 
 
 def _net() -> nn.Module:

@@ -27,7 +27,14 @@ from shrink._atomic import atomic_write_bytes
 from shrink._parametrize import baked_copy
 from shrink.errors import FileFormatError, ModelError
 from shrink.export.codes import code_bits_of, encode_codes
-from shrink.export.decode import FORMAT_VERSION, SIMPLE_TYPES, decode_state, read_file, state_mismatch
+from shrink.export.decode import (
+    FORMAT_VERSION,
+    SIMPLE_TYPES,
+    current_class_path,
+    decode_state,
+    read_file,
+    state_mismatch,
+)
 
 __all__ = ["save", "load", "artifact_bytes", "FORMAT_VERSION", "register_layer", "atomic_write_bytes"]
 
@@ -255,7 +262,7 @@ def load(path: str | os.PathLike[str], factory: Callable[[], nn.Module]) -> nn.M
     for name, entry in modules.items():
         if not name:
             continue
-        cls_path, args = entry["class"], entry.get("args")
+        cls_path, args = current_class_path(entry["class"]), entry.get("args")
         try:
             current = model.get_submodule(name)
         except AttributeError:

@@ -20,12 +20,59 @@ from safetensors import safe_open
 from shrink.errors import FileFormatError
 from shrink.export.codes import check_codes_layout, decode_codes
 
-__all__ = ["read_file", "decode_state", "check_manifest", "state_mismatch", "FORMAT_VERSION", "SIMPLE_TYPES"]
+__all__ = [
+    "read_file",
+    "decode_state",
+    "check_manifest",
+    "state_mismatch",
+    "current_class_path",
+    "FORMAT_VERSION",
+    "SIMPLE_TYPES",
+    "MOVED_MODULES",
+]
 
 FORMAT_VERSION = 2
 #: versions this shrink reads: 1 had no bit-packed code tensors (layout kinds "sparse" and "alias" only)
 READABLE_VERSIONS = (1, 2)
 SIMPLE_TYPES = (bool, int, float, str)
+
+
+#: shrink modules that moved after files naming them were written: old module -> where the class lives now
+MOVED_MODULES: dict[str, str] = {
+    "shrink.quant.qparams": "shrink.quant.numerics.qparams",
+    "shrink.quant.ste": "shrink.quant.numerics.ste",
+    "shrink.quant.fixedpoint": "shrink.quant.numerics.fixedpoint",
+    "shrink.quant.observers": "shrink.quant.algorithms.observers",
+    "shrink.quant.calibrate": "shrink.quant.algorithms.calibrate",
+    "shrink.quant.gptq": "shrink.quant.algorithms.gptq",
+    "shrink.quant.group_rounding": "shrink.quant.algorithms.group_rounding",
+    "shrink.quant.weight_rounding": "shrink.quant.algorithms.weight_rounding",
+    "shrink.quant.smooth": "shrink.quant.algorithms.smooth",
+    "shrink.quant.lsq": "shrink.quant.algorithms.lsq",
+    "shrink.quant.fold": "shrink.quant.algorithms.fold",
+    "shrink.quant.zeroq_data": "shrink.quant.algorithms.zeroq_data",
+    "shrink.quant.onnx_export": "shrink.quant.onnx.export",
+    "shrink.quant.onnx_ops": "shrink.quant.onnx.ops",
+    "shrink.quant.onnx_nbits": "shrink.quant.onnx.nbits",
+    "shrink.quant.modules": "shrink.quant.layers.modules",
+    "shrink.quant.qat_modules": "shrink.quant.layers.qat_modules",
+    "shrink.quant.binary_layers": "shrink.quant.layers.binary_layers",
+    "shrink.quant.packed": "shrink.quant.layers.packed",
+    "shrink.quant.lowbit": "shrink.quant.layers.lowbit",
+    "shrink.quant.convert": "shrink.quant.layers.convert",
+    "shrink.quant.torch_backend": "shrink.quant.runtimes.torch_backend",
+    "shrink.quant.torch_token": "shrink.quant.runtimes.torch_token",
+    "shrink.quant.intonly": "shrink.quant.runtimes.intonly",
+    "shrink.quant.intonly_ops": "shrink.quant.runtimes.intonly_ops",
+}
+
+
+def current_class_path(cls_path: str) -> str:
+    """``module:Class`` as the code has it now (a file written before a module moved names its old home)."""
+    module, sep, qualname = cls_path.partition(":")
+    return f"{MOVED_MODULES.get(module, module)}{sep}{qualname}"
+
+
 #: largest dimension a shape in a manifest may declare (2**40 elements is 4 TiB of fp32)
 _MAX_DIM = 2**40
 

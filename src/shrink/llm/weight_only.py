@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from shrink.errors import ConfigError, DataError
-from shrink.quant.group_rounding import gptq_group_codes, rtn_codes
+from shrink.quant.algorithms.group_rounding import gptq_group_codes, rtn_codes
 
 __all__ = ["Int8WeightLinear", "Int4WeightLinear", "rtn_codes", "gptq_group_codes", "quantize_weight_only"]
 

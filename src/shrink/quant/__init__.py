@@ -1,9 +1,7 @@
 """Quantization: qparams math, observers, static / dynamic / weight-only PTQ, packed integer weights, ONNX QDQ."""
 
-from shrink.quant.calibrate import calibrating, run_calibration
-from shrink.quant.dynamic import Int8Dynamic
-from shrink.quant.modules import QuantConv2d, QuantLinear
-from shrink.quant.observers import (
+from shrink.quant.algorithms.calibrate import calibrating, run_calibration
+from shrink.quant.algorithms.observers import (
     OBSERVERS,
     ACIQObserver,
     EntropyObserver,
@@ -15,9 +13,10 @@ from shrink.quant.observers import (
     aciq_alpha,
     make_observer,
 )
-from shrink.quant.onnx_export import INTEGER_OPS, ort_optimized_ops
-from shrink.quant.packed import PackedEmbedding, PackedLinear, pack_int4, unpack_int4
-from shrink.quant.qparams import (
+from shrink.quant.dynamic import Int8Dynamic
+from shrink.quant.layers.modules import QuantConv2d, QuantLinear
+from shrink.quant.layers.packed import PackedEmbedding, PackedLinear, pack_int4, unpack_int4
+from shrink.quant.numerics.qparams import (
     SUPPORTED_BITS,
     QParams,
     check_bits,
@@ -29,6 +28,7 @@ from shrink.quant.qparams import (
     quantize,
     storage_dtype,
 )
+from shrink.quant.onnx.export import INTEGER_OPS, ort_optimized_ops
 from shrink.quant.static import Int8Static, correct_bias, quantize_static
 from shrink.quant.weight_only import FloatCast, WeightOnly
 
@@ -73,15 +73,15 @@ __all__ = [
 
 # advanced methods: QAT (LSQ / STE), binarization, data-free ZeroQ, integer-only inference
 from shrink.quant.binary import Binarize  # noqa: E402
-from shrink.quant.intonly import IntegerModel, integer_model  # noqa: E402
 from shrink.quant.qat import QAT  # noqa: E402
+from shrink.quant.runtimes.intonly import IntegerModel, integer_model  # noqa: E402
 from shrink.quant.zeroq import ZeroQ  # noqa: E402
 
 __all__ += ["QAT", "Binarize", "ZeroQ", "IntegerModel", "integer_model"]
 
 # real int8 execution in PyTorch (oneDNN / fbgemm kernels), optionally compiled with Inductor
-from shrink.quant.torch_backend import to_torch_int8  # noqa: E402
-from shrink.quant.torch_token import (  # noqa: E402
+from shrink.quant.runtimes.torch_backend import to_torch_int8  # noqa: E402
+from shrink.quant.runtimes.torch_token import (  # noqa: E402
     CompiledInt8,
     SharedInputGEMM,
     SharedInputMember,

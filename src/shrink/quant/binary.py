@@ -20,10 +20,10 @@ from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.data import Batches, call_model, split_batch
 from shrink.errors import DataError, UnsupportedOpError
-from shrink.quant.binary_layers import BinaryConv2d, BinaryLinear, PackedBinaryConv2d, PackedBinaryLinear
-from shrink.quant.convert import check_weights, quantized_layer, set_module
-from shrink.quant.qparams import qparams_for_tensor
-from shrink.quant.ste import fake_quantize_ste
+from shrink.quant.layers.binary_layers import BinaryConv2d, BinaryLinear, PackedBinaryConv2d, PackedBinaryLinear
+from shrink.quant.layers.convert import check_weights, quantized_layer, set_module
+from shrink.quant.numerics.qparams import qparams_for_tensor
+from shrink.quant.numerics.ste import fake_quantize_ste
 from shrink.select import Selector, select_modules
 from shrink.train.loop import fit
 

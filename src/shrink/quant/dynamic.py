@@ -21,9 +21,15 @@ from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.errors import UnsupportedOpError
-from shrink.quant.convert import check_weights, effective_weight_bits, quantized_layer, selected_layers, set_module
-from shrink.quant.observers import make_observer
-from shrink.quant.onnx_export import attach_export
+from shrink.quant.algorithms.observers import make_observer
+from shrink.quant.layers.convert import (
+    check_weights,
+    effective_weight_bits,
+    quantized_layer,
+    selected_layers,
+    set_module,
+)
+from shrink.quant.onnx.export import attach_export
 from shrink.select import Selector
 
 __all__ = ["Int8Dynamic", "quantize_dynamic"]

@@ -1,13 +1,13 @@
 """Quantization-aware training (``qat``): prepare → calibrate → train → convert.
 
-* **prepare**: the selected conv / linear layers become :mod:`~shrink.quant.qat_modules` layers, with the
+* **prepare**: the selected conv / linear layers become :mod:`~shrink.quant.layers.qat_modules` layers, with the
   following BatchNorm folded in and the following ReLU fused (patterns found by the static PTQ's
-  :func:`~shrink.quant.fold.find_patterns`);
+  :func:`~shrink.quant.algorithms.fold.find_patterns`);
 * **calibrate**: step sizes start from observer ranges on calibration data (weights: per channel, folded);
 * **train**: ``shrink.train.fit`` with cross-entropy, or Hinton distillation from the fp32 model when
   ``distill_alpha > 0``; ``method="lsq"`` learns the step sizes (Esser et al. 2020), ``"ste"`` keeps them fixed;
   BN statistics freeze after ``freeze_bn_epoch`` epochs;
-* **convert**: the same :class:`~shrink.quant.modules.QuantConv2d` / ``QuantLinear`` layers static PTQ produces,
+* **convert**: the same :class:`~shrink.quant.layers.modules.QuantConv2d` / ``QuantLinear`` layers static PTQ produces,
   with the learned scales, so the ONNX export (QDQ, integer kernels) and the integer-only executor apply unchanged;
   :func:`shrink.save` writes their weight codes bit-packed at ``weight_bits`` (4 bits per weight at W4A4).
 """
@@ -26,13 +26,19 @@ from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.data import call_model
 from shrink.errors import DataError
-from shrink.quant.calibrate import calibrating, run_calibration
-from shrink.quant.convert import check_weights, effective_weight_bits, quantized_layer, selected_layers, set_module
-from shrink.quant.fold import find_patterns
-from shrink.quant.observers import make_observer
-from shrink.quant.onnx_export import attach_export
-from shrink.quant.qat_modules import QatConv2d, QatLinear
-from shrink.quant.qparams import QParams
+from shrink.quant.algorithms.calibrate import calibrating, run_calibration
+from shrink.quant.algorithms.fold import find_patterns
+from shrink.quant.algorithms.observers import make_observer
+from shrink.quant.layers.convert import (
+    check_weights,
+    effective_weight_bits,
+    quantized_layer,
+    selected_layers,
+    set_module,
+)
+from shrink.quant.layers.qat_modules import QatConv2d, QatLinear
+from shrink.quant.numerics.qparams import QParams
+from shrink.quant.onnx.export import attach_export
 from shrink.select import Selector
 from shrink.train.loop import fit
 

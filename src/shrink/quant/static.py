@@ -18,15 +18,21 @@ from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.data import forward_pre_hooks
 from shrink.errors import ConfigError
-from shrink.quant.calibrate import calibrating, run_calibration
-from shrink.quant.convert import check_weights, effective_weight_bits, quantized_layer, selected_layers, set_module
-from shrink.quant.fold import fold_and_fuse
-from shrink.quant.gptq import gptq_codes, input_hessians
-from shrink.quant.modules import ActMode, QuantConv2d, QuantLinear, act_qparams_u8
-from shrink.quant.observers import make_observer
-from shrink.quant.onnx_export import attach_export
-from shrink.quant.packed import PackedEmbedding
-from shrink.quant.smooth import smooth_layers
+from shrink.quant.algorithms.calibrate import calibrating, run_calibration
+from shrink.quant.algorithms.fold import fold_and_fuse
+from shrink.quant.algorithms.gptq import gptq_codes, input_hessians
+from shrink.quant.algorithms.observers import make_observer
+from shrink.quant.algorithms.smooth import smooth_layers
+from shrink.quant.layers.convert import (
+    check_weights,
+    effective_weight_bits,
+    quantized_layer,
+    selected_layers,
+    set_module,
+)
+from shrink.quant.layers.modules import ActMode, QuantConv2d, QuantLinear, act_qparams_u8
+from shrink.quant.layers.packed import PackedEmbedding
+from shrink.quant.onnx.export import attach_export
 from shrink.select import Selector
 
 __all__ = ["Int8Static", "quantize_static", "correct_bias"]
@@ -54,7 +60,7 @@ class Int8Static(Config):
     #: also calibrate and quantize each static layer's output (False: outputs stay float)
     quantize_outputs: bool = True
     #: SmoothQuant migration strength alpha for Linear layers (None: off; "auto": searched per input on the
-    #: calibration data, see shrink.quant.smooth)
+    #: calibration data, see shrink.quant.algorithms.smooth)
     smooth: Annotated[float, pydantic.Field(ge=0.0, le=1.0)] | Literal["auto"] | None = None
     #: layers whose input is quantized per batch at run time instead of with calibrated ranges
     dynamic: Selector | None = None

@@ -12,10 +12,10 @@ from torch import nn
 from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, register
-from shrink.quant.convert import check_weights, selected_layers, set_module
-from shrink.quant.group_rounding import rtn_codes
-from shrink.quant.packed import SCALE_DTYPE, PackedEmbedding, PackedLinear
-from shrink.quant.weight_rounding import Rounded, learned_codes
+from shrink.quant.algorithms.group_rounding import rtn_codes
+from shrink.quant.algorithms.weight_rounding import Rounded, learned_codes
+from shrink.quant.layers.convert import check_weights, selected_layers, set_module
+from shrink.quant.layers.packed import SCALE_DTYPE, PackedEmbedding, PackedLinear
 from shrink.select import Selector
 
 __all__ = ["WeightOnly", "FloatCast", "weight_only", "float_cast"]

@@ -1,6 +1,6 @@
 """Data-free static quantization (``zeroq``, Cai et al., CVPR 2020): distill calibration inputs from the model's
-own BatchNorm statistics (:mod:`shrink.quant.zeroq_data`), then run static PTQ (:class:`Int8Static`) calibrated on
-them. The user's training, validation and calibration data are never read.
+own BatchNorm statistics (:mod:`shrink.quant.algorithms.zeroq_data`), then run static PTQ
+(:class:`Int8Static`) calibrated on them. The user's training, validation and calibration data are never read.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from torch import nn
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.errors import ConfigError
-from shrink.quant.convert import check_weights
+from shrink.quant.algorithms.zeroq_data import distill_inputs
+from shrink.quant.layers.convert import check_weights
 from shrink.quant.static import Int8Static, quantize_static
-from shrink.quant.zeroq_data import distill_inputs
 
 __all__ = ["ZeroQ", "zeroq_quantize"]
 

@@ -1,5 +1,5 @@
 """Apply a per-layer policy to a model copy: magnitude-prune each layer to its sparsity (P1's masks), then store its
-weights at its bit width — a :class:`~shrink.quant.lowbit.LowBitLinear` / ``LowBitConv`` with per-channel integer
+weights at its bit width — a :class:`~shrink.quant.layers.lowbit.LowBitLinear` / ``LowBitConv`` with per-channel integer
 codes at 2-8 bits (input activations on a calibrated 8-bit grid, Q1's observers) or fp16 weights at 16 bits; 32-bit
 layers stay float (pruned).
 
@@ -23,10 +23,10 @@ from shrink.data import feed_inputs
 from shrink.errors import ConfigError
 from shrink.hw.policy import LayerChoice, Policy
 from shrink.prune.magnitude import MagnitudePruning, magnitude_masks
-from shrink.quant.convert import set_module
-from shrink.quant.lowbit import lowbit_layer
-from shrink.quant.observers import MinMaxObserver
-from shrink.quant.qparams import QParams, fake_quantize, qparams_for_tensor
+from shrink.quant.algorithms.observers import MinMaxObserver
+from shrink.quant.layers.convert import set_module
+from shrink.quant.layers.lowbit import lowbit_layer
+from shrink.quant.numerics.qparams import QParams, fake_quantize, qparams_for_tensor
 
 __all__ = ["apply_policy", "quantize_weight", "prune_weight", "ACTIVATION_BITS", "calibrate_inputs"]
 

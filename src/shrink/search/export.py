@@ -17,8 +17,8 @@ from torch import nn
 from shrink.data import split_batch
 from shrink.hw.ort_int8 import export_int8
 from shrink.hw.policy import Policy
-from shrink.quant.convert import set_module
-from shrink.quant.lowbit import LowBitConv, LowBitLinear
+from shrink.quant.layers.convert import set_module
+from shrink.quant.layers.lowbit import LowBitConv, LowBitLinear
 
 __all__ = ["attach_int8_export", "calibration_tensors", "Int8Export"]
 

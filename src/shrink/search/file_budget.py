@@ -25,7 +25,7 @@ from torch import nn
 
 from shrink.errors import ConfigError
 from shrink.export.size import FileSize, artifact_size
-from shrink.quant.qparams import QParams
+from shrink.quant.numerics.qparams import QParams
 from shrink.search.allocate import Allocation, Option, allocate
 from shrink.search.apply import apply_policy
 

@@ -2,8 +2,8 @@
 
 The ``bytes`` cost of an option is what the layer takes in the file :func:`shrink.save` writes once
 :func:`~shrink.search.apply_policy` has applied it: codes at their bit width (bit-packed), per-channel scales, the
-bias and the input grid (:func:`shrink.quant.lowbit.stored_bytes`). Only the file's header and the layers outside the
-budget are not counted.
+bias and the input grid (:func:`shrink.quant.layers.lowbit.stored_bytes`). Only the file's header and the
+layers outside the budget are not counted.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from shrink.hw.layers import LayerSpec, input_widths, scaled
 from shrink.hw.measured import LatencyTable
 from shrink.hw.policy import FP32, LayerChoice, Policy
 from shrink.hw.profile import Profile
-from shrink.quant.lowbit import stored_bytes
-from shrink.quant.qparams import QParams
+from shrink.quant.layers.lowbit import stored_bytes
+from shrink.quant.numerics.qparams import QParams
 from shrink.search.allocate import Option
 from shrink.search.sensitivity import hessian_sensitivity, hessian_traces, measured_sensitivity
 

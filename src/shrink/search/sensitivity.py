@@ -19,7 +19,7 @@ from torch import nn
 from shrink.data import call_model, split_batch
 from shrink.errors import DataError
 from shrink.hw.policy import LayerChoice
-from shrink.quant.qparams import QParams
+from shrink.quant.numerics.qparams import QParams
 from shrink.search.apply import apply_policy, prune_weight, quantize_weight
 
 __all__ = [

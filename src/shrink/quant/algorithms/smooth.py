@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from shrink.data import forward_pre_hooks, shared_input_groups
-from shrink.quant.calibrate import run_calibration
-from shrink.quant.observers import MinMaxObserver
+from shrink.quant.algorithms.calibrate import run_calibration
+from shrink.quant.algorithms.observers import MinMaxObserver
 
 __all__ = ["smoothing_factors", "smooth_layers", "ALPHA_GRID"]
 
@@ -51,8 +51,7 @@ def _quantized_error(
 ) -> float:
     """Squared output error of the layers reading ``rows`` once smoothed with ``alpha`` and quantized (int8
     symmetric per-channel weights, round to nearest; uint8 activations per token or per tensor)."""
-    from shrink.quant.modules import dynamic_fake_quant
-    from shrink.quant.qparams import fake_quantize, qparams_for_tensor
+    from shrink.quant.numerics.qparams import dynamic_fake_quant, fake_quantize, qparams_for_tensor
 
     s = smoothing_factors(act_absmax, torch.cat(weights), alpha)
     xq = dynamic_fake_quant(rows / s, per_token=per_token)

@@ -17,6 +17,7 @@ import torch
 from shrink.errors import ConfigError, DataError
 
 __all__ = [
+    "dynamic_fake_quant",
     "QParams",
     "SUPPORTED_BITS",
     "check_bits",
@@ -194,3 +195,17 @@ def fake_quantize(x: torch.Tensor, qp: QParams) -> torch.Tensor:
     xg, scale, zp = _expand(qp, x.float())
     q = torch.clamp(torch.round(xg / scale) + zp, qp.qmin, qp.qmax)
     return ((q - zp) * scale).reshape(x.shape).to(x.dtype)
+
+
+def dynamic_fake_quant(x: torch.Tensor, per_token: bool = False) -> torch.Tensor:
+    """What ``DynamicQuantizeLinear`` does to ``x``: u8 over ``[min(x, 0), max(x, 0)]``, round half to even;
+    ``per_token``: one grid per row (last dim) from the row's min to its max, as the per-token ONNX graph has it."""
+    if per_token:  # 256 steps from each row's minimum to its maximum (see onnx_ops.TokenQLinear)
+        lo, hi = x.detach().amin(dim=-1, keepdim=True), x.detach().amax(dim=-1, keepdim=True)
+        scale = ((hi - lo) * (1.0 / 255.0)).clamp(min=1e-12)
+        return (torch.clamp(torch.round((x - lo) * scale.reciprocal()), 0, 255) * scale + lo).to(x.dtype)
+    else:
+        lo, hi = x.detach().min().clamp(max=0.0), x.detach().max().clamp(min=0.0)
+    scale = ((hi - lo) / 255.0).clamp(min=1e-12)
+    zp = torch.clamp(torch.round(-lo / scale), 0, 255)
+    return ((torch.clamp(torch.round(x / scale) + zp, 0, 255) - zp) * scale).to(x.dtype)

@@ -14,13 +14,11 @@ from torch import nn
 
 from shrink.errors import ConfigError
 from shrink.export.artifact import register_layer
-from shrink.quant.onnx_nbits import ACCURACY_LEVELS, GatherBlockQuantizedFunction, MatMulNBitsFunction, unpack_int4
-from shrink.quant.qparams import QParams, dequantize, qparams_for_tensor, quantize
+from shrink.quant.algorithms.group_rounding import SCALE_DTYPE
+from shrink.quant.numerics.qparams import QParams, dequantize, qparams_for_tensor, quantize
+from shrink.quant.onnx.nbits import ACCURACY_LEVELS, GatherBlockQuantizedFunction, MatMulNBitsFunction, unpack_int4
 
 __all__ = ["pack_int4", "unpack_int4", "PackedWeight", "PackedLinear", "PackedEmbedding", "SCALE_DTYPE"]
-
-#: dtype of the stored group scales
-SCALE_DTYPE = torch.float16
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
@@ -99,7 +97,7 @@ class PackedLinear(nn.Module):
     """Weight-only quantized Linear: packed weight, float bias, float compute on the dequantized weight in PyTorch.
 
     ``input_scale`` (activation-aware scaling, AWQ) multiplies the input channel-wise before the matmul when set.
-    In ONNX an int4 layer is ONNX Runtime's ``MatMulNBits`` (:mod:`shrink.quant.onnx_nbits`) with the
+    In ONNX an int4 layer is ONNX Runtime's ``MatMulNBits`` (:mod:`shrink.quant.onnx.nbits`) with the
     ``onnx_compute`` arithmetic ("float" or "int8" activations); int8 layers are exported as float weights (the
     exporter folds their dequantization), so only int4 keeps the ONNX file small.
     """

@@ -15,10 +15,9 @@ from torch import nn
 from shrink.api import Context
 from shrink.data import forward_pre_hooks
 from shrink.errors import ConfigError, DataError
-from shrink.quant.calibrate import run_calibration
-from shrink.quant.gptq import input_hessians
-from shrink.quant.group_rounding import awq_input_scales, gptq_group_codes, rtn_codes
-from shrink.quant.packed import SCALE_DTYPE
+from shrink.quant.algorithms.calibrate import run_calibration
+from shrink.quant.algorithms.gptq import input_hessians
+from shrink.quant.algorithms.group_rounding import SCALE_DTYPE, awq_input_scales, gptq_group_codes, rtn_codes
 
 __all__ = ["Rounded", "learned_codes", "AWQ_ROWS"]
 

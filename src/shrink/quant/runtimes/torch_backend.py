@@ -3,7 +3,7 @@
 * Each :class:`QuantConv2d` / :class:`QuantLinear` with static input and output grids becomes a real int8 layer
   (``torch.ao.nn.quantized``, x86 / fbgemm / onednn engine) between a ``quantize_per_tensor`` and a ``dequantize``.
 * Each :class:`QuantLinear` with per-token activations becomes a :class:`TokenInt8Linear` (uint8 rows x int8
-  weights on oneDNN's int8 linear, see :mod:`shrink.quant.torch_token`).
+  weights on oneDNN's int8 linear, see :mod:`shrink.quant.runtimes.torch_token`).
 
 Everything else stays float. Other layers (no output grid, per-batch dynamic inputs) cannot run on these kernels and
 raise :class:`UnsupportedOpError` naming them.
@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from shrink.errors import UnsupportedOpError
-from shrink.quant.convert import set_module
-from shrink.quant.modules import QuantConv2d, QuantLinear
-from shrink.quant.torch_token import TokenInt8Linear, merge_shared_inputs
+from shrink.quant.layers.convert import set_module
+from shrink.quant.layers.modules import QuantConv2d, QuantLinear
+from shrink.quant.runtimes.torch_token import TokenInt8Linear, merge_shared_inputs
 
 __all__ = ["TorchInt8Layer", "to_torch_int8"]
 

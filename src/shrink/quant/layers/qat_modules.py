@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shrink.quant.fold import bn_running_stats
-from shrink.quant.lsq import LsqQuantizer
+from shrink.quant.algorithms.fold import bn_running_stats
+from shrink.quant.algorithms.lsq import LsqQuantizer
 
 __all__ = ["QatConv2d", "QatLinear", "QatLayer"]
 

@@ -8,8 +8,8 @@
     x ≈ s q + lo            (s, lo: one scale and offset per row; q: uint8)
     y = s (W q) + lo colsum(W) + b
 
-The arithmetic is that of the simulated layer (:func:`shrink.quant.modules.dynamic_fake_quant`) and of the ONNX
-graph (:class:`shrink.quant.onnx_ops.TokenQLinear`), so all three agree to float rounding.
+The arithmetic is that of the simulated layer (:func:`shrink.quant.numerics.qparams.dynamic_fake_quant`) and of the ONNX
+graph (:class:`shrink.quant.onnx.ops.TokenQLinear`), so all three agree to float rounding.
 
 :func:`compile_int8` hands the converted model to ``torch.compile`` with Inductor's freezing and autotuning: the
 row reductions and rounding fuse into one kernel per input, the per-row epilogue fuses with what follows (bias,
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shrink.errors import DataError, UnsupportedOpError
-from shrink.quant.modules import QuantLinear
+from shrink.quant.layers.modules import QuantLinear
 
 __all__ = [
     "TokenInt8Linear",
@@ -171,7 +171,7 @@ def merge_shared_inputs(model: nn.Module, example_inputs: Any) -> int:
     (and share their smoothing factors) into one GEMM each, in place. Returns the number of merged groups. The
     merged members reuse one result only for the very same input object within a forward, in their call order."""
     from shrink.data import shared_input_groups
-    from shrink.quant.convert import set_module
+    from shrink.quant.layers.convert import set_module
 
     token = {n: m for n, m in model.named_modules() if isinstance(m, TokenInt8Linear)}
     merged = 0

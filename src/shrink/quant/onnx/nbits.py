@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from shrink.quant.onnx_ops import no_bias
+from shrink.quant.onnx.ops import no_bias
 
 
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:

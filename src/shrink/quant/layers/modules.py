@@ -2,7 +2,7 @@
 static (calibrated qparams), dynamic (per-batch u8 range, as ONNX ``DynamicQuantizeLinear``) or absent.
 
 In eager PyTorch they simulate the integer arithmetic exactly (fake-quant, float math); exported to ONNX they
-become real integer graphs (see :mod:`shrink.quant.onnx_ops`). The weight codes live in an int8 buffer in memory;
+become real integer graphs (see :mod:`shrink.quant.onnx.ops`). The weight codes live in an int8 buffer in memory;
 :func:`shrink.save` stores them at ``weight_bits`` bits each (bit-packed, see :mod:`shrink.export.codes`).
 """
 
@@ -15,26 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from shrink.export.artifact import register_layer
-from shrink.quant import onnx_ops
-from shrink.quant.qparams import QParams, compute_qparams, qrange
+from shrink.quant.numerics.qparams import QParams, compute_qparams, dynamic_fake_quant, qrange
+from shrink.quant.onnx import ops as onnx_ops
 
-__all__ = ["QuantLinear", "QuantConv2d", "ActMode", "dynamic_fake_quant"]
+__all__ = ["QuantLinear", "QuantConv2d", "ActMode"]
 
 ActMode = Literal["static", "dynamic", "dynamic_token", "none"]
-
-
-def dynamic_fake_quant(x: torch.Tensor, per_token: bool = False) -> torch.Tensor:
-    """What ``DynamicQuantizeLinear`` does to ``x``: u8 over ``[min(x, 0), max(x, 0)]``, round half to even;
-    ``per_token``: one grid per row (last dim) from the row's min to its max, as the per-token ONNX graph has it."""
-    if per_token:  # 256 steps from each row's minimum to its maximum (see onnx_ops.TokenQLinear)
-        lo, hi = x.detach().amin(dim=-1, keepdim=True), x.detach().amax(dim=-1, keepdim=True)
-        scale = ((hi - lo) * (1.0 / 255.0)).clamp(min=1e-12)
-        return (torch.clamp(torch.round((x - lo) * scale.reciprocal()), 0, 255) * scale + lo).to(x.dtype)
-    else:
-        lo, hi = x.detach().min().clamp(max=0.0), x.detach().max().clamp(min=0.0)
-    scale = ((hi - lo) / 255.0).clamp(min=1e-12)
-    zp = torch.clamp(torch.round(-lo / scale), 0, 255)
-    return ((torch.clamp(torch.round(x / scale) + zp, 0, 255) - zp) * scale).to(x.dtype)
 
 
 class _QuantBase(nn.Module):
@@ -61,7 +47,7 @@ class _QuantBase(nn.Module):
         self.onnx_u8_weights = False
 
     def set_weight(self, weight: torch.Tensor, qp: QParams) -> None:
-        from shrink.quant.qparams import quantize
+        from shrink.quant.numerics.qparams import quantize
 
         self.weight_int.copy_(quantize(weight, qp))
         self.weight_scale.copy_(qp.scale.reshape(-1))

@@ -2,10 +2,10 @@
 
 :func:`integer_model` reads a statically quantized model (``int8_static``, ``qat`` or ``zeroq`` output: int8 weights,
 per-channel weight scales, activation grids) and builds an :class:`IntegerModel`: a list of integer steps —
-conv / linear with int32 accumulation and fixed-point requantization (:mod:`shrink.quant.fixedpoint`), fused ReLU as
-a clamp, max / average pooling, flatten, residual add (TFLite's scheme), grid changes — with no float operation
-between the quantized input and the output codes. Floats appear only offline (deriving multipliers and int32 biases
-while building) and at the two boundaries a user calls explicitly: :meth:`IntegerModel.quantize_input` and
+conv / linear with int32 accumulation and fixed-point requantization (:mod:`shrink.quant.numerics.fixedpoint`),
+fused ReLU as a clamp, max / average pooling, flatten, residual add (TFLite's scheme), grid changes — with no float
+operation between the quantized input and the output codes. Floats appear only offline (deriving multipliers and
+int32 biases while building) and at the two boundaries a user calls explicitly: :meth:`IntegerModel.quantize_input` and
 :meth:`IntegerModel.dequantize_output`.
 
 A value's grid is the one the quantized model gives it: a layer's output grid, else the input grid of the layers
@@ -29,9 +29,11 @@ from torch import nn
 
 from shrink.data import split_batch
 from shrink.errors import ModelError, UnsupportedOpError
-from shrink.quant.convert import pair
-from shrink.quant.fixedpoint import quantize_multiplier
-from shrink.quant.intonly_ops import (
+from shrink.quant.layers.convert import pair
+from shrink.quant.layers.modules import QuantConv2d, QuantLinear, act_qparams_u8
+from shrink.quant.numerics.fixedpoint import quantize_multiplier
+from shrink.quant.numerics.qparams import QParams, qrange
+from shrink.quant.runtimes.intonly_ops import (
     Grid,
     IntLayer,
     int_add,
@@ -41,8 +43,6 @@ from shrink.quant.intonly_ops import (
     int_max_pool2d,
     int_regrid,
 )
-from shrink.quant.modules import QuantConv2d, QuantLinear, act_qparams_u8
-from shrink.quant.qparams import QParams, qrange
 
 __all__ = ["IntegerModel", "integer_model", "agreement_within_one_step"]
 

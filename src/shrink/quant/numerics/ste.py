@@ -1,6 +1,6 @@
-"""Fake quantization with the straight-through estimator, on top of :mod:`shrink.quant.qparams`.
+"""Fake quantization with the straight-through estimator, on top of :mod:`shrink.quant.numerics.qparams`.
 
-The forward pass is :func:`shrink.quant.qparams.fake_quantize`; the backward pass lets the gradient through
+The forward pass is :func:`shrink.quant.numerics.qparams.fake_quantize`; the backward pass lets the gradient through
 unchanged where the value rounds into the grid's range and blocks it where the value was clipped (Bengio et al.
 2013; the clipped STE used by QAT in PyTorch and TensorFlow).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from shrink.quant.qparams import QParams, dequantize, fake_quantize
+from shrink.quant.numerics.qparams import QParams, dequantize, fake_quantize
 
 __all__ = ["fake_quantize_ste", "grid_bounds"]
 

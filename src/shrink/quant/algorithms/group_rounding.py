@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 __all__ = [
+    "SCALE_DTYPE",
     "CLIP_RATIOS",
     "AWQ_ALPHAS",
     "rtn_codes",
@@ -23,6 +24,9 @@ __all__ = [
     "dequantize_groups",
     "stored_scale",
 ]
+
+#: dtype of the stored group scales (what packed int4 / int8 layers hold and ONNX Runtime reads)
+SCALE_DTYPE = torch.float16
 
 
 def _qmax(bits: int) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from shrink.errors import ConfigError, DataError
-from shrink.quant.qparams import QParams, _rows, check_bits, compute_qparams, fake_quantize
+from shrink.quant.numerics.qparams import QParams, _rows, check_bits, compute_qparams, fake_quantize
 
 __all__ = [
     "Observer",

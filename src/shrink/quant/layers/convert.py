@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from shrink.errors import ModelError, UnsupportedOpError
-from shrink.quant.modules import ActMode, QuantConv2d, QuantLinear
+from shrink.quant.layers.modules import ActMode, QuantConv2d, QuantLinear
 from shrink.select import Selector, select_modules
 
 __all__ = ["check_weights", "selected_layers", "quantized_layer", "pair", "set_module"]

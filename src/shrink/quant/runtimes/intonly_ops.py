@@ -1,4 +1,4 @@
-"""The integer operations of :mod:`shrink.quant.intonly`: int8/uint8 activations in, int32 accumulation,
+"""The integer operations of :mod:`shrink.quant.runtimes.intonly`: int8/uint8 activations in, int32 accumulation,
 fixed-point requantization out. Every function takes and returns integer numpy arrays; none computes in float.
 """
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from shrink.quant.fixedpoint import multiply_by_quantized_multiplier, requantize
+from shrink.quant.numerics.fixedpoint import multiply_by_quantized_multiplier, requantize
 
 __all__ = [
     "Grid",

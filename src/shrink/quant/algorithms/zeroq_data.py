@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from shrink.errors import ModelError
-from shrink.quant.fold import bn_running_stats
+from shrink.quant.algorithms.fold import bn_running_stats
 
 __all__ = ["bn_statistics_loss", "distill_inputs"]
 

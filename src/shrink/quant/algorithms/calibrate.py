@@ -17,7 +17,7 @@ from torch import nn
 
 from shrink.data import call_model, check_finite, split_batch
 from shrink.errors import DataError
-from shrink.quant.observers import Observer
+from shrink.quant.algorithms.observers import Observer
 
 __all__ = ["calibrating", "run_calibration", "LayerObservers"]
 

@@ -17,8 +17,8 @@ from torch import nn
 
 from shrink.data import forward_pre_hooks
 from shrink.errors import DataError
-from shrink.quant.calibrate import run_calibration
-from shrink.quant.qparams import QParams
+from shrink.quant.algorithms.calibrate import run_calibration
+from shrink.quant.numerics.qparams import QParams
 
 __all__ = ["input_hessians", "gptq_codes"]
 

@@ -7,7 +7,7 @@
   into ``DynamicQuantizeMatMul``).
 
 ``forward`` of each function is only a placeholder with the right shape for tracing; the eager (simulated) path is
-in :mod:`shrink.quant.modules`.
+in :mod:`shrink.quant.layers.modules`.
 """
 
 from __future__ import annotations

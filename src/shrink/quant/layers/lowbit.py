@@ -26,7 +26,7 @@ from torch import nn
 from shrink.errors import ConfigError, UnsupportedOpError
 from shrink.export.artifact import SPARSE_MIN_NUMEL, SPARSE_MIN_ZERO_FRACTION, register_layer
 from shrink.export.codes import code_stream_bytes
-from shrink.quant.qparams import QParams, fake_quantize, qparams_for_tensor, quantize
+from shrink.quant.numerics.qparams import QParams, fake_quantize, qparams_for_tensor, quantize
 
 __all__ = ["LowBitLinear", "LowBitConv", "lowbit_layer", "stored_bytes", "LOWBIT_BITS", "INPUT_QPARAM_BYTES"]
 
