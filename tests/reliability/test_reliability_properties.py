@@ -27,7 +27,7 @@ def tensors(min_size: int = 1, max_size: int = 64):
 @PROPS
 @given(x=tensors(), bits=st.sampled_from([2, 3, 4, 5, 6, 7, 8]), symmetric=st.booleans(), signed=st.booleans())
 def test_quantize_codes_in_range_and_error_within_half_step(x, bits, symmetric, signed):
-    from shrink.quant.qparams import dequantize, qparams_for_tensor, quantize
+    from shrink.quant.numerics.qparams import dequantize, qparams_for_tensor, quantize
 
     qp = qparams_for_tensor(x, bits, symmetric=symmetric, signed=signed)
     q = quantize(x, qp)
@@ -42,7 +42,7 @@ def test_quantize_codes_in_range_and_error_within_half_step(x, bits, symmetric, 
 @PROPS
 @given(rows=st.integers(1, 6), cols=st.integers(1, 8), bits=st.sampled_from([4, 8]), seed=st.integers(0, 2**16))
 def test_per_channel_quantization_bounds(rows, cols, bits, seed):
-    from shrink.quant.qparams import dequantize, qparams_for_tensor, quantize
+    from shrink.quant.numerics.qparams import dequantize, qparams_for_tensor, quantize
 
     x = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)) * 10
     qp = qparams_for_tensor(x, bits, symmetric=True, axis=0)
@@ -53,7 +53,7 @@ def test_per_channel_quantization_bounds(rows, cols, bits, seed):
 
 def test_quantization_refuses_nan():
     from shrink.errors import DataError
-    from shrink.quant.qparams import qparams_for_tensor
+    from shrink.quant.numerics.qparams import qparams_for_tensor
 
     with pytest.raises(DataError, match="NaN or Inf"):
         qparams_for_tensor(torch.tensor([1.0, float("nan")]))
@@ -62,7 +62,7 @@ def test_quantization_refuses_nan():
 @PROPS
 @given(codes=st.lists(st.integers(-8, 7), min_size=0, max_size=64).filter(lambda v: len(v) % 2 == 0))
 def test_int4_packing_round_trip(codes):
-    from shrink.quant.packed import pack_int4, unpack_int4
+    from shrink.quant.layers.packed import pack_int4, unpack_int4
 
     q = torch.tensor(codes, dtype=torch.int8).reshape(1, -1)
     packed = pack_int4(q)
@@ -74,7 +74,7 @@ def test_int4_packing_round_trip(codes):
 @given(values=st.lists(FLOATS, min_size=1, max_size=100))
 def test_sign_and_bit_packing_round_trip(values):
     from shrink.prune.nm_pattern import pack_bits, unpack_bits
-    from shrink.quant.binary_layers import pack_signs, unpack_signs
+    from shrink.quant.layers.binary_layers import pack_signs, unpack_signs
 
     w = torch.tensor(values)
     signs = unpack_signs(pack_signs(w), tuple(w.shape))

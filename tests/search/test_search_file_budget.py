@@ -13,7 +13,7 @@ from shrink.errors import ConfigError
 from shrink.export.size import artifact_size
 from shrink.hw import trace_layers
 from shrink.hw.policy import LayerChoice
-from shrink.quant.lowbit import LowBitConv, LowBitLinear
+from shrink.quant.layers.lowbit import LowBitConv, LowBitLinear
 from shrink.search.allocate import Option, allocate
 from shrink.search.apply import apply_policy, calibrate_inputs
 from shrink.search.file_budget import HEADER_BYTES_PER_MODULE, check_file, fit_file
