@@ -2,9 +2,9 @@ import pydantic
 import pytest
 import yaml
 
-from shrink.config import config_from_dict, registered_types
 from shrink.errors import ConfigError
 from shrink.prune import MagnitudePruning
+from shrink.stages import config_from_dict, registered_types
 from shrink.train import FineTune
 
 

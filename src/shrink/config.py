@@ -14,7 +14,7 @@ import pydantic
 
 from shrink.errors import ConfigError
 
-__all__ = ["Config", "register", "config_from_dict", "registered_types", "format_validation_error"]
+__all__ = ["Config", "register", "registered_so_far", "format_validation_error"]
 
 _REGISTRY: dict[str, type[Config]] = {}
 C = TypeVar("C", bound="type[Config]")
@@ -38,7 +38,7 @@ class Config(pydantic.BaseModel):
             raise ConfigError(format_validation_error(exc, where=type(self).__name__, known=fields)) from None
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict ``{"type": ..., **fields}`` that :func:`config_from_dict` turns back into this config."""
+        """A plain dict ``{"type": ..., **fields}``; :func:`shrink.stages.config_from_dict` turns it back."""
         return {"type": self.type_name, **self.model_dump(mode="json")}
 
 
@@ -57,41 +57,9 @@ def register(name: str, family: str, version: int = 1):
     return deco
 
 
-def _load_families() -> None:
-    # Explicit list: the families whose configs may appear in recipes. Import errors are real errors.
-    import shrink.deepcomp  # noqa: F401
-    import shrink.distill  # noqa: F401
-    import shrink.export.stage  # noqa: F401
-    import shrink.lowrank  # noqa: F401
-    import shrink.prune  # noqa: F401
-    import shrink.quant  # noqa: F401
-    import shrink.search  # noqa: F401
-    import shrink.train  # noqa: F401
-
-
-def registered_types() -> dict[str, type[Config]]:
-    """All config types known to recipes, by name."""
-    _load_families()
-    return dict(sorted(_REGISTRY.items()))
-
-
-def config_from_dict(data: Any, where: str = "config") -> Config:
-    """Build a registered config from ``{"type": name, **fields}``; errors name ``where``, the type and the field."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping with a 'type' key, got {type(data).__name__}")
-    if "type" not in data:
-        raise ConfigError(f"{where}: missing 'type' (one of: {', '.join(registered_types())})")
-    name = data["type"]
-    types = registered_types()
-    if name not in types:
-        close = difflib.get_close_matches(str(name), list(types), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ConfigError(f"{where}: unknown stage type {name!r} ({hint}known: {', '.join(types)})")
-    fields = {k: v for k, v in data.items() if k != "type"}
-    try:
-        return types[name](**fields)
-    except ConfigError as exc:
-        raise ConfigError(f"{where} (type {name!r}): {exc}") from None
+def registered_so_far() -> dict[str, type[Config]]:
+    """The config types registered by the packages imported so far (:mod:`shrink.stages` imports them all)."""
+    return dict(_REGISTRY)
 
 
 def format_validation_error(exc: pydantic.ValidationError, where: str, known: Iterable[str] = ()) -> str:

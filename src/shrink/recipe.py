@@ -31,7 +31,7 @@ import yaml
 from torch import nn
 
 from shrink.api import Context, apply
-from shrink.config import Config, config_from_dict, format_validation_error
+from shrink.config import Config, format_validation_error
 from shrink.data import check_finite
 from shrink.errors import ConfigError, ShrinkError
 from shrink.eval.harness import MAX_BATCH, evaluate
@@ -118,6 +118,8 @@ class Recipe(_Strict):
                 raise ConfigError(
                     f"{where}: stage {i + 1}: field 'type' must be a stage name (a string), got {raw['type']!r}{at}"
                 )
+            from shrink.stages import config_from_dict  # imports every family: only when a recipe is read
+
             try:
                 cfg = config_from_dict(raw, where=f"{where}: stage {i + 1}")
             except ConfigError as exc:

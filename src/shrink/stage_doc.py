@@ -17,8 +17,9 @@ from typing import Any
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from shrink.config import Config, registered_types
+from shrink.config import Config
 from shrink.errors import ConfigError
+from shrink.stages import registered_types
 
 __all__ = ["FieldDoc", "field_docs", "describe", "summary", "stage_class", "reference_markdown", "COMMON"]
 

@@ -11,10 +11,10 @@ import pytest
 
 import shrink
 from shrink.cli import main
-from shrink.config import registered_types
 from shrink.console import StageLines, table_width
 from shrink.recipe import run
 from shrink.stage_doc import field_docs
+from shrink.stages import registered_types
 
 RECIPE = """model: {zoo: digits_student, kwargs: {pretrained: true}}
 data: {zoo: digits}

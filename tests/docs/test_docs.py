@@ -26,8 +26,8 @@ def test_guide_snippets_run(guide: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_stage_reference_lists_every_stage_and_field():
-    from shrink.config import registered_types
     from shrink.stage_doc import reference_markdown
+    from shrink.stages import registered_types
 
     text = reference_markdown()
     for name, cls in registered_types().items():

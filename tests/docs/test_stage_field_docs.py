@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shrink.config import registered_types
 from shrink.stage_doc import _first_line, describe, field_docs, reference_markdown, summary
+from shrink.stages import registered_types
 
 STAGES = registered_types()
 

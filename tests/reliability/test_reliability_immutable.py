@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from shrink.api import Context, apply
-from shrink.config import registered_types
 from shrink.errors import ConfigError
+from shrink.stages import registered_types
 
 #: values tried, in order, for configs that need more than their defaults (a config takes the first that validates)
 CANDIDATES = [

@@ -105,7 +105,7 @@ def test_missing_and_binary_recipe_files(tmp_path, user_sees):
 
 
 def test_contradictory_stages(tmp_path, user_sees, shrink_modules):
-    from shrink.config import registered_types
+    from shrink.stages import registered_types
 
     once = {"quantize", "deep_compress"}
     types = registered_types()

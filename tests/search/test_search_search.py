@@ -10,10 +10,10 @@ from torch import nn
 
 import shrink
 from shrink.api import Context, apply
-from shrink.config import config_from_dict
 from shrink.errors import ConfigError
 from shrink.search.result import pareto_front
 from shrink.search.search import CompressionSearch, run_search
+from shrink.stages import config_from_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
