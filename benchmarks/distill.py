@@ -12,7 +12,7 @@ import shrink
 from benchmarks.common import Fact, Section, Table, Target
 from benchmarks.targets import kd_targets
 from shrink.counts import count_params
-from shrink.distill import EmbeddingDistillation, KnowledgeDistillation
+from shrink.distillation import EmbeddingDistillation, KnowledgeDistillation
 from shrink.eval.metrics import accuracy, embedding_fidelity, predict
 from shrink.lowrank import SVDDecomposition
 from shrink.select import Selector

@@ -14,15 +14,15 @@ from torch import nn
 
 import shrink
 from shrink.api import Context
+from shrink.autosearch.apply import apply_policy, calibrate_inputs
+from shrink.autosearch.mixed_precision import MixedPrecision, plan_mixed_precision
 from shrink.counts import count_params
 from shrink.deepcomp import DeepCompression
-from shrink.distill import KnowledgeDistillation
+from shrink.distillation import KnowledgeDistillation
 from shrink.eval.metrics import accuracy, predict
 from shrink.hw import LayerChoice, trace_layers
-from shrink.prune import ChannelPruning, IterativePruning
+from shrink.pruning import ChannelPruning, IterativePruning
 from shrink.quant import QAT, Binarize, Int8Static, ZeroQ
-from shrink.search.apply import apply_policy, calibrate_inputs
-from shrink.search.mixed_precision import MixedPrecision, plan_mixed_precision
 from shrink.train import FineTune
 from shrink.zoo.mnist1d import mnist1d_data
 from shrink.zoo.mnist1d_models import Mnist1dCNN, mnist1d_model, one_thread

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 import shrink
-from shrink.distill import KnowledgeDistillation
+from shrink.distillation import KnowledgeDistillation
 from shrink.eval.metrics import accuracy, predict
-from shrink.prune import ChannelPruning, IterativePruning
+from shrink.pruning import ChannelPruning, IterativePruning
 from shrink.train import FineTune
 from shrink.zoo.mnist1d import mnist1d_data
 from shrink.zoo.mnist1d_models import Mnist1dCNN, mnist1d_model, one_thread

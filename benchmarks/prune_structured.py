@@ -20,7 +20,7 @@ from benchmarks.targets import channel_digits_target, resnet_speed_targets
 from shrink.counts import count_macs
 from shrink.data import call_model
 from shrink.eval.metrics import accuracy, embedding_fidelity, predict
-from shrink.prune.structured import ChannelPruning
+from shrink.pruning.structured import ChannelPruning
 from shrink.train import fit
 from shrink.zoo import digits_data, digits_teacher, resnet18
 

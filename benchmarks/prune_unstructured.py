@@ -17,8 +17,8 @@ from benchmarks.common import Section, Table, run_measured, save_png
 from benchmarks.targets import unstructured_targets
 from shrink.eval.metrics import accuracy, predict
 from shrink.export.artifact import artifact_bytes
-from shrink.prune import IterativePruning, MagnitudePruning, NMSparsity, make_permanent, sparsity
-from shrink.prune.nm import NM_CPU_NOTE
+from shrink.pruning import IterativePruning, MagnitudePruning, NMSparsity, make_permanent, sparsity
+from shrink.pruning.nm import NM_CPU_NOTE
 from shrink.train import FineTune, fit
 from shrink.zoo import digits_data, digits_teacher
 

@@ -27,6 +27,13 @@ import torch
 
 from benchmarks.common import Section, Table, Target, save_png
 from shrink.api import Context, apply
+from shrink.autosearch.allocate import allocate
+from shrink.autosearch.apply import apply_policy, calibrate_inputs
+from shrink.autosearch.compress import compress
+from shrink.autosearch.mixed_precision import MixedPrecision, plan_mixed_precision
+from shrink.autosearch.options import layer_options, sensitivities, uniform_cost
+from shrink.autosearch.search import CompressionSearch, run_search
+from shrink.autosearch.trials import shutdown_ray
 from shrink.errors import ConfigError
 from shrink.eval.latency import repeat_batch
 from shrink.eval.metrics import accuracy, predict
@@ -37,15 +44,8 @@ from shrink.hw.calibrate import calibrate, interleaved_latency_ms, policy_featur
 from shrink.hw.estimate import rank_correlation
 from shrink.hw.ort_int8 import int8_session, int8_sessions
 from shrink.hw.validate import check_profile
-from shrink.prune.magnitude import MagnitudePruning
-from shrink.prune.structured import ChannelPruning
-from shrink.search.allocate import allocate
-from shrink.search.apply import apply_policy, calibrate_inputs
-from shrink.search.compress import compress
-from shrink.search.mixed_precision import MixedPrecision, plan_mixed_precision
-from shrink.search.options import layer_options, sensitivities, uniform_cost
-from shrink.search.search import CompressionSearch, run_search
-from shrink.search.trials import shutdown_ray
+from shrink.pruning.magnitude import MagnitudePruning
+from shrink.pruning.structured import ChannelPruning
 from shrink.train import fit
 from shrink.zoo import digits_data, digits_teacher
 

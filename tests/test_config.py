@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from shrink.errors import ConfigError
-from shrink.prune import MagnitudePruning
+from shrink.pruning import MagnitudePruning
 from shrink.stages import config_from_dict, registered_types
 from shrink.train import FineTune
 

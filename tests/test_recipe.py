@@ -223,8 +223,8 @@ def test_missing_calibration_is_found_before_any_stage_runs(tmp_path, forget_mod
 
 
 def test_stage_needs_rules():
-    from shrink.prune import MagnitudePruning
-    from shrink.prune.structured.config import ChannelPruning
+    from shrink.pruning import MagnitudePruning
+    from shrink.pruning.structured.config import ChannelPruning
     from shrink.quant import Int8Static
     from shrink.recipe_checks import stage_needs
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
-import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +30,6 @@ __all__ = [
     "deep_compress",
     "finetune",
     "search",
-    "callable_package",
 ]
 
 Handler = Callable[[nn.Module, Any, "Context"], nn.Module]
@@ -139,20 +136,5 @@ def finetune(model: nn.Module, config: Config, *, inplace: bool = False, **ctx: 
 
 
 def search(model: nn.Module, config: Config, *, inplace: bool = False, **ctx: Any) -> nn.Module:
-    """Sensitivity-driven mixed precision or hardware-aware compression search (``shrink.search`` configs)."""
+    """Sensitivity-driven mixed precision or hardware-aware compression search (``shrink.autosearch`` configs)."""
     return _verb("search", model, config, inplace, **ctx)
-
-
-def callable_package(module_name: str, verb: Callable[..., Any]) -> None:
-    """Make the family package ``module_name`` callable as ``verb``.
-
-    ``shrink.prune``, ``shrink.distill`` and ``shrink.search`` are both verbs and packages: importing the package
-    rebinds the attribute on ``shrink`` to the package, so the package itself forwards calls to the verb and
-    ``shrink.prune(model, config)`` works whatever was imported first.
-    """
-
-    def __call__(self: types.ModuleType, *args: Any, **kwargs: Any) -> Any:
-        return verb(*args, **kwargs)
-
-    module = sys.modules[module_name]
-    module.__class__ = type(f"{verb.__name__}_package", (types.ModuleType,), {"__call__": __call__})

@@ -10,13 +10,13 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+import shrink.autosearch  # noqa: F401
 import shrink.deepcomp  # noqa: F401  (importing a family registers its stage types)
-import shrink.distill  # noqa: F401
+import shrink.distillation  # noqa: F401
 import shrink.export.stage  # noqa: F401
 import shrink.lowrank  # noqa: F401
-import shrink.prune  # noqa: F401
+import shrink.pruning  # noqa: F401
 import shrink.quant  # noqa: F401
-import shrink.search  # noqa: F401
 import shrink.train  # noqa: F401
 from shrink.config import Config, registered_so_far
 from shrink.errors import ConfigError

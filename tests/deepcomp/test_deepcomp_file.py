@@ -12,7 +12,7 @@ from torch import nn
 from shrink.deepcomp import MAGIC, decode_state, encode_state, load_compressed, read_compressed, save_compressed
 from shrink.deepcomp.sharing import share_weights
 from shrink.errors import FileFormatError, ModelError
-from shrink.prune.masks import make_permanent
+from shrink.pruning.masks import make_permanent
 
 
 def _factory():

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shrink.distill.losses import (
+from shrink.distillation.losses import (
     attention_kl_loss,
     attention_map_loss,
     embedding_loss,

@@ -8,8 +8,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import shrink
-import shrink.distill
-from shrink.distill import (
+import shrink.distillation
+from shrink.distillation import (
     DistillLoss,
     EmbeddingDistillation,
     Hint,
@@ -33,8 +33,18 @@ def _mean_kd(student, teacher, data):
         return sum(float(kd_loss(student(x), teacher(x), 4.0)) for x, _ in data) / len(data)
 
 
-def test_shrink_distill_verb_survives_the_package_import():
-    assert callable(shrink.distill) and shrink.distill.KnowledgeDistillation is KnowledgeDistillation
+def test_verbs_live_on_shrink_and_family_packages_have_their_own_names():
+    import types
+
+    import shrink.autosearch
+    import shrink.distillation
+    import shrink.pruning
+
+    for verb in (shrink.distill, shrink.prune, shrink.search):
+        assert isinstance(verb, types.FunctionType)  # importing the family packages does not rebind the verbs
+    for package in (shrink.distillation, shrink.pruning, shrink.autosearch):
+        assert type(package) is types.ModuleType and not callable(package)  # no module-class swapping
+    assert shrink.distillation.KnowledgeDistillation is KnowledgeDistillation
 
 
 def test_fitnet_hint_projects_student_features_to_teacher_width():

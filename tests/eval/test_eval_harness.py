@@ -10,7 +10,7 @@ from shrink import evaluate, save
 from shrink.eval import count_macs, count_params, embedding_fidelity, measure_latency
 from shrink.eval.latency import interleaved_latency
 from shrink.export.artifact import artifact_bytes
-from shrink.prune import apply_mask
+from shrink.pruning import apply_mask
 
 
 def test_linear_params_and_macs_are_exact():
@@ -101,7 +101,7 @@ def test_nan_weights_are_refused_before_any_work():
 
     from shrink import prune
     from shrink.errors import ModelError
-    from shrink.prune import MagnitudePruning
+    from shrink.pruning import MagnitudePruning
 
     m = nn.Linear(4, 4)
     with torch.no_grad():

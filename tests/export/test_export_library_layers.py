@@ -4,7 +4,7 @@ import torch
 import shrink
 from shrink.errors import FileFormatError
 from shrink.export.artifact import _rebuild
-from shrink.prune import ChannelPruning
+from shrink.pruning import ChannelPruning
 
 
 def _gpt2():

@@ -36,7 +36,7 @@ def test_same_layout_still_saves_the_hugging_face_way(bert, tmp_path):
 def test_guard_lifts_when_the_layout_is_back_and_survives_copies(bert, tmp_path):
     import copy
 
-    from shrink.prune import MagnitudePruning, make_permanent
+    from shrink.pruning import MagnitudePruning, make_permanent
 
     sparse = shrink.prune(bert, MagnitudePruning(sparsity=0.5))
     with pytest.raises(ModelError, match="is gone"):

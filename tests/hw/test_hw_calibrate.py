@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 import shrink
+from shrink.autosearch.allocate import Option
+from shrink.autosearch.latency_plan import plan_latency
 from shrink.errors import ConfigError
 from shrink.hw import LatencyTable, LayerChoice, trace_layers
 from shrink.hw.calibrate import (
@@ -19,8 +21,6 @@ from shrink.hw.calibrate import (
     policy_features,
 )
 from shrink.hw.profile import MeasuredSpec
-from shrink.search.allocate import Option
-from shrink.search.latency_plan import plan_latency
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 import shrink
+from shrink.autosearch.apply import apply_policy, calibrate_inputs
+from shrink.autosearch.export import attach_int8_export
 from shrink.hw import LayerChoice
 from shrink.hw.ort_int8 import export_int8, layer_nodes
 from shrink.hw.profile import MeasuredSpec
 from shrink.hw.validate import check_profile, measure_policy_latency
-from shrink.search.apply import apply_policy, calibrate_inputs
-from shrink.search.export import attach_int8_export
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -37,7 +37,7 @@ def test_pruning_nothing_keeps_the_function():
 
 
 def _kl(teacher, student, windows):
-    from shrink.distill.losses import kd_loss
+    from shrink.distillation.losses import kd_loss
 
     with torch.no_grad():
         return sum(float(kd_loss(student(input_ids=w[None]).logits[0], teacher(input_ids=w[None]).logits[0], 1.0))

@@ -10,8 +10,8 @@ from torch import nn
 import shrink
 from shrink.api import Context, apply
 from shrink.errors import ModelError, SelectorError
-from shrink.prune import NMSparseConv, NMSparseLinear, NMSparsity, check_nm, get_mask, pack_nm
-from shrink.prune.nm import NM_CPU_NOTE
+from shrink.pruning import NMSparseConv, NMSparseLinear, NMSparsity, check_nm, get_mask, pack_nm
+from shrink.pruning.nm import NM_CPU_NOTE
 from shrink.train import fit
 
 

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from shrink.prune.nm_pattern import check_nm, from_input_last, input_last, nm_mask, pack_bits, unpack_bits
+from shrink.pruning.nm_pattern import check_nm, from_input_last, input_last, nm_mask, pack_bits, unpack_bits
 
 
 @pytest.mark.parametrize(("n", "m"), [(2, 4), (4, 8), (1, 4)])

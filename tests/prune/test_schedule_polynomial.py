@@ -6,8 +6,8 @@ from torch import nn
 
 import shrink
 from shrink.errors import ConfigError
-from shrink.prune import GradualPruning, iterative_sparsities, polynomial_sparsity, polynomial_steps
-from shrink.prune import unstructured as unstructured_mod
+from shrink.pruning import GradualPruning, iterative_sparsities, polynomial_sparsity, polynomial_steps
+from shrink.pruning import unstructured as unstructured_mod
 
 
 def test_polynomial_endpoints_and_formula():

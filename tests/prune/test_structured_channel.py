@@ -10,8 +10,8 @@ from torch import nn
 import shrink
 from shrink.errors import ConfigError, DataError
 from shrink.graph import build_dependency_graph
-from shrink.prune.structured import ChannelPruning, LayerRemoval, SkippedLayer, choose_units
-from shrink.prune.structured.importance import l1_importance
+from shrink.pruning.structured import ChannelPruning, LayerRemoval, SkippedLayer, choose_units
+from shrink.pruning.structured.importance import l1_importance
 from shrink.zoo import digits_data, digits_student, resnet18
 
 

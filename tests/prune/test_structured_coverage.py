@@ -10,7 +10,7 @@ import torch
 import shrink
 from shrink.data import call_model
 from shrink.graph import output_tensors
-from shrink.prune.structured import ChannelPruning
+from shrink.pruning.structured import ChannelPruning
 
 
 def _hf(name):

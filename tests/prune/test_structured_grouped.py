@@ -8,7 +8,7 @@ from torch import nn
 
 import shrink
 from shrink.graph import build_dependency_graph
-from shrink.prune.structured import ChannelPruning
+from shrink.pruning.structured import ChannelPruning
 
 
 class _Grouped(nn.Module):

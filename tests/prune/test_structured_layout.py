@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import shrink
-from shrink.prune.structured import ChannelPruning
-from shrink.prune.structured.slicing import memory_format_of
+from shrink.pruning.structured import ChannelPruning
+from shrink.pruning.structured.slicing import memory_format_of
 from shrink.zoo import resnet18
 
 

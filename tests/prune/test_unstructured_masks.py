@@ -10,7 +10,7 @@ from torch import nn
 import shrink
 from shrink.api import Context, apply
 from shrink.errors import ConfigError, DataError
-from shrink.prune import (
+from shrink.pruning import (
     IterativePruning,
     MagnitudePruning,
     apply_mask,
@@ -18,8 +18,8 @@ from shrink.prune import (
     make_permanent,
     unstructured_masks,
 )
-from shrink.prune.masks import Mask
-from shrink.prune.penalty import weight_penalty
+from shrink.pruning.masks import Mask
+from shrink.pruning.penalty import weight_penalty
 from shrink.train import fit
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import shrink
-from shrink.prune import IterativePruning, MagnitudePruning, get_mask
+from shrink.pruning import IterativePruning, MagnitudePruning, get_mask
 
 
 def _mlp() -> nn.Module:

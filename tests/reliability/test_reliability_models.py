@@ -30,7 +30,7 @@ def _with_nan(model: nn.Module) -> nn.Module:
 
 
 def test_non_finite_weights(student, x, tmp_path, user_sees):
-    from shrink.prune import MagnitudePruning
+    from shrink.pruning import MagnitudePruning
     from shrink.quant import Int8Static
     from shrink.recipe import run
 
@@ -150,7 +150,7 @@ class Spectral(nn.Module):
 
 
 def test_structured_pruning_of_untraceable_or_unsupported_models(x, student, user_sees):
-    from shrink.prune.structured import ChannelPruning
+    from shrink.pruning.structured import ChannelPruning
 
     cfg = ChannelPruning(ratio=0.5)
     user_sees(

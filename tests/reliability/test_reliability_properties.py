@@ -73,7 +73,7 @@ def test_int4_packing_round_trip(codes):
 @PROPS
 @given(values=st.lists(FLOATS, min_size=1, max_size=100))
 def test_sign_and_bit_packing_round_trip(values):
-    from shrink.prune.nm_pattern import pack_bits, unpack_bits
+    from shrink.pruning.nm_pattern import pack_bits, unpack_bits
     from shrink.quant.layers.binary_layers import pack_signs, unpack_signs
 
     w = torch.tensor(values)
@@ -93,8 +93,8 @@ def test_sign_and_bit_packing_round_trip(values):
     seed=st.integers(0, 2**16),
 )
 def test_magnitude_mask_invariants(shape, sparsity, scope, seed):
-    from shrink.prune.magnitude import MagnitudePruning, magnitude_masks
-    from shrink.prune.masks import apply_mask, get_mask, make_permanent
+    from shrink.pruning.magnitude import MagnitudePruning, magnitude_masks
+    from shrink.pruning.masks import apply_mask, get_mask, make_permanent
 
     torch.manual_seed(seed)
     layer = nn.Conv2d(shape[1], shape[0], 3) if len(shape) == 4 else nn.Linear(shape[1], shape[0])

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
+from shrink.autosearch.allocate import Option, allocate, brute_force
 from shrink.errors import ConfigError
 from shrink.hw.policy import LayerChoice
-from shrink.search.allocate import Option, allocate, brute_force
 
 BITS = (2, 4, 8, 16)
 

@@ -9,16 +9,16 @@ from torch import nn
 
 import shrink
 from shrink.api import Context, apply
+from shrink.autosearch.allocate import Option, allocate
+from shrink.autosearch.apply import apply_policy, calibrate_inputs
+from shrink.autosearch.file_budget import HEADER_BYTES_PER_MODULE, check_file, fit_file
+from shrink.autosearch.mixed_precision import MixedPrecision
+from shrink.autosearch.options import file_bytes
 from shrink.errors import ConfigError
 from shrink.export.size import artifact_size
 from shrink.hw import trace_layers
 from shrink.hw.policy import LayerChoice
 from shrink.quant.layers.lowbit import LowBitConv, LowBitLinear
-from shrink.search.allocate import Option, allocate
-from shrink.search.apply import apply_policy, calibrate_inputs
-from shrink.search.file_budget import HEADER_BYTES_PER_MODULE, check_file, fit_file
-from shrink.search.mixed_precision import MixedPrecision
-from shrink.search.options import file_bytes
 from shrink.zoo.digits import DigitsCNN
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from shrink.autosearch.allocate import Option
+from shrink.autosearch.latency_plan import _homogeneous
 from shrink.hw.policy import LayerChoice
 from shrink.hw.profile import load_profile
-from shrink.search.allocate import Option
-from shrink.search.latency_plan import _homogeneous
 
 
 def test_homogeneous_policies_pick_least_loss_option_of_each_kernel_kind():

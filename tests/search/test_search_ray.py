@@ -12,8 +12,8 @@ from torch import nn
 
 import shrink
 from shrink.api import Context
-from shrink.search.search import CompressionSearch, run_search
-from shrink.search.trials import probe, run_trials, shutdown_ray
+from shrink.autosearch.search import CompressionSearch, run_search
+from shrink.autosearch.trials import probe, run_trials, shutdown_ray
 
 pytestmark = pytest.mark.slow
 

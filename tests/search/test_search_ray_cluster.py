@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from shrink.search.trials import run_trials, shutdown_ray, where
+from shrink.autosearch.trials import run_trials, shutdown_ray, where
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import textwrap
 import numpy as np
 import torch
 
-from shrink.search.trials import listed, run_trials
+from shrink.autosearch.trials import listed, run_trials
 
 TASK = textwrap.dedent("""
     import json, sys
@@ -22,7 +22,7 @@ TASK = textwrap.dedent("""
     from torch.utils.data import DataLoader, TensorDataset
     import shrink
     from shrink.api import Context
-    from shrink.search.search import CompressionSearch, run_search
+    from shrink.autosearch.search import CompressionSearch, run_search
 
     def task():
         g = torch.Generator().manual_seed(0)

@@ -10,9 +10,9 @@ from torch import nn
 
 import shrink
 from shrink.api import Context, apply
+from shrink.autosearch.result import pareto_front
+from shrink.autosearch.search import CompressionSearch, run_search
 from shrink.errors import ConfigError
-from shrink.search.result import pareto_front
-from shrink.search.search import CompressionSearch, run_search
 from shrink.stages import config_from_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,11 +8,11 @@ from torch import nn
 
 import shrink
 from shrink.api import Context, apply
+from shrink.autosearch.apply import apply_policy, calibrate_inputs
+from shrink.autosearch.mixed_precision import MixedPrecision
+from shrink.autosearch.sensitivity import hessian_traces, hutchinson_trace, measured_sensitivity
 from shrink.errors import ConfigError
 from shrink.hw.policy import LayerChoice
-from shrink.search.apply import apply_policy, calibrate_inputs
-from shrink.search.mixed_precision import MixedPrecision
-from shrink.search.sensitivity import hessian_traces, hutchinson_trace, measured_sensitivity
 from shrink.stages import config_from_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -49,7 +49,7 @@ CASES = textwrap.dedent("""
     import torch
     from torch import nn
     from shrink.api import Context, apply
-    from shrink.distill.stage import KnowledgeDistillation
+    from shrink.distillation.stage import KnowledgeDistillation
     from shrink.quant.qat import QAT
     from shrink.train import distributed
     from shrink.train.finetune import FineTune

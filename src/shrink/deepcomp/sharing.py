@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from shrink.prune.masks import make_permanent
+from shrink.pruning.masks import make_permanent
 
 __all__ = ["kmeans_1d", "SharedWeight", "share_weights"]
 

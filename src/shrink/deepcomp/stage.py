@@ -18,8 +18,8 @@ from shrink.deepcomp.io import save_compressed
 from shrink.deepcomp.sharing import share_weights
 from shrink.errors import DataError, ModelError
 from shrink.export.artifact import artifact_bytes, state_digest
-from shrink.prune.magnitude import MagnitudePruning, magnitude_masks
-from shrink.prune.masks import apply_mask, make_permanent
+from shrink.pruning.magnitude import MagnitudePruning, magnitude_masks
+from shrink.pruning.masks import apply_mask, make_permanent
 from shrink.select import Selector, select_modules
 from shrink.train.loop import fit
 

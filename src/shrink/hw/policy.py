@@ -1,7 +1,7 @@
 """Per-layer compression choices: bit width, unstructured sparsity and kept channel width.
 
 A :class:`Policy` maps layer names to :class:`LayerChoice`; layers not named stay fp32, dense, full width. The cost
-model prices a policy without applying it; :mod:`shrink.search.apply` applies one to a model.
+model prices a policy without applying it; :mod:`shrink.autosearch.apply` applies one to a model.
 """
 
 from __future__ import annotations

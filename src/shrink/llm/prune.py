@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from shrink.distill.losses import kd_loss
+from shrink.distillation.losses import kd_loss
 from shrink.errors import ConfigError, DataError
 
 __all__ = ["prune_llama", "recover"]

@@ -144,7 +144,7 @@ def convert_qat(model: nn.Module) -> nn.Module:
 def _loss(teacher: nn.Module | None, config: QAT):  # noqa: ANN202
     if teacher is None or config.distill_alpha == 0.0:
         return None
-    from shrink.distill.losses import hinton_loss
+    from shrink.distillation.losses import hinton_loss
 
     teacher = teacher.eval()
 

@@ -1,4 +1,4 @@
-"""Layers whose weights are stored below fp32, as mixed precision (:func:`shrink.search.apply_policy`) applies them:
+"""Layers whose weights are stored below fp32, as mixed precision (:func:`shrink.autosearch.apply_policy`) applies them:
 :class:`LowBitLinear` and :class:`LowBitConv` (1-D and 2-D convolutions).
 
 * **2-8 bits**: integer codes on a symmetric per-output-channel grid (an int8 buffer in memory) and one fp32 scale
@@ -10,7 +10,7 @@
 
 Compute is float: the weight is dequantized to fp32 and a float linear / convolution runs, so PyTorch figures are a
 simulation of the integer arithmetic (the ``shrink_execution`` label says so). Real int8 kernels come from the ONNX
-export in :mod:`shrink.search.export`, which exports each layer's float twin (:meth:`to_float`).
+export in :mod:`shrink.autosearch.export`, which exports each layer's float twin (:meth:`to_float`).
 
 :func:`stored_bytes` is what a layer takes in the file, computed without writing it: byte budgets use it.
 """
@@ -75,7 +75,7 @@ class _LowBit(nn.Module):
 
     @torch.no_grad()
     def set_input_qparams(self, qp: QParams) -> None:
-        """The input's grid: per tensor, unsigned ``input_bits``, as :func:`shrink.search.calibrate_inputs` gives."""
+        """The input's grid: per tensor, unsigned ``input_bits``, from :func:`shrink.autosearch.calibrate_inputs`."""
         if self.input_scale is None or self.input_zero_point is None:
             raise ConfigError(f"{type(self).__name__} was built without input quantization (input_bits=None)")
         if qp.bits != self.input_bits or qp.signed or qp.narrow_range or qp.scale.numel() != 1:

@@ -1,5 +1,5 @@
 """N:M semi-structured pruning as one config: choose the pattern by magnitude, fine-tune with the masks fixed,
-then pack the weights (values + m-bit fields) into :mod:`shrink.prune.nm_layers`.
+then pack the weights (values + m-bit fields) into :mod:`shrink.pruning.nm_layers`.
 
 On CPU this saves bytes, not time: PyTorch's semi-structured sparse kernels (``to_sparse_semi_structured``) need
 CUDA sparse tensor cores, and no CPU runtime shrink measures has an N:M kernel. The report says so.
@@ -17,9 +17,9 @@ from torch import nn
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.errors import DataError, SelectorError
-from shrink.prune.masks import apply_mask, weight_of
-from shrink.prune.nm_layers import pack_nm
-from shrink.prune.nm_pattern import nm_compatible, nm_mask
+from shrink.pruning.masks import apply_mask, weight_of
+from shrink.pruning.nm_layers import pack_nm
+from shrink.pruning.nm_pattern import nm_compatible, nm_mask
 from shrink.select import Selector, select_modules
 from shrink.train import fit
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from shrink.api import Context, implements
 from shrink.config import Config, register
-from shrink.prune.masks import apply_mask, get_mask, weight_of
+from shrink.pruning.masks import apply_mask, get_mask, weight_of
 from shrink.select import Selector, select_modules
 
 __all__ = ["MagnitudePruning", "magnitude_masks", "unstructured_masks", "prune_unstructured"]

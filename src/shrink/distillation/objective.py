@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from shrink.data import call_model
-from shrink.distill.hints import FeatureTaps, Hint, make_projection, pick_output
-from shrink.distill.losses import attention_kl_loss, attention_map_loss, embedding_loss, hint_loss, hinton_loss
+from shrink.distillation.hints import FeatureTaps, Hint, make_projection, pick_output
+from shrink.distillation.losses import attention_kl_loss, attention_map_loss, embedding_loss, hint_loss, hinton_loss
 from shrink.errors import ConfigError, DataError
 
 __all__ = ["DistillLoss", "DistillTrainee", "logits_of"]

@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from shrink._parametrize import bake_parametrizations
+from shrink.autosearch.apply import apply_policy, calibrate_inputs
 from shrink.errors import ConfigError
 from shrink.graph import build_dependency_graph
 from shrink.hw.policy import LayerChoice, Policy
-from shrink.prune.structured import apply_removal, choose_units
-from shrink.prune.structured.importance import l1_importance
-from shrink.search.apply import apply_policy, calibrate_inputs
+from shrink.pruning.structured import apply_removal, choose_units
+from shrink.pruning.structured.importance import l1_importance
 from shrink.train.loop import fit
 
 __all__ = ["width_layers", "remove_channels", "compress"]

@@ -12,7 +12,7 @@ from shrink.data import call_model
 from shrink.errors import ConfigError, DataError, ModelError
 from shrink.export.artifact import register_layer
 from shrink.graph import output_tensors
-from shrink.prune.structured.config import LayerRemoval
+from shrink.pruning.structured.config import LayerRemoval
 from shrink.select import select_modules
 
 __all__ = ["SkippedLayer", "remove_layers", "block_candidates"]

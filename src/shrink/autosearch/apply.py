@@ -22,7 +22,7 @@ from shrink._parametrize import baked_copy
 from shrink.data import feed_inputs
 from shrink.errors import ConfigError
 from shrink.hw.policy import LayerChoice, Policy
-from shrink.prune.magnitude import MagnitudePruning, magnitude_masks
+from shrink.pruning.magnitude import MagnitudePruning, magnitude_masks
 from shrink.quant.algorithms.observers import MinMaxObserver
 from shrink.quant.layers.convert import set_module
 from shrink.quant.layers.lowbit import lowbit_layer

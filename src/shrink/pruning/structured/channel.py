@@ -16,10 +16,10 @@ from shrink.api import Context, implements
 from shrink.data import call_model, split_batch
 from shrink.errors import DataError, ModelError
 from shrink.graph import ChannelGroup, DependencyGraph, build_dependency_graph, output_tensors
-from shrink.prune.structured import importance as imp
-from shrink.prune.structured import lasso
-from shrink.prune.structured.config import ChannelPruning
-from shrink.prune.structured.slicing import slice_module, update_head_attributes
+from shrink.pruning.structured import importance as imp
+from shrink.pruning.structured import lasso
+from shrink.pruning.structured.config import ChannelPruning
+from shrink.pruning.structured.slicing import slice_module, update_head_attributes
 from shrink.select import select_modules
 
 __all__ = ["channel_prune", "choose_units", "apply_removal", "prunable_groups"]

@@ -4,10 +4,10 @@ Three separate pieces: the dependency graph (:mod:`shrink.graph`), importance cr
 (:mod:`.importance`, :mod:`.lasso`) and per-layer slicing (:mod:`.slicing`).
 """
 
-from shrink.prune.structured.channel import apply_removal, channel_prune, choose_units, prunable_groups
-from shrink.prune.structured.config import ChannelPruning, LayerRemoval
-from shrink.prune.structured.layers import SkippedLayer, block_candidates, layer_removal, remove_layers
-from shrink.prune.structured.slicing import slice_module, update_head_attributes
+from shrink.pruning.structured.channel import apply_removal, channel_prune, choose_units, prunable_groups
+from shrink.pruning.structured.config import ChannelPruning, LayerRemoval
+from shrink.pruning.structured.layers import SkippedLayer, block_candidates, layer_removal, remove_layers
+from shrink.pruning.structured.slicing import slice_module, update_head_attributes
 
 __all__ = [
     "ChannelPruning",

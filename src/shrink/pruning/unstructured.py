@@ -18,10 +18,10 @@ from torch import nn
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.errors import DataError
-from shrink.prune.magnitude import Criterion, Scope, prune_unstructured
-from shrink.prune.masks import apply_mask, get_mask, weight_of
-from shrink.prune.penalty import Regularization, weight_penalty
-from shrink.prune.schedule import iterative_sparsities, polynomial_sparsity, polynomial_steps
+from shrink.pruning.magnitude import Criterion, Scope, prune_unstructured
+from shrink.pruning.masks import apply_mask, get_mask, weight_of
+from shrink.pruning.penalty import Regularization, weight_penalty
+from shrink.pruning.schedule import iterative_sparsities, polynomial_sparsity, polynomial_steps
 from shrink.select import Selector, select_modules
 from shrink.train import fit
 

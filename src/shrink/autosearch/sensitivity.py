@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from shrink.autosearch.apply import apply_policy, prune_weight, quantize_weight
 from shrink.data import call_model, split_batch
 from shrink.errors import DataError
 from shrink.hw.policy import LayerChoice
 from shrink.quant.numerics.qparams import QParams
-from shrink.search.apply import apply_policy, prune_weight, quantize_weight
 
 __all__ = [
     "mean_loss",

@@ -1,7 +1,7 @@
 """The allocation problem for a model: per-layer options with predicted loss (sensitivity) and costs on a profile.
 
 The ``bytes`` cost of an option is what the layer takes in the file :func:`shrink.save` writes once
-:func:`~shrink.search.apply_policy` has applied it: codes at their bit width (bit-packed), per-channel scales, the
+:func:`~shrink.autosearch.apply_policy` has applied it: codes at their bit width (bit-packed), per-channel scales, the
 bias and the input grid (:func:`shrink.quant.layers.lowbit.stored_bytes`). Only the file's header and the
 layers outside the budget are not counted.
 """
@@ -13,6 +13,8 @@ from typing import Any
 
 from torch import nn
 
+from shrink.autosearch.allocate import Option
+from shrink.autosearch.sensitivity import hessian_sensitivity, hessian_traces, measured_sensitivity
 from shrink.errors import ConfigError, DataError
 from shrink.hw.estimate import layer_cost
 from shrink.hw.layers import LayerSpec, input_widths, scaled
@@ -21,8 +23,6 @@ from shrink.hw.policy import FP32, LayerChoice, Policy
 from shrink.hw.profile import Profile
 from shrink.quant.layers.lowbit import stored_bytes
 from shrink.quant.numerics.qparams import QParams
-from shrink.search.allocate import Option
-from shrink.search.sensitivity import hessian_sensitivity, hessian_traces, measured_sensitivity
 
 __all__ = [
     "BUDGET_KINDS",

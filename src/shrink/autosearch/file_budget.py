@@ -1,7 +1,7 @@
 """Byte budgets held on the written file, not on an estimate.
 
 A byte budget counts what the model file holds for the budgeted layers: codes at their bit width (bit-packed, or
-mask + packed non-zeros), per-channel scales, biases and input grids (see :mod:`shrink.search.options`). After an
+mask + packed non-zeros), per-channel scales, biases and input grids (see :mod:`shrink.autosearch.options`). After an
 allocation is applied, the model is written with :func:`shrink.save` and the file is read back
 (:mod:`shrink.export.size`):
 
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from shrink.autosearch.allocate import Allocation, Option, allocate
+from shrink.autosearch.apply import apply_policy
 from shrink.errors import ConfigError
 from shrink.export.size import FileSize, artifact_size
 from shrink.quant.numerics.qparams import QParams
-from shrink.search.allocate import Allocation, Option, allocate
-from shrink.search.apply import apply_policy
 
 __all__ = ["HEADER_BYTES_PER_MODULE", "RESOLVE_TRIES", "FileCheck", "check_file", "fit_file"]
 

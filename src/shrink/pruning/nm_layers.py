@@ -16,8 +16,8 @@ from torch.nn import functional as F
 
 from shrink.errors import ModelError
 from shrink.export.artifact import register_layer
-from shrink.prune.masks import get_mask, weight_of
-from shrink.prune.nm_pattern import check_nm, from_input_last, input_last, nm_mask, pack_bits, unpack_bits
+from shrink.pruning.masks import get_mask, weight_of
+from shrink.pruning.nm_pattern import check_nm, from_input_last, input_last, nm_mask, pack_bits, unpack_bits
 
 __all__ = ["NMSparseLinear", "NMSparseConv", "pack_nm"]
 

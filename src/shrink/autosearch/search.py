@@ -32,6 +32,14 @@ import torch
 from torch import nn
 
 from shrink.api import Context, implements
+from shrink.autosearch.allocate import Option, allocate
+from shrink.autosearch.compress import compress, width_layers
+from shrink.autosearch.export import attach_int8_export
+from shrink.autosearch.latency_plan import calibrated_options
+from shrink.autosearch.options import layer_options, option_costs, policy_file_bytes
+from shrink.autosearch.result import Point, SearchResult
+from shrink.autosearch.sensitivity import logits_of, output_kl
+from shrink.autosearch.trials import listed, run_trials
 from shrink.config import Config, register
 from shrink.data import split_batch
 from shrink.errors import ConfigError, DataError
@@ -45,14 +53,6 @@ from shrink.hw.measured import LatencyTable, execution_kind
 from shrink.hw.ort_int8 import int8_sessions
 from shrink.hw.policy import LayerChoice, policy_from_dict, policy_to_dict
 from shrink.hw.profile import Profile, load_profile
-from shrink.search.allocate import Option, allocate
-from shrink.search.compress import compress, width_layers
-from shrink.search.export import attach_int8_export
-from shrink.search.latency_plan import calibrated_options
-from shrink.search.options import layer_options, option_costs, policy_file_bytes
-from shrink.search.result import Point, SearchResult
-from shrink.search.sensitivity import logits_of, output_kl
-from shrink.search.trials import listed, run_trials
 from shrink.select import Selector, select_modules
 
 __all__ = ["CompressionSearch", "TrialData", "run_search", "compression_search", "evaluate_policy"]

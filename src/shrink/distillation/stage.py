@@ -12,9 +12,9 @@ from torch import nn
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.data import first_batch, split_batch
-from shrink.distill.hints import Hint
-from shrink.distill.objective import DistillLoss, DistillTrainee
-from shrink.distill.student import student_from_layers
+from shrink.distillation.hints import Hint
+from shrink.distillation.objective import DistillLoss, DistillTrainee
+from shrink.distillation.student import student_from_layers
 from shrink.errors import ConfigError, DataError
 from shrink.train.loop import fit
 

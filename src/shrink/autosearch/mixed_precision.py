@@ -1,10 +1,10 @@
 """Mixed precision (HAWQ-v2 / HAQ-style allocation, solved exactly): per-layer bit widths from {2, 4, 8, 16}
 (optionally per-layer sparsity) minimizing the predicted loss under one budget — model bytes, latency or energy on a
-hardware profile, or BitOps — then applied as low-bit layers (:mod:`shrink.search.apply`: codes at their bit width,
+hardware profile, or BitOps — then applied as low-bit layers (:mod:`shrink.autosearch.apply`: codes at their bit width,
 fp32 compute on the dequantized weights, so accuracy figures are simulated; the report says so).
 
 Byte budgets are held on the written file: the model is saved with :func:`shrink.save`, the file is read back and
-checked, and the allocation is solved again if it misses (:mod:`shrink.search.file_budget`). The file holds every
+checked, and the allocation is solved again if it misses (:mod:`shrink.autosearch.file_budget`). The file holds every
 2-8-bit weight bit-packed at its width with fp32 per-channel scales and the 8-bit input grid, 16-bit weights in fp16,
 32-bit layers and biases in fp32; :func:`shrink.load` rebuilds exactly the model the stage returned."""
 
@@ -18,6 +18,12 @@ import torch
 from torch import nn
 
 from shrink.api import Context, implements
+from shrink.autosearch.allocate import Allocation, Option, allocate
+from shrink.autosearch.apply import apply_policy, calibrate_inputs
+from shrink.autosearch.export import attach_int8_export
+from shrink.autosearch.file_budget import fit_file
+from shrink.autosearch.latency_plan import plan_latency
+from shrink.autosearch.options import layer_options, option_costs, sensitivities, uniform_cost
 from shrink.config import Config, register
 from shrink.data import split_batch
 from shrink.errors import ConfigError
@@ -27,12 +33,6 @@ from shrink.hw.layers import trace_layers
 from shrink.hw.measured import LatencyTable
 from shrink.hw.policy import LayerChoice, policy_to_dict
 from shrink.hw.profile import load_profile
-from shrink.search.allocate import Allocation, Option, allocate
-from shrink.search.apply import apply_policy, calibrate_inputs
-from shrink.search.export import attach_int8_export
-from shrink.search.file_budget import fit_file
-from shrink.search.latency_plan import plan_latency
-from shrink.search.options import layer_options, option_costs, sensitivities, uniform_cost
 from shrink.select import Selector, select_modules
 
 __all__ = ["MixedPrecision", "plan_mixed_precision", "mixed_precision"]
@@ -46,7 +46,7 @@ class MixedPrecision(Config):
     ``budget_bits``, or ``budget_fraction`` of their fp32 cost; give exactly one. Bytes are those the model file
     holds for the selected layers (codes, scales, biases, input grids); the written file is checked against the
     budget plus the other layers' tensors plus ``HEADER_BYTES_PER_MODULE`` per module (see
-    :mod:`shrink.search.file_budget`). With ``latency_model=
+    :mod:`shrink.autosearch.file_budget`). With ``latency_model=
     "calibrated"`` the fp32 cost is the fp32 model's end-to-end time measured by the calibration, so a fraction
     holds at the machine speed the answer is checked at.
     """
@@ -70,7 +70,7 @@ class MixedPrecision(Config):
     solver: Literal["milp", "dp"] = "milp"
     #: latency budgets on a measured profile: "table" sums the per-layer table; "calibrated" budgets end-to-end
     #: time (offset and int8/fp32 boundaries fitted to a few timings of this model, the answer measured and the
-    #: allocation tightened up to ``verify`` times; see shrink.search.latency_plan)
+    #: allocation tightened up to ``verify`` times; see shrink.autosearch.latency_plan)
     latency_model: Literal["table", "calibrated"] = "table"
     #: calibrated latency: most allocations timed end to end and re-solved if over budget (0: prediction only)
     verify: int = pydantic.Field(4, ge=0)

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from shrink.prune.masks import weight_of
+from shrink.pruning.masks import weight_of
 
 __all__ = ["Regularization", "weight_penalty"]
 

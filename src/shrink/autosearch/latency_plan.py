@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from shrink.autosearch.allocate import Allocation, Option, allocate
 from shrink.errors import ConfigError
 from shrink.hw.calibrate import Calibration, calibrate, interleaved_latency_ms, policy_features
 from shrink.hw.layers import LayerSpec
@@ -27,7 +28,6 @@ from shrink.hw.measured import LatencyTable, execution_kind
 from shrink.hw.ort_int8 import int8_sessions
 from shrink.hw.policy import LayerChoice
 from shrink.hw.profile import Profile
-from shrink.search.allocate import Allocation, Option, allocate
 
 __all__ = ["LatencyPlan", "calibrated_options", "plan_latency"]
 
