@@ -1,11 +1,13 @@
 """GPTQ weight rounding: same grid as round-to-nearest, lower layer output error, usable from Int8Static."""
 
+import pytest
 import torch
 from torch import nn
 
 import shrink
+from shrink.errors import DataError
 from shrink.quant import Int8Static, QuantLinear
-from shrink.quant.algorithms.gptq import gptq_codes
+from shrink.quant.algorithms.gptq import gptq_codes, input_hessians
 from shrink.quant.numerics.qparams import compute_qparams, dequantize, quantize
 
 
@@ -45,3 +47,78 @@ def test_int8_static_gptq_option():
         ref = model(x)
         e_plain, e_gptq = (plain(x) - ref).pow(2).mean(), (gptq(x) - ref).pow(2).mean()
     assert e_gptq < e_plain
+
+
+class _Tokens(nn.Module):
+    """A token model taking ``(x, attention_mask)`` as a Hugging Face encoder does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+def test_padding_tokens_are_left_out_of_the_hessian():
+    g = torch.Generator().manual_seed(0)
+    model = _Tokens()
+    real = torch.randn(2, 5, 8, generator=g)
+    padded = torch.cat([real, 100 * torch.randn(2, 3, 8, generator=g)], dim=1)  # junk where the mask is 0
+    mask = torch.cat([torch.ones(2, 5), torch.zeros(2, 3)], dim=1).long()
+    h_real = input_hessians(model, {"lin": model.lin}, [{"x": real, "attention_mask": torch.ones(2, 5).long()}])
+    h_padded = input_hessians(model, {"lin": model.lin}, [{"x": padded, "attention_mask": mask}])
+    rows = real.reshape(-1, 8).double()
+    assert torch.allclose(h_padded["lin"], h_real["lin"]) and torch.allclose(h_real["lin"], rows.T @ rows / 10)
+
+
+def test_each_layer_is_rounded_on_the_inputs_of_the_quantized_layers_before_it():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 48), nn.GELU(), nn.Linear(48, 8)).eval()
+    calib = [_correlated_inputs(64, 32) for _ in range(2)]
+    cfg = dict(dynamic=shrink.select.Selector(types=("Linear",)), dynamic_granularity="token")
+    q = shrink.quantize(model, Int8Static(weight_rounding="gptq", gptq_sequential=True, **cfg), calibration=calib)
+    seen: list[torch.Tensor] = []
+    handle = q[2].register_forward_pre_hook(lambda m, a: seen.append(a[0].reshape(-1, 48).double()))
+    with torch.no_grad():
+        for x in calib:
+            q(x)
+    handle.remove()
+    rows = torch.cat(seen)
+    h_quantized = rows.T @ rows / rows.shape[0]  # what layer 2 receives from the final quantized layer 0
+    w = model[2].weight.detach()
+    amax = w.abs().amax(dim=1)
+    grid = compute_qparams(-amax, amax, 8, symmetric=True, signed=True, axis=0, narrow_range=True)
+    assert torch.equal(q[2].weight_int, gptq_codes(w, h_quantized, grid))
+    h_float = input_hessians(model, {"2": model[2]}, calib)["2"]
+    assert not torch.allclose(h_float, h_quantized)  # the float model's inputs differ: sequential is not one-shot
+
+
+def test_a_layer_that_runs_twice_per_forward_is_refused_for_sequential_gptq():
+    # one-shot GPTQ (the default) accepts it: both calls' inputs enter the layer's Hessian
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(6, 6)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(torch.relu(self.lin(x)))
+
+    with pytest.raises(DataError, match=r"runs more than once per forward: \['lin'\]"):
+        shrink.quantize(
+            Twice(), Int8Static(weight_rounding="gptq", gptq_sequential=True), calibration=[torch.randn(4, 6)]
+        )
+
+
+def test_one_shot_gptq_rounds_every_layer_on_the_float_models_inputs():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 48), nn.GELU(), nn.Linear(48, 8)).eval()
+    calib = [_correlated_inputs(64, 32) for _ in range(2)]
+    cfg = dict(dynamic=shrink.select.Selector(types=("Linear",)), dynamic_granularity="token")
+    q = shrink.quantize(model, Int8Static(weight_rounding="gptq", **cfg), calibration=calib)
+    hessians = input_hessians(model, {"0": model[0], "2": model[2]}, calib)
+    for name in ("0", "2"):
+        w = model.get_submodule(name).weight.detach()
+        amax = w.abs().amax(dim=1)
+        grid = compute_qparams(-amax, amax, 8, symmetric=True, signed=True, axis=0, narrow_range=True)
+        assert torch.equal(q.get_submodule(name).weight_int, gptq_codes(w, hessians[name], grid))

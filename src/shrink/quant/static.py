@@ -7,7 +7,7 @@ initializers that ONNX Runtime runs on integer kernels.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import torch
@@ -18,9 +18,9 @@ from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.data import forward_pre_hooks
 from shrink.errors import ConfigError
-from shrink.quant.algorithms.calibrate import calibrating, run_calibration
+from shrink.quant.algorithms.calibrate import LayerObservers, calibrating, run_calibration
 from shrink.quant.algorithms.fold import fold_and_fuse
-from shrink.quant.algorithms.gptq import gptq_codes, input_hessians
+from shrink.quant.algorithms.gptq import input_hessians, round_with_gptq, sequential_gptq
 from shrink.quant.algorithms.observers import make_observer
 from shrink.quant.algorithms.smooth import smooth_layers
 from shrink.quant.layers.convert import (
@@ -32,6 +32,7 @@ from shrink.quant.layers.convert import (
 )
 from shrink.quant.layers.modules import ActMode, QuantConv2d, QuantLinear, act_qparams_u8
 from shrink.quant.layers.packed import PackedEmbedding
+from shrink.quant.numerics.qparams import QParams
 from shrink.quant.onnx.export import attach_export
 from shrink.select import Selector
 
@@ -51,6 +52,8 @@ class Int8Static(Config):
     weight_observer: Literal["minmax", "mse", "aciq_laplace", "aciq_gaussian"] = "minmax"
     #: "gptq": Linear weights rounded with GPTQ error feedback on calibration inputs (same grid, lower output error)
     weight_rounding: Literal["nearest", "gptq"] = "nearest"
+    #: GPTQ Hessians layer by layer from the already-quantized layers' outputs (False: one pass over the float model)
+    gptq_sequential: bool = False
     activation_bits: int = pydantic.Field(8, ge=2, le=8)
     #: "auto": on x86 CPUs without VNNI, ONNX weights are stored as uint8 + 128 (see convert.effective_weight_bits)
     weight_range: Literal["auto", "full", "reduced", "u8"] = "auto"
@@ -139,21 +142,30 @@ def correct_bias(model: nn.Module, float_weights: dict[str, torch.Tensor], data,
             layer.bias.sub_(shift)
 
 
-def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Module:
-    """Fold, calibrate, quantize and convert ``model`` (in place; ``apply`` hands us a copy)."""
-    bake_parametrizations(model)  # pruning masks etc. become plain weights (our copy)
-    check_weights(model)
-    relu_layers, notes = fold_and_fuse(model)
-    chosen = selected_layers(model, config.selector, "int8_static.selector", (nn.Linear, nn.Conv2d, nn.Embedding))
+def _split_embeddings(
+    chosen: dict[str, nn.Module], config: Int8Static
+) -> tuple[dict[str, nn.Embedding], dict[str, nn.Module]]:
+    """The selected embedding tables (their group size checked before any calibration work) and the other layers."""
     embeddings = {n: m for n, m in chosen.items() if isinstance(m, nn.Embedding)}
-    layers = {n: m for n, m in chosen.items() if n not in embeddings}
-    for name, emb in embeddings.items():  # checked before any calibration work
+    for name, emb in embeddings.items():
         group = config.embedding_group_size or emb.embedding_dim
         if emb.embedding_dim % group:
             raise ConfigError(
                 f"int8_static.embedding_group_size: {group} does not divide the width {emb.embedding_dim} of {name!r}"
             )
-    dynamic = set(selected_layers(model, config.dynamic, "int8_static.dynamic")) if config.dynamic else set()
+    return embeddings, {n: m for n, m in chosen.items() if n not in embeddings}
+
+
+def _calibrate(
+    model: nn.Module,
+    layers: dict[str, nn.Module],
+    dynamic: set[str],
+    relu_layers: set[str],
+    config: Int8Static,
+    ctx: Context,
+) -> tuple[dict[str, torch.Tensor], list[Any], dict[str, Any], int]:
+    """SmoothQuant (when asked; its input hooks stay until conversion), then activation ranges of the static layers.
+    Returns the smoothing inverses, their hooks, the observers and the number of calibration batches."""
     inverse, smooth_hooks = (
         smooth_layers(
             model,
@@ -180,29 +192,32 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
         finally:
             for h in relu_hooks:
                 h.remove()
-    hessians = (
-        input_hessians(
-            model,
-            {n: m for n, m in layers.items() if isinstance(m, nn.Linear)},
-            ctx.calibration,
-            config.calibration_batches,
-        )
-        if config.weight_rounding == "gptq"
-        else {}
-    )
-    float_weights = {}
+    return inverse, smooth_hooks, observers, batches
+
+
+def _convert(
+    model: nn.Module,
+    layers: dict[str, nn.Module],
+    dynamic: set[str],
+    relu_layers: set[str],
+    observers: dict[str, LayerObservers],
+    inverse: dict[str, torch.Tensor],
+    config: Int8Static,
+    notes: list[str],
+) -> tuple[dict[str, torch.Tensor], dict[str, QParams]]:
+    """Swap each layer for its quantized version (round-to-nearest codes); returns the float weights (smoothed
+    where SmoothQuant ran) and the weight grids, which GPTQ and bias correction start from."""
+    float_weights, grids = {}, {}
     wbits, u8, range_note = effective_weight_bits(config.weight_bits, config.weight_range)
     if range_note:
         notes.append(f"int8_static: {range_note}")
+    dyn_mode: ActMode = "dynamic_token" if config.dynamic_granularity == "token" else "dynamic"
     for name, layer in layers.items():
         assert isinstance(layer, (nn.Linear, nn.Conv2d))  # selected_layers admitted these and nn.Embedding (split off)
-        dyn_mode: ActMode = "dynamic_token" if config.dynamic_granularity == "token" else "dynamic"
         mode: ActMode = dyn_mode if name in dynamic else "static"
         q = quantized_layer(layer, wbits, mode, config.activation_bits, name in relu_layers)
         qp = _weight_qparams(layer.weight.detach(), config, name, wbits)
         q.set_weight(layer.weight.detach(), qp)
-        if name in hessians:
-            q.weight_int.copy_(gptq_codes(layer.weight.detach(), hessians[name], qp))
         if mode == "static":
             q.set_input_qparams(act_qparams_u8(*observers[name].input.bounds(), bits=config.activation_bits))
             out_obs = observers[name].output
@@ -210,9 +225,32 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
                 q.set_output_qparams(act_qparams_u8(*out_obs.bounds(), bits=config.activation_bits))
         if name in inverse:
             q.input_smooth = inverse[name]
-        float_weights[name] = layer.weight.detach().clone()
+        float_weights[name], grids[name] = layer.weight.detach().clone(), qp
         q.onnx_u8_weights = u8
         set_module(model, name, q)
+    return float_weights, grids
+
+
+def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Module:
+    """Fold, calibrate, quantize and convert ``model`` (in place; ``apply`` hands us a copy)."""
+    bake_parametrizations(model)  # pruning masks etc. become plain weights (our copy)
+    check_weights(model)
+    relu_layers, notes = fold_and_fuse(model)
+    chosen = selected_layers(model, config.selector, "int8_static.selector", (nn.Linear, nn.Conv2d, nn.Embedding))
+    embeddings, layers = _split_embeddings(chosen, config)
+    dynamic = set(selected_layers(model, config.dynamic, "int8_static.dynamic")) if config.dynamic else set()
+    inverse, smooth_hooks, observers, batches = _calibrate(model, layers, dynamic, relu_layers, config, ctx)
+    hessians = (  # one pass over the float model (smoothed inputs: SmoothQuant's hooks are still on)
+        input_hessians(
+            model,
+            {n: m for n, m in layers.items() if isinstance(m, nn.Linear)},
+            ctx.calibration,
+            config.calibration_batches,
+        )
+        if config.weight_rounding == "gptq" and not config.gptq_sequential
+        else {}
+    )
+    float_weights, grids = _convert(model, layers, dynamic, relu_layers, observers, inverse, config, notes)
     for h in smooth_hooks:
         h.remove()
     for name, emb in embeddings.items():  # weight-only int8, scales per row or group: Gather -> Cast -> Mul in ONNX
@@ -220,15 +258,23 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
     if embeddings:
         per = f"per {config.embedding_group_size} columns" if config.embedding_group_size else "per row"
         notes.append(f"int8_static: {len(embeddings)} embedding tables stored as int8 with one scale {per}")
+    gptq_layers = {n: model.get_submodule(n) for n, m in layers.items() if isinstance(m, nn.Linear)}
+    passes = 0
+    if config.weight_rounding == "gptq" and gptq_layers:  # every layer (embeddings too) is quantized by now
+        calib, limit = ctx.calibration, config.calibration_batches
+        if config.gptq_sequential:
+            passes = sequential_gptq(model, gptq_layers, float_weights, grids, calib, limit)
+        else:
+            round_with_gptq(gptq_layers, float_weights, grids, hessians)
+            passes = 1
     if config.bias_correction:
         correct_bias(model, float_weights, ctx.calibration, config.calibration_batches)
-    w = f"W{config.weight_bits}A{config.activation_bits}"
     notes.append(
-        f"int8_static: {len(layers)} layers quantized ({w}, observer {config.observer}, weights "
-        f"{'per-channel' if config.per_channel else 'per-tensor'} {config.weight_observer}), "
-        f"{len(dynamic)} with dynamic activations, calibrated on {batches} batches"
+        f"int8_static: {len(layers)} layers quantized (W{config.weight_bits}A{config.activation_bits}, observer "
+        f"{config.observer}, weights {'per-channel' if config.per_channel else 'per-tensor'} "
+        f"{config.weight_observer}), {len(dynamic)} with dynamic activations, calibrated on {batches} batches"
         + (", bias corrected" if config.bias_correction else "")
-        + (f", GPTQ rounding on {len(hessians)} Linear layers" if hessians else "")
+        + (f", GPTQ rounding on {len(gptq_layers)} Linears ({passes} calibration passes)" if passes else "")
         + (f", SmoothQuant alpha={config.smooth} on {len(inverse)} Linear layers" if inverse else "")
     )
     notes.append("int8_static: PyTorch figures are simulated (fake-quant); the ONNX export runs integer kernels")

@@ -6,45 +6,25 @@ spreads each column's rounding error over the columns not yet rounded, weighted 
 second-moment matrix ``H = E[x x^T]`` measured on calibration data, so that the layer's *output* error
 ``||W x - W_q x||`` is minimised rather than the weight error. The grid (per-output-channel scales) is unchanged,
 so the result runs on the same integer kernels as round-to-nearest codes.
+
+:func:`sequential_gptq` rounds a quantized model's layers in execution order, each from the inputs it receives
+once the layers before it are quantized (their rounding error included), and leaves padding tokens out of ``H``.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from shrink.data import forward_pre_hooks
+from shrink.data import call_model, first_batch, forward_pre_hooks, split_batch
 from shrink.errors import DataError
-from shrink.quant.algorithms.calibrate import run_calibration
 from shrink.quant.numerics.qparams import QParams
 
-__all__ = ["input_hessians", "gptq_codes"]
-
-
-@torch.no_grad()
-def input_hessians(
-    model: nn.Module, layers: dict[str, nn.Linear], data: Any, limit: int | None = None
-) -> dict[str, torch.Tensor]:
-    """``E[x x^T]`` (float64, shape ``(in, in)``) of each Linear's input over the calibration ``data``."""
-    sums = {n: torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for n, m in layers.items()}
-    counts = dict.fromkeys(layers, 0)
-
-    def hook(name: str):  # noqa: ANN202
-        def pre(mod: nn.Module, args: tuple[Any, ...]) -> None:
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
-            sums[name] += x.T @ x
-            counts[name] += x.shape[0]
-
-        return pre
-
-    with forward_pre_hooks({m: hook(n) for n, m in layers.items()}):
-        run_calibration(model, data, limit)
-    for name, c in counts.items():
-        if c == 0:
-            raise DataError(f"GPTQ: layer {name!r} saw no calibration input")
-    return {n: sums[n] / counts[n] for n in layers}
+__all__ = ["input_hessians", "gptq_codes", "sequential_gptq", "round_with_gptq"]
 
 
 @torch.no_grad()
@@ -88,3 +68,149 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, qp: QParams, damp: float,
             errs[:, i - start] = err
         w[:, end:] -= errs @ hinv[start:end, end:]
     return codes.to(torch.int8)
+
+
+class _PassDone(Exception):
+    """Raised by a hook to end a calibration forward early: the layers being measured have all run."""
+
+
+def _token_rows(inputs: Any, x: torch.Tensor) -> torch.Tensor:
+    """``x``'s rows ``(tokens, features)``, without the padding positions when the batch's ``attention_mask``
+    ``(batch, seq)`` lines up with ``x``'s first two dimensions."""
+    rows = x.detach().reshape(-1, x.shape[-1])
+    mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2 and x.dim() >= 3 and tuple(x.shape[:2]) == tuple(mask.shape):
+        keep = mask.reshape(-1) != 0
+        rows = rows[keep.repeat_interleave(rows.shape[0] // keep.numel())] if keep.numel() else rows
+    return rows
+
+
+def _captured_rows(
+    model: nn.Module,
+    layers: Mapping[str, nn.Module],
+    inputs: Any,
+    scales: Mapping[str, torch.Tensor],
+    stop_after: str | None,
+) -> dict[str, list[torch.Tensor]]:
+    """Run ``model`` on one batch's ``inputs`` and return each layer's input rows (float64, padding left out),
+    multiplied by ``scales[name]`` where given; the forward ends once ``stop_after`` has run."""
+    rows: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
+
+    def hook(name: str):  # noqa: ANN202
+        def pre(mod: nn.Module, args: tuple[Any, ...]) -> None:
+            x = args[0] * scales[name] if name in scales else args[0]
+            rows[name].append(_token_rows(inputs, x).double())
+            if name == stop_after:
+                raise _PassDone
+
+        return pre
+
+    with forward_pre_hooks({m: hook(n) for n, m in layers.items()}), contextlib.suppress(_PassDone):
+        call_model(model, inputs)
+    return rows
+
+
+def _batches(data: Any, limit: int | None) -> Iterator[Any]:
+    for i, batch in enumerate(data or []):
+        if limit is not None and i >= limit:
+            break
+        yield split_batch(batch)[0]
+
+
+@torch.no_grad()
+def input_hessians(
+    model: nn.Module,
+    layers: Mapping[str, nn.Module],
+    data: Any,
+    limit: int | None = None,
+    *,
+    input_scales: Mapping[str, torch.Tensor] | None = None,
+    stop_after: str | None = None,
+) -> dict[str, torch.Tensor]:
+    """``E[x x^T]`` (float64, shape ``(in, in)``) of each layer's input over the calibration ``data``, padding
+    tokens left out (batches whose ``attention_mask`` lines up with the layer input). ``input_scales[name]``
+    multiplies that layer's input first (a smoothed layer's ``input_smooth``); ``stop_after``: end each forward
+    once this layer has run (the later layers' work is not needed)."""
+    dims = {n: int(getattr(m, "in_features")) for n, m in layers.items()}  # noqa: B009
+    sums = {n: torch.zeros(d, d, dtype=torch.float64) for n, d in dims.items()}
+    counts = dict.fromkeys(layers, 0)
+    model.eval()
+    for inputs in _batches(data, limit):
+        for name, parts in _captured_rows(model, layers, inputs, input_scales or {}, stop_after).items():
+            for rows in parts:
+                sums[name] += rows.T @ rows
+                counts[name] += rows.shape[0]
+    for name, c in counts.items():
+        if c == 0:
+            raise DataError(f"GPTQ: layer {name!r} saw no calibration input")
+    return {n: sums[n] / counts[n] for n in layers}
+
+
+@torch.no_grad()
+def _execution_groups(model: nn.Module, layers: Mapping[str, nn.Module], data: Any) -> list[list[str]]:
+    """The layers in the order the first calibration batch runs them, those reading the very same input tensor
+    (an attention block's query / key / value) in one group. A layer that runs more than once per forward (shared
+    weights) or never is an error: sequential rounding needs one input per layer."""
+    order: list[tuple[str, int]] = []
+
+    def hook(name: str):  # noqa: ANN202
+        def pre(mod: nn.Module, args: tuple[Any, ...]) -> None:
+            order.append((name, id(args[0])))
+
+        return pre
+
+    model.eval()
+    with forward_pre_hooks({m: hook(n) for n, m in layers.items()}):
+        call_model(model, split_batch(first_batch(data))[0])
+    names = [n for n, _ in order]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    missing = sorted(set(layers) - set(names))
+    if repeated or missing:
+        what = f"runs more than once per forward: {repeated}" if repeated else f"never runs: {missing}"
+        raise DataError(f"GPTQ (sequential): a layer {what}")
+    groups: list[list[str]] = []
+    last_input = None
+    for name, ident in order:
+        if groups and ident == last_input:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+        last_input = ident
+    return groups
+
+
+@torch.no_grad()
+def sequential_gptq(
+    model: nn.Module,
+    layers: Mapping[str, nn.Module],
+    float_weights: Mapping[str, torch.Tensor],
+    grids: Mapping[str, QParams],
+    data: Any,
+    limit: int | None = None,
+) -> int:
+    """Re-round the codes of the quantized Linear ``layers`` of ``model`` with GPTQ, one group at a time in
+    execution order: each layer's Hessian comes from the inputs it receives once every layer before it holds its
+    final codes (and quantized activations), not from the float model. ``float_weights`` are the weights before
+    rounding (smoothed where SmoothQuant ran), ``grids`` their per-channel grids; a layer's ``input_smooth`` (if
+    any) scales its input as in the forward. Returns the number of calibration passes."""
+    groups = _execution_groups(model, layers, data)
+    for group in groups:
+        members = {n: layers[n] for n in group}
+        scales = {n: s for n in group if (s := getattr(layers[n], "input_smooth", None)) is not None}
+        hessians = input_hessians(model, members, data, limit, input_scales=scales, stop_after=group[-1])
+        round_with_gptq(members, float_weights, grids, hessians)
+    return len(groups)
+
+
+@torch.no_grad()
+def round_with_gptq(
+    layers: Mapping[str, nn.Module],
+    float_weights: Mapping[str, torch.Tensor],
+    grids: Mapping[str, QParams],
+    hessians: Mapping[str, torch.Tensor],
+) -> None:
+    """Store GPTQ codes of each quantized layer's float weight on its grid (``weight_int``, in place)."""
+    for name, layer in layers.items():
+        stored = layer.weight_int
+        assert isinstance(stored, torch.Tensor)
+        stored.copy_(gptq_codes(float_weights[name], hessians[name], grids[name]).to(stored.dtype))
