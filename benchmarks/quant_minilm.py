@@ -26,44 +26,62 @@ from benchmarks.baselines import EAGER, FLOAT_ROWS, ORT, best_float, float_basel
 from benchmarks.common import Built, Fact, Section, Table, Target, ort_quantize_static
 from benchmarks.compile_cache import compile_seconds_in_new_process
 from benchmarks.op_profile import breakdown_table, profile_ops
+from shrink.config import Config
 from shrink.data import call_model
 from shrink.eval.latency import LatencyStats
 from shrink.eval.metrics import embedding_fidelity, predict
 from shrink.export.artifact import artifact_bytes
 from shrink.export.onnx import OnnxModel
-from shrink.quant import INTEGER_OPS, FloatCast, Int8Static, WeightOnly, compile_int8, ort_optimized_ops, to_torch_int8
+from shrink.quant import (
+    GPTQ,
+    INTEGER_OPS,
+    FloatCast,
+    Int8Dynamic,
+    Int8Static,
+    SmoothQuant,
+    WeightOnly,
+    compile_int8,
+    ort_optimized_ops,
+    to_torch_int8,
+)
 from shrink.quant.layers.convert import cpu_has_vnni
 from shrink.select import Selector
 
 TITLE = "Quantization: all-MiniLM-L6-v2 (real weights) vs PyTorch and ONNX Runtime quantizers"
 
-#: the shrink int8 recipe for MiniLM: per-channel int8 weights rounded with GPTQ (error feedback on the calibration
-#: inputs), per-token activation grids computed at run time for every Linear input, SmoothQuant moving channel
-#: outliers of the inputs into the weights (alpha searched per input on the calibration rows), int8 embedding tables
-#: with one scale per 32 columns; LayerNorm / softmax / GELU and the attention matmuls stay float
-SHRINK_INT8 = Int8Static(
-    dynamic=Selector(types=("Linear",)),
-    dynamic_granularity="token",
-    weight_rounding="gptq",
-    smooth="auto",
-    embedding_group_size=32,
-    selector=Selector(types=("Linear", "Embedding"), ignore=(r"re:.*pooler.*",)),
-)
-#: ablation: the same with round-to-nearest weights and no smoothing
-SHRINK_INT8_RTN = Int8Static(
-    dynamic=Selector(types=("Linear",)),
-    dynamic_granularity="token",
-    selector=Selector(types=("Linear", "Embedding"), ignore=(r"re:.*pooler.*",)),
-)
+#: the Linears shrink quantizes in MiniLM (the pooler is not part of the sentence embedding) and its embedding tables
+LINEARS = Selector(types=("Linear",), ignore=(r"re:.*pooler.*",))
+TABLES = Selector(types=("Embedding",))
+
+#: the shrink int8 recipe for MiniLM, one stage per algorithm, applied in order: SmoothQuant moving channel outliers
+#: of the Linear inputs into the weights (alpha searched per input on the calibration rows, for per-token grids),
+#: GPTQ rounding the weights onto their per-channel int8 grids (error feedback on the calibration inputs), per-token
+#: activation grids computed at run time for every Linear input, int8 embedding tables with one scale per 32
+#: columns; LayerNorm / softmax / GELU and the attention matmuls stay float
+SHRINK_INT8 = [
+    SmoothQuant(alpha="auto", per_token=True, selector=LINEARS),
+    GPTQ(selector=LINEARS),
+    Int8Dynamic(granularity="token", selector=LINEARS),
+    WeightOnly(bits=8, group_size=32, selector=TABLES),
+]
+#: ablation: per-token int8 with round-to-nearest weights and no smoothing, int8 tables with one scale per 128 columns
+SHRINK_INT8_RTN = [
+    Int8Dynamic(granularity="token", selector=LINEARS),
+    WeightOnly(bits=8, group_size=128, selector=TABLES),
+]
 #: ablation: 7-bit weights, whose u8 x s8 products cannot saturate ONNX Runtime's kernels on CPUs without VNNI (the
 #: fast kernel there), against the exact 8-bit weights of SHRINK_INT8 (u8 x u8 kernels on such CPUs)
-SHRINK_INT8_W7 = SHRINK_INT8.model_copy(update={"weight_range": "reduced"})
+SHRINK_INT8_W7 = [
+    SHRINK_INT8[0],
+    GPTQ(bits=7, selector=LINEARS),
+    Int8Dynamic(granularity="token", weight_range="reduced", selector=LINEARS),
+    SHRINK_INT8[3],
+]
 #: fully static variant (calibrated per-tensor activation ranges, percentile observer) for the time target
-SHRINK_STATIC = Int8Static(
-    observer="percentile",
-    quantize_outputs=False,
-    selector=Selector(types=("Linear", "Embedding"), ignore=(r"re:.*pooler.*",)),
-)
+SHRINK_STATIC = [
+    Int8Static(observer="percentile", quantize_outputs=False, selector=LINEARS),
+    WeightOnly(bits=8, group_size=128, selector=TABLES),
+]
 
 
 @dataclass
@@ -145,7 +163,7 @@ def _ort_static(env: Env) -> Built:
     return _ort(out, seconds, "onnxruntime quantize_static QDQ per-channel MinMax")
 
 
-def _shrink_onnx(cfg: Int8Static, name: str) -> Callable[[Env], Built]:
+def _shrink_onnx(cfg: list[Config], name: str) -> Callable[[Env], Built]:
     def build(env: Env) -> Built:
         t = time.perf_counter()
         q = shrink.quantize(env.model, cfg, calibration=env.data.calibration)
@@ -156,7 +174,7 @@ def _shrink_onnx(cfg: Int8Static, name: str) -> Callable[[Env], Built]:
     return build
 
 
-def _shrink_compiled(cfg: Int8Static) -> Callable[[Env], Built]:
+def _shrink_compiled(cfg: list[Config]) -> Callable[[Env], Built]:
     def build(env: Env) -> Built:
         t = time.perf_counter()
         q = shrink.quantize(env.model, cfg, calibration=env.data.calibration)
@@ -287,11 +305,11 @@ def run(quick: bool) -> Section:
 
 
 #: GPTQ's Hessians for SHRINK_INT8: one pass over the float model (the default) or layer by layer from the outputs
-#: of the already-quantized layers (``gptq_sequential``); round-to-nearest for reference
+#: of the layers already rounded (``GPTQ(sequential=True)``); round-to-nearest for reference
 GPTQ_INPUTS = {
-    "round-to-nearest": SHRINK_INT8.model_copy(update={"weight_rounding": "nearest"}),
+    "round-to-nearest": [SHRINK_INT8[0], *SHRINK_INT8[2:]],
     "GPTQ, Hessians from one float pass (default)": SHRINK_INT8,
-    "GPTQ, layer-sequential Hessians": SHRINK_INT8.model_copy(update={"gptq_sequential": True}),
+    "GPTQ, layer-sequential Hessians": [SHRINK_INT8[0], GPTQ(sequential=True, selector=LINEARS), *SHRINK_INT8[2:]],
 }
 
 

@@ -1,6 +1,6 @@
-"""The import structure the docs promise: quant/ sub-packages import one way (numerics <- algorithms <- onnx <-
+"""The structure docs/architecture.md describes: quant/ sub-packages import one way (numerics <- algorithms <- onnx <-
 layers <- runtimes <- the stages), and no two top-level rooms of shrink import each other, directly or through
-others (imports inside functions count; ``if TYPE_CHECKING:`` blocks do not)."""
+others (imports inside functions count; ``if TYPE_CHECKING:`` blocks do not); no function over 60 lines."""
 
 from __future__ import annotations
 
@@ -109,3 +109,14 @@ def test_no_import_circles_between_top_level_rooms():
     circles = {" -> ".join(c) for room in edges if (c := reaches(room, room))}
     assert not circles, "import circles between rooms:\n" + "\n".join(sorted(circles))
     assert {"quant", "export", "eval", "report"} <= set(edges)  # the graph was really read
+
+
+def test_no_function_in_src_is_longer_than_60_lines():
+    long = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > 60:
+                    long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, "split these functions:\n" + "\n".join(long)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,12 +85,19 @@ def apply(model: nn.Module, config: Config, ctx: Context | None = None, *, inpla
     return out
 
 
-def _verb(family: str, model: nn.Module, config: Config, inplace: bool, **ctx: Any) -> nn.Module:
-    if isinstance(config, Config) and config.family != family:
-        raise ConfigError(
-            f"{type(config).__name__} is a {config.family!r} config; use shrink.{_VERB_OF[config.family]}()"
-        )
-    return apply(model, config, Context(**ctx), inplace=inplace)
+def _verb(family: str, model: nn.Module, config: Config | Sequence[Config], inplace: bool, **ctx: Any) -> nn.Module:
+    """Apply ``config``, or each config of a list in order (one context: notes accumulate), to ``model``."""
+    chain: list[Config] = list(config) if isinstance(config, (list, tuple)) else [config]  # type: ignore[list-item]
+    if not chain:
+        raise ConfigError(f"shrink.{_VERB_OF[family]}(): the list of configs is empty")
+    for c in chain:
+        if isinstance(c, Config) and c.family != family:
+            raise ConfigError(f"{type(c).__name__} is a {c.family!r} config; use shrink.{_VERB_OF[c.family]}()")
+    context = Context(**ctx)
+    out = apply(model, chain[0], context, inplace=inplace)
+    for c in chain[1:]:
+        out = apply(out, c, context, inplace=True)  # the first step already made the copy
+    return out
 
 
 _VERB_OF = {
@@ -105,12 +112,12 @@ _VERB_OF = {
 }
 
 
-def prune(model: nn.Module, config: Config, *, inplace: bool = False, **ctx: Any) -> nn.Module:
+def prune(model: nn.Module, config: Config | Sequence[Config], *, inplace: bool = False, **ctx: Any) -> nn.Module:
     """Prune ``model`` with a pruning config (``example_inputs``, ``train`` as the algorithm needs)."""
     return _verb("prune", model, config, inplace, **ctx)
 
 
-def quantize(model: nn.Module, config: Config, *, inplace: bool = False, **ctx: Any) -> nn.Module:
+def quantize(model: nn.Module, config: Config | Sequence[Config], *, inplace: bool = False, **ctx: Any) -> nn.Module:
     """Quantize ``model`` with a quantization config (``calibration``, ``example_inputs``, ``train``...)."""
     return _verb("quantize", model, config, inplace, **ctx)
 
@@ -120,21 +127,23 @@ def distill(student: nn.Module, teacher: nn.Module, config: Config, *, inplace: 
     return _verb("distill", student, config, inplace, teacher=teacher, **ctx)
 
 
-def decompose(model: nn.Module, config: Config, *, inplace: bool = False, **ctx: Any) -> nn.Module:
+def decompose(model: nn.Module, config: Config | Sequence[Config], *, inplace: bool = False, **ctx: Any) -> nn.Module:
     """Replace layers by low-rank factorizations (SVD, Tucker, CP)."""
     return _verb("decompose", model, config, inplace, **ctx)
 
 
-def deep_compress(model: nn.Module, config: Config, *, inplace: bool = False, **ctx: Any) -> nn.Module:
+def deep_compress(
+    model: nn.Module, config: Config | Sequence[Config], *, inplace: bool = False, **ctx: Any
+) -> nn.Module:
     """Deep Compression: prune, share weights by k-means, fine-tune the centroids."""
     return _verb("deep_compress", model, config, inplace, **ctx)
 
 
-def finetune(model: nn.Module, config: Config, *, inplace: bool = False, **ctx: Any) -> nn.Module:
+def finetune(model: nn.Module, config: Config | Sequence[Config], *, inplace: bool = False, **ctx: Any) -> nn.Module:
     """Supervised fine-tuning (``train`` data required)."""
     return _verb("train", model, config, inplace, **ctx)
 
 
-def search(model: nn.Module, config: Config, *, inplace: bool = False, **ctx: Any) -> nn.Module:
+def search(model: nn.Module, config: Config | Sequence[Config], *, inplace: bool = False, **ctx: Any) -> nn.Module:
     """Sensitivity-driven mixed precision or hardware-aware compression search (``shrink.autosearch`` configs)."""
     return _verb("search", model, config, inplace, **ctx)

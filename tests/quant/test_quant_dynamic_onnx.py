@@ -6,7 +6,7 @@ from torch import nn
 
 import shrink
 from shrink.export.onnx import OnnxModel
-from shrink.quant import INTEGER_OPS, Int8Dynamic, Int8Static, ort_optimized_ops
+from shrink.quant import INTEGER_OPS, Int8Dynamic, Int8Static, SmoothQuant, ort_optimized_ops
 from shrink.quant.algorithms.fold import fold_bn_into
 from shrink.quant.algorithms.smooth import smoothing_factors
 
@@ -57,7 +57,8 @@ def test_smoothing_keeps_float_function_and_helps_outliers():
     net = Net().eval()
     calib = [x]
     plain = shrink.quantize(net, Int8Static(observer="minmax", quantize_outputs=False), calibration=calib)
-    smooth = shrink.quantize(net, Int8Static(observer="minmax", quantize_outputs=False, smooth=0.5), calibration=calib)
+    static = Int8Static(observer="minmax", quantize_outputs=False)
+    smooth = shrink.quantize(net, [SmoothQuant(alpha=0.5), static], calibration=calib)
     ref = net(x)
     assert (smooth(x) - ref).norm() < (plain(x) - ref).norm()
 

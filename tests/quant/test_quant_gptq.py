@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 import shrink
-from shrink.errors import DataError
-from shrink.quant import Int8Static, QuantLinear
+from shrink.errors import ConfigError, DataError
+from shrink.quant import GPTQ, Int8Dynamic, Int8Static, PreparedLinear, QuantLinear
 from shrink.quant.algorithms.gptq import gptq_codes, input_hessians
 from shrink.quant.numerics.qparams import compute_qparams, dequantize, quantize
 
@@ -33,13 +33,12 @@ def test_gptq_lowers_output_error_on_same_grid():
     assert int((codes.int() - rtn.int()).abs().max()) <= 3
 
 
-def test_int8_static_gptq_option():
+def test_gptq_stage_keeps_the_grid_and_lowers_the_error_of_the_int8_model():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 48), nn.GELU(), nn.Linear(48, 8))
     calib = [_correlated_inputs(64, 32) for _ in range(2)]
-    cfg = dict(dynamic=shrink.select.Selector(types=("Linear",)), dynamic_granularity="token")
-    plain = shrink.quantize(model, Int8Static(**cfg), calibration=calib)
-    gptq = shrink.quantize(model, Int8Static(weight_rounding="gptq", **cfg), calibration=calib)
+    plain = shrink.quantize(model, Int8Dynamic(granularity="token"), calibration=calib)
+    gptq = shrink.quantize(model, [GPTQ(), Int8Dynamic(granularity="token")], calibration=calib)
     assert isinstance(gptq[0], QuantLinear)
     assert torch.equal(plain[0].weight_scale, gptq[0].weight_scale)  # same grid
     x = _correlated_inputs(256, 32)
@@ -47,6 +46,26 @@ def test_int8_static_gptq_option():
         ref = model(x)
         e_plain, e_gptq = (plain(x) - ref).pow(2).mean(), (gptq(x) - ref).pow(2).mean()
     assert e_gptq < e_plain
+
+
+def test_gptq_leaves_a_float_model_on_the_grid_that_int8_stages_store_exactly():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 48), nn.GELU(), nn.Linear(48, 8)).eval()
+    calib = [_correlated_inputs(64, 32) for _ in range(2)]
+    rounded = shrink.quantize(model, GPTQ(), calibration=calib)
+    assert isinstance(rounded[0], PreparedLinear) and rounded[0].grid_bits == 8
+    hessians = input_hessians(model, {"0": model[0], "2": model[2]}, calib)  # one pass over the float model
+    for name in ("0", "2"):
+        w = model.get_submodule(name).weight.detach()
+        amax = w.abs().amax(dim=1)
+        grid = compute_qparams(-amax, amax, 8, symmetric=True, signed=True, axis=0, narrow_range=True)
+        codes = gptq_codes(w, hessians[name], grid)
+        assert torch.equal(rounded.get_submodule(name).weight, dequantize(codes, grid))
+        for scheme in (Int8Dynamic(granularity="token"), Int8Static()):
+            q = shrink.quantize(rounded, scheme, calibration=calib)
+            assert torch.equal(q.get_submodule(name).weight_int, codes)
+    with pytest.raises(ConfigError, match=r"int8_dynamic: layer '0': .* 8-bit grid by the gptq stage, .* 7 bits"):
+        shrink.quantize(rounded, Int8Dynamic(weight_range="reduced"), calibration=calib)
 
 
 class _Tokens(nn.Module):
@@ -72,26 +91,25 @@ def test_padding_tokens_are_left_out_of_the_hessian():
     assert torch.allclose(h_padded["lin"], h_real["lin"]) and torch.allclose(h_real["lin"], rows.T @ rows / 10)
 
 
-def test_each_layer_is_rounded_on_the_inputs_of_the_quantized_layers_before_it():
+def test_sequential_gptq_rounds_each_layer_on_the_outputs_of_the_layers_already_rounded():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 48), nn.GELU(), nn.Linear(48, 8)).eval()
     calib = [_correlated_inputs(64, 32) for _ in range(2)]
-    cfg = dict(dynamic=shrink.select.Selector(types=("Linear",)), dynamic_granularity="token")
-    q = shrink.quantize(model, Int8Static(weight_rounding="gptq", gptq_sequential=True, **cfg), calibration=calib)
+    rounded = shrink.quantize(model, GPTQ(sequential=True), calibration=calib)
     seen: list[torch.Tensor] = []
-    handle = q[2].register_forward_pre_hook(lambda m, a: seen.append(a[0].reshape(-1, 48).double()))
+    handle = rounded[2].register_forward_pre_hook(lambda m, a: seen.append(a[0].reshape(-1, 48).double()))
     with torch.no_grad():
         for x in calib:
-            q(x)
+            rounded(x)
     handle.remove()
     rows = torch.cat(seen)
-    h_quantized = rows.T @ rows / rows.shape[0]  # what layer 2 receives from the final quantized layer 0
+    h_rounded = rows.T @ rows / rows.shape[0]  # what layer 2 receives once layer 0 holds its rounded weights
     w = model[2].weight.detach()
     amax = w.abs().amax(dim=1)
     grid = compute_qparams(-amax, amax, 8, symmetric=True, signed=True, axis=0, narrow_range=True)
-    assert torch.equal(q[2].weight_int, gptq_codes(w, h_quantized, grid))
+    assert torch.equal(rounded[2].weight, dequantize(gptq_codes(w, h_rounded, grid), grid))
     h_float = input_hessians(model, {"2": model[2]}, calib)["2"]
-    assert not torch.allclose(h_float, h_quantized)  # the float model's inputs differ: sequential is not one-shot
+    assert not torch.allclose(h_float, h_rounded)  # the float model's inputs differ: sequential is not one-shot
 
 
 def test_a_layer_that_runs_twice_per_forward_is_refused_for_sequential_gptq():
@@ -105,20 +123,4 @@ def test_a_layer_that_runs_twice_per_forward_is_refused_for_sequential_gptq():
             return self.lin(torch.relu(self.lin(x)))
 
     with pytest.raises(DataError, match=r"runs more than once per forward: \['lin'\]"):
-        shrink.quantize(
-            Twice(), Int8Static(weight_rounding="gptq", gptq_sequential=True), calibration=[torch.randn(4, 6)]
-        )
-
-
-def test_one_shot_gptq_rounds_every_layer_on_the_float_models_inputs():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(32, 48), nn.GELU(), nn.Linear(48, 8)).eval()
-    calib = [_correlated_inputs(64, 32) for _ in range(2)]
-    cfg = dict(dynamic=shrink.select.Selector(types=("Linear",)), dynamic_granularity="token")
-    q = shrink.quantize(model, Int8Static(weight_rounding="gptq", **cfg), calibration=calib)
-    hessians = input_hessians(model, {"0": model[0], "2": model[2]}, calib)
-    for name in ("0", "2"):
-        w = model.get_submodule(name).weight.detach()
-        amax = w.abs().amax(dim=1)
-        grid = compute_qparams(-amax, amax, 8, symmetric=True, signed=True, axis=0, narrow_range=True)
-        assert torch.equal(q.get_submodule(name).weight_int, gptq_codes(w, hessians[name], grid))
+        shrink.quantize(Twice(), GPTQ(sequential=True), calibration=[torch.randn(4, 6)])

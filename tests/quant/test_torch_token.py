@@ -6,7 +6,17 @@ from torch import nn
 
 import shrink
 from shrink.errors import UnsupportedOpError
-from shrink.quant import CompiledInt8, Int8Static, QuantLinear, TokenInt8Linear, compile_int8, to_torch_int8
+from shrink.quant import (
+    GPTQ,
+    CompiledInt8,
+    Int8Dynamic,
+    Int8Static,
+    QuantLinear,
+    SmoothQuant,
+    TokenInt8Linear,
+    compile_int8,
+    to_torch_int8,
+)
 from shrink.quant.numerics.qparams import dynamic_fake_quant
 from shrink.quant.runtimes.torch_token import onednn_int8_available
 from shrink.select import Selector
@@ -86,9 +96,7 @@ def _quantized_mlp() -> tuple[nn.Module, nn.Module, list[torch.Tensor]]:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 16)).eval()
     calib = [torch.randn(4, 9, 32) for _ in range(2)]
-    cfg = Int8Static(
-        dynamic=Selector(types=("Linear",)), dynamic_granularity="token", weight_rounding="gptq", smooth=0.5
-    )
+    cfg = [SmoothQuant(alpha=0.5, per_token=True), GPTQ(), Int8Dynamic(granularity="token")]
     return model, shrink.quantize(model, cfg, calibration=calib), calib
 
 
@@ -152,8 +160,8 @@ def _quantized_attention(smooth: float | None = 0.5) -> tuple[nn.Module, nn.Modu
     torch.manual_seed(0)
     model = _Attention().eval()
     calib = [torch.randn(3, 6, 32) * torch.linspace(0.2, 4.0, 32) for _ in range(2)]
-    cfg = Int8Static(dynamic=Selector(types=("Linear",)), dynamic_granularity="token", smooth=smooth)
-    return model, shrink.quantize(model, cfg, calibration=calib)
+    smoothing = [SmoothQuant(alpha=smooth, per_token=True)] if smooth is not None else []
+    return model, shrink.quantize(model, [*smoothing, Int8Dynamic(granularity="token")], calibration=calib)
 
 
 def test_shared_input_groups_find_the_projections_of_one_input():
@@ -189,22 +197,24 @@ def test_merged_projections_match_separate_ones(smooth):
     assert merged.query.shared._input is None  # nothing is held between forwards
 
 
-def test_embedding_groups_and_bad_group_size():
-    from shrink.errors import ConfigError
-    from shrink.quant import PackedEmbedding
+def test_embedding_tables_are_quantized_by_weight_only_and_int8_static_refuses_them():
+    from shrink.errors import UnsupportedOpError
+    from shrink.quant import PackedEmbedding, WeightOnly
 
     model = nn.Sequential(nn.Embedding(50, 64), nn.Linear(64, 4))
     calib = [torch.randint(0, 50, (4, 6))]
-    both = Selector(types=("Linear", "Embedding"))
-    q = shrink.quantize(model, Int8Static(selector=both, embedding_group_size=16), calibration=calib)
-    assert isinstance(q[0], PackedEmbedding) and q[0].packed.scales.shape == (50, 4)
-    row = shrink.quantize(model, Int8Static(selector=both), calibration=calib)
+    tables = Selector(types=("Embedding",))
+    q = shrink.quantize(model, [WeightOnly(bits=8, group_size=32, selector=tables), Int8Static()], calibration=calib)
+    assert isinstance(q[0], PackedEmbedding) and q[0].packed.scales.shape == (50, 2)
+    assert isinstance(q[1], QuantLinear)
+    row = shrink.quantize(model, WeightOnly(bits=8, group_size=64, selector=tables))
     ids = torch.arange(50)
     with torch.no_grad():
         err = lambda m: float((m[0](ids) - model[0](ids)).abs().max())  # noqa: E731
     assert err(q) <= err(row)
-    with pytest.raises(ConfigError, match="embedding_group_size: 24 does not divide the width 64 of '0'"):
-        shrink.quantize(model, Int8Static(selector=both, embedding_group_size=24), calibration=calib)
+    both = Selector(types=("Linear", "Embedding"))
+    with pytest.raises(UnsupportedOpError, match="int8_static.selector: layer '0' is a Embedding"):
+        shrink.quantize(model, Int8Static(selector=both), calibration=calib)
 
 
 def test_smoothing_alpha_search_picks_the_best_grid_alpha():
@@ -214,15 +224,16 @@ def test_smoothing_alpha_search_picks_the_best_grid_alpha():
     model = nn.Sequential(nn.Linear(32, 48)).eval()  # one layer: the search's objective is the model's error
     calib = [torch.randn(4, 9, 32) * torch.linspace(0.1, 3.0, 32) for _ in range(2)]
     calib[0][..., 5] *= 30  # an outlier channel
-    dyn = dict(dynamic=Selector(types=("Linear",)), dynamic_granularity="token")
-    auto = shrink.quantize(model, Int8Static(smooth="auto", **dyn), calibration=calib)
+
+    def smoothed(alpha: float | str) -> nn.Module:
+        steps = [SmoothQuant(alpha=alpha, per_token=True), Int8Dynamic(granularity="token")]
+        return shrink.quantize(model, steps, calibration=calib)
+
+    auto = smoothed("auto")
     x = torch.cat(calib)
     with torch.no_grad():
         ref = model(x)
-        errors = {
-            a: float((shrink.quantize(model, Int8Static(smooth=a, **dyn), calibration=calib)(x) - ref).pow(2).mean())
-            for a in ALPHA_GRID
-        }
+        errors = {a: float((smoothed(a)(x) - ref).pow(2).mean()) for a in ALPHA_GRID}
         err_auto = float((auto(x) - ref).pow(2).mean())
     assert err_auto <= 1.0001 * min(errors.values())
     assert max(errors.values()) > 1.01 * min(errors.values())  # the choice matters on this data

@@ -8,34 +8,33 @@ int8 GEMM each on PyTorch's oneDNN int8 kernels (:func:`shrink.quant.to_torch_in
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from shrink.config import Config
 from shrink.errors import DataError
-from shrink.quant import Int8Static, compile_int8, to_torch_int8
+from shrink.quant import GPTQ, Int8Dynamic, SmoothQuant, compile_int8, to_torch_int8
 from shrink.select import Selector
 
 __all__ = ["W8A8", "quantize_w8a8"]
 
-#: the shrink W8A8 recipe for Llama-style decoders
-W8A8 = Int8Static.model_validate(
-    {
-        "dynamic": Selector(types=("Linear",)),
-        "dynamic_granularity": "token",
-        "weight_rounding": "gptq",
-        "smooth": "auto",
-        "selector": Selector(types=("Linear",), ignore=("lm_head",)),
-    }
-)
+#: the Linears W8A8 quantizes: all but ``lm_head``
+LINEARS = Selector(types=("Linear",), ignore=("lm_head",))
+#: the shrink W8A8 recipe for Llama-style decoders, one stage per algorithm, applied in order
+W8A8: list[Config] = [
+    SmoothQuant(alpha="auto", per_token=True, selector=LINEARS),
+    GPTQ(selector=LINEARS),
+    Int8Dynamic(granularity="token", selector=LINEARS),
+]
 
 
 def quantize_w8a8(
     model: nn.Module,
     calibration: Iterable[torch.Tensor],
-    config: Int8Static = W8A8,
+    config: Sequence[Config] = tuple(W8A8),
     compile: bool = False,
     warmup: list[torch.Tensor] | None = None,
 ) -> Any:
@@ -48,7 +47,7 @@ def quantize_w8a8(
     batches: list[dict[str, Any]] = [{"input_ids": ids.reshape(1, -1), "use_cache": False} for ids in calibration]
     if not batches:
         raise DataError("quantize_w8a8: calibration has no token window")
-    simulated = shrink.quantize(model, config, calibration=batches)
+    simulated = shrink.quantize(model, list(config), calibration=batches)
     real = to_torch_int8(simulated, example_inputs={"input_ids": batches[0]["input_ids"], "use_cache": False})
     if not compile:
         return real

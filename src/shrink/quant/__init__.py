@@ -14,8 +14,10 @@ from shrink.quant.algorithms.observers import (
     make_observer,
 )
 from shrink.quant.dynamic import Int8Dynamic
+from shrink.quant.gptq_rounding import GPTQ
 from shrink.quant.layers.modules import QuantConv2d, QuantLinear
 from shrink.quant.layers.packed import PackedEmbedding, PackedLinear, pack_int4, unpack_int4
+from shrink.quant.layers.prepared import PreparedLinear
 from shrink.quant.numerics.qparams import (
     SUPPORTED_BITS,
     QParams,
@@ -29,6 +31,7 @@ from shrink.quant.numerics.qparams import (
     storage_dtype,
 )
 from shrink.quant.onnx.export import INTEGER_OPS, ort_optimized_ops
+from shrink.quant.smoothquant import SmoothQuant
 from shrink.quant.static import Int8Static, correct_bias, quantize_static
 from shrink.quant.weight_only import FloatCast, WeightOnly
 
@@ -60,6 +63,9 @@ __all__ = [
     "INTEGER_OPS",
     "ort_optimized_ops",
     "Int8Static",
+    "SmoothQuant",
+    "GPTQ",
+    "PreparedLinear",
     "quantize_static",
     "correct_bias",
     "Int8Dynamic",

@@ -29,6 +29,7 @@ from shrink.quant.layers.convert import (
     selected_layers,
     set_module,
 )
+from shrink.quant.layers.prepared import PreparedLinear, recorded_grid
 from shrink.quant.onnx.export import attach_export
 from shrink.select import Selector
 
@@ -83,7 +84,9 @@ def _torch_dynamic_rnn(layer: nn.Module) -> nn.Module:
 def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.Module:
     bake_parametrizations(model)  # pruning masks etc. become plain weights (our copy)
     check_weights(model)
-    supported: tuple[type[nn.Module], ...] = (nn.Linear, nn.LSTM, nn.GRU) if config.backend == "torch" else (nn.Linear,)
+    supported: tuple[type[nn.Module], ...] = (
+        (nn.Linear, nn.LSTM, nn.GRU) if config.backend == "torch" else (nn.Linear, PreparedLinear)
+    )
     try:
         layers = selected_layers(model, config.selector, "int8_dynamic.selector", supported)
     except UnsupportedOpError as exc:
@@ -104,7 +107,9 @@ def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.
             assert isinstance(layer, nn.Linear)  # the onnxruntime backend selects Linear layers only (above)
             new = quantized_layer(layer, wbits, "dynamic_token" if config.granularity == "token" else "dynamic")
             new.onnx_u8_weights = u8
-            new.set_weight(layer.weight.detach(), _weight_qparams(layer.weight, config.weight_observer, name, wbits))
+            grid = recorded_grid(layer, wbits, f"int8_dynamic: layer {name!r}")  # a gptq stage's codes, if any
+            qp = grid if grid is not None else _weight_qparams(layer.weight, config.weight_observer, name, wbits)
+            new.set_weight(layer.weight.detach(), qp)
         set_module(model, name, new)
     rnns = sum(not isinstance(m, nn.Linear) for m in layers.values())
     ctx.notes.append(

@@ -7,7 +7,7 @@ initializers that ONNX Runtime runs on integer kernels.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import pydantic
 import torch
@@ -17,12 +17,9 @@ from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.data import forward_pre_hooks
-from shrink.errors import ConfigError
 from shrink.quant.algorithms.calibrate import LayerObservers, calibrating, run_calibration
 from shrink.quant.algorithms.fold import fold_and_fuse
-from shrink.quant.algorithms.gptq import input_hessians, round_with_gptq, sequential_gptq
 from shrink.quant.algorithms.observers import make_observer
-from shrink.quant.algorithms.smooth import smooth_layers
 from shrink.quant.layers.convert import (
     check_weights,
     effective_weight_bits,
@@ -30,15 +27,25 @@ from shrink.quant.layers.convert import (
     selected_layers,
     set_module,
 )
-from shrink.quant.layers.modules import ActMode, QuantConv2d, QuantLinear, act_qparams_u8
-from shrink.quant.layers.packed import PackedEmbedding
-from shrink.quant.numerics.qparams import QParams
+from shrink.quant.layers.modules import QuantConv2d, QuantLinear, act_qparams_u8
+from shrink.quant.layers.prepared import PreparedLinear, recorded_grid
 from shrink.quant.onnx.export import attach_export
 from shrink.select import Selector
 
 __all__ = ["Int8Static", "quantize_static", "correct_bias"]
 
 ObserverName = Literal["minmax", "moving_average", "percentile", "mse", "entropy", "aciq_laplace", "aciq_gaussian"]
+
+
+#: fields that moved to stages of their own: name -> how to write it now
+MOVED_FIELDS = {
+    "smooth": "list a smooth_quant stage (alpha=...) before int8_static",
+    "weight_rounding": "list a gptq stage before int8_static for GPTQ rounding",
+    "gptq_sequential": "use the gptq stage's 'sequential'",
+    "dynamic": "quantize those layers with an int8_dynamic stage (and leave them out of this selector)",
+    "dynamic_granularity": "use int8_dynamic's 'granularity'",
+    "embedding_group_size": "quantize embedding tables with weight_only (bits 8, group_size ...)",
+}
 
 
 @register("int8_static", family="quantize")
@@ -50,10 +57,6 @@ class Int8Static(Config):
     percentile: float = pydantic.Field(99.99, gt=50.0, le=100.0)
     weight_bits: int = pydantic.Field(8, ge=2, le=8)
     weight_observer: Literal["minmax", "mse", "aciq_laplace", "aciq_gaussian"] = "minmax"
-    #: "gptq": Linear weights rounded with GPTQ error feedback on calibration inputs (same grid, lower output error)
-    weight_rounding: Literal["nearest", "gptq"] = "nearest"
-    #: GPTQ Hessians layer by layer from the already-quantized layers' outputs (False: one pass over the float model)
-    gptq_sequential: bool = False
     activation_bits: int = pydantic.Field(8, ge=2, le=8)
     #: "auto": on x86 CPUs without VNNI, ONNX weights are stored as uint8 + 128 (see convert.effective_weight_bits)
     weight_range: Literal["auto", "full", "reduced", "u8"] = "auto"
@@ -62,20 +65,26 @@ class Int8Static(Config):
     bias_correction: bool = False
     #: also calibrate and quantize each static layer's output (False: outputs stay float)
     quantize_outputs: bool = True
-    #: SmoothQuant migration strength alpha for Linear layers (None: off; "auto": searched per input on the
-    #: calibration data, see shrink.quant.algorithms.smooth)
-    smooth: Annotated[float, pydantic.Field(ge=0.0, le=1.0)] | Literal["auto"] | None = None
-    #: layers whose input is quantized per batch at run time instead of with calibrated ranges
-    dynamic: Selector | None = None
-    #: range of a dynamic layer's input: one per batch tensor, or one per token (row), computed at run time
-    dynamic_granularity: Literal["tensor", "token"] = "tensor"
     selector: Selector = Selector()
     calibration_batches: int | None = pydantic.Field(None, ge=1)
-    #: int8 embedding tables: one scale per this many columns of a row (None: one scale per row)
-    embedding_group_size: int | None = pydantic.Field(None, ge=1)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        moved = [k for k in MOVED_FIELDS if isinstance(data, dict) and k in data]
+        if moved:
+            raise ValueError("; ".join(f"'{k}' is no longer an int8_static field: {MOVED_FIELDS[k]}" for k in moved))
+        return data
 
 
-def _weight_qparams(weight: torch.Tensor, config: Int8Static, name: str, bits: int):  # noqa: ANN202
+def _weight_qparams(layer: nn.Module, config: Int8Static, name: str, bits: int):  # noqa: ANN202
+    """The grid an earlier gptq stage rounded ``layer`` onto, else the one ``config``'s observer chooses."""
+    recorded = recorded_grid(layer, bits, f"int8_static: layer {name!r}")
+    if recorded is not None:
+        return recorded
+    weight = layer.weight
+    assert isinstance(weight, torch.Tensor)
+    weight = weight.detach()
     obs = make_observer(
         config.weight_observer,
         bits,
@@ -142,93 +151,43 @@ def correct_bias(model: nn.Module, float_weights: dict[str, torch.Tensor], data,
             layer.bias.sub_(shift)
 
 
-def _split_embeddings(
-    chosen: dict[str, nn.Module], config: Int8Static
-) -> tuple[dict[str, nn.Embedding], dict[str, nn.Module]]:
-    """The selected embedding tables (their group size checked before any calibration work) and the other layers."""
-    embeddings = {n: m for n, m in chosen.items() if isinstance(m, nn.Embedding)}
-    for name, emb in embeddings.items():
-        group = config.embedding_group_size or emb.embedding_dim
-        if emb.embedding_dim % group:
-            raise ConfigError(
-                f"int8_static.embedding_group_size: {group} does not divide the width {emb.embedding_dim} of {name!r}"
-            )
-    return embeddings, {n: m for n, m in chosen.items() if n not in embeddings}
-
-
 def _calibrate(
-    model: nn.Module,
-    layers: dict[str, nn.Module],
-    dynamic: set[str],
-    relu_layers: set[str],
-    config: Int8Static,
-    ctx: Context,
-) -> tuple[dict[str, torch.Tensor], list[Any], dict[str, Any], int]:
-    """SmoothQuant (when asked; its input hooks stay until conversion), then activation ranges of the static layers.
-    Returns the smoothing inverses, their hooks, the observers and the number of calibration batches."""
-    inverse, smooth_hooks = (
-        smooth_layers(
-            model,
-            layers,
-            ctx.calibration,
-            config.smooth,
-            config.calibration_batches,
-            per_token=dynamic if config.dynamic_granularity == "token" else (),
-        )
-        if config.smooth is not None
-        else ({}, [])
-    )
-    static_layers = {n: m for n, m in layers.items() if n not in dynamic}  # dynamic layers need no observers
+    model: nn.Module, layers: dict[str, nn.Module], relu_layers: set[str], config: Int8Static, ctx: Context
+) -> tuple[dict[str, LayerObservers], int]:
+    """Activation ranges of every layer's input (and output); returns the observers and the batches read."""
     with calibrating(
-        model, static_layers, _act_observer(config), observe_outputs=config.quantize_outputs, relu_layers=relu_layers
+        model, layers, _act_observer(config), observe_outputs=config.quantize_outputs, relu_layers=relu_layers
     ) as observers:
-        relu_hooks = [
-            layers[n].register_forward_hook(lambda m, a, out: nn.functional.relu(out))
-            for n in relu_layers
-            if n in dynamic
-        ]  # fused ReLUs of dynamic layers still apply
-        try:
-            batches = run_calibration(model, ctx.calibration, config.calibration_batches)
-        finally:
-            for h in relu_hooks:
-                h.remove()
-    return inverse, smooth_hooks, observers, batches
+        batches = run_calibration(model, ctx.calibration, config.calibration_batches)
+    return observers, batches
 
 
 def _convert(
     model: nn.Module,
     layers: dict[str, nn.Module],
-    dynamic: set[str],
     relu_layers: set[str],
     observers: dict[str, LayerObservers],
-    inverse: dict[str, torch.Tensor],
     config: Int8Static,
     notes: list[str],
-) -> tuple[dict[str, torch.Tensor], dict[str, QParams]]:
-    """Swap each layer for its quantized version (round-to-nearest codes); returns the float weights (smoothed
-    where SmoothQuant ran) and the weight grids, which GPTQ and bias correction start from."""
-    float_weights, grids = {}, {}
+) -> dict[str, torch.Tensor]:
+    """Swap each layer for its quantized version (round-to-nearest codes, or the gptq stage's codes on its grid;
+    a smoothed layer keeps its input division); returns the float weights, which bias correction starts from."""
+    float_weights = {}
     wbits, u8, range_note = effective_weight_bits(config.weight_bits, config.weight_range)
     if range_note:
         notes.append(f"int8_static: {range_note}")
-    dyn_mode: ActMode = "dynamic_token" if config.dynamic_granularity == "token" else "dynamic"
     for name, layer in layers.items():
-        assert isinstance(layer, (nn.Linear, nn.Conv2d))  # selected_layers admitted these and nn.Embedding (split off)
-        mode: ActMode = dyn_mode if name in dynamic else "static"
-        q = quantized_layer(layer, wbits, mode, config.activation_bits, name in relu_layers)
-        qp = _weight_qparams(layer.weight.detach(), config, name, wbits)
-        q.set_weight(layer.weight.detach(), qp)
-        if mode == "static":
-            q.set_input_qparams(act_qparams_u8(*observers[name].input.bounds(), bits=config.activation_bits))
-            out_obs = observers[name].output
-            if out_obs is not None:
-                q.set_output_qparams(act_qparams_u8(*out_obs.bounds(), bits=config.activation_bits))
-        if name in inverse:
-            q.input_smooth = inverse[name]
-        float_weights[name], grids[name] = layer.weight.detach().clone(), qp
+        assert isinstance(layer, (nn.Linear, nn.Conv2d))  # selected_layers admitted only these
+        q = quantized_layer(layer, wbits, "static", config.activation_bits, name in relu_layers)
+        q.set_weight(layer.weight.detach(), _weight_qparams(layer, config, name, wbits))
+        q.set_input_qparams(act_qparams_u8(*observers[name].input.bounds(), bits=config.activation_bits))
+        out_obs = observers[name].output
+        if out_obs is not None:
+            q.set_output_qparams(act_qparams_u8(*out_obs.bounds(), bits=config.activation_bits))
+        float_weights[name] = layer.weight.detach().clone()
         q.onnx_u8_weights = u8
         set_module(model, name, q)
-    return float_weights, grids
+    return float_weights
 
 
 def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Module:
@@ -236,46 +195,23 @@ def quantize_static(model: nn.Module, config: Int8Static, ctx: Context) -> nn.Mo
     bake_parametrizations(model)  # pruning masks etc. become plain weights (our copy)
     check_weights(model)
     relu_layers, notes = fold_and_fuse(model)
-    chosen = selected_layers(model, config.selector, "int8_static.selector", (nn.Linear, nn.Conv2d, nn.Embedding))
-    embeddings, layers = _split_embeddings(chosen, config)
-    dynamic = set(selected_layers(model, config.dynamic, "int8_static.dynamic")) if config.dynamic else set()
-    inverse, smooth_hooks, observers, batches = _calibrate(model, layers, dynamic, relu_layers, config, ctx)
-    hessians = (  # one pass over the float model (smoothed inputs: SmoothQuant's hooks are still on)
-        input_hessians(
-            model,
-            {n: m for n, m in layers.items() if isinstance(m, nn.Linear)},
-            ctx.calibration,
-            config.calibration_batches,
-        )
-        if config.weight_rounding == "gptq" and not config.gptq_sequential
-        else {}
-    )
-    float_weights, grids = _convert(model, layers, dynamic, relu_layers, observers, inverse, config, notes)
-    for h in smooth_hooks:
-        h.remove()
-    for name, emb in embeddings.items():  # weight-only int8, scales per row or group: Gather -> Cast -> Mul in ONNX
-        set_module(model, name, PackedEmbedding.from_float(emb, 8, config.embedding_group_size or emb.embedding_dim))
-    if embeddings:
-        per = f"per {config.embedding_group_size} columns" if config.embedding_group_size else "per row"
-        notes.append(f"int8_static: {len(embeddings)} embedding tables stored as int8 with one scale {per}")
-    gptq_layers = {n: model.get_submodule(n) for n, m in layers.items() if isinstance(m, nn.Linear)}
-    passes = 0
-    if config.weight_rounding == "gptq" and gptq_layers:  # every layer (embeddings too) is quantized by now
-        calib, limit = ctx.calibration, config.calibration_batches
-        if config.gptq_sequential:
-            passes = sequential_gptq(model, gptq_layers, float_weights, grids, calib, limit)
-        else:
-            round_with_gptq(gptq_layers, float_weights, grids, hessians)
-            passes = 1
+    supported = (nn.Linear, PreparedLinear, nn.Conv2d)
+    layers = selected_layers(model, config.selector, "int8_static.selector", supported)
+    observers, batches = _calibrate(model, layers, relu_layers, config, ctx)
+    float_weights = _convert(model, layers, relu_layers, observers, config, notes)
     if config.bias_correction:
         correct_bias(model, float_weights, ctx.calibration, config.calibration_batches)
+    rounded = sum(
+        recorded_grid(m, m.grid_bits or 0, "") is not None for m in layers.values() if isinstance(m, PreparedLinear)
+    )
+    smoothed = sum(getattr(m, "input_smooth", None) is not None for m in layers.values())
     notes.append(
         f"int8_static: {len(layers)} layers quantized (W{config.weight_bits}A{config.activation_bits}, observer "
         f"{config.observer}, weights {'per-channel' if config.per_channel else 'per-tensor'} "
-        f"{config.weight_observer}), {len(dynamic)} with dynamic activations, calibrated on {batches} batches"
+        f"{config.weight_observer}), calibrated on {batches} batches"
         + (", bias corrected" if config.bias_correction else "")
-        + (f", GPTQ rounding on {len(gptq_layers)} Linears ({passes} calibration passes)" if passes else "")
-        + (f", SmoothQuant alpha={config.smooth} on {len(inverse)} Linear layers" if inverse else "")
+        + (f", {rounded} with the gptq stage's codes" if rounded else "")
+        + (f", {smoothed} smoothed" if smoothed else "")
     )
     notes.append("int8_static: PyTorch figures are simulated (fake-quant); the ONNX export runs integer kernels")
     ctx.notes.extend(notes)

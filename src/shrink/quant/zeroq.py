@@ -29,6 +29,7 @@ class ZeroQ(Config):
     batch_size: int = pydantic.Field(32, ge=1)
     #: Adam steps on each batch of synthetic inputs (lr is their learning rate)
     iterations: int = pydantic.Field(200, ge=1)
+    #: Adam learning rate of the synthetic inputs (not of the model, which is not trained)
     lr: float = pydantic.Field(0.2, gt=0)
     #: optional prior on the input's own statistics (e.g. 0 / 1 for normalized images); None = BN layers only
     input_mean: float | None = None

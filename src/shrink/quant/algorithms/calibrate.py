@@ -56,7 +56,8 @@ def calibrating(
         def pre(mod: nn.Module, args: tuple[Any, ...], obs: LayerObservers = obs, name: str = name) -> None:
             if not args or not isinstance(args[0], torch.Tensor):
                 raise DataError(f"calibration: layer {name!r} got no tensor input")
-            obs.input.update(args[0])
+            smooth = getattr(mod, "input_smooth", None)  # a smoothed layer quantizes its input after the division
+            obs.input.update(args[0] * smooth if isinstance(smooth, torch.Tensor) else args[0])
 
         def post(
             mod: nn.Module,

@@ -147,7 +147,7 @@ def input_hessians(
 
 
 @torch.no_grad()
-def _execution_groups(model: nn.Module, layers: Mapping[str, nn.Module], data: Any) -> list[list[str]]:
+def execution_groups(model: nn.Module, layers: Mapping[str, nn.Module], data: Any) -> list[list[str]]:
     """The layers in the order the first calibration batch runs them, those reading the very same input tensor
     (an attention block's query / key / value) in one group. A layer that runs more than once per forward (shared
     weights) or never is an error: sequential rounding needs one input per layer."""
@@ -193,7 +193,7 @@ def sequential_gptq(
     final codes (and quantized activations), not from the float model. ``float_weights`` are the weights before
     rounding (smoothed where SmoothQuant ran), ``grids`` their per-channel grids; a layer's ``input_smooth`` (if
     any) scales its input as in the forward. Returns the number of calibration passes."""
-    groups = _execution_groups(model, layers, data)
+    groups = execution_groups(model, layers, data)
     for group in groups:
         members = {n: layers[n] for n in group}
         scales = {n: s for n in group if (s := getattr(layers[n], "input_smooth", None)) is not None}

@@ -45,11 +45,15 @@ def pair(value: tuple[int, ...], what: str) -> tuple[int, int]:
 def quantized_layer(
     layer: nn.Module, weight_bits: int, act_mode: ActMode, act_bits: int = 8, relu: bool = False
 ) -> QuantLinear | QuantConv2d:
-    """An empty quantized twin of ``layer`` (weights and qparams are set by the caller); keeps the float bias."""
+    """An empty quantized twin of ``layer`` (weights and qparams are set by the caller); keeps the float bias and a
+    smoothed Linear's ``input_smooth``."""
     if isinstance(layer, nn.Linear):
+        smooth = getattr(layer, "input_smooth", None)  # a smooth_quant stage's input division stays in front
         q: QuantLinear | QuantConv2d = QuantLinear(
             layer.in_features, layer.out_features, layer.bias is not None, weight_bits, act_mode, act_bits, relu
         )
+        if isinstance(smooth, torch.Tensor):
+            q.input_smooth = smooth.detach().clone()
     elif isinstance(layer, nn.Conv2d):
         if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
             raise UnsupportedOpError(

@@ -54,8 +54,8 @@ def _convert(name: str, layer: QuantConv2d | QuantLinear) -> nn.Module:
     if layer.act_mode != "static" or not layer.quantize_output or getattr(layer, "input_smooth", None) is not None:
         raise UnsupportedOpError(
             f"{name}: PyTorch's int8 kernels need static input and output grids and no smoothing (use "
-            "Int8Static(quantize_outputs=True, smooth=None)), or per-token activations "
-            "(Int8Static(dynamic=..., dynamic_granularity='token'))"
+            "Int8Static(quantize_outputs=True) without a smooth_quant stage), or per-token activations "
+            "(Int8Dynamic(granularity='token'))"
         )
     out_scale, out_zp = float(layer.output_qparams[0]), int(layer.output_qparams[1])
     if isinstance(layer, QuantConv2d):
