@@ -330,9 +330,9 @@ def _gptq_inputs(env: Env, ref: torch.Tensor) -> Table:
         nn_agree[name] = f["nn_agreement"]
     one_pass, sequential = (nn_agree[n] for n in list(GPTQ_INPUTS)[1:])
     table.note = (
-        "Layer-sequential: each Linear's Hessian comes from the inputs it receives once the layers before it are "
-        "quantized (their rounding error included), as in the GPTQ paper. Change in NN agreement from one float "
-        f"pass to layer-sequential in this run: {sequential - one_pass:+.1f} points."
+        "Layer-sequential: each Linear's Hessian comes from the inputs it receives once the layers before it hold "
+        "their rounded weights (their rounding error included), as in the GPTQ paper. Change in NN agreement from "
+        f"one float pass to layer-sequential in this run: {sequential - one_pass:+.1f} points."
     )
     return table
 

@@ -7,8 +7,8 @@ second-moment matrix ``H = E[x x^T]`` measured on calibration data, so that the 
 ``||W x - W_q x||`` is minimised rather than the weight error. The grid (per-output-channel scales) is unchanged,
 so the result runs on the same integer kernels as round-to-nearest codes.
 
-:func:`sequential_gptq` rounds a quantized model's layers in execution order, each from the inputs it receives
-once the layers before it are quantized (their rounding error included), and leaves padding tokens out of ``H``.
+Padding tokens (a batch's ``attention_mask``) are left out of ``H``; :func:`execution_groups` gives the order in
+which the ``gptq`` stage rounds layers one group at a time (``sequential``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from shrink.data import call_model, first_batch, forward_pre_hooks, split_batch
 from shrink.errors import DataError
 from shrink.quant.numerics.qparams import QParams
 
-__all__ = ["input_hessians", "gptq_codes", "sequential_gptq", "round_with_gptq"]
+__all__ = ["input_hessians", "gptq_codes", "execution_groups"]
 
 
 @torch.no_grad()
@@ -177,40 +177,3 @@ def execution_groups(model: nn.Module, layers: Mapping[str, nn.Module], data: An
             groups.append([name])
         last_input = ident
     return groups
-
-
-@torch.no_grad()
-def sequential_gptq(
-    model: nn.Module,
-    layers: Mapping[str, nn.Module],
-    float_weights: Mapping[str, torch.Tensor],
-    grids: Mapping[str, QParams],
-    data: Any,
-    limit: int | None = None,
-) -> int:
-    """Re-round the codes of the quantized Linear ``layers`` of ``model`` with GPTQ, one group at a time in
-    execution order: each layer's Hessian comes from the inputs it receives once every layer before it holds its
-    final codes (and quantized activations), not from the float model. ``float_weights`` are the weights before
-    rounding (smoothed where SmoothQuant ran), ``grids`` their per-channel grids; a layer's ``input_smooth`` (if
-    any) scales its input as in the forward. Returns the number of calibration passes."""
-    groups = execution_groups(model, layers, data)
-    for group in groups:
-        members = {n: layers[n] for n in group}
-        scales = {n: s for n in group if (s := getattr(layers[n], "input_smooth", None)) is not None}
-        hessians = input_hessians(model, members, data, limit, input_scales=scales, stop_after=group[-1])
-        round_with_gptq(members, float_weights, grids, hessians)
-    return len(groups)
-
-
-@torch.no_grad()
-def round_with_gptq(
-    layers: Mapping[str, nn.Module],
-    float_weights: Mapping[str, torch.Tensor],
-    grids: Mapping[str, QParams],
-    hessians: Mapping[str, torch.Tensor],
-) -> None:
-    """Store GPTQ codes of each quantized layer's float weight on its grid (``weight_int``, in place)."""
-    for name, layer in layers.items():
-        stored = layer.weight_int
-        assert isinstance(stored, torch.Tensor)
-        stored.copy_(gptq_codes(float_weights[name], hessians[name], grids[name]).to(stored.dtype))
