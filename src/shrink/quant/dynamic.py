@@ -21,7 +21,7 @@ from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.errors import UnsupportedOpError
-from shrink.quant.algorithms.observers import make_observer
+from shrink.quant.algorithms.observers import channel_grid
 from shrink.quant.layers.convert import (
     check_weights,
     effective_weight_bits,
@@ -50,16 +50,10 @@ class Int8Dynamic(Config):
     selector: Selector = Selector(types=("Linear", "LSTM", "GRU"))
 
 
-def _weight_qparams(weight: torch.Tensor, observer: str, name: str, bits: int = 8):  # noqa: ANN202
-    obs = make_observer(observer, bits, symmetric=True, signed=True, axis=0, narrow_range=True, name=f"{name}.weight")
-    obs.update(weight.detach())
-    return obs.qparams()
-
-
 def _torch_dynamic_linear(layer: nn.Linear, observer: str, name: str) -> nn.Module:
     import torch.ao.nn.quantized.dynamic as nnqd
 
-    qp = _weight_qparams(layer.weight, observer, name)
+    qp = channel_grid(layer.weight, 8, observer, name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch deprecates quantized tensors in favour of torchao
         q = nnqd.Linear(layer.in_features, layer.out_features, bias_=layer.bias is not None, dtype=torch.qint8)
@@ -108,7 +102,7 @@ def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.
             new = quantized_layer(layer, wbits, "dynamic_token" if config.granularity == "token" else "dynamic")
             new.onnx_u8_weights = u8
             grid = recorded_grid(layer, wbits, f"int8_dynamic: layer {name!r}")  # a gptq stage's codes, if any
-            qp = grid if grid is not None else _weight_qparams(layer.weight, config.weight_observer, name, wbits)
+            qp = grid if grid is not None else channel_grid(layer.weight, wbits, config.weight_observer, name)
             new.set_weight(layer.weight.detach(), qp)
         set_module(model, name, new)
     rnns = sum(not isinstance(m, nn.Linear) for m in layers.values())

@@ -18,13 +18,13 @@ from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.quant.algorithms.gptq import execution_groups, gptq_codes, input_hessians
-from shrink.quant.algorithms.observers import make_observer
+from shrink.quant.algorithms.observers import channel_grid
 from shrink.quant.layers.convert import check_weights, selected_layers, set_module
 from shrink.quant.layers.prepared import PreparedLinear
-from shrink.quant.numerics.qparams import QParams, dequantize
+from shrink.quant.numerics.qparams import dequantize
 from shrink.select import Selector
 
-__all__ = ["GPTQ", "gptq_round", "weight_grid"]
+__all__ = ["GPTQ", "gptq_round"]
 
 
 @register("gptq", family="quantize")
@@ -42,17 +42,10 @@ class GPTQ(Config):
     calibration_batches: int | None = pydantic.Field(default=None, ge=1)
 
 
-def weight_grid(weight: torch.Tensor, bits: int, observer: str, name: str) -> QParams:
-    """The per-output-channel symmetric narrow-range grid of ``weight`` (as int8_static / int8_dynamic choose it)."""
-    obs = make_observer(observer, bits, symmetric=True, signed=True, axis=0, narrow_range=True, name=f"{name}.weight")
-    obs.update(weight.detach())
-    return obs.qparams()
-
-
 @torch.no_grad()
 def _round(layers: dict[str, PreparedLinear], hessians: dict[str, torch.Tensor], config: GPTQ) -> None:
     for name, layer in layers.items():
-        grid = weight_grid(layer.weight, config.bits, config.observer, name)
+        grid = channel_grid(layer.weight, config.bits, config.observer, name)
         codes = gptq_codes(layer.weight.detach(), hessians[name], grid)
         layer.weight.copy_(dequantize(codes, grid).to(layer.weight.dtype))
         layer.set_grid(grid.scale, config.bits)

@@ -24,6 +24,7 @@ from shrink.errors import ConfigError, DataError
 from shrink.quant.numerics.qparams import QParams, _rows, check_bits, compute_qparams, fake_quantize
 
 __all__ = [
+    "channel_grid",
     "Observer",
     "MinMaxObserver",
     "MovingAverageMinMaxObserver",
@@ -330,3 +331,11 @@ def make_observer(kind: str, bits: int = 8, **kw) -> Observer:
     if kind.startswith("aciq_"):
         kw.setdefault("dist", kind[5:])
     return OBSERVERS[kind](bits, **kw)
+
+
+def channel_grid(weight: torch.Tensor, bits: int, observer: str, name: str) -> QParams:
+    """The per-output-channel symmetric narrow-range grid of ``weight`` chosen by ``observer`` (how int8_dynamic
+    and the gptq stage pick weight grids)."""
+    obs = make_observer(observer, bits, symmetric=True, signed=True, axis=0, narrow_range=True, name=f"{name}.weight")
+    obs.update(weight.detach())
+    return obs.qparams()
