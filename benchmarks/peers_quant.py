@@ -1,4 +1,5 @@
-"""Section: shrink's int8 next to torchao, NNCF and Intel Neural Compressor on MiniLM and the digits CNN.
+"""Section: shrink's int8 next to torchao, NNCF and Intel Neural Compressor on MiniLM (the digits CNN is section
+``peers_digits``, so that each half has its own time limit and one stopped half does not take the other's table).
 
 Every peer method in ``benchmarks.peers.PEERS`` runs on the same model copy, calibration batches, thread count and
 machine as the fp32 eager baseline measured in this run; a peer that fails is a row with its exact error. Sizes are
@@ -28,9 +29,9 @@ from benchmarks.peers_shrink import run_shrink, shrink_methods
 from shrink.data import split_batch
 from shrink.eval.metrics import accuracy, embedding_fidelity
 
-__all__ = ["TITLE", "run"]
+__all__ = ["TITLE", "run", "digits_peers"]
 
-TITLE = "Quantization next to torchao, NNCF and Intel Neural Compressor"
+TITLE = "Quantization next to torchao, NNCF and Intel Neural Compressor: MiniLM"
 #: peer methods on MiniLM in --quick (each full peer list takes minutes on BERT-sized models)
 QUICK_MINILM = ("torchao int8 dynamic", "NNCF compress_weights INT8", "INC RTN int8")
 
@@ -271,7 +272,8 @@ def _targets(rows: list[Row], section: Section) -> None:
         )
 
 
-def _digits(quick: bool, section: Section) -> None:
+def digits_peers(quick: bool, section: Section) -> None:
+    """The digits CNN table and plot of every peer method next to shrink's (section ``peers_digits``)."""
     from shrink.zoo import digits_data, digits_teacher
 
     model, data = digits_teacher(progress=False).eval(), digits_data()
@@ -314,5 +316,4 @@ def _digits(quick: bool, section: Section) -> None:
 def run(quick: bool) -> Section:
     section = Section(TITLE, intro=__doc__.split("\n\n", 1)[1].strip())
     _minilm(quick, section)
-    _digits(quick, section)
     return section

@@ -22,11 +22,12 @@ import shrink
 from benchmarks.baselines import EAGER, FLOAT_ROWS, ORT, float_baselines, ms_cell, speedup, time_together
 from benchmarks.common import Built, Fact, Section, Table, Target
 from benchmarks.quant_minilm import Env, _fp32_path, _peer
+from shrink.config import Config
 from shrink.data import call_model
 from shrink.eval.metrics import embedding_fidelity, predict
 from shrink.export.artifact import artifact_bytes
 from shrink.export.onnx import OnnxModel
-from shrink.quant import INTEGER_OPS, WeightOnly, ort_optimized_ops
+from shrink.quant import AWQ, GPTQ, INTEGER_OPS, WeightOnly, ort_optimized_ops
 from shrink.select import Selector
 
 __all__ = ["TITLE", "run", "targets"]
@@ -39,19 +40,29 @@ LINEARS = Selector(types=("Linear",), ignore=(r"re:.*pooler.*",))
 LINEARS_AND_TABLES = Selector(types=("Linear", "Embedding"), ignore=(r"re:.*pooler.*",))
 BEST = "shrink int4 g128 AWQ+GPTQ"
 RTN = "shrink int4 g128 round-to-nearest"
-SHRINK: dict[str, WeightOnly] = {
-    RTN: WeightOnly(bits=4, group_size=128, selector=LINEARS),
-    "shrink int4 g128 GPTQ": WeightOnly(bits=4, group_size=128, weight_rounding="gptq", selector=LINEARS),
-    BEST: WeightOnly(bits=4, group_size=128, weight_rounding="gptq", activation_aware=True, selector=LINEARS),
-    "shrink int4 g32 AWQ+GPTQ": WeightOnly(
-        bits=4, group_size=32, weight_rounding="gptq", activation_aware=True, selector=LINEARS
-    ),
-    "shrink int4 g128 AWQ+GPTQ, float arithmetic": WeightOnly(
-        bits=4, group_size=128, weight_rounding="gptq", activation_aware=True, onnx_compute="float", selector=LINEARS
-    ),
-    "shrink int4 g128 AWQ+GPTQ + int4 tables": WeightOnly(
-        bits=4, group_size=128, weight_rounding="gptq", activation_aware=True, selector=LINEARS_AND_TABLES
-    ),
+
+
+def _awq_gptq(group: int, onnx_compute: str = "int8", tables: bool = False) -> list[Config]:
+    """AWQ input scaling, GPTQ codes, then the packed int4 storage (one stage per algorithm, in order)."""
+    grid = {"bits": 4, "group_size": group}
+    stored = LINEARS_AND_TABLES if tables else LINEARS
+    return [
+        AWQ(**grid, selector=LINEARS),
+        GPTQ(**grid, selector=LINEARS),
+        WeightOnly(**grid, onnx_compute=onnx_compute, selector=stored),
+    ]  # type: ignore[arg-type]
+
+
+SHRINK: dict[str, list[Config]] = {
+    RTN: [WeightOnly(bits=4, group_size=128, selector=LINEARS)],
+    "shrink int4 g128 GPTQ": [
+        GPTQ(bits=4, group_size=128, selector=LINEARS),
+        WeightOnly(bits=4, group_size=128, selector=LINEARS),
+    ],
+    BEST: _awq_gptq(128),
+    "shrink int4 g32 AWQ+GPTQ": _awq_gptq(32),
+    "shrink int4 g128 AWQ+GPTQ, float arithmetic": _awq_gptq(128, onnx_compute="float"),
+    "shrink int4 g128 AWQ+GPTQ + int4 tables": _awq_gptq(128, tables=True),
 }
 #: peer int4 rows: ONNX Runtime's quantizer (built here) and the peers of benchmarks.peers
 ORT_BLOCKS = (128, 32)
@@ -87,14 +98,17 @@ def _ort_row(path: Path, seconds: float, label: str) -> Built:
     return Built(session, os.path.getsize(path), seconds, f"{label}; ORT ops: {', '.join(ops) or 'none low-bit'}")
 
 
-def _shrink(config: WeightOnly) -> Callable[[Env], Built]:
+def _shrink(recipe: list[Config]) -> Callable[[Env], Built]:
+    stored = recipe[-1]
+    assert isinstance(stored, WeightOnly)  # every row ends in the packed storage stage
+
     def build(env: Env) -> Built:
         t = time.perf_counter()
-        q = shrink.quantize(env.model, config, calibration=env.data.calibration)
+        q = shrink.quantize(env.model, recipe, calibration=env.data.calibration)
         seconds = time.perf_counter() - t
-        path = env.tmp / f"shrink-{id(config)}.onnx"
+        path = env.tmp / f"shrink-{id(recipe)}.onnx"
         shrink.export.onnx(q, path, env.data.example_inputs)
-        built = _ort_row(path, seconds, f"ONNX Runtime, {config.onnx_compute} arithmetic")
+        built = _ort_row(path, seconds, f"ONNX Runtime, {stored.onnx_compute} arithmetic")
         built.execution += f"; shrink.save file {artifact_bytes(q) / 2**20:.1f} MiB"
         return built
 

@@ -64,10 +64,10 @@ SHRINK_INT8 = [
     Int8Dynamic(granularity="token", selector=LINEARS),
     WeightOnly(bits=8, group_size=32, selector=TABLES),
 ]
-#: ablation: per-token int8 with round-to-nearest weights and no smoothing, int8 tables with one scale per 128 columns
+#: ablation: per-token int8 with round-to-nearest weights and no smoothing, int8 tables with one scale per row
 SHRINK_INT8_RTN = [
     Int8Dynamic(granularity="token", selector=LINEARS),
-    WeightOnly(bits=8, group_size=128, selector=TABLES),
+    WeightOnly(bits=8, group_size=None, selector=TABLES),
 ]
 #: ablation: 7-bit weights, whose u8 x s8 products cannot saturate ONNX Runtime's kernels on CPUs without VNNI (the
 #: fast kernel there), against the exact 8-bit weights of SHRINK_INT8 (u8 x u8 kernels on such CPUs)
@@ -80,7 +80,7 @@ SHRINK_INT8_W7 = [
 #: fully static variant (calibrated per-tensor activation ranges, percentile observer) for the time target
 SHRINK_STATIC = [
     Int8Static(observer="percentile", quantize_outputs=False, selector=LINEARS),
-    WeightOnly(bits=8, group_size=128, selector=TABLES),
+    WeightOnly(bits=8, group_size=None, selector=TABLES),
 ]
 
 

@@ -27,19 +27,21 @@ from shrink.eval.harness import cpu_features, cpu_name
 
 __all__ = ["SECTIONS", "render", "readme_block", "replace_readme_block", "run_facts", "main"]
 
-#: section modules in document order -> (budget in seconds for the full run, for --quick)
+#: section modules in the order they run and appear -> (budget in seconds for the full run, for --quick); the two
+#: peer sections, the longest, run last, so that a slow machine stops them rather than the sections before them
 SECTIONS: dict[str, tuple[int, int]] = {
     "quant_minilm": (900, 400),
     "quant_int4": (600, 240),
     "quant_digits": (300, 120),
     "quant_advanced": (300, 50),
-    "peers_quant": (900, 300),
     "prune_unstructured": (360, 50),
     "prune_structured": (540, 80),
     "distill": (300, 50),
     "compress": (300, 50),
     "search": (300, 90),
     "mnist1d": (360, 120),
+    "peers_quant": (900, 240),
+    "peers_digits": (300, 60),
 }
 #: whole-run limits, minus a margin for start-up and writing: an hour for the full run (issue 6); the quick run's
 #: 10 minutes grew to 25 when every speed claim got compiled float baselines (issue 15)

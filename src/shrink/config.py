@@ -62,6 +62,14 @@ def registered_so_far() -> dict[str, type[Config]]:
     return dict(_REGISTRY)
 
 
+def refuse_moved_fields(stage: str, data: Any, moved: dict[str, str]) -> None:
+    """Raise ``ValueError`` (a pydantic "before" validator turns it into a validation error) naming every key of
+    ``data`` that is no longer a field of ``stage`` and how to write it now (``moved``: field -> advice)."""
+    found = [k for k in moved if isinstance(data, dict) and k in data]
+    if found:
+        raise ValueError("; ".join(f"'{k}' is no longer a field of {stage}: {moved[k]}" for k in found))
+
+
 def format_validation_error(exc: pydantic.ValidationError, where: str, known: Iterable[str] = ()) -> str:
     """One line naming every bad field; an unknown top-level field gets a "did you mean" from ``known``."""
     parts = []

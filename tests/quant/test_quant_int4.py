@@ -1,4 +1,4 @@
-"""int4 weight-only: GPTQ / AWQ rounding in the weight_only stage, exact save / load, and the ONNX Runtime int4
+"""int4 weight-only: awq and gptq stages in front of weight_only, exact save / load, and the ONNX Runtime int4
 kernels (MatMulNBits for Linears, GatherBlockQuantized for tables)."""
 
 import collections
@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 import shrink
-from shrink.errors import ConfigError
+from shrink.errors import ConfigError, DataError
 from shrink.export.onnx import OnnxModel
-from shrink.quant import PackedLinear, WeightOnly, ort_optimized_ops
+from shrink.quant import AWQ, GPTQ, PackedLinear, WeightOnly, ort_optimized_ops
 from shrink.quant.algorithms.group_rounding import awq_input_scales, dequantize_groups, rtn_codes
 
 
@@ -58,30 +58,71 @@ def test_awq_scales_reduce_output_error_on_outlier_channels():
     assert ((x / s) @ scaled.T - ref).norm() < 0.95 * (x @ plain.T - ref).norm()
 
 
+W4 = {"bits": 4, "group_size": 32}
+AWQ_GPTQ_W4 = [AWQ(**W4), GPTQ(**W4), WeightOnly(**W4)]
+
+
 def test_gptq_and_awq_beat_round_to_nearest_on_held_out_data(net):
     calib, test = _data(1), _data(2)
     lin = {"selector": {"types": ["Linear"]}}
     errs = {}
-    for name, extra in {
-        "rtn": {},
-        "gptq": {"weight_rounding": "gptq"},
-        "awq+gptq": {"weight_rounding": "gptq", "activation_aware": True},
+    for name, recipe in {
+        "rtn": [WeightOnly(**W4, **lin)],
+        "gptq": [GPTQ(**W4), WeightOnly(**W4, **lin)],
+        "awq": [AWQ(**W4), WeightOnly(**W4, **lin)],
+        "awq+gptq": [AWQ(**W4), GPTQ(**W4), WeightOnly(**W4, **lin)],
     }.items():
-        q = shrink.quantize(net, WeightOnly(bits=4, group_size=32, **lin, **extra), calibration=calib)
+        q = shrink.quantize(net, recipe, calibration=calib)
         errs[name] = _error(q, net, test)
-    assert errs["gptq"] < errs["rtn"] and errs["awq+gptq"] < errs["rtn"]
+    assert max(errs["gptq"], errs["awq"], errs["awq+gptq"]) < errs["rtn"]
     assert errs["awq+gptq"] < 0.05
 
 
 def test_learned_rounding_needs_calibration(net):
-    with pytest.raises(ConfigError, match="calibration"):
-        shrink.quantize(net, WeightOnly(weight_rounding="gptq"))
+    for stage in (AWQ(), GPTQ(bits=4, group_size=32)):
+        with pytest.raises(DataError, match="calibration data is required"):
+            shrink.quantize(net, [stage, WeightOnly()])
+
+
+@pytest.mark.parametrize("field", ["weight_rounding", "activation_aware"])
+def test_weight_only_fields_that_became_stages_say_where(field):
+    with pytest.raises(ConfigError, match=f"'{field}' is no longer a field of weight_only: list an? (gptq|awq) stage"):
+        WeightOnly(**{field: True})
+
+
+def test_weight_only_refuses_a_gptq_grid_of_another_shape(net):
+    with pytest.raises(ConfigError, match="fc1.*groups of 32 inputs, but this stage stores one scale per row"):
+        shrink.quantize(net, [GPTQ(**W4), WeightOnly(bits=4, group_size=None)], calibration=_data(1))
+    with pytest.raises(ConfigError, match="fc1.*4-bit grid.*8 bits"):
+        shrink.quantize(net, [GPTQ(**W4), WeightOnly(bits=8, group_size=32)], calibration=_data(1))
+    with pytest.raises(ConfigError, match="groups of 32 inputs, which only weight_only stores"):
+        shrink.quantize(net, [GPTQ(bits=8, group_size=32), shrink.quant.Int8Dynamic()], calibration=_data(1))
+
+
+def test_weight_only_keeps_the_gptq_codes_exactly(net):
+    prepared = shrink.quantize(net, [AWQ(**W4), GPTQ(**W4)], calibration=_data(1))
+    q = shrink.quantize(prepared, WeightOnly(**W4, selector={"types": ["Linear"]}))
+    assert torch.equal(q.fc1.packed.dequantize(), prepared.fc1.weight.detach())
+    assert torch.equal(q.fc1.input_scale, prepared.fc1.input_smooth)
+    x = _data(3, 1)[0]
+    assert torch.allclose(q(x), prepared(x), atol=1e-5)
+
+
+def test_per_row_int8_weights(net):
+    q = shrink.quantize(net, [GPTQ(bits=8), WeightOnly(bits=8, group_size=None)], calibration=_data(1))
+    assert q.fc1.packed.scales.shape == (128, 1) and q.emb.packed.scales.shape == (100, 1)
+    assert _error(q, net, _data(2)) < 1e-3
+
+
+def test_int4_per_row_onnx_export_names_the_block_rule(tmp_path):
+    odd = nn.Sequential(nn.Linear(48, 8)).eval()
+    q = shrink.quantize(odd, WeightOnly(bits=4, group_size=None))
+    with pytest.raises(ConfigError, match="MatMulNBits needs groups of a power of two.*one scale per 48"):
+        shrink.export.onnx(q, tmp_path / "odd.onnx", torch.randn(2, 48))
 
 
 def test_save_load_is_exact_with_awq_scales(net, tmp_path):
-    q = shrink.quantize(
-        net, WeightOnly(bits=4, group_size=32, weight_rounding="gptq", activation_aware=True), calibration=_data(1)
-    )
+    q = shrink.quantize(net, AWQ_GPTQ_W4, calibration=_data(1))
     assert isinstance(q.fc1, PackedLinear) and q.fc1.input_scale is not None
     back = shrink.load(shrink.save(q, tmp_path / "w4.shrink"), _Tokens)
     x = _data(3, 1)[0]
@@ -91,11 +132,7 @@ def test_save_load_is_exact_with_awq_scales(net, tmp_path):
 
 @pytest.mark.parametrize("compute,tol", [("float", 1e-4), ("int8", 0.02)])
 def test_onnx_runs_int4_kernels(net, tmp_path, compute, tol):
-    q = shrink.quantize(
-        net,
-        WeightOnly(bits=4, group_size=32, weight_rounding="gptq", activation_aware=True, onnx_compute=compute),
-        calibration=_data(1),
-    )
+    q = shrink.quantize(net, [AWQ(**W4), GPTQ(**W4), WeightOnly(**W4, onnx_compute=compute)], calibration=_data(1))
     x = _data(4, 1)[0]
     path = shrink.export.onnx(q, tmp_path / "w4.onnx", x)
     graph = onnx.load(str(path)).graph

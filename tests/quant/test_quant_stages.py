@@ -25,7 +25,7 @@ def _model_and_data() -> tuple[nn.Module, list[torch.Tensor]]:
 def test_fields_that_moved_to_their_own_stage_say_where(field):
     value = {"smooth": 0.5, "weight_rounding": "gptq", "gptq_sequential": True, "dynamic": {"types": ["Linear"]}}
     value |= {"dynamic_granularity": "token", "embedding_group_size": 32}
-    with pytest.raises(ConfigError, match=f"'{field}' is no longer an int8_static field: {MOVED_FIELDS[field][:20]}"):
+    with pytest.raises(ConfigError, match=f"'{field}' is no longer a field of int8_static: {MOVED_FIELDS[field][:20]}"):
         config_from_dict({"type": "int8_static", field: value[field]})
 
 

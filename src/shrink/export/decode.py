@@ -46,7 +46,6 @@ MOVED_MODULES: dict[str, str] = {
     "shrink.quant.calibrate": "shrink.quant.algorithms.calibrate",
     "shrink.quant.gptq": "shrink.quant.algorithms.gptq",
     "shrink.quant.group_rounding": "shrink.quant.algorithms.group_rounding",
-    "shrink.quant.weight_rounding": "shrink.quant.algorithms.weight_rounding",
     "shrink.quant.smooth": "shrink.quant.algorithms.smooth",
     "shrink.quant.lsq": "shrink.quant.algorithms.lsq",
     "shrink.quant.fold": "shrink.quant.algorithms.fold",

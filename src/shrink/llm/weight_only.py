@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from shrink.errors import ConfigError, DataError
+from shrink.quant.algorithms.gptq import input_hessians
 from shrink.quant.algorithms.group_rounding import gptq_group_codes, rtn_codes
 
 __all__ = ["Int8WeightLinear", "Int4WeightLinear", "rtn_codes", "gptq_group_codes", "quantize_weight_only"]
@@ -100,31 +101,6 @@ def _linears(model: nn.Module, include_lm_head: bool) -> dict[str, nn.Linear]:
     return found
 
 
-@torch.no_grad()
-def _hessians(model: nn.Module, layers: dict[str, nn.Linear], windows: Iterable[torch.Tensor]) -> dict:
-    sums: dict[str, torch.Tensor] = {}
-    counts = dict.fromkeys(layers, 0)
-
-    def hook(name: str):  # noqa: ANN202
-        def pre(mod: nn.Module, args: tuple) -> None:
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
-            sums[name] = sums.get(name, 0) + x.T @ x
-            counts[name] += x.shape[0]
-
-        return pre
-
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
-    try:
-        for ids in windows:
-            model(input_ids=ids.reshape(1, -1), use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    if any(c == 0 for c in counts.values()):
-        raise DataError("GPTQ: a layer saw no calibration input (empty calibration windows?)")
-    return {n: sums[n] / counts[n] for n in layers}
-
-
 def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
@@ -147,7 +123,8 @@ def quantize_weight_only(
         raise ConfigError("quantize_weight_only: method='gptq' needs calibration token windows")
     out = copy.deepcopy(model).eval()
     layers = _linears(out, include_lm_head)
-    hessians = _hessians(out, layers, calibration) if method == "gptq" and calibration is not None else {}
+    windows = [{"input_ids": ids.reshape(1, -1), "use_cache": False} for ids in calibration or []]
+    hessians = input_hessians(out, layers, windows) if method == "gptq" else {}
     for name, layer in layers.items():
         w = layer.weight.detach().float()
         group = w.shape[1] if bits == 8 else group_size

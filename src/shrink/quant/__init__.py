@@ -13,6 +13,7 @@ from shrink.quant.algorithms.observers import (
     aciq_alpha,
     make_observer,
 )
+from shrink.quant.awq import AWQ
 from shrink.quant.dynamic import Int8Dynamic
 from shrink.quant.gptq_rounding import GPTQ
 from shrink.quant.layers.modules import QuantConv2d, QuantLinear
@@ -36,6 +37,7 @@ from shrink.quant.static import Int8Static, correct_bias, quantize_static
 from shrink.quant.weight_only import FloatCast, WeightOnly
 
 __all__ = [
+    "AWQ",
     "QParams",
     "SUPPORTED_BITS",
     "check_bits",

@@ -1,9 +1,10 @@
 """GPTQ as its own stage (``gptq``, Frantar et al. 2023): round Linear weights onto their integer grid with error
 feedback on calibration inputs, before the quantization scheme is applied.
 
-Each selected Linear becomes a :class:`PreparedLinear` whose float weight lies on a per-output-channel symmetric
-grid (recorded on the layer); ``int8_static`` / ``int8_dynamic`` then store exactly these codes instead of rounding
-to nearest. Padding tokens (a batch's ``attention_mask``) are left out of the Hessians.
+Each selected Linear becomes a :class:`PreparedLinear` whose float weight lies on a symmetric grid recorded on the
+layer: one scale per output channel (``group_size=None``; ``int8_static`` / ``int8_dynamic`` and per-row
+``weight_only`` then store exactly these codes), or one fp16 scale per ``group_size`` inputs (``weight_only`` with
+the same group size). Padding tokens (a batch's ``attention_mask``) are left out of the Hessians.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from torch import nn
 from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, register
+from shrink.errors import ConfigError
 from shrink.quant.algorithms.gptq import execution_groups, gptq_codes, input_hessians
+from shrink.quant.algorithms.group_rounding import SCALE_DTYPE, dequantize_groups, gptq_group_codes
 from shrink.quant.algorithms.observers import channel_grid
 from shrink.quant.layers.convert import check_weights, selected_layers, set_module
 from shrink.quant.layers.prepared import PreparedLinear
@@ -30,25 +33,60 @@ __all__ = ["GPTQ", "gptq_round"]
 @register("gptq", family="quantize")
 class GPTQ(Config):
     """Round Linear weights onto their int grid with GPTQ error feedback (the model stays float); list it before
-    int8_static / int8_dynamic, which keep these codes."""
+    int8_static / int8_dynamic / weight_only, which keep these codes."""
 
-    #: bits of the grid (per output channel, symmetric); the quantization stage that follows must use the same
+    #: bits of the symmetric grid; the quantization stage that follows must use the same
     bits: int = pydantic.Field(default=8, ge=2, le=8)
-    #: how each output channel's range (its grid) is chosen
+    #: inputs per scale (weight_only's groups, fp16 scales); None: one scale per output channel
+    group_size: Literal[32, 64, 128] | None = None
+    #: how each output channel's range is chosen (per-channel grids; groups pick a clipping ratio per group)
     observer: Literal["minmax", "mse"] = "minmax"
     #: Hessians layer by layer from the outputs of the layers already rounded (False: one pass over the model)
     sequential: bool = False
     selector: Selector = Selector(types=("Linear",))
     calibration_batches: int | None = pydantic.Field(default=None, ge=1)
 
+    @pydantic.model_validator(mode="after")
+    def _observer_is_per_channel(self) -> GPTQ:
+        if self.group_size is not None and self.observer != "minmax":
+            raise ValueError(
+                f"observer {self.observer!r} chooses per-channel grids; group grids (group_size) "
+                "choose each group's clipping ratio themselves: leave observer at 'minmax'"
+            )
+        return self
+
 
 @torch.no_grad()
 def _round(layers: dict[str, PreparedLinear], hessians: dict[str, torch.Tensor], config: GPTQ) -> None:
     for name, layer in layers.items():
-        grid = channel_grid(layer.weight, config.bits, config.observer, name)
-        codes = gptq_codes(layer.weight.detach(), hessians[name], grid)
-        layer.weight.copy_(dequantize(codes, grid).to(layer.weight.dtype))
-        layer.set_grid(grid.scale, config.bits)
+        w = layer.weight.detach()
+        if config.group_size is None:
+            grid = channel_grid(layer.weight, config.bits, config.observer, name)
+            rounded, scale = dequantize(gptq_codes(w, hessians[name], grid), grid), grid.scale
+        else:
+            codes, scale = gptq_group_codes(
+                w.float(), hessians[name], config.bits, config.group_size, scale_dtype=SCALE_DTYPE
+            )
+            rounded = dequantize_groups(codes, scale)
+        layer.weight.copy_(rounded.to(layer.weight.dtype))
+        layer.set_grid(scale, config.bits, config.group_size)
+
+
+def _prepared(model: nn.Module, config: GPTQ) -> dict[str, PreparedLinear]:
+    chosen = selected_layers(model, config.selector, "gptq.selector", (nn.Linear, PreparedLinear))
+    layers: dict[str, PreparedLinear] = {}
+    for name, layer in chosen.items():
+        assert isinstance(layer, nn.Linear)
+        if config.group_size is not None and layer.in_features % config.group_size:
+            raise ConfigError(
+                f"gptq: layer {name!r} has {layer.in_features} inputs, not divisible by group_size "
+                f"{config.group_size}; choose another group_size or add the layer to selector.ignore"
+            )
+        if isinstance(layer, PreparedLinear) and layer.weight_scale is not None:
+            raise ConfigError(f"gptq: layer {name!r} is already rounded onto a grid; list gptq once")
+        layers[name] = PreparedLinear.from_linear(layer)
+        set_module(model, name, layers[name])
+    return layers
 
 
 @implements(GPTQ)
@@ -56,12 +94,7 @@ def gptq_round(model: nn.Module, config: GPTQ, ctx: Context) -> nn.Module:
     """Round the selected Linears' weights in place (``apply`` hands us a copy)."""
     bake_parametrizations(model)
     check_weights(model)
-    chosen = selected_layers(model, config.selector, "gptq.selector", (nn.Linear, PreparedLinear))
-    layers: dict[str, PreparedLinear] = {}
-    for name, layer in chosen.items():
-        assert isinstance(layer, nn.Linear)
-        layers[name] = PreparedLinear.from_linear(layer)
-        set_module(model, name, layers[name])
+    layers = _prepared(model, config)
     scales = {n: s for n, m in layers.items() if (s := m.input_smooth) is not None}
     data, limit = ctx.calibration, config.calibration_batches
     if config.sequential:
@@ -74,5 +107,6 @@ def gptq_round(model: nn.Module, config: GPTQ, ctx: Context) -> nn.Module:
     else:
         _round(layers, input_hessians(model, layers, data, limit, input_scales=scales), config)
     how = f"layer by layer ({len(groups)} calibration passes)" if config.sequential else "from one calibration pass"
-    ctx.notes.append(f"gptq: {len(layers)} Linear layers rounded onto {config.bits}-bit grids, Hessians {how}")
+    grid = "per-channel" if config.group_size is None else f"group {config.group_size}"
+    ctx.notes.append(f"gptq: {len(layers)} Linear layers rounded onto {config.bits}-bit {grid} grids, Hessians {how}")
     return model

@@ -15,7 +15,7 @@ from torch import nn
 
 from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
-from shrink.config import Config, register
+from shrink.config import Config, refuse_moved_fields, register
 from shrink.data import forward_pre_hooks
 from shrink.quant.algorithms.calibrate import LayerObservers, calibrating, run_calibration
 from shrink.quant.algorithms.fold import fold_and_fuse
@@ -71,9 +71,7 @@ class Int8Static(Config):
     @pydantic.model_validator(mode="before")
     @classmethod
     def _moved(cls, data: Any) -> Any:
-        moved = [k for k in MOVED_FIELDS if isinstance(data, dict) and k in data]
-        if moved:
-            raise ValueError("; ".join(f"'{k}' is no longer an int8_static field: {MOVED_FIELDS[k]}" for k in moved))
+        refuse_moved_fields("int8_static", data, MOVED_FIELDS)
         return data
 
 

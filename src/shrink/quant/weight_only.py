@@ -6,105 +6,110 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import pydantic
 import torch
 from torch import nn
 
 from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
-from shrink.config import Config, register
+from shrink.config import Config, refuse_moved_fields, register
 from shrink.quant.algorithms.group_rounding import rtn_codes
-from shrink.quant.algorithms.weight_rounding import Rounded, learned_codes
 from shrink.quant.layers.convert import check_weights, selected_layers, set_module
 from shrink.quant.layers.packed import SCALE_DTYPE, PackedEmbedding, PackedLinear
+from shrink.quant.layers.prepared import PreparedLinear, recorded_group_scales
 from shrink.select import Selector
 
 __all__ = ["WeightOnly", "FloatCast", "weight_only", "float_cast"]
 
+#: fields that moved to stages of their own: name -> how to write it now
+MOVED_FIELDS = {
+    "weight_rounding": "list a gptq stage (same bits and group_size) before weight_only for GPTQ rounding",
+    "activation_aware": "list an awq stage (same bits and group_size) before weight_only (and before gptq)",
+}
+
 
 @register("weight_only", family="quantize")
 class WeightOnly(Config):
-    """Packed int8 / int4 weights with one fp16 scale per ``group_size`` inputs (Linear and Embedding).
+    """Packed int8 / int4 weights with one fp16 scale per ``group_size`` inputs, or per row (Linear and Embedding).
 
-    ``weight_rounding="gptq"`` rounds Linear weights with GPTQ error feedback and ``activation_aware=True`` scales
-    their input channels first (AWQ); both learn from the calibration data only. Embedding tables are rounded to
-    nearest. PyTorch computes in float on the dequantized weights; the ONNX export runs int4 Linears on ONNX
-    Runtime's ``MatMulNBits`` kernels with ``onnx_compute`` arithmetic ("int8": activations quantized per block at
-    run time, integer dot products; "float": float dot products).
+    Codes are rounded to nearest, or kept as an earlier ``gptq`` stage rounded them (same ``bits`` and
+    ``group_size``); an earlier ``awq`` stage's input scaling is kept in front of the layer. PyTorch computes in
+    float on the dequantized weights; the ONNX export runs int4 Linears on ONNX Runtime's ``MatMulNBits`` kernels
+    with ``onnx_compute`` arithmetic ("int8": activations quantized per block at run time, integer dot products;
+    "float": float dot products).
     """
 
     #: bits per stored weight code (int4 packs two codes per byte)
     bits: Literal[4, 8] = 4
-    group_size: Literal[32, 64, 128] = 32
-    #: how Linear weights are rounded: 'nearest', or 'gptq' error feedback on calibration inputs
-    weight_rounding: Literal["nearest", "gptq"] = "nearest"
-    #: AWQ: scale Linear input channels by calibration activation sizes before rounding
-    activation_aware: bool = False
+    #: inputs per fp16 scale; None: one scale per row (int4 ONNX export then needs a power-of-two row length)
+    group_size: Literal[32, 64, 128] | None = 32
     #: int4 ONNX MatMulNBits math: 'int8' activations quantized per block at run time, 'float' float dots
     onnx_compute: Literal["float", "int8"] = "int8"
     selector: Selector = Selector(types=("Linear", "Embedding"))
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        refuse_moved_fields("weight_only", data, MOVED_FIELDS)
+        return data
 
 
 @implements(WeightOnly)
 def weight_only(model: nn.Module, config: WeightOnly, ctx: Context) -> nn.Module:
     bake_parametrizations(model)  # pruning masks etc. become plain weights (our copy)
     check_weights(model)
-    layers = selected_layers(model, config.selector, "weight_only.selector", (nn.Linear, nn.Embedding))
+    layers = selected_layers(model, config.selector, "weight_only.selector", (nn.Linear, PreparedLinear, nn.Embedding))
     for name, layer in layers.items():
         dim = int(layer.in_features if isinstance(layer, nn.Linear) else layer.embedding_dim)  # type: ignore[arg-type]
-        if dim % config.group_size:
+        if config.group_size is not None and dim % config.group_size:
             raise_group(name, dim, config.group_size)
-    linears = {n: m for n, m in layers.items() if isinstance(m, nn.Linear)}
-    rounded = learned_codes(model, linears, config, ctx) if _learns(config) else {}
     for name, layer in layers.items():
-        set_module(model, name, _packed(layer, config, rounded.get(name)))
-    how = _method(config)
+        set_module(model, name, _packed(name, layer, config))
+    prepared = sum(isinstance(m, PreparedLinear) and m.weight_scale is not None for m in layers.values())
+    scaled = sum(isinstance(m, PreparedLinear) and m.input_smooth is not None for m in layers.values())
+    group = "per row" if config.group_size is None else f"group {config.group_size}"
     ctx.notes.append(
-        f"weight_only: {len(layers)} layers stored as packed int{config.bits}, group {config.group_size} ({how}); "
-        "PyTorch computes in float on dequantized weights"
+        f"weight_only: {len(layers)} layers stored as packed int{config.bits}, {group} ({prepared} with gptq codes, "
+        f"{scaled} with input scaling, the rest rounded to nearest); PyTorch computes in float on dequantized weights"
         + (f"; ONNX: int4 Linears on MatMulNBits ({config.onnx_compute} arithmetic)" if config.bits == 4 else "")
     )
     setattr(model, "shrink_execution", f"int{config.bits} weight-only (packed storage, float compute)")  # noqa: B010  (nn.Module types attributes as Tensor | Module)
     return model
 
 
-def _learns(config: WeightOnly) -> bool:
-    return config.weight_rounding == "gptq" or config.activation_aware
+def _codes(name: str, layer: nn.Linear, config: WeightOnly) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's codes and scales: those of an earlier gptq stage's grid, else rounded to nearest."""
+    group = config.group_size or layer.in_features
+    weight = layer.weight.detach().float()
+    scales = recorded_group_scales(layer, config.bits, config.group_size, f"weight_only: layer {name!r}")
+    if scales is None:
+        return rtn_codes(weight, config.bits, group, SCALE_DTYPE)
+    qmax = 2 ** (config.bits - 1) - 1
+    codes = torch.clamp(torch.round(weight / scales.repeat_interleave(group, dim=1)), -qmax - 1, qmax)
+    return codes.to(torch.int8), scales
 
 
-def _method(config: WeightOnly) -> str:
-    parts = (["AWQ input scaling"] if config.activation_aware else []) + [
-        "GPTQ rounding" if config.weight_rounding == "gptq" else "rounded to nearest"
-    ]
-    return " + ".join(parts)
-
-
-def _packed(layer: nn.Module, config: WeightOnly, learned: Rounded | None) -> nn.Module:
+def _packed(name: str, layer: nn.Module, config: WeightOnly) -> nn.Module:
     if isinstance(layer, nn.Embedding):
-        table = PackedEmbedding(
-            layer.num_embeddings, layer.embedding_dim, config.bits, config.group_size, layer.padding_idx
-        )
-        table.packed.set_codes(*rtn_codes(layer.weight.detach(), config.bits, config.group_size, SCALE_DTYPE))
+        dim = int(layer.embedding_dim)
+        table = PackedEmbedding(layer.num_embeddings, dim, config.bits, config.group_size or dim, layer.padding_idx)
+        table.packed.set_codes(*rtn_codes(layer.weight.detach(), config.bits, config.group_size or dim, SCALE_DTYPE))
         return table
     assert isinstance(layer, nn.Linear)  # selected_layers admitted only Linear and Embedding
-    scaled = learned is not None and learned.input_scale is not None
+    smooth = layer.input_smooth if isinstance(layer, PreparedLinear) else None
     q = PackedLinear(
         layer.in_features,
         layer.out_features,
         layer.bias is not None,
         config.bits,
-        config.group_size,
-        input_scaled=scaled,
+        config.group_size or layer.in_features,
+        input_scaled=smooth is not None,
         onnx_compute=config.onnx_compute,
     )
-    codes, scales = (
-        (learned.codes, learned.scales)
-        if learned is not None
-        else rtn_codes(layer.weight.detach(), config.bits, config.group_size, SCALE_DTYPE)
-    )
-    q.packed.set_codes(codes, scales)
-    if scaled:
-        assert q.input_scale is not None and learned is not None and learned.input_scale is not None
-        q.input_scale.copy_(learned.input_scale)
+    q.packed.set_codes(*_codes(name, layer, config))
+    if smooth is not None:
+        assert q.input_scale is not None  # built with input_scaled=True just above
+        q.input_scale.copy_(smooth)
     if layer.bias is not None:
         assert q.bias is not None  # built with a bias just above
         q.bias.data.copy_(layer.bias.detach())

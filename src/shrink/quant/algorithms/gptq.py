@@ -14,7 +14,7 @@ which the ``gptq`` stage rounds layers one group at a time (``sequential``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -22,6 +22,7 @@ from torch import nn
 
 from shrink.data import call_model, first_batch, forward_pre_hooks, split_batch
 from shrink.errors import DataError
+from shrink.quant.algorithms.input_rows import calibration_inputs, token_rows
 from shrink.quant.numerics.qparams import QParams
 
 __all__ = ["input_hessians", "gptq_codes", "execution_groups"]
@@ -74,17 +75,6 @@ class _PassDone(Exception):
     """Raised by a hook to end a calibration forward early: the layers being measured have all run."""
 
 
-def _token_rows(inputs: Any, x: torch.Tensor) -> torch.Tensor:
-    """``x``'s rows ``(tokens, features)``, without the padding positions when the batch's ``attention_mask``
-    ``(batch, seq)`` lines up with ``x``'s first two dimensions."""
-    rows = x.detach().reshape(-1, x.shape[-1])
-    mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
-    if isinstance(mask, torch.Tensor) and mask.dim() == 2 and x.dim() >= 3 and tuple(x.shape[:2]) == tuple(mask.shape):
-        keep = mask.reshape(-1) != 0
-        rows = rows[keep.repeat_interleave(rows.shape[0] // keep.numel())] if keep.numel() else rows
-    return rows
-
-
 def _captured_rows(
     model: nn.Module,
     layers: Mapping[str, nn.Module],
@@ -99,7 +89,7 @@ def _captured_rows(
     def hook(name: str):  # noqa: ANN202
         def pre(mod: nn.Module, args: tuple[Any, ...]) -> None:
             x = args[0] * scales[name] if name in scales else args[0]
-            rows[name].append(_token_rows(inputs, x).double())
+            rows[name].append(token_rows(inputs, x).double())
             if name == stop_after:
                 raise _PassDone
 
@@ -108,13 +98,6 @@ def _captured_rows(
     with forward_pre_hooks({m: hook(n) for n, m in layers.items()}), contextlib.suppress(_PassDone):
         call_model(model, inputs)
     return rows
-
-
-def _batches(data: Any, limit: int | None) -> Iterator[Any]:
-    for i, batch in enumerate(data or []):
-        if limit is not None and i >= limit:
-            break
-        yield split_batch(batch)[0]
 
 
 @torch.no_grad()
@@ -135,7 +118,7 @@ def input_hessians(
     sums = {n: torch.zeros(d, d, dtype=torch.float64) for n, d in dims.items()}
     counts = dict.fromkeys(layers, 0)
     model.eval()
-    for inputs in _batches(data, limit):
+    for inputs in calibration_inputs(data, limit):
         for name, parts in _captured_rows(model, layers, inputs, input_scales or {}, stop_after).items():
             for rows in parts:
                 sums[name] += rows.T @ rows

@@ -92,6 +92,15 @@ class PackedWeight(nn.Module):
         return self.rows * self.cols, int(torch.count_nonzero(self.int_codes()))
 
 
+def _check_onnx_block(group: int, kernel: str) -> None:
+    """ONNX Runtime's int4 kernels read blocks of a power-of-two size of at least 16 inputs."""
+    if group < 16 or group & (group - 1):
+        raise ConfigError(
+            f"int4 ONNX export: {kernel} needs groups of a power of two of at least 16 inputs, and this layer has "
+            f"one scale per {group}; quantize it with weight_only group_size 32, 64 or 128"
+        )
+
+
 @register_layer
 class PackedLinear(nn.Module):
     """Weight-only quantized Linear: packed weight, float bias, float compute on the dequantized weight in PyTorch.
@@ -138,6 +147,7 @@ class PackedLinear(nn.Module):
             x = x * self.input_scale.to(x.dtype)
         p = self.packed
         if p.bits == 4 and torch.onnx.is_in_onnx_export():
+            _check_onnx_block(p.group_size, "MatMulNBits")
             blocks = p.codes.reshape(p.rows, p.cols // p.group_size, p.group_size // 2)
             level = ACCURACY_LEVELS[self.onnx_compute]
             return MatMulNBitsFunction.apply(x, blocks, p.scales.float(), self.bias, level)
@@ -191,6 +201,7 @@ class PackedEmbedding(nn.Module):
         # gather rows first, then dequantize only them (ONNX: Gather -> Cast -> Mul on the int8 table)
         p = self.packed
         if p.bits == 4 and torch.onnx.is_in_onnx_export():
+            _check_onnx_block(p.group_size, "GatherBlockQuantized")
             return GatherBlockQuantizedFunction.apply(ids, p.codes, p.scales.float())
         codes = p.codes[ids]
         codes = unpack_int4(codes) if p.bits == 4 else codes

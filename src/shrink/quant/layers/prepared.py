@@ -1,9 +1,10 @@
 """A float Linear prepared for integer quantization by an earlier stage.
 
-``smooth_quant`` moves activation outliers into the weights and leaves the division on the input
-(``input_smooth``); ``gptq`` rounds the weights onto a per-output-channel grid and records it (``weight_scale``,
-``grid_bits``). The layer still runs in float and gives the same outputs as before; ``int8_static`` and
-``int8_dynamic`` keep the smoothing and the grid when they quantize it, so the codes are exactly the rounded ones.
+``smooth_quant`` (and ``awq``) move activation outliers into the weights and leave the division on the input
+(``input_smooth``); ``gptq`` rounds the weights onto a grid and records it (``weight_scale``, ``grid_bits`` and, for
+a group-wise grid, ``grid_group``). The layer still runs in float and gives the same outputs as before; the
+quantization stage that follows keeps the division and the grid, so its codes are exactly the rounded ones:
+``int8_static`` / ``int8_dynamic`` read per-output-channel grids, ``weight_only`` per-row and group-wise ones.
 """
 
 from __future__ import annotations
@@ -18,23 +19,33 @@ from shrink.errors import ConfigError, FileFormatError
 from shrink.export.artifact import register_layer
 from shrink.quant.numerics.qparams import QParams
 
-__all__ = ["PreparedLinear", "recorded_grid"]
+__all__ = ["PreparedLinear", "recorded_grid", "recorded_group_scales"]
 
 
 @register_layer
 class PreparedLinear(nn.Linear):
-    """``y = W (x * input_smooth) + b`` in float; ``weight_scale`` (when set) is the grid ``W`` lies on."""
+    """``y = W (x * input_smooth) + b`` in float; ``weight_scale`` (when set) is the grid ``W`` lies on: one scale
+    per output channel ``(out,)``, or with ``grid_group`` one per ``grid_group`` inputs ``(out, in / grid_group)``."""
 
     input_smooth: torch.Tensor | None
     weight_scale: torch.Tensor | None
 
     def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, smooth: bool = False, grid_bits: int | None = None
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        smooth: bool = False,
+        grid_bits: int | None = None,
+        grid_group: int | None = None,
     ) -> None:
         super().__init__(in_features, out_features, bias)
+        if grid_group is not None and (grid_bits is None or grid_group < 1 or in_features % grid_group):
+            raise ConfigError(f"PreparedLinear: grid_group {grid_group} needs grid_bits and must divide {in_features}")
+        shape = (out_features,) if grid_group is None else (out_features, in_features // grid_group)
         self.register_buffer("input_smooth", torch.ones(in_features) if smooth else None)
-        self.register_buffer("weight_scale", torch.ones(out_features) if grid_bits is not None else None)
-        self.grid_bits = grid_bits
+        self.register_buffer("weight_scale", torch.ones(shape) if grid_bits is not None else None)
+        self.grid_bits, self.grid_group = grid_bits, grid_group
 
     @classmethod
     def from_linear(cls, layer: nn.Linear) -> PreparedLinear:
@@ -52,8 +63,12 @@ class PreparedLinear(nn.Linear):
     def set_smoothing(self, inverse: torch.Tensor) -> None:
         self.input_smooth = inverse.detach().float().clone()
 
-    def set_grid(self, scale: torch.Tensor, bits: int) -> None:
-        self.weight_scale, self.grid_bits = scale.detach().float().reshape(-1).clone(), bits
+    def set_grid(self, scale: torch.Tensor, bits: int, group: int | None = None) -> None:
+        """Record the grid the weight now lies on: ``scale`` ``(out,)`` per output channel, or ``(out, in / group)``
+        with ``group``."""
+        shape = (self.out_features,) if group is None else (self.out_features, self.in_features // group)
+        self.weight_scale = scale.detach().float().reshape(shape).clone()
+        self.grid_bits, self.grid_group = bits, group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_smooth is not None:
@@ -67,6 +82,7 @@ class PreparedLinear(nn.Linear):
             "bias": self.bias is not None,
             "smooth": self.input_smooth is not None,
             "grid_bits": self.grid_bits,
+            "grid_group": self.grid_group,
         }
 
     @classmethod
@@ -74,7 +90,13 @@ class PreparedLinear(nn.Linear):
         bits = args.get("grid_bits")
         if bits is not None and not (isinstance(bits, int) and 2 <= bits <= 8):
             raise FileFormatError(f"PreparedLinear: grid_bits must be an int in [2, 8] or null, got {bits!r}")
-        return cls(**args)
+        group = args.get("grid_group")
+        if group is not None and not (isinstance(group, int) and group >= 1):
+            raise FileFormatError(f"PreparedLinear: grid_group must be a positive int or null, got {group!r}")
+        try:
+            return cls(**args)
+        except ConfigError as err:
+            raise FileFormatError(str(err)) from err
 
 
 def recorded_grid(layer: nn.Module, bits: int, where: str) -> QParams | None:
@@ -84,9 +106,36 @@ def recorded_grid(layer: nn.Module, bits: int, where: str) -> QParams | None:
     if scale is None:
         return None
     assert isinstance(layer, PreparedLinear)
+    _check_bits(layer, bits, where)
+    if layer.grid_group is not None:
+        raise ConfigError(
+            f"{where}: the gptq stage rounded its weights onto groups of {layer.grid_group} inputs, which only "
+            "weight_only stores; give the gptq stage group_size=None (one scale per output channel)"
+        )
+    return QParams(scale.clone(), torch.zeros_like(scale, dtype=torch.int32), bits, True, 0, None, True)
+
+
+def _check_bits(layer: PreparedLinear, bits: int, where: str) -> None:
     if layer.grid_bits != bits:
         raise ConfigError(
             f"{where}: its weights were rounded onto a {layer.grid_bits}-bit grid by the gptq stage, but this stage "
             f"quantizes them to {bits} bits; give both the same bits"
         )
-    return QParams(scale.clone(), torch.zeros_like(scale, dtype=torch.int32), bits, True, 0, None, True)
+
+
+def recorded_group_scales(layer: nn.Module, bits: int, group: int | None, where: str) -> torch.Tensor | None:
+    """The scales ``(out, in / group)`` of the grid an earlier ``gptq`` stage rounded ``layer``'s weights onto (None
+    when it did not); ``group`` None means one scale per row. Another bit width or group size is an error naming
+    ``where``."""
+    scale = getattr(layer, "weight_scale", None) if isinstance(layer, PreparedLinear) else None
+    if scale is None:
+        return None
+    assert isinstance(layer, PreparedLinear)
+    _check_bits(layer, bits, where)
+    if layer.grid_group != group:
+        rounded, stored = (f"groups of {g} inputs" if g else "one scale per row" for g in (layer.grid_group, group))
+        raise ConfigError(
+            f"{where}: the gptq stage rounded its weights with {rounded}, but this stage stores {stored}; "
+            "give both the same group_size"
+        )
+    return scale.reshape(layer.out_features, -1).clone()
