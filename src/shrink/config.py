@@ -29,6 +29,9 @@ class Config(pydantic.BaseModel):
     version: ClassVar[int] = 1
     #: which public verb runs this config: "prune", "quantize", "distill", "decompose", "deep_compress", ...
     family: ClassVar[str] = ""
+    #: a preparation step (smooth_quant, awq, gptq): it leaves a float model for the stage of its family listed
+    #: after it, so a recipe may list it before that stage (and not after)
+    prepares: ClassVar[bool] = False
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -135,13 +135,20 @@ class Recipe(_Strict):
                     f"(known: {known}) (field 'from'){at}"
                 )
             chain = dict(lineage[source])
+            if cfg.prepares and cfg.family in chain:
+                first = self.stage_label(chain[cfg.family] - 1)
+                raise ConfigError(
+                    f"{where}: {self.stage_label(i, cfg.type_name)} comes after {first}: {cfg.type_name} prepares "
+                    f"a float model for the {cfg.family} stage, so list it before that stage (field 'type')"
+                )
             if cfg.family in _ONCE and cfg.family in chain:
                 first = self.stage_label(chain[cfg.family] - 1)
                 raise ConfigError(
                     f"{where}: {self.stage_label(i, cfg.type_name)} contradicts {first}: "
                     f"{_ONCE[cfg.family]} is not supported (field 'type')"
                 )
-            chain.setdefault(cfg.family, i + 1)
+            if not cfg.prepares:
+                chain.setdefault(cfg.family, i + 1)
             lineage[label] = chain
             out.append(Stage(label=label, source=source, config=cfg, named=name is not None))
             if cfg.family != "export":

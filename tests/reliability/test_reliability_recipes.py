@@ -112,7 +112,7 @@ def test_contradictory_stages(tmp_path, user_sees, shrink_modules):
     cands = [
         name
         for name, cls in types.items()
-        if cls.family in once and not any(f.is_required() for f in cls.model_fields.values())
+        if cls.family in once and not cls.prepares and not any(f.is_required() for f in cls.model_fields.values())
     ]
     if not cands:
         pytest.skip("no quantize/deep_compress config without required fields is registered yet")
@@ -129,6 +129,30 @@ def test_contradictory_stages(tmp_path, user_sees, shrink_modules):
         "contradicts stage 1",
         "line 6",
     )
+
+
+def test_preparation_stage_after_its_scheme(tmp_path, user_sees, shrink_modules):
+    path = tmp_path / "late.yaml"
+    path.write_text(HEAD + "stages:\n  - {type: int8_dynamic}\n  - {type: gptq}\n")
+    user_sees(
+        "recipe",
+        "preparation stage after the quantization (int8_dynamic then gptq)",
+        lambda: load_recipe(path),
+        ConfigError,
+        "late.yaml",
+        "stage 2 (gptq, line 5) comes after stage 1 (line 4)",
+        "list it before that stage",
+    )
+
+
+def test_preparation_stages_then_one_scheme_load(tmp_path, shrink_modules):
+    path = tmp_path / "prepared.yaml"
+    path.write_text(
+        HEAD + "stages:\n  - {type: smooth_quant}\n  - {type: gptq}\n  - {type: int8_dynamic}\n"
+        "  - {type: awq, from: baseline}\n  - {type: weight_only, bits: 8, group_size: null}\n"
+    )
+    stages = load_recipe(path).configs()
+    assert [s.config.type_name for s in stages] == ["smooth_quant", "gptq", "int8_dynamic", "awq", "weight_only"]
 
 
 def test_selector_matching_nothing_names_file_stage_and_field(tmp_path, user_sees):

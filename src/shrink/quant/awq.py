@@ -10,7 +10,7 @@ multiplied by ``s`` per input channel and whose input is divided by ``s`` (``inp
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pydantic
 import torch
@@ -36,6 +36,8 @@ AWQ_ROWS = 2048
 class AWQ(Config):
     """Scale Linear input channels by their calibration activation sizes before weight-only rounding (AWQ); the
     float model is unchanged in value. List it before gptq / weight_only, with their bits and group_size."""
+
+    prepares: ClassVar[bool] = True
 
     #: bits of the weight_only grid the scales are searched for
     bits: Literal[4, 8] = 4

@@ -9,7 +9,7 @@ the same group size). Padding tokens (a batch's ``attention_mask``) are left out
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pydantic
 import torch
@@ -34,6 +34,8 @@ __all__ = ["GPTQ", "gptq_round"]
 class GPTQ(Config):
     """Round Linear weights onto their int grid with GPTQ error feedback (the model stays float); list it before
     int8_static / int8_dynamic / weight_only, which keep these codes."""
+
+    prepares: ClassVar[bool] = True
 
     #: bits of the symmetric grid; the quantization stage that follows must use the same
     bits: int = pydantic.Field(default=8, ge=2, le=8)

@@ -8,7 +8,7 @@ scaled by ``s`` per input channel and whose input is divided by ``s``. List it b
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import pydantic
 from torch import nn
@@ -28,6 +28,8 @@ __all__ = ["SmoothQuant", "smooth_quant"]
 @register("smooth_quant", family="quantize")
 class SmoothQuant(Config):
     """Move activation outliers of Linear inputs into the weights (float model unchanged in value); list it first."""
+
+    prepares: ClassVar[bool] = True
 
     #: migration strength: 0 leaves the inputs as they are, 1 moves all of their range into the weights;
     #: "auto": the strength with the least quantized output error, searched per input on calibration rows
