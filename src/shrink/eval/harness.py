@@ -18,6 +18,7 @@ from shrink.errors import ConfigError, DataError, ModelError
 from shrink.eval.latency import interleaved_stats, repeat_batch
 from shrink.eval.metrics import OutputChoice, accuracy, embedding_fidelity, evaluation_mode, predict
 from shrink.export.artifact import artifact_bytes, own_artifact_bytes
+from shrink.export.kernels import kernel_summary
 from shrink.export.onnx import OnnxModel
 from shrink.report.table import Report, Row
 
@@ -235,9 +236,13 @@ def _latency_together(
 
 
 def _row(name: str, model: Any, metrics: dict[str, float], example_inputs: Any, notes: list[str]) -> Row:
+    kernels: dict[str, str] = {}
     if isinstance(model, OnnxModel):
         params = nonzero = None
         size, macs, runtime, execution = model.size_bytes, model.macs, model.runtime, model.execution
+        kernels = dict(model.kernels)
+        if kernels:
+            notes = [*notes, f"kernels per layer: {kernel_summary(kernels)}"]
     else:
         params, nonzero = count_params(model)
         size, macs = own_artifact_bytes(model) or artifact_bytes(model), count_macs(model, example_inputs)
@@ -253,4 +258,5 @@ def _row(name: str, model: Any, metrics: dict[str, float], example_inputs: Any, 
         size_bytes=size,
         macs=macs,
         notes=notes,
+        kernels=kernels,
     )
