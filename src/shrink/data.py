@@ -120,6 +120,18 @@ def check_finite(x: Any, where: str) -> None:
             raise DataError(f"{name}: contains NaN or Inf")
 
 
+def check_not_meta(model: torch.nn.Module, where: str) -> None:
+    """Raise ModelError naming the first parameter or buffer of ``model`` on the meta device (a shape without
+    values: the model was built without loading its weights)."""
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, t in named:
+            if t.is_meta:
+                raise ModelError(
+                    f"{where}: {kind} {name!r} is on the meta device (shapes without values); load real weights "
+                    "first, e.g. model.to_empty(device='cpu') then load_state_dict(...)"
+                )
+
+
 def check_model_finite(model: torch.nn.Module, where: str) -> None:
     """Raise ModelError naming the first floating-point parameter or buffer of ``model`` that holds NaN or Inf."""
     for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):

@@ -25,6 +25,7 @@ from torch import nn
 
 from shrink._atomic import atomic_write_bytes
 from shrink._parametrize import baked_copy
+from shrink.data import check_not_meta
 from shrink.errors import FileFormatError, ModelError
 from shrink.export.codes import code_bits_of, encode_codes
 from shrink.export.decode import (
@@ -145,6 +146,7 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     """Save ``model``'s weights and architecture manifest to ``path`` atomically; returns the path."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"save() takes a torch.nn.Module, got {type(model).__name__}")
+    check_not_meta(model, f"save {Path(path).name}: model")
     model = baked_copy(model)
     tensors, layout = _encode(model.state_dict(), code_bits_of(model))
     manifest = _build_manifest(model)
