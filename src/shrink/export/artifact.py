@@ -30,6 +30,7 @@ from shrink.errors import FileFormatError, ModelError
 from shrink.export.codes import code_bits_of, encode_codes
 from shrink.export.decode import (
     FORMAT_VERSION,
+    MAX_ATTR_INTS,
     SIMPLE_TYPES,
     current_class_path,
     decode_state,
@@ -93,10 +94,46 @@ def _layer_args(module: nn.Module) -> dict[str, Any] | None:
     return manifest() if manifest is not None else None
 
 
+def _int_tuple(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+
+
 def _attrs(module: nn.Module) -> dict[str, Any]:
-    return {
-        k: v for k, v in vars(module).items() if not k.startswith("_") and k != "training" and isinstance(v, _SIMPLE)
-    }
+    """A module's simple attributes (numbers, strings, tuples of ints such as a norm's ``normalized_shape``)."""
+    out: dict[str, Any] = {}
+    for k, v in vars(module).items():
+        if k.startswith("_") or k == "training":
+            continue
+        if isinstance(v, _SIMPLE):
+            out[k] = v
+        elif isinstance(v, tuple) and _int_tuple(v) and len(v) <= MAX_ATTR_INTS:
+            out[k] = list(v)
+    return out
+
+
+def _restore_attrs(target: nn.Module, attrs: dict[str, Any]) -> None:
+    """Set the saved attributes the module already has (a pruned attention's head count, a pruned norm's shape)
+    and shrink's own string labels; a tuple attribute only from a list of ints of the same length."""
+    for key, value in attrs.items():
+        current = getattr(target, key, None)
+        if isinstance(current, _SIMPLE) or (key.startswith("shrink_") and isinstance(value, str)):
+            setattr(target, key, value)
+        elif isinstance(current, tuple) and _int_tuple(current) and _int_tuple(value) and len(value) == len(current):
+            setattr(target, key, tuple(value))
+
+
+def _resize_sliced(target: nn.Module, prefix: str, state: dict[str, torch.Tensor]) -> None:
+    """Give the tensors pruning sliced in ``target`` (its ``shrink_sliced`` names) the file's shapes, so that a
+    layer shrink cannot rebuild (a subclass, a bare per-channel parameter) takes the pruned weights; the new tensors
+    are as large as the file's, and are filled by the state dict."""
+    for name in str(getattr(target, "shrink_sliced", "")).split(","):
+        saved = state.get(prefix + name)
+        for table in (target._parameters, target._buffers):
+            old = table.get(name)
+            if old is None or saved is None or saved.dim() != old.dim():
+                continue
+            new = torch.empty(saved.shape, dtype=old.dtype)
+            table[name] = nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new
 
 
 def _build_manifest(model: nn.Module) -> dict[str, Any]:
@@ -282,12 +319,9 @@ def load(path: str | os.PathLike[str], factory: Callable[[], nn.Module]) -> nn.M
             target = model.get_submodule(name) if name else model
         except AttributeError:
             raise ModelError(f"{where}: saved layer {name!r} does not exist in the model") from None
-        for key, value in entry.get("attrs", {}).items():
-            # existing simple attributes (a pruned attention's head count), and shrink's own string labels
-            if isinstance(getattr(target, key, None), _SIMPLE) or (
-                key.startswith("shrink_") and isinstance(value, str)
-            ):
-                setattr(target, key, value)
+        _restore_attrs(target, entry.get("attrs", {}))
+        if name not in rebuilt:
+            _resize_sliced(target, f"{name}." if name else "", state)
     mismatch = state_mismatch(model.state_dict(), state)
     if mismatch:
         raise ModelError(f"{where}: weights do not match the architecture: {mismatch}")
