@@ -85,7 +85,10 @@ def check_like(x: Any, example: Any, where: str) -> None:
 
 
 def split_batch(batch: Any) -> tuple[Any, Any]:
-    """``(inputs, target)`` of a batch; target is None for unlabelled data."""
+    """``(inputs, target)`` of a batch; target is None for unlabelled data. A mapping of inputs that is not a dict
+    (a tokenizer's ``BatchEncoding``) is returned as a plain dict."""
+    if isinstance(batch, Mapping) and not isinstance(batch, dict):
+        return dict(batch), None
     if isinstance(batch, (tuple, list)):
         if len(batch) == 2:
             return batch[0], batch[1]
@@ -147,7 +150,7 @@ def call_model(model: torch.nn.Module, inputs: Any) -> Any:
     If the model fails, the error carries a note describing the inputs (mis-shaped data is the usual cause).
     """
     try:
-        if isinstance(inputs, dict):
+        if isinstance(inputs, Mapping):
             return model(**inputs)
         if isinstance(inputs, (tuple, list)):
             return model(*inputs)
