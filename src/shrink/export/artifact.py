@@ -128,12 +128,15 @@ def _resize_sliced(target: nn.Module, prefix: str, state: dict[str, torch.Tensor
     are as large as the file's, and are filled by the state dict."""
     for name in str(getattr(target, "shrink_sliced", "")).split(","):
         saved = state.get(prefix + name)
-        for table in (target._parameters, target._buffers):
-            old = table.get(name)
-            if old is None or saved is None or saved.dim() != old.dim():
-                continue
-            new = torch.empty(saved.shape, dtype=old.dtype)
-            table[name] = nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new
+        param, buf = target._parameters.get(name), target._buffers.get(name)
+        if saved is None:
+            continue
+        if param is not None and saved.dim() == param.dim():
+            target._parameters[name] = nn.Parameter(
+                torch.empty(saved.shape, dtype=param.dtype), requires_grad=param.requires_grad
+            )
+        elif buf is not None and saved.dim() == buf.dim():
+            target._buffers[name] = torch.empty(saved.shape, dtype=buf.dtype)
 
 
 def _build_manifest(model: nn.Module) -> dict[str, Any]:

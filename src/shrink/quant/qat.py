@@ -129,6 +129,7 @@ def convert_qat(model: nn.Module) -> nn.Module:
     learned scales; label the model and attach the integer ONNX export."""
     for name, qat in qat_layers(model).items():
         float_layer = baked_copy(qat.layer)  # a pruned layer's masks: its zeros are in the folded weight
+        assert isinstance(float_layer, (nn.Conv2d, nn.Linear))  # QAT wraps only these
         float_layer.weight.data = qat.folded_weight().detach().clone()
         bias = qat.folded_bias()
         float_layer.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
