@@ -33,6 +33,9 @@ CONFIGS = {"llama": CONFIG.model_copy(update={"on_unsupported": "skip"})}
 ZEROED = 0.5
 
 
+SMALL_TRANSFORMER = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+
+
 def _image_models() -> dict:
     import transformers as tr
 
@@ -46,26 +49,8 @@ def _image_models() -> dict:
         "regnet": lambda: tr.RegNetModel(
             tr.RegNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], groups_width=8)
         ),
-        "vit": lambda: tr.ViTModel(
-            tr.ViTConfig(
-                hidden_size=32,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                intermediate_size=64,
-                image_size=32,
-                patch_size=8,
-            )
-        ),
-        "deit": lambda: tr.DeiTModel(
-            tr.DeiTConfig(
-                hidden_size=32,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                intermediate_size=64,
-                image_size=32,
-                patch_size=8,
-            )
-        ),
+        "vit": lambda: tr.ViTModel(tr.ViTConfig(**SMALL_TRANSFORMER, image_size=32, patch_size=8)),
+        "deit": lambda: tr.DeiTModel(tr.DeiTConfig(**SMALL_TRANSFORMER, image_size=32, patch_size=8)),
         "swin": lambda: tr.SwinModel(
             tr.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4)
         ),
@@ -75,7 +60,7 @@ def _image_models() -> dict:
 def _text_models() -> dict:
     import transformers as tr
 
-    small = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+    small = SMALL_TRANSFORMER
     return {
         "bert": lambda: tr.BertModel(tr.BertConfig(vocab_size=64, **small)),
         "roberta": lambda: tr.RobertaModel(tr.RobertaConfig(vocab_size=64, pad_token_id=1, **small)),
