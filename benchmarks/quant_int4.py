@@ -22,11 +22,13 @@ import shrink
 from benchmarks.baselines import EAGER, FLOAT_ROWS, ORT, float_baselines, ms_cell, speedup, time_together
 from benchmarks.common import Built, Fact, Section, Table, Target
 from benchmarks.quant_minilm import Env, _fp32_path, _peer
+from shrink import presets
 from shrink.config import Config
 from shrink.data import call_model
 from shrink.eval.metrics import embedding_fidelity, predict
 from shrink.export.artifact import artifact_bytes
 from shrink.export.onnx import OnnxModel
+from shrink.presets import ENCODER_LINEARS
 from shrink.quant import AWQ, GPTQ, INTEGER_OPS, WeightOnly, ort_optimized_ops
 from shrink.select import Selector
 
@@ -35,7 +37,7 @@ __all__ = ["TITLE", "run", "targets"]
 TITLE = "int4 weights: all-MiniLM-L6-v2 on ONNX Runtime's int4 kernels, next to the int4 of ONNX Runtime and peers"
 
 #: the layers every int4 row quantizes: the encoder's Linears (the pooler is not part of the sentence embedding)
-LINEARS = Selector(types=("Linear",), ignore=(r"re:.*pooler.*",))
+LINEARS = ENCODER_LINEARS
 #: the same plus the embedding tables, for the smallest file
 LINEARS_AND_TABLES = Selector(types=("Linear", "Embedding"), ignore=(r"re:.*pooler.*",))
 BEST = "shrink int4 g128 AWQ+GPTQ"
@@ -59,7 +61,7 @@ SHRINK: dict[str, list[Config]] = {
         GPTQ(bits=4, group_size=128, selector=LINEARS),
         WeightOnly(bits=4, group_size=128, selector=LINEARS),
     ],
-    BEST: _awq_gptq(128),
+    BEST: presets.get("encoder-int4"),  # the shipped preset: _awq_gptq(128)
     "shrink int4 g32 AWQ+GPTQ": _awq_gptq(32),
     "shrink int4 g128 AWQ+GPTQ, float arithmetic": _awq_gptq(128, onnx_compute="float"),
     "shrink int4 g128 AWQ+GPTQ + int4 tables": _awq_gptq(128, tables=True),

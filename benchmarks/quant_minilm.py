@@ -26,44 +26,38 @@ from benchmarks.baselines import EAGER, FLOAT_ROWS, ORT, best_float, float_basel
 from benchmarks.common import Built, Fact, Section, Table, Target, ort_quantize_static
 from benchmarks.compile_cache import compile_seconds_in_new_process
 from benchmarks.op_profile import breakdown_table, profile_ops
+from shrink import presets
 from shrink.config import Config
 from shrink.data import call_model
 from shrink.eval.latency import LatencyStats
 from shrink.eval.metrics import embedding_fidelity, predict
 from shrink.export.artifact import artifact_bytes
 from shrink.export.onnx import OnnxModel
+from shrink.presets import ENCODER_LINEARS, ENCODER_TABLES
 from shrink.quant import (
     GPTQ,
     INTEGER_OPS,
     FloatCast,
     Int8Dynamic,
     Int8Static,
-    SmoothQuant,
     WeightOnly,
     compile_int8,
     ort_optimized_ops,
     to_torch_int8,
 )
 from shrink.quant.layers.convert import cpu_has_vnni
-from shrink.select import Selector
 
 TITLE = "Quantization: all-MiniLM-L6-v2 (real weights) vs PyTorch and ONNX Runtime quantizers"
 
 #: the Linears shrink quantizes in MiniLM (the pooler is not part of the sentence embedding) and its embedding tables
-LINEARS = Selector(types=("Linear",), ignore=(r"re:.*pooler.*",))
-TABLES = Selector(types=("Embedding",))
+LINEARS, TABLES = ENCODER_LINEARS, ENCODER_TABLES
 
 #: the shrink int8 recipe for MiniLM, one stage per algorithm, applied in order: SmoothQuant moving channel outliers
 #: of the Linear inputs into the weights (alpha searched per input on the calibration rows, for per-token grids),
 #: GPTQ rounding the weights onto their per-channel int8 grids (error feedback on the calibration inputs), per-token
 #: activation grids computed at run time for every Linear input, int8 embedding tables with one scale per 32
-#: columns; LayerNorm / softmax / GELU and the attention matmuls stay float
-SHRINK_INT8 = [
-    SmoothQuant(alpha="auto", per_token=True, selector=LINEARS),
-    GPTQ(selector=LINEARS),
-    Int8Dynamic(granularity="token", selector=LINEARS),
-    WeightOnly(bits=8, group_size=32, selector=TABLES),
-]
+#: columns; LayerNorm / softmax / GELU and the attention matmuls stay float. It ships as the preset encoder-int8.
+SHRINK_INT8 = presets.get("encoder-int8")
 #: ablation: per-token int8 with round-to-nearest weights and no smoothing, int8 tables with one scale per row
 SHRINK_INT8_RTN = [
     Int8Dynamic(granularity="token", selector=LINEARS),

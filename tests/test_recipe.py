@@ -223,12 +223,16 @@ def test_missing_calibration_is_found_before_any_stage_runs(tmp_path, forget_mod
 
 
 def test_stage_needs_rules():
+    from shrink.presets import get as get_preset
     from shrink.pruning import MagnitudePruning
     from shrink.pruning.structured.config import ChannelPruning
-    from shrink.quant import Int8Static
+    from shrink.quant import Int8Static, SmoothQuant
     from shrink.recipe_checks import stage_needs
 
     assert stage_needs(Int8Static()) == [("calibration",)]
+    for preparation in get_preset("encoder-int4"):  # awq, gptq (weight_only rounds to nearest without data)
+        assert stage_needs(preparation) == ([] if preparation.type_name == "weight_only" else [("calibration",)])
+    assert stage_needs(SmoothQuant()) == [("calibration",)]
     assert stage_needs(MagnitudePruning(sparsity=0.5)) == []
     assert stage_needs(ChannelPruning(ratio=0.3)) == [("example_inputs",)]
     assert stage_needs(ChannelPruning(ratio=0.3, importance="taylor")) == [

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from shrink.config import Config
-from shrink.data import check_model_finite
+from shrink.data import check_model_finite, check_not_meta
 from shrink.errors import ConfigError
 from shrink.hf_save import guard_save_pretrained, weight_layout
 
@@ -77,7 +77,9 @@ def apply(model: nn.Module, config: Config, ctx: Context | None = None, *, inpla
     handler = _HANDLERS.get(type(config))
     if handler is None:
         raise ConfigError(f"no implementation registered for config {type(config).__name__}")
-    check_model_finite(model, where=f"{config.type_name or type(config).__name__}: model")
+    where = f"{config.type_name or type(config).__name__}: model"
+    check_not_meta(model, where)
+    check_model_finite(model, where=where)
     before = weight_layout(model)
     work = model if inplace else copy.deepcopy(model)
     out = handler(work, config, ctx or Context())

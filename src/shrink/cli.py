@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--keep-checkpoints", action="store_true", help="keep OUT/checkpoints after the run")
     p_stages = sub.add_parser("stages", help="list the stage types recipes accept, or one type's fields")
     p_stages.add_argument("type", nargs="?", help="a stage type: show every field with its type, default and doc")
+    p_presets = sub.add_parser("presets", help="list the shipped presets, or one preset's stages")
+    p_presets.add_argument("name", nargs="?", help="a preset: show its stages as a recipe lists them")
     return parser
 
 
@@ -59,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
             from shrink.stage_doc import describe, summary
 
             print(describe(args.type) if args.type else summary(table_width()))
+            return 0
+        if args.command == "presets":
+            from shrink.presets import describe as describe_preset
+
+            print(describe_preset(args.name))
             return 0
         from shrink.console import StageLines, is_terminal, table_width
         from shrink.recipe import run

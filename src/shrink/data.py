@@ -85,7 +85,10 @@ def check_like(x: Any, example: Any, where: str) -> None:
 
 
 def split_batch(batch: Any) -> tuple[Any, Any]:
-    """``(inputs, target)`` of a batch; target is None for unlabelled data."""
+    """``(inputs, target)`` of a batch; target is None for unlabelled data. A mapping of inputs that is not a dict
+    (a tokenizer's ``BatchEncoding``) is returned as a plain dict."""
+    if isinstance(batch, Mapping) and not isinstance(batch, dict):
+        return dict(batch), None
     if isinstance(batch, (tuple, list)):
         if len(batch) == 2:
             return batch[0], batch[1]
@@ -120,6 +123,18 @@ def check_finite(x: Any, where: str) -> None:
             raise DataError(f"{name}: contains NaN or Inf")
 
 
+def check_not_meta(model: torch.nn.Module, where: str) -> None:
+    """Raise ModelError naming the first parameter or buffer of ``model`` on the meta device (a shape without
+    values: the model was built without loading its weights)."""
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, t in named:
+            if t.is_meta:
+                raise ModelError(
+                    f"{where}: {kind} {name!r} is on the meta device (shapes without values); load real weights "
+                    "first, e.g. model.to_empty(device='cpu') then load_state_dict(...)"
+                )
+
+
 def check_model_finite(model: torch.nn.Module, where: str) -> None:
     """Raise ModelError naming the first floating-point parameter or buffer of ``model`` that holds NaN or Inf."""
     for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
@@ -135,7 +150,7 @@ def call_model(model: torch.nn.Module, inputs: Any) -> Any:
     If the model fails, the error carries a note describing the inputs (mis-shaped data is the usual cause).
     """
     try:
-        if isinstance(inputs, dict):
+        if isinstance(inputs, Mapping):
             return model(**inputs)
         if isinstance(inputs, (tuple, list)):
             return model(*inputs)

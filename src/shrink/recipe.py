@@ -93,6 +93,11 @@ class Recipe(_Strict):
     #: the recipe file's folder (filled by load_recipe): factories import from it, a relative checkpoint is in it
     _folder: Path | None = pydantic.PrivateAttr(default=None)
 
+    @pydantic.field_validator("stages", mode="before")
+    @classmethod
+    def _expand_presets(cls, stages: Any) -> Any:
+        return [stage for _, stage in expand_presets(stages)] if isinstance(stages, list) else stages
+
     def stage_label(self, index: int, type_name: str | None = None) -> str:
         """``stage 2 (finetune, line 7)``: how errors name a stage."""
         details = [d for d in (type_name, self._line_text(index)) if d]
@@ -105,7 +110,7 @@ class Recipe(_Strict):
         """The validated stages. A stage runs on the previous stage's model, or on the model of the stage named by
         its ``from:`` key ("baseline" or an earlier stage's ``name``), so one recipe can compare branches."""
         out: list[Stage] = []
-        lineage: dict[str, dict[str, int]] = {"baseline": {}}  # stage label -> family -> stage number in its chain
+        lineage: dict[str, _Chain] = {"baseline": {}}
         previous = "baseline"
         for i, raw in enumerate(self.stages):
             at = f" (at {self._line_text(i)})" if self._line_text(i) else ""
@@ -134,21 +139,14 @@ class Recipe(_Strict):
                     f"{where}: stage {i + 1}: 'from: {source}' names no earlier stage "
                     f"(known: {known}) (field 'from'){at}"
                 )
-            chain = dict(lineage[source])
-            if cfg.prepares and cfg.family in chain:
-                first = self.stage_label(chain[cfg.family] - 1)
+            chain = {family: list(stages) for family, stages in lineage[source].items()}
+            conflict = _order_conflict(chain, cfg)
+            if conflict is not None:
                 raise ConfigError(
-                    f"{where}: {self.stage_label(i, cfg.type_name)} comes after {first}: {cfg.type_name} prepares "
-                    f"a float model for the {cfg.family} stage, so list it before that stage (field 'type')"
+                    f"{where}: {self.stage_label(i, cfg.type_name)} {conflict[1].format(self.stage_label(conflict[0]))}"
+                    " (field 'type')"
                 )
-            if cfg.family in _ONCE and cfg.family in chain:
-                first = self.stage_label(chain[cfg.family] - 1)
-                raise ConfigError(
-                    f"{where}: {self.stage_label(i, cfg.type_name)} contradicts {first}: "
-                    f"{_ONCE[cfg.family]} is not supported (field 'type')"
-                )
-            if not cfg.prepares:
-                chain.setdefault(cfg.family, i + 1)
+            chain.setdefault(cfg.family, []).append((i, cfg))
             lineage[label] = chain
             out.append(Stage(label=label, source=source, config=cfg, named=name is not None))
             if cfg.family != "export":
@@ -163,6 +161,63 @@ class Recipe(_Strict):
             "seed": self.seed,
             "stages": [{"from": st.source, **st.config.to_dict()} for st in self.configs()],
         }
+
+
+#: the stages a stage's model went through: family -> (stage index, config), in order
+_Chain = dict[str, list[tuple[int, Config]]]
+
+
+def _whole_types(cfg: Config) -> frozenset[str] | None:
+    """The layer types of which ``cfg`` takes every layer ("*": all types), or None when its selector narrows the
+    layers by name (then only the run can tell which layers two stages share)."""
+    sel = getattr(cfg, "selector", None)
+    if sel is None:
+        return frozenset({"*"})
+    if tuple(sel.include) != ("re:.*",) or sel.ignore:
+        return None
+    return frozenset(sel.types) or frozenset({"*"})
+
+
+def _share_layers(a: Config, b: Config) -> bool:
+    """Whether two stages surely select some of the same layers."""
+    ta, tb = _whole_types(a), _whole_types(b)
+    return ta is not None and tb is not None and ("*" in ta or "*" in tb or bool(ta & tb))
+
+
+def _order_conflict(chain: _Chain, cfg: Config) -> tuple[int, str] | None:
+    """(index of the earlier stage, why: a format string for its label) when ``cfg`` cannot follow ``chain``: a
+    preparation stage (smooth_quant, awq, gptq) after a stage of its family quantizing the same layers, or a second
+    quantization / deep compression of the same layers."""
+    schemes = [(n, c) for n, c in chain.get(cfg.family, []) if not c.prepares]
+    for n, earlier in schemes:
+        if cfg.prepares and _share_layers(earlier, cfg):
+            return n, (
+                f"comes after {{}}, which quantizes the same layers: {cfg.type_name} prepares a float model for the "
+                f"{cfg.family} stage, so list it before that stage"
+            )
+        if cfg.family in _ONCE and not cfg.prepares and _share_layers(earlier, cfg):
+            return n, f"contradicts {{}}: {_ONCE[cfg.family]} is not supported"
+    return None
+
+
+def expand_presets(stages: list[Any]) -> list[tuple[int, Any]]:
+    """Each stage as ``(index of the recipe item it came from, stage)``, a ``{preset: NAME}`` item replaced by the
+    preset's stages (:mod:`shrink.presets`); its ``from:`` goes to the first of them."""
+    out: list[tuple[int, Any]] = []
+    for i, raw in enumerate(stages):
+        if not (isinstance(raw, dict) and "preset" in raw):
+            out.append((i, raw))
+            continue
+        extra = sorted(set(raw) - {"preset", "from"})
+        if extra:
+            raise ConfigError(f"stage {i + 1}: a preset item takes only 'preset' and 'from', got {extra}")
+        from shrink.presets import get  # imports the quant family: only when a recipe names a preset
+
+        expanded = [cfg.to_dict() for cfg in get(raw["preset"])]
+        if "from" in raw:
+            expanded[0]["from"] = raw["from"]
+        out += [(i, stage) for stage in expanded]
+    return out
 
 
 def _yaml_error(path: Path, exc: yaml.YAMLError) -> ConfigError:
@@ -205,6 +260,8 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
         recipe = Recipe(**data)
     except pydantic.ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where=str(path), known=Recipe.model_fields)) from None
+    if lines and isinstance(data.get("stages"), list) and len(lines) == len(data["stages"]):
+        lines = [lines[i] for i, _ in expand_presets(data["stages"])]  # a preset's stages share its line
     recipe._stage_lines, recipe._folder = lines, path.parent
     _check_sources(recipe, str(path))
     recipe.configs(where=str(path))  # validate stages now, before any work

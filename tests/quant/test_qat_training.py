@@ -138,3 +138,21 @@ def test_bad_input_errors_leave_the_model_unchanged():
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if not torch.isnan(before[k]).any())
     assert isinstance(net[0], nn.Conv2d) and isinstance(net[1], nn.BatchNorm2d)
+
+
+def test_qat_after_pruning_keeps_the_pruned_weights_zero():
+    from shrink.eval.metrics import accuracy, predict
+    from shrink.pruning import MagnitudePruning
+    from shrink.zoo import digits_data, digits_teacher
+
+    data, model = digits_data(), digits_teacher(progress=False)
+    pruned = shrink.prune(model, MagnitudePruning(sparsity=0.8, scope="global"))
+    notes: list[str] = []
+    q = shrink.quantize(pruned, QAT(epochs=1), train=data.train, calibration=data.calibration, notes=notes)
+    for name in ("features.3", "features.7", "classifier.1"):
+        zero = pruned.get_submodule(name).weight == 0
+        layer = q.get_submodule(name)
+        assert isinstance(layer, (QuantConv2d, QuantLinear))
+        assert zero.float().mean() > 0.5 and not bool(layer.weight_int[zero].any())  # every pruned weight stays 0
+    assert accuracy(*predict(q, data.test)) > accuracy(*predict(pruned, data.test)) - 1.0
+    assert any("pruning masks of" in n for n in notes)

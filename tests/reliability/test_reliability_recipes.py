@@ -155,6 +155,18 @@ def test_preparation_stages_then_one_scheme_load(tmp_path, shrink_modules):
     assert [s.config.type_name for s in stages] == ["smooth_quant", "gptq", "int8_dynamic", "awq", "weight_only"]
 
 
+def test_quantization_stages_of_different_layers_load(tmp_path, shrink_modules):
+    path = tmp_path / "split.yaml"
+    path.write_text(
+        HEAD + "stages:\n  - {type: weight_only, bits: 8, selector: {types: [Embedding]}}\n"
+        "  - {type: gptq}\n  - {type: int8_dynamic, selector: {types: [Linear]}}\n"
+    )
+    assert [s.config.type_name for s in load_recipe(path).configs()] == ["weight_only", "gptq", "int8_dynamic"]
+    path.write_text(HEAD + "stages:\n  - {type: int8_dynamic}\n  - {type: weight_only, bits: 8}\n")
+    with pytest.raises(ConfigError, match="stage 2 \\(weight_only, line 5\\) contradicts stage 1"):
+        load_recipe(path)
+
+
 def test_selector_matching_nothing_names_file_stage_and_field(tmp_path, user_sees):
     path = tmp_path / "sel.yaml"
     path.write_text(

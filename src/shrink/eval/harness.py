@@ -13,11 +13,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shrink.counts import count_macs, count_params
-from shrink.data import DataBundle, call_model, named_tensors
-from shrink.errors import ConfigError, DataError, ModelError
+from shrink.data import DataBundle, call_model, check_not_meta, named_tensors
+from shrink.errors import ConfigError, DataError
 from shrink.eval.latency import interleaved_stats, repeat_batch
 from shrink.eval.metrics import OutputChoice, accuracy, embedding_fidelity, evaluation_mode, predict
 from shrink.export.artifact import artifact_bytes, own_artifact_bytes
+from shrink.export.kernels import kernel_summary
 from shrink.export.onnx import OnnxModel
 from shrink.report.table import Report, Row
 
@@ -198,15 +199,8 @@ def _memory_bytes() -> int:
 
 
 def _check_not_meta(name: str, model: Any) -> None:
-    if not isinstance(model, nn.Module):
-        return
-    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
-        for tensor_name, t in named:
-            if t.is_meta:
-                raise ModelError(
-                    f"evaluate: model {name!r}: {kind} {tensor_name!r} is on the meta device (shapes without values); "
-                    "load real weights first, e.g. model.to_empty(device='cpu') then load_state_dict(...)"
-                )
+    if isinstance(model, nn.Module):
+        check_not_meta(model, f"evaluate: model {name!r}")
 
 
 def _check_inputs_not_meta(x: Any, where: str) -> None:
@@ -235,9 +229,13 @@ def _latency_together(
 
 
 def _row(name: str, model: Any, metrics: dict[str, float], example_inputs: Any, notes: list[str]) -> Row:
+    kernels: dict[str, str] = {}
     if isinstance(model, OnnxModel):
         params = nonzero = None
         size, macs, runtime, execution = model.size_bytes, model.macs, model.runtime, model.execution
+        kernels = dict(model.kernels)
+        if kernels:
+            notes = [*notes, f"kernels per layer: {kernel_summary(kernels)}"]
     else:
         params, nonzero = count_params(model)
         size, macs = own_artifact_bytes(model) or artifact_bytes(model), count_macs(model, example_inputs)
@@ -253,4 +251,5 @@ def _row(name: str, model: Any, metrics: dict[str, float], example_inputs: Any, 
         size_bytes=size,
         macs=macs,
         notes=notes,
+        kernels=kernels,
     )

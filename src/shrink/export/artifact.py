@@ -25,10 +25,12 @@ from torch import nn
 
 from shrink._atomic import atomic_write_bytes
 from shrink._parametrize import baked_copy
+from shrink.data import check_not_meta
 from shrink.errors import FileFormatError, ModelError
 from shrink.export.codes import code_bits_of, encode_codes
 from shrink.export.decode import (
     FORMAT_VERSION,
+    MAX_ATTR_INTS,
     SIMPLE_TYPES,
     current_class_path,
     decode_state,
@@ -92,10 +94,49 @@ def _layer_args(module: nn.Module) -> dict[str, Any] | None:
     return manifest() if manifest is not None else None
 
 
+def _int_tuple(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+
+
 def _attrs(module: nn.Module) -> dict[str, Any]:
-    return {
-        k: v for k, v in vars(module).items() if not k.startswith("_") and k != "training" and isinstance(v, _SIMPLE)
-    }
+    """A module's simple attributes (numbers, strings, tuples of ints such as a norm's ``normalized_shape``)."""
+    out: dict[str, Any] = {}
+    for k, v in vars(module).items():
+        if k.startswith("_") or k == "training":
+            continue
+        if isinstance(v, _SIMPLE):
+            out[k] = v
+        elif isinstance(v, tuple) and _int_tuple(v) and len(v) <= MAX_ATTR_INTS:
+            out[k] = list(v)
+    return out
+
+
+def _restore_attrs(target: nn.Module, attrs: dict[str, Any]) -> None:
+    """Set the saved attributes the module already has (a pruned attention's head count, a pruned norm's shape)
+    and shrink's own string labels; a tuple attribute only from a list of ints of the same length."""
+    for key, value in attrs.items():
+        current = getattr(target, key, None)
+        if isinstance(current, _SIMPLE) or (key.startswith("shrink_") and isinstance(value, str)):
+            setattr(target, key, value)
+        elif isinstance(current, tuple) and _int_tuple(current) and _int_tuple(value) and len(value) == len(current):
+            setattr(target, key, tuple(value))
+
+
+def _resize_sliced(target: nn.Module, prefix: str, state: dict[str, torch.Tensor]) -> None:
+    """Give the tensors pruning sliced in ``target`` (its ``shrink_sliced`` names) the file's shapes, so that a
+    layer shrink cannot rebuild (a subclass, a bare per-channel parameter) takes the pruned weights; the new tensors
+    are as large as the file's, and are filled by the state dict."""
+    for name in str(getattr(target, "shrink_sliced", "")).split(","):
+        saved = state.get(prefix + name)
+        param, buf = target._parameters.get(name), target._buffers.get(name)
+        if saved is None:
+            continue
+        if param is not None and saved.dim() == param.dim():
+            target._parameters[name] = nn.Parameter(
+                torch.empty(saved.shape, dtype=param.dtype), requires_grad=param.requires_grad
+            )
+        elif buf is not None and saved.dim() == buf.dim():
+            target._buffers[name] = torch.empty(saved.shape, dtype=buf.dtype)
 
 
 def _build_manifest(model: nn.Module) -> dict[str, Any]:
@@ -145,6 +186,7 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     """Save ``model``'s weights and architecture manifest to ``path`` atomically; returns the path."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"save() takes a torch.nn.Module, got {type(model).__name__}")
+    check_not_meta(model, f"save {Path(path).name}: model")
     model = baked_copy(model)
     tensors, layout = _encode(model.state_dict(), code_bits_of(model))
     manifest = _build_manifest(model)
@@ -280,12 +322,9 @@ def load(path: str | os.PathLike[str], factory: Callable[[], nn.Module]) -> nn.M
             target = model.get_submodule(name) if name else model
         except AttributeError:
             raise ModelError(f"{where}: saved layer {name!r} does not exist in the model") from None
-        for key, value in entry.get("attrs", {}).items():
-            # existing simple attributes (a pruned attention's head count), and shrink's own string labels
-            if isinstance(getattr(target, key, None), _SIMPLE) or (
-                key.startswith("shrink_") and isinstance(value, str)
-            ):
-                setattr(target, key, value)
+        _restore_attrs(target, entry.get("attrs", {}))
+        if name not in rebuilt:
+            _resize_sliced(target, f"{name}." if name else "", state)
     mismatch = state_mismatch(model.state_dict(), state)
     if mismatch:
         raise ModelError(f"{where}: weights do not match the architecture: {mismatch}")

@@ -28,6 +28,7 @@ __all__ = [
     "current_class_path",
     "FORMAT_VERSION",
     "SIMPLE_TYPES",
+    "MAX_ATTR_INTS",
     "MOVED_MODULES",
 ]
 
@@ -156,9 +157,9 @@ def check_manifest(manifest: Any, where: str) -> None:
             raise _fail(where, f"{w}: 'args' is not a mapping")
         attrs = entry.get("attrs", {})
         if not isinstance(attrs, dict) or not all(
-            isinstance(k, str) and not k.startswith("_") and isinstance(v, SIMPLE_TYPES) for k, v in attrs.items()
+            isinstance(k, str) and not k.startswith("_") and _attr_value(v) for k, v in attrs.items()
         ):
-            raise _fail(where, f"{w}: 'attrs' must map public names to bool/int/float/str")
+            raise _fail(where, f"{w}: 'attrs' must map public names to bool/int/float/str or short lists of ints")
     layout = manifest.get("layout", {})
     if not isinstance(layout, dict):
         raise _fail(where, "manifest 'layout' is not a mapping")
@@ -237,6 +238,21 @@ def decode_state(raw: dict[str, torch.Tensor], layout: dict[str, Any], where: st
             raise FileFormatError(f"{where}: {key!r} aliases {target!r}, which is not a stored tensor")
         state[key] = state[target]
     return state
+
+
+#: the longest int list a module attribute may hold (a conv's kernel size, a norm's normalized shape)
+MAX_ATTR_INTS = 8
+
+
+def _attr_value(value: Any) -> bool:
+    """A module attribute a manifest may carry: a simple value, or a short list of ints."""
+    if isinstance(value, SIMPLE_TYPES):
+        return True
+    return (
+        isinstance(value, list)
+        and len(value) <= MAX_ATTR_INTS
+        and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+    )
 
 
 def state_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:

@@ -151,6 +151,8 @@ class OnnxModel:
         self.path = Path(path)
         self.execution = execution if execution is not None else graph_execution(self.path)
         self.macs, self.threads = macs, threads
+        #: module name -> the ONNX Runtime kernel that computes it (filled by the exporters that know the model)
+        self.kernels: dict[str, str] = {}
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -189,8 +191,12 @@ def to_onnxruntime(
 ) -> OnnxModel:
     """Export ``model`` and open it in ONNX Runtime (in ``directory``, or a temporary one kept for the process)."""
     directory = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="shrink-onnx-"))
+    from shrink.export.kernels import layer_kernels, weight_layers
+
     path = onnx(model, directory / "model.onnx", example_inputs)
-    return OnnxModel(path, threads=threads, execution=execution)
+    session = OnnxModel(path, threads=threads, execution=execution)
+    session.kernels = layer_kernels(path, weight_layers(model))
+    return session
 
 
 __all__.append("to_onnxruntime")

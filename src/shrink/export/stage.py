@@ -1,4 +1,5 @@
-"""ONNX export as a recipe stage: writes ``model.onnx`` and adds its ONNX Runtime session to the report."""
+"""ONNX export as a recipe stage: writes ``model.onnx`` and adds its ONNX Runtime session to the report, with the
+kernel that computes each layer (:mod:`shrink.export.kernels`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.counts import count_macs
 from shrink.errors import ConfigError
+from shrink.export.kernels import layer_kernels, weight_layers
 from shrink.export.onnx import DEFAULT_OPSET, OnnxModel, onnx
 
 __all__ = ["OnnxExport"]
@@ -37,5 +39,6 @@ def export_stage(model: nn.Module, config: OnnxExport, ctx: Context) -> nn.Modul
         execution=getattr(model, "shrink_onnx_execution", None),
         macs=count_macs(model, ctx.example_inputs),
     )
+    session.kernels = layer_kernels(path, weight_layers(model))
     ctx.extra_models[f"onnxruntime ({session.execution})"] = session
     return model

@@ -381,8 +381,15 @@ class Propagator:
         return [c, None] if isinstance(node.meta.get("val"), (tuple, list)) else c
 
     def pad(self, node: fx.Node) -> Any:
-        c, nd = self.v(_args(node)[0]), len(_shape(_args(node)[0]))
-        if not isinstance(c, Channels) or any(a is not None and a >= nd - len(_args(node)[1]) // 2 for a in c.axes):
+        """Padding leaves channels alone unless it adds entries along a channel axis; zero padding there (Swin pads
+        ``(0, 0, 0, pad_w, 0, pad_h)``, the channel axis last) is no padding."""
+        c, nd, amounts = self.v(_args(node)[0]), len(_shape(_args(node)[0])), list(_args(node)[1])
+
+        def padded(axis: int) -> bool:
+            k = nd - 1 - axis  # F.pad lists (before, after) pairs from the last axis backwards
+            return 2 * k < len(amounts) and any(not (isinstance(p, int) and p == 0) for p in amounts[2 * k : 2 * k + 2])
+
+        if not isinstance(c, Channels) or any(a is not None and padded(a) for a in c.axes):
             raise Unsupported("padding the channel axis")
         return c
 

@@ -16,19 +16,16 @@ from torch import nn
 
 from shrink.config import Config
 from shrink.errors import DataError
-from shrink.quant import GPTQ, Int8Dynamic, SmoothQuant, compile_int8, to_torch_int8
-from shrink.select import Selector
+from shrink.presets import DECODER_LINEARS
+from shrink.presets import get as get_preset
+from shrink.quant import compile_int8, to_torch_int8
 
 __all__ = ["W8A8", "quantize_w8a8"]
 
 #: the Linears W8A8 quantizes: all but ``lm_head``
-LINEARS = Selector(types=("Linear",), ignore=("lm_head",))
-#: the shrink W8A8 recipe for Llama-style decoders, one stage per algorithm, applied in order
-W8A8: list[Config] = [
-    SmoothQuant(alpha="auto", per_token=True, selector=LINEARS),
-    GPTQ(selector=LINEARS),
-    Int8Dynamic(granularity="token", selector=LINEARS),
-]
+LINEARS = DECODER_LINEARS
+#: the shrink W8A8 recipe for Llama-style decoders, one stage per algorithm, applied in order (preset decoder-w8a8)
+W8A8: list[Config] = get_preset("decoder-w8a8")
 
 
 def quantize_w8a8(

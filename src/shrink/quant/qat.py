@@ -21,7 +21,9 @@ from typing import Any, Literal
 import pydantic
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
+from shrink._parametrize import baked_copy
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.data import call_model
@@ -126,7 +128,8 @@ def convert_qat(model: nn.Module) -> nn.Module:
     """Replace every QAT layer (in place) by the static-PTQ quantized layer holding its integer weights and
     learned scales; label the model and attach the integer ONNX export."""
     for name, qat in qat_layers(model).items():
-        float_layer = copy.deepcopy(qat.layer)
+        float_layer = baked_copy(qat.layer)  # a pruned layer's masks: its zeros are in the folded weight
+        assert isinstance(float_layer, (nn.Conv2d, nn.Linear))  # QAT wraps only these
         float_layer.weight.data = qat.folded_weight().detach().clone()
         bias = qat.folded_bias()
         float_layer.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
@@ -163,6 +166,7 @@ def quantization_aware_training(model: nn.Module, config: QAT, ctx: Context) -> 
     teacher = (ctx.teacher or copy.deepcopy(model)) if config.distill_alpha > 0 else None
     prepare_qat(model, config, ctx.calibration if ctx.calibration is not None else ctx.train)
     layers = qat_layers(model)
+    masked = sum(parametrize.is_parametrized(q.layer) for q in layers.values())
     freeze_at = config.freeze_bn_epoch if config.freeze_bn_epoch is not None else max(config.epochs // 2, 1)
 
     def on_epoch_end(epoch: int) -> None:
@@ -191,6 +195,7 @@ def quantization_aware_training(model: nn.Module, config: QAT, ctx: Context) -> 
         f"qat: {len(layers)} layers trained {w} ({config.method}, {config.epochs} epochs, BN folded, "
         f"BN statistics frozen after epoch {freeze_at}"
         + (f", distilled from fp32 with alpha={config.distill_alpha}" if loss_fn else "")
+        + (f", pruning masks of {masked} layers kept: pruned weights stay zero" if masked else "")
         + ")"
     )
     ctx.notes.append("qat: PyTorch figures are simulated (fake-quant); the ONNX export runs integer kernels")

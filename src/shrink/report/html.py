@@ -96,6 +96,26 @@ def _table_html(report: Report) -> str:
     return f'<div class="scroll">{table}</div>'
 
 
+def _kernels_html(report: Report) -> str:
+    """Layer x runtime-row table of the kernel computing each layer (rows that ran an exported graph); "" if none."""
+    rows = [(i, r) for i, r in enumerate(report.rows) if r.kernels]
+    if not rows:
+        return ""
+    layers = list(dict.fromkeys(layer for _, r in rows for layer in r.kernels))
+    head = "<th>layer</th>" + "".join(f"<th>{i + 1}. {html.escape(r.name)}</th>" for i, r in rows)
+    body = "".join(
+        f"<tr><td>{html.escape(layer)}</td>"
+        + "".join(f"<td>{html.escape(r.kernels.get(layer, '-'))}</td>" for _, r in rows)
+        + "</tr>"
+        for layer in layers
+    )
+    return (
+        '<h2>Kernels per layer</h2><p class="legend">The ONNX Runtime op that computes each layer after graph '
+        "optimization, and its arithmetic.</p>"
+        f'<div class="scroll"><table id="kernels"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    )
+
+
 def _list(items: list[str], empty: str = "none") -> str:
     return "<ul>" + ("".join(f"<li>{html.escape(i)}</li>" for i in items) or f"<li>{empty}</li>") + "</ul>"
 
@@ -118,6 +138,7 @@ def render_html(report: Report, recipe: str | None = None) -> str:
 ● real execution (measured on the runtime's kernels), △ simulated (fake-quant: accuracy is an estimate and speed
 is not that of an integer kernel). {html.escape(LEGEND)}</p>
 <h2>Results</h2>{_table_html(report)}
+{_kernels_html(report)}
 <h2>Warnings</h2>{_list(warnings, "no unstable latency")}
 <h2>Plots</h2><p class="legend">Numbers are the table's <b>#</b>. Error = 100 - accuracy (or 1 - fidelity) on a
 log axis, better up; bars span the fastest to the slowest timed round; a red ring marks an unstable latency.</p>

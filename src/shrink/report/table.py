@@ -42,6 +42,8 @@ class Row:
     macs: int | None
     latency: dict[str, dict[str, Any]] = field(default_factory=dict)  # batch size -> LatencyStats.to_dict()
     notes: list[str] = field(default_factory=list)
+    #: layer -> the runtime kernel that computes it ("QLinearConv (int8)"), for rows that run exported graphs
+    kernels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

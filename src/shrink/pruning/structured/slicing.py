@@ -43,7 +43,10 @@ def _sliced(old: torch.Tensor, dims: dict[int, torch.Tensor]) -> torch.Tensor:
 
 def slice_tensors(module: nn.Module, keep: Keep) -> None:
     """Index-select each named parameter/buffer of ``module`` along the given dims (gradients are dropped); every
-    result is a dense tensor of its own in the original's memory format."""
+    result is a dense tensor of its own in the original's memory format. The sliced names are recorded in the
+    module's ``shrink_sliced`` (comma-separated), so that :func:`shrink.load` can give them the saved shapes."""
+    done = set(filter(None, str(getattr(module, "shrink_sliced", "")).split(",")))
+    setattr(module, "shrink_sliced", ",".join(sorted(done | set(keep))))  # noqa: B010  (nn.Module types attributes as Tensor | Module)
     for name, dims in keep.items():
         if name in module._parameters and (param := module._parameters[name]) is not None:
             module._parameters[name] = nn.Parameter(_sliced(param, dims), requires_grad=param.requires_grad)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from shrink.errors import ModelError, UnsupportedOpError
 from shrink.quant.layers.modules import ActMode, QuantConv2d, QuantLinear
@@ -24,12 +25,14 @@ def check_weights(model: nn.Module) -> None:
 def selected_layers(
     model: nn.Module, selector: Selector | None, where: str, supported: tuple[type[nn.Module], ...] = SUPPORTED
 ) -> dict[str, nn.Module]:
-    """Layers chosen by ``selector``; a chosen layer of an unsupported type is an error naming it."""
+    """Layers chosen by ``selector``; a chosen layer of an unsupported type is an error naming it. A parametrized
+    layer (pruning masks) counts as the layer class it parametrizes."""
     layers = select_modules(model, selector, where)
     for name, mod in layers.items():
-        if type(mod) not in supported:
+        cls = type(mod).__bases__[0] if parametrize.is_parametrized(mod) else type(mod)
+        if cls not in supported:
             raise UnsupportedOpError(
-                f"{where}: layer {name!r} is a {type(mod).__name__}, which this quantizer does not support "
+                f"{where}: layer {name!r} is a {cls.__name__}, which this quantizer does not support "
                 f"(supported: {', '.join(t.__name__ for t in supported)}); add it to 'ignore'"
             )
     return layers

@@ -1,0 +1,124 @@
+"""Named presets: the stage lists that won their benchmark, shipped with the package.
+
+A preset is an ordered list of configs, one per algorithm, that the benchmarks measure under the same name
+(``docs/benchmarks.md`` shows each one's fidelity, size and speed next to the float baselines and the peers). Use it
+in Python (``shrink.quantize(model, shrink.presets.get("encoder-int8"), calibration=...)``), in a recipe (a stage
+``{preset: encoder-int8}`` expands into its stages), or list them with ``shrink presets``.
+
+Selectors name layer types, and leave out layers by the names transformers gives them (``pooler``, ``lm_head``),
+so a preset applies to any model of its family, not only the one it was measured on.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from shrink.config import Config
+from shrink.errors import ConfigError
+from shrink.quant import AWQ, GPTQ, Int8Dynamic, SmoothQuant, WeightOnly
+from shrink.select import Selector
+
+__all__ = ["Preset", "PRESETS", "get", "describe"]
+
+#: an encoder's Linears, without the pooler (not part of a sentence embedding)
+ENCODER_LINEARS = Selector(types=("Linear",), ignore=(r"re:.*pooler.*",))
+#: an encoder's embedding tables
+ENCODER_TABLES = Selector(types=("Embedding",))
+#: a decoder's Linears, without the output projection (its vocabulary-wide output is the most sensitive layer)
+DECODER_LINEARS = Selector(types=("Linear",), ignore=("lm_head",))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named stage list: what it is for, the verb that runs it, and the benchmark section that measures it."""
+
+    name: str
+    summary: str
+    verb: str
+    benchmark: str
+    build: Callable[[], list[Config]]
+
+    def stages(self) -> list[Config]:
+        """A fresh list of the preset's configs, in the order they apply."""
+        return self.build()
+
+
+def _encoder_int8() -> list[Config]:
+    return [
+        SmoothQuant(alpha="auto", per_token=True, selector=ENCODER_LINEARS),
+        GPTQ(selector=ENCODER_LINEARS),
+        Int8Dynamic(granularity="token", selector=ENCODER_LINEARS),
+        WeightOnly(bits=8, group_size=32, selector=ENCODER_TABLES),
+    ]
+
+
+def _encoder_int4() -> list[Config]:
+    grid = {"bits": 4, "group_size": 128}
+    return [
+        AWQ(**grid, selector=ENCODER_LINEARS),  # type: ignore[arg-type]
+        GPTQ(**grid, selector=ENCODER_LINEARS),  # type: ignore[arg-type]
+        WeightOnly(**grid, selector=ENCODER_LINEARS),  # type: ignore[arg-type]
+    ]
+
+
+def _decoder_w8a8() -> list[Config]:
+    return [
+        SmoothQuant(alpha="auto", per_token=True, selector=DECODER_LINEARS),
+        GPTQ(selector=DECODER_LINEARS),
+        Int8Dynamic(granularity="token", selector=DECODER_LINEARS),
+    ]
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "encoder-int8",
+            "int8 transformer encoder (BERT family): SmoothQuant searched per input, GPTQ int8 weights, per-token "
+            "int8 activations at run time, int8 embedding tables (one scale per 32 columns)",
+            "quantize",
+            "Quantization: all-MiniLM-L6-v2",
+            _encoder_int8,
+        ),
+        Preset(
+            "encoder-int4",
+            "int4 weight-only transformer encoder: AWQ input scaling and GPTQ codes on groups of 128 inputs, packed "
+            "two per byte (ONNX Runtime MatMulNBits on export)",
+            "quantize",
+            "int4 weights: all-MiniLM-L6-v2",
+            _encoder_int4,
+        ),
+        Preset(
+            "decoder-w8a8",
+            "W8A8 decoder LLM (Llama family): SmoothQuant searched per input, GPTQ int8 weights, per-token int8 "
+            "activations; lm_head stays float",
+            "quantize",
+            "A real LLM: SmolLM2-135M",
+            _decoder_w8a8,
+        ),
+    )
+}
+
+
+def get(name: str) -> list[Config]:
+    """The stage list of preset ``name`` (a fresh list); an unknown name is an error listing the known ones."""
+    preset = PRESETS.get(name) if isinstance(name, str) else None
+    if preset is None:
+        close = difflib.get_close_matches(str(name), list(PRESETS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"unknown preset {name!r} ({hint}known: {', '.join(PRESETS)})")
+    return preset.stages()
+
+
+def describe(name: str | None = None) -> str:
+    """Text for ``shrink presets``: every preset with its summary, or one preset's stages as a recipe lists them."""
+    if name is None:
+        width = max(len(n) for n in PRESETS)
+        return "\n".join(f"{n:<{width}}  {p.summary}" for n, p in PRESETS.items())
+    stages = get(name)
+    preset = PRESETS[name]
+    lines = [f"{name}: {preset.summary}", f"verb: shrink.{preset.verb}; measured in: {preset.benchmark}", "stages:"]
+    lines += [f"  - {cfg.to_dict()}" for cfg in stages]
+    return "\n".join(lines)
