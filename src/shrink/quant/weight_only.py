@@ -78,7 +78,9 @@ def weight_only(model: nn.Module, config: WeightOnly, ctx: Context) -> nn.Module
 
 
 def _codes(name: str, layer: nn.Linear, config: WeightOnly) -> tuple[torch.Tensor, torch.Tensor]:
-    """The layer's codes and scales: those of an earlier gptq stage's grid, else rounded to nearest."""
+    """The layer's codes and scales: those of an earlier gptq stage's grid, else rounded to nearest. A group grid's
+    scales are already fp16 values; a per-channel grid's fp32 scales are stored in fp16 (relative change <= 2^-11,
+    the codes stay GPTQ's)."""
     group = config.group_size or layer.in_features
     weight = layer.weight.detach().float()
     scales = recorded_group_scales(layer, config.bits, config.group_size, f"weight_only: layer {name!r}")
