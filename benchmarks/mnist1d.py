@@ -14,7 +14,16 @@ import statistics
 from typing import Any
 
 from benchmarks.common import Fact, Section, Table, Target
-from benchmarks.mnist1d_families import BN_FP32, BN_REAL, BN_ZEROQ, METHODS, STUDENT_CHANNELS, judge_seed, student_ratio
+from benchmarks.mnist1d_families import (
+    BN_FP32,
+    BN_REAL,
+    BN_ZEROQ,
+    METHODS,
+    STUDENT_CHANNELS,
+    TP_CHANNELS,
+    judge_seed,
+    student_ratio,
+)
 from benchmarks.mnist1d_recurrent import GRU_EPOCHS, recurrent_table
 from benchmarks.mnist1d_stats import (
     MAX_DROP,
@@ -45,6 +54,7 @@ PAIRS = (
     ("PTQ W4A8 ACIQ + bias correction", "PTQ W4A8 min-max"),
     ("mixed precision @ uniform 4-bit bytes", "uniform W4A8 (search grid, fake-quant)"),
     (BN_ZEROQ, BN_REAL),
+    ("channels 50% (+ fine-tune)", TP_CHANNELS),
 )
 
 

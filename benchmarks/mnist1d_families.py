@@ -79,6 +79,15 @@ def _channels(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
     return shrink.finetune(small, FineTune(epochs=CHANNEL_FT_EPOCHS, lr=PRUNE_LR), train=data.train, progress=False)
 
 
+def _channels_tp(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
+    """Torch-Pruning's documented path (L1 magnitude, one step, the head kept) at the same ratio, then the same
+    fine-tuning as shrink's row."""
+    from benchmarks.prune_structured import tp_prune
+
+    small = tp_prune(teacher, data.example_inputs, 0.5, "linear")
+    return shrink.finetune(small, FineTune(epochs=CHANNEL_FT_EPOCHS, lr=PRUNE_LR), train=data.train, progress=False)
+
+
 def _ptq(cfg: Int8Static) -> Callable[[nn.Module, Any, int], nn.Module]:
     def run(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
         return shrink.quantize(
@@ -139,6 +148,7 @@ def _deep(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
     return shrink.deep_compress(teacher, cfg, train=data.train, progress=False)
 
 
+TP_CHANNELS = "channels 50%, Torch-Pruning (+ fine-tune)"
 #: row name -> builder(teacher, data, seed). The order is the table's.
 METHODS: dict[str, Callable[[nn.Module, Any, int], nn.Module]] = {
     "fp32 CNN (teacher)": lambda teacher, data, seed: teacher,
@@ -146,6 +156,7 @@ METHODS: dict[str, Callable[[nn.Module, Any, int], nn.Module]] = {
     f"student {STUDENT_CHANNELS} ch, KD": _kd,
     "unstructured 90% (iterative + fine-tune)": _unstructured,
     "channels 50% (+ fine-tune)": _channels,
+    TP_CHANNELS: _channels_tp,
     "PTQ W8A8 (percentile)": _ptq(Int8Static()),
     "PTQ W4A8 min-max": _ptq(Int8Static(weight_bits=4, observer="minmax", weight_observer="minmax")),
     "PTQ W4A8 ACIQ + bias correction": _ptq(

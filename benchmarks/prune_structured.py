@@ -33,7 +33,7 @@ def _params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def _tp_prune(original: nn.Module, x: torch.Tensor, ratio: float, classifier: str) -> nn.Module:
+def tp_prune(original: nn.Module, x: torch.Tensor, ratio: float, classifier: str) -> nn.Module:
     """Torch-Pruning's documented path on a copy: MagnitudePruner with L1 group importance, one step, the final
     classifier ignored (as shrink keeps model outputs)."""
     import torch_pruning as tp
@@ -86,7 +86,7 @@ def _digits(quick: bool, section: Section) -> None:
             "shrink lasso": lambda r=ratio: shrink.prune(
                 teacher, ChannelPruning(ratio=r, importance="lasso", batches=8), example_inputs=x, train=data.train
             ),
-            "Torch-Pruning l1": lambda r=ratio: _tp_prune(teacher, x, r, "classifier.4"),
+            "Torch-Pruning l1": lambda r=ratio: tp_prune(teacher, x, r, "classifier.4"),
         }
         for name, make in runs.items():
             torch.manual_seed(0)
@@ -156,7 +156,7 @@ def _resnet(quick: bool, section: Section) -> None:
     for ratio in (0.5,) if quick else (0.3, 0.5, 0.7):
         makers = {
             "shrink": lambda r=ratio: shrink.prune(dense, ChannelPruning(ratio=r, importance="l1"), example_inputs=x1),
-            "Torch-Pruning": lambda r=ratio: _tp_prune(dense, x1, r, "fc"),
+            "Torch-Pruning": lambda r=ratio: tp_prune(dense, x1, r, "fc"),
         }
         for name, make in makers.items():
             (model, err), secs, peak = run_measured(
