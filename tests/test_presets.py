@@ -3,6 +3,7 @@ measured on, expand in recipes and list on the command line."""
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 import shrink
@@ -95,4 +96,5 @@ def test_cli_lists_presets_and_one_preset_s_stages(capsys):
     assert all(name in listing for name in PRESETS)
     assert main(["presets", "encoder-int4"]) == 0
     stages = capsys.readouterr().out
-    assert "'type': 'awq'" in stages and "'type': 'gptq'" in stages and "'type': 'weight_only'" in stages
+    listed = [line.removeprefix("  - ") for line in stages.splitlines() if line.startswith("  - ")]
+    assert [yaml.safe_load(line)["type"] for line in listed] == ["awq", "gptq", "weight_only"]  # recipe YAML items

@@ -15,6 +15,8 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import yaml
+
 from shrink.config import Config
 from shrink.errors import ConfigError
 from shrink.quant import AWQ, GPTQ, Int8Dynamic, SmoothQuant, WeightOnly
@@ -120,5 +122,6 @@ def describe(name: str | None = None) -> str:
     stages = get(name)
     preset = PRESETS[name]
     lines = [f"{name}: {preset.summary}", f"verb: shrink.{preset.verb}; measured in: {preset.benchmark}", "stages:"]
-    lines += [f"  - {cfg.to_dict()}" for cfg in stages]
+    lines += ["  - " + yaml.safe_dump(cfg.to_dict(), default_flow_style=True, sort_keys=False, width=10**6).strip()
+              for cfg in stages]  # fmt: skip
     return "\n".join(lines)
