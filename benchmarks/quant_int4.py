@@ -29,7 +29,7 @@ from shrink.eval.metrics import embedding_fidelity, predict
 from shrink.export.artifact import artifact_bytes
 from shrink.export.onnx import OnnxModel
 from shrink.presets import ENCODER_LINEARS
-from shrink.quant import AWQ, GPTQ, INTEGER_OPS, WeightOnly, ort_optimized_ops
+from shrink.quant import GPTQ, INTEGER_OPS, WeightOnly, ort_optimized_ops
 from shrink.select import Selector
 
 __all__ = ["TITLE", "run", "targets"]
@@ -39,20 +39,18 @@ TITLE = "int4 weights: all-MiniLM-L6-v2 on ONNX Runtime's int4 kernels, next to 
 #: the layers every int4 row quantizes: the encoder's Linears (the pooler is not part of the sentence embedding)
 LINEARS = ENCODER_LINEARS
 #: the same plus the embedding tables, for the smallest file
-LINEARS_AND_TABLES = Selector(types=("Linear", "Embedding"), ignore=(r"re:.*pooler.*",))
+LINEARS_AND_TABLES = Selector(types=("Linear", "Embedding"), ignore=ENCODER_LINEARS.ignore)
 BEST = "shrink int4 g128 AWQ+GPTQ"
 RTN = "shrink int4 g128 round-to-nearest"
 
 
 def _awq_gptq(group: int, onnx_compute: str = "int8", tables: bool = False) -> list[Config]:
-    """AWQ input scaling, GPTQ codes, then the packed int4 storage (one stage per algorithm, in order)."""
-    grid = {"bits": 4, "group_size": group}
-    stored = LINEARS_AND_TABLES if tables else LINEARS
-    return [
-        AWQ(**grid, selector=LINEARS),
-        GPTQ(**grid, selector=LINEARS),
-        WeightOnly(**grid, onnx_compute=onnx_compute, selector=stored),
-    ]  # type: ignore[arg-type]
+    """The shipped preset encoder-int4 (AWQ input scaling, GPTQ codes, packed int4 storage) at another group size,
+    ONNX arithmetic or stored selector; the defaults give the preset itself."""
+    awq, gptq, stored = presets.get("encoder-int4")
+    grid = {"group_size": group}
+    storage = {**grid, "onnx_compute": onnx_compute, **({"selector": LINEARS_AND_TABLES} if tables else {})}
+    return [awq.model_copy(update=grid), gptq.model_copy(update=grid), stored.model_copy(update=storage)]
 
 
 SHRINK: dict[str, list[Config]] = {
@@ -61,7 +59,7 @@ SHRINK: dict[str, list[Config]] = {
         GPTQ(bits=4, group_size=128, selector=LINEARS),
         WeightOnly(bits=4, group_size=128, selector=LINEARS),
     ],
-    BEST: presets.get("encoder-int4"),  # the shipped preset: _awq_gptq(128)
+    BEST: presets.get("encoder-int4"),  # the shipped preset (group 128)
     "shrink int4 g32 AWQ+GPTQ": _awq_gptq(32),
     "shrink int4 g128 AWQ+GPTQ, float arithmetic": _awq_gptq(128, onnx_compute="float"),
     "shrink int4 g128 AWQ+GPTQ + int4 tables": _awq_gptq(128, tables=True),

@@ -151,11 +151,10 @@ def _mixed_precision(section: Section, model, data, ctx, names) -> None:
 def _mixed_kernels(section: Section, model, data) -> None:
     """Issue 17 item 6: the mixed-precision stage's W4/W8 model exported to ONNX, and the ONNX Runtime kernel of each
     layer read from the graph it runs."""
-    notes: list[str] = []
     mixed = apply(
         model,
         MixedPrecision(bits=(4, 8, 16), budget="bytes", budget_fraction=MIXED_KERNEL_FRACTION),
-        Context(example_inputs=data.example_inputs, calibration=data.calibration, progress=False, notes=notes),
+        Context(example_inputs=data.example_inputs, calibration=data.calibration, progress=False),
     )
     bits = {n: m.bits for n, m in mixed.named_modules() if isinstance(m, (LowBitConv, LowBitLinear))}
     kernels = to_onnxruntime(mixed, data.example_inputs).kernels

@@ -30,11 +30,11 @@ from shrink.errors import FileFormatError, ModelError
 from shrink.export.codes import code_bits_of, encode_codes
 from shrink.export.decode import (
     FORMAT_VERSION,
-    MAX_ATTR_INTS,
     SIMPLE_TYPES,
     current_class_path,
     decode_state,
     read_file,
+    short_ints,
     state_mismatch,
 )
 
@@ -94,10 +94,6 @@ def _layer_args(module: nn.Module) -> dict[str, Any] | None:
     return manifest() if manifest is not None else None
 
 
-def _int_tuple(value: Any) -> bool:
-    return isinstance(value, (tuple, list)) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
-
-
 def _attrs(module: nn.Module) -> dict[str, Any]:
     """A module's simple attributes (numbers, strings, tuples of ints such as a norm's ``normalized_shape``)."""
     out: dict[str, Any] = {}
@@ -106,7 +102,7 @@ def _attrs(module: nn.Module) -> dict[str, Any]:
             continue
         if isinstance(v, _SIMPLE):
             out[k] = v
-        elif isinstance(v, tuple) and _int_tuple(v) and len(v) <= MAX_ATTR_INTS:
+        elif isinstance(v, tuple) and short_ints(v):
             out[k] = list(v)
     return out
 
@@ -118,7 +114,7 @@ def _restore_attrs(target: nn.Module, attrs: dict[str, Any]) -> None:
         current = getattr(target, key, None)
         if isinstance(current, _SIMPLE) or (key.startswith("shrink_") and isinstance(value, str)):
             setattr(target, key, value)
-        elif isinstance(current, tuple) and _int_tuple(current) and _int_tuple(value) and len(value) == len(current):
+        elif isinstance(current, tuple) and short_ints(current) and short_ints(value) and len(value) == len(current):
             setattr(target, key, tuple(value))
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "FORMAT_VERSION",
     "SIMPLE_TYPES",
     "MAX_ATTR_INTS",
+    "short_ints",
     "MOVED_MODULES",
 ]
 
@@ -244,15 +245,18 @@ def decode_state(raw: dict[str, torch.Tensor], layout: dict[str, Any], where: st
 MAX_ATTR_INTS = 8
 
 
-def _attr_value(value: Any) -> bool:
-    """A module attribute a manifest may carry: a simple value, or a short list of ints."""
-    if isinstance(value, SIMPLE_TYPES):
-        return True
+def short_ints(value: Any) -> bool:
+    """A tuple or list of at most :data:`MAX_ATTR_INTS` ints (a conv's kernel size, a norm's normalized shape)."""
     return (
-        isinstance(value, list)
+        isinstance(value, (tuple, list))
         and len(value) <= MAX_ATTR_INTS
         and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
     )
+
+
+def _attr_value(value: Any) -> bool:
+    """A module attribute a manifest may carry: a simple value, or a short list of ints."""
+    return isinstance(value, SIMPLE_TYPES) or (isinstance(value, list) and short_ints(value))
 
 
 def state_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:

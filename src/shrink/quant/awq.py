@@ -19,11 +19,11 @@ from torch import nn
 from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, register
-from shrink.errors import ConfigError, DataError
+from shrink.errors import DataError
 from shrink.quant.algorithms.group_rounding import awq_input_scales
 from shrink.quant.algorithms.input_rows import layer_input_rows
-from shrink.quant.layers.convert import check_weights, selected_layers, set_module
-from shrink.quant.layers.prepared import PreparedLinear
+from shrink.quant.layers.convert import check_group, check_weights, selected_layers, set_module
+from shrink.quant.layers.prepared import PreparedLinear, check_unscaled
 from shrink.select import Selector
 
 __all__ = ["AWQ", "awq_scale", "AWQ_ROWS"]
@@ -47,17 +47,6 @@ class AWQ(Config):
     calibration_batches: int | None = pydantic.Field(default=None, ge=1)
 
 
-def _check_fresh(name: str, layer: nn.Module, in_features: int, group: int | None) -> None:
-    if isinstance(layer, PreparedLinear) and (layer.input_smooth is not None or layer.weight_scale is not None):
-        done = "scaled (smooth_quant or awq)" if layer.input_smooth is not None else "rounded onto a grid (gptq)"
-        raise ConfigError(f"awq: layer {name!r} is already {done}; list awq once, before gptq")
-    if group is not None and in_features % group:
-        raise ConfigError(
-            f"awq: layer {name!r} has {in_features} inputs, not divisible by group_size {group}; "
-            "choose another group_size or add the layer to selector.ignore"
-        )
-
-
 @implements(AWQ)
 @torch.no_grad()
 def awq_scale(model: nn.Module, config: AWQ, ctx: Context) -> nn.Module:
@@ -66,7 +55,8 @@ def awq_scale(model: nn.Module, config: AWQ, ctx: Context) -> nn.Module:
     check_weights(model)
     layers = selected_layers(model, config.selector, "awq.selector", (nn.Linear, PreparedLinear))
     for name, layer in layers.items():
-        _check_fresh(name, layer, int(layer.in_features), config.group_size)  # type: ignore[arg-type]
+        check_unscaled("awq", name, layer)
+        check_group("awq", name, int(layer.in_features), config.group_size)  # type: ignore[arg-type]
     try:
         rows = layer_input_rows(model, layers, ctx.calibration, AWQ_ROWS, config.calibration_batches)
     except DataError as err:

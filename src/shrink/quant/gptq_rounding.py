@@ -22,7 +22,7 @@ from shrink.errors import ConfigError
 from shrink.quant.algorithms.gptq import execution_groups, gptq_codes, input_hessians
 from shrink.quant.algorithms.group_rounding import SCALE_DTYPE, dequantize_groups, gptq_group_codes
 from shrink.quant.algorithms.observers import channel_grid
-from shrink.quant.layers.convert import check_weights, selected_layers, set_module
+from shrink.quant.layers.convert import check_group, check_weights, selected_layers, set_module
 from shrink.quant.layers.prepared import PreparedLinear
 from shrink.quant.numerics.qparams import dequantize
 from shrink.select import Selector
@@ -79,11 +79,7 @@ def _prepared(model: nn.Module, config: GPTQ) -> dict[str, PreparedLinear]:
     layers: dict[str, PreparedLinear] = {}
     for name, layer in chosen.items():
         assert isinstance(layer, nn.Linear)
-        if config.group_size is not None and layer.in_features % config.group_size:
-            raise ConfigError(
-                f"gptq: layer {name!r} has {layer.in_features} inputs, not divisible by group_size "
-                f"{config.group_size}; choose another group_size or add the layer to selector.ignore"
-            )
+        check_group("gptq", name, layer.in_features, config.group_size)
         if isinstance(layer, PreparedLinear) and layer.weight_scale is not None:
             raise ConfigError(f"gptq: layer {name!r} is already rounded onto a grid; list gptq once")
         layers[name] = PreparedLinear.from_linear(layer)

@@ -16,10 +16,9 @@ from torch import nn
 from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, register
-from shrink.errors import ConfigError
 from shrink.quant.algorithms.smooth import smooth_layers
 from shrink.quant.layers.convert import check_weights, selected_layers, set_module
-from shrink.quant.layers.prepared import PreparedLinear
+from shrink.quant.layers.prepared import PreparedLinear, check_unscaled
 from shrink.select import Selector
 
 __all__ = ["SmoothQuant", "smooth_quant"]
@@ -47,9 +46,7 @@ def smooth_quant(model: nn.Module, config: SmoothQuant, ctx: Context) -> nn.Modu
     check_weights(model)
     layers = selected_layers(model, config.selector, "smooth_quant.selector", (nn.Linear, PreparedLinear))
     for name, layer in layers.items():
-        if isinstance(layer, PreparedLinear) and (layer.input_smooth is not None or layer.weight_scale is not None):
-            done = "smoothed" if layer.input_smooth is not None else "rounded onto a grid (gptq)"
-            raise ConfigError(f"smooth_quant: layer {name!r} is already {done}; list smooth_quant once, before gptq")
+        check_unscaled("smooth_quant", name, layer)
     per_token = set(layers) if config.per_token else set()
     inverse, hooks = smooth_layers(model, layers, ctx.calibration, config.alpha, config.calibration_batches, per_token)
     for h in hooks:

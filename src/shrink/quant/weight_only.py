@@ -14,7 +14,7 @@ from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, refuse_moved_fields, register
 from shrink.quant.algorithms.group_rounding import rtn_codes
-from shrink.quant.layers.convert import check_weights, selected_layers, set_module
+from shrink.quant.layers.convert import check_group, check_weights, selected_layers, set_module
 from shrink.quant.layers.packed import SCALE_DTYPE, PackedEmbedding, PackedLinear
 from shrink.quant.layers.prepared import PreparedLinear, recorded_group_scales
 from shrink.select import Selector
@@ -61,8 +61,7 @@ def weight_only(model: nn.Module, config: WeightOnly, ctx: Context) -> nn.Module
     layers = selected_layers(model, config.selector, "weight_only.selector", (nn.Linear, PreparedLinear, nn.Embedding))
     for name, layer in layers.items():
         dim = int(layer.in_features if isinstance(layer, nn.Linear) else layer.embedding_dim)  # type: ignore[arg-type]
-        if config.group_size is not None and dim % config.group_size:
-            raise_group(name, dim, config.group_size)
+        check_group("weight_only", name, dim, config.group_size)
     for name, layer in layers.items():
         set_module(model, name, _packed(name, layer, config))
     prepared = sum(isinstance(m, PreparedLinear) and m.weight_scale is not None for m in layers.values())
@@ -116,15 +115,6 @@ def _packed(name: str, layer: nn.Module, config: WeightOnly) -> nn.Module:
         assert q.bias is not None  # built with a bias just above
         q.bias.data.copy_(layer.bias.detach())
     return q
-
-
-def raise_group(name: str, dim: int, group: int) -> None:
-    from shrink.errors import ConfigError
-
-    raise ConfigError(
-        f"weight_only: layer {name!r} has input dim {dim}, not divisible by group_size {group}; "
-        "choose another group_size or add the layer to selector.ignore"
-    )
 
 
 @register("float_cast", family="quantize")

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from shrink.errors import ModelError, UnsupportedOpError
+from shrink.errors import ConfigError, ModelError, UnsupportedOpError
 from shrink.quant.layers.modules import ActMode, QuantConv2d, QuantLinear
 from shrink.select import Selector, select_modules
 
@@ -36,6 +36,15 @@ def selected_layers(
                 f"(supported: {', '.join(t.__name__ for t in supported)}); add it to 'ignore'"
             )
     return layers
+
+
+def check_group(stage: str, name: str, inputs: int, group: int | None) -> None:
+    """A group-wise grid of ``group`` inputs per scale must tile the layer's ``inputs``; None (per row) always does."""
+    if group is not None and inputs % group:
+        raise ConfigError(
+            f"{stage}: layer {name!r} has {inputs} inputs, not divisible by group_size {group}; "
+            "choose another group_size or add the layer to selector.ignore"
+        )
 
 
 def pair(value: tuple[int, ...], what: str) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from shrink.errors import ConfigError, FileFormatError
 from shrink.export.artifact import register_layer
 from shrink.quant.numerics.qparams import QParams
 
-__all__ = ["PreparedLinear", "recorded_grid", "recorded_group_scales"]
+__all__ = ["PreparedLinear", "recorded_grid", "recorded_group_scales", "check_unscaled"]
 
 
 @register_layer
@@ -113,6 +113,14 @@ def recorded_grid(layer: nn.Module, bits: int, where: str) -> QParams | None:
             "weight_only stores; give the gptq stage group_size=None (one scale per output channel)"
         )
     return QParams(scale.clone(), torch.zeros_like(scale, dtype=torch.int32), bits, True, 0, None, True)
+
+
+def check_unscaled(stage: str, name: str, layer: nn.Module) -> None:
+    """An input-scaling stage (smooth_quant, awq) runs once per layer and before gptq: a layer already smoothed or
+    already rounded onto a grid is an error naming ``stage`` and the layer."""
+    if isinstance(layer, PreparedLinear) and (layer.input_smooth is not None or layer.weight_scale is not None):
+        done = "smoothed" if layer.input_smooth is not None else "rounded onto a grid (gptq)"
+        raise ConfigError(f"{stage}: layer {name!r} is already {done}; list {stage} once, before gptq")
 
 
 def _check_bits(layer: PreparedLinear, bits: int, where: str) -> None:
