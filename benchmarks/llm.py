@@ -2,8 +2,8 @@
 
 Every row is measured in this run on the same evaluation windows and prompts: perplexity on the evaluation split
 (512-token windows), greedy-token agreement with fp32 (first 32 tokens of each fixed prompt), prefill latency
-(512 tokens, batch 1), decode tokens/s (batch 1, after a 64-token prompt), weight bytes in memory, KV-cache bytes
-at 512 tokens, size on disk. Writes docs/benchmarks-llm.md (nothing typed by hand).
+(512 tokens, batch 1, into a fresh KV cache), decode tokens/s (batch 1, after a 64-token prompt), weight bytes in
+memory, KV-cache bytes at 512 tokens, size on disk. Writes docs/benchmarks-llm.md (nothing typed by hand).
 
     python -m benchmarks.llm --out docs/benchmarks-llm.md [--quick]
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,8 +24,8 @@ from torch import nn
 from transformers import DynamicCache
 
 from benchmarks.common import THREADS, Table, Target
-from shrink.llm.kv_cache import Int8KVCache, cache_bytes
-from shrink.llm.metrics import (
+from benchmarks.run import run_facts
+from shrink.eval.language import (
     PROMPTS,
     decode_tokens_per_s,
     file_size,
@@ -35,9 +35,11 @@ from shrink.llm.metrics import (
     prefill_latency,
     token_agreement,
 )
+from shrink.llm.kv_cache import Int8KVCache, cache_bytes
 from shrink.llm.prune import prune_llama, recover
 from shrink.llm.w8a8 import quantize_w8a8
 from shrink.llm.weight_only import quantize_weight_only
+from shrink.quant import CompiledInt8, compile_int8
 from shrink.zoo.llm import llm_texts, load_smollm2, token_windows
 
 TITLE = "A real LLM: SmolLM2-135M-Instruct (GGUF Q4_1 origin, de-quantized to fp32)"
@@ -51,16 +53,20 @@ INT4_GROUP = 64
 PRUNE_RATIO = 0.25
 RECOVERY_STEPS = {False: 16, True: 4}
 RECOVERY_LR = 1e-4
+#: what every compiled row (float, shrink, peer) runs under: shrink.quant.compile_int8 without GEMM autotuning
+#: (timing every GEMM candidate of a 30-layer decoder costs minutes per row on 2 cores)
+COMPILED = "torch.compile (Inductor, frozen weights, dynamic shapes, no GEMM autotuning)"
 
 
 @dataclass
 class Variant:
     name: str
-    model: nn.Module
+    model: nn.Module | None
     execution: str
     build_s: float
     cache: Callable[[], Any] | None = None
-    prefill_model: nn.Module | None = None  # a separately compiled model for the fixed-shape prefill, if any
+    compile_s: float | None = None  # compiled rows: seconds to compile the prefill and decoding graphs
+    error: str = ""  # a peer that failed: why (the row says so instead of measuring)
 
 
 @dataclass
@@ -69,16 +75,25 @@ class Row:
     values: dict[str, Any] = field(default_factory=dict)
 
 
+def _tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes a tensor holds; a tensor subclass (torchao's quantized weights) counts the tensors it is made of."""
+    flatten = getattr(t, "__tensor_flatten__", None)
+    if flatten is not None and type(t) not in (torch.Tensor, nn.Parameter):
+        names, _ = flatten()
+        return sum(_tensor_bytes(getattr(t, n)) for n in names)
+    return t.numel() * t.element_size()
+
+
 def _weight_bytes(model: nn.Module) -> int:
     seen, total = set(), 0
     for t in [*model.parameters(), *model.buffers()]:
         try:
             key = t.data_ptr()
-        except RuntimeError:  # an opaque prepacked oneDNN weight: count its logical size
+        except RuntimeError:  # an opaque prepacked oneDNN weight or a tensor subclass: counted by its parts
             key = id(t)
         if key not in seen:
             seen.add(key)
-            total += t.numel() * t.element_size()
+            total += _tensor_bytes(t)
     return total
 
 
@@ -88,26 +103,58 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t
 
 
-def build_variants(model: nn.Module, calib: torch.Tensor, quick: bool) -> list[Callable[[], Variant]]:
+@torch.inference_mode()
+def _warm(model: Any, vocab: int) -> None:
+    """One call of each kind :func:`measure` makes: a prefill into a fresh cache, a decoding step."""
+    ids = torch.randint(0, vocab, (1, CONTEXT), generator=torch.Generator().manual_seed(1))
+    res = model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True)
+    model(input_ids=res.logits[:, -1].argmax(-1, keepdim=True), past_key_values=res.past_key_values, use_cache=True)
+
+
+def _compiled(model: nn.Module, vocab: int) -> tuple[nn.Module, float]:
+    """``model`` through :func:`shrink.quant.compile_int8` (Inductor, frozen weights, dynamic shapes, see
+    :data:`COMPILED`) -- the same for float, shrink and peer rows -- with every graph compiled before the clock."""
+    compiled = compile_int8(model, max_autotune=False)
+    _, seconds = _timed(lambda: _warm(compiled, vocab))
+    return compiled, seconds
+
+
+def _torchao_config(kind: str) -> Any:
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, IntxWeightOnlyConfig
+    from torchao.quantization.granularity import PerGroup
+
+    if kind == "int8 weight-only":
+        return Int8WeightOnlyConfig()
+    if kind == "int8 dynamic":
+        return Int8DynamicActivationInt8WeightConfig()
+    return IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(INT4_GROUP))
+
+
+def build_variants(model: nn.Module, calib: torch.Tensor, vocab: int, quick: bool) -> list[Callable[[], Variant]]:
     """Each entry builds one variant lazily (so only one compressed copy is alive at a time)."""
+    windows = list(calib)
 
     def fp32() -> Variant:
         return Variant("fp32 eager", model, "PyTorch eager, fp32", 0.0)
 
     def compiled() -> Variant:
-        c = torch.compile(model, dynamic=True)
-        return Variant("fp32 torch.compile", c, "torch.compile (Inductor), fp32, dynamic shapes", 0.0)
+        c, s = _compiled(model, vocab)
+        return Variant("fp32 torch.compile", c, f"fp32, {COMPILED}", 0.0, compile_s=s)
 
     def bf16() -> Variant:
         m, s = _timed(lambda: copy.deepcopy(model).to(torch.bfloat16))
         return Variant("bf16 eager", m, "PyTorch eager, bf16 (native avx512_bf16)", s)
 
-    def wo(bits: int, method: str) -> Callable[[], Variant]:
+    def wo(bits: int, method: str, compile: bool = False) -> Callable[[], Variant]:
         def build() -> Variant:
-            m, s = _timed(lambda: quantize_weight_only(model, bits, INT4_GROUP, method, calibration=list(calib)))  # type: ignore[arg-type]
-            grid = "per-channel" if bits == 8 else f"symmetric group {INT4_GROUP}, clip search"
-            kernel = "_weight_int8pack_mm" if bits == 8 else "_weight_int4pack_mm_for_cpu"
-            return Variant(f"int{bits} weight-only ({method}, {grid})", m, f"aten.{kernel}, bf16 activations", s)
+            m, s = _timed(lambda: quantize_weight_only(model, bits, INT4_GROUP, method, calibration=windows))  # type: ignore[arg-type]
+            grid = "per-channel" if bits == 8 else f"symmetric group {INT4_GROUP}"
+            kernel = f"aten.{'_weight_int8pack_mm' if bits == 8 else '_weight_int4pack_mm_for_cpu'}, bf16 activations"
+            name = f"int{bits} weight-only ({method}, {grid})"
+            if not compile:
+                return Variant(name, m, kernel, s)
+            c, cs = _compiled(m, vocab)
+            return Variant(f"{name} + torch.compile", c, f"{kernel}, {COMPILED}", s, compile_s=cs)
 
         return build
 
@@ -115,16 +162,20 @@ def build_variants(model: nn.Module, calib: torch.Tensor, quick: bool) -> list[C
         return Variant("fp32 + int8 KV cache", model, "PyTorch eager, fp32; shrink Int8KVCache", 0.0, Int8KVCache)
 
     def w8a8() -> Variant:
-        m, s = _timed(lambda: quantize_w8a8(model, list(calib)))
-        return Variant("W8A8 (SmoothQuant auto, GPTQ, per-token)", m, "oneDNN int8 GEMMs (eager)", s)
+        m, s = _timed(lambda: quantize_w8a8(model, windows))
+        name = "W8A8 (SmoothQuant auto, GPTQ, per-token)"
+        if quick:  # no compilation in the quick run
+            return Variant(name, m, "oneDNN int8 GEMMs, eager", s)
+        c, cs = _compiled(m, vocab)
+        return Variant(f"{name} + torch.compile", c, f"oneDNN int8 GEMMs, {COMPILED}", s, compile_s=cs)
 
     def pruned(mode: str | None) -> Callable[[], Variant]:
         def build() -> Variant:
             def make() -> nn.Module:
-                small = prune_llama(model, PRUNE_RATIO, PRUNE_RATIO)
+                small = prune_llama(model, PRUNE_RATIO, PRUNE_RATIO, calibration=windows)
                 if mode is not None:
                     steps = RECOVERY_STEPS[quick]
-                    recover(small, list(calib), steps, model if mode == "kd" else None, mode, RECOVERY_LR)  # type: ignore[arg-type]
+                    recover(small, windows, steps, model if mode == "kd" else None, mode, RECOVERY_LR)  # type: ignore[arg-type]
                 return small
 
             m, s = _timed(make)
@@ -133,36 +184,59 @@ def build_variants(model: nn.Module, calib: torch.Tensor, quick: bool) -> list[C
 
         return build
 
-    builders = [fp32, bf16, wo(8, "rtn"), wo(4, "rtn"), kv8, w8a8, pruned(None), pruned("kd"), pruned("hard")]
-    return builders if quick else [fp32, compiled, *builders[1:]]
+    def peer(kind: str) -> Callable[[], Variant]:
+        def build() -> Variant:
+            name = f"torchao {kind}{f' g{INT4_GROUP}' if 'int4' in kind else ''} + torch.compile"
+            try:
+                from torchao.quantization import quantize_
+
+                m = copy.deepcopy(model).eval()
+                _, s = _timed(lambda: quantize_(m, _torchao_config(kind)))
+                c, cs = _compiled(m, vocab)
+            except Exception as exc:  # a peer that fails is a row saying so
+                return Variant(name, None, "torchao", 0.0, error=f"{type(exc).__name__}: {str(exc)[:200]}")
+            return Variant(name, c, f"torchao {kind}, {COMPILED}", s, compile_s=cs)
+
+        return build
+
+    int4 = [wo(4, "rtn"), wo(4, "gptq"), wo(4, "awq"), wo(4, "awq+gptq")]
+    if quick:
+        return [fp32, bf16, wo(8, "rtn"), *int4[::3], kv8, w8a8, pruned(None), pruned("kd"), pruned("hard")]
+    return [fp32, compiled, bf16, wo(8, "rtn"), wo(8, "rtn", compile=True), *int4, wo(4, "awq+gptq", compile=True),
+            kv8, w8a8, pruned(None), pruned("kd"), pruned("hard"),
+            peer("int8 weight-only"), peer("int4 weight-only"), peer("int8 dynamic")]  # fmt: skip
 
 
 def measure(v: Variant, ref_tokens: list[torch.Tensor] | None, evals: torch.Tensor, prompts: list, quick: bool) -> Row:
-    row = Row(v.name, {"execution": v.execution, "build s": v.build_s})
+    row = Row(v.name, {"execution": v.execution, "build s": v.build_s, "compile s": v.compile_s})
+    if v.model is None:
+        row.values["execution"] = f"failed: {v.error}"
+        return row
     vocab = int(evals.max()) + 1
-    row.values["ppl"], rss = peak_rss(lambda: perplexity(v.model, evals, v.cache))
+    cache = v.cache or DynamicCache  # every row prefills into a cache, as generation does (one graph to compile)
+    row.values["ppl"], rss = peak_rss(lambda: perplexity(v.model, evals, cache))
     row.values["peak RSS MiB"] = rss / 2**20
-    tokens = greedy_tokens(v.model, prompts, new_tokens=32, cache=v.cache)
+    tokens = greedy_tokens(v.model, prompts, new_tokens=32, cache=cache)
     row.values["tokens"] = tokens
     row.values["agreement"] = 1.0 if ref_tokens is None else token_agreement(ref_tokens, tokens)
-    row.values["prefill ms"] = 1e3 * prefill_latency(
-        v.prefill_model or v.model, CONTEXT, 3 if quick else 5, vocab=vocab
-    )
-    row.values["decode tok/s"] = decode_tokens_per_s(v.model, 64, 16 if quick else 32, v.cache, vocab)
+    row.values["prefill ms"] = 1e3 * prefill_latency(v.model, CONTEXT, 3 if quick else 5, vocab=vocab, cache=cache)
+    row.values["decode tok/s"] = decode_tokens_per_s(v.model, 64, 16 if quick else 32, cache, vocab)
     with torch.inference_mode():
-        past = v.cache() if v.cache is not None else DynamicCache()
+        past = cache()
         v.model(input_ids=evals[:1], past_key_values=past, use_cache=True)
     row.values["KV MiB @512"] = cache_bytes(past) / 2**20
-    row.values["weights MiB"] = _weight_bytes(v.model) / 2**20
+    inner = v.model.model if isinstance(v.model, CompiledInt8) else v.model
+    row.values["weights MiB"] = _weight_bytes(inner) / 2**20
     try:
-        row.values["file MiB"] = file_size(getattr(v.model, "_orig_mod", v.model)) / 2**20
+        row.values["file MiB"] = file_size(inner) / 2**20
     except NotImplementedError:  # prepacked oneDNN int8 weights are a runtime object, not saveable with torch.save
         row.values["file MiB"] = "n/a (runtime prepacked)"
     return row
 
 
 COLUMNS = ["variant", "execution", "ppl", "Δppl", "agreement", "prefill ms", "decode tok/s", "weights MiB",
-           "KV MiB @512", "file MiB", "peak RSS MiB", "build s"]  # fmt: skip
+           "KV MiB @512", "file MiB", "peak RSS MiB", "build s", "compile s"]  # fmt: skip
+MEASURED = ("ppl", "agreement", "prefill ms", "decode tok/s", "weights MiB", "KV MiB @512", "file MiB", "peak RSS MiB")
 
 
 def table(rows: list[Row]) -> Table:
@@ -170,13 +244,49 @@ def table(rows: list[Row]) -> Table:
     t = Table("SmolLM2-135M-Instruct, batch 1, 2 threads", COLUMNS)
     for r in rows:
         v = r.values
+        if "ppl" not in v:  # a peer that failed
+            t.add(r.name, v["execution"], *["—"] * (len(COLUMNS) - 3), "—")
+            continue
+        compile_s = "—" if v["compile s"] is None else v["compile s"]
         t.add(r.name, v["execution"], v["ppl"], f"{100 * (v['ppl'] / base - 1):+.2f}%", f"{v['agreement']:.3f}",
               v["prefill ms"], v["decode tok/s"], v["weights MiB"], v["KV MiB @512"], v["file MiB"],
-              v["peak RSS MiB"], v["build s"])  # fmt: skip
+              v["peak RSS MiB"], v["build s"], compile_s)  # fmt: skip
     return t
 
 
 FLOAT_ROWS = ("fp32 eager", "fp32 torch.compile", "bf16 eager")
+
+
+def _rows_like(by: dict[str, dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    return [v for n, v in by.items() if n.startswith(prefix) and "ppl" in v]
+
+
+def _speed(name: str, rows: list[dict[str, Any]], key: str, goal: float, best: float) -> Target | None:
+    """``goal``x the ``best`` of a row set: the fastest of ``rows`` (prefill: lower ms; decode: more tokens/s)."""
+    if not rows:
+        return None
+    higher = key == "decode tok/s"
+    mine = max(r[key] for r in rows) if higher else min(r[key] for r in rows)
+    ratio = mine / best if higher else best / mine
+    return Target(22, name, f"{key} >= {goal:g}x the fastest float row", f"{ratio:.2f}x", ratio >= goal)
+
+
+def _ppl(name: str, row: dict[str, Any] | None, base: float, limit: float) -> Target | None:
+    if row is None:
+        return None
+    d = row["ppl"] / base - 1
+    return Target(22, name, f"perplexity within {100 * limit:.0f}% of fp32", f"{100 * d:+.2f}%", d <= limit)
+
+
+def _versus_peer(name: str, mine: list[dict[str, Any]], peer: dict[str, Any] | None, key: str) -> Target:
+    """shrink's fastest row of a kind against the peer's row of that kind (n/a when the peer did not run)."""
+    goal = f"{key}: shrink's best row of the kind beats the peer's compiled row"
+    if not mine or peer is None or "ppl" not in peer:
+        return Target(22, name, goal, "peer row missing or failed", None)
+    higher = key == "decode tok/s"
+    best = max(r[key] for r in mine) if higher else min(r[key] for r in mine)
+    met = best > peer[key] if higher else best < peer[key]
+    return Target(22, name, goal, f"{best:.4g} vs {peer[key]:.4g}", met)
 
 
 def targets(rows: list[Row]) -> list[Target]:
@@ -186,47 +296,56 @@ def targets(rows: list[Row]) -> list[Target]:
     floats = [by[n] for n in FLOAT_ROWS if n in by]
     best_prefill = min(f["prefill ms"] for f in floats)
     best_decode = max(f["decode tok/s"] for f in floats)
-    out = []
-
-    def find(prefix: str) -> dict[str, Any] | None:
-        return next((v for n, v in by.items() if n.startswith(prefix)), None)
-
-    def ppl_target(name: str, row: dict[str, Any] | None, limit: float) -> None:
-        if row is not None:
-            d = row["ppl"] / fp32["ppl"] - 1
-            out.append(
-                Target(22, name, f"perplexity within {100 * limit:.0f}% of fp32", f"{100 * d:+.2f}%", d <= limit)
-            )
-
-    def speed(name: str, row: dict[str, Any] | None, key: str, goal: float, best: float, higher: bool) -> None:
-        if row is not None:
-            ratio = row[key] / best if higher else best / row[key]
-            out.append(Target(22, name, f"{key} >= {goal:g}x the fastest float row", f"{ratio:.2f}x", ratio >= goal))
-
-    w8a8, int8, int4, kv = find("W8A8"), find("int8 weight-only"), find("int4 weight-only"), find("fp32 + int8 KV")
-    ppl_target("W8A8 perplexity", w8a8, 0.02)
-    speed("W8A8 prefill", w8a8, "prefill ms", 2.0, best_prefill, higher=False)
-    speed("int8 weight-only decode", int8, "decode tok/s", 2.0, best_decode, higher=True)
-    speed("int4 weight-only decode", int4, "decode tok/s", 3.0, best_decode, higher=True)
-    ppl_target(f"int4 perplexity (symmetric group {INT4_GROUP}, not the Q4_1 grid)", int4, 0.08)
+    w8a8, int8 = _rows_like(by, "W8A8"), _rows_like(by, "int8 weight-only")
+    int4 = _rows_like(by, "int4 weight-only (awq+gptq")
+    rtn = next(iter(_rows_like(by, "int4 weight-only (rtn")), None)
+    kv = next(iter(_rows_like(by, "fp32 + int8 KV")), None)
+    base = fp32["ppl"]
+    out = [
+        _ppl("W8A8 perplexity", w8a8[0] if w8a8 else None, base, 0.02),
+        _speed("W8A8 prefill (512 tokens)", w8a8, "prefill ms", 2.0, best_prefill),
+        _speed("int8 weight-only decode", int8, "decode tok/s", 2.0, best_decode),
+        _speed("int4 weight-only decode (AWQ + GPTQ)", int4, "decode tok/s", 3.0, best_decode),
+        _ppl(
+            f"int4 perplexity (AWQ + GPTQ, group {INT4_GROUP}, not the Q4_1 grid)",
+            int4[0] if int4 else None,
+            base,
+            0.08,
+        ),  # fmt: skip
+    ]
+    if rtn is not None:
+        for method in ("gptq", "awq", "awq+gptq"):
+            other = next(iter(_rows_like(by, f"int4 weight-only ({method},")), None)
+            if other is not None:
+                out.append(Target(22, f"int4 {method} better than round-to-nearest", "lower perplexity",
+                                  f"{other['ppl']:.2f} vs {rtn['ppl']:.2f}", other["ppl"] < rtn["ppl"]))  # fmt: skip
     if kv is not None:
         ratio = fp32["KV MiB @512"] / kv["KV MiB @512"]
         out.append(Target(22, "int8 KV cache memory", ">= 3.8x smaller (4x less fp16 scales)", f"{ratio:.2f}x",
                           ratio >= 3.8))  # fmt: skip
-        ppl_target("int8 KV cache perplexity", kv, 0.01)
-        speed("int8 KV cache decode", kv, "decode tok/s", 0.95, fp32["decode tok/s"], higher=True)
-    kd, hard = find("pruned (kd"), find("pruned (hard")
+        out.append(_ppl("int8 KV cache perplexity", kv, base, 0.01))
+        out.append(_speed("int8 KV cache decode (against fp32 eager, its own float model)", [kv], "decode tok/s",
+                          0.95, fp32["decode tok/s"]))  # fmt: skip
+    kd, hard = next(iter(_rows_like(by, "pruned (kd")), None), next(iter(_rows_like(by, "pruned (hard")), None)
     if kd is not None and hard is not None:
         goal = "perplexity after KD < after hard-label fine-tuning, same steps"
         measured = f"{kd['ppl']:.2f} vs {hard['ppl']:.2f}"
         out.append(Target(22, "pruning: distillation beats hard labels", goal, measured, kd["ppl"] < hard["ppl"]))
-    return out
+    peers = {k: by.get(f"torchao {k} + torch.compile") for k in ("int8 weight-only", f"int4 weight-only g{INT4_GROUP}",
+                                                                  "int8 dynamic")}  # fmt: skip
+    if any(n.startswith("torchao") for n in by):
+        out.append(_versus_peer("int8 weight-only vs torchao", int8, peers["int8 weight-only"], "decode tok/s"))
+        out.append(_versus_peer("int4 weight-only vs torchao", int4, peers[f"int4 weight-only g{INT4_GROUP}"],
+                                "decode tok/s"))  # fmt: skip
+        out.append(_versus_peer("W8A8 prefill vs torchao int8 dynamic", w8a8, peers["int8 dynamic"], "prefill ms"))
+    return [t for t in out if t is not None]
 
 
 def samples(rows: list[Row], tokenizer: Any) -> Table:
     t = Table(f"Greedy continuation of the first prompt ({PROMPTS[0]!r}), 32 tokens", ["variant", "text"])
     for r in rows:
-        t.add(r.name, tokenizer.decode(r.values["tokens"][0]).strip())
+        if "tokens" in r.values:
+            t.add(r.name, tokenizer.decode(r.values["tokens"][0]).strip())
     return t
 
 
@@ -249,14 +368,16 @@ def run(quick: bool) -> tuple[list[Row], Any, list[Target], dict[str, str]]:
     calib = token_windows(tokenizer, texts.calibration, CONTEXT, limit=4 if quick else 8)
     prompts = [torch.tensor(tokenizer(p)["input_ids"]) for p in (PROMPTS[:4] if quick else PROMPTS)]
     rows: list[Row] = []
-    for build in build_variants(model, calib, quick):
+    facts = run_facts()
+    for build in build_variants(model, calib, int(model.config.vocab_size), quick):
         variant = build()
         rows.append(measure(variant, rows[0].values["tokens"] if rows else None, evals, prompts, quick))
         print(f"{variant.name}: " + ", ".join(f"{k} {v:.4g}" for k, v in rows[-1].values.items()
                                               if isinstance(v, float)), flush=True)  # fmt: skip
         del variant
-    facts = {
-        "machine": f"{platform.processor() or platform.machine()}, {THREADS} threads, torch {torch.__version__}",
+    facts["load average (1/5/15 min) at end"] = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    facts |= {
+        "threads": f"{THREADS}, torch {torch.__version__}",
         "model load": f"{load_s:.1f} s (cached float safetensors after the first GGUF de-quantization)",
         "evaluation": f"{evals.shape[0]} windows x {CONTEXT} tokens of {', '.join(d.name for d in texts.evaluation)}",
         "calibration": f"{calib.shape[0]} windows x {CONTEXT} tokens of "

@@ -194,6 +194,37 @@ class DataBundle:
 __all__.append("DataBundle")
 
 
+class LanguageData(DataBundle):
+    """Token windows for a causal language model (metric ``"perplexity"``): ``windows`` [n, length] are scored by
+    perplexity, ``prompts`` (1-D token ids) are continued greedily for ``new_tokens`` tokens and compared with the
+    reference model's continuation, ``decode`` turns token ids back into text (the report's samples).
+    ``calibration`` windows feed the stages that calibrate; the example input (latency: one prefill) is the first
+    window unless given."""
+
+    def __init__(
+        self,
+        *,
+        windows: torch.Tensor,
+        prompts: list[torch.Tensor],
+        decode: Callable[[torch.Tensor], str],
+        calibration: torch.Tensor | None = None,
+        example_inputs: Any = None,
+        new_tokens: int = 32,
+        name: str = "text",
+    ) -> None:
+        if windows.dim() != 2 or windows.shape[1] < 2 or windows.dtype != torch.long:
+            raise DataError(f"{name}: windows must be [n, length>=2] token ids (int64), got {tuple(windows.shape)}")
+        if not prompts or any(p.dim() != 1 or p.numel() == 0 for p in prompts):
+            raise DataError(f"{name}: prompts must be a non-empty list of 1-D token id tensors")
+        example = {"input_ids": windows[:1], "use_cache": False} if example_inputs is None else example_inputs
+        batches = None if calibration is None else [{"input_ids": w[None], "use_cache": False} for w in calibration]
+        super().__init__(test=windows, example_inputs=example, calibration=batches, metric="perplexity", name=name)
+        self.windows, self.prompts, self.decode, self.new_tokens = windows, list(prompts), decode, new_tokens
+
+
+__all__.append("LanguageData")
+
+
 @contextmanager
 def forward_pre_hooks(hooks: Mapping[torch.nn.Module, Callable[..., Any]]) -> Iterator[None]:
     """Attach a forward pre-hook to each layer for the ``with`` block; removed afterwards, also on error."""

@@ -2,8 +2,8 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from shrink.llm.kv_cache import Int8KVCache, cache_bytes, quantize_kv
-from shrink.llm.metrics import greedy_tokens, token_agreement
+from shrink.eval.language import greedy_tokens, token_agreement
+from shrink.llm.kv_cache import GROW_TOKENS, Int8KVCache, cache_bytes, quantize_kv
 from shrink.zoo.llm import tiny_llama
 
 
@@ -16,15 +16,19 @@ def test_quantize_kv_error_is_within_half_a_step():
 
 def test_int8_cache_decodes_like_the_float_cache_with_4x_less_memory():
     model = tiny_llama(hidden=256, heads=4, kv_heads=2)  # head_dim 64, as in SmolLM2
-    ids = torch.randint(0, 256, (1, 48))
+    ids = torch.randint(0, 256, (1, 47))  # + 1 decoded token: 48, a whole number of GROW_TOKENS slots
     caches = {"int8": Int8KVCache(), "fp32": DynamicCache()}
     with torch.no_grad():
         for c in caches.values():
             model(input_ids=ids, past_key_values=c, use_cache=True)
         step = {k: model(input_ids=ids[:, :1], past_key_values=c, use_cache=True).logits for k, c in caches.items()}
-    assert caches["int8"].get_seq_length() == caches["fp32"].get_seq_length() == 49
+    assert caches["int8"].get_seq_length() == caches["fp32"].get_seq_length() == 48
     ratio = cache_bytes(caches["fp32"]) / cache_bytes(caches["int8"])
     assert 3.85 < ratio < 4.0  # 4x less the float16 scale per (token, head)
+    with torch.no_grad():  # one more token takes a new block of GROW_TOKENS slots, counted as allocated
+        model(input_ids=ids[:, :1], past_key_values=caches["int8"], use_cache=True)
+    per_token = cache_bytes(caches["int8"]) / (48 + GROW_TOKENS)
+    assert per_token == pytest.approx(cache_bytes(caches["fp32"]) / 48 / ratio)
     assert (step["int8"] - step["fp32"]).abs().max() < 0.02 * step["fp32"].abs().max()
 
 
@@ -39,7 +43,7 @@ def test_int8_cache_in_generate_and_greedy_agreement():
 
 
 def test_perplexity_through_the_int8_cache_is_close_but_not_identical():
-    from shrink.llm.metrics import perplexity
+    from shrink.eval.language import perplexity
 
     model = tiny_llama(hidden=256, heads=4, kv_heads=2)
     ids = torch.randint(0, 256, (2, 32))

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from shrink.errors import DataError
-from shrink.llm.metrics import (
+from shrink.eval.language import (
     decode_tokens_per_s,
     file_size,
     greedy_tokens,

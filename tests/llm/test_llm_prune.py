@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from shrink.errors import ConfigError
-from shrink.llm.metrics import perplexity
+from shrink.errors import ConfigError, DataError
+from shrink.eval.language import perplexity
 from shrink.llm.prune import prune_llama, recover
 from shrink.zoo.llm import tiny_llama
 
@@ -59,3 +59,17 @@ def test_distillation_moves_the_pruned_model_toward_the_teacher():
     assert perplexity(hard, torch.stack(windows)) < ppl
     with pytest.raises(ConfigError, match="teacher"):
         recover(pruned, windows, steps=1, mode="kd")
+
+
+def test_activation_aware_ranking_reads_calibration_and_keeps_the_layout():
+    torch.manual_seed(0)
+    model = _model()
+    windows = [torch.randint(0, 256, (24,)) for _ in range(3)]
+    plain, aware = prune_llama(model, 0.25, 0.25), prune_llama(model, 0.25, 0.25, calibration=windows)
+    a, b = plain.model.layers[0].mlp.down_proj, aware.model.layers[0].mlp.down_proj
+    assert a.in_features == b.in_features == 192
+    assert not torch.equal(a.weight, b.weight)  # a different choice of channels
+    ids = torch.randint(0, 256, (1, 16))
+    assert aware(input_ids=ids).logits.shape == (1, 16, 256)
+    with pytest.raises(DataError, match="calibration"):
+        prune_llama(model, 0.25, 0.25, calibration=[])

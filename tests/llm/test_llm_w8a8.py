@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from shrink.errors import DataError
-from shrink.llm.metrics import perplexity
+from shrink.eval.language import perplexity
 from shrink.llm.w8a8 import quantize_w8a8
 from shrink.quant.runtimes.torch_token import onednn_int8_available
 from shrink.zoo.llm import tiny_llama

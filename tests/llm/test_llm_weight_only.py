@@ -51,13 +51,15 @@ def test_gptq_reduces_output_error_on_correlated_inputs():
     assert errs["gptq"] < 0.7 * errs["rtn"]
 
 
-@pytest.mark.parametrize("bits,method", [(8, "rtn"), (4, "rtn"), (4, "gptq")])
+@pytest.mark.parametrize("bits,method", [(8, "rtn"), (4, "rtn"), (4, "gptq"), (4, "awq"), (4, "awq+gptq"), (8, "awq")])
 def test_tiny_llama_weight_only(bits, method):
     model = tiny_llama()
     ids = torch.randint(0, 256, (4, 32))
     q = quantize_weight_only(model, bits, 32, method, calibration=list(ids))
     kind = Int8WeightLinear if bits == 8 else Int4WeightLinear
     assert isinstance(q.model.layers[1].mlp.down_proj, kind) and isinstance(q.lm_head, kind)
+    scaled = q.model.layers[1].mlp.down_proj.input_scale
+    assert (scaled is not None) == method.startswith("awq")
     assert isinstance(model.model.layers[1].mlp.down_proj, nn.Linear)  # the input model is untouched
     with torch.no_grad():
         a, b = model(input_ids=ids).logits, q(input_ids=ids).logits
@@ -73,3 +75,19 @@ def test_bad_settings_are_named():
         quantize_weight_only(model, 4, 48)
     with pytest.raises(ConfigError, match="bits"):
         quantize_weight_only(model, 3)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="method must be one of"):
+        quantize_weight_only(model, 4, 32, "awq-gptq")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="awq"):
+        quantize_weight_only(model, 4, 32, "awq")
+
+
+def test_awq_factors_keep_the_float_product():
+    """The factor multiplies the input; with the weight scaled by its inverse the layer computes the same product."""
+    codes, scales = rtn_codes(torch.randn(64, 128), 8, 128)
+    layer = Int8WeightLinear(codes, scales)
+    x = torch.randn(4, 128)
+    plain = layer(x)
+    layer.scale_input(torch.full((128,), 2.0))
+    assert torch.allclose(layer(x / 2), plain, rtol=1e-2, atol=1e-2)
+    with pytest.raises(ConfigError, match="expected 128"):
+        layer.scale_input(torch.ones(7))

@@ -13,8 +13,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shrink.counts import count_macs, count_params
-from shrink.data import DataBundle, call_model, check_not_meta, named_tensors
+from shrink.data import DataBundle, LanguageData, call_model, check_not_meta, named_tensors
 from shrink.errors import ConfigError, DataError
+from shrink.eval.language import language_metrics
 from shrink.eval.latency import interleaved_stats, repeat_batch
 from shrink.eval.metrics import OutputChoice, accuracy, embedding_fidelity, evaluation_mode, predict
 from shrink.export.artifact import artifact_bytes, own_artifact_bytes
@@ -24,7 +25,7 @@ from shrink.report.table import Report, Row
 
 __all__ = ["evaluate", "check_batch_sizes", "MAX_BATCH", "machine_info", "cpu_name", "cpu_features", "CPU_FEATURES"]
 
-METRICS = ("accuracy", "fidelity")
+METRICS = ("accuracy", "fidelity", "perplexity")
 
 #: largest latency batch: the example input is repeated this many times in memory
 MAX_BATCH = 65536
@@ -107,7 +108,10 @@ def evaluate(
 
     ``data`` is a :class:`DataBundle` (its test split, example input and metric are used) or an iterable of
     evaluation batches (then pass ``metric`` and ``example_inputs``). For ``metric="fidelity"`` the model named
-    ``reference`` (default: the first) provides the reference embeddings.
+    ``reference`` (default: the first) provides the reference embeddings. ``metric="perplexity"`` (causal language
+    models) needs a :class:`shrink.data.LanguageData`: each row gets perplexity, greedy-token agreement with
+    ``reference`` and decoding tokens/s at batch 1 (:func:`shrink.eval.language.language_metrics`), and a note with
+    its greedy continuation of the first prompt; the latency columns time one prefill of the example window.
 
     A model may return a tensor, a transformers ``ModelOutput``, a dict or a tuple: the scored tensor is
     ``logits`` if present, else ``sentence_embedding``, else ``last_hidden_state``, else the first tensor (of a
@@ -120,8 +124,28 @@ def evaluate(
         example_inputs = data.example_inputs if example_inputs is None else example_inputs
     else:
         eval_data = data
+    reference = _checked_reference(models, data, metric, example_inputs, reference, batch_sizes)
+    assert isinstance(metric, str)  # checked just above: one of METRICS
+    with evaluation_mode(models.values()):
+        if isinstance(data, LanguageData) and metric == "perplexity":
+            rows = _language_rows(models, data, reference, example_inputs, notes, progress)
+        else:
+            rows = _metric_rows(models, eval_data, metric, reference, output, example_inputs, notes, progress)
+        runners = [_runner(model) for model in models.values()]
+        latency = _latency_together(runners, example_inputs, batch_sizes, threads, reps, warmup)
+    for row, per_batch in zip(rows, latency, strict=True):
+        row.latency = per_batch
+    return Report(rows=rows, metric=metric, machine=machine_info(threads), title=title)
+
+
+def _checked_reference(
+    models: Mapping[str, Any], data: Any, metric: Any, example_inputs: Any, reference: str | None, batch_sizes: Any
+) -> str:
+    """Check :func:`evaluate`'s arguments (naming the wrong one) and return the reference model's name."""
     if metric not in METRICS:
         raise ConfigError(f"evaluate: metric must be one of {METRICS}, got {metric!r}")
+    if metric == "perplexity" and not isinstance(data, LanguageData):
+        raise ConfigError("evaluate: metric 'perplexity' needs a shrink.data.LanguageData (windows, prompts, decode)")
     if example_inputs is None:
         raise ConfigError("evaluate: example_inputs is required to measure MACs and latency")
     if not models:
@@ -133,13 +157,7 @@ def evaluate(
     for name, model in models.items():
         _check_not_meta(name, model)
     _check_inputs_not_meta(example_inputs, "evaluate: example_inputs")
-    with evaluation_mode(models.values()):
-        rows = _metric_rows(models, eval_data, metric, reference, output, example_inputs, notes, progress)
-        runners = [_runner(model) for model in models.values()]
-        latency = _latency_together(runners, example_inputs, batch_sizes, threads, reps, warmup)
-    for row, per_batch in zip(rows, latency, strict=True):
-        row.latency = per_batch
-    return Report(rows=rows, metric=metric, machine=machine_info(threads), title=title)
+    return reference
 
 
 def _metric_rows(
@@ -162,6 +180,26 @@ def _metric_rows(
             assert ref_out is not None
             metrics = embedding_fidelity(ref_out, out)
         rows.append(_row(name, model, metrics, example_inputs, list((notes or {}).get(name, []))))
+    return rows
+
+
+def _language_rows(
+    models: Mapping[str, Any],
+    data: LanguageData,
+    reference: str,
+    example_inputs: Any,
+    notes: Mapping[str, list[str]] | None,
+    progress: bool,
+) -> list[Row]:
+    for name, model in models.items():
+        if isinstance(model, OnnxModel):
+            raise ConfigError(f"evaluate: {name!r} runs in ONNX Runtime; perplexity rows need a torch causal LM")
+    scored = language_metrics(models, data.windows, data.prompts, reference, data.new_tokens, progress)
+    rows = []
+    for name, model in models.items():
+        metrics, tokens = scored[name]
+        sample = f"greedy continuation of prompt 1: {data.decode(tokens[0])!r}"
+        rows.append(_row(name, model, metrics, example_inputs, [*(notes or {}).get(name, []), sample]))
     return rows
 
 
@@ -237,10 +275,14 @@ def _row(name: str, model: Any, metrics: dict[str, float], example_inputs: Any, 
         if kernels:
             notes = [*notes, f"kernels per layer: {kernel_summary(kernels)}"]
     else:
-        params, nonzero = count_params(model)
-        size, macs = own_artifact_bytes(model) or artifact_bytes(model), count_macs(model, example_inputs)
         runtime = getattr(model, "shrink_runtime", "torch eager")
         execution = getattr(model, "shrink_execution", "fp32")
+        fig = getattr(model, "shrink_runtime_figures", None)  # a runtime copy (prepacked kernels): its source's
+        if fig is not None:
+            params, nonzero, size, macs = fig["params"], fig["nonzero_params"], fig["size_bytes"], fig["macs"]
+        else:
+            params, nonzero = count_params(model)
+            size, macs = own_artifact_bytes(model) or artifact_bytes(model), count_macs(model, example_inputs)
     return Row(
         name=name,
         runtime=runtime,

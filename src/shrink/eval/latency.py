@@ -159,13 +159,15 @@ def _one_round(fns: Sequence[Callable[[], Any]], counts: list[int], warmup: int,
 
 
 def repeat_batch(inputs: Any, batch_size: int) -> Any:
-    """Make a batch of ``batch_size`` by repeating the first example of ``inputs`` (tensor, dict or tuple)."""
+    """Make a batch of ``batch_size`` by repeating the first example of ``inputs`` (tensor, dict or tuple); a dict's
+    plain values (flags such as ``use_cache=False``) are passed as they are."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"repeat_batch: batch_size must be an int >= 1, got {batch_size!r}")
     if isinstance(inputs, torch.Tensor):
         return inputs[:1].repeat(batch_size, *([1] * (inputs.dim() - 1)))
     if isinstance(inputs, dict):
-        return {k: repeat_batch(v, batch_size) for k, v in inputs.items()}
+        plain = (bool, int, float, str, type(None))
+        return {k: v if isinstance(v, plain) else repeat_batch(v, batch_size) for k, v in inputs.items()}
     if isinstance(inputs, (tuple, list)):
         return type(inputs)(repeat_batch(v, batch_size) for v in inputs)
     raise TypeError(f"cannot build a batch from {type(inputs).__name__}")

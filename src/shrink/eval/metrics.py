@@ -82,7 +82,8 @@ def evaluation_mode(models: Iterable[Any]) -> Iterator[None]:
     modules = [m for m in models if isinstance(m, torch.nn.Module)]
     flags = [[(sub, sub.training) for sub in m.modules()] for m in modules]
     with torch.no_grad():
-        buffers = [[(b, b.detach().clone()) for b in m.buffers() if not b.is_meta] for m in modules]
+        # opaque prepacked runtime weights (oneDNN) are neither readable nor changed by a forward: left out
+        buffers = [[(b, b.detach().clone()) for b in m.buffers() if not (b.is_meta or b.is_mkldnn)] for m in modules]
     for m in modules:
         m.eval()
     try:

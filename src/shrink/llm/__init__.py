@@ -1,8 +1,7 @@
 """Decoder-LLM compression: weight-only int8 / int4 on PyTorch's packed-weight kernels, an int8 KV cache,
 W8A8 on the int8 GEMM path, structured pruning with distillation, and the metrics that judge them."""
 
-from shrink.llm.kv_cache import Int8KVCache, cache_bytes
-from shrink.llm.metrics import (
+from shrink.eval.language import (
     decode_tokens_per_s,
     file_size,
     greedy_tokens,
@@ -11,6 +10,7 @@ from shrink.llm.metrics import (
     prefill_latency,
     token_agreement,
 )
+from shrink.llm.kv_cache import Int8KVCache, cache_bytes
 from shrink.llm.weight_only import Int4WeightLinear, Int8WeightLinear, quantize_weight_only
 
 __all__ = [

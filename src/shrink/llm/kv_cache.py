@@ -1,6 +1,7 @@
 """An int8 key/value cache for transformers decoders: keys and values are stored as int8 codes with one float16
-scale per (token, head) — symmetric, over the head dimension — so new tokens append without re-quantizing what is
-stored (no float residual window, unlike transformers' ``QuantizedCache``, whose backends are not installed here).
+scale per (token, head) — symmetric, over the head dimension — so new tokens are written in place without
+re-quantizing what is stored (no float residual window, unlike transformers' ``QuantizedCache``, whose backends
+are not installed here).
 
 Storage per cached vector of ``head_dim`` floats: ``head_dim`` bytes + 2 bytes of scale, against ``4 * head_dim``
 bytes in float32 (3.88x smaller at head_dim 64). Attention still runs in float on the de-quantized states.
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-__all__ = ["Int8KVLayer", "Int8KVCache", "quantize_kv", "cache_bytes"]
+__all__ = ["GROW_TOKENS", "Int8KVLayer", "Int8KVCache", "quantize_kv", "cache_bytes"]
 
 
 def quantize_kv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,43 +24,62 @@ def quantize_kv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return codes, scale
 
 
+#: the cache grows by this many tokens at a time (appending writes in place; at most this many slots are spare)
+GROW_TOKENS = 16
+
+
 class Int8KVLayer(DynamicLayer):
-    """One decoder layer's cache: int8 codes and per-(token, head) scales, grown by concatenation."""
+    """One decoder layer's cache: keys and values stacked as int8 codes [2, batch, heads, capacity, head_dim] with
+    per-(token, head) scales, written in place and grown by :data:`GROW_TOKENS` slots at a time (few operations per
+    decoding step: one quantization of the new key and value together, one de-quantization of the whole cache)."""
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
-        self.codes: list[torch.Tensor] | None = None  # [key codes, value codes]
-        self.scales: list[torch.Tensor] | None = None
+        self.codes: torch.Tensor | None = None
+        self.scales: torch.Tensor | None = None
+        self.length = 0
+
+    def _reserve(self, tokens: int) -> None:
+        assert self.codes is not None and self.scales is not None
+        if tokens <= self.codes.shape[-2]:
+            return
+        capacity = -(-tokens // GROW_TOKENS) * GROW_TOKENS
+        grown = [t.new_zeros(*t.shape[:-2], capacity, t.shape[-1]) for t in (self.codes, self.scales)]
+        for new, old in zip(grown, (self.codes, self.scales), strict=True):
+            new[..., : self.length, :] = old[..., : self.length, :]
+        self.codes, self.scales = grown
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):  # noqa: ANN201
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        new = [quantize_kv(key_states), quantize_kv(value_states)]
-        if self.codes is None or self.scales is None:
-            self.codes, self.scales = [c for c, _ in new], [s for _, s in new]
-        else:
-            self.codes = [torch.cat([old, c], dim=-2) for old, (c, _) in zip(self.codes, new, strict=True)]
-            self.scales = [torch.cat([old, s], dim=-2) for old, (_, s) in zip(self.scales, new, strict=True)]
-        keys, values = (c.to(self.dtype) * s.to(self.dtype) for c, s in zip(self.codes, self.scales, strict=True))
-        return keys, values
+        codes, scales = quantize_kv(torch.stack([key_states, value_states]))
+        if self.codes is None:
+            self.codes, self.scales = codes[..., :0, :], scales[..., :0, :]
+        n, end = self.length, self.length + codes.shape[-2]
+        self._reserve(end)
+        assert self.codes is not None and self.scales is not None
+        self.codes[..., n:end, :] = codes
+        self.scales[..., n:end, :] = scales
+        self.length = end
+        states = self.codes[..., :end, :].to(self.dtype) * self.scales[..., :end, :].to(self.dtype)
+        return states[0], states[1]
 
     def get_seq_length(self) -> int:
-        if not self.is_initialized or getattr(self, "codes", None) is None:
-            return 0
-        assert self.codes is not None
-        return int(self.codes[0].shape[-2])
+        return self.length if self.is_initialized else 0
 
     def reset(self) -> None:
         super().reset()
         self.codes = self.scales = None
+        self.length = 0
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("Int8KVLayer: cropping is not supported")
 
     def nbytes(self) -> int:
+        """Bytes allocated for codes and scales (spare slots included)."""
         if not self.is_initialized or self.codes is None or self.scales is None:
             return 0
-        return sum(t.numel() * t.element_size() for t in (*self.codes, *self.scales))
+        return sum(t.numel() * t.element_size() for t in (self.codes, self.scales))
 
 
 class Int8KVCache(Cache):

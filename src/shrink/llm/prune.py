@@ -2,9 +2,14 @@
 and recovery by distillation from the unpruned model, against fine-tuning on hard labels for the same steps.
 
 Heads: with GQA every key/value head serves a group of query heads; the same number of query heads is removed
-from each group (the least important by ``||W_q rows|| * ||W_o columns||``), so every key/value head keeps serving
-an equal group and the model runs unchanged. MLP: intermediate channels ranked by
-``||W_gate row|| * ||W_up row|| * ||W_down column||``. Layers are physically sliced, the config updated.
+from each group, so every key/value head keeps serving an equal group and the model runs unchanged.
+
+Importance, with calibration windows (activation-aware, as Wanda / FLAP do for structures): an MLP channel scores
+``||x_j|| * ||W_down column j||`` where ``x_j`` is its activation (the input of ``down_proj``) over the calibration
+tokens, a head the sum of the same product over its ``o_proj`` input columns — what removing it takes out of the
+residual stream. Without calibration, weights only: ``||W_gate row|| * ||W_up row|| * ||W_down column||`` and
+``||W_q rows|| * ||W_o columns||`` (much worse on a real model: see ``make bench-llm``). Layers are physically
+sliced, the config updated.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from shrink.data import forward_pre_hooks
 from shrink.distillation.losses import kd_loss
 from shrink.errors import ConfigError, DataError
 
@@ -32,8 +38,28 @@ def _slice(layer: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
     return out
 
 
-def _prune_mlp(mlp: Any, ratio: float, multiple: int) -> int:
-    score = mlp.gate_proj.weight.norm(dim=1) * mlp.up_proj.weight.norm(dim=1) * mlp.down_proj.weight.norm(dim=0)
+def _input_norms(model: nn.Module, layers: list[nn.Linear], windows: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Per layer, the L2 norm of each input channel over every calibration token."""
+    sums = [torch.zeros(layer.in_features, dtype=torch.float64) for layer in layers]
+
+    def hook(i: int):  # noqa: ANN202
+        def pre(module: nn.Module, args: tuple[Any, ...]) -> None:
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+            sums[i] += (x * x).sum(0)
+
+        return pre
+
+    with torch.no_grad(), forward_pre_hooks({layer: hook(i) for i, layer in enumerate(layers)}):
+        for ids in windows:
+            model(input_ids=ids.reshape(1, -1), use_cache=False)
+    return [s.sqrt().float() for s in sums]
+
+
+def _prune_mlp(mlp: Any, ratio: float, multiple: int, act: torch.Tensor | None) -> int:
+    if act is None:
+        score = mlp.gate_proj.weight.norm(dim=1) * mlp.up_proj.weight.norm(dim=1) * mlp.down_proj.weight.norm(dim=0)
+    else:
+        score = act * mlp.down_proj.weight.norm(dim=0)
     keep_n = max(multiple, int(round(score.numel() * (1 - ratio) / multiple)) * multiple)
     keep = score.topk(keep_n).indices.sort().values
     mlp.gate_proj, mlp.up_proj = _slice(mlp.gate_proj, keep, 0), _slice(mlp.up_proj, keep, 0)
@@ -41,13 +67,15 @@ def _prune_mlp(mlp: Any, ratio: float, multiple: int) -> int:
     return keep_n
 
 
-def _prune_heads(attn: Any, kv_heads: int, drop_per_group: int) -> int:
+def _prune_heads(attn: Any, kv_heads: int, drop_per_group: int, act: torch.Tensor | None) -> int:
     d = attn.head_dim
     heads = attn.q_proj.out_features // d
     group = heads // kv_heads
-    score = attn.q_proj.weight.reshape(heads, -1).norm(dim=1) * attn.o_proj.weight.reshape(-1, heads, d).transpose(
-        0, 1
-    ).reshape(heads, -1).norm(dim=1)
+    if act is None:
+        o_norm = attn.o_proj.weight.reshape(-1, heads, d).transpose(0, 1).reshape(heads, -1).norm(dim=1)
+        score = attn.q_proj.weight.reshape(heads, -1).norm(dim=1) * o_norm
+    else:
+        score = (act * attn.o_proj.weight.norm(dim=0)).reshape(heads, d).sum(1)
     keep_heads = []
     for g in range(kv_heads):  # query heads g*group .. (g+1)*group-1 read key/value head g
         local = score[g * group : (g + 1) * group].topk(group - drop_per_group).indices.sort().values
@@ -59,20 +87,34 @@ def _prune_heads(attn: Any, kv_heads: int, drop_per_group: int) -> int:
 
 
 @torch.no_grad()
-def prune_llama(model: nn.Module, mlp_ratio: float = 0.25, head_ratio: float = 0.25, multiple: int = 8) -> nn.Module:
+def prune_llama(
+    model: nn.Module,
+    mlp_ratio: float = 0.25,
+    head_ratio: float = 0.25,
+    multiple: int = 8,
+    calibration: Sequence[torch.Tensor] | None = None,
+) -> nn.Module:
     """A physically smaller copy of a Llama-style ``model``: ``mlp_ratio`` of each layer's MLP channels (kept
     counts rounded to ``multiple``) and ``head_ratio`` of its query heads removed, the same number from each
-    key/value group (rounded to whole heads per group, at least one kept). The input model is not changed."""
+    key/value group (rounded to whole heads per group, at least one kept). ``calibration`` token windows (1-D or
+    [1, n]) make the ranking activation-aware (see the module doc). The input model is not changed."""
     if not (0 <= mlp_ratio < 1 and 0 <= head_ratio < 1):
         raise ConfigError(f"prune_llama: ratios must be in [0, 1), got mlp {mlp_ratio}, heads {head_ratio}")
+    if calibration is not None and len(calibration) == 0:
+        raise DataError("prune_llama: calibration has no token window")
     out: Any = copy.deepcopy(model).eval()
     cfg = out.config
     group = cfg.num_attention_heads // cfg.num_key_value_heads
     drop = min(group - 1, int(round(group * head_ratio)))
+    blocks = list(out.model.layers)
+    acts: list[torch.Tensor | None] = [None] * (2 * len(blocks))
+    if calibration is not None:
+        watched = [m for b in blocks for m in (b.mlp.down_proj, b.self_attn.o_proj)]
+        acts = list(_input_norms(out, watched, calibration))
     heads = inter = 0
-    for layer in out.model.layers:
-        inter = _prune_mlp(layer.mlp, mlp_ratio, multiple)
-        heads = _prune_heads(layer.self_attn, cfg.num_key_value_heads, drop)
+    for i, layer in enumerate(blocks):
+        inter = _prune_mlp(layer.mlp, mlp_ratio, multiple, acts[2 * i])
+        heads = _prune_heads(layer.self_attn, cfg.num_key_value_heads, drop, acts[2 * i + 1])
     cfg.intermediate_size, cfg.num_attention_heads = inter, heads
     return out
 

@@ -97,9 +97,20 @@ from shrink.quant.runtimes.torch_token import (  # noqa: E402
     compile_int8,
     merge_shared_inputs,
 )
+from shrink.quant.runtimes.torch_weight_only import (  # noqa: E402
+    Int4WeightLinear,
+    Int8WeightLinear,
+    to_torch_weight_only,
+)
+from shrink.quant.torch_kernels import TorchKernels, to_torch_kernels  # noqa: E402
 
 __all__ += [
     "to_torch_int8",
+    "to_torch_weight_only",
+    "Int8WeightLinear",
+    "Int4WeightLinear",
+    "TorchKernels",
+    "to_torch_kernels",
     "TokenInt8Linear",
     "SharedInputGEMM",
     "SharedInputMember",

@@ -49,10 +49,12 @@ def colour(index: int) -> tuple[float, float, float, float]:
 
 
 def quality_error(row: Row, metric: str) -> float | None:
-    """The error the plots show: 100 - accuracy (%) or 1 - a fidelity in [0, 1]."""
+    """The error the plots show: 100 - accuracy (%), 1 - a fidelity in [0, 1], or perplexity itself."""
     value = row.metrics.get(metric)
     if value is None or not math.isfinite(value):
         return None
+    if metric == "perplexity":
+        return value
     return (100.0 - value) if value > 1.0 or metric == "accuracy" else (1.0 - value)
 
 
@@ -213,7 +215,7 @@ def report_png(report: Report, metric: str) -> bytes | None:
         return None
     positive = [e for e in errors.values() if e is not None and e > 0]
     floor = min(positive) / 2 if positive else 1e-3  # a perfect model still gets a place on the log axis
-    unit = "test error (%)" if metric == "accuracy" else f"1 - {metric}"
+    unit = {"accuracy": "test error (%)", "perplexity": "perplexity"}.get(metric, f"1 - {metric}")
     ylabel = f"{unit}, log scale (better ↑)"
     batches = report.batch_sizes()
     panels = 1 + len(batches)

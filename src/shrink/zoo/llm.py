@@ -21,7 +21,19 @@ from safetensors.torch import save_file
 from shrink._cache import cache_dir
 from shrink.errors import DataError, ModelError
 
-__all__ = ["SMOLLM2_GGUF", "smollm2_dir", "load_smollm2", "Doc", "LlmTexts", "llm_texts", "token_windows", "tiny_llama"]
+__all__ = [
+    "SMOLLM2_GGUF",
+    "smollm2_dir",
+    "load_smollm2",
+    "smollm2_tokenizer",
+    "ByteTokenizer",
+    "Doc",
+    "LlmTexts",
+    "llm_texts",
+    "token_windows",
+    "llm_text_data",
+    "tiny_llama",
+]
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LICENCE_DIR = Path("/usr/share/common-licenses")
@@ -71,16 +83,41 @@ def load_smollm2(attn_implementation: str = "sdpa") -> tuple[Any, Any]:
 
     The first call de-quantizes the package's GGUF file and caches float safetensors under the shrink cache;
     later calls load the cache (seconds)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    target = _cached_dir()
-    if not (target / "model.safetensors").is_file():
-        _convert_gguf(target)
+    target = _ensure_cached()
     model = AutoModelForCausalLM.from_pretrained(
         str(target), dtype=torch.float32, attn_implementation=attn_implementation
     )
-    return model.eval(), AutoTokenizer.from_pretrained(str(target))
+    return model.eval(), smollm2_tokenizer()
+
+
+def _ensure_cached() -> Path:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    target = _cached_dir()
+    if not (target / "model.safetensors").is_file():
+        _convert_gguf(target)
+    return target
+
+
+def smollm2_tokenizer() -> Any:
+    """SmolLM2's tokenizer (offline; the first call converts the GGUF file, as :func:`load_smollm2` does)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(_ensure_cached()))
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens (ids 1..255; 0 ends a text): a tokenizer for the tiny random models of tests and
+    examples (:func:`tiny_llama`, vocabulary 256)."""
+
+    eos_token_id = 0
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        return {"input_ids": [b or 1 for b in text.encode("utf-8")]}
+
+    def decode(self, ids: Any) -> str:
+        return bytes(int(i) for i in ids if 0 < int(i) < 256).decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True)
@@ -158,3 +195,33 @@ def tiny_llama(
     )
     config._attn_implementation = "sdpa"
     return LlamaForCausalLM(config).eval()
+
+
+def llm_text_data(
+    tokenizer: str = "smollm2",
+    context: int = 512,
+    evaluation_windows: int = 6,
+    calibration_windows: int = 8,
+    new_tokens: int = 32,
+) -> Any:
+    """The LLM text set as a :class:`shrink.data.LanguageData` for recipes (zoo data ``llm_text``): evaluation
+    windows of ``context`` tokens scored by perplexity, calibration windows from the other documents, the fixed
+    prompt set (:data:`shrink.eval.language.PROMPTS`). ``tokenizer``: ``"smollm2"`` or ``"bytes"``
+    (:class:`ByteTokenizer`, for :func:`tiny_llama`)."""
+    from shrink.data import LanguageData
+    from shrink.eval.language import PROMPTS
+
+    tokenizers = {"smollm2": smollm2_tokenizer, "bytes": ByteTokenizer}
+    if tokenizer not in tokenizers:
+        raise DataError(f"llm_text: tokenizer must be one of {sorted(tokenizers)}, got {tokenizer!r}")
+    tok = tokenizers[tokenizer]()
+    texts = llm_texts()
+    prompts = [torch.tensor(tok(p, add_special_tokens=False)["input_ids"]) for p in PROMPTS]
+    return LanguageData(
+        windows=token_windows(tok, texts.evaluation, context, evaluation_windows),
+        calibration=token_windows(tok, texts.calibration, context, calibration_windows),
+        prompts=prompts,
+        decode=lambda ids: str(tok.decode(ids)),
+        new_tokens=new_tokens,
+        name=f"llm_text ({tokenizer} tokens)",
+    )

@@ -200,15 +200,18 @@ INDUCTOR_SETTINGS = {"freezing": True, "max_autotune": True, "realize_opcount_th
 
 
 class _FrozenInductor:
-    """:data:`INDUCTOR_SETTINGS` switched on around each call of the compiled model and restored after: Dynamo
+    """Inductor ``settings`` switched on around each call of the compiled model and restored after: Dynamo
     reads them while tracing, on the first call and on any recompilation, and ``torch.compile(options=...)`` does
     not reach the freezing pass. Plain attribute writes (``config.patch`` costs ~17 us a call)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
 
     def __enter__(self) -> None:
         from torch._inductor import config
 
-        self.saved = {k: getattr(config, k) for k in INDUCTOR_SETTINGS}
-        for k, v in INDUCTOR_SETTINGS.items():
+        self.saved = {k: getattr(config, k) for k in self.settings}
+        for k, v in self.settings.items():
             setattr(config, k, v)
 
     def __exit__(self, *exc: object) -> None:
@@ -224,16 +227,19 @@ class CompiledInt8(nn.Module):
 
     _compiled: Any
 
-    def __init__(self, model: nn.Module, compiled: Any, skip_guards: bool = False) -> None:
+    def __init__(
+        self, model: nn.Module, compiled: Any, skip_guards: bool = False, settings: dict[str, Any] | None = None
+    ) -> None:
         super().__init__()
         self.model, self.skip_guards = model, skip_guards
+        self._inductor = _FrozenInductor(dict(INDUCTOR_SETTINGS if settings is None else settings))
         object.__setattr__(self, "_compiled", compiled)  # not a submodule: it wraps ``model``, already registered
         #: seconds spent compiling in the warm-up calls (0 when no warm-up inputs were given)
         self.compile_seconds = 0.0
         self.shrink_execution = f"{getattr(model, 'shrink_execution', 'int8')}, compiled (torch.compile, Inductor)"
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with torch.inference_mode(), _FrozenInductor():
+        with torch.inference_mode(), self._inductor:
             if self.skip_guards:
                 try:
                     with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
@@ -250,11 +256,16 @@ class CompiledInt8(nn.Module):
             return self._compiled(*args, **kwargs)
 
 
-def compile_int8(model: nn.Module, warmup: list[Any] | None = None, skip_guards: bool = False) -> CompiledInt8:
+def compile_int8(
+    model: nn.Module, warmup: list[Any] | None = None, skip_guards: bool = False, max_autotune: bool = True
+) -> CompiledInt8:
     """Compile a model from :func:`shrink.quant.to_torch_int8` with ``torch.compile`` (Inductor with
     :data:`INDUCTOR_SETTINGS`, dynamic shapes). ``warmup``: example batches (dicts are keyword arguments) run once
     each, so the compilation happens here and is timed (``compile_seconds``) rather than in the first real call.
     Batches of size 1 compile a graph of their own (PyTorch specialises dimensions of size 1).
+
+    ``max_autotune=False`` keeps Inductor's default GEMM choices instead of timing the candidates: minutes less to
+    compile a large model (e.g. a decoder LLM's dozens of layers), at some speed.
 
     ``skip_guards``: after the warm-up, each call evaluates only the guards that tell the compiled graphs apart
     (``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``), about 0.1 ms less per call. PyTorch calls this
@@ -264,7 +275,7 @@ def compile_int8(model: nn.Module, warmup: list[Any] | None = None, skip_guards:
     from shrink.data import call_model
 
     compiled = torch.compile(model, dynamic=True)
-    out = CompiledInt8(model, compiled)
+    out = CompiledInt8(model, compiled, settings={**INDUCTOR_SETTINGS, "max_autotune": max_autotune})
     start = time.perf_counter()
     for batch in warmup or []:
         call_model(out, batch)

@@ -1,5 +1,6 @@
-"""Decoder-LLM metrics: perplexity on fixed-length windows, greedy-token agreement with a reference model,
-prefill latency, decode tokens/s at batch 1, peak resident memory while running, and size on disk."""
+"""Causal language model metrics: perplexity on fixed-length windows, greedy-token agreement with a reference
+model, prefill latency, decode tokens/s at batch 1, peak resident memory while running, and size on disk
+(:func:`language_metrics` gathers the first three for :func:`shrink.evaluate`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "decode_tokens_per_s",
     "peak_rss",
     "file_size",
+    "language_metrics",
 ]
 
 #: fixed prompt set for greedy agreement: English prose and code
@@ -101,10 +103,18 @@ def _median_time(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
 
 
 @torch.inference_mode()
-def prefill_latency(model: nn.Module, length: int = 512, repeats: int = 5, warmup: int = 2, vocab: int = 1000) -> float:
-    """Median seconds of one forward pass over ``length`` tokens at batch 1 (no cache)."""
+def prefill_latency(
+    model: nn.Module,
+    length: int = 512,
+    repeats: int = 5,
+    warmup: int = 2,
+    vocab: int = 1000,
+    cache: CacheFactory | None = None,
+) -> float:
+    """Median seconds of one forward pass over ``length`` tokens at batch 1: without a KV cache, or (``cache``, a
+    factory of caches) filling a fresh one, as generation's first step does."""
     ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(0))
-    return _median_time(lambda: model(input_ids=ids, use_cache=False), repeats, warmup)
+    return _median_time(lambda: _logits(model, ids, cache), repeats, warmup)
 
 
 @torch.inference_mode()
@@ -155,3 +165,29 @@ def file_size(model: nn.Module) -> int:
         path = Path(tmp, "model.pt")
         torch.save(model.state_dict(), path)
         return path.stat().st_size
+
+
+def language_metrics(
+    models: Mapping[str, Any],
+    windows: torch.Tensor,
+    prompts: Sequence[torch.Tensor],
+    reference: str,
+    new_tokens: int = 32,
+    progress: bool = False,
+) -> dict[str, tuple[dict[str, float], list[torch.Tensor]]]:
+    """Per model: {perplexity, token agreement (with ``reference``'s greedy tokens), decode tok/s} and its greedy
+    tokens for each prompt. Decoding speed: batch 1, after a 64-token prompt, median of 16 steps."""
+    from tqdm.auto import tqdm
+
+    vocab = int(windows.max()) + 1
+    ref = greedy_tokens(models[reference], prompts, new_tokens)
+    out = {}
+    for name, model in tqdm(models.items(), desc="perplexity", disable=not progress, leave=False):
+        tokens = ref if name == reference else greedy_tokens(model, prompts, new_tokens)
+        metrics = {
+            "perplexity": perplexity(model, windows),
+            "token agreement": token_agreement(ref, tokens),
+            "decode tok/s": decode_tokens_per_s(model, 64, 16, vocab=vocab),
+        }
+        out[name] = (metrics, tokens)
+    return out
