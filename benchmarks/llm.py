@@ -1,9 +1,11 @@
 """`make bench-llm`: SmolLM2-135M-Instruct (real weights) compressed end to end, judged by perplexity and speed.
 
 Every row is measured in this run on the same evaluation windows and prompts: perplexity on the evaluation split
-(512-token windows), greedy-token agreement with fp32 (first 32 tokens of each fixed prompt), prefill latency
-(512 tokens, batch 1, into a fresh KV cache), decode tokens/s (batch 1, after a 64-token prompt), weight bytes in
-memory, KV-cache bytes at 512 tokens, size on disk. Writes docs/benchmarks-llm.md (nothing typed by hand).
+(512-token windows), greedy-token agreement with fp32 (first 32 tokens of each fixed prompt), weight bytes in memory,
+KV-cache bytes at 512 tokens, size on disk, the memory scoring adds. Then, with every variant built and kept, the
+speeds are timed interleaved (round after round over all rows, the first round discarded): prefill latency (512
+tokens, batch 1, into a fresh KV cache) and decode tokens/s (batch 1, after a 64-token prompt). Writes
+docs/benchmarks-llm.md (nothing typed by hand).
 
     python -m benchmarks.llm --out docs/benchmarks-llm.md [--quick]
 """
@@ -11,8 +13,14 @@ memory, KV-cache bytes at 512 tokens, size on disk. Writes docs/benchmarks-llm.m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import ctypes
+import functools
+import gc
 import os
+import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,9 +33,10 @@ from transformers import DynamicCache
 
 from benchmarks.common import THREADS, Table, Target
 from benchmarks.run import run_facts
+from shrink.eval.harness import cpu_features
 from shrink.eval.language import (
     PROMPTS,
-    decode_tokens_per_s,
+    decode_step_times,
     file_size,
     greedy_tokens,
     peak_rss,
@@ -36,6 +45,7 @@ from shrink.eval.language import (
     token_agreement,
 )
 from shrink.llm.kv_cache import Int8KVCache, cache_bytes
+from shrink.llm.onnx import OrtCache, OrtDecoder, export_decoder
 from shrink.llm.prune import prune_llama, recover
 from shrink.llm.w8a8 import quantize_w8a8
 from shrink.llm.weight_only import quantize_weight_only
@@ -56,12 +66,20 @@ RECOVERY_LR = 1e-4
 #: what every compiled row (float, shrink, peer) runs under: shrink.quant.compile_int8 without GEMM autotuning
 #: (timing every GEMM candidate of a 30-layer decoder costs minutes per row on 2 cores)
 COMPILED = "torch.compile (Inductor, frozen weights, dynamic shapes, no GEMM autotuning)"
+#: every variant stays compiled side by side (they are timed interleaved at the end), so Dynamo may hold this many
+#: graphs per function instead of falling back to eager after its default 8
+RECOMPILE_LIMIT = 64
+#: timing rounds over all variants (the first is a warm-up and is discarded) and decoding steps timed per round
+ROUNDS = {False: 6, True: 3}
+DECODE_STEPS = {False: 32, True: 16}
+#: what the ONNX Runtime weight-only rows run on (shrink's export and ONNX Runtime's own quantizer alike)
+ORT_NBITS = "ONNX Runtime MatMulNBits ({bits}-bit weights, int8 compute: accuracy_level 4)"
 
 
 @dataclass
 class Variant:
     name: str
-    model: nn.Module | None
+    model: Any  # an nn.Module, an OrtDecoder (ONNX Runtime rows), or None (a peer that failed)
     execution: str
     build_s: float
     cache: Callable[[], Any] | None = None
@@ -111,12 +129,20 @@ def _warm(model: Any, vocab: int) -> None:
     model(input_ids=res.logits[:, -1].argmax(-1, keepdim=True), past_key_values=res.past_key_values, use_cache=True)
 
 
-def _compiled(model: nn.Module, vocab: int) -> tuple[nn.Module, float]:
+def _compiled(model: nn.Module, vocab: int) -> tuple[nn.Module, float, str]:
     """``model`` through :func:`shrink.quant.compile_int8` (Inductor, frozen weights, dynamic shapes, see
-    :data:`COMPILED`) -- the same for float, shrink and peer rows -- with every graph compiled before the clock."""
+    :data:`COMPILED`) -- the same for float, shrink and peer rows -- with every graph compiled before the clock,
+    and what Dynamo did: graphs compiled and graph breaks (no graph at all would mean it ran eager)."""
+    from torch._dynamo.utils import counters
+
+    graphs, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
     compiled = compile_int8(model, max_autotune=False)
     _, seconds = _timed(lambda: _warm(compiled, vocab))
-    return compiled, seconds
+    graphs = counters["stats"]["unique_graphs"] - graphs
+    breaks = sum(counters["graph_break"].values()) - breaks
+    if graphs == 0:
+        raise RuntimeError("torch.compile compiled no graph for this variant (it would run eager)")
+    return compiled, seconds, f"{COMPILED}; {graphs} graphs, {breaks} graph breaks"
 
 
 def _torchao_config(kind: str) -> Any:
@@ -130,31 +156,72 @@ def _torchao_config(kind: str) -> Any:
     return IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(INT4_GROUP))
 
 
-def build_variants(model: nn.Module, calib: torch.Tensor, vocab: int, quick: bool) -> list[Callable[[], Variant]]:
-    """Each entry builds one variant lazily (so only one compressed copy is alive at a time)."""
+def _ort_peer_int4(fp32_onnx: Path, out: Path) -> Path:
+    """ONNX Runtime's own int4 quantizer (round to nearest, symmetric, :data:`INT4_GROUP` per block, int8 compute)
+    on the fp32 decoder file."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    config = DefaultWeightOnlyQuantConfig(block_size=INT4_GROUP, is_symmetric=True, accuracy_level=4)
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32_onnx)), algo_config=config)
+    quantizer.process()
+    onnx.save(quantizer.model.model, str(out))
+    return out
+
+
+def build_variants(
+    model: nn.Module, calib: torch.Tensor, vocab: int, quick: bool, workdir: Path
+) -> list[Callable[[], Variant]]:
+    """Each entry builds one variant lazily; a quantized model that several rows run (eager, compiled, ONNX
+    Runtime) is built once. ONNX files are written under ``workdir``."""
     windows = list(calib)
+
+    @functools.cache
+    def quantized(bits: int, method: str) -> tuple[nn.Module, float]:
+        return _timed(lambda: quantize_weight_only(model, bits, INT4_GROUP, method, calibration=windows))  # type: ignore[arg-type]
+
+    @functools.cache
+    def fp32_onnx() -> tuple[Path, float]:
+        return _timed(lambda: export_decoder(model, workdir / "fp32.onnx"))
 
     def fp32() -> Variant:
         return Variant("fp32 eager", model, "PyTorch eager, fp32", 0.0)
 
     def compiled() -> Variant:
-        c, s = _compiled(model, vocab)
-        return Variant("fp32 torch.compile", c, f"fp32, {COMPILED}", 0.0, compile_s=s)
+        c, s, how = _compiled(model, vocab)
+        return Variant("fp32 torch.compile", c, f"fp32, {how}", 0.0, compile_s=s)
 
     def bf16() -> Variant:
         m, s = _timed(lambda: copy.deepcopy(model).to(torch.bfloat16))
-        return Variant("bf16 eager", m, "PyTorch eager, bf16 (native avx512_bf16)", s)
+        native = [k for k in ("amx_bf16", "avx512_bf16") if cpu_features().get(k)]
+        how = f"native {native[0]}" if native else "no native bf16 instructions on this CPU"
+        return Variant("bf16 eager", m, f"PyTorch eager, bf16 ({how})", s)
+
+    def ort_fp32() -> Variant:
+        path, s = fp32_onnx()
+        return Variant("fp32 ONNX Runtime", OrtDecoder(path), "ONNX Runtime CPU, fp32 (shrink.llm.export_decoder)", s)
+
+    def _grid(bits: int) -> str:
+        return "per-channel" if bits == 8 else f"symmetric group {INT4_GROUP}"
 
     def wo(bits: int, method: str, compile: bool = False) -> Callable[[], Variant]:
         def build() -> Variant:
-            m, s = _timed(lambda: quantize_weight_only(model, bits, INT4_GROUP, method, calibration=windows))  # type: ignore[arg-type]
-            grid = "per-channel" if bits == 8 else f"symmetric group {INT4_GROUP}"
+            m, s = quantized(bits, method)
             kernel = f"aten.{'_weight_int8pack_mm' if bits == 8 else '_weight_int4pack_mm_for_cpu'}, bf16 activations"
-            name = f"int{bits} weight-only ({method}, {grid})"
+            name = f"int{bits} weight-only ({method}, {_grid(bits)})"
             if not compile:
                 return Variant(name, m, kernel, s)
-            c, cs = _compiled(m, vocab)
-            return Variant(f"{name} + torch.compile", c, f"{kernel}, {COMPILED}", s, compile_s=cs)
+            c, cs, how = _compiled(m, vocab)
+            return Variant(f"{name} + torch.compile", c, f"{kernel}, {how}", s, compile_s=cs)
+
+        return build
+
+    def wo_ort(bits: int, method: str) -> Callable[[], Variant]:
+        def build() -> Variant:
+            m, s = quantized(bits, method)
+            path, es = _timed(lambda: export_decoder(m, workdir / f"int{bits}-{method}.onnx"))
+            name = f"int{bits} weight-only ({method}, {_grid(bits)}) on ONNX Runtime"
+            return Variant(name, OrtDecoder(path), f"{ORT_NBITS.format(bits=bits)}, shrink's codes", s + es)
 
         return build
 
@@ -166,8 +233,8 @@ def build_variants(model: nn.Module, calib: torch.Tensor, vocab: int, quick: boo
         name = "W8A8 (SmoothQuant auto, GPTQ, per-token)"
         if quick:  # no compilation in the quick run
             return Variant(name, m, "oneDNN int8 GEMMs, eager", s)
-        c, cs = _compiled(m, vocab)
-        return Variant(f"{name} + torch.compile", c, f"oneDNN int8 GEMMs, {COMPILED}", s, compile_s=cs)
+        c, cs, how = _compiled(m, vocab)
+        return Variant(f"{name} + torch.compile", c, f"oneDNN int8 GEMMs, {how}", s, compile_s=cs)
 
     def pruned(mode: str | None) -> Callable[[], Variant]:
         def build() -> Variant:
@@ -192,39 +259,69 @@ def build_variants(model: nn.Module, calib: torch.Tensor, vocab: int, quick: boo
 
                 m = copy.deepcopy(model).eval()
                 _, s = _timed(lambda: quantize_(m, _torchao_config(kind)))
-                c, cs = _compiled(m, vocab)
+                c, cs, how = _compiled(m, vocab)
             except Exception as exc:  # a peer that fails is a row saying so
                 return Variant(name, None, "torchao", 0.0, error=f"{type(exc).__name__}: {str(exc)[:200]}")
-            return Variant(name, c, f"torchao {kind}, {COMPILED}", s, compile_s=cs)
+            return Variant(name, c, f"torchao {kind}, {how}", s, compile_s=cs)
 
         return build
 
+    def ort_peer() -> Variant:
+        name = f"ONNX Runtime int4 quantizer (rtn, symmetric g{INT4_GROUP})"
+        try:
+            path, s = _timed(lambda: _ort_peer_int4(fp32_onnx()[0], workdir / "ort-int4.onnx"))
+            decoder = OrtDecoder(path)
+        except Exception as exc:  # a peer that fails is a row saying so
+            return Variant(name, None, "ONNX Runtime", 0.0, error=f"{type(exc).__name__}: {str(exc)[:200]}")
+        return Variant(name, decoder, f"{ORT_NBITS.format(bits=4)}, ONNX Runtime's MatMulNBitsQuantizer", s)
+
     int4 = [wo(4, "rtn"), wo(4, "gptq"), wo(4, "awq"), wo(4, "awq+gptq")]
     if quick:
-        return [fp32, bf16, wo(8, "rtn"), *int4[::3], kv8, w8a8, pruned(None), pruned("kd"), pruned("hard")]
-    return [fp32, compiled, bf16, wo(8, "rtn"), wo(8, "rtn", compile=True), *int4, wo(4, "awq+gptq", compile=True),
-            kv8, w8a8, pruned(None), pruned("kd"), pruned("hard"),
-            peer("int8 weight-only"), peer("int4 weight-only"), peer("int8 dynamic")]  # fmt: skip
+        return [fp32, bf16, ort_fp32, wo(8, "rtn"), wo_ort(8, "rtn"), *int4[::3], wo_ort(4, "awq+gptq"), kv8, w8a8,
+                pruned(None), pruned("kd"), pruned("hard")]  # fmt: skip
+    peers = [peer("int8 weight-only"), peer("int4 weight-only"), peer("int8 dynamic"), ort_peer]
+    return [fp32, compiled, bf16, ort_fp32, wo(8, "rtn"), wo(8, "rtn", compile=True), wo_ort(8, "rtn"), *int4,
+            wo(4, "awq+gptq", compile=True), wo_ort(4, "awq+gptq"), kv8, w8a8, pruned(None), pruned("kd"),
+            pruned("hard"), *peers]  # fmt: skip
 
 
-def measure(v: Variant, ref_tokens: list[torch.Tensor] | None, evals: torch.Tensor, prompts: list, quick: bool) -> Row:
+def _cache_factory(v: Variant) -> Callable[[], Any]:
+    """The KV cache every call of the variant starts from (rows prefill into a cache, as generation does)."""
+    if isinstance(v.model, OrtDecoder):
+        return v.model.new_cache
+    return v.cache or DynamicCache
+
+
+def _idle_rss() -> int:
+    """Resident bytes of this process after freeing what can be freed (Python garbage, glibc's free lists)."""
+    import psutil
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: the figure then includes freed-but-kept heap
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return psutil.Process().memory_info().rss
+
+
+def measure(v: Variant, ref_tokens: list[torch.Tensor] | None, evals: torch.Tensor, prompts: list) -> Row:
+    """Quality, sizes and scoring memory of one variant (speeds come later, from :func:`time_interleaved`)."""
     row = Row(v.name, {"execution": v.execution, "build s": v.build_s, "compile s": v.compile_s})
     if v.model is None:
         row.values["execution"] = f"failed: {v.error}"
         return row
-    vocab = int(evals.max()) + 1
-    cache = v.cache or DynamicCache  # every row prefills into a cache, as generation does (one graph to compile)
+    cache = _cache_factory(v)
+    idle = _idle_rss()
     row.values["ppl"], rss = peak_rss(lambda: perplexity(v.model, evals, cache))
-    row.values["peak RSS MiB"] = rss / 2**20
+    row.values["scoring MiB"] = max(0, rss - idle) / 2**20
     tokens = greedy_tokens(v.model, prompts, new_tokens=32, cache=cache)
     row.values["tokens"] = tokens
     row.values["agreement"] = 1.0 if ref_tokens is None else token_agreement(ref_tokens, tokens)
-    row.values["prefill ms"] = 1e3 * prefill_latency(v.model, CONTEXT, 3 if quick else 5, vocab=vocab, cache=cache)
-    row.values["decode tok/s"] = decode_tokens_per_s(v.model, 64, 16 if quick else 32, cache, vocab)
     with torch.inference_mode():
-        past = cache()
-        v.model(input_ids=evals[:1], past_key_values=past, use_cache=True)
-    row.values["KV MiB @512"] = cache_bytes(past) / 2**20
+        past = v.model(input_ids=evals[:1], past_key_values=cache(), use_cache=True).past_key_values
+    row.values["KV MiB @512"] = (past.nbytes() if isinstance(past, OrtCache) else cache_bytes(past)) / 2**20
+    if isinstance(v.model, OrtDecoder):
+        row.values["weights MiB"] = v.model.weight_bytes() / 2**20
+        row.values["file MiB"] = v.model.file_bytes() / 2**20
+        return row
     inner = v.model.model if isinstance(v.model, CompiledInt8) else v.model
     row.values["weights MiB"] = _weight_bytes(inner) / 2**20
     try:
@@ -234,9 +331,28 @@ def measure(v: Variant, ref_tokens: list[torch.Tensor] | None, evals: torch.Tens
     return row
 
 
+def time_interleaved(live: list[tuple[Row, Variant]], vocab: int, quick: bool) -> None:
+    """Prefill and decode speeds of every live variant, timed round after round over all of them (so drifts in the
+    machine's speed fall on every row alike); round 0 is discarded. Prefill: median over rounds; decode: tokens/s
+    from the median of every timed step."""
+    prefill: dict[str, list[float]] = {r.name: [] for r, _ in live}
+    steps: dict[str, list[float]] = {r.name: [] for r, _ in live}
+    for round_ in range(ROUNDS[quick]):
+        for row, v in live:
+            cache = _cache_factory(v)
+            p = prefill_latency(v.model, CONTEXT, repeats=1, warmup=0, vocab=vocab, cache=cache)
+            d = decode_step_times(v.model, 64, DECODE_STEPS[quick], cache, vocab)
+            if round_:
+                prefill[row.name].append(p)
+                steps[row.name] += d
+        print(f"timing round {round_ + 1}/{ROUNDS[quick]} done", flush=True)
+    for row, _ in live:
+        row.values["prefill ms"] = 1e3 * statistics.median(prefill[row.name])
+        row.values["decode tok/s"] = 1.0 / statistics.median(steps[row.name])
+
+
 COLUMNS = ["variant", "execution", "ppl", "Δppl", "agreement", "prefill ms", "decode tok/s", "weights MiB",
-           "KV MiB @512", "file MiB", "peak RSS MiB", "build s", "compile s"]  # fmt: skip
-MEASURED = ("ppl", "agreement", "prefill ms", "decode tok/s", "weights MiB", "KV MiB @512", "file MiB", "peak RSS MiB")
+           "KV MiB @512", "file MiB", "scoring MiB", "build s", "compile s"]  # fmt: skip
 
 
 def table(rows: list[Row]) -> Table:
@@ -250,11 +366,11 @@ def table(rows: list[Row]) -> Table:
         compile_s = "—" if v["compile s"] is None else v["compile s"]
         t.add(r.name, v["execution"], v["ppl"], f"{100 * (v['ppl'] / base - 1):+.2f}%", f"{v['agreement']:.3f}",
               v["prefill ms"], v["decode tok/s"], v["weights MiB"], v["KV MiB @512"], v["file MiB"],
-              v["peak RSS MiB"], v["build s"], compile_s)  # fmt: skip
+              v["scoring MiB"], v["build s"], compile_s)  # fmt: skip
     return t
 
 
-FLOAT_ROWS = ("fp32 eager", "fp32 torch.compile", "bf16 eager")
+FLOAT_ROWS = ("fp32 eager", "fp32 torch.compile", "bf16 eager", "fp32 ONNX Runtime")
 
 
 def _rows_like(by: dict[str, dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
@@ -334,6 +450,13 @@ def targets(rows: list[Row]) -> list[Target]:
         goal = "perplexity after KD < after hard-label fine-tuning, same steps"
         measured = f"{kd['ppl']:.2f} vs {hard['ppl']:.2f}"
         out.append(Target(22, "pruning: distillation beats hard labels", goal, measured, kd["ppl"] < hard["ppl"]))
+    ort_peer = next(iter(_rows_like(by, "ONNX Runtime int4 quantizer")), None)
+    if ort_peer is not None or any(n.startswith("ONNX Runtime int4") for n in by):
+        out.append(_versus_peer("int4 weight-only vs ONNX Runtime's quantizer", int4, ort_peer, "decode tok/s"))
+        if ort_peer is not None and int4:
+            mine, theirs = int4[0]["ppl"], ort_peer["ppl"]
+            out.append(Target(22, "int4 perplexity vs ONNX Runtime's quantizer", "lower perplexity (same grid)",
+                              f"{mine:.2f} vs {theirs:.2f}", mine < theirs))  # fmt: skip
     peers = {k: by.get(f"torchao {k} + torch.compile") for k in ("int8 weight-only", f"int4 weight-only g{INT4_GROUP}",
                                                                   "int8 dynamic")}  # fmt: skip
     if any(n.startswith("torchao") for n in by):
@@ -364,28 +487,43 @@ def render(rows: list[Row], tokenizer: Any, marks: list[Target], facts: dict[str
 
 
 def run(quick: bool) -> tuple[list[Row], Any, list[Target], dict[str, str]]:
+    import onnxruntime
+
     torch.set_num_threads(THREADS)
+    torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+    torch._dynamo.config.accumulated_recompile_limit = 64 * RECOMPILE_LIMIT
     (model, tokenizer), load_s = _timed(load_smollm2)
     texts = llm_texts()
     evals = token_windows(tokenizer, texts.evaluation, CONTEXT, limit=3 if quick else 6)
     calib = token_windows(tokenizer, texts.calibration, CONTEXT, limit=4 if quick else 8)
     prompts = [torch.tensor(tokenizer(p)["input_ids"]) for p in (PROMPTS[:4] if quick else PROMPTS)]
+    vocab = int(model.config.vocab_size)
     rows: list[Row] = []
+    live: list[tuple[Row, Variant]] = []
     facts = run_facts()
-    for build in build_variants(model, calib, int(model.config.vocab_size), quick):
-        variant = build()
-        rows.append(measure(variant, rows[0].values["tokens"] if rows else None, evals, prompts, quick))
-        print(f"{variant.name}: " + ", ".join(f"{k} {v:.4g}" for k, v in rows[-1].values.items()
-                                              if isinstance(v, float)), flush=True)  # fmt: skip
-        del variant
+    with tempfile.TemporaryDirectory(prefix="shrink-bench-llm-") as tmp:
+        for build in build_variants(model, calib, vocab, quick, Path(tmp)):
+            variant = build()
+            rows.append(measure(variant, rows[0].values["tokens"] if rows else None, evals, prompts))
+            print(f"{variant.name}: " + ", ".join(f"{k} {v:.4g}" for k, v in rows[-1].values.items()
+                                                  if isinstance(v, float)), flush=True)  # fmt: skip
+            if variant.model is not None:
+                live.append((rows[-1], variant))
+        time_interleaved(live, vocab, quick)
+        del live
     facts["load average (1/5/15 min) at end"] = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     facts |= {
-        "threads": f"{THREADS}, torch {torch.__version__}",
+        "threads": f"{THREADS}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}",
         "model load": f"{load_s:.1f} s (cached float safetensors after the first GGUF de-quantization)",
         "evaluation": f"{evals.shape[0]} windows x {CONTEXT} tokens of {', '.join(d.name for d in texts.evaluation)}",
         "calibration": f"{calib.shape[0]} windows x {CONTEXT} tokens of "
         + ", ".join(d.name for d in texts.calibration),
         "agreement": f"{len(prompts)} fixed prompts x 32 greedy tokens, position by position against fp32 eager",
+        "speeds": f"timed interleaved: {ROUNDS[quick] - 1} rounds over every row after a warm-up round; prefill "
+        f"{CONTEXT} tokens (median of rounds), decode {DECODE_STEPS[quick]} steps per round after a 64-token prompt "
+        "(median step)",
+        "scoring MiB": "resident memory the perplexity pass adds to the process (peak, sampled every 2 ms, minus "
+        "the resident size just before, garbage freed); the model's own bytes are 'weights MiB'",
     }
     return rows, tokenizer, targets(rows), facts
 

@@ -23,9 +23,12 @@ def test_bench_llm_quick_run_renders_rows_and_targets(monkeypatch, tmp_path):
     rows, tok, marks, facts = bench.run(quick=True)
     names = [r.name for r in rows]
     assert names[0] == "fp32 eager" and any(n.startswith("int4") for n in names) and any("W8A8" in n for n in names)
+    assert "fp32 ONNX Runtime" in names and any(n.startswith("int4") and "ONNX Runtime" in n for n in names)
     kv = next(r.values for r in rows if "KV" in r.name)
     assert rows[0].values["KV MiB @512"] / kv["KV MiB @512"] > 3.4  # tiny head_dim 16: 4x less the fp16 scales
-    assert all(r.values["ppl"] > 1 and r.values["decode tok/s"] > 0 for r in rows)
+    assert all(r.values["ppl"] > 1 and r.values["decode tok/s"] > 0 and r.values["prefill ms"] > 0 for r in rows)
+    ort = next(r.values for r in rows if r.name == "fp32 ONNX Runtime")
+    assert ort["ppl"] == pytest.approx(rows[0].values["ppl"], rel=1e-3) and ort["agreement"] > 0.9
     assert {m.name for m in marks} >= {"W8A8 perplexity", "int8 weight-only decode", "int8 KV cache memory"}
     text = bench.render(rows, tok, marks, facts, 1.0)
     assert text.count("\n| ") >= len(rows) + len(marks)

@@ -67,6 +67,19 @@ def test_tiny_llama_weight_only(bits, method):
     assert cos > (0.999 if bits == 8 else 0.98)
 
 
+@pytest.mark.parametrize("method", ["rtn", "awq+gptq"])
+def test_lm_head_can_keep_8_bits_under_int4_layers(method):
+    model = tiny_llama()
+    ids = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
+    q = quantize_weight_only(model, 4, 32, method, calibration=list(ids), lm_head_bits=8)
+    assert isinstance(q.lm_head, Int8WeightLinear) and isinstance(q.model.layers[0].self_attn.q_proj, Int4WeightLinear)
+    plain = quantize_weight_only(model, 4, 32, method, calibration=list(ids))
+    with torch.no_grad():
+        a = model(input_ids=ids).logits
+        errs = [(m(input_ids=ids).logits - a).norm() / a.norm() for m in (q, plain)]
+    assert errs[0] < errs[1]  # the head's 8 bits take away part of the error
+
+
 def test_bad_settings_are_named():
     model = tiny_llama()
     with pytest.raises(ConfigError, match="gptq"):
@@ -75,6 +88,8 @@ def test_bad_settings_are_named():
         quantize_weight_only(model, 4, 48)
     with pytest.raises(ConfigError, match="bits"):
         quantize_weight_only(model, 3)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="lm_head_bits 2"):
+        quantize_weight_only(model, 4, lm_head_bits=2)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="method must be one of"):
         quantize_weight_only(model, 4, 32, "awq-gptq")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="awq"):

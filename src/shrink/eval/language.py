@@ -23,6 +23,7 @@ __all__ = [
     "greedy_tokens",
     "token_agreement",
     "prefill_latency",
+    "decode_step_times",
     "decode_tokens_per_s",
     "peak_rss",
     "file_size",
@@ -118,22 +119,30 @@ def prefill_latency(
 
 
 @torch.inference_mode()
+def decode_step_times(
+    model: nn.Module, prompt_len: int = 64, new_tokens: int = 32, cache: CacheFactory | None = None, vocab: int = 1000
+) -> list[float]:
+    """Seconds of each of ``new_tokens`` cached single-token greedy steps at batch 1, after a prefill of a
+    ``prompt_len``-token prompt (not timed)."""
+    ids = torch.randint(0, vocab, (1, prompt_len), generator=torch.Generator().manual_seed(0))
+    res = model(input_ids=ids, past_key_values=cache() if cache is not None else None, use_cache=True)
+    past, nxt = res.past_key_values, res.logits[:, -1].argmax(-1, keepdim=True)
+    times = []
+    for _ in range(new_tokens):
+        t = time.perf_counter()
+        res = model(input_ids=nxt, past_key_values=past, use_cache=True)
+        past, nxt = res.past_key_values, res.logits[:, -1].argmax(-1, keepdim=True)
+        times.append(time.perf_counter() - t)
+    return times
+
+
 def decode_tokens_per_s(
     model: nn.Module, prompt_len: int = 64, new_tokens: int = 32, cache: CacheFactory | None = None, vocab: int = 1000
 ) -> float:
-    """Batch-1 decode speed: tokens/s from the median time of one cached single-token step after a prefill."""
-    ids = torch.randint(0, vocab, (1, prompt_len), generator=torch.Generator().manual_seed(0))
-    times: list[float] = []
-    for run in range(2):  # the first run warms up (and compiles, for compiled models)
-        res = model(input_ids=ids, past_key_values=cache() if cache is not None else None, use_cache=True)
-        past, nxt = res.past_key_values, res.logits[:, -1].argmax(-1, keepdim=True)
-        for _ in range(new_tokens):
-            t = time.perf_counter()
-            res = model(input_ids=nxt, past_key_values=past, use_cache=True)
-            past, nxt = res.past_key_values, res.logits[:, -1].argmax(-1, keepdim=True)
-            if run:
-                times.append(time.perf_counter() - t)
-    return 1.0 / statistics.median(times)
+    """Batch-1 decode speed: tokens/s from the median time of one cached single-token step after a prefill (a
+    first, untimed run warms up, and compiles, for compiled models)."""
+    decode_step_times(model, prompt_len, new_tokens, cache, vocab)
+    return 1.0 / statistics.median(decode_step_times(model, prompt_len, new_tokens, cache, vocab))
 
 
 def peak_rss(fn: Callable[[], Any], interval_s: float = 0.002) -> tuple[Any, int]:

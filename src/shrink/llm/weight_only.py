@@ -53,12 +53,14 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
-def _awq_factors(model: nn.Module, layers: dict[str, nn.Linear], windows: list, bits: int, group: int) -> dict:
+def _awq_factors(
+    model: nn.Module, layers: dict[str, nn.Linear], windows: list, bits: dict[str, int], group: int
+) -> dict:
     rows = layer_input_rows(model, layers, windows, AWQ_ROWS)
     out = {}
     for name, layer in layers.items():
         w = layer.weight.detach().float()
-        out[name] = awq_input_scales(rows[name], w, bits, w.shape[1] if bits == 8 else group)[0]
+        out[name] = awq_input_scales(rows[name], w, bits[name], w.shape[1] if bits[name] == 8 else group)[0]
     return out
 
 
@@ -70,40 +72,45 @@ def quantize_weight_only(
     method: Method = "rtn",
     calibration: Iterable[torch.Tensor] | None = None,
     include_lm_head: bool = True,
+    lm_head_bits: Literal[4, 8] | None = None,
 ) -> nn.Module:
     """A copy of ``model`` whose Linears (and untied ``lm_head``) run as int8 (per-channel) or int4 (symmetric,
     ``group_size`` inputs per scale) weight-only layers on PyTorch's packed-weight kernels. The input is unchanged.
 
     ``method``: ``"rtn"`` (round to nearest, clipping searched per group), ``"gptq"``, ``"awq"`` (AWQ input scales,
-    then round to nearest) or ``"awq+gptq"``; all but ``"rtn"`` read ``calibration`` token windows (1-D or [1, n])."""
-    if bits not in (4, 8):
-        raise ConfigError(f"quantize_weight_only: bits must be 4 or 8, got {bits}")
+    then round to nearest) or ``"awq+gptq"``; all but ``"rtn"`` read ``calibration`` token windows (1-D or [1, n]).
+    ``lm_head_bits``: another width for ``lm_head`` (e.g. 8 under int4 layers: the output projection of a small
+    model is the layer most sensitive to 4 bits); None keeps ``bits``."""
+    if bits not in (4, 8) or lm_head_bits not in (None, 4, 8):
+        raise ConfigError(f"quantize_weight_only: bits must be 4 or 8, got {bits} (lm_head_bits {lm_head_bits})")
     if method not in METHODS:
         raise ConfigError(f"quantize_weight_only: method must be one of {METHODS}, got {method!r}")
     if method != "rtn" and calibration is None:
         raise ConfigError(f"quantize_weight_only: method={method!r} needs calibration token windows")
     out = copy.deepcopy(model).eval()
     layers = _linears(out, include_lm_head)
+    width: dict[str, int] = {n: (lm_head_bits or bits) if n == "lm_head" else bits for n in layers}
     for name, layer in layers.items():
-        group = layer.in_features if bits == 8 else group_size
+        group = layer.in_features if width[name] == 8 else group_size
         if layer.in_features % group:
             raise ConfigError(f"quantize_weight_only: {name} has {layer.in_features} inputs, not a multiple of {group}")
     windows = [{"input_ids": ids.reshape(1, -1), "use_cache": False} for ids in calibration or []]
-    factors = _awq_factors(out, layers, windows, bits, group_size) if method.startswith("awq") else {}
+    factors = _awq_factors(out, layers, windows, width, group_size) if method.startswith("awq") else {}
     inverse = {n: 1.0 / s for n, s in factors.items()}
     hessians = input_hessians(out, layers, windows, input_scales=inverse) if method.endswith("gptq") else {}
     for name, layer in layers.items():
         w = layer.weight.detach().float()
         if name in factors:
             w = w * factors[name]
-        group = w.shape[1] if bits == 8 else group_size
+        b = width[name]
+        group = w.shape[1] if b == 8 else group_size
         codes, scales = (
-            gptq_group_codes(w, hessians[name], bits, group, scale_dtype=ACT_DTYPE)
+            gptq_group_codes(w, hessians[name], b, group, scale_dtype=ACT_DTYPE)
             if hessians
-            else rtn_codes(w, bits, group, ACT_DTYPE)
+            else rtn_codes(w, b, group, ACT_DTYPE)
         )
         bias = layer.bias
-        new = Int8WeightLinear(codes, scales, bias) if bits == 8 else Int4WeightLinear(codes, scales, group, bias)
+        new = Int8WeightLinear(codes, scales, bias) if b == 8 else Int4WeightLinear(codes, scales, group, bias)
         if name in inverse:
             new.scale_input(inverse[name])
         _set(out, name, new)

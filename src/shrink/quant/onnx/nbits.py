@@ -29,28 +29,31 @@ ACCURACY_LEVELS = {"float": 0, "int8": 4}
 
 
 class MatMulNBitsFunction(torch.autograd.Function):
-    """``y = x @ W^T (+ bias)`` with ``W`` the int4 codes in ``packed`` (uint8 ``[N, K / block, block / 2]``, offset
-    by 8) times ``scales`` (float ``[N, K / block]``); exports as ``MatMulNBits`` (then ``Add`` for the bias)."""
+    """``y = x @ W^T (+ bias)`` with ``W`` the codes in ``packed`` times ``scales`` (float ``[N, K / block]``);
+    exports as ``MatMulNBits`` (then ``Add`` for the bias). ``bits=4``: ``packed`` is uint8 ``[N, K / block,
+    block / 2]``, two codes per byte, offset by 8; ``bits=8``: uint8 ``[N, K / block, block]``, one code per byte,
+    offset by 128 (ONNX Runtime's default zero points for each width)."""
 
     @staticmethod
-    def forward(ctx, x, packed, scales, bias, accuracy_level: int):  # noqa: ANN001, ANN205
-        codes = unpack_int4(packed)
+    def forward(ctx, x, packed, scales, bias, accuracy_level: int, bits: int = 4):  # noqa: ANN001, ANN205
+        codes = unpack_int4(packed) if bits == 4 else packed.to(torch.int16) - 128
         weight = (codes.float() * scales.float()[..., None]).reshape(packed.shape[0], -1)
         y = x @ weight.T.to(x.dtype)
         return y if bias is None else y + bias
 
     @staticmethod
-    def symbolic(g, x, packed, scales, bias, accuracy_level: int):  # noqa: ANN001, ANN205
-        n, blocks, half = packed.type().sizes()
+    def symbolic(g, x, packed, scales, bias, accuracy_level: int, bits: int = 4):  # noqa: ANN001, ANN205
+        n, blocks, width = packed.type().sizes()
+        block = width * 8 // bits
         y = g.op(
             "com.microsoft::MatMulNBits",
             x,
             packed,
             scales,
-            K_i=blocks * half * 2,
+            K_i=blocks * block,
             N_i=n,
-            bits_i=4,
-            block_size_i=half * 2,
+            bits_i=bits,
+            block_size_i=block,
             accuracy_level_i=accuracy_level,
         )
         return y if no_bias(bias) else g.op("Add", y, bias)

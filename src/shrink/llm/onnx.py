@@ -1,0 +1,235 @@
+"""Decoder LLMs on ONNX Runtime: export a transformers causal LM with its key/value cache as explicit graph inputs
+and outputs, and run the file as the model's drop-in for generation and the language metrics.
+
+The graph takes ``input_ids`` [1, new] and, per layer, ``past_key_<i>`` / ``past_value_<i>`` [1, kv heads, past,
+head dim] (``past`` may be 0: a prefill), and returns ``logits`` and ``present_key_<i>`` / ``present_value_<i>``
+(past + new tokens). Float Linears stay float MatMuls; weight-only layers (:func:`shrink.llm.quantize_weight_only`)
+become ONNX Runtime's ``MatMulNBits`` with the same codes, scales and AWQ input factors, so the file holds four or
+eight bits per weight: int4 as it is, int8 (one scale per output channel) as 8-bit blocks that all repeat their
+channel's scale -- the same grid. ``compute="int8"`` lets ONNX Runtime quantize blocks of the input to int8 at run
+time and use integer dot products; ``"float"`` computes in float on the unpacked weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+from shrink.errors import ConfigError, DataError, UnsupportedOpError
+from shrink.quant.layers.convert import set_module
+from shrink.quant.layers.packed import PackedLinear
+from shrink.quant.onnx.nbits import ACCURACY_LEVELS, MatMulNBitsFunction
+from shrink.quant.runtimes.torch_weight_only import Int4WeightLinear, Int8WeightLinear
+
+__all__ = ["OrtCache", "OrtDecoder", "export_decoder"]
+
+#: opset of the exported decoder (ONNX Runtime's contrib ops come from the ``com.microsoft`` domain)
+OPSET = 17
+
+
+def _int4_as_packed(layer: Int4WeightLinear, compute: str) -> PackedLinear:
+    """The same int4 codes, scales and input factors as a :class:`PackedLinear` (which exports as MatMulNBits)."""
+    scales = layer.scales_zeros[..., 0].T.float()  # [out, groups]
+    codes = torch.round(layer.dequantize() / scales.repeat_interleave(layer.group_size, 1))
+    packed = PackedLinear(
+        layer.in_features,
+        layer.out_features,
+        layer.bias is not None,
+        4,
+        layer.group_size,
+        input_scaled=layer.input_scale is not None,
+        onnx_compute=compute,
+    )
+    packed.packed.set_codes(codes.clamp(-8, 7), scales)
+    if layer.bias is not None:
+        assert packed.bias is not None
+        packed.bias.data.copy_(layer.bias)
+    if layer.input_scale is not None:
+        assert packed.input_scale is not None
+        packed.input_scale.copy_(layer.input_scale)
+    return packed
+
+
+#: largest block of inputs per 8-bit MatMulNBits scale this export writes (ONNX Runtime reads 16 to 256)
+INT8_BLOCK = 128
+
+
+class _Int8Blocks(nn.Module):
+    """An :class:`Int8WeightLinear` for export: its codes (offset by 128) as 8-bit MatMulNBits blocks of ``block``
+    inputs, each block carrying its output channel's scale."""
+
+    blocks: torch.Tensor
+    scales: torch.Tensor
+    bias: torch.Tensor | None
+    input_scale: torch.Tensor | None
+
+    def __init__(self, layer: Int8WeightLinear, compute: str) -> None:
+        super().__init__()
+        k = layer.in_features
+        block = next((b for b in (INT8_BLOCK >> i for i in range(4)) if k % b == 0), None)
+        if block is None:
+            raise UnsupportedOpError(f"export_decoder: {k} inputs is not a multiple of 16 (MatMulNBits blocks)")
+        codes = (layer.weight_int8.to(torch.int16) + 128).to(torch.uint8)
+        self.register_buffer("blocks", codes.reshape(layer.out_features, k // block, block))
+        self.register_buffer("scales", layer.scales.float()[:, None].expand(-1, k // block).contiguous())
+        self.register_buffer("bias", layer.bias)
+        self.register_buffer("input_scale", layer.input_scale)
+        self.level = ACCURACY_LEVELS[compute]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_scale is not None:
+            x = x * self.input_scale
+        return MatMulNBitsFunction.apply(x, self.blocks, self.scales, self.bias, self.level, 8)
+
+
+class _DecoderWithPast(nn.Module):
+    """``model`` with the cache as flat tensors: (input_ids, k0, v0, k1, v1, ...) -> (logits, k0', v0', ...)."""
+
+    def __init__(self, model: nn.Module, layers: int) -> None:
+        super().__init__()
+        self.model, self.layers = model, layers
+
+    def forward(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        cache = DynamicCache()
+        for i in range(self.layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True)
+        present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+        return (out.logits, *present)
+
+
+def _cache_shape(config: Any) -> tuple[int, int, int]:
+    """(layers, key/value heads, head dim) of a transformers decoder config."""
+    try:
+        layers, heads = int(config.num_hidden_layers), int(config.num_attention_heads)
+        kv = int(getattr(config, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+    except AttributeError as exc:
+        raise UnsupportedOpError(f"export_decoder: the model's config has no decoder shape ({exc})") from exc
+    return layers, kv, head_dim
+
+
+def _names(layers: int, prefix: str) -> list[str]:
+    return [f"{prefix}_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
+
+
+@torch.no_grad()
+def export_decoder(model: nn.Module, path: str | os.PathLike[str], compute: str = "int8", opset: int = OPSET) -> Path:
+    """Write ``model`` (a transformers causal LM: float, or with int8 / int4 weight-only layers) to ONNX at ``path``
+    with the KV cache as inputs and outputs (see the module docstring). The model itself is not changed; the file is
+    written through a temporary name, so a failed export leaves nothing behind."""
+    if compute not in ACCURACY_LEVELS:
+        raise ConfigError(f"export_decoder: compute must be one of {sorted(ACCURACY_LEVELS)}, got {compute!r}")
+    config: Any = getattr(model, "config", None)
+    layers, kv, head_dim = _cache_shape(config)
+    out = copy.deepcopy(model).eval()
+    for name, m in list(out.named_modules()):
+        if isinstance(m, Int4WeightLinear):
+            set_module(out, name, _int4_as_packed(m, compute))
+        elif isinstance(m, Int8WeightLinear):
+            set_module(out, name, _Int8Blocks(m, compute))
+    wrapper = _DecoderWithPast(out, layers)
+    vocab = int(config.vocab_size)
+    ids = torch.randint(0, vocab, (1, 3), generator=torch.Generator().manual_seed(0))
+    past = [torch.zeros(1, kv, 2, head_dim) for _ in range(2 * layers)]
+    inputs, outputs = ["input_ids", *_names(layers, "past")], ["logits", *_names(layers, "present")]
+    dynamic = {"input_ids": {1: "new"}, "logits": {1: "new"}}
+    dynamic |= {n: {2: "past"} for n in inputs[1:]} | {n: {2: "total"} for n in outputs[1:]}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings():
+            # the tracer warns about the cache's Python branches; the graph is checked against eager by the tests
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                wrapper,
+                (ids, *past),
+                str(tmp),
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_axes=dynamic,
+                opset_version=opset,
+                dynamo=False,
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+@dataclass
+class OrtCache:
+    """The key/value arrays an :class:`OrtDecoder` carries from one call to the next (empty before a prefill)."""
+
+    arrays: list[np.ndarray] = field(default_factory=list)
+
+    def get_seq_length(self) -> int:
+        return int(self.arrays[0].shape[2]) if self.arrays else 0
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays)
+
+
+@dataclass
+class OrtOutput:
+    logits: torch.Tensor
+    past_key_values: OrtCache
+
+
+class OrtDecoder:
+    """An ONNX file from :func:`export_decoder` on ONNX Runtime (CPU), called like the transformers model it came
+    from: ``decoder(input_ids=ids, past_key_values=cache, use_cache=True)`` returns ``.logits`` (a torch tensor) and
+    ``.past_key_values`` (an :class:`OrtCache`; pass ``decoder.new_cache()`` or None to start). Batch 1."""
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"OrtDecoder: no ONNX file at {self.path}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        if self.inputs[0] != "input_ids" or len(self.inputs) % 2 == 0:
+            raise DataError(f"OrtDecoder: {self.path} is not a decoder from export_decoder (inputs {self.inputs[:3]})")
+        shape = self.session.get_inputs()[1].shape
+        self.kv_heads, self.head_dim = int(shape[1]), int(shape[3])
+        self.layers = (len(self.inputs) - 1) // 2
+
+    def new_cache(self) -> OrtCache:
+        return OrtCache()
+
+    def __call__(
+        self, input_ids: torch.Tensor, past_key_values: OrtCache | None = None, use_cache: bool = True, **_: Any
+    ) -> OrtOutput:
+        if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+            raise DataError(f"OrtDecoder: input_ids must be [1, tokens], got {tuple(input_ids.shape)}")
+        past = past_key_values.arrays if past_key_values is not None and past_key_values.arrays else None
+        if past is None:
+            empty = np.zeros((1, self.kv_heads, 0, self.head_dim), np.float32)
+            past = [empty] * (2 * self.layers)
+        feed = {"input_ids": input_ids.numpy().astype(np.int64)} | dict(zip(self.inputs[1:], past, strict=True))
+        logits, *present = self.session.run(None, feed)
+        return OrtOutput(torch.from_numpy(logits), OrtCache(present if use_cache else []))
+
+    def file_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def weight_bytes(self) -> int:
+        """Bytes of the graph's weights (initializers), as stored (int4 codes at half a byte)."""
+        import onnx
+
+        graph = onnx.load(str(self.path)).graph
+        return sum(onnx.numpy_helper.to_array(t).nbytes for t in graph.initializer)
