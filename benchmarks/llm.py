@@ -399,7 +399,7 @@ def _ppl(name: str, row: dict[str, Any] | None, base: float, limit: float) -> Ta
 
 def _versus_peer(name: str, mine: list[dict[str, Any]], peer: dict[str, Any] | None, key: str) -> Target:
     """shrink's fastest row of a kind against the peer's row of that kind (n/a when the peer did not run)."""
-    goal = f"{key}: shrink's best row of the kind beats the peer's compiled row"
+    goal = f"{key}: shrink's best row of the kind beats the peer's row (compiled for torchao)"
     if not mine or peer is None or "ppl" not in peer:
         return Target(22, name, goal, "peer row missing or failed", None)
     higher = key == "decode tok/s"

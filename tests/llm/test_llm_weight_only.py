@@ -32,6 +32,23 @@ def test_packed_kernels_match_dequantized_reference(bits, group):
     assert layer(x).dtype == torch.float32
 
 
+def test_int4_grid_keeps_each_group_extreme_and_can_use_all_16_levels():
+    torch.manual_seed(2)
+    w = torch.randn(64, 128)
+    w[0, 5] = 9.0  # a positive extreme: mapped to code -8 by a negative scale, one level finer than 9 / 7
+    codes, scales = rtn_codes(w, 4, 32)
+    full = scales.repeat_interleave(32, 1)
+    deq = (codes.float() * full).reshape(64, 4, 32)
+    at = w.reshape(64, 4, 32).abs().argmax(-1, keepdim=True)  # each group's largest weight is stored exactly
+    assert torch.allclose(deq.gather(-1, at), w.reshape(64, 4, 32).gather(-1, at), atol=1e-5)
+    assert scales[0, 0] < 0 and codes[0, 5] == -8 and abs(float(codes[0, 5] * scales[0, 0]) - 9.0) < 1e-6
+    # per group, the grid chosen is never worse than the positive amax / 7 grid
+    amax = w.reshape(64, 4, 32).abs().amax(-1).repeat_interleave(32, 1) / 7
+    positive = torch.clamp(torch.round(w / amax), -8, 7) * amax
+    err = lambda d: (d - w).pow(2).reshape(64, 4, 32).sum(-1)  # noqa: E731
+    assert (err(codes.float() * full) <= err(positive) + 1e-6).all()
+
+
 def test_int4_storage_is_half_a_byte_per_weight():
     codes, scales = rtn_codes(torch.randn(64, 256), 4, 64)
     layer = Int4WeightLinear(codes, scales, 64)

@@ -21,7 +21,7 @@ from torch import nn
 
 from shrink._parametrize import baked_copy
 
-__all__ = ["onnx", "trace_to_onnx", "OnnxModel", "DEFAULT_OPSET", "graph_execution"]
+__all__ = ["onnx", "trace_to_onnx", "write_onnx", "OnnxModel", "DEFAULT_OPSET", "graph_execution"]
 
 DEFAULT_OPSET = 17
 
@@ -80,26 +80,43 @@ def trace_to_onnx(
     traced = _KeywordsToPositional(model, names) if keywords else model
     dynamic = {n: {0: "batch", 1: "sequence"} if keywords else {0: "batch"} for n in names}
     dynamic.update({n: {0: "batch"} for n in output_names})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            torch.onnx.export(
-                traced,
-                args,
-                str(tmp),
-                input_names=names,
-                output_names=list(output_names),
-                dynamic_axes=dynamic,
-                opset_version=opset,
-                dynamo=False,
-                do_constant_folding=True,
-            )
+            write_onnx(traced, args, path, names, list(output_names), dynamic, opset)
+    finally:
+        model.train(was_training)
+    return path
+
+
+def write_onnx(
+    module: nn.Module,
+    args: tuple[Any, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    opset: int,
+) -> Path:
+    """``torch.onnx.export`` (the TorchScript exporter, constants folded) of ``module`` on ``args`` to ``path``
+    through a temporary file and a rename: a failed export leaves no file behind."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.onnx.export(
+            module,
+            args,
+            str(tmp),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
+        )
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-        model.train(was_training)
     return path
 
 

@@ -25,6 +25,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from shrink.errors import ConfigError, DataError, UnsupportedOpError
+from shrink.export.onnx import write_onnx
 from shrink.quant.layers.convert import set_module
 from shrink.quant.layers.packed import PackedLinear
 from shrink.quant.onnx.nbits import ACCURACY_LEVELS, MatMulNBitsFunction
@@ -146,25 +147,10 @@ def export_decoder(model: nn.Module, path: str | os.PathLike[str], compute: str 
     dynamic |= {n: {2: "past"} for n in inputs[1:]} | {n: {2: "total"} for n in outputs[1:]}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with warnings.catch_warnings():
-            # the tracer warns about the cache's Python branches; the graph is checked against eager by the tests
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(
-                wrapper,
-                (ids, *past),
-                str(tmp),
-                input_names=inputs,
-                output_names=outputs,
-                dynamic_axes=dynamic,
-                opset_version=opset,
-                dynamo=False,
-            )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    with warnings.catch_warnings():
+        # the tracer warns about the cache's Python branches; the graph is checked against eager by the tests
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return write_onnx(wrapper, (ids, *past), path, inputs, outputs, dynamic, opset)
 
 
 @dataclass
