@@ -77,7 +77,7 @@ def quantize_weight_only(
     """A copy of ``model`` whose Linears (and untied ``lm_head``) run as int8 (per-channel) or int4 (symmetric,
     ``group_size`` inputs per scale) weight-only layers on PyTorch's packed-weight kernels. The input is unchanged.
 
-    ``method``: ``"rtn"`` (round to nearest, clipping searched per group), ``"gptq"``, ``"awq"`` (AWQ input scales,
+    ``method``: ``"rtn"`` (round to nearest on each group's grid), ``"gptq"``, ``"awq"`` (AWQ input scales,
     then round to nearest) or ``"awq+gptq"``; all but ``"rtn"`` read ``calibration`` token windows (1-D or [1, n]).
     ``lm_head_bits``: another width for ``lm_head`` (e.g. 8 under int4 layers: the output projection of a small
     model is the layer most sensitive to 4 bits); None keeps ``bits``."""

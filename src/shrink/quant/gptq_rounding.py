@@ -41,7 +41,7 @@ class GPTQ(Config):
     bits: int = pydantic.Field(default=8, ge=2, le=8)
     #: inputs per scale (weight_only's groups, fp16 scales); None: one scale per output channel
     group_size: Literal[32, 64, 128] | None = None
-    #: how each output channel's range is chosen (per-channel grids; groups pick a clipping ratio per group)
+    #: how each output channel's range is chosen (per-channel grids; group grids keep each group's largest weight)
     observer: Literal["minmax", "mse"] = "minmax"
     #: Hessians layer by layer from the outputs of the layers already rounded (False: one pass over the model)
     sequential: bool = False
@@ -53,7 +53,7 @@ class GPTQ(Config):
         if self.group_size is not None and self.observer != "minmax":
             raise ValueError(
                 f"observer {self.observer!r} chooses per-channel grids; group grids (group_size) "
-                "choose each group's clipping ratio themselves: leave observer at 'minmax'"
+                "set each group's scale themselves: leave observer at 'minmax'"
             )
         return self
 

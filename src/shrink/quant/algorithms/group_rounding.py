@@ -1,5 +1,5 @@
 """Group-wise symmetric weight rounding for weight-only quantization (int4 / int8 with one scale per ``group``
-inputs): round to nearest with a clipping search, GPTQ error feedback, and activation-aware input scaling (AWQ).
+inputs): round to nearest, GPTQ error feedback, and activation-aware input scaling (AWQ).
 
 * :func:`rtn_codes`: round to nearest on each group's scale (see :func:`_group_scales`: the group's largest weight
   is never clipped; on 4-bit grids it may take the most negative code, so all 16 levels are used).
