@@ -3,8 +3,9 @@ its CNN with 95% intervals over seeds, so a "better" verdict rests on more than 
 
 Trainings run in two worker processes with one thread each (the machine's two cores); the zoo trains on one thread,
 so the weights are the same as a one-process run. Every setting is fixed in code before the run
-(``benchmarks/mnist1d_families.py``); learning rates and KD's temperature / alpha were chosen on the validation split
-(``python -m benchmarks.mnist1d_select``), never on the test split.
+(``benchmarks/mnist1d_families.py``); epochs, learning rates, the pruning schedule, the recovery of the channel-pruned
+nets (distillation from the unpruned CNN) and KD's temperature / alpha were chosen on the validation split (``python
+-m benchmarks.mnist1d_select``), never on the test split.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from benchmarks.mnist1d_families import (
     BN_FP32,
     BN_REAL,
     BN_ZEROQ,
+    CHANNELS,
     METHODS,
     STUDENT_CHANNELS,
     TP_CHANNELS,
+    UNSTRUCTURED,
     judge_seed,
     student_ratio,
 )
@@ -54,7 +57,7 @@ PAIRS = (
     ("PTQ W4A8 ACIQ + bias correction", "PTQ W4A8 min-max"),
     ("mixed precision @ uniform 4-bit bytes", "uniform W4A8 (search grid, fake-quant)"),
     (BN_ZEROQ, BN_REAL),
-    ("channels 50% (+ fine-tune)", TP_CHANNELS),
+    (CHANNELS, TP_CHANNELS),
 )
 
 
@@ -181,7 +184,7 @@ def _judge_targets(results: list[dict[str, Any]], base: list[float], section: Se
         )  # fmt: skip
     section.facts.append(Fact(16, "MNIST-1D KD student / teacher parameters (≤ 0.25 by construction)",
                               f"{student_ratio():.3f}"))  # fmt: skip
-    for name in ("unstructured 90% (iterative + fine-tune)", "channels 50% (+ fine-tune)"):
+    for name in (UNSTRUCTURED, CHANNELS):
         test = _column(results, name, 1)
         drop = None if test is None else statistics.mean(b - x for b, x in zip(base, test, strict=True))
         measured = "not run" if drop is None else f"{drop:.2f} points"

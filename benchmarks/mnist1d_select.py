@@ -1,9 +1,10 @@
-"""Choose the MNIST-1D family settings on the VALIDATION split only: ``python -m benchmarks.mnist1d_select`` trains
-each candidate on seeds 0-1 and prints its mean validation accuracy; the winners are typed into
+"""Choose the MNIST-1D family settings on the VALIDATION split only: ``python -m benchmarks.mnist1d_select [kind ...]``
+trains each candidate on seeds 0-1 and prints its mean validation accuracy; the winners are typed into
 ``benchmarks/mnist1d_families.py`` with the printout's date. The test split is never read here."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import statistics
 import sys
@@ -11,57 +12,91 @@ from multiprocessing import get_context
 from typing import Any
 
 import torch
+from torch import nn
 
 import shrink
+from shrink.deepcomp import DeepCompression
 from shrink.distillation import KnowledgeDistillation
 from shrink.eval.metrics import accuracy, predict
-from shrink.pruning import ChannelPruning, IterativePruning
+from shrink.pruning import ChannelPruning, GradualPruning, IterativePruning
+from shrink.quant import QAT, Binarize
 from shrink.train import FineTune
 from shrink.zoo.mnist1d import mnist1d_data
 from shrink.zoo.mnist1d_models import Mnist1dCNN, mnist1d_model, one_thread
 
 SEEDS = (0, 1)
+_KD = ((2, 0.5), (4, 0.9), (8, 0.9))
 GRID: dict[str, list[dict[str, Any]]] = {
-    "hard": [{"lr": lr} for lr in (1e-2, 3e-3)],
-    "kd": [
-        {"lr": lr, "temperature": t, "alpha": a} for lr, (t, a) in itertools.product((1e-2, 3e-3), ((2, 0.5), (4, 0.7)))
+    "hard": [{"epochs": e, "lr": lr} for e, lr in ((60, 1e-2), (60, 3e-3), (200, 1e-2))],
+    "kd": [{"epochs": e, "lr": 1e-2, "temperature": t, "alpha": a} for e, (t, a) in itertools.product((60, 200), _KD)],
+    "iterative": [
+        {"cycles": c, "epochs_per_cycle": e, "lr": lr, "scope": s}
+        for c, e, lr, s in (
+            (3, 8, 1e-2, "global"),
+            (10, 20, 1e-2, "global"),
+            (10, 20, 3e-3, "global"),
+            (10, 20, 1e-2, "layer"),
+        )
+    ],  # fmt: skip
+    "gradual": [  # mask updates every `frequency` epochs; the epochs after the last one recover
+        {"epochs": e, "pruning_steps": 20, "frequency": f, "lr": lr}
+        for e, f, lr in ((200, 5, 1e-2), (200, 5, 3e-3), (200, 10, 1e-2), (300, 10, 1e-2))
     ],
-    "unstructured": [{"scope": s, "lr": lr} for s, lr in itertools.product(("global", "layer"), (1e-3, 1e-2))],
-    "channels": [{"lr": lr} for lr in (1e-3, 1e-2)],
+    "channels": [
+        {"recovery": r, "epochs": e, "lr": lr}
+        for r, e, lr in (("ce", 20, 1e-2), ("ce", 200, 1e-2), ("kd", 200, 1e-2), ("kd", 200, 3e-3))
+    ],  # fmt: skip
+    "qat": [{"epochs": e, "lr": lr} for e, lr in ((20, 1e-3), (100, 1e-3), (100, 3e-3))],
+    "binarize": [{"epochs": e, "lr": lr} for e, lr in ((30, 2e-3), (200, 2e-3), (200, 1e-2))],
+    "deep": [
+        {"prune_epochs": 24, "cluster_epochs": 5, "lr": 1e-3},
+        {"prune_epochs": 200, "cluster_epochs": 5, "lr": 1e-2},
+        {"prune_epochs": 200, "cluster_epochs": 20, "lr": 1e-2, "cluster_lr": 1e-3},
+    ],
 }
 
 
-def _run(kind: str, params: dict[str, Any], seed: int) -> float:
+def _channels(teacher: nn.Module, data: Any, recovery: str, epochs: int, lr: float) -> nn.Module:
     from benchmarks import mnist1d_families as f
 
-    torch.set_num_threads(1)
-    with one_thread():
-        teacher, data = mnist1d_model("cnn", seed=seed), mnist1d_data(seed=seed)
-        torch.manual_seed(seed)
+    small = shrink.prune(copy.deepcopy(teacher), ChannelPruning(ratio=0.5), example_inputs=data.example_inputs)
+    if recovery == "ce":
+        return shrink.finetune(small, FineTune(epochs=epochs, lr=lr), train=data.train, progress=False)
+    cfg = KnowledgeDistillation(epochs=epochs, lr=lr, temperature=f.KD_T, alpha=f.KD_ALPHA)
+    return shrink.distill(small, teacher, cfg, train=data.train, progress=False)
+
+
+def _build(kind: str, params: dict[str, Any], teacher: nn.Module, data: Any) -> nn.Module:
+    from benchmarks import mnist1d_families as f
+
+    train = {"train": data.train, "progress": False}
+    if kind in ("hard", "kd"):
         student = Mnist1dCNN(channels=f.STUDENT_CHANNELS)
         if kind == "hard":
-            model = shrink.finetune(
-                student, FineTune(epochs=f.STUDENT_EPOCHS, **params), train=data.train, progress=False
-            )
-        elif kind == "kd":
-            cfg = KnowledgeDistillation(epochs=f.STUDENT_EPOCHS, **params)
-            model = shrink.distill(student, teacher, cfg, train=data.train, progress=False)
-        elif kind == "unstructured":
-            cfg = IterativePruning(
-                sparsity=0.9, cycles=f.PRUNE_CYCLES, epochs_per_cycle=f.PRUNE_EPOCHS_PER_CYCLE, **params
-            )
-            model = shrink.prune(teacher, cfg, train=data.train, progress=False)
-        else:
-            small = shrink.prune(teacher, ChannelPruning(ratio=0.5), example_inputs=data.example_inputs)
-            model = shrink.finetune(
-                small, FineTune(epochs=f.CHANNEL_FT_EPOCHS, **params), train=data.train, progress=False
-            )
-        return accuracy(*predict(model, data.val))
+            return shrink.finetune(student, FineTune(**params), **train)
+        return shrink.distill(student, teacher, KnowledgeDistillation(**params), **train)
+    if kind == "iterative":
+        return shrink.prune(teacher, IterativePruning(sparsity=0.9, **params), **train)
+    if kind == "gradual":
+        return shrink.prune(teacher, GradualPruning(final_sparsity=0.9, **params), **train)
+    if kind == "channels":
+        return _channels(teacher, data, **params)
+    if kind == "qat":
+        cfg = QAT(weight_bits=4, activation_bits=4, **params)
+        return shrink.quantize(teacher, cfg, calibration=data.calibration, **train)
+    if kind == "binarize":
+        return shrink.quantize(teacher, Binarize(**params), calibration=data.calibration, **train)
+    return shrink.deep_compress(teacher, DeepCompression(sparsity=0.9, **params), **train)
 
 
 def _job(args: tuple[str, int, int]) -> tuple[str, int, int, float]:
     kind, i, seed = args
-    return kind, i, seed, _run(kind, GRID[kind][i], seed)
+    torch.set_num_threads(1)
+    with one_thread():
+        teacher, data = mnist1d_model("cnn", seed=seed), mnist1d_data(seed=seed)
+        torch.manual_seed(seed)
+        model = _build(kind, GRID[kind][i], teacher, data)
+        return kind, i, seed, accuracy(*predict(model, data.val))
 
 
 def main(kinds: list[str]) -> None:
@@ -75,4 +110,7 @@ def main(kinds: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    unknown = [k for k in sys.argv[1:] if k not in GRID]
+    if unknown:
+        raise SystemExit(f"unknown kind(s) {unknown}; choose from {list(GRID)}")
     main(sys.argv[1:] or list(GRID))

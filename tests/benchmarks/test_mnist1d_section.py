@@ -3,14 +3,14 @@ that refuses the model, and the KD / pruning targets read off the seeds."""
 
 import benchmarks.mnist1d as bench
 from benchmarks.common import Table
-from benchmarks.mnist1d_families import BN_REAL, BN_ZEROQ, METHODS
+from benchmarks.mnist1d_families import BN_REAL, BN_ZEROQ, CHANNELS, METHODS, UNSTRUCTURED
 
 
 def _seed_results(seed: int) -> dict:
     out = {name: (90.0 + seed, 90.0 + seed) for name in METHODS}
     out[bench.HARD] = (80.0 + seed, 80.0 + seed)
     out[bench.KD] = (81.0 + seed, 81.0 + seed + 0.1 * (seed % 2))  # ahead by 1.0-1.1 on every seed
-    out["unstructured 90% (iterative + fine-tune)"] = (88.0 + seed, 88.9 + seed)  # 1.1 points down: misses
+    out[UNSTRUCTURED] = (88.0 + seed, 88.9 + seed)  # 1.1 points down: misses
     out[BN_ZEROQ] = "ModelError: ZeroQ: Mnist1dCNN has no BatchNorm layer"
     return out
 
@@ -25,8 +25,8 @@ def test_section_from_given_results(monkeypatch):
     assert met["MNIST-1D logistic: paper's test accuracy reproduced (mean of 3 seeds)"] is True
     assert met["MNIST-1D cnn: paper's test accuracy reproduced (mean of 3 seeds)"] is False  # 3.1 below 94
     assert met["MNIST-1D: KD student beats hard-label student by more than seed noise"] is True
-    assert met["MNIST-1D CNN unstructured 90% (iterative + fine-tune): mean drop"] is False
-    assert met["MNIST-1D CNN channels 50% (+ fine-tune): mean drop"] is True
+    assert met[f"MNIST-1D CNN {UNSTRUCTURED}: mean drop"] is False
+    assert met[f"MNIST-1D CNN {CHANNELS}: mean drop"] is True
     families = section.tables[1].markdown()
     assert "not run: ModelError: ZeroQ" in families
     # the CNN+BN real-calibration row is judged against the fp32 CNN+BN (same here), not the plain CNN
