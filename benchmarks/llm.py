@@ -177,8 +177,9 @@ def build_variants(
     windows = list(calib)
 
     @functools.cache
-    def quantized(bits: int, method: str) -> tuple[nn.Module, float]:
-        return _timed(lambda: quantize_weight_only(model, bits, INT4_GROUP, method, calibration=windows))  # type: ignore[arg-type]
+    def quantized(bits: int, method: str, lm_head_bits: int | None = None) -> tuple[nn.Module, float]:
+        kwargs: dict[str, Any] = {"calibration": windows, "lm_head_bits": lm_head_bits}
+        return _timed(lambda: quantize_weight_only(model, bits, INT4_GROUP, method, **kwargs))  # type: ignore[arg-type]
 
     @functools.cache
     def fp32_onnx() -> tuple[Path, float]:
@@ -216,11 +217,13 @@ def build_variants(
 
         return build
 
-    def wo_ort(bits: int, method: str) -> Callable[[], Variant]:
+    def wo_ort(bits: int, method: str, lm_head_bits: int | None = None) -> Callable[[], Variant]:
         def build() -> Variant:
-            m, s = quantized(bits, method)
-            path, es = _timed(lambda: export_decoder(m, workdir / f"int{bits}-{method}.onnx"))
-            name = f"int{bits} weight-only ({method}, {_grid(bits)}) on ONNX Runtime"
+            m, s = quantized(bits, method, lm_head_bits)
+            head = "" if lm_head_bits is None else f", int{lm_head_bits} lm_head"
+            file = f"int{bits}-{method}{'' if lm_head_bits is None else f'-head{lm_head_bits}'}.onnx"
+            path, es = _timed(lambda: export_decoder(m, workdir / file))
+            name = f"int{bits} weight-only{head} ({method}, {_grid(bits)}) on ONNX Runtime"
             return Variant(name, OrtDecoder(path), f"{ORT_NBITS.format(bits=bits)}, shrink's codes", s + es)
 
         return build
@@ -281,8 +284,8 @@ def build_variants(
                 pruned(None), pruned("kd"), pruned("hard")]  # fmt: skip
     peers = [peer("int8 weight-only"), peer("int4 weight-only"), peer("int8 dynamic"), ort_peer]
     return [fp32, compiled, bf16, ort_fp32, wo(8, "rtn"), wo(8, "rtn", compile=True), wo_ort(8, "rtn"), *int4,
-            wo(4, "awq+gptq", compile=True), wo_ort(4, "awq+gptq"), kv8, w8a8, pruned(None), pruned("kd"),
-            pruned("hard"), *peers]  # fmt: skip
+            wo(4, "awq+gptq", compile=True), wo_ort(4, "awq+gptq"), wo_ort(4, "awq+gptq", 8), kv8, w8a8,
+            pruned(None), pruned("kd"), pruned("hard"), *peers]  # fmt: skip
 
 
 def _cache_factory(v: Variant) -> Callable[[], Any]:
@@ -418,6 +421,7 @@ def targets(rows: list[Row]) -> list[Target]:
     w8a8, int8 = _rows_like(by, "W8A8"), _rows_like(by, "int8 weight-only")
     int4 = _rows_like(by, "int4 weight-only (awq+gptq")
     rtn = next(iter(_rows_like(by, "int4 weight-only (rtn")), None)
+    head8 = next(iter(_rows_like(by, "int4 weight-only, int8 lm_head (awq+gptq")), None)
     kv = next(iter(_rows_like(by, "fp32 + int8 KV")), None)
     base = fp32["ppl"]
     out = [
@@ -431,6 +435,7 @@ def targets(rows: list[Row]) -> list[Target]:
             base,
             0.08,
         ),  # fmt: skip
+        _ppl(f"int4 perplexity, lm_head at int8 (AWQ + GPTQ, group {INT4_GROUP})", head8, base, 0.08),
     ]
     if rtn is not None:
         for method in ("gptq", "awq", "awq+gptq"):

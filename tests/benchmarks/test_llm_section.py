@@ -32,3 +32,21 @@ def test_bench_llm_quick_run_renders_rows_and_targets(monkeypatch, tmp_path):
     assert {m.name for m in marks} >= {"W8A8 perplexity", "int8 weight-only decode", "int8 KV cache memory"}
     text = bench.render(rows, tok, marks, facts, 1.0)
     assert text.count("\n| ") >= len(rows) + len(marks)
+
+
+def test_int4_targets_read_the_all_int4_row_and_the_int8_lm_head_row_apart():
+    from benchmarks.llm import Row, targets
+
+    def row(name: str, ppl: float) -> Row:
+        return Row(name, {"ppl": ppl, "prefill ms": 100.0, "decode tok/s": 10.0})
+
+    rows = [
+        row("fp32 eager", 10.0),
+        row("int4 weight-only (rtn, symmetric group 64)", 13.0),
+        row("int4 weight-only (awq+gptq, symmetric group 64)", 12.0),  # +20%: misses
+        row("int4 weight-only, int8 lm_head (awq+gptq, symmetric group 64) on ONNX Runtime", 10.79),  # +7.9%: meets
+    ]
+    met = {t.name: (t.met, t.measured) for t in targets(rows)}
+    assert met["int4 perplexity (AWQ + GPTQ, group 64, not the Q4_1 grid)"] == (False, "+20.00%")
+    assert met["int4 perplexity, lm_head at int8 (AWQ + GPTQ, group 64)"] == (True, "+7.90%")
+    assert met["int4 awq+gptq better than round-to-nearest"][0] is True
