@@ -221,8 +221,8 @@ def build_variants(
         def build() -> Variant:
             m, s = quantized(bits, method, lm_head_bits)
             head = "" if lm_head_bits is None else f", int{lm_head_bits} lm_head"
-            file = f"int{bits}-{method}{'' if lm_head_bits is None else f'-head{lm_head_bits}'}.onnx"
-            path, es = _timed(lambda: export_decoder(m, workdir / file))
+            suffix = "" if lm_head_bits is None else f"-head{lm_head_bits}"
+            path, es = _timed(lambda: export_decoder(m, workdir / f"int{bits}-{method}{suffix}.onnx"))
             name = f"int{bits} weight-only{head} ({method}, {_grid(bits)}) on ONNX Runtime"
             return Variant(name, OrtDecoder(path), f"{ORT_NBITS.format(bits=bits)}, shrink's codes", s + es)
 

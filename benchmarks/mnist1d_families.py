@@ -33,6 +33,8 @@ __all__ = [
     "UNSTRUCTURED",
     "CHANNELS",
     "TP_CHANNELS",
+    "prune_channels",
+    "recover",
     "BN_FP32",
     "BN_REAL",
     "BN_ZEROQ",
@@ -97,17 +99,23 @@ def _unstructured(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
     return shrink.prune(teacher, cfg, train=data.train, progress=False)
 
 
-def _recover(small: nn.Module, teacher: nn.Module, data: Any) -> nn.Module:
+def recover(
+    small: nn.Module, teacher: nn.Module, data: Any, epochs: int = CHANNEL_FT_EPOCHS, lr: float = PRUNE_LR
+) -> nn.Module:
     """Distil the unpruned CNN into the pruned one (the pruning family's recovery step)."""
-    cfg = KnowledgeDistillation(epochs=CHANNEL_FT_EPOCHS, lr=PRUNE_LR, temperature=KD_T, alpha=KD_ALPHA)
+    cfg = KnowledgeDistillation(epochs=epochs, lr=lr, temperature=KD_T, alpha=KD_ALPHA)
     return shrink.distill(small, teacher, cfg, train=data.train, progress=False)
 
 
-def _channels(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
-    small = shrink.prune(
+def prune_channels(teacher: nn.Module, data: Any) -> nn.Module:
+    """A copy of ``teacher`` with 50% of each layer's channels removed (``teacher`` stays whole)."""
+    return shrink.prune(
         copy.deepcopy(teacher), ChannelPruning(ratio=0.5), example_inputs=data.example_inputs, progress=False
     )
-    return _recover(small, teacher, data)
+
+
+def _channels(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
+    return recover(prune_channels(teacher, data), teacher, data)
 
 
 def _channels_tp(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
@@ -116,7 +124,7 @@ def _channels_tp(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
     from benchmarks.prune_structured import tp_prune
 
     small = tp_prune(copy.deepcopy(teacher), data.example_inputs, 0.5, "linear")
-    return _recover(small, teacher, data)
+    return recover(small, teacher, data)
 
 
 def _ptq(cfg: Int8Static) -> Callable[[nn.Module, Any, int], nn.Module]:

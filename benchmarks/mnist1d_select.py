@@ -4,7 +4,6 @@ trains each candidate on seeds 0-1 and prints its mean validation accuracy; the 
 
 from __future__ import annotations
 
-import copy
 import itertools
 import statistics
 import sys
@@ -18,7 +17,7 @@ import shrink
 from shrink.deepcomp import DeepCompression
 from shrink.distillation import KnowledgeDistillation
 from shrink.eval.metrics import accuracy, predict
-from shrink.pruning import ChannelPruning, GradualPruning, IterativePruning
+from shrink.pruning import GradualPruning, IterativePruning
 from shrink.quant import QAT, Binarize
 from shrink.train import FineTune
 from shrink.zoo.mnist1d import mnist1d_data
@@ -59,11 +58,10 @@ GRID: dict[str, list[dict[str, Any]]] = {
 def _channels(teacher: nn.Module, data: Any, recovery: str, epochs: int, lr: float) -> nn.Module:
     from benchmarks import mnist1d_families as f
 
-    small = shrink.prune(copy.deepcopy(teacher), ChannelPruning(ratio=0.5), example_inputs=data.example_inputs)
+    small = f.prune_channels(teacher, data)
     if recovery == "ce":
         return shrink.finetune(small, FineTune(epochs=epochs, lr=lr), train=data.train, progress=False)
-    cfg = KnowledgeDistillation(epochs=epochs, lr=lr, temperature=f.KD_T, alpha=f.KD_ALPHA)
-    return shrink.distill(small, teacher, cfg, train=data.train, progress=False)
+    return f.recover(small, teacher, data, epochs, lr)
 
 
 def _build(kind: str, params: dict[str, Any], teacher: nn.Module, data: Any) -> nn.Module:
