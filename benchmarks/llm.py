@@ -400,9 +400,12 @@ def _ppl(name: str, row: dict[str, Any] | None, base: float, limit: float) -> Ta
     return Target(22, name, f"perplexity within {100 * limit:.0f}% of fp32", f"{100 * d:+.2f}%", d <= limit)
 
 
-def _versus_peer(name: str, mine: list[dict[str, Any]], peer: dict[str, Any] | None, key: str) -> Target:
-    """shrink's fastest row of a kind against the peer's row of that kind (n/a when the peer did not run)."""
-    goal = f"{key}: shrink's best row of the kind beats the peer's row (compiled for torchao)"
+def _versus_peer(
+    name: str, mine: list[dict[str, Any]], peer: dict[str, Any] | None, key: str, how: str = "compiled for torchao"
+) -> Target:
+    """shrink's fastest row of a kind against the peer's row of that kind (n/a when the peer did not run);
+    ``how``: the peer's execution, as the goal names it."""
+    goal = f"{key}: shrink's best row of the kind beats the peer's row ({how})"
     if not mine or peer is None or "ppl" not in peer:
         return Target(22, name, goal, "peer row missing or failed", None)
     higher = key == "decode tok/s"
@@ -457,7 +460,8 @@ def targets(rows: list[Row]) -> list[Target]:
         out.append(Target(22, "pruning: distillation beats hard labels", goal, measured, kd["ppl"] < hard["ppl"]))
     ort_peer = next(iter(_rows_like(by, "ONNX Runtime int4 quantizer")), None)
     if ort_peer is not None or any(n.startswith("ONNX Runtime int4") for n in by):
-        out.append(_versus_peer("int4 weight-only vs ONNX Runtime's quantizer", int4, ort_peer, "decode tok/s"))
+        out.append(_versus_peer("int4 weight-only vs ONNX Runtime's quantizer", int4, ort_peer, "decode tok/s",
+                                "its MatMulNBits in ONNX Runtime"))  # fmt: skip
         if ort_peer is not None and int4:
             mine, theirs = int4[0]["ppl"], ort_peer["ppl"]
             out.append(Target(22, "int4 perplexity vs ONNX Runtime's quantizer", "lower perplexity (same grid)",

@@ -1,5 +1,7 @@
 """The LLM benchmark end to end on a tiny random Llama and a byte tokenizer (the real model runs in make bench-llm)."""
 
+from typing import Any
+
 import pytest
 
 from shrink.zoo.llm import tiny_llama
@@ -34,11 +36,14 @@ def test_bench_llm_quick_run_renders_rows_and_targets(monkeypatch, tmp_path):
     assert text.count("\n| ") >= len(rows) + len(marks)
 
 
-def test_int4_targets_read_the_all_int4_row_and_the_int8_lm_head_row_apart():
-    from benchmarks.llm import Row, targets
+def row(name: str, ppl: float, decode: float = 10.0) -> Any:
+    from benchmarks.llm import Row
 
-    def row(name: str, ppl: float) -> Row:
-        return Row(name, {"ppl": ppl, "prefill ms": 100.0, "decode tok/s": 10.0})
+    return Row(name, {"ppl": ppl, "prefill ms": 100.0, "decode tok/s": decode})
+
+
+def test_int4_targets_read_the_all_int4_row_and_the_int8_lm_head_row_apart():
+    from benchmarks.llm import targets
 
     rows = [
         row("fp32 eager", 10.0),
@@ -50,3 +55,17 @@ def test_int4_targets_read_the_all_int4_row_and_the_int8_lm_head_row_apart():
     assert met["int4 perplexity (AWQ + GPTQ, group 64, not the Q4_1 grid)"] == (False, "+20.00%")
     assert met["int4 perplexity, lm_head at int8 (AWQ + GPTQ, group 64)"] == (True, "+7.90%")
     assert met["int4 awq+gptq better than round-to-nearest"][0] is True
+
+
+def test_the_peer_goal_names_how_the_peer_ran():
+    from benchmarks.llm import targets
+
+    rows = [
+        row("fp32 eager", 10.0),
+        row("int4 weight-only (awq+gptq, symmetric group 64)", 12.0, decode=20.0),
+        row("ONNX Runtime int4 quantizer (rtn, symmetric g64)", 13.0, decode=21.0),
+    ]
+    by = {t.name: t for t in targets(rows)}
+    peer = by["int4 weight-only vs ONNX Runtime's quantizer"]
+    assert "ONNX Runtime" in peer.goal and "torchao" not in peer.goal
+    assert peer.met is False  # 20 < 21 tokens/s
