@@ -192,11 +192,20 @@ def build_variants(
         c, s, how = _compiled(model, vocab)
         return Variant("fp32 torch.compile", c, f"fp32, {how}", 0.0, compile_s=s)
 
-    def bf16() -> Variant:
+    @functools.cache
+    def bf16_model() -> tuple[nn.Module, float, str]:
         m, s = _timed(lambda: copy.deepcopy(model).to(torch.bfloat16))
         native = [k for k in ("amx_bf16", "avx512_bf16") if cpu_features().get(k)]
-        how = f"native {native[0]}" if native else "no native bf16 instructions on this CPU"
-        return Variant("bf16 eager", m, f"PyTorch eager, bf16 ({how})", s)
+        return m, s, f"native {native[0]}" if native else "no native bf16 instructions on this CPU"
+
+    def bf16() -> Variant:
+        m, s, native = bf16_model()
+        return Variant("bf16 eager", m, f"PyTorch eager, bf16 ({native})", s)
+
+    def bf16_compiled() -> Variant:
+        m, s, native = bf16_model()
+        c, cs, how = _compiled(m, vocab)
+        return Variant("bf16 torch.compile", c, f"bf16 ({native}), {how}", s, compile_s=cs)
 
     def ort_fp32() -> Variant:
         path, s = fp32_onnx()
@@ -283,8 +292,8 @@ def build_variants(
         return [fp32, bf16, ort_fp32, wo(8, "rtn"), wo_ort(8, "rtn"), *int4[::3], wo_ort(4, "awq+gptq"), kv8, w8a8,
                 pruned(None), pruned("kd"), pruned("hard")]  # fmt: skip
     peers = [peer("int8 weight-only"), peer("int4 weight-only"), peer("int8 dynamic"), ort_peer]
-    return [fp32, compiled, bf16, ort_fp32, wo(8, "rtn"), wo(8, "rtn", compile=True), wo_ort(8, "rtn"), *int4,
-            wo(4, "awq+gptq", compile=True), wo_ort(4, "awq+gptq"), wo_ort(4, "awq+gptq", 8), kv8, w8a8,
+    return [fp32, compiled, bf16, bf16_compiled, ort_fp32, wo(8, "rtn"), wo(8, "rtn", compile=True), wo_ort(8, "rtn"),
+            *int4, wo(4, "awq+gptq", compile=True), wo_ort(4, "awq+gptq"), wo_ort(4, "awq+gptq", 8), kv8, w8a8,
             pruned(None), pruned("kd"), pruned("hard"), *peers]  # fmt: skip
 
 
@@ -373,7 +382,7 @@ def table(rows: list[Row]) -> Table:
     return t
 
 
-FLOAT_ROWS = ("fp32 eager", "fp32 torch.compile", "bf16 eager", "fp32 ONNX Runtime")
+FLOAT_ROWS = ("fp32 eager", "fp32 torch.compile", "bf16 eager", "bf16 torch.compile", "fp32 ONNX Runtime")
 
 
 def _rows_like(by: dict[str, dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
