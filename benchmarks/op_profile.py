@@ -14,7 +14,7 @@ import torch
 
 from benchmarks.common import Table
 
-__all__ = ["op_kind", "profile_ops", "breakdown_table"]
+__all__ = ["op_kind", "profile_ops", "breakdown_table", "profile_inductor_kernels"]
 
 #: (substring of the profiler's event name, kind); the first match wins, in this order
 _KINDS = (
@@ -33,9 +33,43 @@ _KINDS = (
 )
 
 
+#: what an Inductor kernel computes, read off its name (it lists the ops fused into it), in this order
+_FUSED = (
+    ("gelu", "GELU"),
+    ("layer_norm", "LayerNorm"),
+    ("softmax", "softmax"),
+    ("aminmax", "per-token quantization"),
+)
+
+
+def profile_inductor_kernels() -> None:
+    """Make every graph Inductor compiles from now on (in this process and the processes it starts) report each of
+    its C++ kernels to ``torch.profiler`` by name, so that :func:`profile_ops` can tell a compiled model's GEMMs,
+    GELU, quantization and LayerNorm apart instead of one opaque compiled region. Each kernel then opens a
+    profiler scope, which costs a flag check when no profiler runs."""
+    import os
+
+    from torch._inductor import config
+
+    os.environ["TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE"] = "1"  # read by spawned processes when they import Inductor
+    config.cpp.enable_kernel_profile = True
+
+
+def _inductor_kind(low: str) -> str:
+    """An Inductor kernel (``graph_<n>_cpp_...``) by the ops its name lists: GEMM templates apart, fused kernels by
+    the GELU / LayerNorm / softmax / row quantization they contain (an int8 GEMM's epilogue shows up as
+    ``qlinear_pointwise`` in the name of the kernel it fused into, so that word does not count)."""
+    if "gemm" in low:
+        return "GEMM (Inductor template kernel)"
+    parts = [kind for key, kind in _FUSED if key in low]
+    return f"Inductor kernel: {' + '.join(parts)}" if parts else "Inductor kernel: other pointwise / reductions"
+
+
 def op_kind(name: str) -> str:
     """The kind of a profiler event, by name (``"other"`` when nothing matches)."""
     low = name.lower()
+    if low.startswith("graph_") and "cpp_" in low:  # per-kernel events of profile_inductor_kernels()
+        return _inductor_kind(low)
     return next((kind for key, kind in _KINDS if key in low), "other")
 
 

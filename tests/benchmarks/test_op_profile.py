@@ -13,6 +13,30 @@ def test_op_kinds() -> None:
     assert op_kind("aten::something_else") == "other"
 
 
+def test_inductor_kernels_are_named_by_what_they_fuse() -> None:
+    fused = "graph_1_cpp_fused__to_copy_add_aminmax_clamp_gelu_mul_qlinear_pointwise_reciprocal_round_sub_5"
+    assert op_kind(fused) == "Inductor kernel: GELU + per-token quantization"  # not the int8 GEMM it follows
+    ln = "graph_1_cpp_fused__to_copy_add_aminmax_clamp_mul_native_layer_norm_qlinear_pointwise_round_sub_4"
+    assert op_kind(ln) == "Inductor kernel: LayerNorm + per-token quantization"
+    assert op_kind("graph_0_cpp_fused__softmax_3") == "Inductor kernel: softmax"
+    assert op_kind("graph_0_cpp_fused_add_clamp_mul_2") == "Inductor kernel: other pointwise / reductions"
+    assert op_kind("graph_0_cpp_CppMicroGemmAMX_3") == "GEMM (Inductor template kernel)"
+
+
+def test_compiled_kernels_reach_the_profiler(monkeypatch) -> None:
+    from benchmarks.op_profile import profile_inductor_kernels
+    from torch._inductor import config
+
+    monkeypatch.setattr(config.cpp, "enable_kernel_profile", False)
+    monkeypatch.setenv("TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE", "0")
+    profile_inductor_kernels()
+    torch._dynamo.reset()
+    model = torch.compile(torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU(), torch.nn.LayerNorm(16)))
+    x = torch.randn(8, 16)
+    prof = profile_ops(lambda: model(x), calls=2)
+    assert any(k.startswith("Inductor kernel: ") and "GELU" in k for k in prof), prof
+
+
 def test_profile_and_table() -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.LayerNorm(64)).eval()

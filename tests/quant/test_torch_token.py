@@ -73,6 +73,17 @@ def test_matches_the_simulated_layer(bias, relu, smooth):
         assert float(real.min()) >= 0.0
 
 
+@pytest.mark.parametrize("shape", [(48,), (5, 48), (2, 3, 5, 48)])
+def test_any_number_of_leading_dims(shape):
+    # rows stay in the input's shape (no reshape to 2-D), a single vector included
+    layer = _token_layer()
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(2)) * 3
+    with torch.no_grad():
+        sim, real = layer(x), TokenInt8Linear(layer)(x)
+    assert real.shape == sim.shape == (*shape[:-1], 40)
+    assert float((real - sim).abs().max()) <= 1e-4 * float(sim.abs().max())
+
+
 def test_simulation_is_what_the_kernel_sees():
     # the fake-quant rows are the values the integer kernel multiplies: within half a step of the input
     x = _inputs(4, 6, 48)
