@@ -27,13 +27,19 @@ def test_compiled_kernels_reach_the_profiler(monkeypatch) -> None:
     from benchmarks.op_profile import profile_inductor_kernels
     from torch._inductor import config
 
-    monkeypatch.setattr(config.cpp, "enable_kernel_profile", False)
     monkeypatch.setenv("TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE", "0")
-    profile_inductor_kernels()
+    # config.patch restores the setting after (monkeypatch would delete it: Inductor's config entries are not
+    # plain module attributes)
+    with config.patch({"cpp.enable_kernel_profile": False}):
+        profile_inductor_kernels()
+        assert config.cpp.enable_kernel_profile
+        torch._dynamo.reset()
+        layers = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU(), torch.nn.LayerNorm(16))
+        model = torch.compile(layers)
+        x = torch.randn(8, 16)
+        prof = profile_ops(lambda: model(x), calls=2)
     torch._dynamo.reset()
-    model = torch.compile(torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU(), torch.nn.LayerNorm(16)))
-    x = torch.randn(8, 16)
-    prof = profile_ops(lambda: model(x), calls=2)
+    assert not config.cpp.enable_kernel_profile
     assert any(k.startswith("Inductor kernel: ") and "GELU" in k for k in prof), prof
 
 
