@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import shrink
+from shrink.errors import UnsupportedOpError
 from shrink.export.onnx import OnnxModel
 from shrink.quant import INTEGER_OPS, Int8Dynamic, Int8Static, SmoothQuant, ort_optimized_ops
 from shrink.quant.algorithms.fold import fold_bn_into
@@ -95,3 +96,46 @@ def test_per_token_dynamic_matches_onnx_exactly(tmp_path):
     ort_out, sim, ref = OnnxModel(path)(x), tok(x), net(x)
     assert (ort_out - sim).abs().max() < 1e-4 * ref.abs().max()
     assert (sim - ref)[:, 1:].norm() < (per_tensor(x) - ref)[:, 1:].norm() / 3
+
+
+class _Recurrent(nn.Module):
+    def __init__(self, cell=nn.LSTM, **kwargs):
+        super().__init__()
+        self.rnn = cell(8, 16, batch_first=True, **kwargs)
+        self.fc = nn.Linear(16 * (2 if kwargs.get("bidirectional") else 1), 4)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0][:, -1])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "weight_range"), [({}, "full"), ({"bidirectional": True, "num_layers": 2}, "full"), ({}, "u8")]
+)
+def test_dynamic_lstm_runs_in_ort_int8_kernel(tmp_path, kwargs, weight_range):
+    torch.manual_seed(0)
+    net = _Recurrent(**kwargs).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(5, 12, 8)
+    q = shrink.quantize(net, Int8Dynamic(weight_range=weight_range))
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # the user's model is untouched
+    w = q.rnn.weight_hh_l0
+    codes = w / (w.abs().amax(dim=1, keepdim=True) / 127)
+    assert torch.allclose(codes, codes.round(), atol=1e-3)  # PyTorch side: weights on per-row int8 grids
+    path = shrink.export.onnx(q, tmp_path / "lstm.onnx", x[:1])
+    ops = ort_optimized_ops(path)
+    assert ops["DynamicQuantizeLSTM"] == net.rnn.num_layers and ops["LSTM"] == 0
+    ref, sim, ort_out = net(x), q(x), OnnxModel(path)(x)
+    assert (ort_out - sim).abs().max() < 0.02 * ref.abs().max()  # ORT's int8 kernel agrees with the simulation
+    assert 0 < (sim - ref).abs().max() < 0.02 * ref.abs().max()
+
+
+def test_dynamic_onnxruntime_skipped_lstm_stays_float(tmp_path):
+    net = _Recurrent().eval()
+    q = shrink.quantize(net, Int8Dynamic(selector={"types": ["Linear"]}))
+    ops = ort_optimized_ops(shrink.export.onnx(q, tmp_path / "m.onnx", torch.randn(1, 12, 8)))
+    assert ops["LSTM"] == 1 and ops["DynamicQuantizeLSTM"] == 0
+
+
+def test_dynamic_onnxruntime_refuses_gru_by_name():
+    with pytest.raises(UnsupportedOpError, match=r"'rnn' is a GRU.*backend='torch'"):
+        shrink.quantize(_Recurrent(nn.GRU).eval(), Int8Dynamic())

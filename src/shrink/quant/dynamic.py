@@ -4,7 +4,9 @@ at run time, no calibration.
 Two backends, one config:
 
 * ``onnxruntime`` — Linear layers become :class:`QuantLinear` (dynamic); PyTorch simulates, the ONNX export is
-  ``DynamicQuantizeLinear -> MatMulInteger`` (fused by ONNX Runtime into ``DynamicQuantizeMatMul``).
+  ``DynamicQuantizeLinear -> MatMulInteger`` (fused by ONNX Runtime into ``DynamicQuantizeMatMul``). LSTM layers
+  keep their type with weights rounded onto per-row int8 grids and export as ONNX Runtime's ``DynamicQuantizeLSTM``
+  (its int8 kernel). ONNX Runtime has no int8 GRU: a GRU needs the torch backend or ``selector.ignore``.
 * ``torch`` — PyTorch's own dynamic int8 kernels (``torch.ao.nn.quantized.dynamic``) for Linear with shrink's
   per-channel scales, and for LSTM / GRU (their weights use PyTorch's per-tensor observer, noted in the report).
 """
@@ -31,6 +33,7 @@ from shrink.quant.layers.convert import (
 )
 from shrink.quant.layers.prepared import PreparedLinear, recorded_grid
 from shrink.quant.onnx.export import attach_export
+from shrink.quant.onnx.lstm import round_lstm_weights
 from shrink.select import Selector
 
 __all__ = ["Int8Dynamic", "quantize_dynamic"]
@@ -38,9 +41,9 @@ __all__ = ["Int8Dynamic", "quantize_dynamic"]
 
 @register("int8_dynamic", family="quantize")
 class Int8Dynamic(Config):
-    """Int8 weights, per-batch activation quantization; Linear (both backends) and LSTM / GRU (torch backend)."""
+    """Int8 weights, per-batch activation quantization: Linear and LSTM (both backends), GRU (torch backend)."""
 
-    #: 'onnxruntime': simulated Linears exporting integer ONNX ops; 'torch': PyTorch's int8 kernels (+ LSTM/GRU)
+    #: 'onnxruntime': simulated Linears / LSTMs exporting integer ONNX ops; 'torch': PyTorch's int8 kernels
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"
     weight_observer: Literal["minmax", "mse"] = "minmax"
     #: one activation range per batch tensor (ONNX DynamicQuantizeLinear) or per token / row (onnxruntime backend)
@@ -79,18 +82,22 @@ def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.
     bake_parametrizations(model)  # pruning masks etc. become plain weights (our copy)
     check_weights(model)
     supported: tuple[type[nn.Module], ...] = (
-        (nn.Linear, nn.LSTM, nn.GRU) if config.backend == "torch" else (nn.Linear, PreparedLinear)
+        (nn.Linear, nn.LSTM, nn.GRU) if config.backend == "torch" else (nn.Linear, PreparedLinear, nn.LSTM)
     )
     try:
         layers = selected_layers(model, config.selector, "int8_dynamic.selector", supported)
     except UnsupportedOpError as exc:
         if config.backend == "onnxruntime":
-            raise UnsupportedOpError(f"{exc}; LSTM/GRU need backend='torch'") from None
+            raise UnsupportedOpError(f"{exc}; ONNX Runtime has no int8 GRU kernel: use backend='torch'") from None
         raise
     wbits, u8, range_note = effective_weight_bits(8, config.weight_range)
     if range_note and config.backend == "onnxruntime":
         ctx.notes.append(f"int8_dynamic: {range_note}")
+    lstm_nodes = 0
     for name, layer in layers.items():
+        if config.backend == "onnxruntime" and isinstance(layer, nn.LSTM):
+            lstm_nodes += round_lstm_weights(layer, wbits, config.weight_observer, name)
+            continue
         if config.backend == "torch":
             new = (
                 _torch_dynamic_linear(layer, config.weight_observer, name)
@@ -98,14 +105,14 @@ def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.
                 else _torch_dynamic_rnn(layer)
             )
         else:
-            assert isinstance(layer, nn.Linear)  # the onnxruntime backend selects Linear layers only (above)
+            assert isinstance(layer, nn.Linear)  # the onnxruntime backend's LSTMs were handled above
             new = quantized_layer(layer, wbits, "dynamic_token" if config.granularity == "token" else "dynamic")
             new.onnx_u8_weights = u8
             grid = recorded_grid(layer, wbits, f"int8_dynamic: layer {name!r}")  # a gptq stage's codes, if any
             qp = grid if grid is not None else channel_grid(layer.weight, wbits, config.weight_observer, name)
             new.set_weight(layer.weight.detach(), qp)
         set_module(model, name, new)
-    rnns = sum(not isinstance(m, nn.Linear) for m in layers.values())
+    rnns = sum(not isinstance(m, nn.Linear) for m in layers.values()) if config.backend == "torch" else 0
     ctx.notes.append(
         f"int8_dynamic ({config.backend}): {len(layers)} layers quantized"
         + (f" ({rnns} LSTM/GRU with PyTorch's per-tensor weight observer)" if rnns else "")
@@ -114,6 +121,13 @@ def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.
         setattr(model, "shrink_execution", "int8 dynamic (real, PyTorch quantized kernels)")  # noqa: B010  (nn.Module types attributes as Tensor | Module)
         return model
     ctx.notes.append("int8_dynamic: PyTorch figures are simulated (fake-quant); the ONNX export runs integer kernels")
+    if lstm_nodes:
+        qmax = 2 ** (wbits - 1) - 1
+        setattr(model, "shrink_onnx_lstm", {"qmax": qmax, "u8": u8, "nodes": lstm_nodes})  # noqa: B010  (nn.Module types attributes as Tensor | Module)
+        ctx.notes.append(
+            "int8_dynamic: LSTM weights rounded to int8 in PyTorch (activations float there); the ONNX export runs "
+            "them in ONNX Runtime's DynamicQuantizeLSTM"
+        )
     return attach_export(model)
 
 
