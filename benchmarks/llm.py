@@ -39,6 +39,7 @@ from shrink.eval.language import (
     decode_step_times,
     file_size,
     greedy_tokens,
+    matching_prefix,
     peak_rss,
     perplexity,
     prefill_latency,
@@ -327,6 +328,7 @@ def measure(v: Variant, ref_tokens: list[torch.Tensor] | None, evals: torch.Tens
     tokens = greedy_tokens(v.model, prompts, new_tokens=32, cache=cache)
     row.values["tokens"] = tokens
     row.values["agreement"] = 1.0 if ref_tokens is None else token_agreement(ref_tokens, tokens)
+    row.values["prefix"] = 1.0 if ref_tokens is None else matching_prefix(ref_tokens, tokens)
     with torch.inference_mode():
         past = v.model(input_ids=evals[:1], past_key_values=cache(), use_cache=True).past_key_values
     row.values["KV MiB @512"] = (past.nbytes() if isinstance(past, OrtCache) else cache_bytes(past)) / 2**20
@@ -363,8 +365,8 @@ def time_interleaved(live: list[tuple[Row, Variant]], vocab: int, quick: bool) -
         row.values["decode tok/s"] = 1.0 / statistics.median(steps[row.name])
 
 
-COLUMNS = ["variant", "execution", "ppl", "Δppl", "agreement", "prefill ms", "decode tok/s", "weights MiB",
-           "KV MiB @512", "file MiB", "scoring MiB", "build s", "compile s"]  # fmt: skip
+COLUMNS = ["variant", "execution", "ppl", "Δppl", "agreement", "same prefix", "prefill ms", "decode tok/s",
+           "weights MiB", "KV MiB @512", "file MiB", "scoring MiB", "build s", "compile s"]  # fmt: skip
 
 
 def table(rows: list[Row]) -> Table:
@@ -377,8 +379,8 @@ def table(rows: list[Row]) -> Table:
             continue
         compile_s = "—" if v["compile s"] is None else v["compile s"]
         t.add(r.name, v["execution"], v["ppl"], f"{100 * (v['ppl'] / base - 1):+.2f}%", f"{v['agreement']:.3f}",
-              v["prefill ms"], v["decode tok/s"], v["weights MiB"], v["KV MiB @512"], v["file MiB"],
-              v["scoring MiB"], v["build s"], compile_s)  # fmt: skip
+              f"{v['prefix']:.3f}", v["prefill ms"], v["decode tok/s"], v["weights MiB"], v["KV MiB @512"],
+              v["file MiB"], v["scoring MiB"], v["build s"], compile_s)  # fmt: skip
     return t
 
 
@@ -536,7 +538,8 @@ def run(quick: bool) -> tuple[list[Row], Any, list[Target], dict[str, str]]:
         "evaluation": f"{evals.shape[0]} windows x {CONTEXT} tokens of {', '.join(d.name for d in texts.evaluation)}",
         "calibration": f"{calib.shape[0]} windows x {CONTEXT} tokens of "
         + ", ".join(d.name for d in texts.calibration),
-        "agreement": f"{len(prompts)} fixed prompts x 32 greedy tokens, position by position against fp32 eager",
+        "agreement": f"{len(prompts)} fixed prompts x 32 greedy tokens, position by position against fp32 eager; "
+        "'same prefix': the mean fraction of the 32 generated before the first token that differs",
         "speeds": f"timed interleaved: {ROUNDS[quick] - 1} rounds over every row after a warm-up round; prefill "
         f"{CONTEXT} tokens (median of rounds), decode {DECODE_STEPS[quick]} steps per round after a 64-token prompt "
         "(median step)",

@@ -6,6 +6,7 @@ from shrink.eval.language import (
     decode_tokens_per_s,
     file_size,
     greedy_tokens,
+    matching_prefix,
     peak_rss,
     perplexity,
     prefill_latency,
@@ -34,6 +35,11 @@ def test_greedy_tokens_match_generate_and_agreement_counts_positions():
     other = ours.clone()
     other[3:] = (other[3:] + 1) % 256
     assert token_agreement([ours], [other]) == pytest.approx(0.5)
+    other[5] = ours[5]  # lines up again after diverging: counts for agreement, not for the prefix
+    assert token_agreement([ours], [other]) == pytest.approx(4 / 6)
+    assert matching_prefix([ours, ours], [other, ours]) == pytest.approx((3 / 6 + 1) / 2)
+    with pytest.raises(DataError, match="matching_prefix"):
+        matching_prefix([ours], [ours[:3]])
 
 
 def test_speed_memory_and_size_are_positive_and_consistent():

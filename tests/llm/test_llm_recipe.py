@@ -36,10 +36,10 @@ def test_llm_recipe_reports_perplexity_speed_and_samples(tmp_path):
     rows = {r.name: r for r in result.report.rows}
     assert result.report.metric == "perplexity"
     for row in rows.values():
-        assert set(row.metrics) == {"perplexity", "token agreement", "decode tok/s"}
+        assert set(row.metrics) == {"perplexity", "token agreement", "matching prefix", "decode tok/s"}
         assert row.metrics["perplexity"] > 1 and row.metrics["decode tok/s"] > 0
         assert any(n.startswith("greedy continuation of prompt 1: ") for n in row.notes)
-    assert rows["baseline"].metrics["token agreement"] == 1.0
+    assert rows["baseline"].metrics["token agreement"] == rows["baseline"].metrics["matching prefix"] == 1.0
     w8a8, int4 = rows["W8A8 kernels"], rows["int4 kernels"]
     assert w8a8.execution.startswith("int8 (real, PyTorch oneDNN int8 kernels")
     assert "packed int8 / int4 kernels" in int4.execution

@@ -22,6 +22,7 @@ __all__ = [
     "perplexity",
     "greedy_tokens",
     "token_agreement",
+    "matching_prefix",
     "prefill_latency",
     "decode_step_times",
     "decode_tokens_per_s",
@@ -90,6 +91,22 @@ def token_agreement(reference: Sequence[torch.Tensor], other: Sequence[torch.Ten
         raise DataError(f"token_agreement: {len(reference)} reference vs {len(other)} continuations")
     same = sum(int((a == b).sum()) for a, b in zip(reference, other, strict=True))
     return same / sum(a.numel() for a in reference)
+
+
+def matching_prefix(reference: Sequence[torch.Tensor], other: Sequence[torch.Tensor]) -> float:
+    """Mean fraction of each greedy continuation generated before its first token that differs from the reference
+    (1.0: identical continuations). Unlike :func:`token_agreement`, positions after a divergence do not count: the
+    two continuations are then about different text, and whether they line up again is chance."""
+    if len(reference) != len(other) or not reference:
+        raise DataError(f"matching_prefix: {len(reference)} reference vs {len(other)} continuations")
+    fractions = []
+    for a, b in zip(reference, other, strict=True):
+        a, b = a.flatten(), b.flatten()
+        if a.numel() != b.numel() or not a.numel():
+            raise DataError(f"matching_prefix: continuations of {a.numel()} and {b.numel()} tokens")
+        differ = (a != b).nonzero()
+        fractions.append((int(differ[0]) if len(differ) else a.numel()) / a.numel())
+    return sum(fractions) / len(fractions)
 
 
 def _median_time(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
@@ -184,7 +201,8 @@ def language_metrics(
     new_tokens: int = 32,
     progress: bool = False,
 ) -> dict[str, tuple[dict[str, float], list[torch.Tensor]]]:
-    """Per model: {perplexity, token agreement (with ``reference``'s greedy tokens), decode tok/s} and its greedy
+    """Per model: {perplexity, token agreement and matching prefix (with ``reference``'s greedy tokens), decode tok/s}
+    and its greedy
     tokens for each prompt. Decoding speed: batch 1, after a 64-token prompt, median of 16 steps."""
     from tqdm.auto import tqdm
 
@@ -196,6 +214,7 @@ def language_metrics(
         metrics = {
             "perplexity": perplexity(model, windows),
             "token agreement": token_agreement(ref, tokens),
+            "matching prefix": matching_prefix(ref, tokens),
             "decode tok/s": decode_tokens_per_s(model, 64, 16, vocab=vocab),
         }
         out[name] = (metrics, tokens)
