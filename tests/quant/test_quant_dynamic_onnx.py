@@ -139,3 +139,13 @@ def test_dynamic_onnxruntime_skipped_lstm_stays_float(tmp_path):
 def test_dynamic_onnxruntime_refuses_gru_by_name():
     with pytest.raises(UnsupportedOpError, match=r"'rnn' is a GRU.*backend='torch'"):
         shrink.quantize(_Recurrent(nn.GRU).eval(), Int8Dynamic())
+
+
+def test_dynamic_lstm_survives_save_and_load(tmp_path):
+    torch.manual_seed(0)
+    q = shrink.quantize(_Recurrent().eval(), Int8Dynamic())
+    loaded = shrink.load(shrink.save(q, tmp_path / "m.shrink"), lambda: _Recurrent().eval())
+    x = torch.randn(2, 12, 8)
+    assert torch.equal(loaded(x), q(x))
+    ops = ort_optimized_ops(shrink.export.onnx(loaded, tmp_path / "m.onnx", x[:1]))
+    assert ops["DynamicQuantizeLSTM"] == 1 and ops["LSTM"] == 0

@@ -202,8 +202,7 @@ def language_metrics(
     progress: bool = False,
 ) -> dict[str, tuple[dict[str, float], list[torch.Tensor]]]:
     """Per model: {perplexity, token agreement and matching prefix (with ``reference``'s greedy tokens), decode tok/s}
-    and its greedy
-    tokens for each prompt. Decoding speed: batch 1, after a 64-token prompt, median of 16 steps."""
+    and its greedy tokens for each prompt. Decoding speed: batch 1, after a 64-token prompt, median of 16 steps."""
     from tqdm.auto import tqdm
 
     vocab = int(windows.max()) + 1

@@ -58,10 +58,17 @@ def onnx(
     """Export ``model`` to ONNX at ``path`` (atomically) with a dynamic batch axis (and sequence axis for dicts)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    from shrink.quant.onnx.lstm import export_int8_lstms
+
     hook = getattr(model, "shrink_export_onnx", None)
     if hook is not None:
-        return hook(path, example_inputs, opset)
-    return trace_to_onnx(copy.deepcopy(baked_copy(model)), path, example_inputs, opset=opset, output_names=output_names)
+        out = hook(path, example_inputs, opset)
+    else:
+        out = trace_to_onnx(
+            copy.deepcopy(baked_copy(model)), path, example_inputs, opset=opset, output_names=output_names
+        )
+    export_int8_lstms(model, Path(out))  # LSTMs int8_dynamic rounded run on ONNX Runtime's int8 LSTM kernel
+    return out
 
 
 def trace_to_onnx(

@@ -93,10 +93,9 @@ def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.
     wbits, u8, range_note = effective_weight_bits(8, config.weight_range)
     if range_note and config.backend == "onnxruntime":
         ctx.notes.append(f"int8_dynamic: {range_note}")
-    lstm_nodes = 0
     for name, layer in layers.items():
         if config.backend == "onnxruntime" and isinstance(layer, nn.LSTM):
-            lstm_nodes += round_lstm_weights(layer, wbits, config.weight_observer, name)
+            round_lstm_weights(layer, wbits, config.weight_observer, name, u8)
             continue
         if config.backend == "torch":
             new = (
@@ -121,9 +120,7 @@ def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.
         setattr(model, "shrink_execution", "int8 dynamic (real, PyTorch quantized kernels)")  # noqa: B010  (nn.Module types attributes as Tensor | Module)
         return model
     ctx.notes.append("int8_dynamic: PyTorch figures are simulated (fake-quant); the ONNX export runs integer kernels")
-    if lstm_nodes:
-        qmax = 2 ** (wbits - 1) - 1
-        setattr(model, "shrink_onnx_lstm", {"qmax": qmax, "u8": u8, "nodes": lstm_nodes})  # noqa: B010  (nn.Module types attributes as Tensor | Module)
+    if any(isinstance(m, nn.LSTM) for m in layers.values()):
         ctx.notes.append(
             "int8_dynamic: LSTM weights rounded to int8 in PyTorch (activations float there); the ONNX export runs "
             "them in ONNX Runtime's DynamicQuantizeLSTM"

@@ -60,20 +60,7 @@ class QuantizedExport:
         self.model = model
 
     def __call__(self, path: str | os.PathLike[str], example_inputs: Any, opset: int = 17) -> Path:
-        out = export_quantized_onnx(self.model, path, example_inputs, opset)
-        lstm = getattr(self.model, "shrink_onnx_lstm", None)  # set by int8_dynamic for LSTM layers
-        if lstm:
-            from shrink.errors import UnsupportedOpError
-            from shrink.quant.onnx.lstm import lstm_to_dynamic_int8
-
-            done = lstm_to_dynamic_int8(out, lstm["qmax"], lstm["u8"])
-            if done != lstm["nodes"]:
-                out.unlink(missing_ok=True)
-                raise UnsupportedOpError(
-                    f"ONNX export: {lstm['nodes']} int8 LSTM layer(s) expected in the exported graph, {done} found "
-                    "with their int8 weights (an LSTM exported in another form, e.g. batch-major or unrolled)"
-                )
-        return out
+        return export_quantized_onnx(self.model, path, example_inputs, opset)
 
 
 def attach_export(

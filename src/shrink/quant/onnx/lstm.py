@@ -2,8 +2,10 @@
 node rewritten as ONNX Runtime's ``com.microsoft.DynamicQuantizeLSTM`` (int8 weights, activations quantized at run
 time by the kernel). ONNX Runtime has no int8 GRU kernel, so GRU layers are not handled here.
 
-The PyTorch side keeps an ``nn.LSTM`` whose weights lie on the grid (the float activations are the simulated part).
-The rewrite reads each row's scale back from the exported weights: a symmetric grid puts the largest magnitude of
+The PyTorch side keeps an ``nn.LSTM`` whose weights lie on the grid (the float activations are the simulated part),
+labelled with the string attribute ``shrink_onnx_int8`` (kept by ``shrink.save`` / ``load``); every ONNX export of a
+model with such layers (:func:`shrink.export.onnx`) rewrites their nodes. The rewrite reads each row's scale back
+from the exported weights: a symmetric grid puts the largest magnitude of
 every row on ``±qmax`` (the observer's clipping saturates there too), so ``max|row| / qmax`` is that row's scale and
 every weight divides into it exactly. A node whose weights do not is left float (an LSTM the selector skipped).
 """
@@ -17,25 +19,50 @@ import numpy as np
 import torch
 from torch import nn
 
+from shrink.errors import UnsupportedOpError
 from shrink.quant.algorithms.observers import channel_grid
 from shrink.quant.numerics.qparams import fake_quantize
 
-__all__ = ["round_lstm_weights", "lstm_to_dynamic_int8"]
+__all__ = ["round_lstm_weights", "lstm_to_dynamic_int8", "export_int8_lstms", "LABEL"]
 
+#: the attribute that marks an LSTM for ``DynamicQuantizeLSTM``: "qmax=<largest code> u8=<0|1>"
+LABEL = "shrink_onnx_int8"
 #: the largest error, relative to a row's scale, for a weight still to count as lying on the grid
 _ON_GRID = 1e-3
 
 
-def round_lstm_weights(lstm: nn.LSTM, bits: int, observer: str, name: str) -> int:
+def round_lstm_weights(lstm: nn.LSTM, bits: int, observer: str, name: str, u8: bool = False) -> None:
     """Round every input and recurrent weight matrix of ``lstm`` in place onto its per-row symmetric ``bits``-bit
-    grid chosen by ``observer``. Returns the number of ONNX ``LSTM`` nodes the layer exports to (one per layer)."""
+    grid chosen by ``observer``, and label it for the ONNX export (``u8``: codes stored as uint8 + 128 there)."""
     if lstm.proj_size:
-        raise ValueError(f"int8_dynamic: LSTM {name!r} has proj_size={lstm.proj_size}; ONNX LSTM has no projection")
+        raise UnsupportedOpError(
+            f"int8_dynamic: LSTM {name!r} has proj_size={lstm.proj_size}; ONNX Runtime's int8 LSTM has no projection"
+        )
     with torch.no_grad():
         for pname, param in lstm.named_parameters():
             if pname.startswith("weight_"):
                 param.copy_(fake_quantize(param, channel_grid(param, bits, observer, f"{name}.{pname}")))
-    return lstm.num_layers
+    setattr(lstm, LABEL, f"qmax={2 ** (bits - 1) - 1} u8={int(u8)}")
+
+
+def export_int8_lstms(model: nn.Module, path: Path) -> None:
+    """After ``model`` was exported to ``path``: rewrite the nodes of its labelled LSTMs as ``DynamicQuantizeLSTM``.
+    Each LSTM exports one node per layer; a count that does not match deletes the file and raises."""
+    labelled = [m for m in model.modules() if isinstance(m, nn.LSTM) and getattr(m, LABEL, None)]
+    if not labelled:
+        return
+    settings = {getattr(m, LABEL) for m in labelled}
+    if len(settings) > 1:
+        raise UnsupportedOpError(f"ONNX export: int8 LSTM layers quantized with different grids: {sorted(settings)}")
+    fields = dict(item.split("=") for item in settings.pop().split())
+    expected = sum(m.num_layers for m in labelled)
+    done = lstm_to_dynamic_int8(path, int(fields["qmax"]), fields["u8"] == "1")
+    if done != expected:
+        path.unlink(missing_ok=True)
+        raise UnsupportedOpError(
+            f"ONNX export: {expected} int8 LSTM layer(s) expected in the exported graph, {done} found with their int8 "
+            "weights (an LSTM exported in another form, e.g. batch-major or unrolled)"
+        )
 
 
 def _row_codes(weights: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray] | None:
