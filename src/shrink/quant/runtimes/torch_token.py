@@ -200,10 +200,8 @@ def merge_shared_inputs(model: nn.Module, example_inputs: Any) -> int:
 #: must), autotuned GEMMs (Inductor's AMX / VNNI int8 micro-kernels where they beat oneDNN), and materializing any
 #: pointwise chain of more than 4 ops instead of recomputing it in every kernel that reads it (the default, 30,
 #: recomputes e.g. the FFN epilogue + erf-GELU in both the row min/max pass and the rounding pass of the next
-#: layer's quantization: MiniLM batch 32 ran ~18.5 ms with it, ~13-14.5 ms with 4, on 2 cores), and a C++
-#: wrapper that launches the kernels instead of Python code (MiniLM int8 at batch 1, 1 thread: 2.95 -> 2.47 ms,
-#: outputs identical; ~30 s more compilation, the wrapper's own C++ build)
-INDUCTOR_SETTINGS = {"freezing": True, "max_autotune": True, "realize_opcount_threshold": 4, "cpp_wrapper": True}
+#: layer's quantization: MiniLM batch 32 ran ~18.5 ms with it, ~13-14.5 ms with 4, on 2 cores)
+INDUCTOR_SETTINGS = {"freezing": True, "max_autotune": True, "realize_opcount_threshold": 4}
 
 
 class _FrozenInductor:
