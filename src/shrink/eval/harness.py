@@ -109,9 +109,10 @@ def evaluate(
     ``data`` is a :class:`DataBundle` (its test split, example input and metric are used) or an iterable of
     evaluation batches (then pass ``metric`` and ``example_inputs``). For ``metric="fidelity"`` the model named
     ``reference`` (default: the first) provides the reference embeddings. ``metric="perplexity"`` (causal language
-    models) needs a :class:`shrink.data.LanguageData`: each row gets perplexity, greedy-token agreement with
-    ``reference`` and decoding tokens/s at batch 1 (:func:`shrink.eval.language.language_metrics`), and a note with
-    its greedy continuation of the first prompt; the latency columns time one prefill of the example window.
+    models) needs a :class:`shrink.data.LanguageData`: each row gets perplexity, greedy-token agreement and the
+    matching prefix with ``reference`` and decoding tokens/s at batch 1
+    (:func:`shrink.eval.language.language_metrics`), and a note with its greedy continuation of the first prompt;
+    the latency columns time one prefill of the example window.
 
     A model may return a tensor, a transformers ``ModelOutput``, a dict or a tuple: the scored tensor is
     ``logits`` if present, else ``sentence_embedding``, else ``last_hidden_state``, else the first tensor (of a
