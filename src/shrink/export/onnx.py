@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from shrink._parametrize import baked_copy
+from shrink.export.lstm_int8 import export_int8_lstms
 
 __all__ = ["onnx", "trace_to_onnx", "write_onnx", "OnnxModel", "DEFAULT_OPSET", "graph_execution"]
 
@@ -58,8 +59,6 @@ def onnx(
     """Export ``model`` to ONNX at ``path`` (atomically) with a dynamic batch axis (and sequence axis for dicts)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from shrink.quant.onnx.lstm import export_int8_lstms
-
     hook = getattr(model, "shrink_export_onnx", None)
     if hook is not None:
         out = hook(path, example_inputs, opset)
