@@ -11,6 +11,7 @@ import copy
 import io
 import tempfile
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -41,42 +42,48 @@ def _file_bytes(model: nn.Module) -> int:
     return buf.getbuffer().nbytes
 
 
-def _kinds(model: nn.Module) -> str:
-    """'int8: GRU, Linear x1; float: ...' from the module types actually in the model."""
-    import torch.ao.nn.quantized.dynamic as nnqd
+def _summary(int8: Counter[str], flt: Counter[str]) -> str:
+    """'int8: GRU x1, Linear x1; float: none' from counts of layer or op names."""
 
-    int8, flt = [], []
-    for m in model.modules():
-        if isinstance(m, (nnqd.GRU, nnqd.LSTM, nnqd.Linear)):
-            int8.append(type(m).__name__)
-        elif isinstance(m, (nn.GRU, nn.LSTM, nn.Linear)):
-            flt.append(type(m).__name__)
-
-    def fmt(names: list[str]) -> str:
-        return ", ".join(f"{n} x{names.count(n)}" for n in sorted(set(names))) or "none"
+    def fmt(names: Counter[str]) -> str:
+        return ", ".join(f"{n} x{names[n]}" for n in sorted(names)) or "none"
 
     return f"int8: {fmt(int8)}; float: {fmt(flt)}"
+
+
+def _kinds(model: nn.Module) -> str:
+    """The summary of the module types actually in the model."""
+    import torch.ao.nn.quantized.dynamic as nnqd
+
+    int8, flt = Counter[str](), Counter[str]()
+    for m in model.modules():
+        if isinstance(m, (nnqd.GRU, nnqd.LSTM, nnqd.Linear)):
+            int8[type(m).__name__] += 1
+        elif isinstance(m, (nn.GRU, nn.LSTM, nn.Linear)):
+            flt[type(m).__name__] += 1
+    return _summary(int8, flt)
 
 
 def _onnx_kinds(path: Path) -> str:
     """The same summary for the graph ONNX Runtime runs (after its optimizations)."""
     ops = ort_optimized_ops(path)
-    int8 = sorted(op for op in ops if op in INTEGER_OPS)
-    flt = sorted(op for op in ops if op in {"LSTM", "GRU", "MatMul", "Gemm", "FusedGemm", "FusedMatMul"})
-    return (
-        f"int8: {', '.join(f'{op} x{ops[op]}' for op in int8) or 'none'}; "
-        f"float: {', '.join(f'{op} x{ops[op]}' for op in flt) or 'none'}"
+    floats = {"LSTM", "GRU", "MatMul", "Gemm", "FusedGemm", "FusedMatMul"}
+    return _summary(
+        Counter({op: n for op, n in ops.items() if op in INTEGER_OPS}),
+        Counter({op: n for op, n in ops.items() if op in floats}),
     )
 
 
-def _onnx_int8(fp32: nn.Module, data: Any, tmp: Path, name: str, failed: dict[str, str]) -> dict[str, Path]:
+def _onnx_int8(
+    fp32: nn.Module, fp32_onnx: Path, data: Any, tmp: Path, name: str, failed: dict[str, str]
+) -> dict[str, Path]:
     """ONNX files of the int8 variants that run in ONNX Runtime: shrink's dynamic path (a GRU stays float: ONNX
     Runtime has no int8 kernel for it), shrink's static path (calibrated on the calibration split), and ONNX
-    Runtime's own dynamic quantizer on the fp32 export. A variant that fails is recorded in ``failed``."""
+    Runtime's own dynamic quantizer on the fp32 export ``fp32_onnx``. A variant that fails is recorded in ``failed``."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     def ort_dynamic(path: Path) -> Path:
-        quantize_dynamic(str(tmp / f"{name}.onnx"), str(path), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(str(fp32_onnx), str(path), weight_type=QuantType.QInt8, per_channel=True)
         return path
 
     builds = {
@@ -124,15 +131,14 @@ def recurrent_table() -> Table:
     for name, epochs in RECURRENT:
         fp32 = mnist1d_model(name, seed=0, epochs=epochs, paper_train=True)
         failed: dict[str, str] = {}
-        runs = {
-            k: b.run for k, b in float_baselines(fp32, x1, [x32, x1], tmp / f"{name}.onnx", failures=failed).items()
-        }
+        fp32_onnx = tmp / f"{name}.onnx"  # the ONNX Runtime float row's export, which ORT's quantizer reads
+        runs = {k: b.run for k, b in float_baselines(fp32, x1, [x32, x1], fp32_onnx, failures=failed).items()}
         variants = {
             "shrink int8_dynamic (torch)": shrink.quantize(fp32, Int8Dynamic(backend="torch"), progress=False),
             "torch.ao quantize_dynamic": _torch_ao(fp32),
         }
         runs |= {k: (lambda x, m=m: m(x)) for k, m in variants.items()}
-        onnx_files = _onnx_int8(fp32, data, tmp, name, failed)
+        onnx_files = _onnx_int8(fp32, fp32_onnx, data, tmp, name, failed)
         runs |= {k: OnnxModel(p, threads=THREADS) for k, p in onnx_files.items()}
         lat = time_together(runs, {1: x1, 32: x32}, rounds=9)
         for label, run in runs.items():

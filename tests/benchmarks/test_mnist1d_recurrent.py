@@ -35,7 +35,7 @@ def test_onnx_int8_rows_name_the_kernels_that_run(tmp_path, cell, shrink_dynamic
     data = SimpleNamespace(example_inputs=x[:1], calibration=[x[i : i + 2] for i in range(0, 4, 2)])
     shrink.export.onnx(model, tmp_path / "tiny.onnx", x[:1])
     failed: dict[str, str] = {}
-    files = _onnx_int8(model, data, tmp_path, "tiny", failed)
+    files = _onnx_int8(model, tmp_path / "tiny.onnx", data, tmp_path, "tiny", failed)
     assert not failed and len(files) == 3
     kinds = {label: _onnx_kinds(path) for label, path in files.items()}
     assert kinds["shrink int8_dynamic (ONNX Runtime)"] == shrink_dynamic
@@ -47,6 +47,8 @@ def test_onnx_int8_failure_is_a_row(tmp_path):
     model = _Tiny(nn.LSTM).eval()
     data = SimpleNamespace(example_inputs=torch.randn(1, 40), calibration=[torch.randn(2, 40)])
     failed: dict[str, str] = {}
-    files = _onnx_int8(model, data, tmp_path, "missing", failed)  # no fp32 export for ORT's quantizer to read
+    files = _onnx_int8(
+        model, tmp_path / "missing.onnx", data, tmp_path, "missing", failed
+    )  # no fp32 export for ORT's quantizer to read
     assert set(failed) == {"ONNX Runtime quantize_dynamic (per-channel)"} and len(files) == 2
     assert failed["ONNX Runtime quantize_dynamic (per-channel)"].startswith("failed: ")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from shrink._atomic import atomic_write_bytes
 from shrink.errors import UnsupportedOpError
 
 __all__ = ["LABEL", "export_int8_lstms", "lstm_to_dynamic_int8"]
@@ -104,10 +105,5 @@ def lstm_to_dynamic_int8(path: str | os.PathLike[str], qmax: int, u8: bool = Fal
         graph.initializer.remove(t)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        onnx.save(model, str(tmp))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(path, model.SerializeToString())
     return rewritten
