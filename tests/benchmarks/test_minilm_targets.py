@@ -4,7 +4,7 @@ result that just misses is a miss, and a comparison with no peer row is n/a, not
 import math
 
 from benchmarks.baselines import BF16, COMPILED, EAGER, ORT, best_float, speedup
-from benchmarks.quant_minilm import INT8_ROW, PEER_INT8, targets
+from benchmarks.quant_minilm import INT8_ROW, PACKAGE_ROW, PEER_INT8, targets
 
 from shrink.eval.latency import LatencyStats
 
@@ -62,6 +62,19 @@ def test_fidelity_compile_and_missing_row_targets() -> None:
     assert _met(ok, "compile time") == [True]
     missing = targets({}, {})  # the int8 row failed: every target is a miss, none is met by accident
     assert all(t.met in (False, None) for t in missing)
+
+
+def test_compile_target_reads_a_new_process_too() -> None:
+    """Met by the first compile, the recompile with Inductor's cache warm, or loading the AOTInductor package in a
+    new process, whichever is fastest; a figure that is missing (its step failed) does not count."""
+    slow = {**_rows(compile_s=125.0)[INT8_ROW], "recompile_s": 82.0}
+    for load, met in ((30.0, True), (30.1, False)):
+        rows = {**_rows(), INT8_ROW: slow, PACKAGE_ROW: {"compile_s": 95.0, "recompile_s": load}}
+        (t,) = [t for t in targets(rows, _lat(1.0, 10.0)) if "compile time" in t.name]
+        assert t.met is met and f"loads and runs both shapes in a new process in {load:.1f} s" in t.measured
+    assert _met(targets({**_rows(), INT8_ROW: {**slow, "recompile_s": 29.0}}, _lat(1.0, 10.0)), "compile") == [True]
+    no_package = targets({**_rows(), INT8_ROW: slow}, _lat(1.0, 10.0))
+    assert _met(no_package, "compile time") == [False]
 
 
 def _stats(ms: float, lo: float | None = None, hi: float | None = None) -> LatencyStats:

@@ -89,6 +89,12 @@ __all__ += ["QAT", "Binarize", "ZeroQ", "IntegerModel", "integer_model"]
 
 # real int8 execution in PyTorch (oneDNN / fbgemm kernels), optionally compiled with Inductor
 from shrink.quant.runtimes.torch_backend import to_torch_int8  # noqa: E402
+from shrink.quant.runtimes.torch_package import (  # noqa: E402
+    PackagedInt8,
+    load_int8_package,
+    package_cpu_isa,
+    package_int8,
+)
 from shrink.quant.runtimes.torch_token import (  # noqa: E402
     CompiledInt8,
     SharedInputGEMM,
@@ -117,4 +123,8 @@ __all__ += [
     "merge_shared_inputs",
     "compile_int8",
     "CompiledInt8",
+    "package_int8",
+    "load_int8_package",
+    "package_cpu_isa",
+    "PackagedInt8",
 ]

@@ -90,7 +90,16 @@ class TokenInt8Linear(nn.Module):
         lo, hi = torch.aminmax(x, dim=-1, keepdim=True)
         scale = ((hi - lo) * (1.0 / 255.0)).clamp(min=1e-12)
         q = torch.round((x - lo) * scale.reciprocal()).clamp(0, 255).to(torch.uint8)
-        acc = torch.ops.onednn.qlinear_pointwise(
+        y = self._int_gemm(q) * scale + lo * self.colsum
+        if self.bias is not None:
+            y = y + self.bias
+        if self.relu:
+            y = F.relu(y)
+        return y.squeeze(0) if vector else y
+
+    def _int_gemm(self, q: torch.Tensor) -> torch.Tensor:
+        """``q @ codesᵀ`` with the per-channel weight scales applied: uint8 rows times the prepacked int8 codes."""
+        return torch.ops.onednn.qlinear_pointwise(
             q,
             1.0,
             0,
@@ -105,12 +114,6 @@ class TokenInt8Linear(nn.Module):
             [],
             "",
         )
-        y = acc * scale + lo * self.colsum
-        if self.bias is not None:
-            y = y + self.bias
-        if self.relu:
-            y = F.relu(y)
-        return y.squeeze(0) if vector else y
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, per-token uint8 x int8 (oneDNN)"

@@ -1,0 +1,322 @@
+"""Int8 models compiled ahead of time: one AOTInductor package (``.pt2``) that a new process loads in seconds.
+
+:func:`shrink.quant.compile_int8` compiles in the process that runs the model, each time that process starts: about
+a minute or two for MiniLM on 2 cores. Inductor's on-disk cache shortens it only partly there, because the frozen
+graph holds oneDNN's prepacked int8 weights, which Inductor's FX-graph cache cannot pickle (and AOTAutograd's cache
+skips frozen graphs), so every new process traces, freezes and generates the kernels again; only the autotuning
+results and the built C++ kernels are reused.
+
+:func:`package_int8` compiles once instead, with ``torch.export`` and AOTInductor under the same Inductor settings
+(:data:`~shrink.quant.runtimes.torch_token.INDUCTOR_SETTINGS`: frozen weights, autotuned GEMMs), into a single
+file holding the generated kernels and the int8 weights. :func:`load_int8_package` loads it into any process with
+the same PyTorch version on a CPU with the instruction sets it was built for; it does not need shrink's model
+classes, the float model or a compiler.
+
+For the export, each :class:`~shrink.quant.runtimes.torch_token.TokenInt8Linear` is written in PyTorch 2 export's
+quantized form (uint8 rows and int8 codes dequantized, then a float linear), which Inductor's freezing pass turns
+back into oneDNN's int8 GEMM with prepacked weights (or its own AMX / VNNI int8 micro-kernel): oneDNN's prepacked
+weights are opaque tensors that ``torch.export`` cannot carry. The package computes what the compiled model does.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shrink._atomic import atomic_write_bytes
+from shrink.errors import ConfigError, DataError, FileFormatError, ModelError, UnsupportedOpError
+from shrink.quant.runtimes.torch_token import INDUCTOR_SETTINGS, TokenInt8Linear
+
+__all__ = ["package_int8", "load_int8_package", "PackagedInt8", "package_cpu_isa"]
+
+
+class _ExportFormTokenInt8Linear(TokenInt8Linear):
+    """A :class:`TokenInt8Linear` whose int8 product is written in PyTorch 2 export's quantized pattern."""
+
+    weight_codes: torch.Tensor
+
+    def _int_gemm(self, q: torch.Tensor) -> torch.Tensor:
+        import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers the quantized_decomposed ops)
+
+        ops = torch.ops.quantized_decomposed
+        rows = ops.dequantize_per_tensor.default(q, 1.0, 0, 0, 255, torch.uint8)
+        weight = ops.dequantize_per_channel.default(
+            self.weight_codes, self.weight_scale, self.weight_zero_point, 0, -128, 127, torch.int8
+        )
+        return F.linear(rows, weight)
+
+
+def _export_form(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose int8 Linears hold their int8 codes instead of oneDNN's prepacked weights (which
+    cannot be copied or exported). The float tensors are copied too; ``model`` is not touched."""
+    from shrink.quant.runtimes.torch_backend import TorchInt8Layer
+
+    static = [name for name, m in model.named_modules() if isinstance(m, TorchInt8Layer)]
+    if static:
+        raise UnsupportedOpError(
+            f"package_int8: {static[0]} (and {len(static) - 1} more) runs on torch.ao's quantized ops, which "
+            "torch.export cannot carry; package models whose int8 layers are per-token (Int8Dynamic with "
+            "granularity='token'), or export to ONNX (shrink.export.onnx)"
+        )
+    layers = [m for m in model.modules() if isinstance(m, TokenInt8Linear)]
+    if not layers:
+        raise ModelError(
+            "package_int8: the model has no TokenInt8Linear layers; pass the model from shrink.quant.to_torch_int8 "
+            "(per-token int8 Linears, e.g. the encoder-int8 preset)"
+        )
+    memo: dict[int, Any] = {id(m.packed_weight): None for m in layers}
+    memo |= {id(m.source): m.source for m in layers}  # the simulated layers: read, not copied
+    out = copy.deepcopy(model, memo)
+    for layer in out.modules():
+        if isinstance(layer, TokenInt8Linear):
+            del layer._buffers["packed_weight"]
+            layer.register_buffer("weight_codes", layer.source.weight_int.to(torch.int8).contiguous())
+            layer.__class__ = _ExportFormTokenInt8Linear
+    return out.eval()
+
+
+def _per_tensor(inputs: Any, spec: Callable[[int, torch.Tensor], Any]) -> Any:
+    """A ``dynamic_shapes`` structure for ``inputs`` (a dict, a tuple or one tensor): ``spec(i, tensor)`` for the
+    i-th tensor (in flattening order), None for anything else."""
+    values = list(inputs.values()) if isinstance(inputs, dict) else inputs
+    values = list(values) if isinstance(values, (tuple, list)) else [values]
+    specs = [spec(i, v) if isinstance(v, torch.Tensor) else None for i, v in enumerate(values)]
+    return dict(zip(inputs, specs, strict=True)) if isinstance(inputs, dict) else tuple(specs)
+
+
+def _user_inputs(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> list[tuple[str, Any, Any]]:
+    """(name, example value, graph placeholder) of each input of the exported program, in order."""
+    from torch.utils._pytree import tree_flatten_with_path
+
+    leaves = tree_flatten_with_path((args, kwargs or {}))[0]
+    names = set(program.graph_signature.user_inputs)
+    nodes = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in names]
+    if len(leaves) != len(nodes):
+        raise DataError(
+            f"package_int8: the example inputs hold {len(leaves)} values, the exported graph takes {len(nodes)} "
+            "inputs; pass tensors only, as positional or keyword arguments"
+        )
+    return [(_input_name(path), value, node) for (path, value), node in zip(leaves, nodes, strict=True)]
+
+
+def _input_name(path: tuple[Any, ...]) -> str:
+    """``input_ids`` for a keyword argument, ``argument 0`` for the first positional one."""
+    key = path[1]
+    return str(key.key) if path[0].idx == 1 else f"argument {key.idx}"
+
+
+def _export(model: nn.Module, example_inputs: Any, dynamic_shapes: Any) -> tuple[Any, tuple[Any, ...], Any]:
+    """``torch.export`` of ``model`` on ``example_inputs``; returns (program, args, kwargs). Without a
+    ``dynamic_shapes`` spec, export first finds which dimensions may vary (``Dim.AUTO``), then exports again with
+    each of them allowed from size 1 (export otherwise assumes 2 and more, and a batch or sequence of one would be
+    outside the program's range), one dimension at a time; one the model cannot take at size 1 keeps 2."""
+    from torch.export import Dim
+
+    if isinstance(example_inputs, dict):
+        args, kwargs = (), dict(example_inputs)
+    else:
+        many = isinstance(example_inputs, (tuple, list))
+        args, kwargs = (tuple(example_inputs) if many else (example_inputs,)), None
+
+    def export(shapes: Any) -> Any:
+        with torch.no_grad():
+            return torch.export.export(model, args, kwargs, dynamic_shapes=shapes, strict=False)
+
+    if dynamic_shapes is not None:
+        return export(dynamic_shapes), args, kwargs
+    program = export(_per_tensor(example_inputs, lambda _, t: {d: Dim.AUTO for d in range(t.dim())}))
+    sizes = [node.meta["val"].shape for _, _, node in _user_inputs(program, args, kwargs)]
+    ranges = {str(e): _bounds(program, e) for e in program.range_constraints if e.is_Symbol}
+    symbols = [
+        name
+        for name in dict.fromkeys(str(n.node.expr) for s in sizes for n in s if isinstance(n, torch.SymInt))
+        if name in ranges
+    ]
+
+    def spec(from_one: set[str]) -> Any:
+        # one Dim per varying size, shared by the inputs whose sizes export found equal; the upper bounds export found
+        dims = {
+            name: Dim(name, min=1 if name in from_one else ranges[name][0], max=ranges[name][1]) for name in symbols
+        }
+
+        def per_tensor(i: int, t: torch.Tensor) -> dict[int, Any]:
+            return {
+                d: dims.get(str(n.node.expr), Dim.STATIC) if isinstance(n, torch.SymInt) else Dim.STATIC
+                for d, n in enumerate(sizes[i])
+            }
+
+        return _per_tensor(example_inputs, per_tensor)
+
+    from_one: set[str] = set()
+    for name in symbols:  # each varying size from 1 where the model allows it (one export each)
+        try:
+            program = export(spec(from_one | {name}))
+            from_one.add(name)
+        except Exception:  # torch.export's constraint error: the model needs this size >= 2
+            continue
+    return program, args, kwargs
+
+
+def _bounds(program: Any, symbol: Any) -> tuple[int, int | None]:
+    """The [min, max] an exported program allows a varying size (max ``None``: unbounded)."""
+    import sympy
+    from torch.utils._sympy.numbers import int_oo
+
+    bounds = program.range_constraints[symbol]
+    return int(bounds.lower), None if bounds.upper in (int_oo, sympy.oo) else int(bounds.upper)
+
+
+def _input_spec(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """What the compiled graph accepts, input by input: name, dtype and each dimension's [min, max] size (``None``:
+    no upper bound), from the exported program. The package's kernels do not check their inputs."""
+    import sympy
+
+    spec = []
+    for name, value, node in _user_inputs(program, args, kwargs):
+        if not isinstance(value, torch.Tensor):
+            raise DataError(f"package_int8: example input {name} is a {type(value).__name__}, not a tensor")
+        dims: list[list[int | None]] = []
+        for size in node.meta["val"].shape:
+            expr = size.node.expr if isinstance(size, torch.SymInt) else sympy.Integer(size)
+            if expr.is_number:  # a fixed size
+                dims.append([int(expr), int(expr)])
+            elif expr in program.range_constraints:
+                dims.append(list(_bounds(program, expr)))
+            else:  # a size tied to another input's (an expression of its symbol): checked by the sizes it follows
+                dims.append([0, None])
+        spec.append({"name": name, "dtype": str(value.dtype).removeprefix("torch."), "dims": dims})
+    return spec
+
+
+#: where the input spec lives inside the package (the archive's folder for extra files)
+_SPEC_ENTRY = "extra/shrink_inputs.json"
+
+
+def package_int8(
+    model: nn.Module,
+    path: str | Path,
+    example_inputs: Any,
+    dynamic_shapes: Any = None,
+    max_autotune: bool = True,
+) -> Path:
+    """Compile a model from :func:`shrink.quant.to_torch_int8` ahead of time into an AOTInductor package at
+    ``path`` (``.pt2``, written whole or not at all) and return the path; :func:`load_int8_package` loads it.
+
+    ``example_inputs``: one batch as the model takes it (a dict is keyword arguments, a tuple positional ones).
+    ``dynamic_shapes``: ``torch.export``'s spec for them; by default every dimension the model lets vary takes
+    any size from 1, the others stay as in the example, so give a batch and sequence longer than 1 (a dimension of
+    size 1 in the example stays 1). ``max_autotune``: as in :func:`~shrink.quant.compile_int8`. The package runs
+    on CPUs with the instruction sets of the one that built it (:func:`package_cpu_isa`) and the same PyTorch
+    version. Raises ModelError for a model without per-token int8 Linears, UnsupportedOpError for one with layers
+    on torch.ao's quantized ops (static int8 from ``to_torch_int8``)."""
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise ConfigError(f"package_int8: {path} must end in .pt2 (AOTInductor's package format)")
+    program, args, kwargs = _export(_export_form(model), example_inputs, dynamic_shapes)
+    spec = _input_spec(program, args, kwargs)
+    from torch._inductor import aoti_compile_and_package, config
+
+    buffer = io.BytesIO()
+    with config.patch({**INDUCTOR_SETTINGS, "max_autotune": max_autotune}), torch.no_grad():
+        aoti_compile_and_package(program, package_path=buffer)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        root = archive.namelist()[0].split("/")[0]
+        archive.writestr(f"{root}/{_SPEC_ENTRY}", json.dumps({"inputs": spec}, indent=1))
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def package_cpu_isa(path: str | Path) -> set[str]:
+    """The CPU instruction sets an AOTInductor package's kernels were generated for (e.g. ``{"AVX512",
+    "AVX512_VNNI", "AMX_TILE"}``), read from the package's metadata. Raises FileFormatError for other files."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("_metadata.json") and "/aotinductor/" in n]
+            isa = {
+                word for name in names for word in str(json.loads(archive.read(name)).get("AOTI_CPU_ISA", "")).split()
+            }
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FileFormatError(f"{path}: not an AOTInductor package ({exc})") from exc
+    if not names:
+        raise FileFormatError(f"{path}: not an AOTInductor package (no aotinductor metadata inside)")
+    return isa
+
+
+def _cpu_isa_here() -> set[str]:
+    from torch._inductor.cpu_vec_isa import valid_vec_isa_list
+
+    return {word for isa in valid_vec_isa_list() for word in str(isa).upper().split()}
+
+
+class PackagedInt8(nn.Module):
+    """An int8 model loaded from an AOTInductor package: call it like the model it was built from. Calls run in
+    ``torch.inference_mode``. Inputs are checked against what the package was built for (names, dtypes, sizes:
+    its kernels do not check them) and made contiguous (they index memory assuming it)."""
+
+    def __init__(self, runner: Any, path: Path, inputs: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.runner, self.path, self.inputs = runner, path, inputs
+        self.shrink_execution = "int8 (real, PyTorch int8 kernels), AOTInductor package (compiled ahead of time)"
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        given = {f"argument {i}": a for i, a in enumerate(args)} | kwargs
+        expected = [i["name"] for i in self.inputs]
+        if sorted(given) != sorted(expected):
+            raise DataError(f"{self.path.name}: called with inputs {sorted(given)}; the package takes {expected}")
+        for spec in self.inputs:
+            _check_input(self.path.name, spec, given[spec["name"]])
+        args = tuple(a.contiguous() for a in args)
+        kwargs = {k: v.contiguous() for k, v in kwargs.items()}
+        with torch.inference_mode():
+            return self.runner(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"path={str(self.path)!r}"
+
+
+def _check_input(where: str, spec: dict[str, Any], value: Any) -> None:
+    name = spec["name"]
+    if not isinstance(value, torch.Tensor):
+        raise DataError(f"{where}: input {name} is a {type(value).__name__}, the package takes a tensor")
+    if str(value.dtype).removeprefix("torch.") != spec["dtype"]:
+        raise DataError(f"{where}: input {name} has dtype {value.dtype}, the package was built for {spec['dtype']}")
+    dims = spec["dims"]
+    fits = value.dim() == len(dims) and all(
+        lo <= size and (hi is None or size <= hi) for size, (lo, hi) in zip(value.shape, dims, strict=False)
+    )
+    if not fits:
+        allowed = ", ".join(f"{lo}" if lo == hi else f"{lo}..{hi if hi is not None else ''}" for lo, hi in dims)
+        raise DataError(f"{where}: input {name} of shape {tuple(value.shape)}; the package takes ({allowed})")
+
+
+def load_int8_package(path: str | Path) -> PackagedInt8:
+    """Load a package written by :func:`package_int8`. Raises FileNotFoundError for a missing file,
+    FileFormatError for a file that is not such a package, and UnsupportedOpError when this CPU lacks an
+    instruction set its kernels were generated for (they would stop the process with an illegal instruction)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"load_int8_package: no file at {path}")
+    missing = package_cpu_isa(path) - _cpu_isa_here()
+    if missing:
+        raise UnsupportedOpError(
+            f"{path}: built for CPU instruction sets {sorted(missing)} that this CPU lacks (it has "
+            f"{sorted(_cpu_isa_here())}); run package_int8 again on this kind of CPU"
+        )
+    with zipfile.ZipFile(path) as archive:
+        entries = [n for n in archive.namelist() if n.endswith("/" + _SPEC_ENTRY)]
+        if not entries:
+            raise FileFormatError(f"{path}: an AOTInductor package, but not one written by shrink's package_int8")
+        inputs = json.loads(archive.read(entries[0]))["inputs"]
+    from torch._inductor import aoti_load_package
+
+    return PackagedInt8(aoti_load_package(str(path)), path, inputs)
