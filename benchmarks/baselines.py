@@ -4,12 +4,14 @@ A speed ratio in these benchmarks is against the **fastest** float execution of 
 run, timed in the same interleaved rounds as the row it is compared with: PyTorch eager fp32, fp32 through
 ``torch.compile`` with the settings shrink's compiled int8 rows use (Inductor, frozen weights, autotuned GEMMs), bf16
 through the same compiler where the CPU has native bf16 instructions, and ONNX Runtime fp32 with every graph
-optimization on.
+optimization on; where a table also times shrink's int8 model compiled ahead of time (AOTInductor), the float
+model gets the same: its fastest compiled precision (bf16 where native, else fp32) packaged ahead of time.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,13 +26,15 @@ from shrink.eval.harness import cpu_features
 from shrink.eval.latency import LatencyStats, interleaved_stats
 from shrink.export.artifact import artifact_bytes
 from shrink.export.onnx import OnnxModel
-from shrink.quant import compile_int8
+from shrink.quant import compile_int8, load_int8_package, package_int8
 
 __all__ = [
     "EAGER",
     "COMPILED",
     "BF16",
     "ORT",
+    "AOT_FP32",
+    "AOT_BF16",
     "FLOAT_ROWS",
     "native_bf16",
     "float_baselines",
@@ -44,7 +48,9 @@ EAGER = "fp32 (torch eager)"
 COMPILED = "fp32 (torch.compile, Inductor, frozen)"
 BF16 = "bf16 (torch.compile, Inductor, frozen; native bf16)"
 ORT = "fp32 (onnxruntime, all graph optimizations)"
-FLOAT_ROWS = (EAGER, COMPILED, BF16, ORT)
+AOT_FP32 = "fp32 (AOTInductor package, frozen)"
+AOT_BF16 = "bf16 (AOTInductor package, frozen; native bf16)"
+FLOAT_ROWS = (EAGER, COMPILED, BF16, ORT, AOT_FP32, AOT_BF16)
 
 
 def native_bf16() -> bool:
@@ -74,6 +80,16 @@ def _compiled(model: nn.Module, warmup: list[Any], label: str) -> Built:
     return Built(lambda x: call_model(c, x), artifact_bytes(model), 0.0, label, c.compile_seconds)
 
 
+def _packaged(model: nn.Module, example_inputs: Any, path: Path, label: str) -> Built:
+    """``model`` compiled ahead of time like shrink's int8 package (same Inductor settings), loaded from the file;
+    the packaging time goes where compile time goes."""
+    start = time.perf_counter()
+    package_int8(model, path, example_inputs)
+    seconds = time.perf_counter() - start
+    loaded = load_int8_package(path)
+    return Built(lambda x: call_model(loaded, x), path.stat().st_size, 0.0, label, seconds)
+
+
 def float_baselines(
     model: nn.Module,
     example_inputs: Any,
@@ -81,18 +97,26 @@ def float_baselines(
     onnx_path: Path,
     bf16: bool | None = None,
     failures: dict[str, str] | None = None,
+    aot: bool = False,
 ) -> dict[str, Built]:
     """The float rows for ``model``: eager, compiled, bf16 compiled (when ``bf16``, default: the CPU has native
-    bf16) and ONNX Runtime. ``warmup``: the batches the table is timed at, compiled before timing. A baseline that
-    cannot be built (a model ONNX cannot export, say) is left out and its error put in ``failures`` when given,
-    else raised."""
+    bf16) and ONNX Runtime; with ``aot``, also bf16 (else fp32) compiled ahead of time into an AOTInductor package
+    from ``warmup[0]`` (for tables that time shrink's int8 package). ``warmup``: the batches the table is timed
+    at, compiled before timing. A baseline that cannot be built (a model ONNX cannot export, say) is left out and
+    its error put in ``failures`` when given, else raised."""
     rows = {EAGER: Built(lambda x: call_model(model, x), artifact_bytes(model), 0.0, "torch eager fp32")}
     makers: dict[str, Callable[[], Built]] = {
         COMPILED: lambda: _compiled(copy.deepcopy(model), warmup, "fp32, torch.compile (Inductor, frozen, autotuned)")
     }
-    if native_bf16() if bf16 is None else bf16:
+    use_bf16 = native_bf16() if bf16 is None else bf16
+    if use_bf16:
         makers[BF16] = lambda: _compiled(_Bfloat16(copy.deepcopy(model)), warmup, "bf16, torch.compile (native bf16)")
     makers[ORT] = lambda: _ort(model, example_inputs, onnx_path)
+    if aot:
+        name, copy_of = (AOT_BF16, lambda: _Bfloat16(copy.deepcopy(model))) if use_bf16 else (AOT_FP32, lambda: model)
+        path = onnx_path.with_name(f"{onnx_path.stem}-float-aot.pt2")
+        execution = f"{'bf16' if use_bf16 else 'fp32'}, AOTInductor package (the settings of shrink's package)"
+        makers[name] = lambda: _packaged(copy_of(), warmup[0], path, execution)
     for name, make in makers.items():
         try:
             rows[name] = make()

@@ -3,7 +3,7 @@ result that just misses is a miss, and a comparison with no peer row is n/a, not
 
 import math
 
-from benchmarks.baselines import BF16, COMPILED, EAGER, ORT, best_float, speedup
+from benchmarks.baselines import AOT_BF16, BF16, COMPILED, EAGER, ORT, best_float, speedup
 from benchmarks.quant_minilm import INT8_ROW, PACKAGE_ROW, PEER_INT8, targets
 
 from shrink.eval.latency import LatencyStats
@@ -43,6 +43,20 @@ def test_speed_is_judged_against_the_fastest_float_row() -> None:
     assert "bf16" in b32.measured and "2.50x" in b32.measured
     ts = targets(_rows(), _lat(int8_b1=1.26, int8_b32=16.1))  # just misses both (eager ratios would be 5.6x / 6.8x)
     assert _met(ts, "b1 vs the fastest float") == [False] and _met(ts, "b32 vs the fastest float") == [False]
+
+
+def test_ahead_of_time_rows_count_on_both_sides_and_peers_meet_the_in_process_row() -> None:
+    lat = _lat(int8_b1=1.5, int8_b32=20.0, peer=1.45)
+    lat[PACKAGE_ROW] = {1: 1.25, 32: 16.0}  # the package is shrink's faster execution
+    ts = targets(_rows(), lat)
+    b1 = next(t for t in ts if "b1 vs the fastest float" in t.name)
+    assert b1.met is True and PACKAGE_ROW in b1.measured and "2.00x" in b1.measured
+    assert _met(ts, "b1 vs every peer") == [False]  # 1.5 ms in-process vs the peer's 1.45 ms
+    lat[AOT_BF16] = {1: 2.0, 32: 30.0}  # the float model packaged ahead of time is faster still
+    ts = targets(_rows(), lat)
+    b1, b32 = (next(t for t in ts if f"{b} vs the fastest float" in t.name) for b in ("b1", "b32"))
+    assert AOT_BF16 in b1.measured and "1.60x" in b1.measured and b1.met is False
+    assert AOT_BF16 in b32.measured and b32.met is False  # 30 / 16 = 1.88x
 
 
 def test_peer_targets_just_miss_and_na_without_peers() -> None:

@@ -93,8 +93,9 @@ def test_package_refuses_a_wrong_path_and_a_model_without_int8_linears(tmp_path)
     assert isinstance(real.up, TokenInt8Linear)
     with pytest.raises(ConfigError, match=r"model\.onnx must end in \.pt2"):
         package_int8(real, tmp_path / "model.onnx", {"x": torch.randn(3, 6, 32), "scale": torch.ones(1)})
-    with pytest.raises(ModelError, match="no TokenInt8Linear layers"):
-        package_int8(nn.Linear(4, 4), tmp_path / "model.pt2", torch.randn(2, 4))
+    simulated = shrink.quantize(nn.Sequential(nn.Linear(4, 4)).eval(), [Int8Dynamic(granularity="token")])
+    with pytest.raises(ModelError, match="package_int8: 0 is a simulated .* convert the quantized model with"):
+        package_int8(simulated, tmp_path / "model.pt2", torch.randn(2, 4))
     static = shrink.quantize(
         nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)).eval(),
         [Int8Static()],

@@ -57,7 +57,8 @@ class _ExportFormTokenInt8Linear(TokenInt8Linear):
 
 def _export_form(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose int8 Linears hold their int8 codes instead of oneDNN's prepacked weights (which
-    cannot be copied or exported). The float tensors are copied too; ``model`` is not touched."""
+    cannot be copied or exported). The float tensors are copied too; ``model`` is not touched. A float model (no
+    int8 layers) is copied as it is."""
     from shrink.quant.runtimes.torch_backend import TorchInt8Layer
 
     static = [name for name, m in model.named_modules() if isinstance(m, TorchInt8Layer)]
@@ -67,12 +68,15 @@ def _export_form(model: nn.Module) -> nn.Module:
             "torch.export cannot carry; package models whose int8 layers are per-token (Int8Dynamic with "
             "granularity='token'), or export to ONNX (shrink.export.onnx)"
         )
-    layers = [m for m in model.modules() if isinstance(m, TokenInt8Linear)]
-    if not layers:
+    from shrink.quant.layers.modules import _QuantBase
+
+    simulated = [name for name, m in model.named_modules() if isinstance(m, _QuantBase)]
+    if simulated:
         raise ModelError(
-            "package_int8: the model has no TokenInt8Linear layers; pass the model from shrink.quant.to_torch_int8 "
-            "(per-token int8 Linears, e.g. the encoder-int8 preset)"
+            f"package_int8: {simulated[0]} is a simulated (fake-quant) layer; convert the quantized model with "
+            "shrink.quant.to_torch_int8 first, so that its int8 layers run on int8 kernels"
         )
+    layers = [m for m in model.modules() if isinstance(m, TokenInt8Linear)]
     memo: dict[int, Any] = {id(m.packed_weight): None for m in layers}
     memo |= {id(m.source): m.source for m in layers}  # the simulated layers: read, not copied
     out = copy.deepcopy(model, memo)
@@ -209,15 +213,16 @@ def package_int8(
     max_autotune: bool = True,
 ) -> Path:
     """Compile a model from :func:`shrink.quant.to_torch_int8` ahead of time into an AOTInductor package at
-    ``path`` (``.pt2``, written whole or not at all) and return the path; :func:`load_int8_package` loads it.
+    ``path`` (``.pt2``, written whole or not at all) and return the path; :func:`load_int8_package` loads it. As
+    with :func:`~shrink.quant.compile_int8`, a float model (a bf16 cast, say) is compiled the same way.
 
     ``example_inputs``: one batch as the model takes it (a dict is keyword arguments, a tuple positional ones).
     ``dynamic_shapes``: ``torch.export``'s spec for them; by default every dimension the model lets vary takes
     any size from 1, the others stay as in the example, so give a batch and sequence longer than 1 (a dimension of
     size 1 in the example stays 1). ``max_autotune``: as in :func:`~shrink.quant.compile_int8`. The package runs
     on CPUs with the instruction sets of the one that built it (:func:`package_cpu_isa`) and the same PyTorch
-    version. Raises ModelError for a model without per-token int8 Linears, UnsupportedOpError for one with layers
-    on torch.ao's quantized ops (static int8 from ``to_torch_int8``)."""
+    version. Raises ModelError for simulated quantized layers (not converted by ``to_torch_int8``),
+    UnsupportedOpError for layers on torch.ao's quantized ops (static int8 from ``to_torch_int8``)."""
     path = Path(path)
     if path.suffix != ".pt2":
         raise ConfigError(f"package_int8: {path} must end in .pt2 (AOTInductor's package format)")
@@ -230,7 +235,8 @@ def package_int8(
         aoti_compile_and_package(program, package_path=buffer)
     with zipfile.ZipFile(buffer, "a") as archive:
         root = archive.namelist()[0].split("/")[0]
-        archive.writestr(f"{root}/{_SPEC_ENTRY}", json.dumps({"inputs": spec}, indent=1))
+        int8 = any(isinstance(m, TokenInt8Linear) for m in model.modules())
+        archive.writestr(f"{root}/{_SPEC_ENTRY}", json.dumps({"inputs": spec, "int8": int8}, indent=1))
     atomic_write_bytes(path, buffer.getvalue())
     return path
 
@@ -263,10 +269,11 @@ class PackagedInt8(nn.Module):
     ``torch.inference_mode``. Inputs are checked against what the package was built for (names, dtypes, sizes:
     its kernels do not check them) and made contiguous (they index memory assuming it)."""
 
-    def __init__(self, runner: Any, path: Path, inputs: list[dict[str, Any]]) -> None:
+    def __init__(self, runner: Any, path: Path, inputs: list[dict[str, Any]], int8: bool = True) -> None:
         super().__init__()
         self.runner, self.path, self.inputs = runner, path, inputs
-        self.shrink_execution = "int8 (real, PyTorch int8 kernels), AOTInductor package (compiled ahead of time)"
+        kernels = "int8 (real, PyTorch int8 kernels)" if int8 else "float"
+        self.shrink_execution = f"{kernels}, AOTInductor package (compiled ahead of time)"
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         given = {f"argument {i}": a for i, a in enumerate(args)} | kwargs
@@ -316,7 +323,7 @@ def load_int8_package(path: str | Path) -> PackagedInt8:
         entries = [n for n in archive.namelist() if n.endswith("/" + _SPEC_ENTRY)]
         if not entries:
             raise FileFormatError(f"{path}: an AOTInductor package, but not one written by shrink's package_int8")
-        inputs = json.loads(archive.read(entries[0]))["inputs"]
+        meta = json.loads(archive.read(entries[0]))
     from torch._inductor import aoti_load_package
 
-    return PackagedInt8(aoti_load_package(str(path)), path, inputs)
+    return PackagedInt8(aoti_load_package(str(path)), path, meta["inputs"], meta.get("int8", True))
