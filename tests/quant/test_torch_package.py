@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import shrink
-from shrink.errors import ConfigError, FileFormatError, ModelError, UnsupportedOpError
+from shrink.errors import ConfigError, DataError, FileFormatError, ModelError, UnsupportedOpError
 from shrink.quant import (
     Int8Dynamic,
     Int8Static,
@@ -71,6 +71,17 @@ def test_package_computes_what_the_int8_model_does_in_a_new_process(tmp_path):
         got = loaded(**x)
         assert got.shape == want.shape
         assert float((got - want).abs().max()) <= 1e-3 * float(want.abs().max())
+    # inputs are checked (the kernels do not) and made contiguous (the kernels assume it)
+    wide = torch.randn(4, 11, 64)[..., ::2]
+    with torch.no_grad():
+        want = real(x=wide, scale=torch.ones(1))
+    assert float((loaded(x=wide, scale=torch.ones(1)) - want).abs().max()) <= 1e-3 * float(want.abs().max())
+    with pytest.raises(DataError, match="input x has dtype torch.float64, the package was built for float32"):
+        loaded(x=torch.randn(2, 5, 32, dtype=torch.float64), scale=torch.ones(1))
+    with pytest.raises(DataError, match=r"input x of shape \(2, 5, 31\); the package takes \(1\.\., 1\.\., 32\)"):
+        loaded(x=torch.randn(2, 5, 31), scale=torch.ones(1))
+    with pytest.raises(DataError, match=r"called with inputs \['x'\]; the package takes \['x', 'scale'\]"):
+        loaded(x=torch.randn(2, 5, 32))
     # another Python process loads it without the model's classes and gets the same numbers
     torch.save(inputs, tmp_path / "inputs.pt")
     code = (
@@ -128,3 +139,30 @@ def test_load_names_a_missing_file_a_foreign_file_and_a_cpu_that_lacks_the_kerne
         UnsupportedOpError, match=r"future.pt2: built for CPU instruction sets \[.*'AVX_FROM_THE_FUTURE'"
     ):
         load_int8_package(tmp_path / "future.pt2")
+
+
+class _Wrapper(nn.Module):
+    """Takes anything, as bf16 casts and other wrappers do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(8, 4)
+
+    def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        return self.inner(*args, **kwargs)
+
+
+def test_export_takes_any_signature_and_sizes_vary_from_one():
+    from shrink.quant.runtimes.torch_package import _example, _export, _input_spec
+
+    x = torch.randn(3, 5, 8)
+    for inputs, name in (({"input": x}, "input"), ((x,), "argument 0"), (x, "argument 0")):
+        program, names = _export(_Wrapper().eval(), inputs, None)
+        dims = [[1, None], [1, None], [8, 8]]
+        assert _input_spec(program, names, _example(inputs)[1]) == [{"name": name, "dtype": "float32", "dims": dims}]
+    block = {"x": x.repeat(1, 1, 4), "scale": torch.ones(1)}
+    program, names = _export(_Block().eval(), block, None)
+    spec = _input_spec(program, names, _example(block)[1])
+    assert [s["dims"] for s in spec] == [[[1, None], [1, None], [32, 32]], [[1, 1]]]
+    with pytest.raises(DataError, match="example input scale is a float; inputs must be tensors"):
+        _example({"x": x, "scale": 0.5})

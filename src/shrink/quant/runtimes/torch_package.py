@@ -24,7 +24,6 @@ import copy
 import io
 import json
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,86 +87,83 @@ def _export_form(model: nn.Module) -> nn.Module:
     return out.eval()
 
 
-def _per_tensor(inputs: Any, spec: Callable[[int, torch.Tensor], Any]) -> Any:
-    """A ``dynamic_shapes`` structure for ``inputs`` (a dict, a tuple or one tensor): ``spec(i, tensor)`` for the
-    i-th tensor (in flattening order), None for anything else."""
-    values = list(inputs.values()) if isinstance(inputs, dict) else inputs
-    values = list(values) if isinstance(values, (tuple, list)) else [values]
-    specs = [spec(i, v) if isinstance(v, torch.Tensor) else None for i, v in enumerate(values)]
-    return dict(zip(inputs, specs, strict=True)) if isinstance(inputs, dict) else tuple(specs)
+class _Positional(nn.Module):
+    """``model`` called with every input tensor as a positional argument, the example's keyword arguments last in
+    their order: what is exported and compiled, whatever the model's own signature (``torch.export`` cannot give
+    sizes to the inputs of a ``forward(*args, **kwargs)``)."""
+
+    def __init__(self, model: nn.Module, positional: int, keywords: list[str]) -> None:
+        super().__init__()
+        self.model, self.positional, self.keywords = model, positional, keywords
+
+    def forward(self, *tensors: torch.Tensor) -> Any:
+        named = dict(zip(self.keywords, tensors[self.positional :], strict=True))
+        return self.model(*tensors[: self.positional], **named)
 
 
-def _user_inputs(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> list[tuple[str, Any, Any]]:
-    """(name, example value, graph placeholder) of each input of the exported program, in order."""
-    from torch.utils._pytree import tree_flatten_with_path
-
-    leaves = tree_flatten_with_path((args, kwargs or {}))[0]
-    names = set(program.graph_signature.user_inputs)
-    nodes = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in names]
-    if len(leaves) != len(nodes):
-        raise DataError(
-            f"package_int8: the example inputs hold {len(leaves)} values, the exported graph takes {len(nodes)} "
-            "inputs; pass tensors only, as positional or keyword arguments"
-        )
-    return [(_input_name(path), value, node) for (path, value), node in zip(leaves, nodes, strict=True)]
-
-
-def _input_name(path: tuple[Any, ...]) -> str:
-    """``input_ids`` for a keyword argument, ``argument 0`` for the first positional one."""
-    key = path[1]
-    return str(key.key) if path[0].idx == 1 else f"argument {key.idx}"
+def _example(example_inputs: Any) -> tuple[list[str], tuple[torch.Tensor, ...], int, list[str]]:
+    """The example as (input names, tensors in that order, number of positional inputs, keyword names)."""
+    if isinstance(example_inputs, dict):
+        args, keywords = (), [str(k) for k in example_inputs]
+        values = tuple(example_inputs.values())
+    else:
+        args = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        keywords, values = [], args
+    names = [f"argument {i}" for i in range(len(args))] + keywords
+    for name, value in zip(names, values, strict=True):
+        if not isinstance(value, torch.Tensor):
+            raise DataError(f"package_int8: example input {name} is a {type(value).__name__}; inputs must be tensors")
+    return names, values, len(args), keywords
 
 
-def _export(model: nn.Module, example_inputs: Any, dynamic_shapes: Any) -> tuple[Any, tuple[Any, ...], Any]:
-    """``torch.export`` of ``model`` on ``example_inputs``; returns (program, args, kwargs). Without a
-    ``dynamic_shapes`` spec, export first finds which dimensions may vary (``Dim.AUTO``), then exports again with
-    each of them allowed from size 1 (export otherwise assumes 2 and more, and a batch or sequence of one would be
-    outside the program's range), one dimension at a time; one the model cannot take at size 1 keeps 2."""
+def _export(model: nn.Module, example_inputs: Any, dynamic_shapes: Any) -> tuple[Any, list[str]]:
+    """``torch.export`` of ``model`` on ``example_inputs``, every input positional (:class:`_Positional`); returns
+    the program and the input names. Without a ``dynamic_shapes`` spec (one entry per input, in order), export
+    first finds which dimensions may vary (``Dim.AUTO``), then exports again with each of them allowed from size 1
+    (export otherwise assumes 2 and more, and a batch or sequence of one would be outside the program's range), one
+    size at a time; one the model cannot take at size 1 keeps 2."""
     from torch.export import Dim
 
-    if isinstance(example_inputs, dict):
-        args, kwargs = (), dict(example_inputs)
-    else:
-        many = isinstance(example_inputs, (tuple, list))
-        args, kwargs = (tuple(example_inputs) if many else (example_inputs,)), None
+    names, tensors, positional, keywords = _example(example_inputs)
+    wrapped = _Positional(model, positional, keywords)
 
-    def export(shapes: Any) -> Any:
+    def export(specs: Any) -> Any:
         with torch.no_grad():
-            return torch.export.export(model, args, kwargs, dynamic_shapes=shapes, strict=False)
+            return torch.export.export(wrapped, tensors, dynamic_shapes=(tuple(specs),), strict=False)
 
     if dynamic_shapes is not None:
-        return export(dynamic_shapes), args, kwargs
-    program = export(_per_tensor(example_inputs, lambda _, t: {d: Dim.AUTO for d in range(t.dim())}))
-    sizes = [node.meta["val"].shape for _, _, node in _user_inputs(program, args, kwargs)]
+        return export(dynamic_shapes), names
+    program = export([{d: Dim.AUTO for d in range(t.dim())} for t in tensors])
+    sizes = [node.meta["val"].shape for node in _placeholders(program)]
     ranges = {str(e): _bounds(program, e) for e in program.range_constraints if e.is_Symbol}
-    symbols = [
-        name
-        for name in dict.fromkeys(str(n.node.expr) for s in sizes for n in s if isinstance(n, torch.SymInt))
-        if name in ranges
-    ]
+    varying = (str(n.node.expr) for shape in sizes for n in shape if isinstance(n, torch.SymInt))
+    symbols = [name for name in dict.fromkeys(varying) if name in ranges]
 
-    def spec(from_one: set[str]) -> Any:
+    def specs(from_one: set[str]) -> list[dict[int, Any]]:
         # one Dim per varying size, shared by the inputs whose sizes export found equal; the upper bounds export found
-        dims = {
-            name: Dim(name, min=1 if name in from_one else ranges[name][0], max=ranges[name][1]) for name in symbols
-        }
-
-        def per_tensor(i: int, t: torch.Tensor) -> dict[int, Any]:
-            return {
+        dims = {n: Dim(n, min=1 if n in from_one else ranges[n][0], max=ranges[n][1]) for n in symbols}
+        return [
+            {
                 d: dims.get(str(n.node.expr), Dim.STATIC) if isinstance(n, torch.SymInt) else Dim.STATIC
-                for d, n in enumerate(sizes[i])
+                for d, n in enumerate(shape)
             }
-
-        return _per_tensor(example_inputs, per_tensor)
+            for shape in sizes
+        ]
 
     from_one: set[str] = set()
     for name in symbols:  # each varying size from 1 where the model allows it (one export each)
         try:
-            program = export(spec(from_one | {name}))
+            program = export(specs(from_one | {name}))
             from_one.add(name)
         except Exception:  # torch.export's constraint error: the model needs this size >= 2
             continue
-    return program, args, kwargs
+    return program, names
+
+
+def _placeholders(program: Any) -> list[Any]:
+    """The graph nodes of the program's user inputs, in order."""
+    names = set(program.graph_signature.user_inputs)
+    return [n for n in program.graph.nodes if n.op == "placeholder" and n.name in names]
 
 
 def _bounds(program: Any, symbol: Any) -> tuple[int, int | None]:
@@ -179,15 +175,13 @@ def _bounds(program: Any, symbol: Any) -> tuple[int, int | None]:
     return int(bounds.lower), None if bounds.upper in (int_oo, sympy.oo) else int(bounds.upper)
 
 
-def _input_spec(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _input_spec(program: Any, names: list[str], tensors: tuple[torch.Tensor, ...]) -> list[dict[str, Any]]:
     """What the compiled graph accepts, input by input: name, dtype and each dimension's [min, max] size (``None``:
     no upper bound), from the exported program. The package's kernels do not check their inputs."""
     import sympy
 
     spec = []
-    for name, value, node in _user_inputs(program, args, kwargs):
-        if not isinstance(value, torch.Tensor):
-            raise DataError(f"package_int8: example input {name} is a {type(value).__name__}, not a tensor")
+    for name, value, node in zip(names, tensors, _placeholders(program), strict=True):
         dims: list[list[int | None]] = []
         for size in node.meta["val"].shape:
             expr = size.node.expr if isinstance(size, torch.SymInt) else sympy.Integer(size)
@@ -217,17 +211,18 @@ def package_int8(
     with :func:`~shrink.quant.compile_int8`, a float model (a bf16 cast, say) is compiled the same way.
 
     ``example_inputs``: one batch as the model takes it (a dict is keyword arguments, a tuple positional ones).
-    ``dynamic_shapes``: ``torch.export``'s spec for them; by default every dimension the model lets vary takes
-    any size from 1, the others stay as in the example, so give a batch and sequence longer than 1 (a dimension of
-    size 1 in the example stays 1). ``max_autotune``: as in :func:`~shrink.quant.compile_int8`. The package runs
-    on CPUs with the instruction sets of the one that built it (:func:`package_cpu_isa`) and the same PyTorch
-    version. Raises ModelError for simulated quantized layers (not converted by ``to_torch_int8``),
-    UnsupportedOpError for layers on torch.ao's quantized ops (static int8 from ``to_torch_int8``)."""
+    ``dynamic_shapes``: ``torch.export``'s spec for each input tensor, in order (positional, then keyword); by
+    default every dimension the model lets vary takes any size from 1, the others stay as in the example, so give a
+    batch and sequence longer than 1 (a dimension of size 1 in the example stays 1). ``max_autotune``: as in
+    :func:`~shrink.quant.compile_int8`. The package runs on CPUs with the instruction sets of the one that built it
+    (:func:`package_cpu_isa`) and the same PyTorch version. Raises ModelError for simulated quantized layers (not
+    converted by ``to_torch_int8``), UnsupportedOpError for layers on torch.ao's quantized ops (static int8 from
+    ``to_torch_int8``)."""
     path = Path(path)
     if path.suffix != ".pt2":
         raise ConfigError(f"package_int8: {path} must end in .pt2 (AOTInductor's package format)")
-    program, args, kwargs = _export(_export_form(model), example_inputs, dynamic_shapes)
-    spec = _input_spec(program, args, kwargs)
+    program, names = _export(_export_form(model), example_inputs, dynamic_shapes)
+    spec = _input_spec(program, names, _example(example_inputs)[1])
     from torch._inductor import aoti_compile_and_package, config
 
     buffer = io.BytesIO()
@@ -282,10 +277,8 @@ class PackagedInt8(nn.Module):
             raise DataError(f"{self.path.name}: called with inputs {sorted(given)}; the package takes {expected}")
         for spec in self.inputs:
             _check_input(self.path.name, spec, given[spec["name"]])
-        args = tuple(a.contiguous() for a in args)
-        kwargs = {k: v.contiguous() for k, v in kwargs.items()}
         with torch.inference_mode():
-            return self.runner(*args, **kwargs)
+            return self.runner(*(given[name].contiguous() for name in expected))
 
     def extra_repr(self) -> str:
         return f"path={str(self.path)!r}"
