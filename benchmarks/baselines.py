@@ -36,6 +36,7 @@ __all__ = [
     "AOT_FP32",
     "AOT_BF16",
     "FLOAT_ROWS",
+    "Bfloat16",
     "native_bf16",
     "float_baselines",
     "time_together",
@@ -60,7 +61,7 @@ def native_bf16() -> bool:
     return f["avx512_bf16"] or f["amx_bf16"]
 
 
-class _Bfloat16(nn.Module):
+class Bfloat16(nn.Module):
     """``model`` in bf16: floating inputs are cast to bf16 on the way in, floating outputs back to fp32."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -110,10 +111,10 @@ def float_baselines(
     }
     use_bf16 = native_bf16() if bf16 is None else bf16
     if use_bf16:
-        makers[BF16] = lambda: _compiled(_Bfloat16(copy.deepcopy(model)), warmup, "bf16, torch.compile (native bf16)")
+        makers[BF16] = lambda: _compiled(Bfloat16(copy.deepcopy(model)), warmup, "bf16, torch.compile (native bf16)")
     makers[ORT] = lambda: _ort(model, example_inputs, onnx_path)
     if aot:
-        name, copy_of = (AOT_BF16, lambda: _Bfloat16(copy.deepcopy(model))) if use_bf16 else (AOT_FP32, lambda: model)
+        name, copy_of = (AOT_BF16, lambda: Bfloat16(copy.deepcopy(model))) if use_bf16 else (AOT_FP32, lambda: model)
         path = onnx_path.with_name(f"{onnx_path.stem}-float-aot.pt2")
         execution = f"{'bf16' if use_bf16 else 'fp32'}, AOTInductor package (the settings of shrink's package)"
         makers[name] = lambda: _packaged(copy_of(), warmup[0], path, execution)

@@ -22,10 +22,23 @@ import torch
 from torch import nn
 
 import shrink
-from benchmarks.baselines import EAGER, FLOAT_ROWS, ORT, best_float, float_baselines, ms_cell, speedup, time_together
+from benchmarks.baselines import (
+    AOT_BF16,
+    AOT_FP32,
+    BF16,
+    COMPILED,
+    EAGER,
+    FLOAT_ROWS,
+    Bfloat16,
+    best_float,
+    float_baselines,
+    ms_cell,
+    speedup,
+    time_together,
+)
 from benchmarks.common import Built, Fact, Section, Table, Target, ort_quantize_static
 from benchmarks.compile_cache import compile_seconds_in_new_process, package_load_seconds_in_new_process
-from benchmarks.op_profile import breakdown_table, profile_inductor_kernels, profile_ops
+from benchmarks.op_profile import breakdown_table, inductor_kernel_scopes, profile_ops
 from shrink import presets
 from shrink.config import Config
 from shrink.data import call_model
@@ -309,8 +322,6 @@ def run(quick: bool) -> Section:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from shrink.zoo.minilm import load_minilm, minilm_data
 
-    profile_inductor_kernels()  # every compiled row alike, float and int8, before anything compiles
-
     torch.manual_seed(0)
     env = Env(load_minilm(), minilm_data(), Path(tempfile.mkdtemp(prefix="quant-minilm-")))
     ref, _ = predict(lambda x: call_model(env.model, x), env.data.test)
@@ -331,7 +342,7 @@ def run(quick: bool) -> Section:
     n_test = sum(len(t["input_ids"]) for t in env.data.test)
     table.note = _note(n_test, sum(len(t["input_ids"]) for t in env.data.calibration))
     medians = {n: {b: st.median_ms for b, st in per.items()} for n, per in lat.items()}
-    tables = [table, _breakdown(built, lat, batches[32], 3 if quick else 10), _gptq_inputs(env, ref)]
+    tables = [table, _breakdown(env, built, lat, 3 if quick else 10), _gptq_inputs(env, ref)]
     return Section(TITLE, intro=_intro(), tables=tables, targets=targets(rows, medians), facts=_facts(rows))
 
 
@@ -368,16 +379,39 @@ def _gptq_inputs(env: Env, ref: torch.Tensor) -> Table:
     return table
 
 
-def _breakdown(built: dict[str, Built], lat: dict[str, dict[int, LatencyStats]], x: Any, calls: int) -> Table:
+def _profiled(env: Env, built: dict[str, Built], name: str) -> Callable[[Any], Any] | None:
+    """Row ``name`` as a model to profile: eager rows as timed; compiled and packaged rows compiled again in this
+    process with Inductor's per-kernel profiler scopes (the timed rows are built without them, as the scopes cost
+    time at every call); None for ONNX Runtime rows (not profiled)."""
+    if name == EAGER:
+        return built[name].run
+    models: dict[str, Callable[[], nn.Module]] = {
+        INT8_ROW: lambda: to_torch_int8(_quantize(env, SHRINK_INT8)[0], example_inputs=env.data.example_inputs),
+        COMPILED: lambda: copy.deepcopy(env.model),
+        AOT_FP32: lambda: copy.deepcopy(env.model),
+        BF16: lambda: Bfloat16(copy.deepcopy(env.model)),
+        AOT_BF16: lambda: Bfloat16(copy.deepcopy(env.model)),
+    }
+    if name not in models:
+        return None
+    with inductor_kernel_scopes():
+        compiled = compile_int8(models[name](), warmup=[env.data.test[0]], skip_guards=True)
+    return lambda x: call_model(compiled, x)
+
+
+def _breakdown(env: Env, built: dict[str, Built], lat: dict[str, dict[int, LatencyStats]], calls: int) -> Table:
     """Per-op profile at batch 32 of fp32 eager, the fastest float row and shrink's int8 row."""
     names = list(dict.fromkeys([EAGER, best_float(lat, 32)[0], *([INT8_ROW] if INT8_ROW in built else [])]))
-    profiles = {n: profile_ops(lambda n=n: built[n].run(x), calls) for n in names if n != ORT}
+    x = env.data.test[0]
+    runs = {n: run for n in names if (run := _profiled(env, built, n)) is not None}
+    profiles = {n: profile_ops(lambda run=run: run(x), calls) for n, run in runs.items()}
     table = breakdown_table("Where the time goes at batch 32 (torch.profiler, CPU self time per call)", profiles)
     table.note = (
-        "Operators grouped by kind. Compiled models report each Inductor kernel by name (every compiled row of this "
-        "section is built with Inductor's per-kernel profiler scopes), grouped by the ops fused into it; the GEMMs "
-        "they call into (oneDNN) appear as their own ops. 'other': Python and framework time between kernels. "
-        "ONNX Runtime rows are not profiled here. The profiler adds overhead: read the shares."
+        "Operators grouped by kind. Compiled rows are profiled on a copy compiled again in-process with Inductor's "
+        "per-kernel profiler scopes (packaged rows too: same kernels), each Inductor kernel reported by name and "
+        "grouped by the ops fused into it; the GEMMs they call into (oneDNN) appear as their own ops. The timed "
+        "rows above are built without these scopes, which cost time at every call. 'other': Python and framework "
+        "time between kernels. ONNX Runtime rows are not profiled here. The profiler adds overhead: read the shares."
     )
     return table
 

@@ -23,24 +23,29 @@ def test_inductor_kernels_are_named_by_what_they_fuse() -> None:
     assert op_kind("graph_0_cpp_CppMicroGemmAMX_3") == "GEMM (Inductor template kernel)"
 
 
-def test_compiled_kernels_reach_the_profiler(monkeypatch) -> None:
-    from benchmarks.op_profile import profile_inductor_kernels
+def test_compiled_kernels_reach_the_profiler_only_inside_the_block() -> None:
+    from benchmarks.op_profile import inductor_kernel_scopes
     from torch._inductor import config
 
-    monkeypatch.setenv("TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE", "0")
-    # config.patch restores the setting after (monkeypatch would delete it: Inductor's config entries are not
-    # plain module attributes)
-    with config.patch({"cpp.enable_kernel_profile": False}):
-        profile_inductor_kernels()
-        assert config.cpp.enable_kernel_profile
-        torch._dynamo.reset()
-        layers = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU(), torch.nn.LayerNorm(16))
-        model = torch.compile(layers)
-        x = torch.randn(8, 16)
-        prof = profile_ops(lambda: model(x), calls=2)
+    layers = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU(), torch.nn.LayerNorm(16))
+    x = torch.randn(8, 16)
+    before = config.cpp.enable_kernel_profile
     torch._dynamo.reset()
-    assert not config.cpp.enable_kernel_profile
+    with inductor_kernel_scopes():
+        assert config.cpp.enable_kernel_profile
+        model = torch.compile(layers)
+        with torch.inference_mode():  # as profile_ops calls it (another grad mode would compile again)
+            model(x)  # compiles here, with the scopes
+    assert config.cpp.enable_kernel_profile == before
+    prof = profile_ops(lambda: model(x), calls=2)
     assert any(k.startswith("Inductor kernel: ") and "GELU" in k for k in prof), prof
+    if not before:  # compiled outside the block: one opaque region, no kernel scopes to pay for
+        torch._dynamo.reset()
+        plain = torch.compile(layers)
+        with torch.inference_mode():
+            plain(x)
+        assert not any(k.startswith("Inductor kernel: ") for k in profile_ops(lambda: plain(x), calls=2))
+    torch._dynamo.reset()
 
 
 def test_profile_and_table() -> None:

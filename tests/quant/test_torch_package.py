@@ -99,6 +99,23 @@ def test_package_computes_what_the_int8_model_does_in_a_new_process(tmp_path):
 
 
 @needs_onednn
+@needs_onednn
+@pytest.mark.slow
+def test_package_never_bakes_in_profiler_scopes(tmp_path):
+    """Inductor's kernel profiling, left on, would make every kernel of the package open a profiler scope on
+    every call: the package is built without it, and the setting is the caller's again afterwards."""
+    from torch._inductor import config
+
+    example = {"x": torch.randn(3, 6, 32), "scale": torch.ones(1)}
+    with config.patch({"cpp.enable_kernel_profile": True}):
+        path = package_int8(_int8_block(), tmp_path / "block.pt2", example, max_autotune=False)
+        assert config.cpp.enable_kernel_profile
+    with zipfile.ZipFile(path) as archive:
+        sources = [archive.read(n) for n in archive.namelist() if n.endswith(".cpp")]
+    assert sources
+    assert not any(b"RecordFunction" in src for src in sources)
+
+
 def test_package_refuses_a_wrong_path_and_a_model_without_int8_linears(tmp_path):
     real = _int8_block()
     assert isinstance(real.up, TokenInt8Linear)
