@@ -42,8 +42,16 @@ GRID: dict[str, list[dict[str, Any]]] = {
         for e, f, lr in ((200, 5, 1e-2), (200, 5, 3e-3), (200, 10, 1e-2), (300, 10, 1e-2))
     ],
     "channels": [
-        {"recovery": r, "epochs": e, "lr": lr}
-        for r, e, lr in (("ce", 20, 1e-2), ("ce", 200, 1e-2), ("kd", 200, 1e-2), ("kd", 200, 3e-3))
+        {"recovery": r, "epochs": e, "lr": lr, "importance": i}
+        for r, e, lr, i in (
+            ("ce", 20, 1e-2, "l1"),
+            ("ce", 200, 1e-2, "l1"),
+            ("kd", 200, 1e-2, "l1"),
+            ("kd", 200, 3e-3, "l1"),
+            ("kd", 400, 1e-2, "l1"),
+            ("kd", 200, 1e-2, "taylor"),
+            ("kd", 200, 1e-2, "lasso"),
+        )
     ],  # fmt: skip
     "qat": [{"epochs": e, "lr": lr} for e, lr in ((20, 1e-3), (100, 1e-3), (100, 3e-3))],
     "binarize": [{"epochs": e, "lr": lr} for e, lr in ((30, 2e-3), (200, 2e-3), (200, 1e-2))],
@@ -55,10 +63,10 @@ GRID: dict[str, list[dict[str, Any]]] = {
 }
 
 
-def _channels(teacher: nn.Module, data: Any, recovery: str, epochs: int, lr: float) -> nn.Module:
+def _channels(teacher: nn.Module, data: Any, recovery: str, epochs: int, lr: float, importance: str) -> nn.Module:
     from benchmarks import mnist1d_families as f
 
-    small = f.prune_channels(teacher, data)
+    small = f.prune_channels(teacher, data, importance)
     if recovery == "ce":
         return shrink.finetune(small, FineTune(epochs=epochs, lr=lr), train=data.train, progress=False)
     return f.recover(small, teacher, data, epochs, lr)

@@ -252,3 +252,29 @@ def test_smoothing_alpha_search_picks_the_best_grid_alpha():
     absmax = x.reshape(-1, 32).abs().amax(0)
     candidates = [1.0 / smoothing_factors(absmax, model[0].weight, a) for a in ALPHA_GRID]
     assert any(torch.allclose(auto[0].input_smooth, c, rtol=1e-4) for c in candidates)
+
+
+class _Gelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.gelu(self.fc(x))
+
+
+def test_many_models_of_one_class_each_get_compiled_graphs():
+    """Dynamo's recompile limit (8 per function) would send the ninth model of a class to eager, silently."""
+    from torch._dynamo import config
+    from torch._dynamo.utils import counters
+
+    limit = config.recompile_limit
+    x = torch.randn(3, 8)
+    for _ in range(limit + 2):
+        before = counters["frames"]["ok"]
+        model = _Gelu().eval()
+        compiled = compile_int8(model, warmup=[x], max_autotune=False)
+        assert counters["frames"]["ok"] > before, "the warm-up compiled nothing: the model runs eager"
+        with torch.no_grad():
+            assert torch.allclose(compiled(x), model(x), atol=1e-5)
+    assert config.recompile_limit == limit  # lifted only around the compiled model's calls

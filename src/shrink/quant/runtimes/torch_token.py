@@ -207,26 +207,35 @@ def merge_shared_inputs(model: nn.Module, example_inputs: Any) -> int:
 INDUCTOR_SETTINGS = {"freezing": True, "max_autotune": True, "realize_opcount_threshold": 4}
 
 
+#: Dynamo's recompile limits while a :class:`CompiledInt8` runs. Dynamo caches graphs per Python function, not
+#: per model: every model of one class compiled in a process adds entries to the same ``forward``'s cache, and past
+#: ``recompile_limit`` (8 by default) the next model of that class silently runs eager (a sweep over 9 MiniLM
+#: variants in one process did). Each compiled model needs its own graphs, so the limits are lifted around its calls.
+DYNAMO_LIMITS = {"recompile_limit": 1024, "accumulated_recompile_limit": 65536}
+
+
 class _FrozenInductor:
-    """Inductor ``settings`` switched on around each call of the compiled model and restored after: Dynamo
-    reads them while tracing, on the first call and on any recompilation, and ``torch.compile(options=...)`` does
-    not reach the freezing pass. Plain attribute writes (``config.patch`` costs ~17 us a call)."""
+    """Inductor ``settings`` (and Dynamo's lifted :data:`DYNAMO_LIMITS`) switched on around each call of the
+    compiled model and restored after: Dynamo reads them while tracing, on the first call and on any recompilation,
+    and ``torch.compile(options=...)`` does not reach the freezing pass. Plain attribute writes (``config.patch``
+    costs ~17 us a call)."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
-        self.settings = settings
+        from torch._dynamo import config as dynamo
+        from torch._inductor import config as inductor
+
+        self.switches = [(inductor, settings), (dynamo, DYNAMO_LIMITS)]
 
     def __enter__(self) -> None:
-        from torch._inductor import config
-
-        self.saved = {k: getattr(config, k) for k in self.settings}
-        for k, v in self.settings.items():
-            setattr(config, k, v)
+        self.saved = [(config, {k: getattr(config, k) for k in values}) for config, values in self.switches]
+        for config, values in self.switches:
+            for k, v in values.items():
+                setattr(config, k, v)
 
     def __exit__(self, *exc: object) -> None:
-        from torch._inductor import config
-
-        for k, v in self.saved.items():
-            setattr(config, k, v)
+        for config, values in self.saved:
+            for k, v in values.items():
+                setattr(config, k, v)
 
 
 class CompiledInt8(nn.Module):
