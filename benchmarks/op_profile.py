@@ -60,8 +60,8 @@ def _inductor_kind(low: str) -> str:
     """An Inductor kernel (``graph_<n>_cpp_...``) by the ops its name lists: GEMM templates apart, fused kernels by
     the GELU / LayerNorm / softmax / row quantization they contain (an int8 GEMM's epilogue shows up as
     ``qlinear_pointwise`` in the name of the kernel it fused into, so that word does not count)."""
-    if "gemm" in low:
-        return "GEMM (Inductor template kernel)"
+    if "gemm" in low:  # graph_<n>_gemm_m<M>n<N>k<K>_kernel: a Linear's (its epilogue fused) or an attention matmul
+        return "GEMM (Inductor template kernel, epilogue fused)"
     parts = [kind for key, kind in _FUSED if key in low]
     return f"Inductor kernel: {' + '.join(parts)}" if parts else "Inductor kernel: other pointwise / reductions"
 
@@ -69,7 +69,7 @@ def _inductor_kind(low: str) -> str:
 def op_kind(name: str) -> str:
     """The kind of a profiler event, by name (``"other"`` when nothing matches)."""
     low = name.lower()
-    if low.startswith("graph_") and "cpp_" in low:  # per-kernel events of inductor_kernel_scopes()
+    if low.startswith("graph_") and ("cpp_" in low or "_gemm_" in low):  # events of inductor_kernel_scopes()
         return _inductor_kind(low)
     return next((kind for key, kind in _KINDS if key in low), "other")
 

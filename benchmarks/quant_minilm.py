@@ -50,6 +50,7 @@ from shrink.presets import ENCODER_LINEARS, ENCODER_TABLES
 from shrink.quant import (
     GPTQ,
     INTEGER_OPS,
+    CompiledInt8,
     FloatCast,
     Int8Dynamic,
     Int8Static,
@@ -381,7 +382,7 @@ def _gptq_inputs(env: Env, ref: torch.Tensor) -> Table:
 
 def _profiled(env: Env, built: dict[str, Built], name: str) -> Callable[[Any], Any] | None:
     """Row ``name`` as a model to profile: eager rows as timed; compiled and packaged rows compiled again in this
-    process with Inductor's per-kernel profiler scopes (the timed rows are built without them, as the scopes cost
+    process for the profiled batch with Inductor's per-kernel profiler scopes (the timed rows are built without them, as the scopes cost
     time at every call); None for ONNX Runtime rows (not profiled)."""
     if name == EAGER:
         return built[name].run
@@ -394,8 +395,13 @@ def _profiled(env: Env, built: dict[str, Built], name: str) -> Callable[[Any], A
     }
     if name not in models:
         return None
+    model = models[name]()
+    # static shapes (the profiled batch's): with dynamic ones and the scopes on, PyTorch 2.13 writes a symbolic size
+    # into a GEMM template's scope name, the template fails to compile, and oneDNN's GEMM would be profiled in place
+    # of the template kernels the timed rows run
+    compiled = CompiledInt8(model, torch.compile(model, dynamic=False))
     with inductor_kernel_scopes():
-        compiled = compile_int8(models[name](), warmup=[env.data.test[0]], skip_guards=True)
+        call_model(compiled, env.data.test[0])
     return lambda x: call_model(compiled, x)
 
 
@@ -407,8 +413,9 @@ def _breakdown(env: Env, built: dict[str, Built], lat: dict[str, dict[int, Laten
     profiles = {n: profile_ops(lambda run=run: run(x), calls) for n, run in runs.items()}
     table = breakdown_table("Where the time goes at batch 32 (torch.profiler, CPU self time per call)", profiles)
     table.note = (
-        "Operators grouped by kind. Compiled rows are profiled on a copy compiled again in-process with Inductor's "
-        "per-kernel profiler scopes (packaged rows too: same kernels), each Inductor kernel reported by name and "
+        "Operators grouped by kind. Compiled rows are profiled on a copy compiled again in-process for this batch's "
+        "shapes with Inductor's per-kernel profiler scopes (packaged rows too: same kernels), each Inductor kernel "
+        "reported by name and "
         "grouped by the ops fused into it; the GEMMs they call into (oneDNN) appear as their own ops. The timed "
         "rows above are built without these scopes, which cost time at every call. 'other': Python and framework "
         "time between kernels. ONNX Runtime rows are not profiled here. The profiler adds overhead: read the shares."

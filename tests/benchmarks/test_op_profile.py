@@ -20,7 +20,10 @@ def test_inductor_kernels_are_named_by_what_they_fuse() -> None:
     assert op_kind(ln) == "Inductor kernel: LayerNorm + per-token quantization"
     assert op_kind("graph_0_cpp_fused__softmax_3") == "Inductor kernel: softmax"
     assert op_kind("graph_0_cpp_fused_add_clamp_mul_2") == "Inductor kernel: other pointwise / reductions"
-    assert op_kind("graph_0_cpp_CppMicroGemmAMX_3") == "GEMM (Inductor template kernel)"
+    template = "GEMM (Inductor template kernel, epilogue fused)"
+    assert op_kind("graph_0_cpp_CppMicroGemmAMX_3") == template
+    assert op_kind("graph_0_gemm_m576n1536k384_kernel") == template  # not an unfused attention matmul
+    assert op_kind("graph_1_gemm_ms97n384k1536_kernel") == template
 
 
 def test_compiled_kernels_reach_the_profiler_only_inside_the_block() -> None:
