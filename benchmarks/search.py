@@ -5,10 +5,10 @@ Accuracies of fake-quant models are measured on the test split but simulated (fp
 every latency is measured end to end in ONNX Runtime (2 threads) on the model that really runs: int8 QDQ kernels for
 layers at <= 8 bits, fp32 for the rest (kept fp32 even between int8 layers), removed channels physically gone. The
 CPU profile's per-layer table holds marginal layer times (layer session minus an empty session); the allocator and
-the search price policies end to end with an offset, a cost for each place where int8 and fp32 layers meet and a
-credit for int8 layers in a row, fitted to timings of the model (shrink.hw.calibrate), and the latency-budget
-allocation is measured and tightened until the measurement fits (the final check times fp32, all-int8 and the
-chosen policy together and places the budget halfway between the first two of that same measurement).
+the search price policies end to end with the table times scaled to the whole fp32 model's time, an offset, a cost
+for each place where int8 and fp32 layers meet and a credit for int8 layers in a row, fitted to timings of the model
+(shrink.hw.calibrate), and the latency-budget allocation is measured and tightened until the measurement fits (the
+budget is a fixed 0.85 x fp32; the final check times fp32, all-int8 and the chosen policy together).
 Configurations compared with each other are always timed together, in interleaved rounds normalized by each round's
 mean. Search and single techniques get the same recovery budget (2 fine-tuning epochs after channel removal) and are
 timed together, interleaved.

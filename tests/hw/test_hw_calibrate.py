@@ -54,6 +54,10 @@ def test_calibration_arithmetic():
     with pytest.raises(ValueError, match="2 layers"):
         cal.predict_ms(PolicyFeatures(3.0, (0.0,) * 6, 0.0))
     assert "a in 0.01" in cal.describe() and "b out 0.02" in cal.describe() and "a out" not in cal.describe()
+    # a layer runs faster inside a model than alone: the table times are scaled, in predictions and allocator shares
+    halved = Calibration(0.5, cal.boundary_ms, 0.05, 0.0, 8, table_scale=0.5)
+    assert halved.predict_ms(features) == pytest.approx(0.5 + 1.5 + 0.01 * 0.24 + 0.02 * 0.1 - 0.05)
+    assert halved.option_ms(spec, "fp32", 2.0) == 1.0 and "table times x 0.5" in halved.describe()
 
 
 def test_calibration_policies_isolate_every_boundary():
@@ -66,18 +70,19 @@ def test_calibration_policies_isolate_every_boundary():
     assert all(any(row[j] for row in seen) for j in range(2 * len(names)))
 
 
-def test_calibrate_fits_non_negative_coefficients(tmp_path):
+def test_calibrate_fits_the_table_scale_and_non_negative_boundary_costs(tmp_path):
     model, x = _chain(), torch.randn(32, 16)
     profile = _profile()
     table = LatencyTable(profile.measured, path=tmp_path / "t.json")
     cal = calibrate(model, x, [torch.randn(32, 16)], profile, table, rounds=1)
     assert cal.n == 4 * 3 and len(cal.boundary_ms) == 3
-    assert cal.offset_ms >= 0 and cal.rms_ms >= 0 and cal.chain_credit_ms >= 0
+    assert cal.rms_ms >= 0 and cal.chain_credit_ms >= 0 and cal.table_scale > 0  # the offset may be negative
     assert all(c >= 0 for _, i, o in cal.boundary_ms for c in (i, o))
     links = policy_features(trace_layers(model, x), {n: LayerChoice(bits=8) for n in ("0", "2", "4")}, profile, table)
     assert links.int8_link_kelems == pytest.approx((32 * 32 + 32 * 64) / 1e3)  # 0 -> 2 and 2 -> 4
     fp32 = cal.predict_ms(policy_features(trace_layers(model, x), {}, profile, table))
-    assert fp32 >= cal.offset_ms and fp32 > 0
+    # the scale makes the all-fp32 table sum the all-fp32 time measured (no boundary in that model)
+    assert fp32 == pytest.approx(cal.fp32_ms + cal.offset_ms) and fp32 > 0
 
 
 def test_latency_plan_keeps_an_end_to_end_budget(tmp_path):

@@ -5,8 +5,13 @@ one-layer QDQ graph, so it already includes a QuantizeLinear on its input and a 
 model adds what no layer entry holds: the session call and the non-layer ops (once per call), and what happens
 where int8 layers meet fp32 data. So an end-to-end latency is modelled as
 
-    offset + sum(table ms of every layer at its precision) + sum over boundaries(cost per kelem x kelems)
+    offset + scale x sum(table ms of every layer at its precision) + sum over boundaries(cost per kelem x kelems)
            - chain credit per kelem x kelems passed from an int8 layer directly to an int8 layer
+
+The scale carries what a layer timed alone pays and a model does not: a one-layer session converts its input and
+output between ONNX Runtime's blocked layout and the plain one and cannot fuse with its neighbours, so on the digits
+CNN the fp32 table sum came out near twice the whole fp32 model's time. The offset (either sign) is what is left
+per call.
 
 A boundary is a place in execution order where an int8 layer meets fp32 data: its input when the layer before it
 (or the model input) is fp32, its output when the layer after it (or the model output) is. Each such place has its
@@ -19,7 +24,7 @@ An int8 table entry is timed alone, with a QuantizeLinear before and a Dequantiz
 layers in a row hand each other uint8 tensors and run neither, hence the credit, proportional (like those ops'
 cost) to the elements handed over.
 
-The ``2 + 2 x layers`` non-negative coefficients are fitted to ``4 x layers`` end-to-end ONNX Runtime timings of
+The ``3 + 2 x layers`` coefficients (non-negative, the offset of either sign) are fitted to ``4 x layers`` end-to-end ONNX Runtime timings of
 the model (all fp32; all int8; each layer alone int8; each layer alone fp32; each prefix and each suffix of the
 layers int8), timed together and interleaved, by least absolute deviations (a linear program): a few timings
 disturbed by the machine should not bend the fit, which a squared-error fit would let them do.
@@ -79,11 +84,13 @@ class Calibration:
     rms_ms: float
     n: int
     fp32_ms: float = 0.0
+    #: multiplies every table time (a layer in a model runs faster than alone: see the module's docstring)
+    table_scale: float = 1.0
 
     def option_ms(self, spec: LayerSpec, kind: str, table_ms: float) -> float:
-        """One layer's additive share for the allocator: its table time (boundaries and offset are charged by
-        :meth:`predict_ms` on whole policies)."""
-        return table_ms
+        """One layer's additive share for the allocator: its table time, scaled (boundaries and offset are charged
+        by :meth:`predict_ms` on whole policies)."""
+        return self.table_scale * table_ms
 
     def predict_ms(self, features: PolicyFeatures) -> float:
         """End-to-end latency from :func:`policy_features`."""
@@ -93,7 +100,8 @@ class Calibration:
                 f"calibration is for {len(coef) // 2} layers, features for {len(features.boundary_kelems) // 2}"
             )
         boundary = sum(c * k for c, k in zip(coef, features.boundary_kelems, strict=True))
-        return self.offset_ms + features.layers_ms + boundary - self.chain_credit_ms * features.int8_link_kelems
+        layers = self.table_scale * features.layers_ms
+        return self.offset_ms + layers + boundary - self.chain_credit_ms * features.int8_link_kelems
 
     def describe(self) -> str:
         """The fitted coefficients in words (boundaries with a zero cost left out)."""
@@ -104,7 +112,7 @@ class Calibration:
             if c > 0
         ]
         return (
-            f"offset {self.offset_ms:.3g} ms; ms per 1000 elements at int8/fp32 boundaries: "
+            f"offset {self.offset_ms:.3g} ms; table times x {self.table_scale:.3g}; ms per 1000 elements at int8/fp32 boundaries: "
             f"{', '.join(parts) or 'none'}; credit {self.chain_credit_ms:.3g} ms per 1000 elements int8 to int8 "
             f"(fit rms {self.rms_ms:.3g} ms over {self.n} timings)"
         )
@@ -155,13 +163,15 @@ def interleaved_latency_ms(
     return interleaved_latency(runners, threads=threads, rounds=rounds)
 
 
-def _least_absolute(a: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative ``x`` minimizing ``sum |a @ x - y|`` (linear program over x and one slack per row)."""
+def _least_absolute(a: np.ndarray, y: np.ndarray, free: int = 0) -> np.ndarray:
+    """``x`` minimizing ``sum |a @ x - y|`` (linear program over x and one slack per row), non-negative except its
+    first ``free`` entries."""
     n, k = a.shape
     cost = np.concatenate([np.zeros(k), np.ones(n)])
     eye = np.eye(n)
     upper = np.block([[a, -eye], [-a, -eye]])  # a x - y <= t and y - a x <= t
-    res = linprog(cost, A_ub=upper, b_ub=np.concatenate([y, -y]), bounds=[(0, None)] * (k + n), method="highs")
+    bounds = [(None, None)] * free + [(0, None)] * (k + n - free)
+    res = linprog(cost, A_ub=upper, b_ub=np.concatenate([y, -y]), bounds=bounds, method="highs")
     if res.x is None:  # pragma: no cover - the program is always feasible (t large)
         raise RuntimeError(f"calibration fit failed: {res.message}")
     return res.x[:k]
@@ -189,12 +199,16 @@ def calibrate(
     sessions = int8_sessions([(model, p) for p in policies], example_inputs, calibration, threads=threads)
     measured = np.array(interleaved_latency_ms(sessions, example_inputs, threads=threads, rounds=rounds))
     feats = [policy_features(specs, p, profile, table) for p in policies]
+    # the scale: the all-fp32 model's time over its table sum (no boundary there); the rest fitted to the residuals
+    scale = float(measured[0] / feats[0].layers_ms) if feats[0].layers_ms > 0 else 1.0
     rows = np.array([[1.0, *f.boundary_kelems, -f.int8_link_kelems] for f in feats])
-    layers = np.array([f.layers_ms for f in feats])
-    coef = _least_absolute(rows, measured - layers)
+    layers = scale * np.array([f.layers_ms for f in feats])
+    coef = _least_absolute(rows, measured - layers, free=1)
     rms = float(np.sqrt(np.mean((rows @ coef + layers - measured) ** 2)))
     boundary = tuple((n, float(coef[1 + 2 * i]), float(coef[2 + 2 * i])) for i, n in enumerate(names))
-    return Calibration(float(coef[0]), boundary, float(coef[-1]), rms, len(policies), float(measured[0]))
+    return Calibration(
+        float(coef[0]), boundary, float(coef[-1]), rms, len(policies), float(measured[0]), table_scale=scale
+    )
 
 
 def calibration_policies(names: Sequence[str]) -> list[dict[str, LayerChoice]]:
