@@ -382,8 +382,8 @@ def _gptq_inputs(env: Env, ref: torch.Tensor) -> Table:
 
 def _profiled(env: Env, built: dict[str, Built], name: str) -> Callable[[Any], Any] | None:
     """Row ``name`` as a model to profile: eager rows as timed; compiled and packaged rows compiled again in this
-    process for the profiled batch with Inductor's per-kernel profiler scopes (the timed rows are built without them, as the scopes cost
-    time at every call); None for ONNX Runtime rows (not profiled)."""
+    process for the profiled batch with Inductor's per-kernel profiler scopes (the timed rows are built without
+    them, as the scopes cost time at every call); None for ONNX Runtime rows (not profiled)."""
     if name == EAGER:
         return built[name].run
     models: dict[str, Callable[[], nn.Module]] = {

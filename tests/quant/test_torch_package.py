@@ -183,3 +183,25 @@ def test_export_takes_any_signature_and_sizes_vary_from_one():
     assert [s["dims"] for s in spec] == [[[1, None], [1, None], [32, 32]], [[1, 1]]]
     with pytest.raises(DataError, match="example input scale is a float; inputs must be tensors"):
         _example({"x": x, "scale": 0.5})
+
+
+@pytest.mark.slow
+def test_int4_weight_only_block_compiles_and_packages_with_its_gemm_template(tmp_path):
+    """A transformer block whose Linears run on the int4 kernel: with GEMM autotuning, PyTorch 2.13's AMX int4
+    template cannot fuse the 3-D epilogues that follow, so both paths compile without epilogue fusion."""
+    from shrink.quant import WeightOnly, compile_int8, to_torch_weight_only
+
+    torch.manual_seed(0)
+    model = _Block().eval()
+    q = shrink.quantize(model, [WeightOnly(bits=4, group_size=32)])
+    real, converted, left = to_torch_weight_only(q)
+    assert (converted, left) == (5, 0) and "int4 weight-only (PyTorch packed-weight" in real.shrink_execution
+    x = {"x": torch.randn(3, 6, 32), "scale": torch.ones(1)}
+    with torch.no_grad():
+        eager = real(**x)
+    compiled = compile_int8(real, warmup=[x])  # autotuned GEMMs: the int4 template is among the choices
+    assert torch.allclose(compiled(**x), eager, atol=1e-2, rtol=1e-2)
+    path = package_int8(real, tmp_path / "int4.pt2", x)
+    loaded = load_int8_package(path)
+    assert "int4 weight-only" in loaded.shrink_execution
+    assert torch.allclose(loaded(**x), eager, atol=1e-2, rtol=1e-2)

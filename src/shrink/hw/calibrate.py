@@ -24,10 +24,11 @@ An int8 table entry is timed alone, with a QuantizeLinear before and a Dequantiz
 layers in a row hand each other uint8 tensors and run neither, hence the credit, proportional (like those ops'
 cost) to the elements handed over.
 
-The ``3 + 2 x layers`` coefficients (non-negative, the offset of either sign) are fitted to ``4 x layers`` end-to-end ONNX Runtime timings of
-the model (all fp32; all int8; each layer alone int8; each layer alone fp32; each prefix and each suffix of the
-layers int8), timed together and interleaved, by least absolute deviations (a linear program): a few timings
-disturbed by the machine should not bend the fit, which a squared-error fit would let them do.
+The scale is the all-fp32 model's time over its table sum; the other ``2 + 2 x layers`` coefficients (non-negative,
+the offset of either sign) are fitted to ``4 x layers`` end-to-end ONNX Runtime timings of the model (all fp32; all
+int8; each layer alone int8; each layer alone fp32; each prefix and each suffix of the layers int8), timed together
+and interleaved, by least absolute deviations (a linear program): a few timings disturbed by the machine should not
+bend the fit, which a squared-error fit would let them do.
 """
 
 from __future__ import annotations
@@ -112,9 +113,9 @@ class Calibration:
             if c > 0
         ]
         return (
-            f"offset {self.offset_ms:.3g} ms; table times x {self.table_scale:.3g}; ms per 1000 elements at int8/fp32 boundaries: "
-            f"{', '.join(parts) or 'none'}; credit {self.chain_credit_ms:.3g} ms per 1000 elements int8 to int8 "
-            f"(fit rms {self.rms_ms:.3g} ms over {self.n} timings)"
+            f"offset {self.offset_ms:.3g} ms; table times x {self.table_scale:.3g}; ms per 1000 elements at "
+            f"int8/fp32 boundaries: {', '.join(parts) or 'none'}; credit {self.chain_credit_ms:.3g} ms per 1000 "
+            f"elements int8 to int8 (fit rms {self.rms_ms:.3g} ms over {self.n} timings)"
         )
 
 

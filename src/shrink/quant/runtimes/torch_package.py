@@ -34,7 +34,7 @@ from torch import nn
 
 from shrink._atomic import atomic_write_bytes
 from shrink.errors import ConfigError, DataError, FileFormatError, ModelError, UnsupportedOpError
-from shrink.quant.runtimes.torch_token import INDUCTOR_SETTINGS, TokenInt8Linear
+from shrink.quant.runtimes.torch_token import TokenInt8Linear, inductor_settings
 
 __all__ = ["package_int8", "load_int8_package", "PackagedInt8", "package_cpu_isa"]
 
@@ -209,7 +209,8 @@ def package_int8(
 ) -> Path:
     """Compile a model from :func:`shrink.quant.to_torch_int8` ahead of time into an AOTInductor package at
     ``path`` (``.pt2``, written whole or not at all) and return the path; :func:`load_int8_package` loads it. As
-    with :func:`~shrink.quant.compile_int8`, a float model (a bf16 cast, say) is compiled the same way.
+    with :func:`~shrink.quant.compile_int8`, a float model (a bf16 cast, say) or a weight-only one from
+    :func:`~shrink.quant.to_torch_weight_only` is compiled the same way.
 
     ``example_inputs``: one batch as the model takes it (a dict is keyword arguments, a tuple positional ones).
     ``dynamic_shapes``: ``torch.export``'s spec for each input tensor, in order (positional, then keyword); by
@@ -230,15 +231,30 @@ def package_int8(
     # a shipped file never carries profiler scopes: with Inductor's kernel profiling on (a profiling session left
     # it on, say), each kernel of the package opens one on every call, whether a profiler runs or not (MiniLM int8,
     # 2 threads: 3.6 ms instead of 1.0 ms a sentence)
-    settings = {**INDUCTOR_SETTINGS, "max_autotune": max_autotune, "cpp.enable_kernel_profile": False}
+    settings = {**inductor_settings(model, max_autotune), "cpp.enable_kernel_profile": False}
     with config.patch(settings), torch.no_grad():
         aoti_compile_and_package(program, package_path=buffer)
     with zipfile.ZipFile(buffer, "a") as archive:
         root = archive.namelist()[0].split("/")[0]
-        int8 = any(isinstance(m, TokenInt8Linear) for m in model.modules())
-        archive.writestr(f"{root}/{_SPEC_ENTRY}", json.dumps({"inputs": spec, "int8": int8}, indent=1))
+        meta = {"inputs": spec, "kernels": _kernels(model)}
+        archive.writestr(f"{root}/{_SPEC_ENTRY}", json.dumps(meta, indent=1))
     atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def _kernels(model: nn.Module) -> str:
+    """What the packaged model's Linears run on, in words."""
+    from shrink.quant.runtimes.torch_weight_only import weight_only_kernels
+
+    if any(isinstance(m, TokenInt8Linear) for m in model.modules()):
+        return "int8 (real, PyTorch int8 kernels)"
+    return weight_only_kernels(model) or "float"
+
+
+def _kernels_of(meta: dict[str, Any]) -> str:
+    if "kernels" in meta:
+        return str(meta["kernels"])
+    return "int8 (real, PyTorch int8 kernels)" if meta.get("int8", True) else "float"  # packages before 2026-12-04
 
 
 def package_cpu_isa(path: str | Path) -> set[str]:
@@ -269,10 +285,9 @@ class PackagedInt8(nn.Module):
     ``torch.inference_mode``. Inputs are checked against what the package was built for (names, dtypes, sizes:
     its kernels do not check them) and made contiguous (they index memory assuming it)."""
 
-    def __init__(self, runner: Any, path: Path, inputs: list[dict[str, Any]], int8: bool = True) -> None:
+    def __init__(self, runner: Any, path: Path, inputs: list[dict[str, Any]], kernels: str = "float") -> None:
         super().__init__()
         self.runner, self.path, self.inputs = runner, path, inputs
-        kernels = "int8 (real, PyTorch int8 kernels)" if int8 else "float"
         self.shrink_execution = f"{kernels}, AOTInductor package (compiled ahead of time)"
         self._names = [i["name"] for i in inputs]
         # the runner's own __call__ parses its output layout from JSON on every call (~30 us of a 1 ms MiniLM
@@ -309,7 +324,7 @@ def _check_input(where: str, spec: dict[str, Any], value: Any) -> None:
         raise DataError(f"{where}: input {name} of shape {tuple(value.shape)}; the package takes ({allowed})")
 
 
-def _fits(shape: torch.Size, dims: list[list[int | None]]) -> bool:
+def _fits(shape: torch.Size, dims: list[tuple[int, int | None]]) -> bool:
     """Whether ``shape`` has the rank of ``dims`` and each size within its ``[low, high]`` (high None: no limit)."""
     return len(shape) == len(dims) and all(
         lo <= size and (hi is None or size <= hi) for size, (lo, hi) in zip(shape, dims, strict=False)
@@ -336,4 +351,4 @@ def load_int8_package(path: str | Path) -> PackagedInt8:
         meta = json.loads(archive.read(entries[0]))
     from torch._inductor import aoti_load_package
 
-    return PackagedInt8(aoti_load_package(str(path)), path, meta["inputs"], meta.get("int8", True))
+    return PackagedInt8(aoti_load_package(str(path)), path, meta["inputs"], _kernels_of(meta))

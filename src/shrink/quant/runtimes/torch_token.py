@@ -207,6 +207,20 @@ def merge_shared_inputs(model: nn.Module, example_inputs: Any) -> int:
 INDUCTOR_SETTINGS = {"freezing": True, "max_autotune": True, "realize_opcount_threshold": 4}
 
 
+def inductor_settings(model: nn.Module, max_autotune: bool = True) -> dict[str, Any]:
+    """:data:`INDUCTOR_SETTINGS` for ``model`` (GEMM autotuning as ``max_autotune`` says). A model with int4
+    weight-only Linears (:func:`~shrink.quant.to_torch_weight_only`) compiles without epilogue fusion into GEMM
+    templates: PyTorch 2.13's AMX int4 template (many times faster than the ATen int4 kernel on a batch of
+    tokens) fails to compile an epilogue that views its output in 3-D ('wrong ndim'), as a transformer's next op
+    does."""
+    from shrink.quant.runtimes.torch_weight_only import Int4WeightLinear
+
+    settings: dict[str, Any] = {**INDUCTOR_SETTINGS, "max_autotune": max_autotune}
+    if any(isinstance(m, Int4WeightLinear) for m in model.modules()):
+        settings["epilogue_fusion"] = False
+    return settings
+
+
 #: Dynamo's recompile limits while a :class:`CompiledInt8` runs. Dynamo caches graphs per Python function, not
 #: per model: every model of one class compiled in a process adds entries to the same ``forward``'s cache, and past
 #: ``recompile_limit`` (8 by default) the next model of that class silently runs eager (a sweep over 9 MiniLM
@@ -292,7 +306,7 @@ def compile_int8(
     from shrink.data import call_model
 
     compiled = torch.compile(model, dynamic=True)
-    out = CompiledInt8(model, compiled, settings={**INDUCTOR_SETTINGS, "max_autotune": max_autotune})
+    out = CompiledInt8(model, compiled, settings=inductor_settings(model, max_autotune))
     start = time.perf_counter()
     for batch in warmup or []:
         call_model(out, batch)

@@ -27,6 +27,7 @@ __all__ = [
     "Int4WeightLinear",
     "INT4_KERNEL_GROUPS",
     "to_torch_weight_only",
+    "weight_only_kernels",
 ]
 
 #: dtype of the activations (and scales) the packed-weight kernels read
@@ -74,8 +75,9 @@ class _PackedLinear(nn.Module):
             y = F.linear(rows.float(), self.dequantize()).to(x.dtype)  # many rows: one float GEMM pays off
         else:
             y = self._matmul(rows.to(ACT_DTYPE)).to(x.dtype)
-        y = y.reshape(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
+        if self.bias is not None:  # on the 2-D rows: Inductor's int4 GEMM template cannot fuse a 3-D epilogue
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
@@ -157,4 +159,19 @@ def to_torch_weight_only(model: nn.Module) -> tuple[nn.Module, int, int]:
         if new is not None:
             set_module(out, name, new)
             converted += 1
+    label = weight_only_kernels(out)
+    if label is not None:
+        out.shrink_execution = label  # type: ignore[assignment]
     return out, converted, len(layers) - converted
+
+
+def weight_only_kernels(model: nn.Module) -> str | None:
+    """What ``model``'s packed-weight Linears run on, in words (None when it has none)."""
+    bits = [
+        b
+        for b, kind in ((4, Int4WeightLinear), (8, Int8WeightLinear))
+        if any(isinstance(m, kind) for m in model.modules())
+    ]
+    if not bits:
+        return None
+    return f"int{'/int'.join(map(str, bits))} weight-only (PyTorch packed-weight kernels, bf16 activations)"
