@@ -75,7 +75,7 @@ class _PackedLinear(nn.Module):
             y = F.linear(rows.float(), self.dequantize()).to(x.dtype)  # many rows: one float GEMM pays off
         else:
             y = self._matmul(rows.to(ACT_DTYPE)).to(x.dtype)
-        if self.bias is not None:  # on the 2-D rows: Inductor's int4 GEMM template cannot fuse a 3-D epilogue
+        if self.bias is not None:  # on the GEMM's own 2-D rows, then back to the input's leading dims
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features)
 
