@@ -39,6 +39,8 @@ __all__ = [
     "Bfloat16",
     "native_bf16",
     "float_baselines",
+    "compiled_row",
+    "packaged_row",
     "time_together",
     "best_float",
     "speedup",
@@ -76,19 +78,22 @@ class Bfloat16(nn.Module):
         return out.float() if isinstance(out, torch.Tensor) else out
 
 
-def _compiled(model: nn.Module, warmup: list[Any], label: str) -> Built:
+def compiled_row(model: nn.Module, warmup: list[Any], label: str | None = None) -> Built:
+    """``model`` through :func:`~shrink.quant.compile_int8` (compiled at the ``warmup`` batches); ``label``:
+    the execution column (default: what the compiled model says it runs)."""
     c = compile_int8(model, warmup=warmup, skip_guards=True)
-    return Built(lambda x: call_model(c, x), artifact_bytes(model), 0.0, label, c.compile_seconds)
+    return Built(lambda x: call_model(c, x), artifact_bytes(model), 0.0, label or c.shrink_execution, c.compile_seconds)
 
 
-def _packaged(model: nn.Module, example_inputs: Any, path: Path, label: str) -> Built:
+def packaged_row(model: nn.Module, example_inputs: Any, path: Path, label: str | None = None) -> Built:
     """``model`` compiled ahead of time like shrink's int8 package (same Inductor settings), loaded from the file;
-    the packaging time goes where compile time goes."""
+    the packaging time goes where compile time goes. ``label`` as in :func:`compiled_row`."""
     start = time.perf_counter()
     package_int8(model, path, example_inputs)
     seconds = time.perf_counter() - start
     loaded = load_int8_package(path)
-    return Built(lambda x: call_model(loaded, x), path.stat().st_size, 0.0, label, seconds)
+    run = lambda x: call_model(loaded, x)  # noqa: E731
+    return Built(run, path.stat().st_size, 0.0, label or loaded.shrink_execution, seconds)
 
 
 def float_baselines(
@@ -107,17 +112,19 @@ def float_baselines(
     its error put in ``failures`` when given, else raised."""
     rows = {EAGER: Built(lambda x: call_model(model, x), artifact_bytes(model), 0.0, "torch eager fp32")}
     makers: dict[str, Callable[[], Built]] = {
-        COMPILED: lambda: _compiled(copy.deepcopy(model), warmup, "fp32, torch.compile (Inductor, frozen, autotuned)")
+        COMPILED: lambda: compiled_row(
+            copy.deepcopy(model), warmup, "fp32, torch.compile (Inductor, frozen, autotuned)"
+        )
     }
     use_bf16 = native_bf16() if bf16 is None else bf16
     if use_bf16:
-        makers[BF16] = lambda: _compiled(Bfloat16(copy.deepcopy(model)), warmup, "bf16, torch.compile (native bf16)")
+        makers[BF16] = lambda: compiled_row(Bfloat16(copy.deepcopy(model)), warmup, "bf16, torch.compile (native bf16)")
     makers[ORT] = lambda: _ort(model, example_inputs, onnx_path)
     if aot:
         name, copy_of = (AOT_BF16, lambda: Bfloat16(copy.deepcopy(model))) if use_bf16 else (AOT_FP32, lambda: model)
         path = onnx_path.with_name(f"{onnx_path.stem}-float-aot.pt2")
         execution = f"{'bf16' if use_bf16 else 'fp32'}, AOTInductor package (the settings of shrink's package)"
-        makers[name] = lambda: _packaged(copy_of(), warmup[0], path, execution)
+        makers[name] = lambda: packaged_row(copy_of(), warmup[0], path, execution)
     for name, make in makers.items():
         try:
             rows[name] = make()

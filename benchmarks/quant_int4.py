@@ -15,12 +15,23 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 import shrink
-from benchmarks.baselines import EAGER, FLOAT_ROWS, ORT, float_baselines, ms_cell, speedup, time_together
+from benchmarks.baselines import (
+    EAGER,
+    FLOAT_ROWS,
+    ORT,
+    compiled_row,
+    float_baselines,
+    ms_cell,
+    packaged_row,
+    speedup,
+    time_together,
+)
 from benchmarks.common import Built, Fact, Section, Table, Target
 from benchmarks.quant_minilm import Env, _fp32_path, _peer, _quantize
 from shrink import presets
@@ -34,10 +45,7 @@ from shrink.quant import (
     GPTQ,
     INTEGER_OPS,
     WeightOnly,
-    compile_int8,
-    load_int8_package,
     ort_optimized_ops,
-    package_int8,
     to_torch_weight_only,
 )
 from shrink.select import Selector
@@ -143,16 +151,8 @@ def _torch_int4(recipe: list[Config], packaged: bool) -> Callable[[Env], Built]:
             raise RuntimeError(f"{left} Linears have no int4 kernel for their grid")
         x1, x32 = env.data.example_inputs, env.data.test[0]
         if packaged:
-            t = time.perf_counter()
-            path = package_int8(real, env.tmp / "shrink-int4.pt2", x32)
-            packaging = time.perf_counter() - t
-            loaded = load_int8_package(path)
-            return Built(
-                lambda x: call_model(loaded, x), path.stat().st_size, seconds, loaded.shrink_execution, packaging
-            )
-        compiled = compile_int8(real, warmup=[x32, x1], skip_guards=True)
-        run = lambda x: call_model(compiled, x)  # noqa: E731
-        return Built(run, artifact_bytes(q), seconds, compiled.shrink_execution, compiled.compile_seconds)
+            return replace(packaged_row(real, x32, env.tmp / "shrink-int4.pt2"), seconds=seconds)
+        return replace(compiled_row(real, [x32, x1]), seconds=seconds, size_bytes=artifact_bytes(q))
 
     return build
 

@@ -242,19 +242,22 @@ def package_int8(
     return path
 
 
+_INT8_KERNELS = "int8 (real, PyTorch int8 kernels)"
+
+
 def _kernels(model: nn.Module) -> str:
     """What the packaged model's Linears run on, in words."""
     from shrink.quant.runtimes.torch_weight_only import weight_only_kernels
 
     if any(isinstance(m, TokenInt8Linear) for m in model.modules()):
-        return "int8 (real, PyTorch int8 kernels)"
+        return _INT8_KERNELS
     return weight_only_kernels(model) or "float"
 
 
 def _kernels_of(meta: dict[str, Any]) -> str:
     if "kernels" in meta:
         return str(meta["kernels"])
-    return "int8 (real, PyTorch int8 kernels)" if meta.get("int8", True) else "float"  # packages before 2026-12-04
+    return _INT8_KERNELS if meta.get("int8", True) else "float"  # packages written before 2026-12-04
 
 
 def package_cpu_isa(path: str | Path) -> set[str]:

@@ -221,35 +221,29 @@ def inductor_settings(model: nn.Module, max_autotune: bool = True) -> dict[str, 
     return settings
 
 
-#: Dynamo's recompile limits while a :class:`CompiledInt8` runs. Dynamo caches graphs per Python function, not
-#: per model: every model of one class compiled in a process adds entries to the same ``forward``'s cache, and past
-#: ``recompile_limit`` (8 by default) the next model of that class silently runs eager (a sweep over 9 MiniLM
-#: variants in one process did). Each compiled model needs its own graphs, so the limits are lifted around its calls.
+#: Dynamo's recompile limits while a :class:`CompiledInt8` may compile. Dynamo caches graphs per Python function,
+#: not per model: every model of one class compiled in a process adds entries to the same ``forward``'s cache, and
+#: past ``recompile_limit`` (8 by default) the next model of that class silently runs eager (a sweep over 9 MiniLM
+#: variants in one process did). Each compiled model needs its own graphs, so the limits are lifted around its calls
+#: (not around calls with guards skipped: those never compile).
 DYNAMO_LIMITS = {"recompile_limit": 1024, "accumulated_recompile_limit": 65536}
 
 
-class _FrozenInductor:
-    """Inductor ``settings`` (and Dynamo's lifted :data:`DYNAMO_LIMITS`) switched on around each call of the
-    compiled model and restored after: Dynamo reads them while tracing, on the first call and on any recompilation,
-    and ``torch.compile(options=...)`` does not reach the freezing pass. Plain attribute writes (``config.patch``
-    costs ~17 us a call)."""
+class _ConfigSwitch:
+    """``values`` of a torch config module (Inductor's, Dynamo's) switched on around a block and restored after.
+    Plain attribute writes: ``config.patch`` costs ~17 us a call, these ~3 us per setting."""
 
-    def __init__(self, settings: dict[str, Any]) -> None:
-        from torch._dynamo import config as dynamo
-        from torch._inductor import config as inductor
-
-        self.switches = [(inductor, settings), (dynamo, DYNAMO_LIMITS)]
+    def __init__(self, config: Any, values: dict[str, Any]) -> None:
+        self.config, self.values = config, values
 
     def __enter__(self) -> None:
-        self.saved = [(config, {k: getattr(config, k) for k in values}) for config, values in self.switches]
-        for config, values in self.switches:
-            for k, v in values.items():
-                setattr(config, k, v)
+        self.saved = {k: getattr(self.config, k) for k in self.values}
+        for k, v in self.values.items():
+            setattr(self.config, k, v)
 
     def __exit__(self, *exc: object) -> None:
-        for config, values in self.saved:
-            for k, v in values.items():
-                setattr(config, k, v)
+        for k, v in self.saved.items():
+            setattr(self.config, k, v)
 
 
 class CompiledInt8(nn.Module):
@@ -263,7 +257,13 @@ class CompiledInt8(nn.Module):
     ) -> None:
         super().__init__()
         self.model, self.skip_guards = model, skip_guards
-        self._inductor = _FrozenInductor(dict(INDUCTOR_SETTINGS if settings is None else settings))
+        from torch._dynamo import config as dynamo
+        from torch._inductor import config as inductor
+
+        # Inductor reads its settings while tracing, on the first call and on any recompilation, and
+        # ``torch.compile(options=...)`` does not reach the freezing pass: switched on around every call
+        self._inductor = _ConfigSwitch(inductor, dict(INDUCTOR_SETTINGS if settings is None else settings))
+        self._limits = _ConfigSwitch(dynamo, DYNAMO_LIMITS)
         object.__setattr__(self, "_compiled", compiled)  # not a submodule: it wraps ``model``, already registered
         #: seconds spent compiling in the warm-up calls (0 when no warm-up inputs were given)
         self.compile_seconds = 0.0
@@ -284,7 +284,8 @@ class CompiledInt8(nn.Module):
                         stacklevel=2,
                     )
                     self.skip_guards = False
-            return self._compiled(*args, **kwargs)
+            with self._limits:
+                return self._compiled(*args, **kwargs)
 
 
 def compile_int8(
