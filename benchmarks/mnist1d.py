@@ -4,8 +4,8 @@ its CNN with 95% intervals over seeds, so a "better" verdict rests on more than 
 Trainings run in two worker processes with one thread each (the machine's two cores); the zoo trains on one thread,
 so the weights are the same as a one-process run. Every setting is fixed in code before the run
 (``benchmarks/mnist1d_families.py``); epochs, learning rates, the pruning schedule, the recovery of the channel-pruned
-nets (distillation from the unpruned CNN) and KD's temperature / alpha were chosen on the validation split (``python
--m benchmarks.mnist1d_select``), never on the test split.
+nets (distillation from the unpruned CNN), KD's temperature / alpha and mixup were chosen on the validation split
+(``python -m benchmarks.mnist1d_select``), never on the test split.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ from benchmarks.mnist1d_families import (
     BN_REAL,
     BN_ZEROQ,
     CHANNELS,
+    KD_T,
     METHODS,
     STUDENT_CHANNELS,
+    STUDENT_EPOCHS,
+    TEACHER_EPOCHS,
     TP_CHANNELS,
     UNSTRUCTURED,
     judge_seed,
@@ -151,11 +154,14 @@ def _judge_table(results: list[dict[str, Any]], section: Section) -> None:
         drop = paired(ref, test)[0].text()
         t.add(name, statistics.mean(val), interval(test).text(), drop, verdict(test, ref))
     t.note = (
-        "Teacher: the zoo's CNN for each seed (3,500 train / 500 val). PTQ rows are fake-quant (simulated integer "
-        "arithmetic); QAT and binarization rows are their training forms. The CNN+BN rows (ZeroQ reads BatchNorm "
-        "statistics; the paper's CNN has none) are compared with the fp32 CNN+BN of the same seed, every other row "
-        "with the fp32 CNN. 'vs its fp32': better/worse only where the 95% interval of the paired per-seed "
-        "differences excludes zero."
+        f"Teacher: the zoo's CNN for each seed (3,500 train / 500 val), trained {TEACHER_EPOCHS} epochs with mixup on "
+        "a cosine-decayed learning rate (the paper's table above keeps the paper's recipe). Both students train "
+        f"{STUDENT_EPOCHS} epochs with mixup, from hard labels or from the teacher's soft targets on the blended "
+        f"signals (KD at T={KD_T:g}, no hard-label term); the channel-pruned nets recover the same way. PTQ rows "
+        "are fake-quant (simulated integer arithmetic); QAT and binarization rows are their training forms. The "
+        "CNN+BN rows (ZeroQ reads BatchNorm statistics; the paper's CNN has none) are compared with the fp32 CNN+BN "
+        "of the same seed, every other row with the fp32 CNN. 'vs its fp32': better/worse only where the 95% "
+        "interval of the paired per-seed differences excludes zero."
     )
     section.tables.append(t)
     c = Table(

@@ -77,3 +77,17 @@ def test_cached_weights_of_another_architecture_are_retrained(tmp_path, monkeypa
 def test_unknown_model_name_is_an_error():
     with pytest.raises(ValueError, match="'resnet'.*logistic"):
         mnist1d_model("resnet")
+
+
+def test_mixup_recipe_is_cached_apart_from_the_paper_recipe(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHRINK_CACHE", str(tmp_path))
+    plain = mnist1d_model("logistic", seed=1, epochs=2)
+    mixed = mnist1d_model("logistic", seed=1, epochs=2, mixup=True)
+    assert not torch.equal(plain.linear.weight, mixed.linear.weight)
+    names = {p.name for p in (tmp_path / "zoo").iterdir() if p.suffix == ".safetensors"}
+    assert names == {
+        "mnist1d_logistic-v1-seed1-e2.safetensors",
+        "mnist1d_logistic-v1-seed1-e2-mixup-cosine.safetensors",
+    }
+    again = mnist1d_model("logistic", seed=1, epochs=2, mixup=True)
+    assert torch.equal(again.linear.weight, mixed.linear.weight)

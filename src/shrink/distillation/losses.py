@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from shrink.errors import DataError
+from shrink.train.mixup import MixedTarget, cross_entropy
 
 __all__ = ["kd_loss", "hinton_loss", "hint_loss", "attention_map_loss", "attention_kl_loss", "embedding_loss"]
 
@@ -52,17 +53,18 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 def hinton_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
-    target: torch.Tensor | None,
+    target: torch.Tensor | MixedTarget | None,
     temperature: float = 4.0,
     alpha: float = 0.9,
 ) -> torch.Tensor:
-    """``alpha · kd_loss + (1 - alpha) · CE(student, target)``; without labels only the soft term is used."""
+    """``alpha · kd_loss + (1 - alpha) · CE(student, target)``; without labels only the soft term is used. The
+    labels may be a mixup batch's blended labels (:class:`shrink.train.mixup.MixedTarget`)."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     soft = kd_loss(student_logits, teacher_logits, temperature)
     if target is None or alpha == 1.0:
         return soft
-    return alpha * soft + (1.0 - alpha) * F.cross_entropy(student_logits, target)
+    return alpha * soft + (1.0 - alpha) * cross_entropy(student_logits, target)
 
 
 def hint_loss(projected_student: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:

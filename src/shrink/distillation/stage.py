@@ -27,6 +27,8 @@ class _Training(Config):
     weight_decay: float = pydantic.Field(0.0, ge=0)
     optimizer: Literal["adam", "sgd"] = "adam"
     hints: tuple[Hint, ...] = ()
+    #: blend training samples in pairs; the teacher labels each blend (function matching; float tensor inputs only)
+    mixup: bool = False
 
 
 @register("distill", family="distill")
@@ -93,6 +95,7 @@ def _run(student: nn.Module, loss: DistillLoss, data: Any, config: _Training, ct
             weight_decay=config.weight_decay,
             optimizer=config.optimizer,
             loss_fn=DistillTrainee.loss_fn,
+            mixup=config.mixup,
             checkpoint_dir=ctx.checkpoint_dir,
             progress=ctx.progress,
             desc=desc,

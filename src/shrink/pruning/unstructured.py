@@ -34,6 +34,8 @@ class _FineTuneFields(Config):
     lr: float = pydantic.Field(1e-3, gt=0)
     weight_decay: float = pydantic.Field(0.0, ge=0)
     optimizer: Literal["adam", "sgd"] = "adam"
+    #: blend training samples in pairs, labels alike (mixup; float tensor inputs only)
+    mixup: bool = False
     regularization: Regularization = "none"
     reg_strength: float = pydantic.Field(1e-4, ge=0)
     scope: Scope = "global"
@@ -127,6 +129,7 @@ def _train(
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         optimizer=cfg.optimizer,
+        mixup=cfg.mixup,
         regularizer=weight_penalty(modules, cfg.regularization, cfg.reg_strength),
         on_epoch_end=on_epoch_end,
         checkpoint_dir=Path(ctx.checkpoint_dir) / sub if ctx.checkpoint_dir is not None else None,

@@ -23,6 +23,8 @@ class FineTune(Config):
     lr: float = pydantic.Field(1e-3, gt=0)
     weight_decay: float = pydantic.Field(0.0, ge=0)
     optimizer: Literal["adam", "sgd"] = "adam"
+    #: blend training samples in pairs, labels alike (mixup; float tensor inputs only)
+    mixup: bool = False
 
 
 @implements(FineTune)
@@ -37,6 +39,7 @@ def finetune_handler(model: nn.Module, config: FineTune, ctx: Context) -> nn.Mod
         lr=config.lr,
         weight_decay=config.weight_decay,
         optimizer=config.optimizer,
+        mixup=config.mixup,
         checkpoint_dir=ctx.checkpoint_dir,
         progress=ctx.progress,
         desc="finetune",

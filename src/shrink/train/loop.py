@@ -30,6 +30,7 @@ from shrink.train.distributed import (
     shard,
     training_step,
 )
+from shrink.train.mixup import cross_entropy, mix_batch
 
 __all__ = ["fit", "LossFn"]
 
@@ -40,7 +41,7 @@ LossFn = Callable[[nn.Module, Any, Any], torch.Tensor]
 def cross_entropy_loss(model: nn.Module, inputs: Any, target: Any) -> torch.Tensor:
     if target is None:
         raise DataError("fine-tuning with the default cross-entropy loss needs labelled batches (inputs, target)")
-    return nn.functional.cross_entropy(call_model(model, inputs), target)
+    return cross_entropy(call_model(model, inputs), target)
 
 
 def _reseed_loader(train: Iterable[Any], seed: int) -> None:
@@ -107,6 +108,7 @@ def _train_epoch(
     augment: Callable[[torch.Tensor], torch.Tensor] | None,
     epoch: int,
     desc: str,
+    mixup: bool = False,
 ) -> float:
     """One pass over ``train``; returns the mean step loss. Under DDP each rank trains on its slice of every global
     batch, its loss weighted by its share of the samples, its random draws its own."""
@@ -118,6 +120,8 @@ def _train_epoch(
         local_inputs, local_target = shard(inputs), shard(target)
         weight = sample_weight(*((target, local_target) if target is not None else (inputs, local_inputs)))
         with rank_rng(epoch, index):
+            if mixup:  # each rank blends within its own slice, with its own draws
+                local_inputs, local_target = mix_batch(local_inputs, local_target)
             loss = step(local_inputs, local_target, weight)  # loss_fn(model, ...) * weight + regularizer(model)
         if not torch.isfinite(loss):
             raise DataError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate")
@@ -171,6 +175,7 @@ def fit(
     optimizer: str = "adam",
     schedule: str = "cosine",
     loss_fn: LossFn = cross_entropy_loss,
+    mixup: bool = False,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
@@ -184,6 +189,8 @@ def fit(
 
     ``loss_fn(model, inputs, target)`` defaults to cross-entropy; ``regularizer(model)`` is added to each step's
     loss (e.g. an L1 penalty); ``on_epoch_end(epoch)`` runs after each epoch (e.g. a pruning schedule step).
+    ``mixup=True`` blends each batch's samples in pairs (:mod:`shrink.train.mixup`) before the loss sees them: the
+    default loss and distillation losses read the blended labels.
     """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
@@ -203,7 +210,7 @@ def fit(
         for epoch in bar:
             _reseed_loader(train, seed + epoch)
             model.train()
-            mean_loss = _train_epoch(step, opt, train, augment, epoch, desc)
+            mean_loss = _train_epoch(step, opt, train, augment, epoch, desc, mixup)
             if sched is not None:
                 sched.step()
             if on_epoch_end is not None:
