@@ -39,7 +39,7 @@ SECTIONS: dict[str, tuple[int, int]] = {
     "distill": (300, 50),
     "compress": (300, 50),
     "search": (300, 90),
-    "mnist1d": (900, 360),
+    "mnist1d": (1200, 360),
     "peers_quant": (900, 240),
     "peers_digits": (300, 60),
 }
