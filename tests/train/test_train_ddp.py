@@ -92,3 +92,41 @@ def test_two_process_gloo_run_equals_one_process(tmp_path):
     saved = torch.load(tmp_path / "ckpt_ddp" / "last.pt", weights_only=True)["model"]
     assert sorted(saved) == sorted(a)  # the unwrapped model's keys: resumes with or without torchrun
     assert all(torch.equal(saved[k], a[k]) for k in a)
+
+
+MIXUP_SCRIPT = textwrap.dedent("""
+    import sys
+    import torch
+    from torch import nn
+    from shrink.train import distributed, fit
+
+    torch.manual_seed(0)
+    x = torch.randn(96, 10)
+    y = (x[:, :3].sum(1) > 0).long()
+    model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 3))
+    torch.set_num_threads(1)
+    distributed.setup()
+    batches = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 96, 16)]
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    fit(model, batches, epochs=2, lr=5e-2, optimizer="sgd", progress=False, mixup=True)
+    torch.save({"start": start, "end": model.state_dict()}, f"{sys.argv[1]}.rank{distributed.rank()}")
+""")
+
+
+def test_mixup_under_two_processes_keeps_the_ranks_in_step(tmp_path):
+    """Each rank blends its own slice of the global batch (blended labels pass through DistributedDataParallel);
+    the averaged gradients keep both ranks' weights equal."""
+    script = tmp_path / "mixup_ddp.py"
+    script.write_text(MIXUP_SCRIPT)
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+         str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    a, b = torch.load(tmp_path / "w.rank0"), torch.load(tmp_path / "w.rank1")
+    assert all(torch.equal(a["end"][k], b["end"][k]) for k in a["end"])
+    assert not torch.equal(a["end"]["0.weight"], a["start"]["0.weight"])  # it trained
