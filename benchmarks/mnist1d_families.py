@@ -34,7 +34,6 @@ __all__ = [
     "CHANNELS",
     "TP_CHANNELS",
     "prune_channels",
-    "recover",
     "BN_FP32",
     "BN_REAL",
     "BN_ZEROQ",
@@ -114,11 +113,9 @@ def _unstructured(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
     return shrink.prune(teacher, cfg, train=data.train, progress=False)
 
 
-def recover(
-    small: nn.Module, teacher: nn.Module, data: Any, epochs: int = CHANNEL_FT_EPOCHS, lr: float = PRUNE_LR
-) -> nn.Module:
+def _recover(small: nn.Module, teacher: nn.Module, data: Any) -> nn.Module:
     """Distil the unpruned CNN into the pruned one (the pruning family's recovery step)."""
-    cfg = KnowledgeDistillation(epochs=epochs, lr=lr, temperature=KD_T, alpha=KD_ALPHA, mixup=True)
+    cfg = KnowledgeDistillation(epochs=CHANNEL_FT_EPOCHS, lr=PRUNE_LR, temperature=KD_T, alpha=KD_ALPHA, mixup=True)
     return shrink.distill(small, teacher, cfg, train=data.train, progress=False)
 
 
@@ -135,7 +132,7 @@ def prune_channels(teacher: nn.Module, data: Any, importance: str = CHANNEL_IMPO
 
 
 def _channels(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
-    return recover(prune_channels(teacher, data), teacher, data)
+    return _recover(prune_channels(teacher, data), teacher, data)
 
 
 def _channels_tp(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
@@ -144,7 +141,7 @@ def _channels_tp(teacher: nn.Module, data: Any, seed: int) -> nn.Module:
     from benchmarks.prune_structured import tp_prune
 
     small = tp_prune(copy.deepcopy(teacher), data.example_inputs, 0.5, "linear")
-    return recover(small, teacher, data)
+    return _recover(small, teacher, data)
 
 
 def _ptq(cfg: Int8Static) -> Callable[[nn.Module, Any, int], nn.Module]:
