@@ -20,6 +20,10 @@ def test_aciq_alpha_matches_paper():
     # Gaussian: 1.71, 2.15, 2.55, 2.94, 3.29, 3.61, 3.92 sigma
     assert aciq_alpha(2, "gaussian") == pytest.approx(1.71, abs=0.02)
     assert aciq_alpha(4, "gaussian") == pytest.approx(2.55, abs=0.02)
+    # one-sided (the reference code's "positive" tables): the two-sided value one bit up
+    for bits, alpha in {2: 3.89, 4: 6.2, 8: 11.16}.items():
+        assert aciq_alpha(bits, "laplace", one_sided=True) == pytest.approx(alpha, abs=0.02)
+    assert aciq_alpha(8, "gaussian", one_sided=True) == pytest.approx(4.2, abs=0.02)
 
 
 def test_minmax_and_moving_average():
@@ -57,6 +61,26 @@ def test_aciq_laplace_clip_value():
     o = make_observer("aciq_laplace", 4)
     o.update(x)
     assert float(o.bounds()[1]) == pytest.approx(5.03 * 0.5, rel=0.03)
+
+
+@pytest.mark.parametrize("zeros", [0.5, 0.9])
+def test_aciq_one_sided_fits_the_positive_values(zeros):
+    """After a ReLU: the exact zeros cost nothing on the unsigned grid, so however many there are, the clip is the
+    one-sided alpha times the scale of the positive values."""
+    torch.manual_seed(0)
+    n = 400_000
+    x = torch.distributions.Exponential(2.0).sample((n,))  # b = 0.5
+    x[: int(zeros * n)] = 0.0
+    for kind, bits, want in [("aciq_laplace", 4, 6.2 * 0.5), ("aciq_laplace", 8, 11.16 * 0.5)]:
+        o = make_observer(kind, bits)
+        o.update(x)
+        lo, hi = (float(v) for v in o.bounds())
+        assert lo == 0.0
+        assert hi == pytest.approx(want, rel=0.03)
+    g = make_observer("aciq_gaussian", 4)
+    g.update(x)
+    rms = float(x[x > 0].pow(2).mean().sqrt())
+    assert float(g.bounds()[1]) == pytest.approx(aciq_alpha(4, "gaussian", one_sided=True) * rms, rel=0.01)
 
 
 def test_mse_per_channel_weights():
