@@ -58,13 +58,16 @@ GRID: dict[str, list[dict[str, Any]]] = {
         )
     ],  # fmt: skip
     "channels": [
-        {"recovery": r, "epochs": e, "lr": 1e-2, "importance": i, **kd}
+        {"recovery": r, "epochs": e, "importance": i, "lr": 1e-2} | kd
         for r, e, i, kd in (
             ("ce", 200, "l1", {}),
             ("kd", 400, "l1", {"temperature": 8.0, "alpha": 0.9}),
             ("kd", 500, "l1", {"temperature": 1.0, "alpha": 1.0, "mixup": True}),
             ("kd", 500, "l1", {"temperature": 4.0, "alpha": 1.0, "mixup": True}),
             ("kd", 200, "taylor", {"temperature": 8.0, "alpha": 0.9}),
+            ("kd", 1000, "l1", {"temperature": 1.0, "alpha": 1.0, "mixup": True}),
+            ("kd", 500, "taylor", {"temperature": 1.0, "alpha": 1.0, "mixup": True}),
+            ("kd", 500, "l1", {"temperature": 1.0, "alpha": 1.0, "mixup": True, "lr": 3e-3}),
         )
     ],  # fmt: skip
     "qat": [{"epochs": e, "lr": lr} for e, lr in ((20, 1e-3), (100, 1e-3), (100, 3e-3))],
