@@ -84,6 +84,18 @@ def test_tiny_llama_weight_only(bits, method):
     assert cos > (0.999 if bits == 8 else 0.98)
 
 
+def test_act_order_on_a_tiny_llama():
+    model = tiny_llama()
+    ids = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
+    q = quantize_weight_only(model, 4, 32, "gptq", calibration=list(ids), act_order=True)
+    plain = quantize_weight_only(model, 4, 32, "gptq", calibration=list(ids))
+    down = (q.model.layers[1].mlp.down_proj, plain.model.layers[1].mlp.down_proj)
+    assert not torch.equal(down[0].dequantize(), down[1].dequantize())  # the option reaches GPTQ
+    with torch.no_grad():
+        a, b = model(input_ids=ids).logits, q(input_ids=ids).logits
+    assert nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item() > 0.98
+
+
 @pytest.mark.parametrize("method", ["rtn", "awq+gptq"])
 def test_lm_head_can_keep_8_bits_under_int4_layers(method):
     model = tiny_llama()

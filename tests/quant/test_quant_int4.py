@@ -12,7 +12,7 @@ import shrink
 from shrink.errors import ConfigError, DataError
 from shrink.export.onnx import OnnxModel
 from shrink.quant import AWQ, GPTQ, PackedLinear, WeightOnly, ort_optimized_ops
-from shrink.quant.algorithms.group_rounding import awq_input_scales, dequantize_groups, rtn_codes
+from shrink.quant.algorithms.group_rounding import awq_input_scales, dequantize_groups, gptq_group_codes, rtn_codes
 
 
 class _Tokens(nn.Module):
@@ -76,6 +76,32 @@ def test_gptq_and_awq_beat_round_to_nearest_on_held_out_data(net):
         errs[name] = _error(q, net, test)
     assert max(errs["gptq"], errs["awq"], errs["awq+gptq"]) < errs["rtn"]
     assert errs["awq+gptq"] < 0.05
+
+
+def test_gptq_act_order_keeps_static_groups_and_feeds_the_error_forward():
+    torch.manual_seed(4)
+    energy = torch.logspace(-1, 1, 128)[torch.randperm(128)]  # inputs of very different energy, in no order
+    x = (torch.randn(4096, 16) @ torch.randn(16, 128) + 0.1 * torch.randn(4096, 128)) * energy
+    w = torch.randn(48, 128)
+    h = (x.T.double() @ x.double()) / x.shape[0]
+    codes, scales = gptq_group_codes(w, h, 4, 32, act_order=True)
+    assert torch.equal(scales, rtn_codes(w, 4, 32)[1])  # static groups: the scales of the unrounded weights
+    assert codes.min() >= -8 and codes.max() <= 7
+    err = lambda c, s: ((x @ (dequantize_groups(c, s) - w).T).norm() / (x @ w.T).norm()).item()  # noqa: E731
+    assert err(codes, scales) < 0.7 * err(*rtn_codes(w, 4, 32))
+    # without correlation between inputs there is no error to feed forward: it rounds to nearest
+    eye = torch.eye(128, dtype=torch.float64) * energy.double() ** 2
+    assert torch.equal(gptq_group_codes(w, eye, 4, 32, damp=0.0, act_order=True)[0], rtn_codes(w, 4, 32)[0])
+
+
+def test_gptq_act_order_stage_and_its_errors(net):
+    calib, test = _data(1), _data(2)
+    lin = {"selector": {"types": ["Linear"]}}
+    rtn = _error(shrink.quantize(net, [WeightOnly(**W4, **lin)], calibration=calib), net, test)
+    q = shrink.quantize(net, [GPTQ(**W4, act_order=True), WeightOnly(**W4, **lin)], calibration=calib)
+    assert _error(q, net, test) < rtn
+    with pytest.raises(ConfigError, match="act_order applies to group grids"):
+        GPTQ(bits=8, act_order=True)
 
 
 def test_learned_rounding_needs_calibration(net):

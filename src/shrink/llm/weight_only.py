@@ -73,6 +73,7 @@ def quantize_weight_only(
     calibration: Iterable[torch.Tensor] | None = None,
     include_lm_head: bool = True,
     lm_head_bits: Literal[4, 8] | None = None,
+    act_order: bool = False,
 ) -> nn.Module:
     """A copy of ``model`` whose Linears (and untied ``lm_head``) run as int8 (per-channel) or int4 (symmetric,
     ``group_size`` inputs per scale) weight-only layers on PyTorch's packed-weight kernels. The input is unchanged.
@@ -80,7 +81,8 @@ def quantize_weight_only(
     ``method``: ``"rtn"`` (round to nearest on each group's grid), ``"gptq"``, ``"awq"`` (AWQ input scales,
     then round to nearest) or ``"awq+gptq"``; all but ``"rtn"`` read ``calibration`` token windows (1-D or [1, n]).
     ``lm_head_bits``: another width for ``lm_head`` (e.g. 8 under int4 layers: the output projection of a small
-    model is the layer most sensitive to 4 bits); None keeps ``bits``."""
+    model is the layer most sensitive to 4 bits); None keeps ``bits``. ``act_order``: GPTQ rounds the inputs with
+    the most energy first, on group scales fixed beforehand (methods with GPTQ only)."""
     if bits not in (4, 8) or lm_head_bits not in (None, 4, 8):
         raise ConfigError(f"quantize_weight_only: bits must be 4 or 8, got {bits} (lm_head_bits {lm_head_bits})")
     if method not in METHODS:
@@ -105,7 +107,7 @@ def quantize_weight_only(
         b = width[name]
         group = w.shape[1] if b == 8 else group_size
         codes, scales = (
-            gptq_group_codes(w, hessians[name], b, group, scale_dtype=ACT_DTYPE)
+            gptq_group_codes(w, hessians[name], b, group, scale_dtype=ACT_DTYPE, act_order=act_order)
             if hessians
             else rtn_codes(w, b, group, ACT_DTYPE)
         )

@@ -45,6 +45,9 @@ class GPTQ(Config):
     observer: Literal["minmax", "mse"] = "minmax"
     #: Hessians layer by layer from the outputs of the layers already rounded (False: one pass over the model)
     sequential: bool = False
+    #: group grids: round the inputs with the most energy first, on group scales fixed from the unrounded weights
+    #: (GPTQ's act-order with static groups; the groups stay contiguous, so the int4 kernels run it as before)
+    act_order: bool = False
     selector: Selector = Selector(types=("Linear",))
     calibration_batches: int | None = pydantic.Field(default=None, ge=1)
 
@@ -55,6 +58,8 @@ class GPTQ(Config):
                 f"observer {self.observer!r} chooses per-channel grids; group grids (group_size) "
                 "set each group's scale themselves: leave observer at 'minmax'"
             )
+        if self.act_order and self.group_size is None:
+            raise ValueError("act_order applies to group grids: set group_size (32, 64 or 128) or leave act_order off")
         return self
 
 
@@ -67,7 +72,12 @@ def _round(layers: dict[str, PreparedLinear], hessians: dict[str, torch.Tensor],
             rounded, scale = dequantize(gptq_codes(w, hessians[name], grid), grid), grid.scale
         else:
             codes, scale = gptq_group_codes(
-                w.float(), hessians[name], config.bits, config.group_size, scale_dtype=SCALE_DTYPE
+                w.float(),
+                hessians[name],
+                config.bits,
+                config.group_size,
+                scale_dtype=SCALE_DTYPE,
+                act_order=config.act_order,
             )
             rounded = dequantize_groups(codes, scale)
         layer.weight.copy_(rounded.to(layer.weight.dtype))

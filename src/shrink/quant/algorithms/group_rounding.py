@@ -4,7 +4,9 @@ inputs): round to nearest, GPTQ error feedback, and activation-aware input scali
 * :func:`rtn_codes`: round to nearest on each group's scale (see :func:`_group_scales`: the group's largest weight
   is never clipped; on 4-bit grids it may take the most negative code, so all 16 levels are used).
 * :func:`gptq_group_codes`: GPTQ (Frantar et al. 2023): columns rounded one at a time, each column's error spread over
-  the columns not yet rounded under the inverse of the input second moments ``H = E[x x^T]``.
+  the columns not yet rounded under the inverse of the input second moments ``H = E[x x^T]``; ``act_order`` rounds
+  the columns with the largest input energy (``diag H``) first, on group scales fixed from the unrounded weights
+  (the reference code's ``desc_act`` with ``static_groups``: the groups stay contiguous for the kernels).
 * :func:`awq_input_scales`: AWQ (Lin et al. 2024, "Activation-aware weight quantization"): input channels that carry
   large activations are scaled up in the weight (``W diag(s)``) and down in the input (``x / s``) before rounding,
   so their weights lose less; ``s = mean|x|^alpha`` with ``alpha`` searched on calibration rows for the smallest
@@ -89,15 +91,18 @@ def gptq_group_codes(
     group: int,
     damp: float = 0.01,
     scale_dtype: torch.dtype | None = None,
+    act_order: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GPTQ codes on the symmetric group grid: each group's scale is set from the error-updated weights when the
     column loop reaches it (as in the GPTQ reference implementation), rounded to ``scale_dtype`` (the dtype it is
-    stored in), then columns are rounded one at a time."""
+    stored in), then columns are rounded one at a time. ``act_order``: see :func:`_gptq_act_order`."""
     w = w.detach().double().clone()
     h = hessian.double().clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
+    if act_order:
+        return _gptq_act_order(w, h, bits, group, damp, scale_dtype)
     h += damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     codes, scales = torch.empty_like(w), torch.empty(w.shape[0], w.shape[1] // group, dtype=w.dtype)
@@ -120,6 +125,45 @@ def gptq_group_codes(
     finally:
         torch.set_num_threads(threads)
     return codes.to(torch.int8), scales.float()
+
+
+def _gptq_act_order(
+    w: torch.Tensor,
+    h: torch.Tensor,
+    bits: int,
+    group: int,
+    damp: float,
+    scale_dtype: torch.dtype | None,
+    block: int = 128,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPTQ in order of decreasing ``diag H`` on static group scales: the scales come from the unrounded weights (as
+    :func:`rtn_codes` sets them), then the columns are permuted so that those whose inputs carry the most energy are
+    rounded first and the error lands on the columns that matter less; codes return in the original column order.
+    ``w`` and ``h`` are float64 copies with dead inputs already handled."""
+    scales = _group_scales(w.float(), bits, group, scale_dtype)
+    perm = torch.argsort(torch.diag(h), descending=True, stable=True)
+    w, h = w[:, perm], h[perm][:, perm]
+    h += damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    col_scale = scales.double().repeat_interleave(group, dim=1)[:, perm]
+    codes = torch.empty_like(w)
+    qmin, qmax = -_qmax(bits) - 1, _qmax(bits)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # thousands of tiny column ops
+    try:
+        for start in range(0, w.shape[1], block):  # lazy batch updates, as in the column-order loop
+            end = min(start + block, w.shape[1])
+            errs = torch.empty(w.shape[0], end - start, dtype=w.dtype)
+            for i in range(start, end):
+                q = torch.clamp(torch.round(w[:, i] / col_scale[:, i]), qmin, qmax)
+                codes[:, i] = q
+                err = (w[:, i] - q * col_scale[:, i]) / hinv[i, i]
+                w[:, i:end] -= err[:, None] * hinv[i, i:end][None, :]
+                errs[:, i - start] = err
+            w[:, end:] -= errs @ hinv[start:end, end:]
+    finally:
+        torch.set_num_threads(threads)
+    return codes[:, torch.argsort(perm)].to(torch.int8), scales.float()
 
 
 def dequantize_groups(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
