@@ -64,7 +64,8 @@ PRUNE_EPOCHS, PRUNE_STEPS, PRUNE_FREQUENCY, PRUNE_LR = 200, 20, 5, 1e-2
 #: channels 50%: L1 filter importance, recovered by distilling from the unpruned CNN with the students' KD settings
 #: and mixup, 500 epochs at lr 1e-2 (2026-12-04): val 95.6 (at T=4: 94.6; 400 epochs without mixup at T=8, alpha 0.9:
 #: 94.9; Taylor importance, 200 epochs: 93.9; cross-entropy fine-tuning 200 epochs: 90.5). Tried again 2026-12-04
-#: evening, same printout for the chosen row: 1000 epochs 95.4; lr 3e-3 93.8; Taylor importance with this recipe 94.0
+#: evening, same printout for the chosen row: 1000 epochs 95.4; lr 3e-3 93.8; Taylor importance with this recipe 94.0;
+#: L2 importance 95.3; lasso importance 95.4
 CHANNEL_FT_EPOCHS = 500
 CHANNEL_IMPORTANCE = "l1"
 #: chosen on the paper-recipe teacher (2026-12-03), not chosen again for the mixup one:

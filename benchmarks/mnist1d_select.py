@@ -68,6 +68,8 @@ GRID: dict[str, list[dict[str, Any]]] = {
             ("kd", 1000, "l1", {"temperature": 1.0, "alpha": 1.0, "mixup": True}),
             ("kd", 500, "taylor", {"temperature": 1.0, "alpha": 1.0, "mixup": True}),
             ("kd", 500, "l1", {"temperature": 1.0, "alpha": 1.0, "mixup": True, "lr": 3e-3}),
+            ("kd", 500, "l2", {"temperature": 1.0, "alpha": 1.0, "mixup": True}),
+            ("kd", 500, "lasso", {"temperature": 1.0, "alpha": 1.0, "mixup": True}),
         )
     ],  # fmt: skip
     "qat": [{"epochs": e, "lr": lr} for e, lr in ((20, 1e-3), (100, 1e-3), (100, 3e-3))],
