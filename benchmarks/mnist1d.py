@@ -19,11 +19,13 @@ from benchmarks.mnist1d_families import (
     BN_FP32,
     BN_REAL,
     BN_ZEROQ,
+    CHANNEL_FT_EPOCHS,
     CHANNELS,
+    HARD_EPOCHS,
+    KD_EPOCHS,
     KD_T,
     METHODS,
     STUDENT_CHANNELS,
-    STUDENT_EPOCHS,
     TEACHER_EPOCHS,
     TP_CHANNELS,
     UNSTRUCTURED,
@@ -155,9 +157,10 @@ def _judge_table(results: list[dict[str, Any]], section: Section) -> None:
         t.add(name, statistics.mean(val), interval(test).text(), drop, verdict(test, ref))
     t.note = (
         f"Teacher: the zoo's CNN for each seed (3,500 train / 500 val), trained {TEACHER_EPOCHS} epochs with mixup on "
-        "a cosine-decayed learning rate (the paper's table above keeps the paper's recipe). Both students train "
-        f"{STUDENT_EPOCHS} epochs with mixup, from hard labels or from the teacher's soft targets on the blended "
-        f"signals (KD at T={KD_T:g}, no hard-label term); the channel-pruned nets recover the same way. PTQ rows "
+        "a cosine-decayed learning rate (the paper's table above keeps the paper's recipe). Both students train with "
+        f"mixup, {HARD_EPOCHS} epochs from hard labels or {KD_EPOCHS} from the teacher's soft targets on the blended "
+        f"signals (KD at T={KD_T:g}, no hard-label term; each its best on validation); the channel-pruned nets "
+        f"recover by the same distillation for {CHANNEL_FT_EPOCHS} epochs. PTQ rows "
         "are fake-quant (simulated integer arithmetic); QAT and binarization rows are their training forms. The "
         "CNN+BN rows (ZeroQ reads BatchNorm statistics; the paper's CNN has none) are compared with the fp32 CNN+BN "
         "of the same seed, every other row with the fp32 CNN. 'vs its fp32': better/worse only where the 95% "

@@ -29,11 +29,15 @@ GRID: dict[str, list[dict[str, Any]]] = {
     "hard": [
         {"epochs": 200, "lr": 1e-2},
         {"epochs": 500, "lr": 1e-2, "mixup": True},
+        {"epochs": 300, "lr": 1e-2, "mixup": True},
+        {"epochs": 1000, "lr": 1e-2, "mixup": True},
     ],
     "kd": [
         {"epochs": 200, "lr": 1e-2, "temperature": 8.0, "alpha": 0.9},
         {"epochs": 500, "lr": 1e-2, "temperature": 1.0, "alpha": 1.0, "mixup": True},
         {"epochs": 500, "lr": 1e-2, "temperature": 4.0, "alpha": 1.0, "mixup": True},
+        {"epochs": 1000, "lr": 1e-2, "temperature": 1.0, "alpha": 1.0, "mixup": True},
+        {"epochs": 2000, "lr": 1e-2, "temperature": 1.0, "alpha": 1.0, "mixup": True},
     ],
     # the iterative, QAT, binarization and Deep Compression grids chose their settings on the paper-recipe teacher
     # (2026-12-03); gradual pruning and channels were chosen again on the mixup teacher (2026-12-04)
