@@ -25,7 +25,7 @@ from shrink.errors import DataError
 from shrink.quant.algorithms.input_rows import calibration_inputs, token_rows
 from shrink.quant.numerics.qparams import QParams
 
-__all__ = ["input_hessians", "gptq_codes", "execution_groups"]
+__all__ = ["input_hessians", "gptq_codes", "round_columns", "execution_groups"]
 
 
 @torch.no_grad()
@@ -36,18 +36,7 @@ def gptq_codes(
     rounded column by column with GPTQ error feedback under the input second moments ``hessian``."""
     if qp.axis != 0 or qp.group_size is not None:
         raise ValueError("gptq_codes needs a per-output-channel grid (axis 0)")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # thousands of tiny column ops: thread hand-offs cost more than they save
-    try:
-        return _gptq(weight, hessian, qp, damp, block)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _gptq(weight: torch.Tensor, hessian: torch.Tensor, qp: QParams, damp: float, block: int) -> torch.Tensor:
     w = weight.detach().double().clone()
-    scale = qp.scale.double().reshape(-1)
-    zp = qp.zero_point.double().reshape(-1)
     h = hessian.double().clone()
     dead = torch.diag(h) == 0  # inputs that are always zero: their weights do not matter
     h[dead, dead] = 1.0
@@ -55,19 +44,43 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, qp: QParams, damp: float,
     h += damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
     # upper Cholesky factor of H^-1: row i holds how column i's error propagates to the later columns
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    scale = qp.scale.double().reshape(-1, 1).expand_as(w)
+    zero = qp.zero_point.double().reshape(-1, 1).expand_as(w)
+    return round_columns(w, hinv, scale, zero, qp.qmin, qp.qmax, block)
+
+
+def round_columns(
+    w: torch.Tensor,
+    hinv: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    qmin: int,
+    qmax: int,
+    block: int = 128,
+) -> torch.Tensor:
+    """GPTQ's column loop: round column ``i`` of ``w`` (float64, updated in place) on ``scale[:, i]`` /
+    ``zero[:, i]`` (``[out, in]``, expanded views are fine) and spread its error over the later columns through
+    ``hinv`` (upper Cholesky factor of the damped ``H^-1``); int8 codes. The columns after each block of ``block``
+    are updated once, by matmul (lazy batch updates); one thread, as thousands of tiny column ops cost more in
+    thread hand-offs than they save."""
     codes = torch.empty_like(w)
     cols = w.shape[1]
-    for start in range(0, cols, block):  # lazy batch updates: the columns after a block are updated once, by matmul
-        end = min(start + block, cols)
-        errs = torch.empty(w.shape[0], end - start, dtype=w.dtype)
-        for i in range(start, end):
-            col = w[:, i]
-            q = torch.clamp(torch.round(col / scale) + zp, qp.qmin, qp.qmax)
-            codes[:, i] = q
-            err = (col - (q - zp) * scale) / hinv[i, i]
-            w[:, i:end] -= err[:, None] * hinv[i, i:end][None, :]
-            errs[:, i - start] = err
-        w[:, end:] -= errs @ hinv[start:end, end:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for start in range(0, cols, block):
+            end = min(start + block, cols)
+            errs = torch.empty(w.shape[0], end - start, dtype=w.dtype)
+            for i in range(start, end):
+                col, s, z = w[:, i], scale[:, i], zero[:, i]
+                q = torch.clamp(torch.round(col / s) + z, qmin, qmax)
+                codes[:, i] = q
+                err = (col - (q - z) * s) / hinv[i, i]
+                w[:, i:end] -= err[:, None] * hinv[i, i:end][None, :]
+                errs[:, i - start] = err
+            w[:, end:] -= errs @ hinv[start:end, end:]
+    finally:
+        torch.set_num_threads(threads)
     return codes.to(torch.int8)
 
 

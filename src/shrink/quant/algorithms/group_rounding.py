@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from shrink.quant.algorithms.gptq import round_columns
+
 __all__ = [
     "SCALE_DTYPE",
     "AWQ_ALPHAS",
@@ -128,13 +130,7 @@ def gptq_group_codes(
 
 
 def _gptq_act_order(
-    w: torch.Tensor,
-    h: torch.Tensor,
-    bits: int,
-    group: int,
-    damp: float,
-    scale_dtype: torch.dtype | None,
-    block: int = 128,
+    w: torch.Tensor, h: torch.Tensor, bits: int, group: int, damp: float, scale_dtype: torch.dtype | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GPTQ in order of decreasing ``diag H`` on static group scales: the scales come from the unrounded weights (as
     :func:`rtn_codes` sets them), then the columns are permuted so that those whose inputs carry the most energy are
@@ -146,24 +142,8 @@ def _gptq_act_order(
     h += damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     col_scale = scales.double().repeat_interleave(group, dim=1)[:, perm]
-    codes = torch.empty_like(w)
-    qmin, qmax = -_qmax(bits) - 1, _qmax(bits)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # thousands of tiny column ops
-    try:
-        for start in range(0, w.shape[1], block):  # lazy batch updates, as in the column-order loop
-            end = min(start + block, w.shape[1])
-            errs = torch.empty(w.shape[0], end - start, dtype=w.dtype)
-            for i in range(start, end):
-                q = torch.clamp(torch.round(w[:, i] / col_scale[:, i]), qmin, qmax)
-                codes[:, i] = q
-                err = (w[:, i] - q * col_scale[:, i]) / hinv[i, i]
-                w[:, i:end] -= err[:, None] * hinv[i, i:end][None, :]
-                errs[:, i - start] = err
-            w[:, end:] -= errs @ hinv[start:end, end:]
-    finally:
-        torch.set_num_threads(threads)
-    return codes[:, torch.argsort(perm)].to(torch.int8), scales.float()
+    codes = round_columns(w, hinv, col_scale, torch.zeros_like(col_scale), -_qmax(bits) - 1, _qmax(bits))
+    return codes[:, torch.argsort(perm)], scales.float()
 
 
 def dequantize_groups(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:

@@ -299,8 +299,8 @@ class ACIQObserver(_SampledObserver):
     One-sided data (all values >= 0, e.g. after ReLU) is clipped to ``[0, alpha]`` with the one-sided alpha, and the
     scale is fitted to the *positive* values only (exponential b = their mean, half-normal sigma = their root mean
     square): zeros sit exactly on the unsigned grid and cost nothing, so counting them would shrink the fitted scale
-    and clip the values a ReLU network relies on. (Banner et al.'s code fits b on the whole tensor; on post-ReLU
-    activations of the MNIST-1D CNN that clipped 8-bit inputs to 40% of their range.)
+    with the share of zeros and clip the values a ReLU network relies on (Banner et al.'s code fits b on the whole
+    tensor).
     """
 
     def __init__(self, bits: int = 8, *, dist: str = "laplace", **kw) -> None:
@@ -314,16 +314,14 @@ class ACIQObserver(_SampledObserver):
         one_sided = lo >= 0
         mu = torch.where(one_sided, torch.zeros_like(s[:, 0]), s.mean(dim=1))
         dev = s - mu[:, None]
-        counted = torch.where(one_sided[:, None], s > 0, torch.ones_like(s, dtype=torch.bool))
+        counted = (s > 0) | ~one_sided[:, None]  # one-sided rows: the positive values only
         n = counted.sum(dim=1).clamp(min=1)
         if self.dist == "laplace":
             spread = (dev.abs() * counted).sum(dim=1) / n
         else:
             spread = ((dev.pow(2) * counted).sum(dim=1) / n).sqrt()
         factor = torch.where(
-            one_sided,
-            torch.tensor(aciq_alpha(self.bits, self.dist, one_sided=True), dtype=torch.float64),
-            torch.tensor(aciq_alpha(self.bits, self.dist), dtype=torch.float64),
+            one_sided, aciq_alpha(self.bits, self.dist, one_sided=True), aciq_alpha(self.bits, self.dist)
         )
         alpha, mu = (factor * spread).float(), mu.float()
         return torch.maximum(mu - alpha, lo), torch.minimum(mu + alpha, hi)
