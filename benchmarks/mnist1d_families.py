@@ -61,7 +61,10 @@ KD_T, KD_ALPHA = 1.0, 1.0
 #: unstructured 90%: Zhu & Gupta's gradual schedule, 21 mask updates 5 epochs apart (epochs 0-100), then 100 epochs
 #: at 90%, lr 1e-2 (2026-12-04): val 85.7 (lr 3e-3: 81.4; updates 10 apart up to epoch 200: 75.9; 300 epochs, last
 #: update at 200: 82.8; with mixup: 81.2, 500 epochs with mixup: 84.2). On the paper-recipe teacher: val 71.8, and
-#: iterative pruning (10 cycles x 20 epochs: 68.2, 3 x 8: 40.1, per-layer scope: 61.5) did worse.
+#: iterative pruning (10 cycles x 20 epochs: 68.2, 3 x 8: 40.1, per-layer scope: 61.5) did worse. Distilling from the
+#: unpruned CNN afterwards at the fixed masks (grid ``gradual_kd``, 2026-12-04 evening) does not recover more: 500
+#: epochs 84.9, 1000: 85.6, lr 3e-3: 84.5, after a 100-epoch schedule: 77.1 (same printout for this row: 85.7). The
+#: 521 weights left are the limit, not the recovery.
 PRUNE_EPOCHS, PRUNE_STEPS, PRUNE_FREQUENCY, PRUNE_LR = 200, 20, 5, 1e-2
 #: channels 50%: L1 filter importance, recovered by distilling from the unpruned CNN with the students' KD settings
 #: and mixup, 500 epochs at lr 1e-2 (2026-12-04): val 95.6 (at T=4: 94.6; 400 epochs without mixup at T=8, alpha 0.9:

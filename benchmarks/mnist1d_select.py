@@ -4,6 +4,7 @@ trains each candidate on seeds 0-1 and prints its mean validation accuracy; the 
 
 from __future__ import annotations
 
+import copy
 import statistics
 import sys
 from multiprocessing import get_context
@@ -61,6 +62,18 @@ GRID: dict[str, list[dict[str, Any]]] = {
             (500, 5, 1e-2, True),
         )
     ],  # fmt: skip
+    # gradual pruning with cross-entropy, then distillation from the unpruned CNN at the fixed masks (the channels
+    # row's recovery); `kd_epochs` 0 is the gradual row alone
+    "gradual_kd": [
+        {"epochs": e, "kd_epochs": k, "kd_lr": lr}
+        for e, k, lr in (
+            (200, 0, 1e-2),
+            (200, 500, 1e-2),
+            (100, 500, 1e-2),
+            (200, 1000, 1e-2),
+            (200, 500, 3e-3),
+        )
+    ],  # fmt: skip
     "channels": [
         {"recovery": r, "epochs": e, "importance": i, "lr": 1e-2} | kd
         for r, e, i, kd in (
@@ -95,6 +108,17 @@ def _channels(teacher: nn.Module, data: Any, recovery: str, importance: str, **t
     return shrink.distill(small, teacher, KnowledgeDistillation(**training), train=data.train, progress=False)
 
 
+def _gradual_kd(teacher: nn.Module, data: Any, epochs: int, kd_epochs: int, kd_lr: float) -> nn.Module:
+    from benchmarks import mnist1d_families as f
+
+    cfg = GradualPruning(final_sparsity=0.9, epochs=epochs, pruning_steps=20, frequency=5, lr=1e-2)
+    sparse = shrink.prune(copy.deepcopy(teacher), cfg, train=data.train, progress=False)
+    if kd_epochs == 0:
+        return sparse
+    kd = KnowledgeDistillation(epochs=kd_epochs, lr=kd_lr, temperature=f.KD_T, alpha=f.KD_ALPHA, mixup=True)
+    return shrink.distill(sparse, teacher, kd, train=data.train, progress=False)
+
+
 def _build(kind: str, params: dict[str, Any], teacher: nn.Module, data: Any) -> nn.Module:
     from benchmarks import mnist1d_families as f
 
@@ -108,6 +132,8 @@ def _build(kind: str, params: dict[str, Any], teacher: nn.Module, data: Any) -> 
         return shrink.prune(teacher, IterativePruning(sparsity=0.9, **params), **train)
     if kind == "gradual":
         return shrink.prune(teacher, GradualPruning(final_sparsity=0.9, **params), **train)
+    if kind == "gradual_kd":
+        return _gradual_kd(teacher, data, **params)
     if kind == "channels":
         return _channels(teacher, data, **params)
     if kind == "qat":
