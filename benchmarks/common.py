@@ -19,6 +19,7 @@ import torch
 from shrink.eval.latency import LatencyStats, measure_latency
 
 __all__ = [
+    "minilm_calibration",
     "Built",
     "Table",
     "Target",
@@ -173,6 +174,17 @@ def ort_quantize_static(fp32: Path, out: Path, feeds: list[dict[str, Any]], **op
     t = time.perf_counter()
     quantize_static(str(fp32), str(out), Reader(), **(args | options))
     return time.perf_counter() - t
+
+
+def minilm_calibration(data: Any) -> str:
+    """What MiniLM's calibration split holds, for table notes: its sentences and where they come from."""
+    from shrink.zoo.minilm import EXTRA_CALIBRATION
+
+    n = sum(len(batch["input_ids"]) for batch in data.calibration)
+    return (
+        f"{n} sentences, none of them scored: {n - EXTRA_CALIBRATION} of the corpus and {EXTRA_CALIBRATION} English "
+        "sentences from the docstrings of Python's standard library"
+    )
 
 
 def save_png(png: bytes, name: str) -> str:

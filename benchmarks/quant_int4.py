@@ -32,7 +32,7 @@ from benchmarks.baselines import (
     speedup,
     time_together,
 )
-from benchmarks.common import Built, Fact, Section, Table, Target
+from benchmarks.common import Built, Fact, Section, Table, Target, minilm_calibration
 from benchmarks.quant_minilm import Env, _fp32_path, _peer, _quantize
 from shrink import presets
 from shrink.config import Config
@@ -233,12 +233,11 @@ def run(quick: bool) -> Section:
 
 def _note(env: Env) -> str:
     n_test = sum(len(t["input_ids"]) for t in env.data.test)
-    n_calib = sum(len(t["input_ids"]) for t in env.data.calibration)
     return (
         f"Scored on the evaluation split ({n_test} sentences); GPTQ's Hessians and AWQ's scale search read only the "
-        f"calibration split ({n_calib} other sentences). shrink's rows quantize the encoder's 36 Linears (the last "
-        "row also the embedding tables) with symmetric int4 codes and one fp16 scale per group and run in ONNX "
-        "Runtime: Linears as MatMulNBits (int8 arithmetic, each input block quantized to int8 at run time, except "
+        f"calibration split ({minilm_calibration(env.data)}). shrink's rows quantize the encoder's 36 Linears "
+        "(the last row also the embedding tables) with symmetric int4 codes and one fp16 scale per group and run in "
+        "ONNX Runtime: Linears as MatMulNBits (int8 arithmetic, each input block quantized to int8 at run time, except "
         "the row that says float arithmetic), tables as GatherBlockQuantized; the two 'PyTorch int4 kernels' rows "
         "run the AWQ+GPTQ model's Linears on aten._weight_int4pack_mm_for_cpu (bf16 activations), which Inductor "
         "(GEMM autotuning) may replace by its AMX int4 GEMM template, compiled in-process or ahead of time as an "

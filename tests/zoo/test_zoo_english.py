@@ -1,0 +1,22 @@
+"""The extra calibration sentences read from Python's standard-library docstrings."""
+
+from __future__ import annotations
+
+import pytest
+
+from shrink.errors import DataError
+from shrink.zoo.english import MAX_CHARS, MIN_CHARS, stdlib_sentences
+
+
+def test_sentences_are_fixed_distinct_prose() -> None:
+    first = stdlib_sentences(200)
+    assert first == stdlib_sentences(200)  # the same on every call
+    assert stdlib_sentences(50) == first[:50]  # fewer: a prefix of the same order
+    assert stdlib_sentences(200, seed=1) != first
+    assert len(set(first)) == 200
+    assert all(MIN_CHARS <= len(s) <= MAX_CHARS and "\n" not in s for s in first)
+
+
+def test_asking_for_more_than_the_docstrings_hold_is_refused() -> None:
+    with pytest.raises(DataError, match="sentences asked"):
+        stdlib_sentences(10**6)
