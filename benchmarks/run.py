@@ -230,9 +230,9 @@ def render(
         "compared row timed in the same interleaved rounds; a latency whose slowest round took over 1.5x its "
         "fastest is marked ⚠ unstable. Peers run at their best documented execution (torchao and INC PT2E also "
         "through torch.compile). Data that tunes a method (calibration, smoothing, rounding, selection) never "
-        "scores it: MiniLM calibrates on 128 sentences of its corpus and 256 sentences of Python's docstrings and is "
-        "scored on the other sentences of the corpus; the "
-        "digits models calibrate on training images, select on validation and score on test. Targets were fixed in "
+        "scores it: MiniLM calibrates on its calibration split (each table's note says which sentences) and is "
+        "scored on the other sentences of its corpus; the digits models calibrate on training images, select on "
+        "validation and score on test. Targets were fixed in "
         "the code before the run; 'n/a' means nothing in the run could meet or miss a target and does not count "
         "as met; facts that cannot fail are listed apart from the targets.",
         "",

@@ -101,3 +101,22 @@ def test_best_float_and_speedup() -> None:
     assert speedup(lat, INT8_ROW, 1) == 2.0
     assert math.isnan(speedup(lat, "not timed", 1))
     assert _stats(1.0, 1.0, 1.51).unstable and not _stats(1.0, 1.0, 1.5).unstable
+
+
+def test_calibration_note_names_the_default_split_and_refuses_another() -> None:
+    from types import SimpleNamespace
+
+    import pytest
+    import torch
+    from benchmarks.common import minilm_calibration
+
+    from shrink.zoo.minilm import CORPUS_CALIBRATION, EXTRA_CALIBRATION
+
+    def data(n: int) -> SimpleNamespace:
+        return SimpleNamespace(calibration=[{"input_ids": torch.zeros(16, 5)}] * (n // 16))
+
+    note = minilm_calibration(data(CORPUS_CALIBRATION + EXTRA_CALIBRATION))
+    assert note.startswith(f"{CORPUS_CALIBRATION + EXTRA_CALIBRATION} sentences")
+    assert f"{CORPUS_CALIBRATION} of the corpus and {EXTRA_CALIBRATION} English" in note
+    with pytest.raises(ValueError, match="default split"):
+        minilm_calibration(data(CORPUS_CALIBRATION))
