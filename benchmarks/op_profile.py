@@ -12,10 +12,18 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from torch import nn
 
 from benchmarks.common import Table
 
-__all__ = ["op_kind", "profile_ops", "breakdown_table", "inductor_kernel_scopes"]
+__all__ = [
+    "op_kind",
+    "profile_ops",
+    "breakdown_table",
+    "inductor_kernel_scopes",
+    "compiled_for_profile",
+    "kernel_times",
+]
 
 #: (substring of the profiler's event name, kind); the first match wins, in this order
 _KINDS = (
@@ -54,6 +62,36 @@ def inductor_kernel_scopes() -> Iterator[None]:
 
     with config.patch({"cpp.enable_kernel_profile": True}):
         yield
+
+
+def compiled_for_profile(model: nn.Module, example: Any) -> Callable[[Any], Any]:
+    """``model`` compiled for the shapes of ``example`` (Inductor with shrink's settings: frozen weights, GEMM
+    autotuning) with :func:`inductor_kernel_scopes`, compiled here by one call; returns a function of the input.
+    Static shapes: with dynamic ones and the scopes on, PyTorch 2.13 writes a symbolic size into a GEMM template's
+    scope name, the template fails to compile, and oneDNN's GEMM would be profiled in place of the template kernels
+    that timed models run."""
+    from shrink.data import call_model
+    from shrink.quant import CompiledInt8
+
+    compiled = CompiledInt8(model, torch.compile(model, dynamic=False))
+    with inductor_kernel_scopes():
+        call_model(compiled, example)
+    return lambda x: call_model(compiled, x)
+
+
+def kernel_times(profile: dict[str, float]) -> dict[str, float]:
+    """A :func:`profile_ops` result reduced to kernels: 'quantization' (kernels that quantize rows, with whatever
+    they fused), 'GEMM' (template kernels, oneDNN / ATen GEMMs and matmuls) and 'other kernels'; framework time
+    between kernels ('other') is left out."""
+    out = {"quantization": 0.0, "GEMM": 0.0, "other kernels": 0.0}
+    for kind, ms in profile.items():
+        if "quantization" in kind:
+            out["quantization"] += ms
+        elif "GEMM" in kind or "matmul" in kind:
+            out["GEMM"] += ms
+        elif kind != "other":
+            out["other kernels"] += ms
+    return out
 
 
 def _inductor_kind(low: str) -> str:

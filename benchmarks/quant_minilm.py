@@ -38,7 +38,7 @@ from benchmarks.baselines import (
 )
 from benchmarks.common import Built, Fact, Section, Table, Target, minilm_calibration, ort_quantize_static
 from benchmarks.compile_cache import compile_seconds_in_new_process, package_load_seconds_in_new_process
-from benchmarks.op_profile import breakdown_table, inductor_kernel_scopes, profile_ops
+from benchmarks.op_profile import breakdown_table, compiled_for_profile, profile_ops
 from shrink import presets
 from shrink.config import Config
 from shrink.data import call_model
@@ -50,7 +50,6 @@ from shrink.presets import ENCODER_LINEARS, ENCODER_TABLES
 from shrink.quant import (
     GPTQ,
     INTEGER_OPS,
-    CompiledInt8,
     FloatCast,
     Int8Dynamic,
     Int8Static,
@@ -395,14 +394,7 @@ def _profiled(env: Env, built: dict[str, Built], name: str) -> Callable[[Any], A
     }
     if name not in models:
         return None
-    model = models[name]()
-    # static shapes (the profiled batch's): with dynamic ones and the scopes on, PyTorch 2.13 writes a symbolic size
-    # into a GEMM template's scope name, the template fails to compile, and oneDNN's GEMM would be profiled in place
-    # of the template kernels the timed rows run
-    compiled = CompiledInt8(model, torch.compile(model, dynamic=False))
-    with inductor_kernel_scopes():
-        call_model(compiled, env.data.test[0])
-    return lambda x: call_model(compiled, x)
+    return compiled_for_profile(models[name](), env.data.test[0])
 
 
 def _breakdown(env: Env, built: dict[str, Built], lat: dict[str, dict[int, LatencyStats]], calls: int) -> Table:

@@ -1,5 +1,6 @@
 """The per-op breakdown groups profiler events by kind and gives milliseconds per call."""
 
+import pytest
 import torch
 from benchmarks.op_profile import breakdown_table, op_kind, profile_ops
 
@@ -59,3 +60,40 @@ def test_profile_and_table() -> None:
     assert prof["LayerNorm"] > 0 and prof["float GEMM (linear / mkldnn)"] > 0
     text = breakdown_table("t", {"fp32": prof}).markdown()
     assert "| LayerNorm |" in text and "total (profiled" in text
+
+
+def test_kernel_times_keep_kernels_and_drop_framework_time() -> None:
+    from benchmarks.op_profile import kernel_times
+
+    profile = {
+        "Inductor kernel: GELU + per-token quantization": 0.2,
+        "Inductor kernel: LayerNorm + per-token quantization": 0.1,
+        "GEMM (Inductor template kernel, epilogue fused)": 0.5,
+        "int8 GEMM (oneDNN qlinear)": 0.05,
+        "float matmul (bmm / mm: attention, unfused)": 0.1,
+        "Inductor kernel: softmax": 0.07,
+        "other": 9.0,  # framework time between kernels
+    }
+    out = kernel_times(profile)
+    assert out == pytest.approx({"quantization": 0.3, "GEMM": 0.65, "other kernels": 0.07})
+
+
+def test_an_int8_linear_compiled_for_profiling_shows_its_quantization_and_gemm() -> None:
+    from benchmarks.op_profile import compiled_for_profile, kernel_times
+
+    from shrink.quant.layers.modules import QuantLinear
+    from shrink.quant.runtimes.torch_token import TokenInt8Linear, onednn_int8_available
+
+    if not onednn_int8_available():
+        pytest.skip("no oneDNN int8 linear in this PyTorch build")
+    torch.manual_seed(0)
+    layer = QuantLinear(64, 32, True, 8, "dynamic_token")
+    layer.weight_int.copy_(torch.randint(-127, 128, (32, 64)).float())
+    layer.weight_scale.copy_(torch.rand(32) * 0.01 + 1e-3)
+    int8 = TokenInt8Linear(layer)
+    x = torch.randn(2, 5, 64)
+    run = compiled_for_profile(int8, x)
+    torch.testing.assert_close(run(x), int8(x), rtol=1e-4, atol=1e-4)
+    times = kernel_times(profile_ops(lambda: run(x), calls=3))
+    assert times["quantization"] > 0 and times["GEMM"] > 0, times
+    torch._dynamo.reset()
