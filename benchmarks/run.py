@@ -32,6 +32,7 @@ __all__ = ["SECTIONS", "render", "readme_block", "replace_readme_block", "run_fa
 SECTIONS: dict[str, tuple[int, int]] = {
     "quant_minilm": (900, 400),
     "quant_int4": (600, 240),
+    "int8_costs": (300, 150),
     "quant_digits": (300, 120),
     "quant_advanced": (300, 50),
     "prune_unstructured": (360, 50),
