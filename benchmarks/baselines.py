@@ -5,7 +5,10 @@ run, timed in the same interleaved rounds as the row it is compared with: PyTorc
 ``torch.compile`` with the settings shrink's compiled int8 rows use (Inductor, frozen weights, autotuned GEMMs), bf16
 through the same compiler where the CPU has native bf16 instructions, and ONNX Runtime fp32 with every graph
 optimization on; where a table also times shrink's int8 model compiled ahead of time (AOTInductor), the float
-model gets the same: its fastest compiled precision (bf16 where native, else fp32) packaged ahead of time.
+model gets the same: its fastest compiled precision (bf16 where native, else fp32) packaged ahead of time. A model
+whose Hugging Face transformer runs its attention in eager PyTorch ops (MiniLM as the zoo loads it) also gets the
+same rows with PyTorch's fused ``scaled_dot_product_attention`` (SDPA; transformers' default), eager, compiled and
+packaged: each float row at whichever attention is faster on the CPU that runs it.
 """
 
 from __future__ import annotations
@@ -35,7 +38,13 @@ __all__ = [
     "ORT",
     "AOT_FP32",
     "AOT_BF16",
+    "EAGER_SDPA",
+    "COMPILED_SDPA",
+    "BF16_SDPA",
+    "AOT_FP32_SDPA",
+    "AOT_BF16_SDPA",
     "FLOAT_ROWS",
+    "sdpa_copy",
     "Bfloat16",
     "native_bf16",
     "float_baselines",
@@ -53,7 +62,25 @@ BF16 = "bf16 (torch.compile, Inductor, frozen; native bf16)"
 ORT = "fp32 (onnxruntime, all graph optimizations)"
 AOT_FP32 = "fp32 (AOTInductor package, frozen)"
 AOT_BF16 = "bf16 (AOTInductor package, frozen; native bf16)"
-FLOAT_ROWS = (EAGER, COMPILED, BF16, ORT, AOT_FP32, AOT_BF16)
+SDPA = "SDPA attention"
+EAGER_SDPA = f"fp32 (torch eager, {SDPA})"
+COMPILED_SDPA = f"fp32 (torch.compile, Inductor, frozen; {SDPA})"
+BF16_SDPA = f"bf16 (torch.compile, Inductor, frozen; native bf16; {SDPA})"
+AOT_FP32_SDPA = f"fp32 (AOTInductor package, frozen; {SDPA})"
+AOT_BF16_SDPA = f"bf16 (AOTInductor package, frozen; native bf16; {SDPA})"
+FLOAT_ROWS = (
+    EAGER,
+    COMPILED,
+    BF16,
+    ORT,
+    AOT_FP32,
+    AOT_BF16,
+    EAGER_SDPA,
+    COMPILED_SDPA,
+    BF16_SDPA,
+    AOT_FP32_SDPA,
+    AOT_BF16_SDPA,
+)
 
 
 def native_bf16() -> bool:
@@ -76,6 +103,24 @@ class Bfloat16(nn.Module):
 
         out = self.model(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
         return out.float() if isinstance(out, torch.Tensor) else out
+
+
+def sdpa_copy(model: nn.Module) -> nn.Module | None:
+    """A copy of ``model`` whose Hugging Face transformers that run attention in eager ops run it through PyTorch's
+    ``scaled_dot_product_attention`` instead (same weights, same function); None when ``model`` has no such
+    transformer or it cannot switch. ``model`` itself is not changed."""
+    twin = copy.deepcopy(model)
+    switched = False
+    for module in twin.modules():
+        config = getattr(module, "config", None)
+        if getattr(config, "_attn_implementation", None) != "eager" or not hasattr(module, "set_attn_implementation"):
+            continue
+        try:
+            module.set_attn_implementation("sdpa")  # type: ignore[operator]
+        except (ValueError, ImportError):  # a model transformers has no SDPA path for keeps its eager attention
+            continue
+        switched = config._attn_implementation == "sdpa"  # type: ignore[union-attr]
+    return twin if switched else None
 
 
 def compiled_row(model: nn.Module, warmup: list[Any], label: str | None = None) -> Built:
@@ -107,9 +152,10 @@ def float_baselines(
 ) -> dict[str, Built]:
     """The float rows for ``model``: eager, compiled, bf16 compiled (when ``bf16``, default: the CPU has native
     bf16) and ONNX Runtime; with ``aot``, also bf16 (else fp32) compiled ahead of time into an AOTInductor package
-    from ``warmup[0]`` (for tables that time shrink's int8 package). ``warmup``: the batches the table is timed
-    at, compiled before timing. A baseline that cannot be built (a model ONNX cannot export, say) is left out and
-    its error put in ``failures`` when given, else raised."""
+    from ``warmup[0]`` (for tables that time shrink's int8 package); for a transformer with eager attention, the
+    eager row and the fastest compiled (and packaged) rows again with SDPA attention (:func:`sdpa_copy`).
+    ``warmup``: the batches the table is timed at, compiled before timing. A baseline that cannot be built (a model
+    ONNX cannot export, say) is left out and its error put in ``failures`` when given, else raised."""
     rows = {EAGER: Built(lambda x: call_model(model, x), artifact_bytes(model), 0.0, "torch eager fp32")}
     makers: dict[str, Callable[[], Built]] = {
         COMPILED: lambda: compiled_row(
@@ -125,6 +171,9 @@ def float_baselines(
         path = onnx_path.with_name(f"{onnx_path.stem}-float-aot.pt2")
         execution = f"{'bf16' if use_bf16 else 'fp32'}, AOTInductor package (the settings of shrink's package)"
         makers[name] = lambda: packaged_row(copy_of(), warmup[0], path, execution)
+    if (sdpa := sdpa_copy(model)) is not None:
+        rows[EAGER_SDPA] = Built(lambda x: call_model(sdpa, x), artifact_bytes(sdpa), 0.0, f"torch eager fp32, {SDPA}")
+        makers.update(_sdpa_compiled(sdpa, warmup, use_bf16, aot, onnx_path))
     for name, make in makers.items():
         try:
             rows[name] = make()
@@ -133,6 +182,27 @@ def float_baselines(
                 raise
             failures[name] = f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
     return rows
+
+
+def _sdpa_compiled(
+    sdpa: nn.Module, warmup: list[Any], bf16: bool, aot: bool, onnx_path: Path
+) -> dict[str, Callable[[], Built]]:
+    """Builders of the SDPA twins of the fastest compiled float rows: bf16 where native (else fp32) through
+    torch.compile and, with ``aot``, as an AOTInductor package."""
+    precision = "bf16" if bf16 else "fp32"
+
+    def twin() -> nn.Module:
+        return Bfloat16(copy.deepcopy(sdpa)) if bf16 else copy.deepcopy(sdpa)
+
+    compiled = f"{precision}, torch.compile ({'native bf16' if bf16 else 'Inductor, frozen, autotuned'}), {SDPA}"
+    makers: dict[str, Callable[[], Built]] = {
+        BF16_SDPA if bf16 else COMPILED_SDPA: lambda: compiled_row(twin(), warmup, compiled)
+    }
+    if aot:
+        path = onnx_path.with_name(f"{onnx_path.stem}-float-aot-sdpa.pt2")
+        packaged = f"{precision}, AOTInductor package (the settings of shrink's package), {SDPA}"
+        makers[AOT_BF16_SDPA if bf16 else AOT_FP32_SDPA] = lambda: packaged_row(twin(), warmup[0], path, packaged)
+    return makers
 
 
 def _ort(model: nn.Module, example_inputs: Any, onnx_path: Path) -> Built:

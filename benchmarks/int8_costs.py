@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import shrink
-from benchmarks.baselines import Bfloat16, native_bf16
+from benchmarks.baselines import Bfloat16, native_bf16, sdpa_copy
 from benchmarks.common import Section, Table
 from benchmarks.op_profile import breakdown_table, compiled_for_profile, kernel_times, profile_ops
 from shrink import presets
@@ -130,10 +130,14 @@ def run(quick: bool) -> Section:
     float_model = Bfloat16(copy.deepcopy(model)) if bf16 else copy.deepcopy(model)
     float_label = "bf16, compiled (native bf16)" if bf16 else "fp32, compiled"
     calls = 10 if quick else 50
-    profiles = {float_label: _profile(float_model, x1, calls), "shrink int8, compiled": _profile(int8, x1, calls)}
+    profiles = {f"{float_label}, eager attention": _profile(float_model, x1, calls)}
+    if (sdpa := sdpa_copy(model)) is not None:
+        profiles[f"{float_label}, SDPA attention"] = _profile(Bfloat16(sdpa) if bf16 else sdpa, x1, calls)
+    profiles["shrink int8, compiled"] = _profile(int8, x1, calls)
     whole = breakdown_table("MiniLM at batch 1: where the time goes (torch.profiler, CPU self time per call)", profiles)
     whole.note = (
-        f"The MiniLM table's batch-1 input ({x1['input_ids'].shape[1]} tokens) through the float model ({float_label}) "
+        f"The MiniLM table's batch-1 input ({x1['input_ids'].shape[1]} tokens) through the float model ({float_label}; "
+        "with the eager attention the zoo loads and with PyTorch's SDPA attention) "
         "and shrink's int8 model (the encoder-int8 recipe on its calibration split), each compiled for this shape "
         "with Inductor's per-kernel profiler scopes; operators grouped by kind as in the batch-32 breakdown of the "
         f"MiniLM section; {calls} profiled calls. 'other': framework time between kernels."

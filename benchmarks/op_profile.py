@@ -27,6 +27,7 @@ __all__ = [
 
 #: (substring of the profiler's event name, kind); the first match wins, in this order
 _KINDS = (
+    ("scaled_dot_product", "attention (fused SDPA kernel)"),
     ("qlinear", "int8 GEMM (oneDNN qlinear)"),
     ("_int_mm", "int8 GEMM (_int_mm)"),
     ("cpp_cpp_micro_gemm", "GEMM (Inductor micro-kernel)"),

@@ -231,7 +231,8 @@ def _minilm(quick: bool, section: Section) -> None:
     table.note = (
         f"Every method calibrates on the same first {n_calib} sentences of the corpus' calibration split (none of "
         "them scored). x best float = the fastest float row's latency (fp32 eager, fp32 compiled, bf16 compiled "
-        "where the CPU has native bf16, ONNX Runtime fp32) / the row's latency; x eager in brackets. All rows timed "
+        "where the CPU has native bf16, ONNX Runtime fp32; eager and compiled again with SDPA attention) / the "
+        "row's latency; x eager in brackets. All rows timed "
         "together in interleaved rounds; ⚠ unstable: slowest round over 1.5x the fastest. Sizes: "
         "torch.save(state_dict) for fp32, torchao, NNCF and INC weight-only; torch.export.save of the "
         "exported program for INC PT2E graphs; the int8 ONNX file for shrink (what runs). Compress time and "

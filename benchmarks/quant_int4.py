@@ -246,7 +246,8 @@ def _note(env: Env) -> str:
         "the fp32 graph's MatMuls with its defaults. torchao rows run in PyTorch as torchao ships them (compiled "
         "where the row says so). 'file MiB' is the file each row runs from (ONNX, or the peer's saved state). "
         "All rows timed together in interleaved rounds; 'x best float' divides the fastest float row of this run "
-        "by the row's time. ⚠ unstable marks a row whose slowest round took over 1.5x its fastest."
+        "(SDPA-attention twins of the float rows included) by the row's time. ⚠ unstable marks a row whose "
+        "slowest round took over 1.5x its fastest."
     )
 
 

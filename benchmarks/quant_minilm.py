@@ -24,15 +24,21 @@ from torch import nn
 import shrink
 from benchmarks.baselines import (
     AOT_BF16,
+    AOT_BF16_SDPA,
     AOT_FP32,
+    AOT_FP32_SDPA,
     BF16,
+    BF16_SDPA,
     COMPILED,
+    COMPILED_SDPA,
     EAGER,
+    EAGER_SDPA,
     FLOAT_ROWS,
     Bfloat16,
     best_float,
     float_baselines,
     ms_cell,
+    sdpa_copy,
     speedup,
     time_together,
 )
@@ -379,11 +385,18 @@ def _gptq_inputs(env: Env, ref: torch.Tensor) -> Table:
     return table
 
 
+def _sdpa(model: nn.Module) -> nn.Module:
+    twin = sdpa_copy(model)
+    if twin is None:
+        raise ValueError("the MiniLM model has no eager attention to switch to SDPA")
+    return twin
+
+
 def _profiled(env: Env, built: dict[str, Built], name: str) -> Callable[[Any], Any] | None:
     """Row ``name`` as a model to profile: eager rows as timed; compiled and packaged rows compiled again in this
     process for the profiled batch with Inductor's per-kernel profiler scopes (the timed rows are built without
     them, as the scopes cost time at every call); None for ONNX Runtime rows (not profiled)."""
-    if name == EAGER:
+    if name in (EAGER, EAGER_SDPA):
         return built[name].run
     models: dict[str, Callable[[], nn.Module]] = {
         INT8_ROW: lambda: to_torch_int8(_quantize(env, SHRINK_INT8)[0], example_inputs=env.data.example_inputs),
@@ -391,6 +404,10 @@ def _profiled(env: Env, built: dict[str, Built], name: str) -> Callable[[Any], A
         AOT_FP32: lambda: copy.deepcopy(env.model),
         BF16: lambda: Bfloat16(copy.deepcopy(env.model)),
         AOT_BF16: lambda: Bfloat16(copy.deepcopy(env.model)),
+        COMPILED_SDPA: lambda: _sdpa(env.model),
+        AOT_FP32_SDPA: lambda: _sdpa(env.model),
+        BF16_SDPA: lambda: Bfloat16(_sdpa(env.model)),
+        AOT_BF16_SDPA: lambda: Bfloat16(_sdpa(env.model)),
     }
     if name not in models:
         return None
@@ -434,7 +451,8 @@ def _note(n_test: int, calibration: str) -> str:
         f"and percentile reads only the calibration split ({calibration}). All rows timed together in "
         "interleaved rounds (each round's medians normalized by the round's mean); 'x best float' divides the "
         "fastest float row of this run (fp32 eager, fp32 compiled, bf16 compiled where native, ONNX Runtime fp32, "
-        "and bf16 where native, else fp32, compiled ahead of time as an AOTInductor package like shrink's) by the "
+        "and bf16 where native, else fp32, compiled ahead of time as an AOTInductor package like shrink's; eager, "
+        "compiled and packaged again with PyTorch's SDPA attention in place of the model's eager attention) by the "
         "row's time; the int8 speed targets read the faster of shrink's two executions of its int8 model. "
         f"'{INT8_ROW}' runs for real on PyTorch's int8 kernels (oneDNN uint8 x int8 GEMMs, "
         "per-token quantization and epilogues fused by torch.compile / Inductor with frozen weights); the other "

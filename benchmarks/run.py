@@ -232,7 +232,8 @@ def render(
         "",
         "How these figures are judged: every speed ratio is against the **fastest float baseline of the same run** "
         "(fp32 eager, fp32 through torch.compile with the compiler settings of shrink's compiled rows, bf16 "
-        "compiled where the CPU has native bf16, ONNX Runtime fp32 with all graph optimizations), with every "
+        "compiled where the CPU has native bf16, ONNX Runtime fp32 with all graph optimizations; for a transformer "
+        "loaded with eager attention, the same rows again with PyTorch's fused SDPA attention), with every "
         "compared row timed in the same interleaved rounds; a latency whose slowest round took over 1.5x its "
         "fastest is marked ⚠ unstable. Peers run at their best documented execution (torchao and INC PT2E also "
         "through torch.compile). Data that tunes a method (calibration, smoothing, rounding, selection) never "

@@ -37,3 +37,25 @@ def test_peer_targets_just_miss_and_na_without_a_faithful_peer() -> None:
     _targets([fp32, ours, _row("torchao int8 dynamic", "torchao", "W8A8", 90.0, 0.5)], section)
     assert [t.met for t in section.targets] == [None, None]  # no peer keeps the fidelity: nothing to beat
     assert fp32.scheme == "float"  # float rows are never counted as peers
+
+
+def test_sdpa_copy_switches_a_transformers_eager_attention_and_leaves_the_model_alone() -> None:
+    import torch
+    from benchmarks.baselines import sdpa_copy
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    model = BertModel(config, add_pooling_layer=False).eval()
+    model.set_attn_implementation("eager")
+    twin = sdpa_copy(model)
+    assert twin is not None and twin is not model
+    assert model.config._attn_implementation == "eager" and twin.config._attn_implementation == "sdpa"
+    ids = torch.randint(0, 50, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    with torch.no_grad():
+        a = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        b = twin(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert sdpa_copy(torch.nn.Linear(2, 2)) is None  # nothing to switch

@@ -12,6 +12,7 @@ def test_op_kinds() -> None:
     assert op_kind("cpp_fused_add_gelu_0") == "GELU"  # named by what it computes first
     assert op_kind("cpp_fused_add_mul_3") == "fused pointwise / reductions (Inductor kernels)"
     assert op_kind("aten::something_else") == "other"
+    assert op_kind("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention (fused SDPA kernel)"
 
 
 def test_inductor_kernels_are_named_by_what_they_fuse() -> None:
