@@ -45,6 +45,7 @@ __all__ = [
     "AOT_BF16_SDPA",
     "FLOAT_ROWS",
     "sdpa_copy",
+    "as_precision",
     "Bfloat16",
     "native_bf16",
     "float_baselines",
@@ -62,6 +63,15 @@ BF16 = "bf16 (torch.compile, Inductor, frozen; native bf16)"
 ORT = "fp32 (onnxruntime, all graph optimizations)"
 AOT_FP32 = "fp32 (AOTInductor package, frozen)"
 AOT_BF16 = "bf16 (AOTInductor package, frozen; native bf16)"
+#: the execution column of the compiled and packaged float rows, by precision (bf16: True)
+_COMPILED_LABEL = {
+    False: "fp32, torch.compile (Inductor, frozen, autotuned)",
+    True: "bf16, torch.compile (native bf16)",
+}
+_AOT_LABEL = {
+    b: f"{'bf16' if b else 'fp32'}, AOTInductor package (the settings of shrink's package)" for b in (False, True)
+}
+
 SDPA = "SDPA attention"
 EAGER_SDPA = f"fp32 (torch eager, {SDPA})"
 COMPILED_SDPA = f"fp32 (torch.compile, Inductor, frozen; {SDPA})"
@@ -105,22 +115,34 @@ class Bfloat16(nn.Module):
         return out.float() if isinstance(out, torch.Tensor) else out
 
 
+def _eager_attention(module: nn.Module) -> bool:
+    """Whether ``module`` is a Hugging Face model set to eager attention that can switch its attention."""
+    config = getattr(module, "config", None)
+    return getattr(config, "_attn_implementation", None) == "eager" and hasattr(module, "set_attn_implementation")
+
+
 def sdpa_copy(model: nn.Module) -> nn.Module | None:
     """A copy of ``model`` whose Hugging Face transformers that run attention in eager ops run it through PyTorch's
     ``scaled_dot_product_attention`` instead (same weights, same function); None when ``model`` has no such
-    transformer or it cannot switch. ``model`` itself is not changed."""
+    transformer or it cannot switch (then nothing is copied). ``model`` itself is not changed."""
+    if not any(_eager_attention(m) for m in model.modules()):
+        return None
     twin = copy.deepcopy(model)
     switched = False
     for module in twin.modules():
-        config = getattr(module, "config", None)
-        if getattr(config, "_attn_implementation", None) != "eager" or not hasattr(module, "set_attn_implementation"):
+        if not _eager_attention(module):  # also a submodel its parent already switched
             continue
         try:
             module.set_attn_implementation("sdpa")  # type: ignore[operator]
         except (ValueError, ImportError):  # a model transformers has no SDPA path for keeps its eager attention
             continue
-        switched = config._attn_implementation == "sdpa"  # type: ignore[union-attr]
+        switched = switched or module.config._attn_implementation == "sdpa"  # type: ignore[union-attr]
     return twin if switched else None
+
+
+def as_precision(model: nn.Module, bf16: bool) -> nn.Module:
+    """A copy of ``model`` in bf16 (:class:`Bfloat16`) or fp32, for a compiled float row."""
+    return Bfloat16(copy.deepcopy(model)) if bf16 else copy.deepcopy(model)
 
 
 def compiled_row(model: nn.Module, warmup: list[Any], label: str | None = None) -> Built:
@@ -158,22 +180,27 @@ def float_baselines(
     ONNX cannot export, say) is left out and its error put in ``failures`` when given, else raised."""
     rows = {EAGER: Built(lambda x: call_model(model, x), artifact_bytes(model), 0.0, "torch eager fp32")}
     makers: dict[str, Callable[[], Built]] = {
-        COMPILED: lambda: compiled_row(
-            copy.deepcopy(model), warmup, "fp32, torch.compile (Inductor, frozen, autotuned)"
-        )
+        COMPILED: lambda: compiled_row(as_precision(model, False), warmup, _COMPILED_LABEL[False])
     }
     use_bf16 = native_bf16() if bf16 is None else bf16
     if use_bf16:
-        makers[BF16] = lambda: compiled_row(Bfloat16(copy.deepcopy(model)), warmup, "bf16, torch.compile (native bf16)")
+        makers[BF16] = lambda: compiled_row(as_precision(model, True), warmup, _COMPILED_LABEL[True])
     makers[ORT] = lambda: _ort(model, example_inputs, onnx_path)
+    aot_path = onnx_path.with_name(f"{onnx_path.stem}-float-aot.pt2")
     if aot:
-        name, copy_of = (AOT_BF16, lambda: Bfloat16(copy.deepcopy(model))) if use_bf16 else (AOT_FP32, lambda: model)
-        path = onnx_path.with_name(f"{onnx_path.stem}-float-aot.pt2")
-        execution = f"{'bf16' if use_bf16 else 'fp32'}, AOTInductor package (the settings of shrink's package)"
-        makers[name] = lambda: packaged_row(copy_of(), warmup[0], path, execution)
-    if (sdpa := sdpa_copy(model)) is not None:
+        makers[AOT_BF16 if use_bf16 else AOT_FP32] = lambda: packaged_row(
+            as_precision(model, use_bf16), warmup[0], aot_path, _AOT_LABEL[use_bf16]
+        )
+    if (sdpa := sdpa_copy(model)) is not None:  # the fastest compiled precision again, with SDPA attention
         rows[EAGER_SDPA] = Built(lambda x: call_model(sdpa, x), artifact_bytes(sdpa), 0.0, f"torch eager fp32, {SDPA}")
-        makers.update(_sdpa_compiled(sdpa, warmup, use_bf16, aot, onnx_path))
+        makers[BF16_SDPA if use_bf16 else COMPILED_SDPA] = lambda: compiled_row(
+            as_precision(sdpa, use_bf16), warmup, f"{_COMPILED_LABEL[use_bf16]}, {SDPA}"
+        )
+        if aot:
+            sdpa_path = aot_path.with_name(f"{onnx_path.stem}-float-aot-sdpa.pt2")
+            makers[AOT_BF16_SDPA if use_bf16 else AOT_FP32_SDPA] = lambda: packaged_row(
+                as_precision(sdpa, use_bf16), warmup[0], sdpa_path, f"{_AOT_LABEL[use_bf16]}, {SDPA}"
+            )
     for name, make in makers.items():
         try:
             rows[name] = make()
@@ -182,27 +209,6 @@ def float_baselines(
                 raise
             failures[name] = f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
     return rows
-
-
-def _sdpa_compiled(
-    sdpa: nn.Module, warmup: list[Any], bf16: bool, aot: bool, onnx_path: Path
-) -> dict[str, Callable[[], Built]]:
-    """Builders of the SDPA twins of the fastest compiled float rows: bf16 where native (else fp32) through
-    torch.compile and, with ``aot``, as an AOTInductor package."""
-    precision = "bf16" if bf16 else "fp32"
-
-    def twin() -> nn.Module:
-        return Bfloat16(copy.deepcopy(sdpa)) if bf16 else copy.deepcopy(sdpa)
-
-    compiled = f"{precision}, torch.compile ({'native bf16' if bf16 else 'Inductor, frozen, autotuned'}), {SDPA}"
-    makers: dict[str, Callable[[], Built]] = {
-        BF16_SDPA if bf16 else COMPILED_SDPA: lambda: compiled_row(twin(), warmup, compiled)
-    }
-    if aot:
-        path = onnx_path.with_name(f"{onnx_path.stem}-float-aot-sdpa.pt2")
-        packaged = f"{precision}, AOTInductor package (the settings of shrink's package), {SDPA}"
-        makers[AOT_BF16_SDPA if bf16 else AOT_FP32_SDPA] = lambda: packaged_row(twin(), warmup[0], path, packaged)
-    return makers
 
 
 def _ort(model: nn.Module, example_inputs: Any, onnx_path: Path) -> Built:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import shrink
-from benchmarks.baselines import Bfloat16, native_bf16, sdpa_copy
+from benchmarks.baselines import as_precision, native_bf16, sdpa_copy
 from benchmarks.common import Section, Table
 from benchmarks.op_profile import breakdown_table, compiled_for_profile, kernel_times, profile_ops
 from shrink import presets
@@ -70,6 +70,7 @@ def linear_table(
     float_model: nn.Module, int8_model: nn.Module, tokens: dict[int, int], bf16: bool, calls: int
 ) -> Table:
     """Kernel time of each int8 Linear shape of MiniLM against the same Linears in float, per token count."""
+    layers = len(list(float_model.get_submodule(FIRST_LAYER.rsplit(".", 1)[0]).children()))
     dtype = torch.bfloat16 if bf16 else torch.float32
     label = "bf16" if bf16 else "fp32"
     table = Table(
@@ -108,10 +109,10 @@ def linear_table(
                 f"{f_all / q_all:.2f}x" if q_all else "-",
             )
     table.note = (
-        f"The Linears of MiniLM's first encoder layer (the other five have the same shapes) with the int8 recipe's "
-        f"weights, each compiled alone for one input shape (Inductor, frozen weights, GEMM autotuning, as shrink "
-        f"compiles them) with Inductor's per-kernel profiler scopes, on a random input of the shape of the MiniLM "
-        f"table's batch 1 and batch 32 (kernel times do not depend on the values); {calls} profiled calls each. "
+        f"The Linears of MiniLM's first encoder layer (the other {layers - 1} have the same shapes) with the int8 "
+        "recipe's weights, each compiled alone for one input shape (Inductor, frozen weights, GEMM autotuning, as "
+        "shrink compiles them) with Inductor's per-kernel profiler scopes, on a random input of the shape of the "
+        f"MiniLM table's batch 1 and batch 32 (kernel times do not depend on the values); {calls} profiled calls each. "
         f"'quantize rows': the kernel that finds each row's minimum and maximum and rounds it to uint8 (in the whole "
         f"model it also runs the LayerNorm or GELU before it); 'GEMM': the uint8 x int8 GEMM kernel with its "
         f"epilogue (per-channel and per-row scales, bias); float: the same weights in {label}, query / key / value "
@@ -127,12 +128,11 @@ def run(quick: bool) -> Section:
     quantized = shrink.quantize(model, presets.get("encoder-int8"), calibration=data.calibration, progress=False)
     int8 = to_torch_int8(quantized, example_inputs=x1)
     bf16 = native_bf16()
-    float_model = Bfloat16(copy.deepcopy(model)) if bf16 else copy.deepcopy(model)
     float_label = "bf16, compiled (native bf16)" if bf16 else "fp32, compiled"
     calls = 10 if quick else 50
-    profiles = {f"{float_label}, eager attention": _profile(float_model, x1, calls)}
+    profiles = {f"{float_label}, eager attention": _profile(as_precision(model, bf16), x1, calls)}
     if (sdpa := sdpa_copy(model)) is not None:
-        profiles[f"{float_label}, SDPA attention"] = _profile(Bfloat16(sdpa) if bf16 else sdpa, x1, calls)
+        profiles[f"{float_label}, SDPA attention"] = _profile(as_precision(sdpa, bf16), x1, calls)
     profiles["shrink int8, compiled"] = _profile(int8, x1, calls)
     whole = breakdown_table("MiniLM at batch 1: where the time goes (torch.profiler, CPU self time per call)", profiles)
     whole.note = (

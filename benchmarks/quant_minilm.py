@@ -34,7 +34,7 @@ from benchmarks.baselines import (
     EAGER,
     EAGER_SDPA,
     FLOAT_ROWS,
-    Bfloat16,
+    as_precision,
     best_float,
     float_baselines,
     ms_cell,
@@ -385,11 +385,17 @@ def _gptq_inputs(env: Env, ref: torch.Tensor) -> Table:
     return table
 
 
-def _sdpa(model: nn.Module) -> nn.Module:
-    twin = sdpa_copy(model)
-    if twin is None:
-        raise ValueError("the MiniLM model has no eager attention to switch to SDPA")
-    return twin
+#: the compiled and packaged float rows by (SDPA attention, bf16): the model each of them compiles
+_FLOAT_MODELS = {
+    COMPILED: (False, False),
+    AOT_FP32: (False, False),
+    BF16: (False, True),
+    AOT_BF16: (False, True),
+    COMPILED_SDPA: (True, False),
+    AOT_FP32_SDPA: (True, False),
+    BF16_SDPA: (True, True),
+    AOT_BF16_SDPA: (True, True),
+}
 
 
 def _profiled(env: Env, built: dict[str, Built], name: str) -> Callable[[Any], Any] | None:
@@ -398,20 +404,17 @@ def _profiled(env: Env, built: dict[str, Built], name: str) -> Callable[[Any], A
     them, as the scopes cost time at every call); None for ONNX Runtime rows (not profiled)."""
     if name in (EAGER, EAGER_SDPA):
         return built[name].run
-    models: dict[str, Callable[[], nn.Module]] = {
-        INT8_ROW: lambda: to_torch_int8(_quantize(env, SHRINK_INT8)[0], example_inputs=env.data.example_inputs),
-        COMPILED: lambda: copy.deepcopy(env.model),
-        AOT_FP32: lambda: copy.deepcopy(env.model),
-        BF16: lambda: Bfloat16(copy.deepcopy(env.model)),
-        AOT_BF16: lambda: Bfloat16(copy.deepcopy(env.model)),
-        COMPILED_SDPA: lambda: _sdpa(env.model),
-        AOT_FP32_SDPA: lambda: _sdpa(env.model),
-        BF16_SDPA: lambda: Bfloat16(_sdpa(env.model)),
-        AOT_BF16_SDPA: lambda: Bfloat16(_sdpa(env.model)),
-    }
-    if name not in models:
+    if name == INT8_ROW:
+        model = to_torch_int8(_quantize(env, SHRINK_INT8)[0], example_inputs=env.data.example_inputs)
+    elif name in _FLOAT_MODELS:
+        sdpa, bf16 = _FLOAT_MODELS[name]
+        base = sdpa_copy(env.model) if sdpa else env.model
+        if base is None:
+            raise ValueError(f"{name}: the MiniLM model has no eager attention to switch to SDPA")
+        model = as_precision(base, bf16)
+    else:
         return None
-    return compiled_for_profile(models[name](), env.data.test[0])
+    return compiled_for_profile(model, env.data.test[0])
 
 
 def _breakdown(env: Env, built: dict[str, Built], lat: dict[str, dict[int, LatencyStats]], calls: int) -> Table:

@@ -59,3 +59,38 @@ def test_sdpa_copy_switches_a_transformers_eager_attention_and_leaves_the_model_
         b = twin(input_ids=ids, attention_mask=mask).last_hidden_state
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert sdpa_copy(torch.nn.Linear(2, 2)) is None  # nothing to switch
+
+
+def test_float_baselines_add_sdpa_twins_of_the_fastest_compiled_rows(monkeypatch, tmp_path) -> None:
+    import torch
+    from benchmarks.common import Built
+    from transformers import BertConfig, BertModel
+
+    from benchmarks import baselines as b
+
+    def record(kind):  # a fake builder: what each row would compile, without compiling it
+        def build(model, *args):
+            inner = getattr(model, "model", model)
+            dtype = next(model.parameters()).dtype
+            attention = getattr(getattr(inner, "config", None), "_attn_implementation", "-")
+            return Built(lambda x: None, 0, 0.0, f"{kind} {dtype} {attention} {args[-1]}")
+
+        return build
+
+    monkeypatch.setattr(b, "compiled_row", record("compiled"))
+    monkeypatch.setattr(b, "packaged_row", record("packaged"))
+    monkeypatch.setattr(b, "_ort", lambda *a: Built(lambda x: None, 0, 0.0, "ort"))
+    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    model = BertModel(config, add_pooling_layer=False).eval()
+    model.set_attn_implementation("eager")
+    rows = b.float_baselines(model, None, [None], tmp_path / "fp32.onnx", bf16=True, aot=True)
+    assert set(rows) == {b.EAGER, b.COMPILED, b.BF16, b.ORT, b.AOT_BF16, b.EAGER_SDPA, b.BF16_SDPA, b.AOT_BF16_SDPA}
+    assert set(rows) <= set(b.FLOAT_ROWS)  # every one of them can be the fastest float row
+    assert rows[b.COMPILED].execution.startswith("compiled torch.float32 eager fp32, torch.compile")
+    assert (
+        rows[b.BF16_SDPA].execution == "compiled torch.bfloat16 sdpa bf16, torch.compile (native bf16), SDPA attention"
+    )
+    assert rows[b.AOT_BF16_SDPA].execution.startswith("packaged torch.bfloat16 sdpa bf16, AOTInductor package")
+    assert model.config._attn_implementation == "eager" and next(model.parameters()).dtype == torch.float32
+    plain = b.float_baselines(torch.nn.Linear(4, 4), None, [None], tmp_path / "l.onnx", bf16=False, aot=True)
+    assert set(plain) == {b.EAGER, b.COMPILED, b.ORT, b.AOT_FP32}  # nothing to switch: no SDPA rows
