@@ -42,3 +42,16 @@ def test_the_int8_linear_is_found_directly_or_through_its_merged_group() -> None
     shared = SharedInputGEMM(layers)
     found = _int8_linear(_nest(SharedInputMember(shared, 0, False)), ("attention.output.dense",))
     assert found is shared.fused and found.out_features == 8
+
+
+def test_the_ceiling_table_bounds_the_linears_by_their_gemms_alone() -> None:
+    from benchmarks.int8_costs import ceiling_table
+
+    table = ceiling_table({1: (0.10, 0.08, 0.05), 32: (1.0, 1.25, 0.8)}, True, {32: 2.5, 1: 2.0})
+    by_batch = {row[0]: row for row in table.rows}
+    assert by_batch["1"][1:] == ["100", "80", "50", "1.25x", "2.00x", "2.0x"]
+    assert by_batch["32"][4:] == ["0.80x", "1.25x", "2.5x"]
+    assert "A whole-model target above that ratio against a bf16 baseline" in table.note
+    fp32 = ceiling_table({8: (1.0, 0.5, 0.0)}, False, {})
+    assert fp32.columns[1] == "fp32 Linears" and fp32.rows[0][4:] == ["2.00x", "-", "-"]
+    assert "bf16 baseline" not in fp32.note
