@@ -1,4 +1,5 @@
-"""The int8 cost section finds the int8 Linear that runs each of MiniLM's first-layer Linears and refuses others."""
+"""The int8 cost section finds the int8 Linear that runs each of MiniLM's first-layer Linears, refuses others, and
+bounds the Linears by their GEMMs alone in its ceiling table."""
 
 import pytest
 import torch
