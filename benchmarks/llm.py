@@ -4,7 +4,8 @@ Every row is measured in this run on the same evaluation windows and prompts: pe
 (512-token windows), greedy-token agreement with fp32 (first 32 tokens of each fixed prompt), weight bytes in memory,
 KV-cache bytes at 512 tokens, size on disk, the memory scoring adds. Then, with every variant built and kept, the
 speeds are timed interleaved (round after round over all rows, the first round discarded): prefill latency (512
-tokens, batch 1, into a fresh KV cache) and decode tokens/s (batch 1, after a 64-token prompt). Writes
+tokens, batch 1, into a fresh KV cache) and decode tokens/s (batch 1, after a 64-token prompt). GPTQ's act-order
+is switched on or off for the run before any row is built, on the calibration windows alone. Writes
 docs/benchmarks-llm.md (nothing typed by hand).
 
     python -m benchmarks.llm --out docs/benchmarks-llm.md [--quick]
@@ -49,7 +50,7 @@ from shrink.llm.kv_cache import Int8KVCache, cache_bytes
 from shrink.llm.onnx import OrtCache, OrtDecoder, export_decoder
 from shrink.llm.prune import prune_llama, recover
 from shrink.llm.w8a8 import quantize_w8a8
-from shrink.llm.weight_only import quantize_weight_only
+from shrink.llm.weight_only import choose_act_order, quantize_weight_only
 from shrink.quant import CompiledInt8, compile_int8
 from shrink.zoo.llm import llm_texts, load_smollm2, token_windows
 
@@ -171,15 +172,23 @@ def _ort_peer_int4(fp32_onnx: Path, out: Path) -> Path:
 
 
 def build_variants(
-    model: nn.Module, calib: torch.Tensor, vocab: int, quick: bool, workdir: Path
+    model: nn.Module, calib: torch.Tensor, vocab: int, quick: bool, workdir: Path, act_order: bool = False
 ) -> list[Callable[[], Variant]]:
     """Each entry builds one variant lazily; a quantized model that several rows run (eager, compiled, ONNX
-    Runtime) is built once. ONNX files are written under ``workdir``."""
+    Runtime) is built once. ONNX files are written under ``workdir``. ``act_order``: GPTQ's, for every int4 row
+    with a GPTQ step (chosen beforehand on the calibration windows: :func:`run`)."""
     windows = list(calib)
+
+    def ordered(bits: int, method: str) -> bool:
+        return act_order and bits == 4 and method.endswith("gptq")
 
     @functools.cache
     def quantized(bits: int, method: str, lm_head_bits: int | None = None) -> tuple[nn.Module, float]:
-        kwargs: dict[str, Any] = {"calibration": windows, "lm_head_bits": lm_head_bits}
+        kwargs: dict[str, Any] = {
+            "calibration": windows,
+            "lm_head_bits": lm_head_bits,
+            "act_order": ordered(bits, method),
+        }
         return _timed(lambda: quantize_weight_only(model, bits, INT4_GROUP, method, **kwargs))  # type: ignore[arg-type]
 
     @functools.cache
@@ -212,14 +221,15 @@ def build_variants(
         path, s = fp32_onnx()
         return Variant("fp32 ONNX Runtime", OrtDecoder(path), "ONNX Runtime CPU, fp32 (shrink.llm.export_decoder)", s)
 
-    def _grid(bits: int) -> str:
-        return "per-channel" if bits == 8 else f"symmetric group {INT4_GROUP}"
+    def _how(bits: int, method: str) -> str:
+        order = ", act-order" if ordered(bits, method) else ""
+        return f"{method}{order}, " + ("per-channel" if bits == 8 else f"symmetric group {INT4_GROUP}")
 
     def wo(bits: int, method: str, compile: bool = False) -> Callable[[], Variant]:
         def build() -> Variant:
             m, s = quantized(bits, method)
             kernel = f"aten.{'_weight_int8pack_mm' if bits == 8 else '_weight_int4pack_mm_for_cpu'}, bf16 activations"
-            name = f"int{bits} weight-only ({method}, {_grid(bits)})"
+            name = f"int{bits} weight-only ({_how(bits, method)})"
             if not compile:
                 return Variant(name, m, kernel, s)
             c, cs, how = _compiled(m, vocab)
@@ -233,7 +243,7 @@ def build_variants(
             head = "" if lm_head_bits is None else f", int{lm_head_bits} lm_head"
             suffix = "" if lm_head_bits is None else f"-head{lm_head_bits}"
             path, es = _timed(lambda: export_decoder(m, workdir / f"int{bits}-{method}{suffix}.onnx"))
-            name = f"int{bits} weight-only{head} ({method}, {_grid(bits)}) on ONNX Runtime"
+            name = f"int{bits} weight-only{head} ({_how(bits, method)}) on ONNX Runtime"
             return Variant(name, OrtDecoder(path), f"{ORT_NBITS.format(bits=bits)}, shrink's codes", s + es)
 
         return build
@@ -521,8 +531,15 @@ def run(quick: bool) -> tuple[list[Row], Any, list[Target], dict[str, str]]:
     rows: list[Row] = []
     live: list[tuple[Row, Variant]] = []
     facts = run_facts()
+    (act_order, held), order_s = _timed(lambda: choose_act_order(model, 4, INT4_GROUP, "awq+gptq", list(calib)))
+    half = calib.shape[0] // 2
+    facts["GPTQ act-order"] = (
+        f"{'on' if act_order else 'off'} for every int4 row with GPTQ, chosen in this run on the calibration windows "
+        f"alone: AWQ + GPTQ int4 fitted on the first {half} windows, perplexity on the other {calib.shape[0] - half}: "
+        f"{held[False]:.3f} without, {held[True]:.3f} with ({order_s:.0f} s, not in any row's build s)"
+    )
     with tempfile.TemporaryDirectory(prefix="shrink-bench-llm-") as tmp:
-        for build in build_variants(model, calib, vocab, quick, Path(tmp)):
+        for build in build_variants(model, calib, vocab, quick, Path(tmp), act_order):
             variant = build()
             rows.append(measure(variant, rows[0].values["tokens"] if rows else None, evals, prompts))
             print(f"{variant.name}: " + ", ".join(f"{k} {v:.4g}" for k, v in rows[-1].values.items()

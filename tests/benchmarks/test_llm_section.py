@@ -32,6 +32,9 @@ def test_bench_llm_quick_run_renders_rows_and_targets(monkeypatch, tmp_path):
     ort = next(r.values for r in rows if r.name == "fp32 ONNX Runtime")
     assert ort["ppl"] == pytest.approx(rows[0].values["ppl"], rel=1e-3) and ort["agreement"] > 0.9
     assert {m.name for m in marks} >= {"W8A8 perplexity", "int8 weight-only decode", "int8 KV cache memory"}
+    order = facts["GPTQ act-order"]  # chosen on calibration windows, and the int4 GPTQ rows say what was chosen
+    awq_gptq = next(n for n in names if n.startswith("int4 weight-only (awq+gptq"))
+    assert ("act-order" in awq_gptq) == order.startswith("on")
     text = bench.render(rows, tok, marks, facts, 1.0)
     assert text.count("\n| ") >= len(rows) + len(marks)
 

@@ -6,6 +6,7 @@ from shrink.errors import ConfigError
 from shrink.llm.weight_only import (
     Int4WeightLinear,
     Int8WeightLinear,
+    choose_act_order,
     gptq_group_codes,
     quantize_weight_only,
     rtn_codes,
@@ -94,6 +95,22 @@ def test_act_order_on_a_tiny_llama():
     with torch.no_grad():
         a, b = model(input_ids=ids).logits, q(input_ids=ids).logits
     assert nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item() > 0.98
+
+
+def test_act_order_auto_decides_on_held_out_calibration_windows_and_builds_that_choice():
+    model = tiny_llama()
+    ids = list(torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0)))
+    choice, held = choose_act_order(model, 4, 32, "gptq", ids)
+    assert set(held) == {False, True} and all(1.0 < p < 1e4 for p in held.values())
+    assert choice == (held[True] < held[False])
+    auto = quantize_weight_only(model, 4, 32, "gptq", calibration=ids, act_order="auto")
+    explicit = quantize_weight_only(model, 4, 32, "gptq", calibration=ids, act_order=choice)
+    down = (auto.model.layers[1].mlp.down_proj, explicit.model.layers[1].mlp.down_proj)
+    assert torch.equal(down[0].dequantize(), down[1].dequantize())
+    with pytest.raises(ConfigError, match="no GPTQ step"):
+        quantize_weight_only(model, 4, 32, "awq", calibration=ids, act_order="auto")
+    with pytest.raises(ConfigError, match="at least 2 calibration windows"):
+        choose_act_order(model, 4, 32, "gptq", ids[:1])
 
 
 @pytest.mark.parametrize("method", ["rtn", "awq+gptq"])

@@ -12,6 +12,7 @@ per-input-channel factor that multiplies its input before the kernel.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable
 from typing import Literal
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from shrink.errors import ConfigError
+from shrink.eval.language import perplexity
 from shrink.quant.algorithms.gptq import input_hessians
 from shrink.quant.algorithms.group_rounding import awq_input_scales, gptq_group_codes, rtn_codes
 from shrink.quant.algorithms.input_rows import layer_input_rows
@@ -32,6 +34,7 @@ __all__ = [
     "rtn_codes",
     "gptq_group_codes",
     "quantize_weight_only",
+    "choose_act_order",
 ]
 
 #: how codes are chosen: round to nearest, GPTQ, and either after AWQ input scaling
@@ -73,7 +76,7 @@ def quantize_weight_only(
     calibration: Iterable[torch.Tensor] | None = None,
     include_lm_head: bool = True,
     lm_head_bits: Literal[4, 8] | None = None,
-    act_order: bool = False,
+    act_order: bool | Literal["auto"] = False,
 ) -> nn.Module:
     """A copy of ``model`` whose Linears (and untied ``lm_head``) run as int8 (per-channel) or int4 (symmetric,
     ``group_size`` inputs per scale) weight-only layers on PyTorch's packed-weight kernels. The input is unchanged.
@@ -82,13 +85,17 @@ def quantize_weight_only(
     then round to nearest) or ``"awq+gptq"``; all but ``"rtn"`` read ``calibration`` token windows (1-D or [1, n]).
     ``lm_head_bits``: another width for ``lm_head`` (e.g. 8 under int4 layers: the output projection of a small
     model is the layer most sensitive to 4 bits); None keeps ``bits``. ``act_order``: GPTQ rounds the inputs with
-    the most energy first, on group scales fixed beforehand (methods with GPTQ only)."""
+    the most energy first, on group scales fixed beforehand (methods with GPTQ only); ``"auto"`` decides on the
+    calibration windows alone (:func:`choose_act_order`, three GPTQ runs instead of one)."""
     if bits not in (4, 8) or lm_head_bits not in (None, 4, 8):
         raise ConfigError(f"quantize_weight_only: bits must be 4 or 8, got {bits} (lm_head_bits {lm_head_bits})")
     if method not in METHODS:
         raise ConfigError(f"quantize_weight_only: method must be one of {METHODS}, got {method!r}")
     if method != "rtn" and calibration is None:
         raise ConfigError(f"quantize_weight_only: method={method!r} needs calibration token windows")
+    if act_order == "auto":
+        calibration = list(calibration or [])
+        act_order = choose_act_order(model, bits, group_size, method, calibration, include_lm_head, lm_head_bits)[0]
     out = copy.deepcopy(model).eval()
     layers = _linears(out, include_lm_head)
     width: dict[str, int] = {n: (lm_head_bits or bits) if n == "lm_head" else bits for n in layers}
@@ -120,3 +127,36 @@ def quantize_weight_only(
     if config is not None:
         config.tie_word_embeddings = False  # lm_head is its own packed copy now
     return out
+
+
+def choose_act_order(
+    model: nn.Module,
+    bits: Literal[4, 8],
+    group_size: int,
+    method: Method,
+    calibration: list[torch.Tensor],
+    include_lm_head: bool = True,
+    lm_head_bits: Literal[4, 8] | None = None,
+) -> tuple[bool, dict[bool, float]]:
+    """Whether GPTQ's ``act_order`` helps this model, decided on the calibration windows alone: the model is
+    quantized both ways on the first half of the windows and each result's perplexity is measured on the second
+    half (the data a method is scored on never chooses its settings). Returns the choice (on only when strictly
+    lower) and the held-out perplexity of each setting ``{False: ..., True: ...}``."""
+    if not method.endswith("gptq"):
+        raise ConfigError(f"choose_act_order: act_order is a GPTQ setting; method {method!r} has no GPTQ step")
+    windows = [w.reshape(1, -1) for w in calibration]
+    if len(windows) < 2:
+        raise ConfigError(
+            f"choose_act_order: needs at least 2 calibration windows (half fit, half judge), got {len(windows)}"
+        )
+    half = len(windows) // 2
+    fit, held = windows[:half], windows[half:]
+    held_ppl: dict[bool, float] = {}
+    for on in (False, True):
+        q = quantize_weight_only(
+            model, bits, group_size, method, fit, include_lm_head, lm_head_bits=lm_head_bits, act_order=on
+        )
+        tokens = [w.numel() - 1 for w in held]  # the mean NLL over all held-out tokens, windows of any length
+        nll = sum(math.log(perplexity(q, w)) * n for w, n in zip(held, tokens, strict=True))
+        held_ppl[on] = math.exp(nll / sum(tokens))
+    return held_ppl[True] < held_ppl[False], held_ppl
