@@ -151,12 +151,12 @@ def choose_act_order(
         )
     half = len(windows) // 2
     fit, held = windows[:half], windows[half:]
+    tokens = [w.numel() - 1 for w in held]  # the mean NLL over all held-out tokens, windows of any length
     held_ppl: dict[bool, float] = {}
     for on in (False, True):
         q = quantize_weight_only(
             model, bits, group_size, method, fit, include_lm_head, lm_head_bits=lm_head_bits, act_order=on
         )
-        tokens = [w.numel() - 1 for w in held]  # the mean NLL over all held-out tokens, windows of any length
         nll = sum(math.log(perplexity(q, w)) * n for w, n in zip(held, tokens, strict=True))
         held_ppl[on] = math.exp(nll / sum(tokens))
     return held_ppl[True] < held_ppl[False], held_ppl
