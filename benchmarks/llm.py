@@ -4,9 +4,10 @@ Every row is measured in this run on the same evaluation windows and prompts: pe
 (512-token windows), greedy-token agreement with fp32 (first 32 tokens of each fixed prompt), weight bytes in memory,
 KV-cache bytes at 512 tokens, size on disk, the memory scoring adds. Then, with every variant built and kept, the
 speeds are timed interleaved (round after round over all rows, the first round discarded): prefill latency (512
-tokens, batch 1, into a fresh KV cache) and decode tokens/s (batch 1, after a 64-token prompt). GPTQ's act-order
-is switched on or off for the run before any row is built, on the calibration windows alone. Writes
-docs/benchmarks-llm.md (nothing typed by hand).
+tokens, batch 1, into a fresh KV cache) and decode tokens/s (batch 1, after a 64-token prompt). Two int4 settings,
+GPTQ's act-order and the rotation folded into the weights (:func:`shrink.llm.rotate.rotate_llama`), are chosen for
+the run before any row is built, on the calibration windows alone. Writes docs/benchmarks-llm.md (nothing typed by
+hand).
 
     python -m benchmarks.llm --out docs/benchmarks-llm.md [--quick]
 """
@@ -49,8 +50,9 @@ from shrink.eval.language import (
 from shrink.llm.kv_cache import Int8KVCache, cache_bytes
 from shrink.llm.onnx import OrtCache, OrtDecoder, export_decoder
 from shrink.llm.prune import prune_llama, recover
+from shrink.llm.rotate import Rotation, rotate_llama
 from shrink.llm.w8a8 import quantize_w8a8
-from shrink.llm.weight_only import choose_act_order, quantize_weight_only
+from shrink.llm.weight_only import held_out_choice, quantize_weight_only
 from shrink.quant import CompiledInt8, compile_int8
 from shrink.zoo.llm import llm_texts, load_smollm2, token_windows
 
@@ -71,6 +73,10 @@ COMPILED = "torch.compile (Inductor, frozen weights, dynamic shapes, no GEMM aut
 #: every variant stays compiled side by side (they are timed interleaved at the end), so Dynamo may hold this many
 #: graphs per function instead of falling back to eager after its default 8
 RECOMPILE_LIMIT = 64
+#: windows of CONTEXT tokens scored, and windows that calibrate (each set evenly spread over its documents, prose
+#: and code: shrink.zoo.llm.token_windows)
+EVALUATION_WINDOWS = {False: 8, True: 3}
+CALIBRATION_WINDOWS = {False: 16, True: 4}
 #: timing rounds over all variants (the first is a warm-up and is discarded) and decoding steps timed per round
 ROUNDS = {False: 6, True: 3}
 DECODE_STEPS = {False: 32, True: 16}
@@ -87,6 +93,9 @@ class Variant:
     cache: Callable[[], Any] | None = None
     compile_s: float | None = None  # compiled rows: seconds to compile the prefill and decoding graphs
     error: str = ""  # a peer that failed: why (the row says so instead of measuring)
+    #: a row whose speed is not timed (it runs the kernels and shapes of the row named here; it is released after
+    #: its quality is measured, so the timing phase holds less memory)
+    same_speed_as: str = ""
 
 
 @dataclass
@@ -171,25 +180,68 @@ def _ort_peer_int4(fp32_onnx: Path, out: Path) -> Path:
     return out
 
 
+@dataclass(frozen=True)
+class Int4Setting:
+    """How shrink's int4 rows are built, chosen for the run on the calibration windows (:func:`choose_int4`)."""
+
+    act_order: bool = False  # GPTQ's, for the rows with a GPTQ step
+    rotated: bool = False  # the rotation folded into the weights (shrink.llm.rotate), for every int4 row
+
+    def describe(self) -> str:
+        return f"act-order {'on' if self.act_order else 'off'}, rotation {'on' if self.rotated else 'off'}"
+
+
+INT4_SETTINGS = tuple(Int4Setting(a, r) for r in (False, True) for a in (False, True))  # the default first
+
+
+def choose_int4(model: nn.Module, rotated: Callable[[], nn.Module], calib: torch.Tensor) -> tuple[Int4Setting, dict]:
+    """The :class:`Int4Setting` under which int4 AWQ + GPTQ does best on calibration windows it was not fitted on
+    (:func:`shrink.llm.weight_only.held_out_choice`): each fitted on every other window, perplexity on the rest."""
+
+    def build(setting: Int4Setting, fit: list[torch.Tensor]) -> nn.Module:
+        base = rotated() if setting.rotated else model
+        return quantize_weight_only(base, 4, INT4_GROUP, "awq+gptq", fit, act_order=setting.act_order)
+
+    return held_out_choice(build, INT4_SETTINGS, list(calib))  # type: ignore[no-any-return]
+
+
 def build_variants(
-    model: nn.Module, calib: torch.Tensor, vocab: int, quick: bool, workdir: Path, act_order: bool = False
+    model: nn.Module,
+    calib: torch.Tensor,
+    vocab: int,
+    quick: bool,
+    workdir: Path,
+    int4: Int4Setting = Int4Setting(),
+    rotated: Callable[[], nn.Module] | None = None,
 ) -> list[Callable[[], Variant]]:
     """Each entry builds one variant lazily; a quantized model that several rows run (eager, compiled, ONNX
-    Runtime) is built once. ONNX files are written under ``workdir``. ``act_order``: GPTQ's, for every int4 row
-    with a GPTQ step (chosen beforehand on the calibration windows: :func:`run`)."""
+    Runtime) is built once. ONNX files are written under ``workdir``. ``int4``: how every int4 row of shrink is
+    built (chosen beforehand on the calibration windows: :func:`run`); ``rotated``: the rotated model they start
+    from when ``int4.rotated`` (then one more row shows AWQ + GPTQ without the rotation)."""
     windows = list(calib)
+    if int4.rotated and rotated is None:
+        raise ValueError("build_variants: int4.rotated needs the rotated model")
 
     def ordered(bits: int, method: str) -> bool:
-        return act_order and bits == 4 and method.endswith("gptq")
+        return int4.act_order and bits == 4 and method.endswith("gptq")
 
-    @functools.cache
-    def quantized(bits: int, method: str, lm_head_bits: int | None = None) -> tuple[nn.Module, float]:
+    def quantize(
+        bits: int, method: str, lm_head_bits: int | None = None, rotate: bool = True
+    ) -> tuple[nn.Module, float]:
         kwargs: dict[str, Any] = {
             "calibration": windows,
             "lm_head_bits": lm_head_bits,
             "act_order": ordered(bits, method),
         }
-        return _timed(lambda: quantize_weight_only(model, bits, INT4_GROUP, method, **kwargs))  # type: ignore[arg-type]
+        use_rotated = rotate and int4.rotated and bits == 4
+        base = rotated() if use_rotated and rotated is not None else model
+        return _timed(lambda: quantize_weight_only(base, bits, INT4_GROUP, method, **kwargs))  # type: ignore[arg-type]
+
+    shared = functools.cache(quantize)  # the models several rows run (eager, compiled, ONNX Runtime)
+
+    def quantized(bits: int, method: str, lm_head_bits: int | None = None) -> tuple[nn.Module, float]:
+        reused = lm_head_bits is None and (bits == 8 or method == "awq+gptq")
+        return (shared if reused else quantize)(bits, method, lm_head_bits)
 
     @functools.cache
     def fp32_onnx() -> tuple[Path, float]:
@@ -221,9 +273,10 @@ def build_variants(
         path, s = fp32_onnx()
         return Variant("fp32 ONNX Runtime", OrtDecoder(path), "ONNX Runtime CPU, fp32 (shrink.llm.export_decoder)", s)
 
-    def _how(bits: int, method: str) -> str:
+    def _how(bits: int, method: str, rotate: bool = True) -> str:
         order = ", act-order" if ordered(bits, method) else ""
-        return f"{method}{order}, " + ("per-channel" if bits == 8 else f"symmetric group {INT4_GROUP}")
+        rotation = ", rotated" if rotate and int4.rotated and bits == 4 else ""
+        return f"{method}{order}{rotation}, " + ("per-channel" if bits == 8 else f"symmetric group {INT4_GROUP}")
 
     def wo(bits: int, method: str, compile: bool = False) -> Callable[[], Variant]:
         def build() -> Variant:
@@ -231,7 +284,8 @@ def build_variants(
             kernel = f"aten.{'_weight_int8pack_mm' if bits == 8 else '_weight_int4pack_mm_for_cpu'}, bf16 activations"
             name = f"int{bits} weight-only ({_how(bits, method)})"
             if not compile:
-                return Variant(name, m, kernel, s)
+                like = f"int4 weight-only ({_how(4, 'awq+gptq')})" if bits == 4 and method != "awq+gptq" else ""
+                return Variant(name, m, kernel, s, same_speed_as=like)
             c, cs, how = _compiled(m, vocab)
             return Variant(f"{name} + torch.compile", c, f"{kernel}, {how}", s, compile_s=cs)
 
@@ -247,6 +301,12 @@ def build_variants(
             return Variant(name, OrtDecoder(path), f"{ORT_NBITS.format(bits=bits)}, shrink's codes", s + es)
 
         return build
+
+    def unrotated() -> Variant:
+        m, s = quantize(4, "awq+gptq", rotate=False)
+        name = f"int4 weight-only without rotation ({_how(4, 'awq+gptq', rotate=False)})"
+        like = f"int4 weight-only ({_how(4, 'awq+gptq')})"
+        return Variant(name, m, "aten._weight_int4pack_mm_for_cpu, bf16 activations", s, same_speed_as=like)
 
     def kv8() -> Variant:
         return Variant("fp32 + int8 KV cache", model, "PyTorch eager, fp32; shrink Int8KVCache", 0.0, Int8KVCache)
@@ -270,7 +330,8 @@ def build_variants(
 
             m, s = _timed(make)
             what = "no recovery" if mode is None else f"{mode} recovery, {RECOVERY_STEPS[quick]} steps"
-            return Variant(f"pruned ({what})", m, "PyTorch eager, fp32, physically smaller", s)
+            like = "" if mode == "kd" else f"pruned (kd recovery, {RECOVERY_STEPS[quick]} steps)"
+            return Variant(f"pruned ({what})", m, "PyTorch eager, fp32, physically smaller", s, same_speed_as=like)
 
         return build
 
@@ -298,14 +359,15 @@ def build_variants(
             return Variant(name, None, "ONNX Runtime", 0.0, error=f"{type(exc).__name__}: {str(exc)[:200]}")
         return Variant(name, decoder, f"{ORT_NBITS.format(bits=4)}, ONNX Runtime's MatMulNBitsQuantizer", s)
 
-    int4 = [wo(4, "rtn"), wo(4, "gptq"), wo(4, "awq"), wo(4, "awq+gptq")]
+    int4_rows = [wo(4, "rtn"), wo(4, "gptq"), wo(4, "awq"), wo(4, "awq+gptq")]
+    without = [unrotated] if int4.rotated else []
     if quick:
-        return [fp32, bf16, ort_fp32, wo(8, "rtn"), wo_ort(8, "rtn"), *int4[::3], wo_ort(4, "awq+gptq"), kv8, w8a8,
-                pruned(None), pruned("kd"), pruned("hard")]  # fmt: skip
+        return [fp32, bf16, ort_fp32, wo(8, "rtn"), wo_ort(8, "rtn"), *int4_rows[::3], *without, wo_ort(4, "awq+gptq"),
+                kv8, w8a8, pruned(None), pruned("kd"), pruned("hard")]  # fmt: skip
     peers = [peer("int8 weight-only"), peer("int4 weight-only"), peer("int8 dynamic"), ort_peer]
     return [fp32, compiled, bf16, bf16_compiled, ort_fp32, wo(8, "rtn"), wo(8, "rtn", compile=True), wo_ort(8, "rtn"),
-            *int4, wo(4, "awq+gptq", compile=True), wo_ort(4, "awq+gptq"), wo_ort(4, "awq+gptq", 8), kv8, w8a8,
-            pruned(None), pruned("kd"), pruned("hard"), *peers]  # fmt: skip
+            *int4_rows, *without, wo(4, "awq+gptq", compile=True), wo_ort(4, "awq+gptq"), wo_ort(4, "awq+gptq", 8),
+            kv8, w8a8, pruned(None), pruned("kd"), pruned("hard"), *peers]  # fmt: skip
 
 
 def _cache_factory(v: Variant) -> Callable[[], Any]:
@@ -328,6 +390,8 @@ def _idle_rss() -> int:
 def measure(v: Variant, ref_tokens: list[torch.Tensor] | None, evals: torch.Tensor, prompts: list) -> Row:
     """Quality, sizes and scoring memory of one variant (speeds come later, from :func:`time_interleaved`)."""
     row = Row(v.name, {"execution": v.execution, "build s": v.build_s, "compile s": v.compile_s})
+    if v.same_speed_as:
+        row.values["same speed as"] = v.same_speed_as
     if v.model is None:
         row.values["execution"] = f"failed: {v.error}"
         return row
@@ -389,8 +453,8 @@ def table(rows: list[Row]) -> Table:
             continue
         compile_s = "—" if v["compile s"] is None else v["compile s"]
         t.add(r.name, v["execution"], v["ppl"], f"{100 * (v['ppl'] / base - 1):+.2f}%", f"{v['agreement']:.3f}",
-              f"{v['prefix']:.3f}", v["prefill ms"], v["decode tok/s"], v["weights MiB"], v["KV MiB @512"],
-              v["file MiB"], v["scoring MiB"], v["build s"], compile_s)  # fmt: skip
+              f"{v['prefix']:.3f}", v.get("prefill ms", "—"), v.get("decode tok/s", "—"), v["weights MiB"],
+              v["KV MiB @512"], v["file MiB"], v["scoring MiB"], v["build s"], compile_s)  # fmt: skip
     return t
 
 
@@ -524,42 +588,64 @@ def run(quick: bool) -> tuple[list[Row], Any, list[Target], dict[str, str]]:
     torch._dynamo.config.accumulated_recompile_limit = 64 * RECOMPILE_LIMIT
     (model, tokenizer), load_s = _timed(load_smollm2)
     texts = llm_texts()
-    evals = token_windows(tokenizer, texts.evaluation, CONTEXT, limit=3 if quick else 6)
-    calib = token_windows(tokenizer, texts.calibration, CONTEXT, limit=4 if quick else 8)
+    evals = token_windows(tokenizer, texts.evaluation, CONTEXT, limit=EVALUATION_WINDOWS[quick])
+    calib = token_windows(tokenizer, texts.calibration, CONTEXT, limit=CALIBRATION_WINDOWS[quick])
     prompts = [torch.tensor(tokenizer(p)["input_ids"]) for p in (PROMPTS[:4] if quick else PROMPTS)]
     vocab = int(model.config.vocab_size)
     rows: list[Row] = []
     live: list[tuple[Row, Variant]] = []
     facts = run_facts()
-    (act_order, held), order_s = _timed(lambda: choose_act_order(model, 4, INT4_GROUP, "awq+gptq", list(calib)))
-    half = calib.shape[0] // 2
-    facts["GPTQ act-order"] = (
-        f"{'on' if act_order else 'off'} for every int4 row with GPTQ, chosen in this run on the calibration windows "
-        f"alone: AWQ + GPTQ int4 fitted on the first {half} windows, perplexity on the other {calib.shape[0] - half}: "
-        f"{held[False]:.3f} without, {held[True]:.3f} with ({order_s:.0f} s, not in any row's build s)"
+
+    @functools.cache
+    def rotated() -> tuple[nn.Module, Rotation, float]:
+        (m, how), seconds = _timed(lambda: rotate_llama(model))
+        return m, how, seconds
+
+    rotated_model = lambda: rotated()[0]  # noqa: E731
+    (setting, held), choice_s = _timed(lambda: choose_int4(model, rotated_model, calib))
+    fit = (calib.shape[0] + 1) // 2
+    figures = "; ".join(f"{s.describe()} {p:.3f}" for s, p in held.items())
+    facts["int4 settings"] = (
+        f"{setting.describe()} for shrink's int4 rows (act-order: the rows with GPTQ), chosen in this run on the "
+        f"calibration windows alone: AWQ + GPTQ int4 fitted on every other window ({fit}), perplexity on the "
+        f"other {calib.shape[0] - fit}: {figures} ({choice_s:.0f} s, not in any row's build s)"
     )
+    if setting.rotated:
+        _, rotation, rotate_s = rotated()
+        facts["rotation"] = (
+            f"shrink.llm.rotate.rotate_llama: residual stream {rotation.residual}, value heads {rotation.heads}, "
+            f"folded into the weights before quantization ({rotate_s:.1f} s); the float function is unchanged"
+        )
     with tempfile.TemporaryDirectory(prefix="shrink-bench-llm-") as tmp:
-        for build in build_variants(model, calib, vocab, quick, Path(tmp), act_order):
+        base = rotated_model if setting.rotated else None
+        for build in build_variants(model, calib, vocab, quick, Path(tmp), setting, base):
             variant = build()
             rows.append(measure(variant, rows[0].values["tokens"] if rows else None, evals, prompts))
-            print(f"{variant.name}: " + ", ".join(f"{k} {v:.4g}" for k, v in rows[-1].values.items()
-                                                  if isinstance(v, float)), flush=True)  # fmt: skip
-            if variant.model is not None:
+            if variant.model is not None and not variant.same_speed_as:
                 live.append((rows[-1], variant))
+            del variant  # an untimed row's model is released here
+            print(f"{rows[-1].name}: " + ", ".join(f"{k} {v:.4g}" for k, v in rows[-1].values.items()
+                                                   if isinstance(v, float))
+                  + f"; process {_idle_rss() / 2**30:.2f} GiB resident", flush=True)  # fmt: skip
+        rotated.cache_clear()  # every row is built: the rotated float model is no longer needed
+        facts["resident before timing"] = f"{_idle_rss() / 2**30:.2f} GiB ({len(live)} timed rows kept)"
         time_interleaved(live, vocab, quick)
         del live
     facts["load average (1/5/15 min) at end"] = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     facts |= {
         "threads": f"{THREADS}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}",
         "model load": f"{load_s:.1f} s (cached float safetensors after the first GGUF de-quantization)",
-        "evaluation": f"{evals.shape[0]} windows x {CONTEXT} tokens of {', '.join(d.name for d in texts.evaluation)}",
-        "calibration": f"{calib.shape[0]} windows x {CONTEXT} tokens of "
-        + ", ".join(d.name for d in texts.calibration),
+        "evaluation": f"{evals.shape[0]} windows x {CONTEXT} tokens evenly spread over "
+        + ", ".join(d.name for d in texts.evaluation),
+        "calibration": f"{calib.shape[0]} windows x {CONTEXT} tokens evenly spread over "
+        + ", ".join(d.name for d in texts.calibration)
+        + " (other documents than the evaluation's)",
         "agreement": f"{len(prompts)} fixed prompts x 32 greedy tokens, position by position against fp32 eager; "
         "'same prefix': the mean fraction of the 32 generated before the first token that differs",
         "speeds": f"timed interleaved: {ROUNDS[quick] - 1} rounds over every row after a warm-up round; prefill "
         f"{CONTEXT} tokens (median of rounds), decode {DECODE_STEPS[quick]} steps per round after a 64-token prompt "
-        "(median step)",
+        "(median step). Rows with — run the kernels and shapes of another row and are not timed: "
+        + "; ".join(f"{r.name} as {r.values['same speed as']}" for r in rows if "same speed as" in r.values),
         "scoring MiB": "resident memory the perplexity pass adds to the process (peak, sampled every 2 ms, minus "
         "the resident size just before, garbage freed); the model's own bytes are 'weights MiB'",
     }

@@ -22,19 +22,33 @@ def test_bench_llm_quick_run_renders_rows_and_targets(monkeypatch, tmp_path):
     import benchmarks.llm as bench
 
     monkeypatch.setattr(bench, "load_smollm2", lambda: (tiny_llama(), ByteTokenizer()))
+    choose = bench.choose_int4  # the real choice runs; the rotated rows are built whatever it picks
+    monkeypatch.setattr(bench, "choose_int4", lambda *a: (bench.Int4Setting(True, True), choose(*a)[1]))
     rows, tok, marks, facts = bench.run(quick=True)
     names = [r.name for r in rows]
     assert names[0] == "fp32 eager" and any(n.startswith("int4") for n in names) and any("W8A8" in n for n in names)
     assert "fp32 ONNX Runtime" in names and any(n.startswith("int4") and "ONNX Runtime" in n for n in names)
     kv = next(r.values for r in rows if "KV" in r.name)
     assert rows[0].values["KV MiB @512"] / kv["KV MiB @512"] > 3.4  # tiny head_dim 16: 4x less the fp16 scales
-    assert all(r.values["ppl"] > 1 and r.values["decode tok/s"] > 0 and r.values["prefill ms"] > 0 for r in rows)
+    assert all(r.values["ppl"] > 1 for r in rows)
+    timed = [r for r in rows if "same speed as" not in r.values]
+    assert all(r.values["decode tok/s"] > 0 and r.values["prefill ms"] > 0 for r in timed)
+    untimed = {
+        r.name: r.values["same speed as"] for r in rows if r not in timed
+    }  # same kernels and shapes as a timed row
+    kinds = sorted(n.split(" (")[0] for n in untimed)
+    assert kinds == ["int4 weight-only", "int4 weight-only without rotation", "pruned", "pruned"]
+    assert set(untimed.values()) <= {r.name for r in timed}
     ort = next(r.values for r in rows if r.name == "fp32 ONNX Runtime")
     assert ort["ppl"] == pytest.approx(rows[0].values["ppl"], rel=1e-3) and ort["agreement"] > 0.9
     assert {m.name for m in marks} >= {"W8A8 perplexity", "int8 weight-only decode", "int8 KV cache memory"}
-    order = facts["GPTQ act-order"]  # chosen on calibration windows, and the int4 GPTQ rows say what was chosen
+    settings = facts["int4 settings"]  # chosen on calibration windows, and the int4 rows say what was chosen
+    assert settings.startswith("act-order on, rotation on") and settings.count("rotation o") == 5
+    assert "hadamard" in facts["rotation"]
     awq_gptq = next(n for n in names if n.startswith("int4 weight-only (awq+gptq"))
-    assert ("act-order" in awq_gptq) == order.startswith("on")
+    assert "act-order, rotated" in awq_gptq
+    unrotated = next(r for r in rows if r.name.startswith("int4 weight-only without rotation (awq+gptq, act-order,"))
+    assert unrotated.values["ppl"] != next(r for r in rows if r.name == awq_gptq).values["ppl"]
     text = bench.render(rows, tok, marks, facts, 1.0)
     assert text.count("\n| ") >= len(rows) + len(marks)
 

@@ -1,13 +1,17 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from shrink.errors import ConfigError
+from shrink.eval.language import perplexity
 from shrink.llm.weight_only import (
     Int4WeightLinear,
     Int8WeightLinear,
     choose_act_order,
     gptq_group_codes,
+    held_out_choice,
     quantize_weight_only,
     rtn_codes,
 )
@@ -111,6 +115,29 @@ def test_act_order_auto_decides_on_held_out_calibration_windows_and_builds_that_
         quantize_weight_only(model, 4, 32, "awq", calibration=ids, act_order="auto")
     with pytest.raises(ConfigError, match="at least 2 calibration windows"):
         choose_act_order(model, 4, 32, "gptq", ids[:1])
+
+
+def test_held_out_choice_fits_on_every_other_window_and_judges_on_the_rest():
+    model = tiny_llama()
+    ids = list(torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0)))
+    fitted_on = []
+
+    def build(setting, fit):
+        fitted_on.append([w.reshape(-1) for w in fit])
+        if setting == "float":
+            return model
+        broken = copy.deepcopy(model)  # every logit scaled 20x: far more confident, and mostly wrong
+        broken.lm_head.weight = nn.Parameter(broken.lm_head.weight.detach() * 20)
+        return broken
+
+    choice, held = held_out_choice(build, ("broken", "float"), ids)
+    assert choice == "float" and held["float"] < held["broken"]
+    assert all(len(f) == 2 and torch.equal(f[0], ids[0]) and torch.equal(f[1], ids[2]) for f in fitted_on)
+    assert held["float"] == pytest.approx(perplexity(model, torch.stack(ids[1::2])), rel=1e-6)
+    tie, _ = held_out_choice(lambda s, fit: model, ("first", "second"), ids)
+    assert tie == "first"
+    with pytest.raises(ConfigError, match="no setting"):
+        held_out_choice(build, (), ids)
 
 
 @pytest.mark.parametrize("method", ["rtn", "awq+gptq"])

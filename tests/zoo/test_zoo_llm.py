@@ -31,9 +31,15 @@ def test_token_windows_join_documents_with_eos():
     w = token_windows(CharTokenizer(), docs, length=4)
     assert w.shape == (2, 4)  # 6 + 1 + 3 + 1 = 11 ids -> two full windows
     assert w[1, 2].item() == 0 and w[1, 3].item() == ord("x")
-    assert token_windows(CharTokenizer(), docs, length=2, limit=3).shape == (3, 2)
+    every = token_windows(CharTokenizer(), docs, length=2)  # 5 windows
+    some = token_windows(CharTokenizer(), docs, length=2, limit=3)  # the first, the middle and the last one
+    assert torch.equal(some, every[[0, 2, 4]])
+    assert torch.equal(token_windows(CharTokenizer(), docs, length=2, limit=1), every[:1])
+    assert torch.equal(token_windows(CharTokenizer(), docs, length=2, limit=9), every)
     with pytest.raises(DataError, match="window"):
         token_windows(CharTokenizer(), docs, length=64)
+    with pytest.raises(DataError, match="limit"):
+        token_windows(CharTokenizer(), docs, length=2, limit=0)
 
 
 def test_missing_text_names_the_file(monkeypatch, tmp_path):

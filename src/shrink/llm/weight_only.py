@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -35,6 +35,7 @@ __all__ = [
     "gptq_group_codes",
     "quantize_weight_only",
     "choose_act_order",
+    "held_out_choice",
 ]
 
 #: how codes are chosen: round to nearest, GPTQ, and either after AWQ input scaling
@@ -129,6 +130,31 @@ def quantize_weight_only(
     return out
 
 
+def held_out_choice(
+    build: Callable[[Any, list[torch.Tensor]], nn.Module], settings: Sequence[Any], calibration: Sequence[torch.Tensor]
+) -> tuple[Any, dict[Any, float]]:
+    """The setting whose model does best on calibration windows it was not fitted on: ``build(setting, fit)``
+    quantizes with one of ``settings`` on every other window of ``calibration`` (the first, the third, ...) and its
+    perplexity is measured on the rest, so both parts sample the whole calibration text (the data a method is
+    scored on never chooses its settings). Returns the setting with the lowest
+    held-out perplexity (an earlier one on a tie: list the default first) and every setting's figure."""
+    windows = [w.reshape(1, -1) for w in calibration]
+    if len(windows) < 2:
+        raise ConfigError(f"needs at least 2 calibration windows (one to fit, one to judge), got {len(windows)}")
+    if not settings:
+        raise ConfigError("held_out_choice: no setting to choose from")
+    fit, held = windows[0::2], windows[1::2]
+    tokens = [w.numel() - 1 for w in held]  # the mean NLL over all held-out tokens, windows of any length
+    held_ppl: dict[Any, float] = {}
+    for setting in settings:
+        q = build(setting, fit)
+        nll = sum(math.log(perplexity(q, w)) * n for w, n in zip(held, tokens, strict=True))
+        held_ppl[setting] = math.exp(nll / sum(tokens))
+        del q
+    best = min(settings, key=lambda s: held_ppl[s])  # min keeps the first of equals
+    return best, held_ppl
+
+
 def choose_act_order(
     model: nn.Module,
     bits: Literal[4, 8],
@@ -138,25 +164,18 @@ def choose_act_order(
     include_lm_head: bool = True,
     lm_head_bits: Literal[4, 8] | None = None,
 ) -> tuple[bool, dict[bool, float]]:
-    """Whether GPTQ's ``act_order`` helps this model, decided on the calibration windows alone: the model is
-    quantized both ways on the first half of the windows and each result's perplexity is measured on the second
-    half (the data a method is scored on never chooses its settings). Returns the choice (on only when strictly
-    lower) and the held-out perplexity of each setting ``{False: ..., True: ...}``."""
+    """Whether GPTQ's ``act_order`` helps this model, decided on the calibration windows alone
+    (:func:`held_out_choice`: both ways fitted on every other window, judged by perplexity on the rest). Returns the
+    choice (on only when strictly lower) and the held-out perplexity of each setting ``{False: ..., True: ...}``."""
     if not method.endswith("gptq"):
         raise ConfigError(f"choose_act_order: act_order is a GPTQ setting; method {method!r} has no GPTQ step")
-    windows = [w.reshape(1, -1) for w in calibration]
-    if len(windows) < 2:
-        raise ConfigError(
-            f"choose_act_order: needs at least 2 calibration windows (half fit, half judge), got {len(windows)}"
-        )
-    half = len(windows) // 2
-    fit, held = windows[:half], windows[half:]
-    tokens = [w.numel() - 1 for w in held]  # the mean NLL over all held-out tokens, windows of any length
-    held_ppl: dict[bool, float] = {}
-    for on in (False, True):
-        q = quantize_weight_only(
+
+    def build(on: bool, fit: list[torch.Tensor]) -> nn.Module:
+        return quantize_weight_only(
             model, bits, group_size, method, fit, include_lm_head, lm_head_bits=lm_head_bits, act_order=on
         )
-        nll = sum(math.log(perplexity(q, w)) * n for w, n in zip(held, tokens, strict=True))
-        held_ppl[on] = math.exp(nll / sum(tokens))
-    return held_ppl[True] < held_ppl[False], held_ppl
+
+    try:
+        return held_out_choice(build, (False, True), calibration)
+    except ConfigError as exc:
+        raise ConfigError(f"choose_act_order: {exc}") from None

@@ -157,17 +157,24 @@ def token_windows(
     tokenizer: Any, docs: tuple[Doc, ...] | list[Doc], length: int, limit: int | None = None
 ) -> torch.Tensor:
     """Non-overlapping windows of ``length`` tokens ([n, length] int64) over the documents, each document
-    tokenized alone and joined by the EOS token; the last partial window is dropped."""
+    tokenized alone and joined by the EOS token; the last partial window is dropped. With ``limit`` below the
+    number of windows, ``limit`` of them evenly spaced from the first to the last (so every document, prose and
+    code, is sampled, not only the first ones), in text order."""
     if length < 2:
         raise DataError(f"token_windows: length must be >= 2, got {length}")
+    if limit is not None and limit < 1:
+        raise DataError(f"token_windows: limit must be >= 1, got {limit}")
     ids: list[int] = []
     for doc in docs:
         ids.extend(tokenizer(doc.text, add_special_tokens=False)["input_ids"])
         ids.append(int(tokenizer.eos_token_id))
-    n = len(ids) // length if limit is None else min(limit, len(ids) // length)
+    n = len(ids) // length
     if n == 0:
         raise DataError(f"token_windows: {len(ids)} tokens do not fill one window of {length}")
-    return torch.tensor(ids[: n * length], dtype=torch.long).reshape(n, length)
+    windows = torch.tensor(ids[: n * length], dtype=torch.long).reshape(n, length)
+    if limit is None or limit >= n:
+        return windows
+    return windows[[(i * (n - 1)) // max(limit - 1, 1) for i in range(limit)]]
 
 
 def tiny_llama(
