@@ -134,10 +134,14 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 @torch.inference_mode()
 def _warm(model: Any, vocab: int) -> None:
-    """One call of each kind :func:`measure` makes: a prefill into a fresh cache, a decoding step."""
+    """One call of each kind :func:`measure` makes: a prefill into a fresh cache, then two decoding steps (the
+    first reads the keys and values as the prefill left them, strided; later ones read them concatenated, and
+    Dynamo compiles a graph for each layout)."""
     ids = torch.randint(0, vocab, (1, CONTEXT), generator=torch.Generator().manual_seed(1))
     res = model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True)
-    model(input_ids=res.logits[:, -1].argmax(-1, keepdim=True), past_key_values=res.past_key_values, use_cache=True)
+    for _ in range(2):
+        nxt = res.logits[:, -1].argmax(-1, keepdim=True)
+        res = model(input_ids=nxt, past_key_values=res.past_key_values, use_cache=True)
 
 
 def _compiled(model: nn.Module, vocab: int) -> tuple[nn.Module, float, str]:

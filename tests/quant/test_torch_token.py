@@ -263,6 +263,23 @@ class _Gelu(nn.Module):
         return torch.nn.functional.gelu(self.fc(x))
 
 
+def test_inputs_made_inside_or_outside_inference_mode_find_the_same_graph():
+    """Dynamo guards on a tensor being an inference tensor; each graph holds its own frozen weights."""
+    from torch._dynamo.utils import counters
+
+    model = _Gelu().eval()
+    x = torch.randn(3, 8)  # a normal tensor
+    compiled = compile_int8(model, warmup=[x], max_autotune=False)
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.inference_mode():
+        y = torch.randn(3, 8)  # an inference tensor
+        assert torch.allclose(compiled(y), model(y), atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), model(x), atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert not x.is_inference()  # the caller's tensor is left as it was
+
+
 def test_many_models_of_one_class_each_get_compiled_graphs():
     """Dynamo's recompile limit (8 per function) would send the ninth model of a class to eager, silently."""
     from torch._dynamo import config

@@ -246,9 +246,18 @@ class _ConfigSwitch:
             setattr(self.config, k, v)
 
 
+def _inference(value: Any) -> Any:
+    """``value``, as an inference tensor if it is a tensor made outside ``torch.inference_mode`` (a copy)."""
+    if isinstance(value, torch.Tensor) and not value.is_inference():
+        return value.clone()
+    return value
+
+
 class CompiledInt8(nn.Module):
     """A model compiled by :func:`compile_int8`. Calls run in ``torch.inference_mode`` (frozen weights need
-    inference), whatever the caller's mode, so the graphs compiled in the warm-up are the ones every call finds."""
+    inference), whatever the caller's mode, and tensor arguments made outside it are passed as inference tensors
+    (copies): Dynamo guards on that difference, and each graph it compiles holds its own copy of the frozen
+    weights, so the graphs compiled in the warm-up are the ones every call finds."""
 
     _compiled: Any
 
@@ -271,6 +280,8 @@ class CompiledInt8(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         with torch.inference_mode(), self._inductor:
+            args = tuple(_inference(a) for a in args)
+            kwargs = {k: _inference(v) for k, v in kwargs.items()}
             if self.skip_guards:
                 try:
                     with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
