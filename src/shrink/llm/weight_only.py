@@ -136,11 +136,13 @@ def held_out_choice(
     """The setting whose model does best on calibration windows it was not fitted on: ``build(setting, fit)``
     quantizes with one of ``settings`` on every other window of ``calibration`` (the first, the third, ...) and its
     perplexity is measured on the rest, so both parts sample the whole calibration text (the data a method is
-    scored on never chooses its settings). Returns the setting with the lowest
-    held-out perplexity (an earlier one on a tie: list the default first) and every setting's figure."""
+    scored on never chooses its settings). Returns the setting with the lowest held-out perplexity (an earlier one
+    on a tie: list the default first) and every setting's figure."""
     windows = [w.reshape(1, -1) for w in calibration]
     if len(windows) < 2:
-        raise ConfigError(f"needs at least 2 calibration windows (one to fit, one to judge), got {len(windows)}")
+        raise ConfigError(
+            f"held_out_choice: needs at least 2 calibration windows (one to fit, one to judge), got {len(windows)}"
+        )
     if not settings:
         raise ConfigError("held_out_choice: no setting to choose from")
     fit, held = windows[0::2], windows[1::2]
@@ -175,7 +177,4 @@ def choose_act_order(
             model, bits, group_size, method, fit, include_lm_head, lm_head_bits=lm_head_bits, act_order=on
         )
 
-    try:
-        return held_out_choice(build, (False, True), calibration)
-    except ConfigError as exc:
-        raise ConfigError(f"choose_act_order: {exc}") from None
+    return held_out_choice(build, (False, True), calibration)
