@@ -93,8 +93,8 @@ class Variant:
     cache: Callable[[], Any] | None = None
     compile_s: float | None = None  # compiled rows: seconds to compile the prefill and decoding graphs
     error: str = ""  # a peer that failed: why (the row says so instead of measuring)
-    #: a row whose speed is not timed (it runs the kernels and shapes of the row named here; it is released after
-    #: its quality is measured, so the timing phase holds less memory)
+    #: a row whose speed is not timed (it runs the int4 kernel or the pruned shapes of the row named here, give or
+    #: take AWQ's input scaling; it is released after its quality is measured, so the timing phase holds less memory)
     same_speed_as: str = ""
 
 
@@ -648,7 +648,8 @@ def run(quick: bool) -> tuple[list[Row], Any, list[Target], dict[str, str]]:
         "'same prefix': the mean fraction of the 32 generated before the first token that differs",
         "speeds": f"timed interleaved: {ROUNDS[quick] - 1} rounds over every row after a warm-up round; prefill "
         f"{CONTEXT} tokens (median of rounds), decode {DECODE_STEPS[quick]} steps per round after a 64-token prompt "
-        "(median step). Rows with — run the kernels and shapes of another row and are not timed: "
+        "(median step). Rows with — are not timed: they run the int4 kernel or the pruned shapes of the row named "
+        "(the AWQ rows add one input scaling per layer): "
         + "; ".join(f"{r.name} as {r.values['same speed as']}" for r in rows if "same speed as" in r.values),
         "scoring MiB": "resident memory the perplexity pass adds to the process (peak, sampled every 2 ms, minus "
         "the resident size just before, garbage freed); the model's own bytes are 'weights MiB'",

@@ -46,10 +46,10 @@ def _paley(q: int) -> torch.Tensor:
 
 
 def _sylvester(n: int) -> torch.Tensor:
-    h = torch.ones(1, 1, dtype=torch.float64)
-    while h.shape[0] < n:
-        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
-    return h
+    """Sylvester's Hadamard matrix of order ``n``, a power of two."""
+    from scipy.linalg import hadamard as sylvester
+
+    return torch.from_numpy(sylvester(n).astype("float64"))
 
 
 def hadamard(n: int) -> torch.Tensor | None:

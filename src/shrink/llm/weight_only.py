@@ -152,7 +152,7 @@ def held_out_choice(
         q = build(setting, fit)
         nll = sum(math.log(perplexity(q, w)) * n for w, n in zip(held, tokens, strict=True))
         held_ppl[setting] = math.exp(nll / sum(tokens))
-        del q
+        del q  # released before the next setting is built
     best = min(settings, key=lambda s: held_ppl[s])  # min keeps the first of equals
     return best, held_ppl
 
