@@ -5,8 +5,9 @@ Every row is measured in this run on the same evaluation windows and prompts: pe
 KV-cache bytes at 512 tokens, size on disk, the memory scoring adds. Then, with every variant built and kept, the
 speeds are timed interleaved (round after round over all rows, the first round discarded): prefill latency (512
 tokens, batch 1, into a fresh KV cache) and decode tokens/s (batch 1, after a 64-token prompt). Two int4 settings,
-GPTQ's act-order and the rotation folded into the weights (:func:`shrink.llm.rotate.rotate_llama`), are chosen for
-the run before any row is built, on the calibration windows alone. Writes docs/benchmarks-llm.md (nothing typed by
+the rotation folded into the weights (:func:`shrink.llm.rotate.rotate_llama`) and the search for clipped group scales
+(``clip`` of :func:`shrink.llm.weight_only.quantize_weight_only`), are chosen for the run before any row is built,
+on the calibration windows alone. Writes docs/benchmarks-llm.md (nothing typed by
 hand).
 
     python -m benchmarks.llm --out docs/benchmarks-llm.md [--quick]
@@ -188,14 +189,14 @@ def _ort_peer_int4(fp32_onnx: Path, out: Path) -> Path:
 class Int4Setting:
     """How shrink's int4 rows are built, chosen for the run on the calibration windows (:func:`choose_int4`)."""
 
-    act_order: bool = False  # GPTQ's, for the rows with a GPTQ step
+    clip: bool = False  # clipped group scales searched on the calibration windows, for the rows calibrated anyway
     rotated: bool = False  # the rotation folded into the weights (shrink.llm.rotate), for every int4 row
 
     def describe(self) -> str:
-        return f"act-order {'on' if self.act_order else 'off'}, rotation {'on' if self.rotated else 'off'}"
+        return f"clipped scales {'on' if self.clip else 'off'}, rotation {'on' if self.rotated else 'off'}"
 
 
-INT4_SETTINGS = tuple(Int4Setting(a, r) for r in (False, True) for a in (False, True))  # the default first
+INT4_SETTINGS = tuple(Int4Setting(c, r) for r in (False, True) for c in (False, True))  # the default first
 
 
 def choose_int4(model: nn.Module, rotated: Callable[[], nn.Module], calib: torch.Tensor) -> tuple[Int4Setting, dict]:
@@ -204,7 +205,7 @@ def choose_int4(model: nn.Module, rotated: Callable[[], nn.Module], calib: torch
 
     def build(setting: Int4Setting, fit: list[torch.Tensor]) -> nn.Module:
         base = rotated() if setting.rotated else model
-        return quantize_weight_only(base, 4, INT4_GROUP, "awq+gptq", fit, act_order=setting.act_order)
+        return quantize_weight_only(base, 4, INT4_GROUP, "awq+gptq", fit, clip=setting.clip)
 
     return held_out_choice(build, INT4_SETTINGS, list(calib))  # type: ignore[no-any-return]
 
@@ -226,8 +227,8 @@ def build_variants(
     if int4.rotated and rotated is None:
         raise ValueError("build_variants: int4.rotated needs the rotated model")
 
-    def ordered(bits: int, method: str) -> bool:
-        return int4.act_order and bits == 4 and method.endswith("gptq")
+    def clipped(bits: int, method: str) -> bool:
+        return int4.clip and bits == 4 and method != "rtn"  # round to nearest stays calibration-free
 
     def quantize(
         bits: int, method: str, lm_head_bits: int | None = None, rotate: bool = True
@@ -235,7 +236,7 @@ def build_variants(
         kwargs: dict[str, Any] = {
             "calibration": windows,
             "lm_head_bits": lm_head_bits,
-            "act_order": ordered(bits, method),
+            "clip": clipped(bits, method),
         }
         use_rotated = rotate and int4.rotated and bits == 4
         base = rotated() if use_rotated and rotated is not None else model
@@ -278,9 +279,9 @@ def build_variants(
         return Variant("fp32 ONNX Runtime", OrtDecoder(path), "ONNX Runtime CPU, fp32 (shrink.llm.export_decoder)", s)
 
     def _how(bits: int, method: str, rotate: bool = True) -> str:
-        order = ", act-order" if ordered(bits, method) else ""
+        clip = ", clipped" if clipped(bits, method) else ""
         rotation = ", rotated" if rotate and int4.rotated and bits == 4 else ""
-        return f"{method}{order}{rotation}, " + ("per-channel" if bits == 8 else f"symmetric group {INT4_GROUP}")
+        return f"{method}{clip}{rotation}, " + ("per-channel" if bits == 8 else f"symmetric group {INT4_GROUP}")
 
     def wo(bits: int, method: str, compile: bool = False) -> Callable[[], Variant]:
         def build() -> Variant:
@@ -610,7 +611,8 @@ def run(quick: bool) -> tuple[list[Row], Any, list[Target], dict[str, str]]:
     fit = (calib.shape[0] + 1) // 2
     figures = "; ".join(f"{s.describe()} {p:.3f}" for s, p in held.items())
     facts["int4 settings"] = (
-        f"{setting.describe()} for shrink's int4 rows (act-order: the rows with GPTQ), chosen in this run on the "
+        f"{setting.describe()} for shrink's int4 rows (clipped scales: the rows calibrated anyway, not round to "
+        "nearest), chosen in this run on the "
         f"calibration windows alone: AWQ + GPTQ int4 fitted on every other window ({fit}), perplexity on the "
         f"other {calib.shape[0] - fit}: {figures} ({choice_s:.0f} s, not in any row's build s)"
     )

@@ -43,11 +43,11 @@ def test_bench_llm_quick_run_renders_rows_and_targets(monkeypatch, tmp_path):
     assert ort["ppl"] == pytest.approx(rows[0].values["ppl"], rel=1e-3) and ort["agreement"] > 0.9
     assert {m.name for m in marks} >= {"W8A8 perplexity", "int8 weight-only decode", "int8 KV cache memory"}
     settings = facts["int4 settings"]  # chosen on calibration windows, and the int4 rows say what was chosen
-    assert settings.startswith("act-order on, rotation on") and settings.count("rotation o") == 5
+    assert settings.startswith("clipped scales on, rotation on") and settings.count("rotation o") == 5
     assert "hadamard" in facts["rotation"]
     awq_gptq = next(n for n in names if n.startswith("int4 weight-only (awq+gptq"))
-    assert "act-order, rotated" in awq_gptq
-    unrotated = next(r for r in rows if r.name.startswith("int4 weight-only without rotation (awq+gptq, act-order,"))
+    assert "clipped, rotated" in awq_gptq
+    unrotated = next(r for r in rows if r.name.startswith("int4 weight-only without rotation (awq+gptq, clipped,"))
     assert unrotated.values["ppl"] != next(r for r in rows if r.name == awq_gptq).values["ppl"]
     text = bench.render(rows, tok, marks, facts, 1.0)
     assert text.count("\n| ") >= len(rows) + len(marks)

@@ -101,6 +101,19 @@ def test_act_order_on_a_tiny_llama():
     assert nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item() > 0.98
 
 
+@pytest.mark.parametrize("method", ["rtn", "gptq", "awq+gptq"])
+def test_clipped_scales_on_a_tiny_llama(method):
+    model = tiny_llama()
+    ids = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
+    q = quantize_weight_only(model, 4, 32, method, calibration=list(ids), clip=True)
+    plain = quantize_weight_only(model, 4, 32, method, calibration=list(ids))
+    down = (q.model.layers[1].mlp.down_proj, plain.model.layers[1].mlp.down_proj)
+    assert not torch.equal(down[0].dequantize(), down[1].dequantize())  # the option reaches the rounding
+    with torch.no_grad():
+        a, b = model(input_ids=ids).logits, q(input_ids=ids).logits
+    assert nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item() > 0.98
+
+
 def test_act_order_auto_decides_on_held_out_calibration_windows_and_builds_that_choice():
     model = tiny_llama()
     ids = list(torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0)))
@@ -167,6 +180,8 @@ def test_bad_settings_are_named():
         quantize_weight_only(model, 4, 32, "awq-gptq")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="awq"):
         quantize_weight_only(model, 4, 32, "awq")
+    with pytest.raises(ConfigError, match="clip=True needs calibration"):
+        quantize_weight_only(model, 4, 32, clip=True)
 
 
 def test_awq_factors_keep_the_float_product():

@@ -12,7 +12,13 @@ import shrink
 from shrink.errors import ConfigError, DataError
 from shrink.export.onnx import OnnxModel
 from shrink.quant import AWQ, GPTQ, PackedLinear, WeightOnly, ort_optimized_ops
-from shrink.quant.algorithms.group_rounding import awq_input_scales, dequantize_groups, gptq_group_codes, rtn_codes
+from shrink.quant.algorithms.group_rounding import (
+    CLIP_RATIOS,
+    awq_input_scales,
+    dequantize_groups,
+    gptq_group_codes,
+    rtn_codes,
+)
 
 
 class _Tokens(nn.Module):
@@ -102,6 +108,46 @@ def test_gptq_act_order_stage_and_its_errors(net):
     assert _error(q, net, test) < rtn
     with pytest.raises(ConfigError, match="act_order applies to group grids"):
         GPTQ(bits=8, act_order=True)
+
+
+def _energy_error(w: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, energy: torch.Tensor) -> float:
+    return float(((dequantize_groups(codes, scales) - w) ** 2 * energy).sum())
+
+
+def test_clipped_scales_lower_the_energy_weighted_error():
+    torch.manual_seed(5)
+    w = torch.randn(64, 128)  # Gaussian groups, as after a rotation: no outlier worth a whole grid
+    energy = torch.rand(128) + 0.1
+    plain, clipped = rtn_codes(w, 4, 32), rtn_codes(w, 4, 32, energy=energy)
+    assert _energy_error(w, *clipped, energy) < 0.95 * _energy_error(w, *plain, energy)
+    ratios = clipped[1].abs() * 7 / w.reshape(64, -1, 32).abs().amax(-1)
+    assert ratios.min() >= min(CLIP_RATIOS) - 1e-3 and (ratios < 0.99).float().mean() > 0.5  # most groups clip
+    # the unclipped scale competes too: no group ends worse
+    per_group = lambda c, s: ((dequantize_groups(c, s) - w) ** 2 * energy).reshape(64, -1, 32).sum(-1)  # noqa: E731
+    assert torch.all(per_group(*clipped) <= per_group(*plain) + 1e-6)
+
+
+def test_gptq_with_clipped_scales_searches_on_the_hessian_diagonal():
+    torch.manual_seed(6)
+    energy = torch.rand(128, dtype=torch.float64) + 0.1
+    w = torch.randn(48, 128)
+    # independent inputs: no error to feed forward, so GPTQ rounds to nearest, on the clipped scales of diag H
+    h = torch.diag(energy)
+    for act_order in (False, True):
+        codes, scales = gptq_group_codes(w, h, 4, 32, damp=0.0, act_order=act_order, clip=True)
+        expected = rtn_codes(w, 4, 32, energy=energy)
+        assert torch.equal(codes, expected[0]) and torch.allclose(scales, expected[1])
+        assert not torch.equal(scales, gptq_group_codes(w, h, 4, 32, damp=0.0, act_order=act_order)[1])
+
+
+def test_gptq_clip_stage_and_its_errors(net):
+    calib, test = _data(1), _data(2)
+    lin = {"selector": {"types": ["Linear"]}}
+    gptq = _error(shrink.quantize(net, [GPTQ(**W4), WeightOnly(**W4, **lin)], calibration=calib), net, test)
+    q = shrink.quantize(net, [GPTQ(**W4, clip=True), WeightOnly(**W4, **lin)], calibration=calib)
+    assert 0 < _error(q, net, test) != gptq
+    with pytest.raises(ConfigError, match="clip applies to group grids"):
+        GPTQ(bits=8, clip=True)
 
 
 def test_learned_rounding_needs_calibration(net):

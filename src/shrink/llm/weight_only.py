@@ -78,6 +78,7 @@ def quantize_weight_only(
     include_lm_head: bool = True,
     lm_head_bits: Literal[4, 8] | None = None,
     act_order: bool | Literal["auto"] = False,
+    clip: bool = False,
 ) -> nn.Module:
     """A copy of ``model`` whose Linears (and untied ``lm_head``) run as int8 (per-channel) or int4 (symmetric,
     ``group_size`` inputs per scale) weight-only layers on PyTorch's packed-weight kernels. The input is unchanged.
@@ -87,13 +88,18 @@ def quantize_weight_only(
     ``lm_head_bits``: another width for ``lm_head`` (e.g. 8 under int4 layers: the output projection of a small
     model is the layer most sensitive to 4 bits); None keeps ``bits``. ``act_order``: GPTQ rounds the inputs with
     the most energy first, on group scales fixed beforehand (methods with GPTQ only); ``"auto"`` decides on the
-    calibration windows alone (:func:`choose_act_order`, three GPTQ runs instead of one)."""
+    calibration windows alone (:func:`choose_act_order`, three GPTQ runs instead of one). ``clip``: each group's
+    scale is searched among clipped ones (:data:`~shrink.quant.algorithms.group_rounding.CLIP_RATIOS` of its
+    largest weight) for the smallest rounding error weighted by each input's mean square on the calibration
+    windows; it pays on rotated weights (:func:`shrink.llm.rotate.rotate_llama`), whose groups have no outlier
+    to keep."""
     if bits not in (4, 8) or lm_head_bits not in (None, 4, 8):
         raise ConfigError(f"quantize_weight_only: bits must be 4 or 8, got {bits} (lm_head_bits {lm_head_bits})")
     if method not in METHODS:
         raise ConfigError(f"quantize_weight_only: method must be one of {METHODS}, got {method!r}")
-    if method != "rtn" and calibration is None:
-        raise ConfigError(f"quantize_weight_only: method={method!r} needs calibration token windows")
+    if (method != "rtn" or clip) and calibration is None:
+        what = "clip=True" if method == "rtn" else f"method={method!r}"
+        raise ConfigError(f"quantize_weight_only: {what} needs calibration token windows")
     if act_order == "auto":
         calibration = list(calibration or [])
         act_order = choose_act_order(model, bits, group_size, method, calibration, include_lm_head, lm_head_bits)[0]
@@ -107,7 +113,8 @@ def quantize_weight_only(
     windows = [{"input_ids": ids.reshape(1, -1), "use_cache": False} for ids in calibration or []]
     factors = _awq_factors(out, layers, windows, width, group_size) if method.startswith("awq") else {}
     inverse = {n: 1.0 / s for n, s in factors.items()}
-    hessians = input_hessians(out, layers, windows, input_scales=inverse) if method.endswith("gptq") else {}
+    gptq = method.endswith("gptq")
+    hessians = input_hessians(out, layers, windows, input_scales=inverse) if gptq or clip else {}
     for name, layer in layers.items():
         w = layer.weight.detach().float()
         if name in factors:
@@ -115,9 +122,9 @@ def quantize_weight_only(
         b = width[name]
         group = w.shape[1] if b == 8 else group_size
         codes, scales = (
-            gptq_group_codes(w, hessians[name], b, group, scale_dtype=ACT_DTYPE, act_order=act_order)
-            if hessians
-            else rtn_codes(w, b, group, ACT_DTYPE)
+            gptq_group_codes(w, hessians[name], b, group, scale_dtype=ACT_DTYPE, act_order=act_order, clip=clip)
+            if gptq
+            else rtn_codes(w, b, group, ACT_DTYPE, torch.diag(hessians[name]) if clip else None)
         )
         bias = layer.bias
         new = Int8WeightLinear(codes, scales, bias) if b == 8 else Int4WeightLinear(codes, scales, group, bias)

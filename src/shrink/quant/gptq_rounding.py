@@ -48,6 +48,9 @@ class GPTQ(Config):
     #: group grids: round the inputs with the most energy first, on group scales fixed from the unrounded weights
     #: (GPTQ's act-order with static groups; the groups stay contiguous, so the int4 kernels run it as before)
     act_order: bool = False
+    #: group grids: search each group's scale among clipped ones for the smallest rounding error weighted by each
+    #: input's energy (diag of the Hessian) instead of keeping the group's largest weight
+    clip: bool = False
     selector: Selector = Selector(types=("Linear",))
     calibration_batches: int | None = pydantic.Field(default=None, ge=1)
 
@@ -58,8 +61,9 @@ class GPTQ(Config):
                 f"observer {self.observer!r} chooses per-channel grids; group grids (group_size) "
                 "set each group's scale themselves: leave observer at 'minmax'"
             )
-        if self.act_order and self.group_size is None:
-            raise ValueError("act_order applies to group grids: set group_size (32, 64 or 128) or leave act_order off")
+        for name in ("act_order", "clip"):
+            if getattr(self, name) and self.group_size is None:
+                raise ValueError(f"{name} applies to group grids: set group_size (32, 64 or 128) or leave {name} off")
         return self
 
 
@@ -78,6 +82,7 @@ def _round(layers: dict[str, PreparedLinear], hessians: dict[str, torch.Tensor],
                 config.group_size,
                 scale_dtype=SCALE_DTYPE,
                 act_order=config.act_order,
+                clip=config.clip,
             )
             rounded = dequantize_groups(codes, scale)
         layer.weight.copy_(rounded.to(layer.weight.dtype))

@@ -2,7 +2,8 @@
 inputs): round to nearest, GPTQ error feedback, and activation-aware input scaling (AWQ).
 
 * :func:`rtn_codes`: round to nearest on each group's scale (see :func:`_group_scales`: the group's largest weight
-  is never clipped; on 4-bit grids it may take the most negative code, so all 16 levels are used).
+  is kept unless the inputs' energies are given to search a clipped scale; on 4-bit grids it may take the most
+  negative code, so all 16 levels are used).
 * :func:`gptq_group_codes`: GPTQ (Frantar et al. 2023): columns rounded one at a time, each column's error spread over
   the columns not yet rounded under the inverse of the input second moments ``H = E[x x^T]``; ``act_order`` rounds
   the columns with the largest input energy (``diag H``) first, on group scales fixed from the unrounded weights
@@ -22,6 +23,7 @@ from shrink.quant.algorithms.gptq import round_columns
 __all__ = [
     "SCALE_DTYPE",
     "AWQ_ALPHAS",
+    "CLIP_RATIOS",
     "rtn_codes",
     "gptq_group_codes",
     "awq_input_scales",
@@ -46,40 +48,69 @@ def stored_scale(scale: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor
     return (sign * scale.abs().clamp(min=torch.finfo(dtype).tiny)).to(dtype).to(scale.dtype)
 
 
-def _group_scales(w: torch.Tensor, bits: int, group: int, scale_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Symmetric scales [out, in / group] that keep each group's largest weight: it maps to the largest positive
-    code (``amax / qmax``), or -- on grids of 4 bits or fewer, where one level matters, and when the group's squared
-    rounding error is smaller -- the group's signed extreme maps to the most negative code (a scale of
-    ``-extreme / (qmax + 1)``, negative when the extreme is positive): one step finer, all ``2**bits`` levels used,
-    and only weights of the other sign beyond ``qmax / (qmax + 1)`` of the extreme clipped by less than a step.
-    Each scale is rounded to ``scale_dtype`` (the dtype it is stored in) before its error is measured.
+#: fractions of a group's largest magnitude that :func:`_group_scales` tries as its clipping point when it is given
+#: the inputs' energies (1.0 first: no clipping)
+CLIP_RATIOS = tuple(1 - i / 50 for i in range(21))
 
-    Clipping the extreme (a scale below ``amax / qmax`` chosen for the smallest squared weight error) was tried and
-    dropped: it lowers the weights' error but cuts the large weights a transformer depends on; on SmolLM2-135M (int4,
-    group 64) it raised perplexity for round-to-nearest, GPTQ, AWQ and AWQ + GPTQ alike."""
+
+def _group_scales(
+    w: torch.Tensor,
+    bits: int,
+    group: int,
+    scale_dtype: torch.dtype | None = None,
+    energy: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Symmetric scales [out, in / group]. Without ``energy`` they keep each group's largest weight: it maps to the
+    largest positive code (``amax / qmax``), or -- on grids of 4 bits or fewer, where one level matters, and when
+    the group's squared rounding error is smaller -- the group's signed extreme maps to the most negative code (a
+    scale of ``-extreme / (qmax + 1)``, negative when the extreme is positive): one step finer, all ``2**bits``
+    levels used, and only weights of the other sign beyond ``qmax / (qmax + 1)`` of the extreme clipped by less
+    than a step. Each scale is rounded to ``scale_dtype`` (the dtype it is stored in) before its error is measured.
+
+    ``energy`` (shape ``(in,)``, the mean squared input of each column, ``diag E[x x^T]``): the error of each weight
+    is weighted by its input's energy -- the part of the layer's output error that each column causes on its own --
+    and the clipped scales ``ratio * amax / qmax`` (:data:`CLIP_RATIOS`) compete too. Clipping for the smallest
+    *unweighted* weight error was tried and dropped: it cuts the large weights a transformer depends on, and on
+    SmolLM2-135M (int4, group 64) it raised perplexity for every method; weighted by the inputs' energy, after a
+    rotation (:mod:`shrink.llm.rotate`), it lowered it."""
     wg = w.reshape(w.shape[0], -1, group)
     amax = wg.abs().amax(-1).clamp(min=1e-8)
     qmax = _qmax(bits)
-    best = stored_scale(amax / qmax, scale_dtype)
-    if bits > 4:  # int8: the positive scale only (int8 kernels elsewhere expect positive scales)
-        return best
-    extreme = torch.gather(wg, -1, wg.abs().argmax(-1, keepdim=True))[..., 0]
-    extreme = torch.where(extreme.abs() < 1e-8, torch.full_like(extreme, 1e-8), extreme)
-    signed = stored_scale(-extreme / (qmax + 1), scale_dtype)
+    weight = 1.0 if energy is None else energy.to(wg.dtype).reshape(1, -1, group)
 
     def err(scale: torch.Tensor) -> torch.Tensor:
         q = torch.clamp(torch.round(wg / scale[..., None]), -qmax - 1, qmax)
-        return ((q * scale[..., None] - wg) ** 2).sum(-1)
+        return ((q * scale[..., None] - wg) ** 2 * weight).sum(-1)
 
-    return torch.where(err(signed) < err(best), signed, best)
+    candidates = []
+    if bits <= 4:  # int8 kernels elsewhere expect positive scales
+        extreme = torch.gather(wg, -1, wg.abs().argmax(-1, keepdim=True))[..., 0]
+        extreme = torch.where(extreme.abs() < 1e-8, torch.full_like(extreme, 1e-8), extreme)
+        candidates.append(stored_scale(-extreme / (qmax + 1), scale_dtype))
+    if energy is not None:
+        candidates += [stored_scale(amax * r / qmax, scale_dtype) for r in CLIP_RATIOS[1:]]
+    best = stored_scale(amax / qmax, scale_dtype)
+    if not candidates:
+        return best
+    best_err = err(best)
+    for scale in candidates:
+        e = err(scale)
+        better = e < best_err
+        best, best_err = torch.where(better, scale, best), torch.where(better, e, best_err)
+    return best
 
 
 def rtn_codes(
-    w: torch.Tensor, bits: int, group: int, scale_dtype: torch.dtype | None = None
+    w: torch.Tensor,
+    bits: int,
+    group: int,
+    scale_dtype: torch.dtype | None = None,
+    energy: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Round-to-nearest symmetric codes (int8 tensor, shape of ``w``) and scales [out, in / group] (float32 values
-    exactly representable in ``scale_dtype``: the codes are rounded on the grid that will be stored)."""
-    scales = _group_scales(w.float(), bits, group, scale_dtype)
+    exactly representable in ``scale_dtype``: the codes are rounded on the grid that will be stored). ``energy``:
+    each input's mean square, to search clipped scales (:func:`_group_scales`)."""
+    scales = _group_scales(w.float(), bits, group, scale_dtype, energy)
     full = scales.repeat_interleave(group, dim=1)
     codes = torch.clamp(torch.round(w.float() / full), -_qmax(bits) - 1, _qmax(bits))
     return codes.to(torch.int8), scales
@@ -94,17 +125,21 @@ def gptq_group_codes(
     damp: float = 0.01,
     scale_dtype: torch.dtype | None = None,
     act_order: bool = False,
+    clip: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GPTQ codes on the symmetric group grid: each group's scale is set from the error-updated weights when the
     column loop reaches it (as in the GPTQ reference implementation), rounded to ``scale_dtype`` (the dtype it is
-    stored in), then columns are rounded one at a time. ``act_order``: see :func:`_gptq_act_order`."""
+    stored in), then columns are rounded one at a time. ``act_order``: see :func:`_gptq_act_order`. ``clip``: each
+    group's scale is searched among clipped ones, weighing each column's error by its input energy ``diag H``
+    (:func:`_group_scales`)."""
     w = w.detach().double().clone()
     h = hessian.double().clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
+    energy = torch.diag(h).clone() if clip else None
     if act_order:
-        return _gptq_act_order(w, h, bits, group, damp, scale_dtype)
+        return _gptq_act_order(w, h, bits, group, damp, scale_dtype, energy)
     h += damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     codes, scales = torch.empty_like(w), torch.empty(w.shape[0], w.shape[1] // group, dtype=w.dtype)
@@ -114,7 +149,8 @@ def gptq_group_codes(
     try:
         for start in range(0, w.shape[1], group):
             end = start + group
-            scale = _group_scales(w[:, start:end], bits, group, scale_dtype)[:, 0]
+            part = None if energy is None else energy[start:end]
+            scale = _group_scales(w[:, start:end], bits, group, scale_dtype, part)[:, 0]
             scales[:, start // group] = scale
             errs = torch.empty(w.shape[0], group, dtype=w.dtype)
             for i in range(start, end):
@@ -130,13 +166,19 @@ def gptq_group_codes(
 
 
 def _gptq_act_order(
-    w: torch.Tensor, h: torch.Tensor, bits: int, group: int, damp: float, scale_dtype: torch.dtype | None
+    w: torch.Tensor,
+    h: torch.Tensor,
+    bits: int,
+    group: int,
+    damp: float,
+    scale_dtype: torch.dtype | None,
+    energy: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GPTQ in order of decreasing ``diag H`` on static group scales: the scales come from the unrounded weights (as
     :func:`rtn_codes` sets them), then the columns are permuted so that those whose inputs carry the most energy are
     rounded first and the error lands on the columns that matter less; codes return in the original column order.
     ``w`` and ``h`` are float64 copies with dead inputs already handled."""
-    scales = _group_scales(w.float(), bits, group, scale_dtype)
+    scales = _group_scales(w.float(), bits, group, scale_dtype, None if energy is None else energy.float())
     perm = torch.argsort(torch.diag(h), descending=True, stable=True)
     w, h = w[:, perm], h[perm][:, perm]
     h += damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
