@@ -9,6 +9,9 @@ from shrink.eval.language import perplexity
 from shrink.llm.weight_only import (
     Int4WeightLinear,
     Int8WeightLinear,
+    _block_of,
+    _blocks,
+    _linears,
     choose_act_order,
     gptq_group_codes,
     held_out_choice,
@@ -112,6 +115,29 @@ def test_clipped_scales_on_a_tiny_llama(method):
     with torch.no_grad():
         a, b = model(input_ids=ids).logits, q(input_ids=ids).logits
     assert nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item() > 0.98
+
+
+def test_sequential_rounds_each_block_on_the_outputs_of_the_quantized_blocks_before_it():
+    model = tiny_llama()
+    ids = list(torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0)))
+    windows = [{"input_ids": i.reshape(1, -1), "use_cache": False} for i in ids]
+    blocks = _blocks(model, _linears(model, True), windows)
+    assert [b[0] for b in blocks] == ["model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj", "lm_head"]
+    assert len(blocks[0]) == 7 and blocks[0][-1] == "model.layers.0.mlp.down_proj"
+    seq = quantize_weight_only(model, 4, 32, "awq+gptq", calibration=ids, clip=True, sequential=True)
+    plain = quantize_weight_only(model, 4, 32, "awq+gptq", calibration=ids, clip=True)
+
+    def weights(q: nn.Module, name: str) -> torch.Tensor:
+        return q.get_submodule(name).dequantize()
+
+    assert torch.equal(weights(seq, "model.layers.0.mlp.down_proj"), weights(plain, "model.layers.0.mlp.down_proj"))
+    assert not torch.equal(weights(seq, "model.layers.1.mlp.down_proj"), weights(plain, "model.layers.1.mlp.down_proj"))
+    with torch.no_grad():
+        a, b = model(input_ids=torch.stack(ids)).logits, seq(input_ids=torch.stack(ids)).logits
+    assert nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item() > 0.98
+    assert _block_of("model.layers.12.mlp.up_proj") == "model.layers.12" and _block_of("lm_head") is None
+    with pytest.raises(ConfigError, match="sequential=True needs GPTQ or clip"):
+        quantize_weight_only(model, 4, 32, "awq", calibration=ids, sequential=True)
 
 
 def test_act_order_auto_decides_on_held_out_calibration_windows_and_builds_that_choice():

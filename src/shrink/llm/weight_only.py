@@ -21,7 +21,7 @@ from torch import nn
 
 from shrink.errors import ConfigError
 from shrink.eval.language import perplexity
-from shrink.quant.algorithms.gptq import input_hessians
+from shrink.quant.algorithms.gptq import execution_groups, input_hessians
 from shrink.quant.algorithms.group_rounding import awq_input_scales, gptq_group_codes, rtn_codes
 from shrink.quant.algorithms.input_rows import layer_input_rows
 from shrink.quant.awq import AWQ_ROWS
@@ -68,6 +68,32 @@ def _awq_factors(
     return out
 
 
+def _check_settings(
+    bits: int, lm_head_bits: int | None, method: str, calibrated: bool, clip: bool, sequential: bool
+) -> None:
+    if bits not in (4, 8) or lm_head_bits not in (None, 4, 8):
+        raise ConfigError(f"quantize_weight_only: bits must be 4 or 8, got {bits} (lm_head_bits {lm_head_bits})")
+    if method not in METHODS:
+        raise ConfigError(f"quantize_weight_only: method must be one of {METHODS}, got {method!r}")
+    if (method != "rtn" or clip) and not calibrated:
+        what = "clip=True" if method == "rtn" else f"method={method!r}"
+        raise ConfigError(f"quantize_weight_only: {what} needs calibration token windows")
+    if sequential and not (method.endswith("gptq") or clip):
+        raise ConfigError(
+            f"quantize_weight_only: sequential=True needs GPTQ or clip; method {method!r} reads no inputs"
+        )
+
+
+def _widths(layers: dict[str, nn.Linear], bits: int, lm_head_bits: int | None, group_size: int) -> dict[str, int]:
+    """Each layer's bit width (``lm_head`` may have its own), every layer's inputs checked against its group."""
+    width = {n: (lm_head_bits or bits) if n == "lm_head" else bits for n in layers}
+    for name, layer in layers.items():
+        group = layer.in_features if width[name] == 8 else group_size
+        if layer.in_features % group:
+            raise ConfigError(f"quantize_weight_only: {name} has {layer.in_features} inputs, not a multiple of {group}")
+    return width
+
+
 @torch.no_grad()
 def quantize_weight_only(
     model: nn.Module,
@@ -79,6 +105,7 @@ def quantize_weight_only(
     lm_head_bits: Literal[4, 8] | None = None,
     act_order: bool | Literal["auto"] = False,
     clip: bool = False,
+    sequential: bool = False,
 ) -> nn.Module:
     """A copy of ``model`` whose Linears (and untied ``lm_head``) run as int8 (per-channel) or int4 (symmetric,
     ``group_size`` inputs per scale) weight-only layers on PyTorch's packed-weight kernels. The input is unchanged.
@@ -92,49 +119,86 @@ def quantize_weight_only(
     scale is searched among clipped ones (:data:`~shrink.quant.algorithms.group_rounding.CLIP_RATIOS` of its
     largest weight) for the smallest rounding error weighted by each input's mean square on the calibration
     windows; it pays on rotated weights (:func:`shrink.llm.rotate.rotate_llama`), whose groups have no outlier
-    to keep."""
-    if bits not in (4, 8) or lm_head_bits not in (None, 4, 8):
-        raise ConfigError(f"quantize_weight_only: bits must be 4 or 8, got {bits} (lm_head_bits {lm_head_bits})")
-    if method not in METHODS:
-        raise ConfigError(f"quantize_weight_only: method must be one of {METHODS}, got {method!r}")
-    if (method != "rtn" or clip) and calibration is None:
-        what = "clip=True" if method == "rtn" else f"method={method!r}"
-        raise ConfigError(f"quantize_weight_only: {what} needs calibration token windows")
+    to keep. ``sequential``: the input statistics GPTQ and ``clip`` read are measured block by block (a decoder
+    layer, :func:`_blocks`), each on the model whose earlier blocks are already quantized, as GPTQ's reference
+    code does for LLMs: each block's codes then make up for the error of the blocks before it (one calibration
+    pass per block instead of one in all)."""
+    _check_settings(bits, lm_head_bits, method, calibration is not None, clip, sequential)
+    gptq = method.endswith("gptq")
     if act_order == "auto":
         calibration = list(calibration or [])
-        act_order = choose_act_order(model, bits, group_size, method, calibration, include_lm_head, lm_head_bits)[0]
+        act_order = choose_act_order(
+            model, bits, group_size, method, calibration, include_lm_head, lm_head_bits, clip, sequential
+        )[0]
     out = copy.deepcopy(model).eval()
     layers = _linears(out, include_lm_head)
-    width: dict[str, int] = {n: (lm_head_bits or bits) if n == "lm_head" else bits for n in layers}
-    for name, layer in layers.items():
-        group = layer.in_features if width[name] == 8 else group_size
-        if layer.in_features % group:
-            raise ConfigError(f"quantize_weight_only: {name} has {layer.in_features} inputs, not a multiple of {group}")
+    width = _widths(layers, bits, lm_head_bits, group_size)
     windows = [{"input_ids": ids.reshape(1, -1), "use_cache": False} for ids in calibration or []]
     factors = _awq_factors(out, layers, windows, width, group_size) if method.startswith("awq") else {}
     inverse = {n: 1.0 / s for n, s in factors.items()}
-    gptq = method.endswith("gptq")
-    hessians = input_hessians(out, layers, windows, input_scales=inverse) if gptq or clip else {}
-    for name, layer in layers.items():
-        w = layer.weight.detach().float()
-        if name in factors:
-            w = w * factors[name]
-        b = width[name]
-        group = w.shape[1] if b == 8 else group_size
-        codes, scales = (
-            gptq_group_codes(w, hessians[name], b, group, scale_dtype=ACT_DTYPE, act_order=act_order, clip=clip)
-            if gptq
-            else rtn_codes(w, b, group, ACT_DTYPE, torch.diag(hessians[name]) if clip else None)
-        )
-        bias = layer.bias
-        new = Int8WeightLinear(codes, scales, bias) if b == 8 else Int4WeightLinear(codes, scales, group, bias)
-        if name in inverse:
-            new.scale_input(inverse[name])
-        _set(out, name, new)
+    blocks = _blocks(out, layers, windows) if sequential else [list(layers)]
+    for block in blocks:
+        members = {n: layers[n] for n in block}
+        scaled = {n: inverse[n] for n in block if n in inverse}
+        stop = block[-1] if sequential else None
+        hessians = input_hessians(out, members, windows, input_scales=scaled, stop_after=stop) if gptq or clip else {}
+        for name, layer in members.items():
+            hessian, factor = hessians.get(name), factors.get(name)
+            _set(out, name, _quantized(layer, hessian, factor, width[name], group_size, method, act_order, clip))
     config = getattr(out, "config", None)
     if config is not None:
         config.tie_word_embeddings = False  # lm_head is its own packed copy now
     return out
+
+
+def _quantized(
+    layer: nn.Linear,
+    hessian: torch.Tensor | None,
+    factor: torch.Tensor | None,
+    b: int,
+    group_size: int,
+    method: Method,
+    act_order: bool,
+    clip: bool,
+) -> nn.Module:
+    """``layer`` as a packed int8 / int4 weight-only layer: codes from GPTQ or round to nearest under ``hessian``
+    (its input's ``E[x x^T]``: GPTQ's, and ``clip``'s energies), after AWQ's input scales ``factor``."""
+    w = layer.weight.detach().float()
+    if factor is not None:
+        w = w * factor
+    group = w.shape[1] if b == 8 else group_size
+    if method.endswith("gptq"):
+        assert hessian is not None
+        codes, scales = gptq_group_codes(w, hessian, b, group, scale_dtype=ACT_DTYPE, act_order=act_order, clip=clip)
+    else:
+        energy = torch.diag(hessian) if clip and hessian is not None else None
+        codes, scales = rtn_codes(w, b, group, ACT_DTYPE, energy)
+    new = Int8WeightLinear(codes, scales, layer.bias) if b == 8 else Int4WeightLinear(codes, scales, group, layer.bias)
+    if factor is not None:
+        new.scale_input(1.0 / factor)
+    return new
+
+
+def _block_of(name: str) -> str | None:
+    """The repeated block a layer belongs to: its name up to the last index of a ModuleList
+    (``model.layers.3.mlp.up_proj`` -> ``model.layers.3``); None for a layer in no block (``lm_head``)."""
+    parts = name.split(".")
+    index = max((i for i, p in enumerate(parts) if p.isdigit()), default=None)
+    return None if index is None else ".".join(parts[: index + 1])
+
+
+def _blocks(model: nn.Module, layers: dict[str, nn.Linear], windows: list) -> list[list[str]]:
+    """``layers`` in the order the first calibration window runs them, one group per block (:func:`_block_of`);
+    consecutive layers in no block are grouped alone."""
+    order = [n for group in execution_groups(model, layers, windows) for n in group]
+    blocks: list[tuple[str | None, list[str]]] = []
+    for name in order:
+        key = _block_of(name)
+        if blocks and key is not None and blocks[-1][0] == key:
+            blocks[-1][1].append(name)
+        else:
+            blocks.append((key, [name]))
+    return [names for _, names in blocks]
 
 
 def held_out_choice(
@@ -172,16 +236,19 @@ def choose_act_order(
     calibration: list[torch.Tensor],
     include_lm_head: bool = True,
     lm_head_bits: Literal[4, 8] | None = None,
+    clip: bool = False,
+    sequential: bool = False,
 ) -> tuple[bool, dict[bool, float]]:
     """Whether GPTQ's ``act_order`` helps this model, decided on the calibration windows alone
     (:func:`held_out_choice`: both ways fitted on every other window, judged by perplexity on the rest). Returns the
-    choice (on only when strictly lower) and the held-out perplexity of each setting ``{False: ..., True: ...}``."""
+    choice (on only when strictly lower) and the held-out perplexity of each setting ``{False: ..., True: ...}``.
+    ``clip`` and ``sequential`` as for :func:`quantize_weight_only`, both ways."""
     if not method.endswith("gptq"):
         raise ConfigError(f"choose_act_order: act_order is a GPTQ setting; method {method!r} has no GPTQ step")
 
     def build(on: bool, fit: list[torch.Tensor]) -> nn.Module:
         return quantize_weight_only(
-            model, bits, group_size, method, fit, include_lm_head, lm_head_bits=lm_head_bits, act_order=on
+            model, bits, group_size, method, fit, include_lm_head, lm_head_bits, on, clip, sequential
         )
 
     return held_out_choice(build, (False, True), calibration)
