@@ -175,7 +175,7 @@ def plan_latency(
                 break
             layer_budget -= measured - limit_s + 1e-9
             continue
-        if predicted <= limit_s:
+        if 0 < predicted <= limit_s:  # a fit with a negative offset can price a tiny model at or below zero
             return LatencyPlan(replace(plan, totals={**plan.totals, "latency": predicted}), cal, checks)
         break
     homogeneous = _homogeneous_plan(opts, all_specs, cal, verifier, profile, table, limit_s, checks)
