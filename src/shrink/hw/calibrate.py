@@ -164,14 +164,14 @@ def interleaved_latency_ms(
     return interleaved_latency(runners, threads=threads, rounds=rounds)
 
 
-def _least_absolute(a: np.ndarray, y: np.ndarray, free: int = 0) -> np.ndarray:
+def _least_absolute(a: np.ndarray, y: np.ndarray, free: int = 0, floor: float | None = None) -> np.ndarray:
     """``x`` minimizing ``sum |a @ x - y|`` (linear program over x and one slack per row), non-negative except its
-    first ``free`` entries."""
+    first ``free`` entries, which are at least ``floor`` (None: unbounded)."""
     n, k = a.shape
     cost = np.concatenate([np.zeros(k), np.ones(n)])
     eye = np.eye(n)
     upper = np.block([[a, -eye], [-a, -eye]])  # a x - y <= t and y - a x <= t
-    bounds = [(None, None)] * free + [(0, None)] * (k + n - free)
+    bounds = [(floor, None)] * free + [(0, None)] * (k + n - free)
     res = linprog(cost, A_ub=upper, b_ub=np.concatenate([y, -y]), bounds=bounds, method="highs")
     if res.x is None:  # pragma: no cover - the program is always feasible (t large)
         raise RuntimeError(f"calibration fit failed: {res.message}")
@@ -204,7 +204,9 @@ def calibrate(
     scale = float(measured[0] / feats[0].layers_ms) if feats[0].layers_ms > 0 else 1.0
     rows = np.array([[1.0, *f.boundary_kelems, -f.int8_link_kelems] for f in feats])
     layers = scale * np.array([f.layers_ms for f in feats])
-    coef = _least_absolute(rows, measured - layers, free=1)
+    # the offset may be negative (layers timed alone run slower than in the model), but never so far that the
+    # all-fp32 model is priced under half its measured time: on a tiny model a noisy fit went below zero
+    coef = _least_absolute(rows, measured - layers, free=1, floor=-0.5 * float(measured[0]))
     rms = float(np.sqrt(np.mean((rows @ coef + layers - measured) ** 2)))
     boundary = tuple((n, float(coef[1 + 2 * i]), float(coef[2 + 2 * i])) for i, n in enumerate(names))
     return Calibration(
