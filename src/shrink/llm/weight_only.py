@@ -135,11 +135,10 @@ def quantize_weight_only(
     width = _widths(layers, bits, lm_head_bits, group_size)
     windows = [{"input_ids": ids.reshape(1, -1), "use_cache": False} for ids in calibration or []]
     factors = _awq_factors(out, layers, windows, width, group_size) if method.startswith("awq") else {}
-    inverse = {n: 1.0 / s for n, s in factors.items()}
     blocks = _blocks(out, layers, windows) if sequential else [list(layers)]
     for block in blocks:
         members = {n: layers[n] for n in block}
-        scaled = {n: inverse[n] for n in block if n in inverse}
+        scaled = {n: 1.0 / factors[n] for n in block if n in factors}  # the layers' inputs as the kernels see them
         stop = block[-1] if sequential else None
         hessians = input_hessians(out, members, windows, input_scales=scaled, stop_after=stop) if gptq or clip else {}
         for name, layer in members.items():
