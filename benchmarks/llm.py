@@ -7,8 +7,9 @@ speeds are timed interleaved (round after round over all rows, the first round d
 tokens, batch 1, into a fresh KV cache) and decode tokens/s (batch 1, after a 64-token prompt). Two int4 settings,
 the rotation folded into the weights (:func:`shrink.llm.rotate.rotate_llama`) and the search for clipped group scales
 (``clip`` of :func:`shrink.llm.weight_only.quantize_weight_only`), are chosen for the run before any row is built,
-on the calibration windows alone. Writes docs/benchmarks-llm.md (nothing typed by
-hand).
+on the calibration windows alone. Every int4 row that reads layer inputs (GPTQ, clipped scales) reads them block by
+block, on the model whose earlier blocks are already int4 (``sequential``). Writes docs/benchmarks-llm.md (nothing
+typed by hand).
 
     python -m benchmarks.llm --out docs/benchmarks-llm.md [--quick]
 """
@@ -205,7 +206,7 @@ def choose_int4(model: nn.Module, rotated: Callable[[], nn.Module], calib: torch
 
     def build(setting: Int4Setting, fit: list[torch.Tensor]) -> nn.Module:
         base = rotated() if setting.rotated else model
-        return quantize_weight_only(base, 4, INT4_GROUP, "awq+gptq", fit, clip=setting.clip)
+        return quantize_weight_only(base, 4, INT4_GROUP, "awq+gptq", fit, clip=setting.clip, sequential=True)
 
     return held_out_choice(build, INT4_SETTINGS, list(calib))  # type: ignore[no-any-return]
 
@@ -230,6 +231,9 @@ def build_variants(
     def clipped(bits: int, method: str) -> bool:
         return int4.clip and bits == 4 and method != "rtn"  # round to nearest stays calibration-free
 
+    def sequential(bits: int, method: str) -> bool:  # every row that reads layer inputs reads them block by block
+        return method.endswith("gptq") or clipped(bits, method)
+
     def quantize(
         bits: int, method: str, lm_head_bits: int | None = None, rotate: bool = True
     ) -> tuple[nn.Module, float]:
@@ -237,6 +241,7 @@ def build_variants(
             "calibration": windows,
             "lm_head_bits": lm_head_bits,
             "clip": clipped(bits, method),
+            "sequential": sequential(bits, method),
         }
         use_rotated = rotate and int4.rotated and bits == 4
         base = rotated() if use_rotated and rotated is not None else model
@@ -280,6 +285,7 @@ def build_variants(
 
     def _how(bits: int, method: str, rotate: bool = True) -> str:
         clip = ", clipped" if clipped(bits, method) else ""
+        clip += ", block-sequential" if sequential(bits, method) else ""
         rotation = ", rotated" if rotate and int4.rotated and bits == 4 else ""
         return f"{method}{clip}{rotation}, " + ("per-channel" if bits == 8 else f"symmetric group {INT4_GROUP}")
 
@@ -612,8 +618,8 @@ def run(quick: bool) -> tuple[list[Row], Any, list[Target], dict[str, str]]:
     figures = "; ".join(f"{s.describe()} {p:.3f}" for s, p in held.items())
     facts["int4 settings"] = (
         f"{setting.describe()} for shrink's int4 rows (clipped scales: the rows calibrated anyway, not round to "
-        "nearest), chosen in this run on the "
-        f"calibration windows alone: AWQ + GPTQ int4 fitted on every other window ({fit}), perplexity on the "
+        "nearest), chosen in this run on the calibration windows alone: block-sequential AWQ + GPTQ int4 fitted "
+        f"on every other window ({fit}), perplexity on the "
         f"other {calib.shape[0] - fit}: {figures} ({choice_s:.0f} s, not in any row's build s)"
     )
     if setting.rotated:

@@ -6,11 +6,10 @@ from torch import nn
 
 from shrink.errors import ConfigError
 from shrink.eval.language import perplexity
+from shrink.llm.blocks import BlockInputs, block_of, decoder_blocks
 from shrink.llm.weight_only import (
     Int4WeightLinear,
     Int8WeightLinear,
-    _block_of,
-    _blocks,
     _linears,
     choose_act_order,
     gptq_group_codes,
@@ -121,7 +120,7 @@ def test_sequential_rounds_each_block_on_the_outputs_of_the_quantized_blocks_bef
     model = tiny_llama()
     ids = list(torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0)))
     windows = [{"input_ids": i.reshape(1, -1), "use_cache": False} for i in ids]
-    blocks = _blocks(model, _linears(model, True), windows)
+    blocks = decoder_blocks(model, _linears(model, True), windows)
     assert [b[0] for b in blocks] == ["model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj", "lm_head"]
     assert len(blocks[0]) == 7 and blocks[0][-1] == "model.layers.0.mlp.down_proj"
     seq = quantize_weight_only(model, 4, 32, "awq+gptq", calibration=ids, clip=True, sequential=True)
@@ -135,9 +134,58 @@ def test_sequential_rounds_each_block_on_the_outputs_of_the_quantized_blocks_bef
     with torch.no_grad():
         a, b = model(input_ids=torch.stack(ids)).logits, seq(input_ids=torch.stack(ids)).logits
     assert nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item() > 0.98
-    assert _block_of("model.layers.12.mlp.up_proj") == "model.layers.12" and _block_of("lm_head") is None
+    assert block_of("model.layers.12.mlp.up_proj") == "model.layers.12" and block_of("lm_head") is None
     with pytest.raises(ConfigError, match="sequential=True needs GPTQ or clip"):
         quantize_weight_only(model, 4, 32, "awq", calibration=ids, sequential=True)
+
+
+def test_sequential_replays_each_block_on_its_recorded_inputs_exactly_as_full_forwards_would(monkeypatch):
+    model = tiny_llama()
+    ids = list(torch.randint(0, 256, (3, 24), generator=torch.Generator().manual_seed(1)))
+    windows = [{"input_ids": i.reshape(1, -1), "use_cache": False} for i in ids]
+    layers = _linears(model, True)
+    inputs = BlockInputs(model, decoder_blocks(model, layers, windows), windows)
+    assert list(inputs.calls) == ["model.layers.0", "model.layers.1"]  # a plain stack: replayed
+    assert all(len(c) == 3 for c in inputs.calls.values())
+    replayed = quantize_weight_only(model, 4, 32, "gptq", calibration=ids, clip=True, sequential=True)
+    monkeypatch.setattr(BlockInputs, "_chained", lambda self: False)  # every block measured by full forwards
+    assert not BlockInputs(model, decoder_blocks(model, layers, windows), windows).calls
+    full = quantize_weight_only(model, 4, 32, "gptq", calibration=ids, clip=True, sequential=True)
+    for name in layers:
+        a, b = replayed.get_submodule(name).dequantize(), full.get_submodule(name).dequantize()
+        assert torch.allclose(a, b, rtol=0, atol=1e-6), name
+
+
+class _TwoBlocks(nn.Module):
+    def __init__(self, stacked: bool) -> None:
+        super().__init__()
+        self.layers, self.head, self.stacked = (
+            nn.ModuleList([nn.Linear(8, 8), nn.Linear(8, 8)]),
+            nn.Linear(8, 4),
+            stacked,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.layers[1](self.layers[0](x)) if self.stacked else self.layers[0](x) + self.layers[1](x)
+        return self.head(h)
+
+
+@pytest.mark.parametrize("stacked", [True, False])
+def test_block_inputs_replay_only_a_stack_whose_blocks_read_the_one_before(stacked):
+    model = _TwoBlocks(stacked)
+    windows = [torch.randn(2, 8), torch.randn(3, 8)]
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    groups = decoder_blocks(model, layers, windows)
+    assert groups == [["layers.0"], ["layers.1"], ["head"]]
+    inputs = BlockInputs(model, groups, windows)
+    assert list(inputs.calls) == (["layers.0", "layers.1"] if stacked else [])
+    seen = {"layers.0": lambda w: w, "layers.1": model.layers[0] if stacked else (lambda w: w)}
+    with torch.no_grad():
+        for name, read in seen.items():  # either way, each block's statistics are those of a full forward
+            rows = torch.cat([read(w) for w in windows]).double()
+            h = inputs.hessians([name], {name: layers[name]}, {})[name]
+            assert torch.allclose(h, rows.T @ rows / rows.shape[0])
+            inputs.advance([name])
 
 
 def test_act_order_auto_decides_on_held_out_calibration_windows_and_builds_that_choice():

@@ -21,7 +21,8 @@ from torch import nn
 
 from shrink.errors import ConfigError
 from shrink.eval.language import perplexity
-from shrink.quant.algorithms.gptq import execution_groups, input_hessians
+from shrink.llm.blocks import BlockInputs, decoder_blocks
+from shrink.quant.algorithms.gptq import input_hessians
 from shrink.quant.algorithms.group_rounding import awq_input_scales, gptq_group_codes, rtn_codes
 from shrink.quant.algorithms.input_rows import layer_input_rows
 from shrink.quant.awq import AWQ_ROWS
@@ -120,9 +121,10 @@ def quantize_weight_only(
     largest weight) for the smallest rounding error weighted by each input's mean square on the calibration
     windows; it pays on rotated weights (:func:`shrink.llm.rotate.rotate_llama`), whose groups have no outlier
     to keep. ``sequential``: the input statistics GPTQ and ``clip`` read are measured block by block (a decoder
-    layer, :func:`_blocks`), each on the model whose earlier blocks are already quantized, as GPTQ's reference
-    code does for LLMs: each block's codes then make up for the error of the blocks before it (one calibration
-    pass per block instead of one in all)."""
+    layer, :func:`shrink.llm.blocks.decoder_blocks`), each on the model whose earlier blocks are already
+    quantized, as GPTQ's reference code does for LLMs: each block's codes then make up for the error of the blocks
+    before it. Each block runs alone on its recorded inputs (:class:`shrink.llm.blocks.BlockInputs`), so this
+    costs about one more block forward per window and block."""
     _check_settings(bits, lm_head_bits, method, calibration is not None, clip, sequential)
     gptq = method.endswith("gptq")
     if act_order == "auto":
@@ -135,19 +137,35 @@ def quantize_weight_only(
     width = _widths(layers, bits, lm_head_bits, group_size)
     windows = [{"input_ids": ids.reshape(1, -1), "use_cache": False} for ids in calibration or []]
     factors = _awq_factors(out, layers, windows, width, group_size) if method.startswith("awq") else {}
-    blocks = _blocks(out, layers, windows) if sequential else [list(layers)]
+    blocks = decoder_blocks(out, layers, windows) if sequential else [list(layers)]
+    inputs = BlockInputs(out, blocks, windows) if sequential else None
     for block in blocks:
         members = {n: layers[n] for n in block}
         scaled = {n: 1.0 / factors[n] for n in block if n in factors}  # the layers' inputs as the kernels see them
-        stop = block[-1] if sequential else None
-        hessians = input_hessians(out, members, windows, input_scales=scaled, stop_after=stop) if gptq or clip else {}
+        hessians = _hessians(out, windows, block, members, scaled, inputs) if gptq or clip else {}
         for name, layer in members.items():
             hessian, factor = hessians.get(name), factors.get(name)
             _set(out, name, _quantized(layer, hessian, factor, width[name], group_size, method, act_order, clip))
+        if inputs:
+            inputs.advance(block)
     config = getattr(out, "config", None)
     if config is not None:
         config.tie_word_embeddings = False  # lm_head is its own packed copy now
     return out
+
+
+def _hessians(
+    model: nn.Module,
+    windows: list,
+    group: list[str],
+    layers: dict[str, nn.Linear],
+    scales: dict[str, torch.Tensor],
+    inputs: BlockInputs | None,
+) -> dict[str, torch.Tensor]:
+    """``E[x x^T]`` of one group's layers: block by block (``inputs``), or on the whole model in one pass."""
+    if inputs is not None:
+        return inputs.hessians(group, layers, scales)
+    return input_hessians(model, layers, windows, input_scales=scales)
 
 
 def _quantized(
@@ -176,28 +194,6 @@ def _quantized(
     if factor is not None:
         new.scale_input(1.0 / factor)
     return new
-
-
-def _block_of(name: str) -> str | None:
-    """The repeated block a layer belongs to: its name up to the last index of a ModuleList
-    (``model.layers.3.mlp.up_proj`` -> ``model.layers.3``); None for a layer in no block (``lm_head``)."""
-    parts = name.split(".")
-    index = max((i for i, p in enumerate(parts) if p.isdigit()), default=None)
-    return None if index is None else ".".join(parts[: index + 1])
-
-
-def _blocks(model: nn.Module, layers: dict[str, nn.Linear], windows: list) -> list[list[str]]:
-    """``layers`` in the order the first calibration window runs them, one group per block (:func:`_block_of`);
-    consecutive layers in no block are grouped alone."""
-    order = [n for group in execution_groups(model, layers, windows) for n in group]
-    blocks: list[tuple[str | None, list[str]]] = []
-    for name in order:
-        key = _block_of(name)
-        if blocks and key is not None and blocks[-1][0] == key:
-            blocks[-1][1].append(name)
-        else:
-            blocks.append((key, [name]))
-    return [names for _, names in blocks]
 
 
 def held_out_choice(
