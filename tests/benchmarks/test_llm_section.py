@@ -46,7 +46,7 @@ def test_bench_llm_quick_run_renders_rows_and_targets(monkeypatch, tmp_path):
     assert settings.startswith("clipped scales on, rotation on") and settings.count("rotation o") == 5
     assert "hadamard" in facts["rotation"]
     awq_gptq = next(n for n in names if n.startswith("int4 weight-only (awq+gptq"))
-    assert "clipped, rotated" in awq_gptq
+    assert "clipped, block-sequential, rotated" in awq_gptq
     unrotated = next(r for r in rows if r.name.startswith("int4 weight-only without rotation (awq+gptq, clipped,"))
     assert unrotated.values["ppl"] != next(r for r in rows if r.name == awq_gptq).values["ppl"]
     text = bench.render(rows, tok, marks, facts, 1.0)
