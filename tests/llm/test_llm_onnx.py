@@ -43,14 +43,16 @@ def test_float_decoder_matches_torch_prefill_and_decode(model, tmp_path):
     assert perplexity(decoder, windows, decoder.new_cache) == pytest.approx(perplexity(model, windows), rel=1e-4)
 
 
-def test_int4_layers_export_as_matmulnbits_with_the_same_codes(model, tmp_path):
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_int4_layers_export_as_matmulnbits_with_the_same_codes(model, tmp_path, asymmetric):
     calib = [torch.randint(0, 256, (64,), generator=torch.Generator().manual_seed(s)) for s in range(2)]
-    q = quantize_weight_only(model, 4, 32, "awq", calibration=calib)
+    q = quantize_weight_only(model, 4, 32, "awq", calibration=calib, asymmetric=asymmetric)
     path = export_decoder(q, tmp_path / "int4.onnx", compute="float")
     graph = onnx.load(str(path)).graph
-    ops = [n.op_type for n in graph.node]
+    nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
     linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
-    assert ops.count("MatMulNBits") == linears  # every Linear, lm_head included
+    assert len(nbits) == linears  # every Linear, lm_head included
+    assert all(len(n.input) == (4 if asymmetric else 3) for n in nbits)  # zero points only on asymmetric grids
     decoder = OrtDecoder(path)
     assert decoder.weight_bytes() < 0.5 * OrtDecoder(export_decoder(model, tmp_path / "f.onnx")).weight_bytes()
     ids = torch.randint(0, 256, (1, 7), generator=torch.Generator().manual_seed(4))

@@ -27,7 +27,7 @@ def _bf16_ref(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("bits,group", [(8, 128), (4, 32), (4, 64)])
 def test_packed_kernels_match_dequantized_reference(bits, group):
     w = torch.randn(96, 128)
-    codes, scales = rtn_codes(w, bits, group)
+    codes, scales, _ = rtn_codes(w, bits, group)
     assert codes.int().abs().max() <= 2 ** (bits - 1)
     layer = Int8WeightLinear(codes, scales) if bits == 8 else Int4WeightLinear(codes, scales, group)
     deq = codes.float() * scales.repeat_interleave(group, 1)
@@ -43,7 +43,7 @@ def test_int4_grid_keeps_each_group_extreme_and_can_use_all_16_levels():
     torch.manual_seed(2)
     w = torch.randn(64, 128)
     w[0, 5] = 9.0  # a positive extreme: mapped to code -8 by a negative scale, one level finer than 9 / 7
-    codes, scales = rtn_codes(w, 4, 32)
+    codes, scales, _ = rtn_codes(w, 4, 32)
     full = scales.repeat_interleave(32, 1)
     deq = (codes.float() * full).reshape(64, 4, 32)
     at = w.reshape(64, 4, 32).abs().argmax(-1, keepdim=True)  # each group's largest weight is stored exactly
@@ -57,7 +57,7 @@ def test_int4_grid_keeps_each_group_extreme_and_can_use_all_16_levels():
 
 
 def test_int4_storage_is_half_a_byte_per_weight():
-    codes, scales = rtn_codes(torch.randn(64, 256), 4, 64)
+    codes, scales, _ = rtn_codes(torch.randn(64, 256), 4, 64)
     layer = Int4WeightLinear(codes, scales, 64)
     assert layer.weight_int4.numel() * layer.weight_int4.element_size() == 64 * 256 // 2
 
@@ -69,7 +69,7 @@ def test_gptq_reduces_output_error_on_correlated_inputs():
     w = torch.randn(64, 128)
     h = (x.T.double() @ x.double()) / x.shape[0]
     errs = {}
-    for name, (codes, scales) in {"rtn": rtn_codes(w, 4, 32), "gptq": gptq_group_codes(w, h, 4, 32)}.items():
+    for name, (codes, scales, _) in {"rtn": rtn_codes(w, 4, 32), "gptq": gptq_group_codes(w, h, 4, 32)}.items():
         deq = codes.float() * scales.repeat_interleave(32, 1)
         errs[name] = ((x @ (deq - w).T).norm() / (x @ w.T).norm()).item()
     assert errs["gptq"] < 0.7 * errs["rtn"]
@@ -188,6 +188,26 @@ def test_block_inputs_replay_only_a_stack_whose_blocks_read_the_one_before(stack
             inputs.advance([name])
 
 
+def test_asymmetric_int4_layers_hold_zero_points_and_follow_the_float_model():
+    model = tiny_llama()
+    ids = list(torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0)))
+    asym = quantize_weight_only(model, 4, 32, "awq+gptq", calibration=ids, asymmetric=True, lm_head_bits=8)
+    sym = quantize_weight_only(model, 4, 32, "awq+gptq", calibration=ids, lm_head_bits=8)
+    down = asym.model.layers[0].mlp.down_proj
+    assert isinstance(down, Int4WeightLinear) and down.zero_points is not None
+    assert isinstance(asym.lm_head, Int8WeightLinear)  # the int8 layer stays symmetric
+    assert sym.model.layers[0].mlp.down_proj.zero_points is None
+    # the kernel's per-group term is -zero * scale: (code - zero) * scale, up to bf16
+    term, scale = down.scales_zeros[..., 1].T.float(), down.scales_zeros[..., 0].T.float()
+    assert torch.allclose(term, -down.zero_points.float() * scale, rtol=2**-7, atol=0)
+    with torch.no_grad():
+        ref = model(input_ids=torch.stack(ids)).logits
+        errs = [float((q(input_ids=torch.stack(ids)).logits - ref).norm() / ref.norm()) for q in (asym, sym)]
+    assert errs[0] < 0.1 and errs[0] != errs[1]  # Gaussian random weights: no one-sided groups to gain on here
+    with pytest.raises(ConfigError, match="asymmetric=True applies to int4 layers"):
+        quantize_weight_only(model, 8, 32, calibration=ids, asymmetric=True)
+
+
 def test_act_order_auto_decides_on_held_out_calibration_windows_and_builds_that_choice():
     model = tiny_llama()
     ids = list(torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0)))
@@ -260,7 +280,7 @@ def test_bad_settings_are_named():
 
 def test_awq_factors_keep_the_float_product():
     """The factor multiplies the input; with the weight scaled by its inverse the layer computes the same product."""
-    codes, scales = rtn_codes(torch.randn(64, 128), 8, 128)
+    codes, scales, _ = rtn_codes(torch.randn(64, 128), 8, 128)
     layer = Int8WeightLinear(codes, scales)
     x = torch.randn(4, 128)
     plain = layer(x)

@@ -90,10 +90,10 @@ def test_gptq_act_order_keeps_static_groups_and_feeds_the_error_forward():
     x = (torch.randn(4096, 16) @ torch.randn(16, 128) + 0.1 * torch.randn(4096, 128)) * energy
     w = torch.randn(48, 128)
     h = (x.T.double() @ x.double()) / x.shape[0]
-    codes, scales = gptq_group_codes(w, h, 4, 32, act_order=True)
+    codes, scales, _ = gptq_group_codes(w, h, 4, 32, act_order=True)
     assert torch.equal(scales, rtn_codes(w, 4, 32)[1])  # static groups: the scales of the unrounded weights
     assert codes.min() >= -8 and codes.max() <= 7
-    err = lambda c, s: ((x @ (dequantize_groups(c, s) - w).T).norm() / (x @ w.T).norm()).item()  # noqa: E731
+    err = lambda c, s, z=None: ((x @ (dequantize_groups(c, s, z) - w).T).norm() / (x @ w.T).norm()).item()  # noqa: E731
     assert err(codes, scales) < 0.7 * err(*rtn_codes(w, 4, 32))
     # without correlation between inputs there is no error to feed forward: it rounds to nearest
     eye = torch.eye(128, dtype=torch.float64) * energy.double() ** 2
@@ -119,11 +119,11 @@ def test_clipped_scales_lower_the_energy_weighted_error():
     w = torch.randn(64, 128)  # Gaussian groups, as after a rotation: no outlier worth a whole grid
     energy = torch.rand(128) + 0.1
     plain, clipped = rtn_codes(w, 4, 32), rtn_codes(w, 4, 32, energy=energy)
-    assert _energy_error(w, *clipped, energy) < 0.95 * _energy_error(w, *plain, energy)
+    assert _energy_error(w, *clipped[:2], energy) < 0.95 * _energy_error(w, *plain[:2], energy)
     ratios = clipped[1].abs() * 7 / w.reshape(64, -1, 32).abs().amax(-1)
     assert ratios.min() >= min(CLIP_RATIOS) - 1e-3 and (ratios < 0.99).float().mean() > 0.5  # most groups clip
     # the unclipped scale competes too: no group ends worse
-    per_group = lambda c, s: ((dequantize_groups(c, s) - w) ** 2 * energy).reshape(64, -1, 32).sum(-1)  # noqa: E731
+    per_group = lambda c, s, z=None: ((dequantize_groups(c, s, z) - w) ** 2 * energy).reshape(64, -1, 32).sum(-1)  # noqa: E731
     assert torch.all(per_group(*clipped) <= per_group(*plain) + 1e-6)
 
 
@@ -134,10 +134,49 @@ def test_gptq_with_clipped_scales_searches_on_the_hessian_diagonal():
     # independent inputs: no error to feed forward, so GPTQ rounds to nearest, on the clipped scales of diag H
     h = torch.diag(energy)
     for act_order in (False, True):
-        codes, scales = gptq_group_codes(w, h, 4, 32, damp=0.0, act_order=act_order, clip=True)
+        codes, scales, _ = gptq_group_codes(w, h, 4, 32, damp=0.0, act_order=act_order, clip=True)
         expected = rtn_codes(w, 4, 32, energy=energy)
         assert torch.equal(codes, expected[0]) and torch.allclose(scales, expected[1])
         assert not torch.equal(scales, gptq_group_codes(w, h, 4, 32, damp=0.0, act_order=act_order)[1])
+
+
+def test_asymmetric_groups_spread_each_range_over_all_levels_with_zero_on_the_grid():
+    torch.manual_seed(7)
+    w = torch.randn(64, 128) + torch.linspace(-3, 3, 64)[:, None]  # rows shifted off zero: one-sided groups
+    sym, asym = rtn_codes(w, 4, 32), rtn_codes(w, 4, 32, asymmetric=True)
+    assert sym.zeros is None and asym.zeros is not None and asym.zeros.shape == asym.scales.shape
+    assert torch.equal(asym.zeros, asym.zeros.round()) and asym.zeros.min() >= -8 and asym.zeros.max() <= 7
+    assert asym.codes.min() >= -8 and asym.codes.max() <= 7
+    error = lambda r: float((dequantize_groups(*r) - w).pow(2).sum())  # noqa: E731
+    assert error(asym) < 0.6 * error(sym)
+    groups = w.reshape(64, -1, 32)
+    spread = (groups.amax(-1).clamp(min=0) - groups.amin(-1).clamp(max=0)) / 15
+    assert torch.allclose(asym.scales, spread, rtol=1e-6)  # the whole range (zero included) over 15 steps
+    zero = torch.zeros(64, 128)
+    zero[:, ::32] = 1.0  # a weight of exactly 0 stays exactly 0
+    q = rtn_codes(torch.where(zero.bool(), torch.zeros(()), w), 4, 32, asymmetric=True)
+    assert torch.all(dequantize_groups(*q)[zero.bool()] == 0)
+
+
+def test_asymmetric_gptq_rounds_to_nearest_without_correlation_and_clips_on_the_diagonal():
+    torch.manual_seed(8)
+    energy = torch.rand(128, dtype=torch.float64) + 0.1
+    w = torch.randn(48, 128) + 0.5
+    h = torch.diag(energy)
+    for act_order in (False, True):
+        for clip in (False, True):
+            got = gptq_group_codes(w, h, 4, 32, damp=0.0, act_order=act_order, clip=clip, asymmetric=True)
+            expected = rtn_codes(w, 4, 32, energy=energy if clip else None, asymmetric=True)
+            assert torch.equal(got.codes, expected.codes) and torch.allclose(got.scales, expected.scales)
+            assert torch.equal(got.zeros, expected.zeros)
+    clipped, plain = rtn_codes(w, 4, 32, energy=energy, asymmetric=True), rtn_codes(w, 4, 32, asymmetric=True)
+    per_group = lambda r: ((dequantize_groups(*r) - w) ** 2 * energy).reshape(48, -1, 32).sum(-1)  # noqa: E731
+    assert torch.all(per_group(clipped) <= per_group(plain) + 1e-6)
+    assert per_group(clipped).sum() < per_group(plain).sum()
+    x = torch.randn(4096, 16) @ torch.randn(16, 128) + 0.1 * torch.randn(4096, 128)  # correlated inputs
+    hx = (x.T.double() @ x.double()) / x.shape[0]
+    out_err = lambda r: float((x @ (dequantize_groups(*r) - w).T).norm())  # noqa: E731
+    assert out_err(gptq_group_codes(w, hx, 4, 32, asymmetric=True)) < 0.7 * out_err(plain)
 
 
 def test_gptq_clip_stage_and_its_errors(net):
@@ -249,5 +288,5 @@ def test_manifests_written_before_awq_fields_existed_still_build():
 
 def test_scales_are_rounded_to_their_stored_dtype_before_the_codes():
     w = torch.randn(16, 64) * 1e-6  # tiny weights: fp16 scales would underflow without the floor
-    codes, scales = rtn_codes(w, 4, 32, torch.float16)
+    codes, scales, _ = rtn_codes(w, 4, 32, torch.float16)
     assert torch.equal(scales, scales.half().float()) and (scales > 0).all()

@@ -27,7 +27,7 @@ from transformers import DynamicCache
 from shrink.errors import ConfigError, DataError, UnsupportedOpError
 from shrink.export.onnx import write_onnx
 from shrink.quant.layers.convert import set_module
-from shrink.quant.layers.packed import PackedLinear
+from shrink.quant.layers.packed import PackedLinear, pack_int4
 from shrink.quant.onnx.nbits import ACCURACY_LEVELS, MatMulNBitsFunction
 from shrink.quant.runtimes.torch_weight_only import Int4WeightLinear, Int8WeightLinear
 
@@ -58,6 +58,38 @@ def _int4_as_packed(layer: Int4WeightLinear, compute: str) -> PackedLinear:
         assert packed.input_scale is not None
         packed.input_scale.copy_(layer.input_scale)
     return packed
+
+
+class _Int4Blocks(nn.Module):
+    """An asymmetric :class:`Int4WeightLinear` for export: its codes as 4-bit MatMulNBits blocks (one per group)
+    with each block's zero point, so that ONNX Runtime computes ``(code - zero) * scale`` as PyTorch's kernel does."""
+
+    blocks: torch.Tensor
+    scales: torch.Tensor
+    zero_points: torch.Tensor
+    bias: torch.Tensor | None
+    input_scale: torch.Tensor | None
+
+    def __init__(self, layer: Int4WeightLinear, compute: str) -> None:
+        super().__init__()
+        assert layer.zero_points is not None
+        g, out, k = layer.group_size, layer.out_features, layer.in_features
+        scales, term = (layer.scales_zeros[..., i].T.float() for i in (0, 1))  # [out, groups]
+        codes = torch.round((layer.dequantize() - term.repeat_interleave(g, 1)) / scales.repeat_interleave(g, 1))
+        self.register_buffer("blocks", pack_int4(codes.clamp(-8, 7).to(torch.int8)).reshape(out, k // g, g // 2))
+        zeros = layer.zero_points
+        if zeros.shape[1] % 2:  # two per byte: an odd count is padded (ONNX Runtime reads the first ones only)
+            zeros = torch.cat([zeros, zeros.new_zeros(out, 1)], 1)
+        self.register_buffer("zero_points", pack_int4(zeros))
+        self.register_buffer("scales", scales.contiguous())
+        self.register_buffer("bias", layer.bias)
+        self.register_buffer("input_scale", layer.input_scale)
+        self.level = ACCURACY_LEVELS[compute]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_scale is not None:
+            x = x * self.input_scale
+        return MatMulNBitsFunction.apply(x, self.blocks, self.scales, self.bias, self.level, 4, self.zero_points)
 
 
 #: largest block of inputs per 8-bit MatMulNBits scale this export writes (ONNX Runtime reads 16 to 256)
@@ -135,7 +167,7 @@ def export_decoder(model: nn.Module, path: str | os.PathLike[str], compute: str 
     out = copy.deepcopy(model).eval()
     for name, m in list(out.named_modules()):
         if isinstance(m, Int4WeightLinear):
-            set_module(out, name, _int4_as_packed(m, compute))
+            set_module(out, name, _int4_as_packed(m, compute) if m.zero_points is None else _Int4Blocks(m, compute))
         elif isinstance(m, Int8WeightLinear):
             set_module(out, name, _Int8Blocks(m, compute))
     wrapper = _DecoderWithPast(out, layers)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -59,18 +60,18 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def _awq_factors(
-    model: nn.Module, layers: dict[str, nn.Linear], windows: list, bits: dict[str, int], group: int
+    model: nn.Module, layers: dict[str, nn.Linear], windows: list, bits: dict[str, int], group: int, asym: bool
 ) -> dict:
     rows = layer_input_rows(model, layers, windows, AWQ_ROWS)
     out = {}
     for name, layer in layers.items():
-        w = layer.weight.detach().float()
-        out[name] = awq_input_scales(rows[name], w, bits[name], w.shape[1] if bits[name] == 8 else group)[0]
+        w, four = layer.weight.detach().float(), bits[name] == 4
+        out[name] = awq_input_scales(rows[name], w, bits[name], group if four else w.shape[1], asym and four)[0]
     return out
 
 
 def _check_settings(
-    bits: int, lm_head_bits: int | None, method: str, calibrated: bool, clip: bool, sequential: bool
+    bits: int, lm_head_bits: int | None, method: str, calibrated: bool, clip: bool, sequential: bool, asym: bool
 ) -> None:
     if bits not in (4, 8) or lm_head_bits not in (None, 4, 8):
         raise ConfigError(f"quantize_weight_only: bits must be 4 or 8, got {bits} (lm_head_bits {lm_head_bits})")
@@ -83,6 +84,8 @@ def _check_settings(
         raise ConfigError(
             f"quantize_weight_only: sequential=True needs GPTQ or clip; method {method!r} reads no inputs"
         )
+    if asym and 4 not in (bits, lm_head_bits):
+        raise ConfigError("quantize_weight_only: asymmetric=True applies to int4 layers; there are none")
 
 
 def _widths(layers: dict[str, nn.Linear], bits: int, lm_head_bits: int | None, group_size: int) -> dict[str, int]:
@@ -107,9 +110,12 @@ def quantize_weight_only(
     act_order: bool | Literal["auto"] = False,
     clip: bool = False,
     sequential: bool = False,
+    asymmetric: bool = False,
 ) -> nn.Module:
     """A copy of ``model`` whose Linears (and untied ``lm_head``) run as int8 (per-channel) or int4 (symmetric,
     ``group_size`` inputs per scale) weight-only layers on PyTorch's packed-weight kernels. The input is unchanged.
+    ``asymmetric``: the int4 layers' groups get zero points too (each group's range spread over all 16 levels;
+    int8 layers stay symmetric: the int8 kernel has no zero point).
 
     ``method``: ``"rtn"`` (round to nearest on each group's grid), ``"gptq"``, ``"awq"`` (AWQ input scales,
     then round to nearest) or ``"awq+gptq"``; all but ``"rtn"`` read ``calibration`` token windows (1-D or [1, n]).
@@ -125,18 +131,18 @@ def quantize_weight_only(
     quantized, as GPTQ's reference code does for LLMs: each block's codes then make up for the error of the blocks
     before it. Each block runs alone on its recorded inputs (:class:`shrink.llm.blocks.BlockInputs`), so this
     costs about one more block forward per window and block."""
-    _check_settings(bits, lm_head_bits, method, calibration is not None, clip, sequential)
+    _check_settings(bits, lm_head_bits, method, calibration is not None, clip, sequential, asymmetric)
     gptq = method.endswith("gptq")
     if act_order == "auto":
         calibration = list(calibration or [])
         act_order = choose_act_order(
-            model, bits, group_size, method, calibration, include_lm_head, lm_head_bits, clip, sequential
+            model, bits, group_size, method, calibration, include_lm_head, lm_head_bits, clip, sequential, asymmetric
         )[0]
     out = copy.deepcopy(model).eval()
     layers = _linears(out, include_lm_head)
     width = _widths(layers, bits, lm_head_bits, group_size)
     windows = [{"input_ids": ids.reshape(1, -1), "use_cache": False} for ids in calibration or []]
-    factors = _awq_factors(out, layers, windows, width, group_size) if method.startswith("awq") else {}
+    factors = _awq_factors(out, layers, windows, width, group_size, asymmetric) if method.startswith("awq") else {}
     blocks = decoder_blocks(out, layers, windows) if sequential else [list(layers)]
     inputs = BlockInputs(out, blocks, windows) if sequential else None
     for block in blocks:
@@ -145,7 +151,8 @@ def quantize_weight_only(
         hessians = _hessians(out, windows, block, members, scaled, inputs) if gptq or clip else {}
         for name, layer in members.items():
             hessian, factor = hessians.get(name), factors.get(name)
-            _set(out, name, _quantized(layer, hessian, factor, width[name], group_size, method, act_order, clip))
+            grid = _Grid(width[name], group_size, act_order, clip, asymmetric and width[name] == 4)
+            _set(out, name, _quantized(layer, hessian, factor, method, grid))
         if inputs:
             inputs.advance(block)
     config = getattr(out, "config", None)
@@ -168,29 +175,39 @@ def _hessians(
     return input_hessians(model, layers, windows, input_scales=scales)
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """How one layer is rounded: its width, group, and GPTQ / clipping / zero-point options."""
+
+    bits: int
+    group_size: int
+    act_order: bool
+    clip: bool
+    asymmetric: bool
+
+
 def _quantized(
-    layer: nn.Linear,
-    hessian: torch.Tensor | None,
-    factor: torch.Tensor | None,
-    b: int,
-    group_size: int,
-    method: Method,
-    act_order: bool,
-    clip: bool,
+    layer: nn.Linear, hessian: torch.Tensor | None, factor: torch.Tensor | None, method: Method, grid: _Grid
 ) -> nn.Module:
     """``layer`` as a packed int8 / int4 weight-only layer: codes from GPTQ or round to nearest under ``hessian``
     (its input's ``E[x x^T]``: GPTQ's, and ``clip``'s energies), after AWQ's input scales ``factor``."""
     w = layer.weight.detach().float()
     if factor is not None:
         w = w * factor
-    group = w.shape[1] if b == 8 else group_size
+    b, group = grid.bits, w.shape[1] if grid.bits == 8 else grid.group_size
     if method.endswith("gptq"):
         assert hessian is not None
-        codes, scales = gptq_group_codes(w, hessian, b, group, scale_dtype=ACT_DTYPE, act_order=act_order, clip=clip)
+        codes, scales, zeros = gptq_group_codes(
+            w, hessian, b, group, scale_dtype=ACT_DTYPE, act_order=grid.act_order, clip=grid.clip,
+            asymmetric=grid.asymmetric,
+        )  # fmt: skip
     else:
-        energy = torch.diag(hessian) if clip and hessian is not None else None
-        codes, scales = rtn_codes(w, b, group, ACT_DTYPE, energy)
-    new = Int8WeightLinear(codes, scales, layer.bias) if b == 8 else Int4WeightLinear(codes, scales, group, layer.bias)
+        energy = torch.diag(hessian) if grid.clip and hessian is not None else None
+        codes, scales, zeros = rtn_codes(w, b, group, ACT_DTYPE, energy, grid.asymmetric)
+    if b == 8:
+        new: Int8WeightLinear | Int4WeightLinear = Int8WeightLinear(codes, scales, layer.bias)
+    else:
+        new = Int4WeightLinear(codes, scales, group, layer.bias, zeros)
     if factor is not None:
         new.scale_input(1.0 / factor)
     return new
@@ -233,17 +250,18 @@ def choose_act_order(
     lm_head_bits: Literal[4, 8] | None = None,
     clip: bool = False,
     sequential: bool = False,
+    asymmetric: bool = False,
 ) -> tuple[bool, dict[bool, float]]:
     """Whether GPTQ's ``act_order`` helps this model, decided on the calibration windows alone
     (:func:`held_out_choice`: both ways fitted on every other window, judged by perplexity on the rest). Returns the
     choice (on only when strictly lower) and the held-out perplexity of each setting ``{False: ..., True: ...}``.
-    ``clip`` and ``sequential`` as for :func:`quantize_weight_only`, both ways."""
+    ``clip``, ``sequential`` and ``asymmetric`` as for :func:`quantize_weight_only`, both ways."""
     if not method.endswith("gptq"):
         raise ConfigError(f"choose_act_order: act_order is a GPTQ setting; method {method!r} has no GPTQ step")
 
     def build(on: bool, fit: list[torch.Tensor]) -> nn.Module:
         return quantize_weight_only(
-            model, bits, group_size, method, fit, include_lm_head, lm_head_bits, on, clip, sequential
+            model, bits, group_size, method, fit, include_lm_head, lm_head_bits, on, clip, sequential, asymmetric
         )
 
     return held_out_choice(build, (False, True), calibration)

@@ -75,7 +75,7 @@ def _round(layers: dict[str, PreparedLinear], hessians: dict[str, torch.Tensor],
             grid = channel_grid(layer.weight, config.bits, config.observer, name)
             rounded, scale = dequantize(gptq_codes(w, hessians[name], grid), grid), grid.scale
         else:
-            codes, scale = gptq_group_codes(
+            codes, scale, _ = gptq_group_codes(
                 w.float(),
                 hessians[name],
                 config.bits,

@@ -84,7 +84,7 @@ def _codes(name: str, layer: nn.Linear, config: WeightOnly) -> tuple[torch.Tenso
     weight = layer.weight.detach().float()
     scales = recorded_group_scales(layer, config.bits, config.group_size, f"weight_only: layer {name!r}")
     if scales is None:
-        return rtn_codes(weight, config.bits, group, SCALE_DTYPE)
+        return rtn_codes(weight, config.bits, group, SCALE_DTYPE)[:2]
     qmax = 2 ** (config.bits - 1) - 1
     codes = torch.clamp(torch.round(weight / scales.repeat_interleave(group, dim=1)), -qmax - 1, qmax)
     return codes.to(torch.int8), scales
@@ -94,7 +94,9 @@ def _packed(name: str, layer: nn.Module, config: WeightOnly) -> nn.Module:
     if isinstance(layer, nn.Embedding):
         dim = int(layer.embedding_dim)
         table = PackedEmbedding(layer.num_embeddings, dim, config.bits, config.group_size or dim, layer.padding_idx)
-        table.packed.set_codes(*rtn_codes(layer.weight.detach(), config.bits, config.group_size or dim, SCALE_DTYPE))
+        table.packed.set_codes(
+            *rtn_codes(layer.weight.detach(), config.bits, config.group_size or dim, SCALE_DTYPE)[:2]
+        )
         return table
     assert isinstance(layer, nn.Linear)  # selected_layers admitted only Linear and Embedding
     smooth = layer.input_smooth if isinstance(layer, PreparedLinear) else None

@@ -106,20 +106,33 @@ class Int8WeightLinear(_PackedLinear):
 
 class Int4WeightLinear(_PackedLinear):
     """int4 weight codes packed two per byte with one scale per ``group_size`` inputs, on
-    ``aten._weight_int4pack_mm_for_cpu`` (codes stored offset by 8, zero term 0: a symmetric grid)."""
+    ``aten._weight_int4pack_mm_for_cpu`` (codes stored offset by 8). The kernel computes ``(u - 8) * scale + term``
+    per group: ``term`` is 0 on a symmetric grid, and ``-zero * scale`` with ``zeros`` (asymmetric grids, each
+    weight ``(code - zero) * scale``; the term is stored in the activations' dtype like the scale, and the integer
+    zero points are kept in ``zero_points`` for export)."""
 
     weight_int4: torch.Tensor
     scales_zeros: torch.Tensor
+    zero_points: torch.Tensor | None
 
-    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, group_size: int, bias: torch.Tensor | None = None):
+    def __init__(
+        self,
+        codes: torch.Tensor,
+        scales: torch.Tensor,
+        group_size: int,
+        bias: torch.Tensor | None = None,
+        zeros: torch.Tensor | None = None,
+    ):
         super().__init__(codes.shape[1], codes.shape[0], bias)
         if group_size not in INT4_KERNEL_GROUPS or self.in_features % group_size:
             raise ConfigError(f"int4: group_size {group_size} must be 32/64/128/256 and divide {self.in_features}")
         self.group_size = group_size
         unsigned = (codes.to(torch.int32) + 8).contiguous()
         self.register_buffer("weight_int4", torch.ops.aten._convert_weight_to_int4pack_for_cpu(unsigned, 1))
-        sz = torch.stack([scales.float(), torch.zeros_like(scales.float())], -1)  # [out, groups, 2]
+        term = torch.zeros_like(scales.float()) if zeros is None else -zeros.float() * scales.float()
+        sz = torch.stack([scales.float(), term], -1)  # [out, groups, 2]
         self.register_buffer("scales_zeros", sz.transpose(0, 1).contiguous().to(ACT_DTYPE))
+        self.register_buffer("zero_points", None if zeros is None else zeros.to(torch.int8))
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.weight_int4, self.group_size, self.scales_zeros)
