@@ -4,12 +4,12 @@ Every row is measured in this run on the same evaluation windows and prompts: pe
 (512-token windows), greedy-token agreement with fp32 (first 32 tokens of each fixed prompt), weight bytes in memory,
 KV-cache bytes at 512 tokens, size on disk, the memory scoring adds. Then, with every variant built and kept, the
 speeds are timed interleaved (round after round over all rows, the first round discarded): prefill latency (512
-tokens, batch 1, into a fresh KV cache) and decode tokens/s (batch 1, after a 64-token prompt). Two int4 settings,
-the rotation folded into the weights (:func:`shrink.llm.rotate.rotate_llama`) and the search for clipped group scales
-(``clip`` of :func:`shrink.llm.weight_only.quantize_weight_only`), are chosen for the run before any row is built,
-on the calibration windows alone. Every int4 row that reads layer inputs (GPTQ, clipped scales) reads them block by
-block, on the model whose earlier blocks are already int4 (``sequential``). Writes docs/benchmarks-llm.md (nothing
-typed by hand).
+tokens, batch 1, into a fresh KV cache) and decode tokens/s (batch 1, after a 64-token prompt). Three int4
+settings, the rotation folded into the weights (:func:`shrink.llm.rotate.rotate_llama`), the search for clipped group
+scales (``clip`` of :func:`shrink.llm.weight_only.quantize_weight_only`) and then zero points for the int4 groups
+(``asymmetric``), are chosen for the run before any row is built, on the calibration windows alone. Every int4 row
+that reads layer inputs (GPTQ, clipped scales) reads them block by block, on the model whose earlier blocks are
+already int4 (``sequential``). Writes docs/benchmarks-llm.md (nothing typed by hand).
 
     python -m benchmarks.llm --out docs/benchmarks-llm.md [--quick]
 """
@@ -27,7 +27,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -162,24 +162,26 @@ def _compiled(model: nn.Module, vocab: int) -> tuple[nn.Module, float, str]:
     return compiled, seconds, f"{COMPILED}; {graphs} graphs, {breaks} graph breaks"
 
 
-def _torchao_config(kind: str) -> Any:
+def _torchao_config(kind: str, asymmetric: bool = False) -> Any:
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, IntxWeightOnlyConfig
     from torchao.quantization.granularity import PerGroup
+    from torchao.quantization.quant_primitives import MappingType
 
     if kind == "int8 weight-only":
         return Int8WeightOnlyConfig()
     if kind == "int8 dynamic":
         return Int8DynamicActivationInt8WeightConfig()
-    return IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(INT4_GROUP))
+    mapping = MappingType.ASYMMETRIC if asymmetric else MappingType.SYMMETRIC
+    return IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(INT4_GROUP), mapping_type=mapping)
 
 
-def _ort_peer_int4(fp32_onnx: Path, out: Path) -> Path:
-    """ONNX Runtime's own int4 quantizer (round to nearest, symmetric, :data:`INT4_GROUP` per block, int8 compute)
-    on the fp32 decoder file."""
+def _ort_peer_int4(fp32_onnx: Path, out: Path, asymmetric: bool = False) -> Path:
+    """ONNX Runtime's own int4 quantizer (round to nearest, :data:`INT4_GROUP` per block, symmetric or with zero
+    points as shrink's rows, int8 compute) on the fp32 decoder file."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    config = DefaultWeightOnlyQuantConfig(block_size=INT4_GROUP, is_symmetric=True, accuracy_level=4)
+    config = DefaultWeightOnlyQuantConfig(block_size=INT4_GROUP, is_symmetric=not asymmetric, accuracy_level=4)
     quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32_onnx)), algo_config=config)
     quantizer.process()
     onnx.save(quantizer.model.model, str(out))
@@ -192,9 +194,11 @@ class Int4Setting:
 
     clip: bool = False  # clipped group scales searched on the calibration windows, for the rows calibrated anyway
     rotated: bool = False  # the rotation folded into the weights (shrink.llm.rotate), for every int4 row
+    asymmetric: bool = False  # zero points for every int4 group (shrink's rows, and the peers' int4 too)
 
     def describe(self) -> str:
-        return f"clipped scales {'on' if self.clip else 'off'}, rotation {'on' if self.rotated else 'off'}"
+        on = {True: "on", False: "off"}
+        return f"clipped scales {on[self.clip]}, rotation {on[self.rotated]}, zero points {on[self.asymmetric]}"
 
 
 INT4_SETTINGS = tuple(Int4Setting(c, r) for r in (False, True) for c in (False, True))  # the default first
@@ -202,13 +206,19 @@ INT4_SETTINGS = tuple(Int4Setting(c, r) for r in (False, True) for c in (False, 
 
 def choose_int4(model: nn.Module, rotated: Callable[[], nn.Module], calib: torch.Tensor) -> tuple[Int4Setting, dict]:
     """The :class:`Int4Setting` under which int4 AWQ + GPTQ does best on calibration windows it was not fitted on
-    (:func:`shrink.llm.weight_only.held_out_choice`): each fitted on every other window, perplexity on the rest."""
+    (:func:`shrink.llm.weight_only.held_out_choice`): each fitted on every other window, perplexity on the rest.
+    First rotation x clipped scales (:data:`INT4_SETTINGS`, symmetric), then the best of them with zero points."""
 
     def build(setting: Int4Setting, fit: list[torch.Tensor]) -> nn.Module:
         base = rotated() if setting.rotated else model
-        return quantize_weight_only(base, 4, INT4_GROUP, "awq+gptq", fit, clip=setting.clip, sequential=True)
+        return quantize_weight_only(
+            base, 4, INT4_GROUP, "awq+gptq", fit, clip=setting.clip, sequential=True, asymmetric=setting.asymmetric
+        )
 
-    return held_out_choice(build, INT4_SETTINGS, list(calib))  # type: ignore[no-any-return]
+    best, held = held_out_choice(build, INT4_SETTINGS, list(calib))
+    asymmetric = replace(best, asymmetric=True)
+    held |= held_out_choice(build, [asymmetric], list(calib))[1]
+    return (asymmetric if held[asymmetric] < held[best] else best), held
 
 
 def build_variants(
@@ -242,6 +252,7 @@ def build_variants(
             "lm_head_bits": lm_head_bits,
             "clip": clipped(bits, method),
             "sequential": sequential(bits, method),
+            "asymmetric": int4.asymmetric and bits == 4,
         }
         use_rotated = rotate and int4.rotated and bits == 4
         base = rotated() if use_rotated and rotated is not None else model
@@ -287,7 +298,8 @@ def build_variants(
         clip = ", clipped" if clipped(bits, method) else ""
         clip += ", block-sequential" if sequential(bits, method) else ""
         rotation = ", rotated" if rotate and int4.rotated and bits == 4 else ""
-        return f"{method}{clip}{rotation}, " + ("per-channel" if bits == 8 else f"symmetric group {INT4_GROUP}")
+        grid = "asymmetric" if int4.asymmetric else "symmetric"
+        return f"{method}{clip}{rotation}, " + ("per-channel" if bits == 8 else f"{grid} group {INT4_GROUP}")
 
     def wo(bits: int, method: str, compile: bool = False) -> Callable[[], Variant]:
         def build() -> Variant:
@@ -353,18 +365,20 @@ def build_variants(
                 from torchao.quantization import quantize_
 
                 m = copy.deepcopy(model).eval()
-                _, s = _timed(lambda: quantize_(m, _torchao_config(kind)))
+                _, s = _timed(lambda: quantize_(m, _torchao_config(kind, int4.asymmetric)))
                 c, cs, how = _compiled(m, vocab)
             except Exception as exc:  # a peer that fails is a row saying so
                 return Variant(name, None, "torchao", 0.0, error=f"{type(exc).__name__}: {str(exc)[:200]}")
-            return Variant(name, c, f"torchao {kind}, {how}", s, compile_s=cs)
+            grid = (" (asymmetric: zero points)" if int4.asymmetric else " (symmetric)") if "int4" in kind else ""
+            return Variant(name, c, f"torchao {kind}{grid}, {how}", s, compile_s=cs)
 
         return build
 
     def ort_peer() -> Variant:
-        name = f"ONNX Runtime int4 quantizer (rtn, symmetric g{INT4_GROUP})"
+        grid = "asymmetric" if int4.asymmetric else "symmetric"
+        name = f"ONNX Runtime int4 quantizer (rtn, {grid} g{INT4_GROUP})"
         try:
-            path, s = _timed(lambda: _ort_peer_int4(fp32_onnx()[0], workdir / "ort-int4.onnx"))
+            path, s = _timed(lambda: _ort_peer_int4(fp32_onnx()[0], workdir / "ort-int4.onnx", int4.asymmetric))
             decoder = OrtDecoder(path)
         except Exception as exc:  # a peer that fails is a row saying so
             return Variant(name, None, "ONNX Runtime", 0.0, error=f"{type(exc).__name__}: {str(exc)[:200]}")
@@ -620,7 +634,10 @@ def run(quick: bool) -> tuple[list[Row], Any, list[Target], dict[str, str]]:
         f"{setting.describe()} for shrink's int4 rows (clipped scales: the rows calibrated anyway, not round to "
         "nearest), chosen in this run on the calibration windows alone: block-sequential AWQ + GPTQ int4 fitted "
         f"on every other window ({fit}), perplexity on the "
-        f"other {calib.shape[0] - fit}: {figures} ({choice_s:.0f} s, not in any row's build s)"
+        f"other {calib.shape[0] - fit}: {figures} ({choice_s:.0f} s, not in any row's build s). First rotation x "
+        "clipped scales, symmetric; then the best of those with zero points. The peers' int4 rows follow the "
+        "grid chosen (symmetric, or with zero points). Groups of 64 are not the Q4_1 grid the weights were stored on "
+        "(groups of 32 with a minimum), and the rotation mixes the weights across those groups"
     )
     if setting.rotated:
         _, rotation, rotate_s = rotated()

@@ -23,7 +23,7 @@ def test_bench_llm_quick_run_renders_rows_and_targets(monkeypatch, tmp_path):
 
     monkeypatch.setattr(bench, "load_smollm2", lambda: (tiny_llama(), ByteTokenizer()))
     choose = bench.choose_int4  # the real choice runs; the rotated rows are built whatever it picks
-    monkeypatch.setattr(bench, "choose_int4", lambda *a: (bench.Int4Setting(True, True), choose(*a)[1]))
+    monkeypatch.setattr(bench, "choose_int4", lambda *a: (bench.Int4Setting(True, True, True), choose(*a)[1]))
     rows, tok, marks, facts = bench.run(quick=True)
     names = [r.name for r in rows]
     assert names[0] == "fp32 eager" and any(n.startswith("int4") for n in names) and any("W8A8" in n for n in names)
@@ -43,10 +43,10 @@ def test_bench_llm_quick_run_renders_rows_and_targets(monkeypatch, tmp_path):
     assert ort["ppl"] == pytest.approx(rows[0].values["ppl"], rel=1e-3) and ort["agreement"] > 0.9
     assert {m.name for m in marks} >= {"W8A8 perplexity", "int8 weight-only decode", "int8 KV cache memory"}
     settings = facts["int4 settings"]  # chosen on calibration windows, and the int4 rows say what was chosen
-    assert settings.startswith("clipped scales on, rotation on") and settings.count("rotation o") == 5
+    assert settings.startswith("clipped scales on, rotation on") and settings.count("rotation o") == 6
     assert "hadamard" in facts["rotation"]
     awq_gptq = next(n for n in names if n.startswith("int4 weight-only (awq+gptq"))
-    assert "clipped, block-sequential, rotated" in awq_gptq
+    assert "clipped, block-sequential, rotated, asymmetric group" in awq_gptq
     unrotated = next(r for r in rows if r.name.startswith("int4 weight-only without rotation (awq+gptq, clipped,"))
     assert unrotated.values["ppl"] != next(r for r in rows if r.name == awq_gptq).values["ppl"]
     text = bench.render(rows, tok, marks, facts, 1.0)

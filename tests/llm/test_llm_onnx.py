@@ -43,10 +43,10 @@ def test_float_decoder_matches_torch_prefill_and_decode(model, tmp_path):
     assert perplexity(decoder, windows, decoder.new_cache) == pytest.approx(perplexity(model, windows), rel=1e-4)
 
 
-@pytest.mark.parametrize("asymmetric", [False, True])
-def test_int4_layers_export_as_matmulnbits_with_the_same_codes(model, tmp_path, asymmetric):
+@pytest.mark.parametrize("asymmetric,group", [(False, 32), (True, 32), (True, 64)])  # 64: one group, zero points padded
+def test_int4_layers_export_as_matmulnbits_with_the_same_codes(model, tmp_path, asymmetric, group):
     calib = [torch.randint(0, 256, (64,), generator=torch.Generator().manual_seed(s)) for s in range(2)]
-    q = quantize_weight_only(model, 4, 32, "awq", calibration=calib, asymmetric=asymmetric)
+    q = quantize_weight_only(model, 4, group, "awq", calibration=calib, asymmetric=asymmetric)
     path = export_decoder(q, tmp_path / "int4.onnx", compute="float")
     graph = onnx.load(str(path)).graph
     nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
