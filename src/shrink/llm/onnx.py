@@ -60,68 +60,69 @@ def _int4_as_packed(layer: Int4WeightLinear, compute: str) -> PackedLinear:
     return packed
 
 
-class _Int4Blocks(nn.Module):
-    """An asymmetric :class:`Int4WeightLinear` for export: its codes as 4-bit MatMulNBits blocks (one per group)
-    with each block's zero point, so that ONNX Runtime computes ``(code - zero) * scale`` as PyTorch's kernel does."""
+class _NBitsBlocks(nn.Module):
+    """A weight-only layer for export as one ``MatMulNBits`` (``blocks``, ``scales`` and, on an asymmetric int4 grid,
+    ``zero_points``), its input factors applied first."""
 
     blocks: torch.Tensor
     scales: torch.Tensor
-    zero_points: torch.Tensor
+    zero_points: torch.Tensor | None
     bias: torch.Tensor | None
     input_scale: torch.Tensor | None
 
-    def __init__(self, layer: Int4WeightLinear, compute: str) -> None:
+    def __init__(
+        self,
+        layer: Int4WeightLinear | Int8WeightLinear,
+        compute: str,
+        blocks: torch.Tensor,
+        scales: torch.Tensor,
+        bits: int,
+        zero_points: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
-        assert layer.zero_points is not None
-        g, out, k = layer.group_size, layer.out_features, layer.in_features
-        scales, term = (layer.scales_zeros[..., i].T.float() for i in (0, 1))  # [out, groups]
-        codes = torch.round((layer.dequantize() - term.repeat_interleave(g, 1)) / scales.repeat_interleave(g, 1))
-        self.register_buffer("blocks", pack_int4(codes.clamp(-8, 7).to(torch.int8)).reshape(out, k // g, g // 2))
-        zeros = layer.zero_points
-        if zeros.shape[1] % 2:  # two per byte: an odd count is padded (ONNX Runtime reads the first ones only)
-            zeros = torch.cat([zeros, zeros.new_zeros(out, 1)], 1)
-        self.register_buffer("zero_points", pack_int4(zeros))
+        self.register_buffer("blocks", blocks)
         self.register_buffer("scales", scales.contiguous())
+        self.register_buffer("zero_points", zero_points)
         self.register_buffer("bias", layer.bias)
         self.register_buffer("input_scale", layer.input_scale)
-        self.level = ACCURACY_LEVELS[compute]
+        self.level, self.bits = ACCURACY_LEVELS[compute], bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_scale is not None:
             x = x * self.input_scale
-        return MatMulNBitsFunction.apply(x, self.blocks, self.scales, self.bias, self.level, 4, self.zero_points)
+        return MatMulNBitsFunction.apply(
+            x, self.blocks, self.scales, self.bias, self.level, self.bits, self.zero_points
+        )
+
+
+def _int4_blocks(layer: Int4WeightLinear, compute: str) -> _NBitsBlocks:
+    """An asymmetric :class:`Int4WeightLinear` for export: its codes as 4-bit MatMulNBits blocks (one per group)
+    with each block's zero point, so that ONNX Runtime computes ``(code - zero) * scale`` as PyTorch's kernel does."""
+    assert layer.zero_points is not None
+    g, out, k = layer.group_size, layer.out_features, layer.in_features
+    scales, term = (layer.scales_zeros[..., i].T.float() for i in (0, 1))  # [out, groups]
+    codes = torch.round((layer.dequantize() - term.repeat_interleave(g, 1)) / scales.repeat_interleave(g, 1))
+    blocks = pack_int4(codes.clamp(-8, 7).to(torch.int8)).reshape(out, k // g, g // 2)
+    zeros = layer.zero_points
+    if zeros.shape[1] % 2:  # two per byte: an odd count is padded (ONNX Runtime reads the first ones only)
+        zeros = torch.cat([zeros, zeros.new_zeros(out, 1)], 1)
+    return _NBitsBlocks(layer, compute, blocks, scales, 4, pack_int4(zeros))
 
 
 #: largest block of inputs per 8-bit MatMulNBits scale this export writes (ONNX Runtime reads 16 to 256)
 INT8_BLOCK = 128
 
 
-class _Int8Blocks(nn.Module):
-    """An :class:`Int8WeightLinear` for export: its codes (offset by 128) as 8-bit MatMulNBits blocks of ``block``
-    inputs, each block carrying its output channel's scale."""
-
-    blocks: torch.Tensor
-    scales: torch.Tensor
-    bias: torch.Tensor | None
-    input_scale: torch.Tensor | None
-
-    def __init__(self, layer: Int8WeightLinear, compute: str) -> None:
-        super().__init__()
-        k = layer.in_features
-        block = next((b for b in (INT8_BLOCK >> i for i in range(4)) if k % b == 0), None)
-        if block is None:
-            raise UnsupportedOpError(f"export_decoder: {k} inputs is not a multiple of 16 (MatMulNBits blocks)")
-        codes = (layer.weight_int8.to(torch.int16) + 128).to(torch.uint8)
-        self.register_buffer("blocks", codes.reshape(layer.out_features, k // block, block))
-        self.register_buffer("scales", layer.scales.float()[:, None].expand(-1, k // block).contiguous())
-        self.register_buffer("bias", layer.bias)
-        self.register_buffer("input_scale", layer.input_scale)
-        self.level = ACCURACY_LEVELS[compute]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_scale is not None:
-            x = x * self.input_scale
-        return MatMulNBitsFunction.apply(x, self.blocks, self.scales, self.bias, self.level, 8)
+def _int8_blocks(layer: Int8WeightLinear, compute: str) -> _NBitsBlocks:
+    """An :class:`Int8WeightLinear` for export: its codes (offset by 128) as 8-bit MatMulNBits blocks of up to
+    :data:`INT8_BLOCK` inputs, each block carrying its output channel's scale."""
+    k = layer.in_features
+    block = next((b for b in (INT8_BLOCK >> i for i in range(4)) if k % b == 0), None)
+    if block is None:
+        raise UnsupportedOpError(f"export_decoder: {k} inputs is not a multiple of 16 (MatMulNBits blocks)")
+    codes = (layer.weight_int8.to(torch.int16) + 128).to(torch.uint8)
+    blocks = codes.reshape(layer.out_features, k // block, block)
+    return _NBitsBlocks(layer, compute, blocks, layer.scales.float()[:, None].expand(-1, k // block), 8)
 
 
 class _DecoderWithPast(nn.Module):
@@ -167,9 +168,9 @@ def export_decoder(model: nn.Module, path: str | os.PathLike[str], compute: str 
     out = copy.deepcopy(model).eval()
     for name, m in list(out.named_modules()):
         if isinstance(m, Int4WeightLinear):
-            set_module(out, name, _int4_as_packed(m, compute) if m.zero_points is None else _Int4Blocks(m, compute))
+            set_module(out, name, _int4_as_packed(m, compute) if m.zero_points is None else _int4_blocks(m, compute))
         elif isinstance(m, Int8WeightLinear):
-            set_module(out, name, _Int8Blocks(m, compute))
+            set_module(out, name, _int8_blocks(m, compute))
     wrapper = _DecoderWithPast(out, layers)
     vocab = int(config.vocab_size)
     ids = torch.randint(0, vocab, (1, 3), generator=torch.Generator().manual_seed(0))
