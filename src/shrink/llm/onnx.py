@@ -27,7 +27,7 @@ from transformers import DynamicCache
 from shrink.errors import ConfigError, DataError, UnsupportedOpError
 from shrink.export.onnx import write_onnx
 from shrink.quant.layers.convert import set_module
-from shrink.quant.layers.packed import PackedLinear, pack_int4
+from shrink.quant.layers.packed import pack_int4
 from shrink.quant.onnx.nbits import ACCURACY_LEVELS, MatMulNBitsFunction
 from shrink.quant.runtimes.torch_weight_only import Int4WeightLinear, Int8WeightLinear
 
@@ -35,29 +35,6 @@ __all__ = ["OrtCache", "OrtDecoder", "export_decoder"]
 
 #: opset of the exported decoder (ONNX Runtime's contrib ops come from the ``com.microsoft`` domain)
 OPSET = 17
-
-
-def _int4_as_packed(layer: Int4WeightLinear, compute: str) -> PackedLinear:
-    """The same int4 codes, scales and input factors as a :class:`PackedLinear` (which exports as MatMulNBits)."""
-    scales = layer.scales_zeros[..., 0].T.float()  # [out, groups]
-    codes = torch.round(layer.dequantize() / scales.repeat_interleave(layer.group_size, 1))
-    packed = PackedLinear(
-        layer.in_features,
-        layer.out_features,
-        layer.bias is not None,
-        4,
-        layer.group_size,
-        input_scaled=layer.input_scale is not None,
-        onnx_compute=compute,
-    )
-    packed.packed.set_codes(codes.clamp(-8, 7), scales)
-    if layer.bias is not None:
-        assert packed.bias is not None
-        packed.bias.data.copy_(layer.bias)
-    if layer.input_scale is not None:
-        assert packed.input_scale is not None
-        packed.input_scale.copy_(layer.input_scale)
-    return packed
 
 
 class _NBitsBlocks(nn.Module):
@@ -96,17 +73,17 @@ class _NBitsBlocks(nn.Module):
 
 
 def _int4_blocks(layer: Int4WeightLinear, compute: str) -> _NBitsBlocks:
-    """An asymmetric :class:`Int4WeightLinear` for export: its codes as 4-bit MatMulNBits blocks (one per group)
-    with each block's zero point, so that ONNX Runtime computes ``(code - zero) * scale`` as PyTorch's kernel does."""
-    assert layer.zero_points is not None
+    """An :class:`Int4WeightLinear` for export: its codes as 4-bit MatMulNBits blocks (one per group) with its scales
+    and, on an asymmetric grid, each block's zero point, so that ONNX Runtime computes ``(code - zero) * scale`` as
+    PyTorch's kernel does."""
     g, out, k = layer.group_size, layer.out_features, layer.in_features
     scales, term = (layer.scales_zeros[..., i].T.float() for i in (0, 1))  # [out, groups]
     codes = torch.round((layer.dequantize() - term.repeat_interleave(g, 1)) / scales.repeat_interleave(g, 1))
     blocks = pack_int4(codes.clamp(-8, 7).to(torch.int8)).reshape(out, k // g, g // 2)
     zeros = layer.zero_points
-    if zeros.shape[1] % 2:  # two per byte: an odd count is padded (ONNX Runtime reads the first ones only)
+    if zeros is not None and zeros.shape[1] % 2:  # two per byte: an odd count gets a pad ONNX Runtime ignores
         zeros = torch.cat([zeros, zeros.new_zeros(out, 1)], 1)
-    return _NBitsBlocks(layer, compute, blocks, scales, 4, pack_int4(zeros))
+    return _NBitsBlocks(layer, compute, blocks, scales, 4, None if zeros is None else pack_int4(zeros))
 
 
 #: largest block of inputs per 8-bit MatMulNBits scale this export writes (ONNX Runtime reads 16 to 256)
@@ -168,7 +145,7 @@ def export_decoder(model: nn.Module, path: str | os.PathLike[str], compute: str 
     out = copy.deepcopy(model).eval()
     for name, m in list(out.named_modules()):
         if isinstance(m, Int4WeightLinear):
-            set_module(out, name, _int4_as_packed(m, compute) if m.zero_points is None else _int4_blocks(m, compute))
+            set_module(out, name, _int4_blocks(m, compute))
         elif isinstance(m, Int8WeightLinear):
             set_module(out, name, _int8_blocks(m, compute))
     wrapper = _DecoderWithPast(out, layers)

@@ -108,12 +108,11 @@ class Int4WeightLinear(_PackedLinear):
     """int4 weight codes packed two per byte with one scale per ``group_size`` inputs, on
     ``aten._weight_int4pack_mm_for_cpu`` (codes stored offset by 8). The kernel computes ``(u - 8) * scale + term``
     per group: ``term`` is 0 on a symmetric grid, and ``-zero * scale`` with ``zeros`` (asymmetric grids, each
-    weight ``(code - zero) * scale``; the term is stored in the activations' dtype like the scale, and the integer
-    zero points are kept in ``zero_points`` for export)."""
+    weight ``(code - zero) * scale``; the term is stored in the activations' dtype like the scale, and
+    :attr:`zero_points` reads the integer zero points back from it)."""
 
     weight_int4: torch.Tensor
     scales_zeros: torch.Tensor
-    zero_points: torch.Tensor | None
 
     def __init__(
         self,
@@ -132,7 +131,15 @@ class Int4WeightLinear(_PackedLinear):
         term = torch.zeros_like(scales.float()) if zeros is None else -zeros.float() * scales.float()
         sz = torch.stack([scales.float(), term], -1)  # [out, groups, 2]
         self.register_buffer("scales_zeros", sz.transpose(0, 1).contiguous().to(ACT_DTYPE))
-        self.register_buffer("zero_points", None if zeros is None else zeros.to(torch.int8))
+
+    @property
+    def zero_points(self) -> torch.Tensor | None:
+        """The integer zero points (int8 ``[out, groups]``), or None on a symmetric grid (every term 0). Exact: the
+        stored term ``-zero * scale`` is off by at most ``|zero| * 2^-9`` of a step (bf16), far below one half."""
+        scale, term = (self.scales_zeros[..., i].T.float() for i in (0, 1))
+        if not term.any():
+            return None
+        return torch.round(-term / scale).to(torch.int8)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.weight_int4, self.group_size, self.scales_zeros)
