@@ -4,7 +4,8 @@ Every row is measured in this run on the same evaluation windows and prompts: pe
 (512-token windows), greedy-token agreement with fp32 (first 32 tokens of each fixed prompt), weight bytes in memory,
 KV-cache bytes at 512 tokens, size on disk, the memory scoring adds. Then, with every variant built and kept, the
 speeds are timed interleaved (round after round over all rows, the first round discarded): prefill latency (512
-tokens, batch 1, into a fresh KV cache) and decode tokens/s (batch 1, after a 64-token prompt). Three int4
+tokens, batch 1, into a fresh KV cache, the last position's logits alone, as ``generate`` runs it) and decode
+tokens/s (batch 1, after a 64-token prompt). Three int4
 settings, the rotation folded into the weights (:func:`shrink.llm.rotate.rotate_llama`), the search for clipped group
 scales (``clip`` of :func:`shrink.llm.weight_only.quantize_weight_only`) and then zero points for the int4 groups
 (``asymmetric``), are chosen for the run before any row is built, on the calibration windows alone. Every int4 row
@@ -138,12 +139,13 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 def _warm(model: Any, vocab: int) -> None:
     """One call of each kind :func:`measure` makes: a prefill into a fresh cache, then two decoding steps (the
     first reads the keys and values as the prefill left them, strided; later ones read them concatenated, and
-    Dynamo compiles a graph for each layout)."""
+    Dynamo compiles a graph for each layout), each computing the last position's logits alone, as generation does
+    (:func:`shrink.eval.language.prefill_latency`)."""
     ids = torch.randint(0, vocab, (1, CONTEXT), generator=torch.Generator().manual_seed(1))
-    res = model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True)
+    res = model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1)
     for _ in range(2):
         nxt = res.logits[:, -1].argmax(-1, keepdim=True)
-        res = model(input_ids=nxt, past_key_values=res.past_key_values, use_cache=True)
+        res = model(input_ids=nxt, past_key_values=res.past_key_values, use_cache=True, logits_to_keep=1)
 
 
 def _compiled(model: nn.Module, vocab: int) -> tuple[nn.Module, float, str]:
@@ -672,7 +674,9 @@ def run(quick: bool) -> tuple[list[Row], Any, list[Target], dict[str, str]]:
         "agreement": f"{len(prompts)} fixed prompts x 32 greedy tokens, position by position against fp32 eager; "
         "'same prefix': the mean fraction of the 32 generated before the first token that differs",
         "speeds": f"timed interleaved: {ROUNDS[quick] - 1} rounds over every row after a warm-up round; prefill "
-        f"{CONTEXT} tokens (median of rounds), decode {DECODE_STEPS[quick]} steps per round after a 64-token prompt "
+        f"{CONTEXT} tokens into a fresh KV cache, with the logits of the last position alone, as transformers' "
+        "generate computes them (the other positions' logits are for scoring a text, not for generating; runs "
+        "before 2026-12-05 computed all of them) (median of rounds), decode {DECODE_STEPS[quick]} steps per round after a 64-token prompt "
         "(median step). Rows with — are not timed: they run the int4 kernel or the pruned shapes of the row named "
         "(the AWQ rows add one input scaling per layer): "
         + "; ".join(f"{r.name} as {r.values['same speed as']}" for r in rows if "same speed as" in r.values),

@@ -50,3 +50,29 @@ def test_speed_memory_and_size_are_positive_and_consistent():
     assert params * 4 <= file_size(model) < params * 4 * 1.1
     result, rss = peak_rss(lambda: torch.ones(64, 1024, 1024).sum().item())  # 256 MiB while it runs
     assert result == 64 * 1024 * 1024 and rss > 256 * 2**20
+
+
+class _NoKeep(torch.nn.Module):
+    """A causal LM whose forward has no ``logits_to_keep``: the metrics must not pass it."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, past_key_values=None, use_cache=True):
+        return self.model(input_ids=input_ids, past_key_values=past_key_values, use_cache=use_cache)
+
+
+def test_generation_steps_compute_the_last_logits_alone_where_the_model_allows():
+    model = tiny_llama()
+    rows: list[int] = []
+    model.lm_head.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[1]))
+    prefill_latency(model, length=32, repeats=1, warmup=0, vocab=256)
+    assert rows == [1]  # as generate's first step: not the 32 positions' logits
+    rows.clear()
+    prompt = torch.arange(5)
+    ours = greedy_tokens(model, [prompt], new_tokens=3)[0]
+    assert rows == [1] * 4  # the prefill and three decoding steps
+    rows.clear()
+    assert torch.equal(greedy_tokens(_NoKeep(model), [prompt], new_tokens=3)[0], ours)
+    assert rows == [5, 1, 1, 1]  # a forward without logits_to_keep computes them all, same tokens

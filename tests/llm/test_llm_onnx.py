@@ -43,6 +43,21 @@ def test_float_decoder_matches_torch_prefill_and_decode(model, tmp_path):
     assert perplexity(decoder, windows, decoder.new_cache) == pytest.approx(perplexity(model, windows), rel=1e-4)
 
 
+def test_decoder_computes_the_last_logits_alone_when_asked_like_transformers(model, tmp_path):
+    decoder = OrtDecoder(export_decoder(model, tmp_path / "llm.onnx"))
+    ids = torch.randint(0, 256, (1, 9), generator=torch.Generator().manual_seed(1))
+    full = decoder(input_ids=ids).logits
+    for keep in (1, 3):
+        with torch.inference_mode():
+            ref = model(input_ids=ids, logits_to_keep=keep).logits
+        out = decoder(input_ids=ids, logits_to_keep=keep)
+        assert out.logits.shape == ref.shape == (1, keep, full.shape[-1])
+        assert torch.allclose(out.logits, full[:, -keep:], atol=1e-5)
+        assert out.past_key_values.get_seq_length() == 9  # the cache holds every position either way
+    with pytest.raises(DataError, match="logits_to_keep=10 for 9 new tokens"):
+        decoder(input_ids=ids, logits_to_keep=10)
+
+
 @pytest.mark.parametrize("asymmetric,group", [(False, 32), (True, 32), (True, 64)])  # 64: one group, zero points padded
 def test_int4_layers_export_as_matmulnbits_with_the_same_codes(model, tmp_path, asymmetric, group):
     calib = [torch.randint(0, 256, (64,), generator=torch.Generator().manual_seed(s)) for s in range(2)]

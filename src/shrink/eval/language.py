@@ -4,6 +4,7 @@ model, prefill latency, decode tokens/s at batch 1, peak resident memory while r
 
 from __future__ import annotations
 
+import inspect
 import statistics
 import tempfile
 import threading
@@ -52,6 +53,25 @@ def _logits(model: nn.Module, ids: torch.Tensor, cache: CacheFactory | None) -> 
     return model(input_ids=ids, past_key_values=cache(), use_cache=True).logits
 
 
+def _last_only(model: Any) -> dict[str, int]:
+    """``{"logits_to_keep": 1}`` where the model's forward takes it (transformers' causal LMs, their compiled
+    forms, :class:`shrink.llm.OrtDecoder`), else nothing: a generation step needs the last position's logits
+    alone, and transformers' ``generate`` asks for just those."""
+    inner = getattr(model, "_orig_mod", model)
+    call = inner.forward if isinstance(inner, nn.Module) else inner.__call__
+    try:
+        names = inspect.signature(call).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"logits_to_keep": 1} if "logits_to_keep" in names else {}
+
+
+def _step(model: Any, ids: torch.Tensor, past: Any) -> tuple[Any, torch.Tensor]:
+    """One generation step (prefill or decode) at batch 1: (the cache after it, the greedy next token [1, 1])."""
+    res = model(input_ids=ids, past_key_values=past, use_cache=True, **_last_only(model))
+    return res.past_key_values, res.logits[:, -1].argmax(-1, keepdim=True)
+
+
 @torch.inference_mode()
 def perplexity(model: nn.Module, windows: torch.Tensor, cache: CacheFactory | None = None) -> float:
     """exp(mean next-token NLL) over every window ([n, length] token ids), one window at a time. With ``cache``
@@ -73,14 +93,11 @@ def greedy_tokens(
     """The first ``new_tokens`` greedy tokens after each prompt (1-D token ids), decoded with a KV cache."""
     out = []
     for ids in prompts:
-        past = cache() if cache is not None else None
-        res = model(input_ids=ids[None], past_key_values=past, use_cache=True)
-        past, tokens = res.past_key_values, []
-        nxt = res.logits[:, -1].argmax(-1, keepdim=True)
+        past, nxt = _step(model, ids[None], cache() if cache is not None else None)
+        tokens = []
         for _ in range(new_tokens):
             tokens.append(int(nxt))
-            res = model(input_ids=nxt, past_key_values=past, use_cache=True)
-            past, nxt = res.past_key_values, res.logits[:, -1].argmax(-1, keepdim=True)
+            past, nxt = _step(model, nxt, past)
         out.append(torch.tensor(tokens))
     return out
 
@@ -129,10 +146,13 @@ def prefill_latency(
     vocab: int = 1000,
     cache: CacheFactory | None = None,
 ) -> float:
-    """Median seconds of one forward pass over ``length`` tokens at batch 1: without a KV cache, or (``cache``, a
-    factory of caches) filling a fresh one, as generation's first step does."""
+    """Median seconds of generation's first step over a ``length``-token prompt at batch 1, as transformers'
+    ``generate`` runs it: one forward pass that fills a fresh KV cache (``cache``, a factory of caches; else the
+    model's default) and computes the logits of the last position alone (``logits_to_keep=1`` where the model takes
+    it), then picks the next token. The logits of the other positions, which scoring needs and generation does not,
+    are not computed (with a vocabulary of tens of thousands of tokens, a large share of the pass)."""
     ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(0))
-    return _median_time(lambda: _logits(model, ids, cache), repeats, warmup)
+    return _median_time(lambda: _step(model, ids, cache() if cache is not None else None), repeats, warmup)
 
 
 @torch.inference_mode()
@@ -142,13 +162,11 @@ def decode_step_times(
     """Seconds of each of ``new_tokens`` cached single-token greedy steps at batch 1, after a prefill of a
     ``prompt_len``-token prompt (not timed)."""
     ids = torch.randint(0, vocab, (1, prompt_len), generator=torch.Generator().manual_seed(0))
-    res = model(input_ids=ids, past_key_values=cache() if cache is not None else None, use_cache=True)
-    past, nxt = res.past_key_values, res.logits[:, -1].argmax(-1, keepdim=True)
+    past, nxt = _step(model, ids, cache() if cache is not None else None)
     times = []
     for _ in range(new_tokens):
         t = time.perf_counter()
-        res = model(input_ids=nxt, past_key_values=past, use_cache=True)
-        past, nxt = res.past_key_values, res.logits[:, -1].argmax(-1, keepdim=True)
+        past, nxt = _step(model, nxt, past)
         times.append(time.perf_counter() - t)
     return times
 

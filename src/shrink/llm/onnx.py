@@ -1,9 +1,10 @@
 """Decoder LLMs on ONNX Runtime: export a transformers causal LM with its key/value cache as explicit graph inputs
 and outputs, and run the file as the model's drop-in for generation and the language metrics.
 
-The graph takes ``input_ids`` [1, new] and, per layer, ``past_key_<i>`` / ``past_value_<i>`` [1, kv heads, past,
-head dim] (``past`` may be 0: a prefill), and returns ``logits`` and ``present_key_<i>`` / ``present_value_<i>``
-(past + new tokens). Float Linears stay float MatMuls; weight-only layers (:func:`shrink.llm.quantize_weight_only`)
+The graph takes ``input_ids`` [1, new], ``logit_positions`` (int64 [kept]: which of the new positions get logits --
+all of them to score a text, the last alone to generate, as transformers' ``logits_to_keep``) and, per layer,
+``past_key_<i>`` / ``past_value_<i>`` [1, kv heads, past, head dim] (``past`` may be 0: a prefill), and returns
+``logits`` [1, kept, vocab] and ``present_key_<i>`` / ``present_value_<i>`` (past + new tokens). Float Linears stay float MatMuls; weight-only layers (:func:`shrink.llm.quantize_weight_only`)
 become ONNX Runtime's ``MatMulNBits`` with the same codes, scales and AWQ input factors, so the file holds four or
 eight bits per weight: int4 as it is, int8 (one scale per output channel) as 8-bit blocks that all repeat their
 channel's scale -- the same grid. ``compute="int8"`` lets ONNX Runtime quantize blocks of the input to int8 at run
@@ -103,17 +104,20 @@ def _int8_blocks(layer: Int8WeightLinear, compute: str) -> _NBitsBlocks:
 
 
 class _DecoderWithPast(nn.Module):
-    """``model`` with the cache as flat tensors: (input_ids, k0, v0, k1, v1, ...) -> (logits, k0', v0', ...)."""
+    """``model`` with the cache as flat tensors: (input_ids, logit_positions, k0, v0, k1, v1, ...) -> (logits, k0',
+    v0', ...); ``logit_positions`` (int64 [n]) picks the new positions whose logits are computed."""
 
     def __init__(self, model: nn.Module, layers: int) -> None:
         super().__init__()
         self.model, self.layers = model, layers
 
-    def forward(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, input_ids: torch.Tensor, logit_positions: torch.Tensor, *past: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         cache = DynamicCache()
         for i in range(self.layers):
             cache.update(past[2 * i], past[2 * i + 1], i)
-        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True)
+        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=logit_positions)
         present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
         return (out.logits, *present)
 
@@ -151,16 +155,18 @@ def export_decoder(model: nn.Module, path: str | os.PathLike[str], compute: str 
     wrapper = _DecoderWithPast(out, layers)
     vocab = int(config.vocab_size)
     ids = torch.randint(0, vocab, (1, 3), generator=torch.Generator().manual_seed(0))
+    positions = torch.arange(1, 3)
     past = [torch.zeros(1, kv, 2, head_dim) for _ in range(2 * layers)]
-    inputs, outputs = ["input_ids", *_names(layers, "past")], ["logits", *_names(layers, "present")]
-    dynamic = {"input_ids": {1: "new"}, "logits": {1: "new"}}
-    dynamic |= {n: {2: "past"} for n in inputs[1:]} | {n: {2: "total"} for n in outputs[1:]}
+    inputs = ["input_ids", "logit_positions", *_names(layers, "past")]
+    outputs = ["logits", *_names(layers, "present")]
+    dynamic = {"input_ids": {1: "new"}, "logit_positions": {0: "kept"}, "logits": {1: "kept"}}
+    dynamic |= {n: {2: "past"} for n in inputs[2:]} | {n: {2: "total"} for n in outputs[1:]}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # the tracer warns about the cache's Python branches; the graph is checked against eager by the tests
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        return write_onnx(wrapper, (ids, *past), path, inputs, outputs, dynamic, opset)
+        return write_onnx(wrapper, (ids, positions, *past), path, inputs, outputs, dynamic, opset)
 
 
 @dataclass
@@ -198,25 +204,38 @@ class OrtDecoder:
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
-        if self.inputs[0] != "input_ids" or len(self.inputs) % 2 == 0:
+        if self.inputs[:2] != ["input_ids", "logit_positions"] or len(self.inputs) % 2:
             raise DataError(f"OrtDecoder: {self.path} is not a decoder from export_decoder (inputs {self.inputs[:3]})")
-        shape = self.session.get_inputs()[1].shape
+        shape = self.session.get_inputs()[2].shape
         self.kv_heads, self.head_dim = int(shape[1]), int(shape[3])
-        self.layers = (len(self.inputs) - 1) // 2
+        self.layers = (len(self.inputs) - 2) // 2
 
     def new_cache(self) -> OrtCache:
         return OrtCache()
 
     def __call__(
-        self, input_ids: torch.Tensor, past_key_values: OrtCache | None = None, use_cache: bool = True, **_: Any
+        self,
+        input_ids: torch.Tensor,
+        past_key_values: OrtCache | None = None,
+        use_cache: bool = True,
+        logits_to_keep: int = 0,
+        **_: Any,
     ) -> OrtOutput:
+        """One forward pass; ``logits_to_keep``: as in transformers, the logits of the last that many positions
+        alone (0: of every position)."""
         if input_ids.dim() != 2 or input_ids.shape[0] != 1:
             raise DataError(f"OrtDecoder: input_ids must be [1, tokens], got {tuple(input_ids.shape)}")
+        new = input_ids.shape[1]
+        if not 0 <= logits_to_keep <= new:
+            raise DataError(f"OrtDecoder: logits_to_keep={logits_to_keep} for {new} new tokens")
         past = past_key_values.arrays if past_key_values is not None and past_key_values.arrays else None
         if past is None:
             empty = np.zeros((1, self.kv_heads, 0, self.head_dim), np.float32)
             past = [empty] * (2 * self.layers)
-        feed = {"input_ids": input_ids.numpy().astype(np.int64)} | dict(zip(self.inputs[1:], past, strict=True))
+        feed = {
+            "input_ids": input_ids.numpy().astype(np.int64),
+            "logit_positions": np.arange(new - (logits_to_keep or new), new, dtype=np.int64),
+        } | dict(zip(self.inputs[2:], past, strict=True))
         logits, *present = self.session.run(None, feed)
         return OrtOutput(torch.from_numpy(logits), OrtCache(present if use_cache else []))
 
