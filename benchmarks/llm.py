@@ -674,10 +674,11 @@ def run(quick: bool) -> tuple[list[Row], Any, list[Target], dict[str, str]]:
         "agreement": f"{len(prompts)} fixed prompts x 32 greedy tokens, position by position against fp32 eager; "
         "'same prefix': the mean fraction of the 32 generated before the first token that differs",
         "speeds": f"timed interleaved: {ROUNDS[quick] - 1} rounds over every row after a warm-up round; prefill "
-        f"{CONTEXT} tokens into a fresh KV cache, with the logits of the last position alone, as transformers' "
-        "generate computes them (the other positions' logits are for scoring a text, not for generating; runs "
-        "before 2026-12-05 computed all of them) (median of rounds), decode {DECODE_STEPS[quick]} steps per round after a 64-token prompt "
-        "(median step). Rows with — are not timed: they run the int4 kernel or the pruned shapes of the row named "
+        f"{CONTEXT} tokens into a fresh KV cache (median of rounds), with the logits of the last position alone, as "
+        "transformers' generate computes them (the other positions' logits are for scoring a text, not for "
+        "generating; runs before 2026-12-05 computed all of them); decode "
+        f"{DECODE_STEPS[quick]} steps per round after a 64-token prompt (median step). Rows with — are not timed: "
+        "they run the int4 kernel or the pruned shapes of the row named "
         "(the AWQ rows add one input scaling per layer): "
         + "; ".join(f"{r.name} as {r.values['same speed as']}" for r in rows if "same speed as" in r.values),
         "scoring MiB": "resident memory the perplexity pass adds to the process (peak, sampled every 2 ms, minus "

@@ -4,10 +4,11 @@ and outputs, and run the file as the model's drop-in for generation and the lang
 The graph takes ``input_ids`` [1, new], ``logit_positions`` (int64 [kept]: which of the new positions get logits --
 all of them to score a text, the last alone to generate, as transformers' ``logits_to_keep``) and, per layer,
 ``past_key_<i>`` / ``past_value_<i>`` [1, kv heads, past, head dim] (``past`` may be 0: a prefill), and returns
-``logits`` [1, kept, vocab] and ``present_key_<i>`` / ``present_value_<i>`` (past + new tokens). Float Linears stay float MatMuls; weight-only layers (:func:`shrink.llm.quantize_weight_only`)
-become ONNX Runtime's ``MatMulNBits`` with the same codes, scales and AWQ input factors, so the file holds four or
-eight bits per weight: int4 as it is, int8 (one scale per output channel) as 8-bit blocks that all repeat their
-channel's scale -- the same grid. ``compute="int8"`` lets ONNX Runtime quantize blocks of the input to int8 at run
+``logits`` [1, kept, vocab] and ``present_key_<i>`` / ``present_value_<i>`` (past + new tokens). Float Linears
+stay float MatMuls; weight-only layers (:func:`shrink.llm.quantize_weight_only`) become ONNX Runtime's
+``MatMulNBits`` with the same codes, scales and AWQ input factors, so the file holds four or eight bits per weight:
+int4 as it is, int8 (one scale per output channel) as 8-bit blocks that all repeat their channel's scale -- the
+same grid. ``compute="int8"`` lets ONNX Runtime quantize blocks of the input to int8 at run
 time and use integer dot products; ``"float"`` computes in float on the unpacked weights.
 """
 
