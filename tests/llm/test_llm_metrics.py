@@ -12,6 +12,7 @@ from shrink.eval.language import (
     prefill_latency,
     token_agreement,
 )
+from shrink.quant.runtimes.torch_token import CompiledInt8
 from shrink.zoo.llm import tiny_llama
 
 
@@ -76,3 +77,7 @@ def test_generation_steps_compute_the_last_logits_alone_where_the_model_allows()
     rows.clear()
     assert torch.equal(greedy_tokens(_NoKeep(model), [prompt], new_tokens=3)[0], ours)
     assert rows == [5, 1, 1, 1]  # a forward without logits_to_keep computes them all, same tokens
+    rows.clear()
+    wrapped = CompiledInt8(model, model)  # shrink's compiled wrapper (forward(*args, **kwargs)) is looked through
+    assert torch.equal(greedy_tokens(wrapped, [prompt], new_tokens=3)[0], ours)
+    assert rows == [1] * 4

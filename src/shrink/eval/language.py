@@ -57,13 +57,19 @@ def _last_only(model: Any) -> dict[str, int]:
     """``{"logits_to_keep": 1}`` where the model's forward takes it (transformers' causal LMs, their compiled
     forms, :class:`shrink.llm.OrtDecoder`), else nothing: a generation step needs the last position's logits
     alone, and transformers' ``generate`` asks for just those."""
-    inner = getattr(model, "_orig_mod", model)
-    call = inner.forward if isinstance(inner, nn.Module) else inner.__call__
-    try:
-        names = inspect.signature(call).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {"logits_to_keep": 1} if "logits_to_keep" in names else {}
+    for _ in range(4):  # a wrapper (torch.compile's, shrink's CompiledInt8) is looked through to what it wraps
+        call = model.forward if isinstance(model, nn.Module) else model.__call__
+        try:
+            params = inspect.signature(call).parameters.values()
+        except (TypeError, ValueError):
+            return {}
+        if any(p.name == "logits_to_keep" for p in params):
+            return {"logits_to_keep": 1}
+        wrapped = getattr(model, "_orig_mod", None) or getattr(model, "model", None)
+        if wrapped is None or any(p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+            return {}
+        model = wrapped
+    return {}
 
 
 def _step(model: Any, ids: torch.Tensor, past: Any) -> tuple[Any, torch.Tensor]:
