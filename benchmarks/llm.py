@@ -135,6 +135,18 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t
 
 
+def native_bf16() -> str | None:
+    """The CPU feature that runs bf16 natively (AMX, else AVX-512 BF16), or None."""
+    return next((k for k in ("amx_bf16", "avx512_bf16") if cpu_features().get(k)), None)
+
+
+def _float_parts() -> tuple[torch.dtype, str]:
+    """What runs in float around the integer kernels of the W8A8 row and of torchao's rows: bf16 on a CPU with
+    native bf16 (as the fastest float rows, and as torchao's documentation runs its models), else float32."""
+    native = native_bf16()
+    return (torch.bfloat16, f"bf16 elsewhere (native {native})") if native else (torch.float32, "fp32 elsewhere")
+
+
 @torch.inference_mode()
 def _warm(model: Any, vocab: int) -> None:
     """One call of each kind :func:`measure` makes: a prefill into a fresh cache, then two decoding steps (the
@@ -280,8 +292,8 @@ def build_variants(
     @functools.cache
     def bf16_model() -> tuple[nn.Module, float, str]:
         m, s = _timed(lambda: copy.deepcopy(model).to(torch.bfloat16))
-        native = [k for k in ("amx_bf16", "avx512_bf16") if cpu_features().get(k)]
-        return m, s, f"native {native[0]}" if native else "no native bf16 instructions on this CPU"
+        native = native_bf16()
+        return m, s, f"native {native}" if native else "no native bf16 instructions on this CPU"
 
     def bf16() -> Variant:
         m, s, native = bf16_model()
@@ -337,12 +349,13 @@ def build_variants(
         return Variant("fp32 + int8 KV cache", model, "PyTorch eager, fp32; shrink Int8KVCache", 0.0, Int8KVCache)
 
     def w8a8() -> Variant:
-        m, s = _timed(lambda: quantize_w8a8(model, windows))
+        dtype, parts = _float_parts()
+        m, s = _timed(lambda: quantize_w8a8(model, windows, dtype=dtype))
         name = "W8A8 (SmoothQuant auto, GPTQ, per-token)"
         if quick:  # no compilation in the quick run
-            return Variant(name, m, "oneDNN int8 GEMMs, eager", s)
+            return Variant(name, m, f"oneDNN int8 GEMMs, {parts}, eager", s)
         c, cs, how = _compiled(m, vocab)
-        return Variant(f"{name} + torch.compile", c, f"oneDNN int8 GEMMs, {how}", s, compile_s=cs)
+        return Variant(f"{name} + torch.compile", c, f"oneDNN int8 GEMMs, {parts}, {how}", s, compile_s=cs)
 
     def pruned(mode: str | None) -> Callable[[], Variant]:
         def build() -> Variant:
@@ -366,13 +379,14 @@ def build_variants(
             try:
                 from torchao.quantization import quantize_
 
-                m = copy.deepcopy(model).eval()
+                dtype, parts = _float_parts()
+                m = copy.deepcopy(model).eval().to(dtype)
                 _, s = _timed(lambda: quantize_(m, _torchao_config(kind, int4.asymmetric)))
                 c, cs, how = _compiled(m, vocab)
             except Exception as exc:  # a peer that fails is a row saying so
                 return Variant(name, None, "torchao", 0.0, error=f"{type(exc).__name__}: {str(exc)[:200]}")
             grid = (" (asymmetric: zero points)" if int4.asymmetric else " (symmetric)") if "int4" in kind else ""
-            return Variant(name, c, f"torchao {kind}{grid}, {how}", s, compile_s=cs)
+            return Variant(name, c, f"torchao {kind}{grid}, {parts}, {how}", s, compile_s=cs)
 
         return build
 
@@ -683,6 +697,9 @@ def run(quick: bool) -> tuple[list[Row], Any, list[Target], dict[str, str]]:
         + "; ".join(f"{r.name} as {r.values['same speed as']}" for r in rows if "same speed as" in r.values),
         "scoring MiB": "resident memory the perplexity pass adds to the process (peak, sampled every 2 ms, minus "
         "the resident size just before, garbage freed); the model's own bytes are 'weights MiB'",
+        "float parts": f"W8A8 and every torchao row: {_float_parts()[1]} (embeddings, norms, attention, lm_head; "
+        "the W8A8 int8 layers quantize their rows and apply their scales in float32); shrink's weight-only rows "
+        "in PyTorch compute in bf16 activations",
     }
     return rows, tokenizer, targets(rows), facts
 

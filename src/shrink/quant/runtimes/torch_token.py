@@ -78,6 +78,8 @@ class TokenInt8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise DataError(f"{self.name}: input of shape {tuple(x.shape)}, expected (..., {self.in_features})")
+        dtype = x.dtype  # a bf16 model's rows are quantized and the epilogue computed in float32, returned in bf16
+        x = x.float()
         if self.input_smooth is not None:
             x = x * self.input_smooth
         # rows keep the input's shape (no reshape to 2-D): Inductor then runs the previous layer's epilogue, the
@@ -95,7 +97,7 @@ class TokenInt8Linear(nn.Module):
             y = y + self.bias
         if self.relu:
             y = F.relu(y)
-        return y.squeeze(0) if vector else y
+        return (y.squeeze(0) if vector else y).to(dtype)
 
     def _int_gemm(self, q: torch.Tensor) -> torch.Tensor:
         """``q @ codesᵀ`` with the per-channel weight scales applied: uint8 rows times the prepacked int8 codes."""
