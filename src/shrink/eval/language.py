@@ -72,9 +72,10 @@ def _last_only(model: Any) -> dict[str, int]:
     return {}
 
 
-def _step(model: Any, ids: torch.Tensor, past: Any) -> tuple[Any, torch.Tensor]:
-    """One generation step (prefill or decode) at batch 1: (the cache after it, the greedy next token [1, 1])."""
-    res = model(input_ids=ids, past_key_values=past, use_cache=True, **_last_only(model))
+def _step(model: Any, ids: torch.Tensor, past: Any, keep: dict[str, int]) -> tuple[Any, torch.Tensor]:
+    """One generation step (prefill or decode) at batch 1, ``keep`` from :func:`_last_only` (read once per loop,
+    not per step): (the cache after it, the greedy next token [1, 1])."""
+    res = model(input_ids=ids, past_key_values=past, use_cache=True, **keep)
     return res.past_key_values, res.logits[:, -1].argmax(-1, keepdim=True)
 
 
@@ -97,13 +98,13 @@ def greedy_tokens(
     model: nn.Module, prompts: Sequence[torch.Tensor], new_tokens: int = 32, cache: CacheFactory | None = None
 ) -> list[torch.Tensor]:
     """The first ``new_tokens`` greedy tokens after each prompt (1-D token ids), decoded with a KV cache."""
-    out = []
+    out, keep = [], _last_only(model)
     for ids in prompts:
-        past, nxt = _step(model, ids[None], cache() if cache is not None else None)
+        past, nxt = _step(model, ids[None], cache() if cache is not None else None, keep)
         tokens = []
         for _ in range(new_tokens):
             tokens.append(int(nxt))
-            past, nxt = _step(model, nxt, past)
+            past, nxt = _step(model, nxt, past, keep)
         out.append(torch.tensor(tokens))
     return out
 
@@ -158,7 +159,8 @@ def prefill_latency(
     it), then picks the next token. The logits of the other positions, which scoring needs and generation does not,
     are not computed (with a vocabulary of tens of thousands of tokens, a large share of the pass)."""
     ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(0))
-    return _median_time(lambda: _step(model, ids, cache() if cache is not None else None), repeats, warmup)
+    keep = _last_only(model)
+    return _median_time(lambda: _step(model, ids, cache() if cache is not None else None, keep), repeats, warmup)
 
 
 @torch.inference_mode()
@@ -168,11 +170,12 @@ def decode_step_times(
     """Seconds of each of ``new_tokens`` cached single-token greedy steps at batch 1, after a prefill of a
     ``prompt_len``-token prompt (not timed)."""
     ids = torch.randint(0, vocab, (1, prompt_len), generator=torch.Generator().manual_seed(0))
-    past, nxt = _step(model, ids, cache() if cache is not None else None)
+    keep = _last_only(model)
+    past, nxt = _step(model, ids, cache() if cache is not None else None, keep)
     times = []
     for _ in range(new_tokens):
         t = time.perf_counter()
-        past, nxt = _step(model, nxt, past)
+        past, nxt = _step(model, nxt, past, keep)
         times.append(time.perf_counter() - t)
     return times
 
