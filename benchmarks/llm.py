@@ -72,7 +72,14 @@ RECOVERY_STEPS = {False: 16, True: 4}
 RECOVERY_LR = 1e-4
 #: what every compiled row (float, shrink, peer) runs under: shrink.quant.compile_int8 without GEMM autotuning
 #: (timing every GEMM candidate of a 30-layer decoder costs minutes per row on 2 cores)
-COMPILED = "torch.compile (Inductor, frozen weights, dynamic shapes, no GEMM autotuning)"
+COMPILED = (
+    "torch.compile (Inductor, frozen weights, Linears sharing an input concatenated, dynamic shapes, no GEMM "
+    "autotuning)"
+)
+#: how shrink's headline int4 rows choose their codes: GPTQ (block-sequential). AWQ + GPTQ scores alike (its row is
+#: in the table) but gives each layer its own input factors, multiplied in at run time, so q/k/v (and gate/up)
+#: cannot share one concatenated GEMM when compiled; GPTQ's layers read their input as it is
+INT4_METHOD = "gptq"
 #: every variant stays compiled side by side (they are timed interleaved at the end), so Dynamo may hold this many
 #: graphs per function instead of falling back to eager after its default 8
 RECOMPILE_LIMIT = 64
@@ -167,7 +174,7 @@ def _compiled(model: nn.Module, vocab: int) -> tuple[nn.Module, float, str]:
     from torch._dynamo.utils import counters
 
     graphs, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
-    compiled = compile_int8(model, max_autotune=False)
+    compiled = compile_int8(model, max_autotune=False, concat_linears=True)
     _, seconds = _timed(lambda: _warm(compiled, vocab))
     graphs = counters["stats"]["unique_graphs"] - graphs
     breaks = sum(counters["graph_break"].values()) - breaks
@@ -219,14 +226,15 @@ INT4_SETTINGS = tuple(Int4Setting(c, r) for r in (False, True) for c in (False, 
 
 
 def choose_int4(model: nn.Module, rotated: Callable[[], nn.Module], calib: torch.Tensor) -> tuple[Int4Setting, dict]:
-    """The :class:`Int4Setting` under which int4 AWQ + GPTQ does best on calibration windows it was not fitted on
-    (:func:`shrink.llm.weight_only.held_out_choice`): each fitted on every other window, perplexity on the rest.
+    """The :class:`Int4Setting` under which int4 :data:`INT4_METHOD` does best on calibration windows it was not
+    fitted on (:func:`shrink.llm.weight_only.held_out_choice`): each fitted on every other window, perplexity on the
+    rest.
     First rotation x clipped scales (:data:`INT4_SETTINGS`, symmetric), then the best of them with zero points."""
 
     def build(setting: Int4Setting, fit: list[torch.Tensor]) -> nn.Module:
         base = rotated() if setting.rotated else model
         return quantize_weight_only(
-            base, 4, INT4_GROUP, "awq+gptq", fit, clip=setting.clip, sequential=True, asymmetric=setting.asymmetric
+            base, 4, INT4_GROUP, INT4_METHOD, fit, clip=setting.clip, sequential=True, asymmetric=setting.asymmetric
         )
 
     best, held = held_out_choice(build, INT4_SETTINGS, list(calib))
@@ -247,7 +255,7 @@ def build_variants(
     """Each entry builds one variant lazily; a quantized model that several rows run (eager, compiled, ONNX
     Runtime) is built once. ONNX files are written under ``workdir``. ``int4``: how every int4 row of shrink is
     built (chosen beforehand on the calibration windows: :func:`run`); ``rotated``: the rotated model they start
-    from when ``int4.rotated`` (then one more row shows AWQ + GPTQ without the rotation)."""
+    from when ``int4.rotated`` (then one more row shows GPTQ without the rotation)."""
     windows = list(calib)
     if int4.rotated and rotated is None:
         raise ValueError("build_variants: int4.rotated needs the rotated model")
@@ -275,7 +283,7 @@ def build_variants(
     shared = functools.cache(quantize)  # the models several rows run (eager, compiled, ONNX Runtime)
 
     def quantized(bits: int, method: str, lm_head_bits: int | None = None) -> tuple[nn.Module, float]:
-        reused = lm_head_bits is None and (bits == 8 or method == "awq+gptq")
+        reused = lm_head_bits is None and (bits == 8 or method == INT4_METHOD)
         return (shared if reused else quantize)(bits, method, lm_head_bits)
 
     @functools.cache
@@ -321,7 +329,7 @@ def build_variants(
             kernel = f"aten.{'_weight_int8pack_mm' if bits == 8 else '_weight_int4pack_mm_for_cpu'}, bf16 activations"
             name = f"int{bits} weight-only ({_how(bits, method)})"
             if not compile:
-                like = f"int4 weight-only ({_how(4, 'awq+gptq')})" if bits == 4 and method != "awq+gptq" else ""
+                like = f"int4 weight-only ({_how(4, INT4_METHOD)})" if bits == 4 and method != INT4_METHOD else ""
                 return Variant(name, m, kernel, s, same_speed_as=like)
             c, cs, how = _compiled(m, vocab)
             return Variant(f"{name} + torch.compile", c, f"{kernel}, {how}", s, compile_s=cs)
@@ -340,9 +348,9 @@ def build_variants(
         return build
 
     def unrotated() -> Variant:
-        m, s = quantize(4, "awq+gptq", rotate=False)
-        name = f"int4 weight-only without rotation ({_how(4, 'awq+gptq', rotate=False)})"
-        like = f"int4 weight-only ({_how(4, 'awq+gptq')})"
+        m, s = quantize(4, INT4_METHOD, rotate=False)
+        name = f"int4 weight-only without rotation ({_how(4, INT4_METHOD, rotate=False)})"
+        like = f"int4 weight-only ({_how(4, INT4_METHOD)})"
         return Variant(name, m, "aten._weight_int4pack_mm_for_cpu, bf16 activations", s, same_speed_as=like)
 
     def kv8() -> Variant:
@@ -403,11 +411,11 @@ def build_variants(
     int4_rows = [wo(4, "rtn"), wo(4, "gptq"), wo(4, "awq"), wo(4, "awq+gptq")]
     without = [unrotated] if int4.rotated else []
     if quick:
-        return [fp32, bf16, ort_fp32, wo(8, "rtn"), wo_ort(8, "rtn"), *int4_rows[::3], *without, wo_ort(4, "awq+gptq"),
+        return [fp32, bf16, ort_fp32, wo(8, "rtn"), wo_ort(8, "rtn"), *int4_rows[:2], *without, wo_ort(4, INT4_METHOD),
                 kv8, w8a8, pruned(None), pruned("kd"), pruned("hard")]  # fmt: skip
     peers = [peer("int8 weight-only"), peer("int4 weight-only"), peer("int8 dynamic"), ort_peer]
     return [fp32, compiled, bf16, bf16_compiled, ort_fp32, wo(8, "rtn"), wo(8, "rtn", compile=True), wo_ort(8, "rtn"),
-            *int4_rows, *without, wo(4, "awq+gptq", compile=True), wo_ort(4, "awq+gptq"), wo_ort(4, "awq+gptq", 8),
+            *int4_rows, *without, wo(4, INT4_METHOD, compile=True), wo_ort(4, INT4_METHOD), wo_ort(4, INT4_METHOD, 8),
             kv8, w8a8, pruned(None), pruned("kd"), pruned("hard"), *peers]  # fmt: skip
 
 
@@ -548,23 +556,23 @@ def targets(rows: list[Row]) -> list[Target]:
     best_prefill = min(f["prefill ms"] for f in floats)
     best_decode = max(f["decode tok/s"] for f in floats)
     w8a8, int8 = _rows_like(by, "W8A8"), _rows_like(by, "int8 weight-only")
-    int4 = _rows_like(by, "int4 weight-only (awq+gptq")
+    int4 = _rows_like(by, f"int4 weight-only ({INT4_METHOD},")
     rtn = next(iter(_rows_like(by, "int4 weight-only (rtn")), None)
-    head8 = next(iter(_rows_like(by, "int4 weight-only, int8 lm_head (awq+gptq")), None)
+    head8 = next(iter(_rows_like(by, f"int4 weight-only, int8 lm_head ({INT4_METHOD},")), None)
     kv = next(iter(_rows_like(by, "fp32 + int8 KV")), None)
     base = fp32["ppl"]
     out = [
         _ppl("W8A8 perplexity", w8a8[0] if w8a8 else None, base, 0.02),
         _speed("W8A8 prefill (512 tokens)", w8a8, "prefill ms", 2.0, best_prefill),
         _speed("int8 weight-only decode", int8, "decode tok/s", 2.0, best_decode),
-        _speed("int4 weight-only decode (AWQ + GPTQ)", int4, "decode tok/s", 3.0, best_decode),
+        _speed(f"int4 weight-only decode ({INT4_METHOD.upper()})", int4, "decode tok/s", 3.0, best_decode),
         _ppl(
-            f"int4 perplexity (AWQ + GPTQ, group {INT4_GROUP}, not the Q4_1 grid)",
+            f"int4 perplexity ({INT4_METHOD.upper()}, group {INT4_GROUP}, not the Q4_1 grid)",
             int4[0] if int4 else None,
             base,
             0.08,
         ),  # fmt: skip
-        _ppl(f"int4 perplexity, lm_head at int8 (AWQ + GPTQ, group {INT4_GROUP})", head8, base, 0.08),
+        _ppl(f"int4 perplexity, lm_head at int8 ({INT4_METHOD.upper()}, group {INT4_GROUP})", head8, base, 0.08),
     ]
     if rtn is not None:
         for method in ("gptq", "awq", "awq+gptq"):
@@ -648,8 +656,8 @@ def run(quick: bool) -> tuple[list[Row], Any, list[Target], dict[str, str]]:
     figures = "; ".join(f"{s.describe()} {p:.3f}" for s, p in held.items())
     facts["int4 settings"] = (
         f"{setting.describe()} for shrink's int4 rows (clipped scales: the rows calibrated anyway, not round to "
-        "nearest), chosen in this run on the calibration windows alone: block-sequential AWQ + GPTQ int4 fitted "
-        f"on every other window ({fit}), perplexity on the "
+        "nearest), chosen in this run on the calibration windows alone: block-sequential "
+        f"{INT4_METHOD.upper()} int4 fitted on every other window ({fit}), perplexity on the "
         f"other {calib.shape[0] - fit}: {figures} ({choice_s:.0f} s, not in any row's build s). First rotation x "
         "clipped scales, symmetric; then the best of those with zero points. The peers' int4 rows follow the "
         "grid chosen (symmetric, or with zero points). Groups of 64 are not the Q4_1 grid the weights were stored on "
@@ -693,7 +701,8 @@ def run(quick: bool) -> tuple[list[Row], Any, list[Target], dict[str, str]]:
         "generating; runs before 2026-12-05 computed all of them); decode "
         f"{DECODE_STEPS[quick]} steps per round after a 64-token prompt (median step). Rows with — are not timed: "
         "they run the int4 kernel or the pruned shapes of the row named "
-        "(the AWQ rows add one input scaling per layer): "
+        "(the AWQ rows add one input scaling per layer, and compiled, their q/k/v and gate/up would not "
+        "concatenate): "
         + "; ".join(f"{r.name} as {r.values['same speed as']}" for r in rows if "same speed as" in r.values),
         "scoring MiB": "resident memory the perplexity pass adds to the process (peak, sampled every 2 ms, minus "
         "the resident size just before, garbage freed); the model's own bytes are 'weights MiB'",

@@ -288,3 +288,32 @@ def test_awq_factors_keep_the_float_product():
     assert torch.allclose(layer(x / 2), plain, rtol=1e-2, atol=1e-2)
     with pytest.raises(ConfigError, match="expected 128"):
         layer.scale_input(torch.ones(7))
+
+
+def _int4_kernel_calls(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+    from torch.profiler import profile
+
+    with torch.inference_mode(), profile() as prof:
+        logits = model(input_ids=ids, use_cache=False).logits
+    calls = sum(e.count for e in prof.key_averages() if e.key == "aten::_weight_int4pack_mm_for_cpu")
+    return logits, calls
+
+
+def test_compiled_int4_concatenates_the_projections_that_share_an_input():
+    from shrink.quant import compile_int8
+
+    model = tiny_llama(layers=2)
+    q = quantize_weight_only(model, 4, 32, "rtn")
+    ids = torch.randint(0, 256, (1, 1))
+    eager, eager_calls = _int4_kernel_calls(q, ids)
+    assert eager_calls == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer and lm_head
+    compiled = compile_int8(q, max_autotune=False, concat_linears=True)
+    fused, fused_calls = _int4_kernel_calls(compiled, ids)
+    fused, fused_calls = _int4_kernel_calls(compiled, ids)  # the first call compiled
+    assert fused_calls == 2 * 4 + 1  # one GEMM for q/k/v and one for gate/up
+    assert torch.allclose(fused, eager, atol=1e-2 * eager.abs().max())
+    awq = quantize_weight_only(model, 4, 32, "awq", [torch.randint(0, 256, (1, 32))])
+    awq_compiled = compile_int8(awq, max_autotune=False, concat_linears=True)
+    _, awq_calls = _int4_kernel_calls(awq_compiled, ids)
+    _, awq_calls = _int4_kernel_calls(awq_compiled, ids)
+    assert awq_calls == eager_calls  # each layer scales its input by its own AWQ factors: nothing shared to concatenate

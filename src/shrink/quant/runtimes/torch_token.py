@@ -209,8 +209,9 @@ def merge_shared_inputs(model: nn.Module, example_inputs: Any) -> int:
 INDUCTOR_SETTINGS = {"freezing": True, "max_autotune": True, "realize_opcount_threshold": 4}
 
 
-def inductor_settings(model: nn.Module, max_autotune: bool = True) -> dict[str, Any]:
-    """:data:`INDUCTOR_SETTINGS` for ``model`` (GEMM autotuning as ``max_autotune`` says). A model with int4
+def inductor_settings(model: nn.Module, max_autotune: bool = True, concat_linears: bool = False) -> dict[str, Any]:
+    """:data:`INDUCTOR_SETTINGS` for ``model`` (GEMM autotuning as ``max_autotune`` says; ``concat_linears``:
+    Inductor's ``cpp.enable_concat_linear``, see :func:`compile_int8`). A model with int4
     weight-only Linears (:func:`~shrink.quant.to_torch_weight_only`) compiles without epilogue fusion into GEMM
     templates: PyTorch 2.13's AMX int4 template (many times faster than the ATen int4 kernel on a batch of
     tokens) fails to compile an epilogue that views its output in 3-D ('wrong ndim'), as a transformer's next op
@@ -218,6 +219,8 @@ def inductor_settings(model: nn.Module, max_autotune: bool = True) -> dict[str, 
     from shrink.quant.runtimes.torch_weight_only import Int4WeightLinear
 
     settings: dict[str, Any] = {**INDUCTOR_SETTINGS, "max_autotune": max_autotune}
+    if concat_linears:
+        settings["cpp.enable_concat_linear"] = True
     if any(isinstance(m, Int4WeightLinear) for m in model.modules()):
         settings["epilogue_fusion"] = False
     return settings
@@ -302,7 +305,11 @@ class CompiledInt8(nn.Module):
 
 
 def compile_int8(
-    model: nn.Module, warmup: list[Any] | None = None, skip_guards: bool = False, max_autotune: bool = True
+    model: nn.Module,
+    warmup: list[Any] | None = None,
+    skip_guards: bool = False,
+    max_autotune: bool = True,
+    concat_linears: bool = False,
 ) -> CompiledInt8:
     """Compile a model from :func:`shrink.quant.to_torch_int8` with ``torch.compile`` (Inductor with
     :data:`INDUCTOR_SETTINGS`, dynamic shapes). ``warmup``: example batches (dicts are keyword arguments) run once
@@ -312,6 +319,12 @@ def compile_int8(
     ``max_autotune=False`` keeps Inductor's default GEMM choices instead of timing the candidates: minutes less to
     compile a large model (e.g. a decoder LLM's dozens of layers), at some speed.
 
+    ``concat_linears``: Linears that read the same input become one GEMM on their concatenated weights, its output
+    split after (Inductor's ``cpp.enable_concat_linear``: float Linears, and int4 weight-only ones on PyTorch's
+    kernel): a decoder's q/k/v and gate/up projections. On one token at a time (decoding) a GEMM that small costs
+    mostly its call, so fewer, wider ones pay. int4 layers concatenate only when they share their input exactly:
+    AWQ's per-layer input factors give each its own.
+
     ``skip_guards``: after the warm-up, each call evaluates only the guards that tell the compiled graphs apart
     (``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``), about 0.1 ms less per call. PyTorch calls this
     unsafe unless every later input is of a kind the warm-up compiled for (same dtypes, ranks and size-1 dims);
@@ -320,7 +333,7 @@ def compile_int8(
     from shrink.data import call_model
 
     compiled = torch.compile(model, dynamic=True)
-    out = CompiledInt8(model, compiled, settings=inductor_settings(model, max_autotune))
+    out = CompiledInt8(model, compiled, settings=inductor_settings(model, max_autotune, concat_linears))
     start = time.perf_counter()
     for batch in warmup or []:
         call_model(out, batch)
