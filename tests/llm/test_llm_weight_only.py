@@ -290,30 +290,16 @@ def test_awq_factors_keep_the_float_product():
         layer.scale_input(torch.ones(7))
 
 
-def _int4_kernel_calls(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, int]:
-    from torch.profiler import profile
-
-    with torch.inference_mode(), profile() as prof:
-        logits = model(input_ids=ids, use_cache=False).logits
-    calls = sum(e.count for e in prof.key_averages() if e.key == "aten::_weight_int4pack_mm_for_cpu")
-    return logits, calls
-
-
-def test_compiled_int4_concatenates_the_projections_that_share_an_input():
+def test_concat_linears_compiles_float_projections_as_one_and_refuses_int4():
     from shrink.quant import compile_int8
 
     model = tiny_llama(layers=2)
-    q = quantize_weight_only(model, 4, 32, "rtn")
-    ids = torch.randint(0, 256, (1, 1))
-    eager, eager_calls = _int4_kernel_calls(q, ids)
-    assert eager_calls == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer and lm_head
-    compiled = compile_int8(q, max_autotune=False, concat_linears=True)
-    fused, fused_calls = _int4_kernel_calls(compiled, ids)
-    fused, fused_calls = _int4_kernel_calls(compiled, ids)  # the first call compiled
-    assert fused_calls == 2 * 4 + 1  # one GEMM for q/k/v and one for gate/up
-    assert torch.allclose(fused, eager, atol=1e-2 * eager.abs().max())
-    awq = quantize_weight_only(model, 4, 32, "awq", [torch.randint(0, 256, (1, 32))])
-    awq_compiled = compile_int8(awq, max_autotune=False, concat_linears=True)
-    _, awq_calls = _int4_kernel_calls(awq_compiled, ids)
-    _, awq_calls = _int4_kernel_calls(awq_compiled, ids)
-    assert awq_calls == eager_calls  # each layer scales its input by its own AWQ factors: nothing shared to concatenate
+    ids = torch.randint(0, 256, (1, 5))
+    with torch.inference_mode():
+        eager = model(input_ids=ids, use_cache=False).logits
+        compiled = compile_int8(model, max_autotune=False, concat_linears=True)
+        fused = compiled(input_ids=ids, use_cache=False).logits
+    assert torch.allclose(fused, eager, atol=1e-4)
+    q = quantize_weight_only(model, 4, 32, "rtn")  # PyTorch's int4 concatenation changes generated tokens
+    with pytest.raises(ConfigError, match="concat_linears=True with int4 weight-only Linears"):
+        compile_int8(q, max_autotune=False, concat_linears=True)

@@ -8,7 +8,7 @@ onto PyTorch's integer kernels and added to the report as a row of its own, as `
   (:mod:`shrink.quant.runtimes.torch_weight_only`); a grid no kernel reads stays as it was, and the report says
   how many;
 * ``compile``: the converted model through Inductor (:func:`shrink.quant.compile_int8`), compiled on the example
-  input before it is measured; ``concat_linears`` runs Linears that share an input as one GEMM.
+  input before it is measured; ``concat_linears`` runs float Linears that share an input as one GEMM.
 
 The stage's own model (what the next stage starts from, and what ``model.shrink`` stores) is the quantized model
 unchanged: the converted one holds prepacked runtime weights, so its size, parameters and MACs in the report are
@@ -46,7 +46,7 @@ class TorchKernels(Config):
     #: with compile: time Inductor's GEMM candidates (faster code, minutes more on a large model)
     max_autotune: bool = True
     #: with compile: Linears that read the same input (a decoder's q/k/v, gate/up) run as one GEMM on their
-    #: concatenated weights (Inductor's concat-linear pass; float and int4 weight-only Linears)
+    #: concatenated weights (Inductor's concat-linear pass; float Linears; refused with int4 weight-only layers)
     concat_linears: bool = False
 
     @pydantic.model_validator(mode="after")
