@@ -39,6 +39,7 @@ batch's samples (cross-entropy and shrink's distillation losses are) for the sam
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from collections.abc import Callable, Iterator
@@ -76,7 +77,14 @@ def setup() -> bool:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend)
+        atexit.register(_destroy)  # a group left alive at exit can abort the process there (gloo's threads)
     return is_distributed()
+
+
+def _destroy() -> None:
+    """Tear down the process group :func:`setup` made, at interpreter exit (if nothing did it before)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_distributed() -> bool:
