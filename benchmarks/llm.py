@@ -229,8 +229,8 @@ INT4_SETTINGS = tuple(Int4Setting(c, r) for r in (False, True) for c in (False, 
 def choose_int4(model: nn.Module, rotated: Callable[[], nn.Module], calib: torch.Tensor) -> tuple[Int4Setting, dict]:
     """The :class:`Int4Setting` under which int4 :data:`INT4_METHOD` does best on calibration windows it was not
     fitted on (:func:`shrink.llm.weight_only.held_out_choice`): each fitted on every other window, perplexity on the
-    rest.
-    First rotation x clipped scales (:data:`INT4_SETTINGS`, symmetric), then the best of them with zero points."""
+    rest. First rotation x clipped scales (:data:`INT4_SETTINGS`, symmetric), then the best of them with zero
+    points."""
 
     def build(setting: Int4Setting, fit: list[torch.Tensor]) -> nn.Module:
         base = rotated() if setting.rotated else model
