@@ -55,7 +55,7 @@ from shrink.llm.onnx import OrtCache, OrtDecoder, export_decoder
 from shrink.llm.prune import prune_llama, recover
 from shrink.llm.rotate import Rotation, rotate_llama
 from shrink.llm.w8a8 import quantize_w8a8
-from shrink.llm.weight_only import Int4WeightLinear, held_out_choice, quantize_weight_only
+from shrink.llm.weight_only import held_out_choice, quantize_weight_only
 from shrink.quant import CompiledInt8, compile_int8
 from shrink.zoo.llm import llm_texts, load_smollm2, token_windows
 
@@ -72,12 +72,10 @@ RECOVERY_STEPS = {False: 16, True: 4}
 RECOVERY_LR = 1e-4
 #: what every compiled row (float, shrink, peer) runs under: shrink.quant.compile_int8 without GEMM autotuning
 #: (timing every GEMM candidate of a 30-layer decoder costs minutes per row on 2 cores)
-#: (float Linears that share an input concatenated into one GEMM, except in models with int4 weight-only layers:
-#: see shrink.quant.compile_int8)
-COMPILED = "torch.compile (Inductor, frozen weights, {concat}dynamic shapes, no GEMM autotuning)"
-CONCAT = "float Linears sharing an input concatenated, "
+COMPILED = "torch.compile (Inductor, frozen weights, dynamic shapes, no GEMM autotuning)"
 #: how shrink's headline int4 rows choose their codes: GPTQ (block-sequential). Its layers read their input as it is;
-#: AWQ's give each layer its own input factors, one more multiply per layer at run time (the AWQ rows stay in the table)
+#: AWQ's give each layer its own input factors, one more multiply per layer at run time (AWQ rows stay in the table).
+#: Fixed before the run of 86a74a4 (earlier runs had scored AWQ + GPTQ and GPTQ alike), not chosen on its results
 INT4_METHOD = "gptq"
 #: every variant stays compiled side by side (they are timed interleaved at the end), so Dynamo may hold this many
 #: graphs per function instead of falling back to eager after its default 8
@@ -173,15 +171,13 @@ def _compiled(model: nn.Module, vocab: int) -> tuple[nn.Module, float, str]:
     from torch._dynamo.utils import counters
 
     graphs, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
-    concat = not any(isinstance(m, Int4WeightLinear) for m in model.modules())  # refused with int4 layers
-    compiled = compile_int8(model, max_autotune=False, concat_linears=concat)
+    compiled = compile_int8(model, max_autotune=False)
     _, seconds = _timed(lambda: _warm(compiled, vocab))
     graphs = counters["stats"]["unique_graphs"] - graphs
     breaks = sum(counters["graph_break"].values()) - breaks
     if graphs == 0:
         raise RuntimeError("torch.compile compiled no graph for this variant (it would run eager)")
-    how = COMPILED.format(concat=CONCAT if concat else "")
-    return compiled, seconds, f"{how}; {graphs} graphs, {breaks} graph breaks"
+    return compiled, seconds, f"{COMPILED}; {graphs} graphs, {breaks} graph breaks"
 
 
 def _torchao_config(kind: str, asymmetric: bool = False) -> Any:

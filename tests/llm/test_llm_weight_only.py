@@ -288,18 +288,3 @@ def test_awq_factors_keep_the_float_product():
     assert torch.allclose(layer(x / 2), plain, rtol=1e-2, atol=1e-2)
     with pytest.raises(ConfigError, match="expected 128"):
         layer.scale_input(torch.ones(7))
-
-
-def test_concat_linears_compiles_float_projections_as_one_and_refuses_int4():
-    from shrink.quant import compile_int8
-
-    model = tiny_llama(layers=2)
-    ids = torch.randint(0, 256, (1, 5))
-    with torch.inference_mode():
-        eager = model(input_ids=ids, use_cache=False).logits
-        compiled = compile_int8(model, max_autotune=False, concat_linears=True)
-        fused = compiled(input_ids=ids, use_cache=False).logits
-    assert torch.allclose(fused, eager, atol=1e-4)
-    q = quantize_weight_only(model, 4, 32, "rtn")  # PyTorch's int4 concatenation changes generated tokens
-    with pytest.raises(ConfigError, match="concat_linears=True with int4 weight-only Linears"):
-        compile_int8(q, max_autotune=False, concat_linears=True)

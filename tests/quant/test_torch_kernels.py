@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import shrink
-from shrink.errors import ConfigError, UnsupportedOpError
+from shrink.errors import UnsupportedOpError
 from shrink.quant import Int4WeightLinear, Int8WeightLinear, PackedLinear, WeightOnly, to_torch_kernels
 from shrink.select import Selector
 
@@ -46,11 +46,3 @@ def test_a_grid_without_a_kernel_stays_and_is_counted():
 def test_a_model_without_quantized_layers_is_refused():
     with pytest.raises(UnsupportedOpError, match="list a quantization stage"):
         to_torch_kernels(_model())
-
-
-def test_concat_linears_is_refused_without_compile():
-    from shrink.quant.torch_kernels import TorchKernels
-
-    assert TorchKernels(compile=True, concat_linears=True).concat_linears
-    with pytest.raises(ConfigError, match="concat_linears is a compile setting"):
-        TorchKernels(concat_linears=True)

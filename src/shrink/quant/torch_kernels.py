@@ -8,7 +8,7 @@ onto PyTorch's integer kernels and added to the report as a row of its own, as `
   (:mod:`shrink.quant.runtimes.torch_weight_only`); a grid no kernel reads stays as it was, and the report says
   how many;
 * ``compile``: the converted model through Inductor (:func:`shrink.quant.compile_int8`), compiled on the example
-  input before it is measured; ``concat_linears`` runs float Linears that share an input as one GEMM.
+  input before it is measured.
 
 The stage's own model (what the next stage starts from, and what ``model.shrink`` stores) is the quantized model
 unchanged: the converted one holds prepacked runtime weights, so its size, parameters and MACs in the report are
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pydantic
 from torch import nn
 
 from shrink.api import Context, implements
@@ -45,15 +44,6 @@ class TorchKernels(Config):
     compile: bool = False
     #: with compile: time Inductor's GEMM candidates (faster code, minutes more on a large model)
     max_autotune: bool = True
-    #: with compile: Linears that read the same input (a decoder's q/k/v, gate/up) run as one GEMM on their
-    #: concatenated weights (Inductor's concat-linear pass; float Linears; refused with int4 weight-only layers)
-    concat_linears: bool = False
-
-    @pydantic.model_validator(mode="after")
-    def _check_compile(self) -> TorchKernels:
-        if self.concat_linears and not self.compile:
-            raise ValueError("concat_linears is a compile setting: set compile: true with it")
-        return self
 
 
 def to_torch_kernels(model: nn.Module, example_inputs: Any = None) -> tuple[nn.Module, list[str]]:
@@ -90,9 +80,7 @@ def torch_kernels_stage(model: nn.Module, config: TorchKernels, ctx: Context) ->
     execution = getattr(real, "shrink_execution", "integer kernels")
     if config.compile:
         figures = real.shrink_runtime_figures
-        real = compile_int8(
-            real, warmup=[ctx.example_inputs], max_autotune=config.max_autotune, concat_linears=config.concat_linears
-        )
+        real = compile_int8(real, warmup=[ctx.example_inputs], max_autotune=config.max_autotune)
         real.shrink_runtime_figures = figures
         notes.append(f"torch_kernels: compiled in {real.compile_seconds:.1f} s")
         execution += ", compiled"

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shrink.errors import ConfigError, DataError, UnsupportedOpError
+from shrink.errors import DataError, UnsupportedOpError
 from shrink.quant.layers.modules import QuantLinear
 
 __all__ = [
@@ -209,9 +209,8 @@ def merge_shared_inputs(model: nn.Module, example_inputs: Any) -> int:
 INDUCTOR_SETTINGS = {"freezing": True, "max_autotune": True, "realize_opcount_threshold": 4}
 
 
-def inductor_settings(model: nn.Module, max_autotune: bool = True, concat_linears: bool = False) -> dict[str, Any]:
-    """:data:`INDUCTOR_SETTINGS` for ``model`` (GEMM autotuning as ``max_autotune`` says; ``concat_linears``:
-    Inductor's ``cpp.enable_concat_linear``, refused with int4 layers, see :func:`compile_int8`). A model with int4
+def inductor_settings(model: nn.Module, max_autotune: bool = True) -> dict[str, Any]:
+    """:data:`INDUCTOR_SETTINGS` for ``model`` (GEMM autotuning as ``max_autotune`` says). A model with int4
     weight-only Linears (:func:`~shrink.quant.to_torch_weight_only`) compiles without epilogue fusion into GEMM
     templates: PyTorch 2.13's AMX int4 template (many times faster than the ATen int4 kernel on a batch of
     tokens) fails to compile an epilogue that views its output in 3-D ('wrong ndim'), as a transformer's next op
@@ -219,16 +218,7 @@ def inductor_settings(model: nn.Module, max_autotune: bool = True, concat_linear
     from shrink.quant.runtimes.torch_weight_only import Int4WeightLinear
 
     settings: dict[str, Any] = {**INDUCTOR_SETTINGS, "max_autotune": max_autotune}
-    int4 = any(isinstance(m, Int4WeightLinear) for m in model.modules())
-    if concat_linears and int4:
-        raise ConfigError(
-            "compile_int8: concat_linears=True with int4 weight-only Linears: PyTorch 2.13's concatenation of int4 "
-            "GEMMs changes the tokens a decoder generates (SmolLM2-135M's greedy continuations turn to noise while "
-            "its perplexity stays); compile int4 models with concat_linears=False"
-        )
-    if concat_linears:
-        settings["cpp.enable_concat_linear"] = True
-    if int4:
+    if any(isinstance(m, Int4WeightLinear) for m in model.modules()):
         settings["epilogue_fusion"] = False
     return settings
 
@@ -312,11 +302,7 @@ class CompiledInt8(nn.Module):
 
 
 def compile_int8(
-    model: nn.Module,
-    warmup: list[Any] | None = None,
-    skip_guards: bool = False,
-    max_autotune: bool = True,
-    concat_linears: bool = False,
+    model: nn.Module, warmup: list[Any] | None = None, skip_guards: bool = False, max_autotune: bool = True
 ) -> CompiledInt8:
     """Compile a model from :func:`shrink.quant.to_torch_int8` with ``torch.compile`` (Inductor with
     :data:`INDUCTOR_SETTINGS`, dynamic shapes). ``warmup``: example batches (dicts are keyword arguments) run once
@@ -326,12 +312,6 @@ def compile_int8(
     ``max_autotune=False`` keeps Inductor's default GEMM choices instead of timing the candidates: minutes less to
     compile a large model (e.g. a decoder LLM's dozens of layers), at some speed.
 
-    ``concat_linears``: float Linears that read the same input become one GEMM on their concatenated weights, its
-    output split after (Inductor's ``cpp.enable_concat_linear``): a decoder's q/k/v and gate/up projections. On one
-    token at a time (decoding) a GEMM that small costs mostly its call, so fewer, wider ones pay. A model with int4
-    weight-only Linears is refused with it: PyTorch 2.13 concatenates those too, and the result generates other
-    tokens than the model (its perplexity unchanged), found on SmolLM2-135M and not on small random models.
-
     ``skip_guards``: after the warm-up, each call evaluates only the guards that tell the compiled graphs apart
     (``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``), about 0.1 ms less per call. PyTorch calls this
     unsafe unless every later input is of a kind the warm-up compiled for (same dtypes, ranks and size-1 dims);
@@ -340,7 +320,7 @@ def compile_int8(
     from shrink.data import call_model
 
     compiled = torch.compile(model, dynamic=True)
-    out = CompiledInt8(model, compiled, settings=inductor_settings(model, max_autotune, concat_linears))
+    out = CompiledInt8(model, compiled, settings=inductor_settings(model, max_autotune))
     start = time.perf_counter()
     for batch in warmup or []:
         call_model(out, batch)
