@@ -88,7 +88,7 @@ CALIBRATION_WINDOWS = {False: 16, True: 4}
 ROUNDS = {False: 6, True: 3}
 DECODE_STEPS = {False: 32, True: 16}
 #: what the ONNX Runtime weight-only rows run on (shrink's export and ONNX Runtime's own quantizer alike)
-ORT_NBITS = "ONNX Runtime MatMulNBits ({bits}-bit weights, int8 compute: accuracy_level 4)"
+ORT_NBITS = "ONNX Runtime MatMulNBits ({bits}-bit weights, int8 compute: accuracy_level 4; optimized graph)"
 
 
 @dataclass
@@ -311,7 +311,8 @@ def build_variants(
 
     def ort_fp32() -> Variant:
         path, s = fp32_onnx()
-        return Variant("fp32 ONNX Runtime", OrtDecoder(path), "ONNX Runtime CPU, fp32 (shrink.llm.export_decoder)", s)
+        how = "ONNX Runtime CPU, fp32 (shrink.llm.export_decoder, optimized graph)"
+        return Variant("fp32 ONNX Runtime", OrtDecoder(path), how, s)
 
     def _how(bits: int, method: str, rotate: bool = True) -> str:
         clip = ", clipped" if clipped(bits, method) else ""

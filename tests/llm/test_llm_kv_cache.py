@@ -12,6 +12,23 @@ def test_quantize_kv_error_is_within_half_a_step():
     codes, scale = quantize_kv(x)
     assert codes.dtype == torch.int8 and scale.shape == (1, 2, 10, 1)
     assert ((codes.float() * scale.float() - x).abs() <= scale.float() * 0.51 + 1e-3).all()
+    assert codes.abs().amax(-1).eq(127).all()  # the largest entry of each vector gets the top code
+
+
+def test_quantize_kv_of_zero_and_tiny_vectors_is_finite():
+    x = torch.zeros(1, 1, 3, 64)
+    x[0, 0, 1] = 1e-30
+    x[0, 0, 2, 0] = -1e-6
+    codes, scale = quantize_kv(x)
+    assert (scale.float() > 0).all() and codes[0, 0, :2].eq(0).all()
+    assert ((codes.float() * scale.float() - x).abs() <= scale.float() * 0.51).all()
+
+
+def test_quantize_kv_leaves_its_input_alone():
+    x = torch.randn(1, 2, 4, 64)
+    before = x.clone()
+    quantize_kv(x)
+    assert x.equal(before)
 
 
 def test_int8_cache_decodes_like_the_float_cache_with_4x_less_memory():

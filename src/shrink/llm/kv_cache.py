@@ -14,14 +14,28 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-__all__ = ["GROW_TOKENS", "Int8KVLayer", "Int8KVCache", "quantize_kv", "cache_bytes"]
+__all__ = ["GROW_TOKENS", "MIN_SCALE", "Int8KVLayer", "Int8KVCache", "quantize_kv", "cache_bytes"]
+
+
+#: smallest scale stored: float16's smallest normal number (an all-zero vector then gets codes 0, not 0 / 0)
+MIN_SCALE = 2.0**-14
 
 
 def quantize_kv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """int8 codes and float16 scales [..., 1] of ``x`` [batch, heads, tokens, head_dim], per (token, head)."""
-    scale = (x.abs().amax(-1, keepdim=True).float() / 127.0).clamp(min=1e-8).to(torch.float16)
-    codes = torch.clamp(torch.round(x.float() / scale.float()), -127, 127).to(torch.int8)
-    return codes, scale
+    """int8 codes and float16 scales [..., 1] of ``x`` [batch, heads, tokens, head_dim], per (token, head); the codes
+    are rounded against the float16 scale that is stored, so de-quantizing is off by at most half a step."""
+    scale = _scales(x)
+    return _codes(x.to(torch.float32, copy=True), scale).to(torch.int8), scale
+
+
+def _scales(x: torch.Tensor) -> torch.Tensor:
+    return (x.abs().amax(-1, keepdim=True).float() / 127.0).clamp_(min=MIN_SCALE).to(torch.float16)
+
+
+def _codes(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Rounded ``x / scale``, overwriting ``x`` (float): within [-127, 127] since the float16 scale is within
+    float16's rounding (2**-11) of max |x| / 127."""
+    return x.div_(scale).round_()
 
 
 #: the cache grows by this many tokens at a time (appending writes in place; at most this many slots are spare)
@@ -31,7 +45,8 @@ GROW_TOKENS = 16
 class Int8KVLayer(DynamicLayer):
     """One decoder layer's cache: keys and values stacked as int8 codes [2, batch, heads, capacity, head_dim] with
     per-(token, head) scales, written in place and grown by :data:`GROW_TOKENS` slots at a time (few operations per
-    decoding step: one quantization of the new key and value together, one de-quantization of the whole cache)."""
+    decoding step: one quantization of the new key and value together, written in place, and one de-quantization of
+    the whole cache)."""
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
@@ -52,17 +67,19 @@ class Int8KVLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):  # noqa: ANN201
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        codes, scales = quantize_kv(torch.stack([key_states, value_states]))
+        states = torch.stack([key_states, value_states]).float()
         if self.codes is None:
-            self.codes, self.scales = codes[..., :0, :], scales[..., :0, :]
-        n, end = self.length, self.length + codes.shape[-2]
+            self.codes = states.new_zeros(*states.shape[:-2], 0, states.shape[-1], dtype=torch.int8)
+            self.scales = states.new_zeros(*states.shape[:-2], 0, 1, dtype=torch.float16)
+        n, end = self.length, self.length + states.shape[-2]
         self._reserve(end)
         assert self.codes is not None and self.scales is not None
-        self.codes[..., n:end, :] = codes
-        self.scales[..., n:end, :] = scales
+        scale = self.scales[..., n:end, :]
+        scale.copy_(_scales(states))
+        self.codes[..., n:end, :] = _codes(states, scale)
         self.length = end
-        states = self.codes[..., :end, :].to(self.dtype) * self.scales[..., :end, :].to(self.dtype)
-        return states[0], states[1]
+        cached = self.codes[..., :end, :].to(self.dtype).mul_(self.scales[..., :end, :])
+        return cached[0], cached[1]
 
     def get_seq_length(self) -> int:
         return self.length if self.is_initialized else 0

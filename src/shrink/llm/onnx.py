@@ -9,7 +9,9 @@ stay float MatMuls; weight-only layers (:func:`shrink.llm.quantize_weight_only`)
 ``MatMulNBits`` with the same codes, scales and AWQ input factors, so the file holds four or eight bits per weight:
 int4 as it is, int8 (one scale per output channel) as 8-bit blocks that all repeat their channel's scale -- the
 same grid. ``compute="int8"`` lets ONNX Runtime quantize blocks of the input to int8 at run
-time and use integer dot products; ``"float"`` computes in float on the unpacked weights.
+time and use integer dot products; ``"float"`` computes in float on the unpacked weights. ``optimize`` (the
+default) writes attention with constant shapes and runs the passes of :mod:`shrink.llm.onnx_graph`: the same
+numbers with far fewer operators per token.
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
-from transformers import DynamicCache
+from transformers import AttentionInterface, DynamicCache
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from shrink._atomic import atomic_write_bytes
 from shrink.errors import ConfigError, DataError, UnsupportedOpError
 from shrink.export.onnx import write_onnx
+from shrink.llm.onnx_graph import fuse_shared_input_matmuls, simplify
 from shrink.quant.layers.convert import set_module
 from shrink.quant.layers.packed import pack_int4
 from shrink.quant.onnx.nbits import ACCURACY_LEVELS, MatMulNBitsFunction
@@ -104,6 +110,37 @@ def _int8_blocks(layer: Int8WeightLinear, compute: str) -> _NBitsBlocks:
     return _NBitsBlocks(layer, compute, blocks, layer.scales.float()[:, None].expand(-1, k // block), 8)
 
 
+#: the attention the exported graph computes (registered with transformers under this name, with sdpa's masks)
+ONNX_ATTENTION = "shrink_onnx"
+
+
+def _onnx_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **_: Any,
+) -> tuple[torch.Tensor, None]:
+    """Attention at batch 1 written for the ONNX tracer: shapes from the config (constants in the graph, where
+    torch's ``scaled_dot_product_attention`` exports a dozen shape operators per layer); grouped-query attention by
+    folding the query heads that share a key/value head into rows (no copies of the keys and values)."""
+    config: Any = module.config
+    heads, (_layers, kv_heads, dim) = int(config.num_attention_heads), _cache_shape(config)
+    scores = torch.matmul(query.reshape(1, kv_heads, -1, dim), key.transpose(-1, -2)) * (scaling or dim**-0.5)
+    if attention_mask is not None:  # sdpa's mask: True where a position is seen
+        bias = torch.where(attention_mask, 0.0, torch.finfo(scores.dtype).min).to(scores.dtype)
+        scores = scores + bias.repeat(1, 1, heads // kv_heads, 1)
+    out = torch.matmul(torch.softmax(scores, dim=-1), value)
+    return out.reshape(1, heads, -1, dim).transpose(1, 2), None
+
+
+AttentionInterface.register(ONNX_ATTENTION, _onnx_attention)
+AttentionMaskInterface.register(ONNX_ATTENTION, sdpa_mask)
+
+
 class _DecoderWithPast(nn.Module):
     """``model`` with the cache as flat tensors: (input_ids, logit_positions, k0, v0, k1, v1, ...) -> (logits, k0',
     v0', ...); ``logit_positions`` (int64 [n]) picks the new positions whose logits are computed."""
@@ -139,15 +176,22 @@ def _names(layers: int, prefix: str) -> list[str]:
 
 
 @torch.no_grad()
-def export_decoder(model: nn.Module, path: str | os.PathLike[str], compute: str = "int8", opset: int = OPSET) -> Path:
+def export_decoder(
+    model: nn.Module, path: str | os.PathLike[str], compute: str = "int8", opset: int = OPSET, optimize: bool = True
+) -> Path:
     """Write ``model`` (a transformers causal LM: float, or with int8 / int4 weight-only layers) to ONNX at ``path``
-    with the KV cache as inputs and outputs (see the module docstring). The model itself is not changed; the file is
-    written through a temporary name, so a failed export leaves nothing behind."""
+    with the KV cache as inputs and outputs (see the module docstring). ``optimize``: MatMuls sharing an input fused
+    and the shape arithmetic folded (:mod:`shrink.llm.onnx_graph`; the same numbers, fewer operators per token).
+    The model itself is not changed; the file is written through a temporary name, so a failed export leaves
+    nothing behind."""
     if compute not in ACCURACY_LEVELS:
         raise ConfigError(f"export_decoder: compute must be one of {sorted(ACCURACY_LEVELS)}, got {compute!r}")
     config: Any = getattr(model, "config", None)
     layers, kv, head_dim = _cache_shape(config)
     out = copy.deepcopy(model).eval()
+    if optimize:
+        exported: Any = out.config
+        exported._attn_implementation = ONNX_ATTENTION
     for name, m in list(out.named_modules()):
         if isinstance(m, Int4WeightLinear):
             set_module(out, name, _int4_blocks(m, compute))
@@ -167,7 +211,17 @@ def export_decoder(model: nn.Module, path: str | os.PathLike[str], compute: str 
     with warnings.catch_warnings():
         # the tracer warns about the cache's Python branches; the graph is checked against eager by the tests
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        return write_onnx(wrapper, (ids, positions, *past), path, inputs, outputs, dynamic, opset)
+        raw = write_onnx(wrapper, (ids, positions, *past), path.with_name(f".{path.name}.raw"), inputs, outputs,
+                         dynamic, opset)  # fmt: skip
+    try:
+        graph = onnx.load(str(raw))
+        if optimize:
+            fuse_shared_input_matmuls(graph)
+            graph = simplify(graph)
+        atomic_write_bytes(path, graph.SerializeToString())
+    finally:
+        raw.unlink(missing_ok=True)
+    return path
 
 
 @dataclass

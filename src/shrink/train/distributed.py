@@ -82,8 +82,11 @@ def setup() -> bool:
 
 
 def _destroy() -> None:
-    """Tear down the process group :func:`setup` made, at interpreter exit (if nothing did it before)."""
+    """Tear down the process group :func:`setup` made, at interpreter exit (if nothing did it before), once every
+    rank got there: a rank that closed its connections while another still ran could abort that one."""
     if dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(RuntimeError):  # a rank already gone: tear down regardless
+            dist.barrier()
         dist.destroy_process_group()
 
 

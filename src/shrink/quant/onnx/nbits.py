@@ -62,6 +62,9 @@ class MatMulNBitsFunction(torch.autograd.Function):
             block_size_i=block,
             accuracy_level_i=accuracy_level,
         )
+        sizes = x.type().varyingSizes()  # the output's type for the exporter's shape inference: x's, N columns
+        if sizes is not None:
+            y.setType(x.type().with_sizes([*sizes[:-1], n]))
         return y if no_bias(bias) else g.op("Add", y, bias)
 
 
