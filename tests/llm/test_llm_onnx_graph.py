@@ -5,7 +5,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from shrink.llm.onnx import OrtDecoder, export_decoder
+from shrink.errors import UnsupportedOpError
+from shrink.llm.onnx import OrtDecoder, _onnx_attention, export_decoder
 from shrink.llm.onnx_graph import fuse_shared_input_matmuls, simplify
 from shrink.llm.weight_only import quantize_weight_only
 from shrink.zoo.llm import tiny_llama
@@ -82,3 +83,22 @@ def test_simplify_keeps_what_the_graph_computes():
     x = np.ones((2, 8), np.float32)
     for a, b in zip(_run(model, x), _run(out, x), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_optimized_attention_without_grouped_heads_matches_torch(tmp_path):
+    model = tiny_llama(seed=8, heads=4, kv_heads=4)
+    decoder = OrtDecoder(export_decoder(model, tmp_path / "mha.onnx"))
+    ids = torch.randint(0, 256, (1, 6), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        ref = model(input_ids=ids).logits
+    assert torch.allclose(decoder(input_ids=ids).logits, ref, atol=1e-4)
+
+
+def test_attention_the_optimized_export_does_not_write_is_refused():
+    model = tiny_llama(seed=8)
+    attention = model.model.layers[0].self_attn
+    q, kv = torch.zeros(1, 4, 2, 16), torch.zeros(1, 2, 2, 16)
+    with pytest.raises(UnsupportedOpError, match=r"\['softcap'\].*optimize=False"):
+        _onnx_attention(attention, q, kv, kv, None, softcap=30.0)
+    out, _ = _onnx_attention(attention, q, kv, kv, None, softcap=None)  # absent: fine
+    assert out.shape == (1, 2, 4, 16)

@@ -122,11 +122,15 @@ def _onnx_attention(
     attention_mask: torch.Tensor | None,
     scaling: float | None = None,
     dropout: float = 0.0,
-    **_: Any,
+    **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """Attention at batch 1 written for the ONNX tracer: shapes from the config (constants in the graph, where
     torch's ``scaled_dot_product_attention`` exports a dozen shape operators per layer); grouped-query attention by
-    folding the query heads that share a key/value head into rows (no copies of the keys and values)."""
+    folding the query heads that share a key/value head into rows (no copies of the keys and values). Sliding
+    windows come with the mask; logit soft-capping and attention sinks are refused."""
+    unsupported = sorted(k for k in ("softcap", "s_aux", "sinks") if kwargs.get(k) is not None)
+    if unsupported:
+        raise UnsupportedOpError(f"export_decoder: attention with {unsupported} is not written; use optimize=False")
     config: Any = module.config
     heads, (_layers, kv_heads, dim) = int(config.num_attention_heads), _cache_shape(config)
     scores = torch.matmul(query.reshape(1, kv_heads, -1, dim), key.transpose(-1, -2)) * (scaling or dim**-0.5)
