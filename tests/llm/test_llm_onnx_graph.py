@@ -102,3 +102,14 @@ def test_attention_the_optimized_export_does_not_write_is_refused():
         _onnx_attention(attention, q, kv, kv, None, softcap=30.0)
     out, _ = _onnx_attention(attention, q, kv, kv, None, softcap=None)  # absent: fine
     assert out.shape == (1, 2, 4, 16)
+
+
+def test_weight_only_graph_keeps_no_more_shape_operators_than_the_float_one(llama, tmp_path):
+    """MatMulNBits's output shapes are inferred (ONNX Runtime's symbolic inference), so the batch of 1 behind it
+    folds as it does behind a float MatMul."""
+    shape_ops = ("Shape", "Gather", "Unsqueeze", "Concat")
+    counts = []
+    for name, model in (("f.onnx", llama), ("q.onnx", quantize_weight_only(llama, 4, 32))):
+        graph = onnx.load(str(export_decoder(model, tmp_path / name))).graph
+        counts.append(sum(n.op_type in shape_ops for n in graph.node))
+    assert counts[1] <= counts[0]

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from typing import Any
 
@@ -91,10 +92,15 @@ def fuse_shared_input_matmuls(model: onnx.ModelProto) -> int:
 
 
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` with its constant shape arithmetic folded (the ONNX Simplifier; dynamic axes stay dynamic). Raises
-    RuntimeError if the simplifier cannot vouch for the result."""
+    """``model`` with its constant shape arithmetic folded (the ONNX Simplifier; dynamic axes stay dynamic), after
+    ONNX Runtime's symbolic shape inference, which knows its contrib operators' output shapes (``MatMulNBits``: the
+    batch of 1 behind it is then a constant too). Raises RuntimeError if the simplifier cannot vouch for the
+    result."""
     import onnxsim
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
+    with contextlib.suppress(Exception):  # an operator it cannot infer: fold what ONNX's own inference sees
+        model = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
     simplified, ok = onnxsim.simplify(model)
     if not ok:
         raise RuntimeError("simplify: the ONNX Simplifier could not check the simplified graph")
