@@ -24,6 +24,7 @@ import ctypes
 import functools
 import gc
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -468,12 +469,14 @@ def measure(v: Variant, ref_tokens: list[torch.Tensor] | None, evals: torch.Tens
 
 def time_interleaved(live: list[tuple[Row, Variant]], vocab: int, quick: bool) -> None:
     """Prefill and decode speeds of every live variant, timed round after round over all of them (so drifts in the
-    machine's speed fall on every row alike); round 0 is discarded. Prefill: median over rounds; decode: tokens/s
+    machine's speed fall on every row alike), each timed round in its own shuffled order (so does a row's place in
+    the round: which row ran just before it); round 0 is discarded. Prefill: median over rounds; decode: tokens/s
     from the median of every timed step."""
     prefill: dict[str, list[float]] = {r.name: [] for r, _ in live}
     steps: dict[str, list[float]] = {r.name: [] for r, _ in live}
     for round_ in range(ROUNDS[quick]):
-        for row, v in live:
+        order = live if round_ == 0 else random.Random(round_).sample(live, len(live))  # seeded: the same each run
+        for row, v in order:
             cache = _cache_factory(v)
             p = prefill_latency(v.model, CONTEXT, repeats=1, warmup=0, vocab=vocab, cache=cache)
             d = decode_step_times(v.model, 64, DECODE_STEPS[quick], cache, vocab)
@@ -693,7 +696,8 @@ def run(quick: bool) -> tuple[list[Row], Any, list[Target], dict[str, str]]:
         + " (other documents than the evaluation's)",
         "agreement": f"{len(prompts)} fixed prompts x 32 greedy tokens, position by position against fp32 eager; "
         "'same prefix': the mean fraction of the 32 generated before the first token that differs",
-        "speeds": f"timed interleaved: {ROUNDS[quick] - 1} rounds over every row after a warm-up round; prefill "
+        "speeds": f"timed interleaved: {ROUNDS[quick] - 1} rounds over every row after a warm-up round, each in its "
+        "own seeded shuffled order (runs before 2026-12-06 kept the table's order in every round); prefill "
         f"{CONTEXT} tokens into a fresh KV cache (median of rounds), with the logits of the last position alone, as "
         "transformers' generate computes them (the other positions' logits are for scoring a text, not for "
         "generating; runs before 2026-12-05 computed all of them); decode "
