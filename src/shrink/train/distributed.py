@@ -43,6 +43,7 @@ import atexit
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -81,12 +82,16 @@ def setup() -> bool:
     return is_distributed()
 
 
+#: how long a rank exiting waits for the others before it tears its group down (not the group's 30-minute default)
+EXIT_BARRIER_WAIT = timedelta(seconds=60)
+
+
 def _destroy() -> None:
     """Tear down the process group :func:`setup` made, at interpreter exit (if nothing did it before), once every
     rank got there: a rank that closed its connections while another still ran could abort that one."""
     if dist.is_available() and dist.is_initialized():
-        with contextlib.suppress(RuntimeError):  # a rank already gone: tear down regardless
-            dist.barrier()
+        with contextlib.suppress(RuntimeError):  # a rank gone or late past the wait: tear down regardless
+            dist.barrier(async_op=True).wait(timeout=EXIT_BARRIER_WAIT)
         dist.destroy_process_group()
 
 
