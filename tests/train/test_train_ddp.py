@@ -130,3 +130,61 @@ def test_mixup_under_two_processes_keeps_the_ranks_in_step(tmp_path):
     a, b = torch.load(tmp_path / "w.rank0"), torch.load(tmp_path / "w.rank1")
     assert all(torch.equal(a["end"][k], b["end"][k]) for k in a["end"])
     assert not torch.equal(a["end"]["0.weight"], a["start"]["0.weight"])  # it trained
+
+
+def test_exit_teardown_meets_through_the_store_not_a_collective(monkeypatch):
+    """At exit the ranks meet on the group's key-value store: a gloo collective issued there is freed by a gloo
+    worker thread that may ask for the GIL while the interpreter finalizes, which aborts the process."""
+    import torch.distributed as dist
+
+    from shrink.train import distributed
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a collective at exit")
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        for name in ("barrier", "all_reduce", "broadcast", "all_gather"):
+            monkeypatch.setattr(dist, name, refuse)
+        distributed._destroy()
+        assert not dist.is_initialized()
+        assert store.get("shrink/exit/all") == b"1"
+        distributed._destroy()  # nothing left to tear down: a no-op
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_exit_teardown_waits_for_busy_threads_to_sleep():
+    """The teardown's wait tells a thread that still runs (a gloo worker freeing a collective) from one asleep."""
+    import ctypes
+    import hashlib
+    import threading
+    import time
+
+    from shrink.train import distributed
+
+    spin, stop = threading.Event(), threading.Event()
+    spin.set()
+    block = bytes(1 << 22)
+
+    def worker():
+        ctypes.CDLL(None).prctl(15, b"shrink_test_wkr", 0, 0, 0)  # PR_SET_NAME: the name /proc shows
+        while not stop.is_set():
+            if spin.is_set():
+                hashlib.sha256(block).digest()  # runs (state R) without the GIL: hashlib releases it
+            else:
+                stop.wait()  # asleep (state S)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.05)
+        assert not distributed._wait_for_idle_threads("shrink_test_wkr", timeout=0.2)
+        spin.clear()
+        assert distributed._wait_for_idle_threads("shrink_test_wkr", timeout=2.0)
+    finally:
+        stop.set()
+        thread.join()

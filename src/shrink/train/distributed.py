@@ -42,8 +42,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -84,15 +86,62 @@ def setup() -> bool:
 
 #: how long a rank exiting waits for the others before it tears its group down (not the group's 30-minute default)
 EXIT_BARRIER_WAIT = timedelta(seconds=60)
+_EXIT_KEY = "shrink/exit"
 
 
 def _destroy() -> None:
-    """Tear down the process group :func:`setup` made, at interpreter exit (if nothing did it before), once every
-    rank got there: a rank that closed its connections while another still ran could abort that one."""
-    if dist.is_available() and dist.is_initialized():
-        with contextlib.suppress(RuntimeError):  # a rank gone or late past the wait: tear down regardless
-            dist.barrier(async_op=True).wait(timeout=EXIT_BARRIER_WAIT)
-        dist.destroy_process_group()
+    """Tear down the process group :func:`setup` made, at interpreter exit (if nothing did it before).
+
+    Why this takes care: gloo runs each collective on a worker thread, and that thread frees the collective's work
+    object (and, through it, earlier ones it held weakly) after it has woken the caller. A collective started inside
+    a backward pass holds the autograd engine's Python context, so freeing it takes the GIL; a worker that asks for
+    the GIL while the interpreter finalizes is ended by Python mid-destructor and the process aborts with "terminate
+    called without an active exception". ``DistributedDataParallel`` keeps references to the group, so
+    ``destroy_process_group`` does not stop those threads either. So at exit the ranks meet on the group's
+    key-value store (a collective here would be one more work for a worker to free), then this waits, with the GIL
+    released, until gloo's worker threads are all asleep, and only then tears the group down."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    _meet_at_exit()
+    _wait_for_idle_threads("pt_gloo_runloop")
+    dist.destroy_process_group()
+
+
+def _meet_at_exit() -> None:
+    """Wait until every rank is exiting, meeting on the group's key-value store rather than with a collective, for
+    at most :data:`EXIT_BARRIER_WAIT`."""
+    default_store = getattr(dist.distributed_c10d, "_get_default_store", None)  # private API: absent, do not wait
+    if default_store is None:
+        return
+    with contextlib.suppress(RuntimeError):  # a rank gone or late past the wait (DistStoreError): tear down anyway
+        store = default_store()
+        if store.add(_EXIT_KEY, 1) == dist.get_world_size():
+            store.set(f"{_EXIT_KEY}/all", "1")
+        store.wait([f"{_EXIT_KEY}/all"], EXIT_BARRIER_WAIT)
+
+
+def _wait_for_idle_threads(name: str, timeout: float = 2.0, settle: int = 3, poll: float = 0.002) -> bool:
+    """Sleep (which releases the GIL) until every thread of this process named ``name`` has been asleep ("S") in
+    ``settle`` polls in a row, for at most ``timeout`` seconds; True once they were. Linux (``/proc``) only: elsewhere
+    it returns False at once."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return False
+    deadline, quiet = time.monotonic() + timeout, 0
+    while quiet < settle and time.monotonic() < deadline:
+        time.sleep(poll)
+        quiet = quiet + 1 if all(state == "S" for state in _thread_states(tasks, name)) else 0
+    return quiet >= settle
+
+
+def _thread_states(tasks: Path, name: str) -> list[str]:
+    states = []
+    for task in tasks.iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended between the listing and the read
+            if (task / "comm").read_text().strip() == name:
+                # /proc/<pid>/task/<tid>/stat: "tid (comm) state ...": the state follows the last ")"
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+    return states
 
 
 def is_distributed() -> bool:
