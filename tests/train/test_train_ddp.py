@@ -1,7 +1,7 @@
 """Data-parallel fit under torchrun: 2 CPU processes (gloo, DistributedDataParallel) end with the weights of one
 process on the same global batches, with a loss that calls the model's submodules directly (as distillation does)
-and a regularizer; only rank 0 writes the checkpoint, holding the unwrapped model's keys. Slow: starts two Python
-processes."""
+and a regularizer; only rank 0 writes the checkpoint, holding the unwrapped model's keys. The teardown at exit meets
+on the store (no collective) and waits for busy threads. Slow: starts two Python processes."""
 
 from __future__ import annotations
 
