@@ -87,6 +87,8 @@ def setup() -> bool:
 #: how long a rank exiting waits for the others before it tears its group down (not the group's 30-minute default)
 EXIT_BARRIER_WAIT = timedelta(seconds=60)
 _EXIT_KEY = "shrink/exit"
+#: the name torch's ProcessGroupGloo gives its worker threads (what /proc/self/task/*/comm shows)
+_GLOO_WORKER = "pt_gloo_runloop"
 
 
 def _destroy() -> None:
@@ -103,7 +105,7 @@ def _destroy() -> None:
     if not (dist.is_available() and dist.is_initialized()):
         return
     _meet_at_exit()
-    _wait_for_idle_threads("pt_gloo_runloop")
+    _wait_for_idle_threads(_GLOO_WORKER)
     dist.destroy_process_group()
 
 
