@@ -52,6 +52,7 @@ from shrink.eval.language import (
     token_agreement,
 )
 from shrink.llm.kv_cache import Int8KVCache, cache_bytes
+from shrink.llm.kv_kernel import kv_kernel_error
 from shrink.llm.onnx import OrtCache, OrtDecoder, export_decoder
 from shrink.llm.prune import prune_llama, recover
 from shrink.llm.rotate import Rotation, rotate_llama
@@ -353,7 +354,10 @@ def build_variants(
         return Variant(name, m, "aten._weight_int4pack_mm_for_cpu, bf16 activations", s, same_speed_as=like)
 
     def kv8() -> Variant:
-        return Variant("fp32 + int8 KV cache", model, "PyTorch eager, fp32; shrink Int8KVCache", 0.0, Int8KVCache)
+        error = kv_kernel_error()
+        append = "fused C++ append kernel" if error is None else f"PyTorch operations: no kernel, {error}"
+        execution = f"PyTorch eager, fp32; shrink Int8KVCache ({append})"
+        return Variant("fp32 + int8 KV cache", model, execution, 0.0, Int8KVCache)
 
     def w8a8() -> Variant:
         dtype, parts = _float_parts()

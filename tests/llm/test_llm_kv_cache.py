@@ -3,8 +3,13 @@ import torch
 from transformers import DynamicCache
 
 from shrink.eval.language import greedy_tokens, token_agreement
-from shrink.llm.kv_cache import GROW_TOKENS, Int8KVCache, cache_bytes, quantize_kv
+from shrink.llm import kv_kernel
+from shrink.llm.kv_cache import GROW_TOKENS, Int8KVCache, Int8KVLayer, cache_bytes, quantize_kv
 from shrink.zoo.llm import tiny_llama
+
+needs_kernel = pytest.mark.skipif(
+    kv_kernel.kv_kernel_error() is not None, reason=f"no C++ toolchain: {kv_kernel.kv_kernel_error()}"
+)
 
 
 def test_quantize_kv_error_is_within_half_a_step():
@@ -67,3 +72,57 @@ def test_perplexity_through_the_int8_cache_is_close_but_not_identical():
     base, kv8 = perplexity(model, ids), perplexity(model, ids, cache=Int8KVCache)
     assert kv8 != base and abs(kv8 / base - 1) < 0.01
     assert perplexity(model, ids, cache=DynamicCache) == pytest.approx(base, rel=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize(("batch", "heads", "dim"), [(1, 3, 64), (2, 4, 32)])
+def test_fused_append_stores_and_returns_what_the_eager_operations_do_bit_for_bit(batch, heads, dim):
+    torch.manual_seed(0)
+    fused, eager = Int8KVLayer("fused"), Int8KVLayer("eager")
+    assert fused._append is not None and eager._append is None
+    for tokens in (37, 1, 1, 20, 1):  # a prompt, decoding steps, a chunk that grows the cache past GROW_TOKENS
+        # keys as attention makes them (a transposed view, not contiguous); values with zero and tiny vectors
+        key = torch.randn(batch, tokens, heads, dim).transpose(1, 2)
+        value = torch.randn(batch, heads, tokens, dim) * 3
+        value[..., 0, :] = 0.0
+        value[..., -1, :] *= 1e-30
+        got, want = fused.update(key, value), eager.update(key, value)
+        assert all(g.equal(w) for g, w in zip(got, want, strict=True))
+        assert fused.codes.equal(eager.codes) and fused.scales.equal(eager.scales)
+        assert fused.get_seq_length() == eager.get_seq_length()
+
+
+@needs_kernel
+def test_fused_cache_decodes_like_the_eager_one_in_a_model():
+    model = tiny_llama(hidden=256, heads=4, kv_heads=2)
+    prompts = [torch.randint(0, 256, (9,)) for _ in range(2)]
+    fused = greedy_tokens(model, prompts, new_tokens=6, cache=lambda: Int8KVCache("fused"))
+    eager = greedy_tokens(model, prompts, new_tokens=6, cache=lambda: Int8KVCache("eager"))
+    assert all(f.equal(e) for f, e in zip(fused, eager, strict=True))
+    assert Int8KVCache("fused").fused() and not Int8KVCache("eager").fused()
+
+
+def test_a_cache_in_bfloat16_appends_with_the_eager_operations():
+    layer = Int8KVLayer()
+    key = torch.randn(1, 2, 5, 64, dtype=torch.bfloat16)
+    keys, _ = layer.update(key, key)
+    assert keys.dtype == torch.bfloat16 and layer.codes.dtype == torch.int8
+    assert (keys.float() - key.float()).abs().max() <= layer.scales.float().max()
+
+
+def test_a_kernel_that_cannot_be_built_falls_back_with_one_warning_or_fails_loudly(monkeypatch):
+    kv_kernel._warn_once.cache_clear()
+    monkeypatch.setattr(kv_kernel, "_build", lambda: (None, "OSError: no compiler"))
+    with pytest.warns(RuntimeWarning, match="no compiler"):
+        cache = Int8KVCache()
+    assert not cache.fused()
+    model = tiny_llama()
+    ids = torch.randint(0, 256, (1, 8))
+    with torch.no_grad():
+        model(input_ids=ids, past_key_values=cache, use_cache=True)
+    assert cache.get_seq_length() == 8
+    with pytest.raises(RuntimeError, match="could not be built: OSError: no compiler"):
+        Int8KVCache("fused")
+    with pytest.raises(ValueError, match="kernel must be one of auto, fused, eager"):
+        Int8KVCache("fast")  # type: ignore[arg-type]
+    kv_kernel._warn_once.cache_clear()

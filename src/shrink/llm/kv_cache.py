@@ -5,14 +5,22 @@ are not installed here).
 
 Storage per cached vector of ``head_dim`` floats: ``head_dim`` bytes + 2 bytes of scale, against ``4 * head_dim``
 bytes in float32 (3.88x smaller at head_dim 64). Attention still runs in float on the de-quantized states.
+
+Each step's append (quantize the new token, de-quantize the cache for attention) runs in one call of a small C++
+kernel (:mod:`shrink.llm.kv_kernel`, built on first use) for float32 states on the CPU, and otherwise as PyTorch
+tensor operations; both give the same codes, scales and states, bit for bit.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
+
+from shrink.llm.kv_kernel import KVKernel, load_kv_kernel
 
 __all__ = ["GROW_TOKENS", "MIN_SCALE", "Int8KVLayer", "Int8KVCache", "quantize_kv", "cache_bytes"]
 
@@ -44,9 +52,15 @@ GROW_TOKENS = 16
 
 class Int8KVLayer(DynamicLayer):
     """One decoder layer's cache: keys and values stacked as int8 codes [2, batch, heads, capacity, head_dim] with
-    per-(token, head) scales, written in place and grown by :data:`GROW_TOKENS` slots at a time (few operations per
-    decoding step: one quantization of the new key and value together, written in place, and one de-quantization of
-    the whole cache)."""
+    per-(token, head) scales, written in place and grown by :data:`GROW_TOKENS` slots at a time. Each step quantizes
+    the new keys and values into the cache and de-quantizes the whole cache for attention: in one call of the fused
+    kernel (``kernel`` "fused", or "auto" where it builds) for float32 CPU states, else with PyTorch operations."""
+
+    def __init__(self, kernel: KVKernel = "auto", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kernel = kernel
+        module = load_kv_kernel(kernel)
+        self._append: Callable[..., torch.Tensor] | None = None if module is None else module.kv_append
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
@@ -67,13 +81,18 @@ class Int8KVLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):  # noqa: ANN201
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        states = torch.stack([key_states, value_states]).float()
         if self.codes is None:
-            self.codes = states.new_zeros(*states.shape[:-2], 0, states.shape[-1], dtype=torch.int8)
-            self.scales = states.new_zeros(*states.shape[:-2], 0, 1, dtype=torch.float16)
-        n, end = self.length, self.length + states.shape[-2]
+            shape = (2, *key_states.shape[:-2], 0)
+            self.codes = key_states.new_zeros(*shape, key_states.shape[-1], dtype=torch.int8)
+            self.scales = key_states.new_zeros(*shape, 1, dtype=torch.float16)
+        n, end = self.length, self.length + key_states.shape[-2]
         self._reserve(end)
         assert self.codes is not None and self.scales is not None
+        if self._append is not None and _fusable(key_states, value_states):
+            cached = self._append(self.codes, self.scales, key_states, value_states, n)
+            self.length = end
+            return cached[0], cached[1]
+        states = torch.stack([key_states, value_states]).float()
         scale = self.scales[..., n:end, :]
         scale.copy_(_scales(states))
         self.codes[..., n:end, :] = _codes(states, scale)
@@ -99,12 +118,24 @@ class Int8KVLayer(DynamicLayer):
         return sum(t.numel() * t.element_size() for t in (self.codes, self.scales))
 
 
+def _fusable(key: torch.Tensor, value: torch.Tensor) -> bool:
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in (key, value))
+
+
 class Int8KVCache(Cache):
     """A transformers ``Cache`` whose layers store int8 keys and values (:class:`Int8KVLayer`); pass it as
-    ``past_key_values=Int8KVCache()`` to a model's forward or to ``generate``."""
+    ``past_key_values=Int8KVCache()`` to a model's forward or to ``generate``. ``kernel`` chooses how each step
+    appends: "auto" (the fused C++ kernel where it builds, else PyTorch operations with one warning), "fused" (an
+    error where it cannot be built) or "eager"; all three store and return the same values."""
 
-    def __init__(self) -> None:
-        super().__init__(layer_class_to_replicate=Int8KVLayer)
+    def __init__(self, kernel: KVKernel = "auto") -> None:
+        load_kv_kernel(kernel)  # a bad name, or "fused" that cannot be built, fails here rather than mid-forward
+        super().__init__(layer_class_to_replicate=functools.partial(Int8KVLayer, kernel))  # type: ignore[arg-type]
+        self.kernel = kernel
+
+    def fused(self) -> bool:
+        """Whether this cache's layers append with the fused kernel (for reports: which kernel ran)."""
+        return load_kv_kernel(self.kernel) is not None
 
 
 def cache_bytes(cache: Cache) -> int:
