@@ -261,6 +261,9 @@ class OrtDecoder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        # the pool's workers stop spinning when a run ends: several decoders in one process (a benchmark) would
+        # otherwise take the cores of whatever runs next with their idle spinning (see shrink.export.onnx.OnnxModel)
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         if self.inputs[:2] != ["input_ids", "logit_positions"] or len(self.inputs) % 2:
