@@ -1,5 +1,5 @@
 """The fused C++ append of :class:`shrink.llm.kv_cache.Int8KVLayer` (``kv_append.cpp``): built on first use with
-``torch.utils.cpp_extension`` (a C++ compiler and ninja; about 20 s, then cached under torch's extensions folder,
+``torch.utils.cpp_extension`` (a C++ compiler and ninja; once per machine, then cached under torch's extensions folder,
 ``TORCH_EXTENSIONS_DIR``) and loaded once per process.
 
 In eager decoding the int8 cache's dozen small tensor operations per layer and step cost more than the float cache's
