@@ -58,7 +58,6 @@ class Int8KVLayer(DynamicLayer):
 
     def __init__(self, kernel: KVKernel = "auto", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.kernel = kernel
         module = load_kv_kernel(kernel)
         self._append: Callable[..., torch.Tensor] | None = None if module is None else module.kv_append
 
