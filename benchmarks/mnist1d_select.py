@@ -74,6 +74,46 @@ GRID: dict[str, list[dict[str, Any]]] = {
             (200, 500, 3e-3),
         )
     ],  # fmt: skip
+    # gradual pruning trained against the unpruned CNN's soft targets (T=1, no label term) on mixup blends
+    "gradual_distill": [
+        {
+            "epochs": e,
+            "pruning_steps": 20,
+            "frequency": f,
+            "lr": 1e-2,
+            "mixup": True,
+            "distill_alpha": 1.0,
+            "temperature": 1.0,
+        }
+        for e, f in ((200, 5), (500, 5), (500, 10), (1000, 20))
+    ],  # fmt: skip
+    # iterative cycles, each a fresh optimizer and cosine schedule, trained against the unpruned CNN's soft targets on
+    # mixup blends (T=1, no label term); `final_epochs` recover at 90%
+    "iterative_distill": [
+        {
+            "cycles": c,
+            "epochs_per_cycle": e,
+            "final_epochs": f,
+            "spacing": sp,
+            "lr": 1e-2,
+            "mixup": True,
+            "distill_alpha": 1.0,
+            "temperature": 1.0,
+        }
+        for c, e, f, sp in (
+            (10, 50, 50, "geometric"),
+            (10, 100, 100, "geometric"),
+            (5, 200, 200, "geometric"),
+            (20, 50, 50, "geometric"),
+            (10, 50, 500, "geometric"),
+            (10, 50, 500, "cubic"),
+            (10, 50, 1000, "cubic"),
+            (5, 100, 500, "cubic"),
+            (20, 25, 500, "cubic"),
+            (20, 50, 500, "cubic"),
+            (10, 20, 500, "cubic"),
+        )
+    ],  # fmt: skip
     "channels": [
         {"recovery": r, "epochs": e, "importance": i, "lr": 1e-2} | kd
         for r, e, i, kd in (
@@ -128,9 +168,9 @@ def _build(kind: str, params: dict[str, Any], teacher: nn.Module, data: Any) -> 
         if kind == "hard":
             return shrink.finetune(student, FineTune(**params), **train)
         return shrink.distill(student, teacher, KnowledgeDistillation(**params), **train)
-    if kind == "iterative":
+    if kind in ("iterative", "iterative_distill"):
         return shrink.prune(teacher, IterativePruning(sparsity=0.9, **params), **train)
-    if kind == "gradual":
+    if kind in ("gradual", "gradual_distill"):
         return shrink.prune(teacher, GradualPruning(final_sparsity=0.9, **params), **train)
     if kind == "gradual_kd":
         return _gradual_kd(teacher, data, **params)

@@ -39,6 +39,10 @@ def test_iterative_sparsities_geometric_and_linear():
     ratios = [b / a for a, b in zip(remaining, remaining[1:], strict=False)]
     assert ratios == pytest.approx([0.1 ** (1 / 3)] * 3)
     assert iterative_sparsities(0.6, 3, "linear") == pytest.approx([0.2, 0.4, 0.6])
+    # cubic: 0.9 (1 - (1 - k/3)^3) = 0.9 * (19/27, 26/27, 1)
+    assert iterative_sparsities(0.9, 3, "cubic") == pytest.approx([0.9 * 19 / 27, 0.9 * 26 / 27, 0.9])
+    with pytest.raises(ValueError, match="'cubic'"):
+        iterative_sparsities(0.5, 3, "quadratic")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="cycles"):
         iterative_sparsities(0.5, 0)
 

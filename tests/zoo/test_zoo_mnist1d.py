@@ -6,7 +6,14 @@ import random
 import numpy as np
 import pytest
 
-from shrink.zoo.mnist1d import PAPER_ARGS, _generate, mnist1d_arrays, mnist1d_data, mnist1d_split
+from shrink.zoo.mnist1d import (
+    PAPER_ARGS,
+    _generate,
+    mnist1d_arrays,
+    mnist1d_data,
+    mnist1d_extra_test,
+    mnist1d_split,
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +77,27 @@ def test_training_batches_are_a_function_of_the_seed():
     assert first_labels(0) == first_labels(0) and first_labels(0) != first_labels(1)
     batches = list(mnist1d_data(batch_size=100).train)
     assert len(batches) == 35 and sum(len(b[1]) for b in batches) == 3500
+
+
+def test_extra_test_signals_follow_the_paper_test_and_are_new(tmp_path, monkeypatch, paper_arrays):
+    monkeypatch.setenv("SHRINK_CACHE", str(tmp_path))
+    s = mnist1d_split(extra_test=200)
+    assert (len(s.train), len(s.val), len(s.test)) == (3500, 500, 1200)
+    x_test, y_test = (t.numpy() for t in s.test.tensors)
+    assert np.array_equal(x_test[:1000], paper_arrays["x_test"]) and np.array_equal(
+        y_test[:1000], paper_arrays["y_test"]
+    )
+    assert np.bincount(y_test[1000:]).tolist() == [20] * 10  # the generator draws one tenth per digit
+    extra = {r.tobytes() for r in x_test[1000:]}
+    paper = {r.tobytes() for r in np.concatenate([paper_arrays["x"], paper_arrays["x_test"]])}
+    assert len(extra) == 200 and not (extra & paper)
+    assert abs(float(x_test[1000:].mean())) < 0.1 and abs(float(x_test[1000:].std()) - 1) < 0.1  # standardised
+    again = mnist1d_extra_test(200).tensors[0].numpy()
+    assert np.array_equal(again, x_test[1000:])  # a fixed seed gives fixed signals
+    assert len(mnist1d_data(extra_test=200).test.dataset) == 1200
+
+
+@pytest.mark.parametrize("n", [0, -10, 25])
+def test_extra_test_size_must_be_a_positive_multiple_of_ten(n):
+    with pytest.raises(ValueError, match="multiple of 10"):
+        mnist1d_extra_test(n)

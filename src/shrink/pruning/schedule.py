@@ -39,12 +39,14 @@ def polynomial_steps(*, start: int, steps: int, frequency: int = 1) -> list[int]
 
 
 def iterative_sparsities(
-    final: float, cycles: int, spacing: Literal["geometric", "linear"] = "geometric"
+    final: float, cycles: int, spacing: Literal["geometric", "linear", "cubic"] = "geometric"
 ) -> list[float]:
     """Target sparsity after each of ``cycles`` prune -> fine-tune cycles, ending exactly at ``final``.
 
     ``"geometric"`` removes the same fraction of the *remaining* weights each cycle (Han et al. 2015; lottery-ticket
-    style): ``1 - (1 - final) ** (k / cycles)``. ``"linear"`` raises the sparsity by equal amounts.
+    style): ``1 - (1 - final) ** (k / cycles)``. ``"linear"`` raises the sparsity by equal amounts. ``"cubic"`` is
+    Zhu & Gupta's polynomial over the cycles, ``final · (1 - (1 - k / cycles)^3)``: large steps while the network
+    is still redundant, small ones near the end.
     """
     if cycles < 1:
         raise ValueError(f"cycles must be >= 1, got {cycles}")
@@ -54,7 +56,9 @@ def iterative_sparsities(
         out = [1.0 - (1.0 - final) ** (k / cycles) for k in range(1, cycles + 1)]
     elif spacing == "linear":
         out = [final * k / cycles for k in range(1, cycles + 1)]
+    elif spacing == "cubic":
+        out = [final * (1.0 - (1.0 - k / cycles) ** 3) for k in range(1, cycles + 1)]
     else:
-        raise ValueError(f"spacing must be 'geometric' or 'linear', got {spacing!r}")
+        raise ValueError(f"spacing must be 'geometric', 'linear' or 'cubic', got {spacing!r}")
     out[-1] = final
     return out

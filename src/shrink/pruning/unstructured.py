@@ -3,10 +3,15 @@ polynomial schedule of Zhu & Gupta (2017), with optional L1/L2 regularization wh
 
 Masks are parametrizations (``weight = original * mask``) during and after training, so pruned weights stay
 exactly zero through every optimizer step; ``make_permanent`` bakes them in, ``shrink.save`` stores them sparse.
+
+``distill_alpha > 0`` trains against the soft targets of the unpruned model (Hinton et al. 2015) instead of, or
+beside, the labels: the teacher is a frozen copy taken before the first mask (in a recipe, the recipe's original
+model). With ``mixup`` the teacher labels each blended sample (function matching, Beyer et al. 2022).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -17,6 +22,7 @@ from torch import nn
 
 from shrink.api import Context, implements
 from shrink.config import Config, register
+from shrink.distillation.objective import DistillLoss
 from shrink.errors import DataError
 from shrink.pruning.magnitude import Criterion, Scope, prune_unstructured
 from shrink.pruning.masks import apply_mask, get_mask, weight_of
@@ -24,6 +30,7 @@ from shrink.pruning.penalty import Regularization, weight_penalty
 from shrink.pruning.schedule import iterative_sparsities, polynomial_sparsity, polynomial_steps
 from shrink.select import Selector, select_modules
 from shrink.train import fit
+from shrink.train.loop import cross_entropy_loss
 
 __all__ = ["IterativePruning", "GradualPruning", "layer_sparsities"]
 
@@ -38,6 +45,10 @@ class _FineTuneFields(Config):
     mixup: bool = False
     regularization: Regularization = "none"
     reg_strength: float = pydantic.Field(1e-4, ge=0)
+    #: weight of the soft-target loss from the unpruned model, ``alpha · T² KL + (1 - alpha) · CE`` (0: labels only)
+    distill_alpha: float = pydantic.Field(0.0, ge=0.0, le=1.0)
+    #: softmax temperature of that loss
+    temperature: float = pydantic.Field(4.0, gt=0)
     scope: Scope = "global"
     criterion: Criterion = "magnitude"
     selector: Selector = Selector()
@@ -46,9 +57,12 @@ class _FineTuneFields(Config):
 
 @register("iterative_pruning", family="prune")
 class IterativePruning(_FineTuneFields):
-    """``cycles`` rounds of prune -> fine-tune ``epochs_per_cycle`` epochs, ending at ``sparsity``.
+    """``cycles`` rounds of prune -> fine-tune ``epochs_per_cycle`` epochs, ending at ``sparsity``; the last round
+    fine-tunes ``final_epochs`` epochs when set.
 
-    ``spacing="geometric"`` removes the same fraction of the remaining weights each cycle.
+    ``spacing="geometric"`` removes the same fraction of the remaining weights each cycle. Every round is a training
+    run of its own: a fresh optimizer and a cosine schedule that starts again from ``lr`` (learning-rate rewinding,
+    Renda et al. 2020).
     """
 
     sparsity: float = pydantic.Field(..., ge=0.0, lt=1.0)
@@ -56,8 +70,11 @@ class IterativePruning(_FineTuneFields):
     cycles: int = pydantic.Field(3, ge=1)
     #: fine-tuning epochs after each pruning round, with the masks fixed
     epochs_per_cycle: int = pydantic.Field(2, ge=0)
-    #: per-round targets: 'geometric' prunes the same fraction of remaining weights, 'linear' equal steps
-    spacing: Literal["geometric", "linear"] = "geometric"
+    #: fine-tuning epochs after the last round (None: epochs_per_cycle), the recovery at the final sparsity
+    final_epochs: int | None = pydantic.Field(None, ge=0)
+    #: per-round targets: 'geometric' prunes the same fraction of remaining weights, 'linear' equal steps, 'cubic'
+    #: Zhu & Gupta's polynomial (large steps first, small ones last)
+    spacing: Literal["geometric", "linear", "cubic"] = "geometric"
 
 
 @register("gradual_pruning", family="prune")
@@ -107,6 +124,20 @@ def _describe(modules: dict[str, nn.Module]) -> str:
     return f"sparsity {100 * zeros / total:.1f}% over {len(modules)} layers ({layers})"
 
 
+def _teacher(model: nn.Module, cfg: _FineTuneFields, ctx: Context) -> DistillLoss | None:
+    """The soft-target loss from the unpruned model (``ctx.teacher``, else a frozen copy of ``model`` as it is now,
+    before any mask), or None when ``distill_alpha`` is 0."""
+    if cfg.distill_alpha == 0.0:
+        return None
+    teacher = ctx.teacher if ctx.teacher is not None else copy.deepcopy(model)
+    source = "the recipe's original model" if ctx.teacher is not None else "a frozen copy of the unpruned model"
+    ctx.notes.append(
+        f"{cfg.type_name}: trained against the soft targets of {source} "
+        f"(distill_alpha {cfg.distill_alpha:g}, temperature {cfg.temperature:g})"
+    )
+    return DistillLoss(teacher, temperature=cfg.temperature, alpha=cfg.distill_alpha)
+
+
 def _train(
     model: nn.Module,
     cfg: _FineTuneFields,
@@ -116,6 +147,7 @@ def _train(
     epochs: int,
     desc: str,
     sub: str,
+    teacher: DistillLoss | None,
     on_epoch_end: Callable[[int], None] | None = None,
 ) -> None:
     if epochs == 0:
@@ -129,6 +161,7 @@ def _train(
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         optimizer=cfg.optimizer,
+        loss_fn=teacher if teacher is not None else cross_entropy_loss,
         mixup=cfg.mixup,
         regularizer=weight_penalty(modules, cfg.regularization, cfg.reg_strength),
         on_epoch_end=on_epoch_end,
@@ -143,7 +176,9 @@ def _train(
 def iterative_prune(model: nn.Module, config: IterativePruning, ctx: Context) -> nn.Module:
     """Prune to each cycle's sparsity, then fine-tune with the masks fixed; a killed run resumes per cycle."""
     modules = select_modules(model, config.selector, where="iterative_pruning.selector")
+    teacher = _teacher(model, config, ctx)
     targets = iterative_sparsities(config.sparsity, config.cycles, config.spacing)
+    last_epochs = config.final_epochs if config.final_epochs is not None else config.epochs_per_cycle
     for cycle, target in enumerate(targets, start=1):
         prune_unstructured(modules, target, config.scope, config.criterion, config.seed + cycle)
         _train(
@@ -151,12 +186,13 @@ def iterative_prune(model: nn.Module, config: IterativePruning, ctx: Context) ->
             config,
             ctx,
             modules,
-            epochs=config.epochs_per_cycle,
+            epochs=last_epochs if cycle == config.cycles else config.epochs_per_cycle,
+            teacher=teacher,
             sub=f"cycle-{cycle:02d}",
             desc=f"iterative pruning {cycle}/{config.cycles} ({100 * target:.0f}%)",
         )
     ctx.notes.append(
-        f"iterative_pruning: {config.cycles} cycles x {config.epochs_per_cycle} epochs "
+        f"iterative_pruning: {config.cycles} cycles x {config.epochs_per_cycle} epochs, the last {last_epochs} "
         f"({', '.join(f'{100 * t:.1f}%' for t in targets)}); {_describe(modules)}"
     )
     return model.eval()
@@ -182,6 +218,7 @@ def gradual_prune(model: nn.Module, config: GradualPruning, ctx: Context) -> nn.
         if t in updates:
             prune_unstructured(modules, target(t), config.scope, config.criterion, config.seed + t)
 
+    teacher = _teacher(model, config, ctx)
     for m in modules.values():  # masks exist from the start so that a resumed run can load them
         if get_mask(m) is None:
             apply_mask(m, torch.ones_like(weight_of(m), dtype=torch.bool))
@@ -192,6 +229,7 @@ def gradual_prune(model: nn.Module, config: GradualPruning, ctx: Context) -> nn.
         ctx,
         modules,
         epochs=config.epochs,
+        teacher=teacher,
         sub="gradual",
         desc="gradual pruning",
         on_epoch_end=lambda epoch: step(epoch + 1),
