@@ -29,7 +29,7 @@ def _spy_fit(monkeypatch) -> list:
     real = unstructured_mod.fit
 
     def spy(model, train, **kw):
-        seen.append(kw["loss_fn"])
+        seen.append(kw)
         return real(model, train, **kw)
 
     monkeypatch.setattr(unstructured_mod, "fit", spy)
@@ -44,29 +44,29 @@ def _spy_fit(monkeypatch) -> list:
     ],
 )
 def test_the_teacher_is_a_dense_frozen_copy_of_the_incoming_model(monkeypatch, cfg):
-    seen = _spy_fit(monkeypatch)
+    calls = _spy_fit(monkeypatch)
     model = _tiny()
     before = [p.detach().clone() for p in model.parameters()]
     ctx = Context(train=_batches(), progress=False)
     pruned = apply(model, cfg, ctx)
-    loss = seen[0]
-    assert all(s is loss for s in seen)  # one teacher for the whole run
+    loss = calls[0]["loss_fn"]
+    assert all(c["loss_fn"] is loss for c in calls)  # one teacher for the whole run
     assert isinstance(loss, DistillLoss) and (loss.alpha, loss.temperature) == (0.7, 2.0)
     assert loss.teacher is not model and loss.teacher is not pruned
     assert get_mask(loss.teacher[0]) is None and not loss.teacher.training
     assert all(torch.equal(a, b) for a, b in zip(before, loss.teacher.parameters(), strict=True))
-    assert any("soft targets of a frozen copy of the unpruned model" in n for n in ctx.notes)
+    assert any("soft targets of a frozen copy of the incoming model" in n for n in ctx.notes)
     assert get_mask(pruned[0]) is not None and float((pruned[0].weight == 0).float().mean()) > 0.5
 
 
 def test_a_given_teacher_is_used_and_labels_only_without_distillation(monkeypatch):
-    seen = _spy_fit(monkeypatch)
+    calls = _spy_fit(monkeypatch)
     other = _tiny()
     ctx = Context(train=_batches(), progress=False, teacher=other)
     apply(_tiny(), GradualPruning(final_sparsity=0.5, epochs=2, pruning_steps=1, distill_alpha=1.0), ctx)
-    assert seen[-1].teacher is other and any("the recipe's original model" in n for n in ctx.notes)
+    assert calls[-1]["loss_fn"].teacher is other and any("the recipe's original model" in n for n in ctx.notes)
     apply(_tiny(), GradualPruning(final_sparsity=0.5, epochs=2, pruning_steps=1), Context(train=_batches()))
-    assert not isinstance(seen[-1], DistillLoss)
+    assert not isinstance(calls[-1]["loss_fn"], DistillLoss)
 
 
 def test_soft_targets_alone_do_not_read_the_labels():
@@ -86,21 +86,14 @@ def test_distillation_settings_are_checked():
 
 
 def test_iterative_cycles_train_their_epochs_and_the_last_its_final_epochs(monkeypatch):
-    epochs = []
-    real = unstructured_mod.fit
-
-    def spy(model, train, **kw):
-        epochs.append(kw["epochs"])
-        return real(model, train, **kw)
-
-    monkeypatch.setattr(unstructured_mod, "fit", spy)
+    calls = _spy_fit(monkeypatch)
     ctx = Context(train=_batches(), progress=False)
     cfg = IterativePruning(sparsity=0.9, cycles=3, epochs_per_cycle=1, final_epochs=4, spacing="cubic")
     pruned = apply(_tiny(), cfg, ctx)
-    assert epochs == [1, 1, 4]
+    assert [c["epochs"] for c in calls] == [1, 1, 4]
     assert any("3 cycles x 1 epochs, the last 4 (63.3%, 86.7%, 90.0%)" in n for n in ctx.notes)
     weights = [pruned[0].weight, pruned[2].weight]
     assert sum(int((w == 0).sum()) for w in weights) == round(0.9 * sum(w.numel() for w in weights))
-    epochs.clear()
+    calls.clear()
     apply(_tiny(), IterativePruning(sparsity=0.5, cycles=2, epochs_per_cycle=2), Context(train=_batches()))
-    assert epochs == [2, 2]  # without final_epochs the last cycle is like the others
+    assert [c["epochs"] for c in calls] == [2, 2]  # without final_epochs the last cycle is like the others

@@ -130,7 +130,7 @@ def _teacher(model: nn.Module, cfg: _FineTuneFields, ctx: Context) -> DistillLos
     if cfg.distill_alpha == 0.0:
         return None
     teacher = ctx.teacher if ctx.teacher is not None else copy.deepcopy(model)
-    source = "the recipe's original model" if ctx.teacher is not None else "a frozen copy of the unpruned model"
+    source = "the recipe's original model" if ctx.teacher is not None else "a frozen copy of the incoming model"
     ctx.notes.append(
         f"{cfg.type_name}: trained against the soft targets of {source} "
         f"(distill_alpha {cfg.distill_alpha:g}, temperature {cfg.temperature:g})"
