@@ -26,7 +26,6 @@ from torch.nn.utils import parametrize
 from shrink._parametrize import baked_copy
 from shrink.api import Context, implements
 from shrink.config import Config, register
-from shrink.data import call_model
 from shrink.errors import DataError
 from shrink.quant.algorithms.calibrate import calibrating, run_calibration
 from shrink.quant.algorithms.fold import find_patterns
@@ -145,18 +144,12 @@ def convert_qat(model: nn.Module) -> nn.Module:
 
 
 def _loss(teacher: nn.Module | None, config: QAT):  # noqa: ANN202
+    """Hinton's soft-target loss from the fp32 teacher (the loss distillation and pruning use), or None."""
     if teacher is None or config.distill_alpha == 0.0:
         return None
-    from shrink.distillation.losses import hinton_loss
+    from shrink.distillation.objective import DistillLoss
 
-    teacher = teacher.eval()
-
-    def loss(model: nn.Module, inputs: Any, target: Any) -> torch.Tensor:
-        with torch.no_grad():
-            t = call_model(teacher, inputs)
-        return hinton_loss(call_model(model, inputs), t, target, config.temperature, config.distill_alpha)
-
-    return loss
+    return DistillLoss(teacher, temperature=config.temperature, alpha=config.distill_alpha)
 
 
 def quantization_aware_training(model: nn.Module, config: QAT, ctx: Context) -> nn.Module:
@@ -194,7 +187,7 @@ def quantization_aware_training(model: nn.Module, config: QAT, ctx: Context) -> 
     ctx.notes.append(
         f"qat: {len(layers)} layers trained {w} ({config.method}, {config.epochs} epochs, BN folded, "
         f"BN statistics frozen after epoch {freeze_at}"
-        + (f", distilled from fp32 with alpha={config.distill_alpha}" if loss_fn else "")
+        + (f", distilled from fp32 with alpha={config.distill_alpha}" if loss_fn is not None else "")
         + (f", pruning masks of {masked} layers kept: pruned weights stay zero" if masked else "")
         + ")"
     )
