@@ -55,6 +55,10 @@ def test_calibration_arithmetic():
         cal.predict_ms(PolicyFeatures(3.0, (0.0,) * 6, 0.0))
     assert "a in 0.01" in cal.describe() and "b out 0.02" in cal.describe() and "a out" not in cal.describe()
     # a layer runs faster inside a model than alone: the table times are scaled, in predictions and allocator shares
+    # a fixed credit per int8 -> int8 hand-over, on top of the one per element
+    linked = Calibration(0.5, cal.boundary_ms, 0.05, 0.0, 8, link_credit_ms=0.1)
+    assert linked.predict_ms(features._replace(int8_links=2)) == pytest.approx(cal.predict_ms(features) - 0.2)
+    assert "0.1 ms per hand-over" in linked.describe()
     halved = Calibration(0.5, cal.boundary_ms, 0.05, 0.0, 8, table_scale=0.5)
     assert halved.predict_ms(features) == pytest.approx(0.5 + 1.5 + 0.01 * 0.24 + 0.02 * 0.1 - 0.05)
     assert halved.option_ms(spec, "fp32", 2.0) == 1.0 and "table times x 0.5" in halved.describe()
@@ -80,9 +84,24 @@ def test_calibrate_fits_the_table_scale_and_non_negative_boundary_costs(tmp_path
     assert all(c >= 0 for _, i, o in cal.boundary_ms for c in (i, o))
     links = policy_features(trace_layers(model, x), {n: LayerChoice(bits=8) for n in ("0", "2", "4")}, profile, table)
     assert links.int8_link_kelems == pytest.approx((32 * 32 + 32 * 64) / 1e3)  # 0 -> 2 and 2 -> 4
+    assert links.int8_links == 2 and cal.link_credit_ms >= 0
     fp32 = cal.predict_ms(policy_features(trace_layers(model, x), {}, profile, table))
     # the scale makes the all-fp32 table sum the all-fp32 time measured (no boundary in that model)
     assert fp32 == pytest.approx(cal.fp32_ms + cal.offset_ms) and fp32 > 0
+
+
+def test_calibrate_times_thinner_copies_with_the_same_layers(tmp_path):
+    model, x = _chain(), torch.randn(32, 16)
+    thin = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8)).eval()
+    profile = _profile()
+    table = LatencyTable(profile.measured, path=tmp_path / "t.json")
+    cal = calibrate(model, x, [torch.randn(32, 16)], profile, table, rounds=1, thinner=[thin])
+    assert cal.n == 2 * 4 * 3 and cal.link_credit_ms >= 0 and cal.chain_credit_ms >= 0
+    fp32 = cal.predict_ms(policy_features(trace_layers(model, x), {}, profile, table))
+    assert fp32 == pytest.approx(cal.fp32_ms + cal.offset_ms)  # the scale still comes from the model itself
+    other = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 8)).eval()
+    with pytest.raises(ValueError, match=r"thinner\[0\] has the layers \['0', '2'\]"):
+        calibrate(model, x, [torch.randn(32, 16)], profile, table, rounds=1, thinner=[other])
 
 
 def test_latency_plan_keeps_an_end_to_end_budget(tmp_path):

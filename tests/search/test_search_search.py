@@ -121,6 +121,41 @@ def test_latency_search_times_the_candidates_within_tolerance_and_keeps_the_fast
     assert all(p.measured_cost is None for p in off.points)
 
 
+def test_calibrated_latency_search_fits_on_a_copy_at_the_narrowest_width(tmp_path, monkeypatch):
+    """Also the budget sweep in calibrated units: it once priced the fp32 end in raw table times, and where the
+    calibration scaled the table up the budgets fell below the cheapest allocation."""
+    monkeypatch.setenv("SHRINK_CACHE", str(tmp_path))
+    import shrink.autosearch.search as search
+
+    seen: list[list[int]] = []
+    fit = search.calibrate
+
+    def spy(model, *args, thinner=(), **kwargs):
+        seen.extend([m[0].out_features, m[2].out_features, m[4].out_features] for m in thinner)
+        return fit(model, *args, thinner=thinner, **kwargs)
+
+    monkeypatch.setattr(search, "calibrate", spy)
+    model, train, val = _task()
+    cfg = CompressionSearch(
+        profile="cpu",
+        objective="latency",
+        latency_model="calibrated",
+        bits=(8, 32),
+        widths=(1.0, 0.75, 0.5),
+        candidates=2,
+        backend="local",
+        tolerance=5.0,
+        finetune_epochs=0,
+        refine=0,
+        cost_batch=8,
+        time_candidates=False,
+    )
+    ctx = Context(example_inputs=val[0][0][:1], train=train, calibration=train, val=val, progress=False)
+    result, _ = run_search(model, cfg, ctx)
+    assert seen == [[32, 32, 4]]  # the hidden layers at half width, the output layer whole
+    assert model[0].out_features == 64 and result.points  # the user's model keeps its channels
+
+
 def test_pareto_front():
     pts = [(1.0, 90.0), (2.0, 95.0), (2.5, 94.0), (3.0, 95.0), (0.5, 80.0)]
     assert pareto_front(pts) == [0, 1, 4]

@@ -5,7 +5,8 @@
 2. A sweep of budgets from the cheapest achievable to the fp32 cost gives candidate policies, each the exact
    (MILP) loss-minimizing allocation for its budget; the uniform policies (every layer at one bit width and one
    kept width: plain channel pruning, plain int8, and both) join them; candidates are re-priced with channel widths
-   propagated (on a measured profile with ``latency_model="calibrated"``: end to end, see shrink.hw.calibrate).
+   propagated (on a measured profile with ``latency_model="calibrated"``: end to end, see shrink.hw.calibrate,
+   fitted on the model and on a copy at the narrowest searched width).
 3. Candidates are measured — channels removed, fine-tuned for ``finetune_epochs`` (the recovery budget a single
    technique gets), fake-quantized, metric on validation data — in parallel trials (Ray), cheapest predicted first,
    ``parallel`` per round; the search stops after the first round with a candidate within ``tolerance`` and
@@ -22,6 +23,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from torch import nn
 
 from shrink.api import Context, implements
 from shrink.autosearch.allocate import Option, allocate
-from shrink.autosearch.compress import compress, width_layers
+from shrink.autosearch.compress import compress, remove_channels, width_layers
 from shrink.autosearch.export import attach_int8_export
 from shrink.autosearch.latency_plan import calibrated_options
 from shrink.autosearch.options import layer_options, option_costs, policy_file_bytes
@@ -273,7 +275,10 @@ def _candidates(
             policy = {s.name: LayerChoice(bits=b, width=w if s.name in space.prunable else 1.0) for s in space.specs}
             add(policy, space.loss_of({n: c for n, c in policy.items() if c != LayerChoice()}))
     floor = sum(min(o.costs[kind] for o in opts) for opts in space.options.values())
-    top = sum(option_costs(s, LayerChoice(), profile, table)[kind] for s in space.specs)
+    # the fp32 cost in the options' own units (calibrated latency shares where the options are calibrated)
+    whole = {n: o.costs[kind] for n, opts in space.options.items() for o in opts if o.choice == LayerChoice()}
+    top = sum(whole.get(s.name, option_costs(s, LayerChoice(), profile, table)[kind]) for s in space.specs)
+    top = max(top, floor)
     for i in range(config.candidates):
         budget = floor * (top / floor) ** (i / (config.candidates - 1)) if floor > 0 else top * i / config.candidates
         plan = allocate(space.options, {kind: budget * (1 + 1e-9)})
@@ -282,6 +287,15 @@ def _candidates(
     for i, p in enumerate(ordered):
         p.label = f"c{i}"
     return ordered
+
+
+def _narrowest(model: nn.Module, space: _Space, config: CompressionSearch, ctx: Context) -> list[nn.Module]:
+    """A copy of ``model`` with every prunable layer at the narrowest searched width, for the calibrated latency
+    model to see how costs scale with width (none when nothing is pruned)."""
+    narrow = min(config.widths)
+    if narrow >= 1.0 or not space.prunable:
+        return []
+    return [remove_channels(copy.deepcopy(model), {n: narrow for n in space.prunable}, ctx.example_inputs)]
 
 
 def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tuple[SearchResult, nn.Module]:
@@ -298,7 +312,9 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
     if config.objective == "latency" and config.latency_model == "calibrated":
         if table is None or not isinstance(priced_inputs, torch.Tensor):
             raise ConfigError("search: latency_model 'calibrated' needs a measured profile and a tensor input")
-        priced.calibrated = calibrate(data.model, priced_inputs, inputs, profile, table)
+        priced.calibrated = calibrate(
+            data.model, priced_inputs, inputs, profile, table, thinner=_narrowest(data.model, space, config, ctx)
+        )
         space.options = calibrated_options(space.options, {s.name: s for s in space.specs}, priced.calibrated, profile)
     ordered = _candidates(space, priced, config, profile, table)
     baseline = _metric(data.model, data.val)

@@ -7,6 +7,7 @@ where int8 layers meet fp32 data. So an end-to-end latency is modelled as
 
     offset + scale x sum(table ms of every layer at its precision) + sum over boundaries(cost per kelem x kelems)
            - chain credit per kelem x kelems passed from an int8 layer directly to an int8 layer
+           - link credit x number of such hand-overs
 
 The scale carries what a layer timed alone pays and a model does not: a one-layer session converts its input and
 output between ONNX Runtime's blocked layout and the plain one and cannot fuse with its neighbours, so on the digits
@@ -21,12 +22,17 @@ kernel about 15x slower than the fp32 NCHWc pool, while the same boundary after 
 QuantizeLinear. The costs scale with the number of elements crossing, so they carry over to thinner widths.
 
 An int8 table entry is timed alone, with a QuantizeLinear before and a DequantizeLinear after the layer; two int8
-layers in a row hand each other uint8 tensors and run neither, hence the credit, proportional (like those ops'
-cost) to the elements handed over.
+layers in a row hand each other uint8 tensors and run neither, hence the credits: one proportional (like those
+ops' work) to the elements handed over, one per hand-over (what running an op costs whatever its size). Without the
+second, a model whose layers are thinner than the calibrated one keeps paying for operators it does not run (on the
+digits CNN pruned to a quarter of its channels, all int8, the prediction came out well above the measured time).
+The two credits can only be told apart on more than one width: pass ``thinner`` copies of the model to
+:func:`calibrate`.
 
-The scale is the all-fp32 model's time over its table sum; the other ``2 + 2 x layers`` coefficients (non-negative,
+The scale is the all-fp32 model's time over its table sum; the other ``3 + 2 x layers`` coefficients (non-negative,
 the offset of either sign) are fitted to ``4 x layers`` end-to-end ONNX Runtime timings of the model (all fp32; all
-int8; each layer alone int8; each layer alone fp32; each prefix and each suffix of the layers int8), timed together
+int8; each layer alone int8; each layer alone fp32; each prefix and each suffix of the layers int8), as many again
+for each thinner copy, timed together
 and interleaved, by least absolute deviations (a linear program): a few timings disturbed by the machine should not
 bend the fit, which a squared-error fit would let them do.
 """
@@ -62,12 +68,13 @@ __all__ = [
 
 class PolicyFeatures(NamedTuple):
     """What the calibrated model prices in a policy: the table times of its layers summed, the thousands of
-    elements at each layer's input and output boundary (``2 x layers``), and the thousands of elements passed from
-    an int8 layer directly to an int8 layer."""
+    elements at each layer's input and output boundary (``2 x layers``), the thousands of elements passed from an
+    int8 layer directly to an int8 layer, and how many such hand-overs there are."""
 
     layers_ms: float
     boundary_kelems: tuple[float, ...]
     int8_link_kelems: float
+    int8_links: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,8 +83,9 @@ class Calibration:
 
     ``boundary_ms`` holds, for each layer in execution order, the cost per thousand elements of a boundary at its
     input and at its output (``(name, in, out)``); ``chain_credit_ms`` is taken off per thousand elements passed
-    from an int8 layer to an int8 layer; ``rms_ms`` is the fit's root-mean-square error over the ``n`` calibration
-    measurements; ``fp32_ms`` is the all-fp32 model's time among them, the machine speed the fit holds at."""
+    from an int8 layer to an int8 layer and ``link_credit_ms`` per such hand-over; ``rms_ms`` is the fit's
+    root-mean-square error over the ``n`` calibration measurements; ``fp32_ms`` is the all-fp32 model's time among
+    them, the machine speed the fit holds at."""
 
     offset_ms: float
     boundary_ms: tuple[tuple[str, float, float], ...]
@@ -87,6 +95,7 @@ class Calibration:
     fp32_ms: float = 0.0
     #: multiplies every table time (a layer in a model runs faster than alone: see the module's docstring)
     table_scale: float = 1.0
+    link_credit_ms: float = 0.0
 
     def option_ms(self, spec: LayerSpec, kind: str, table_ms: float) -> float:
         """One layer's additive share for the allocator: its table time, scaled (boundaries and offset are charged
@@ -102,7 +111,8 @@ class Calibration:
             )
         boundary = sum(c * k for c, k in zip(coef, features.boundary_kelems, strict=True))
         layers = self.table_scale * features.layers_ms
-        return self.offset_ms + layers + boundary - self.chain_credit_ms * features.int8_link_kelems
+        credit = self.chain_credit_ms * features.int8_link_kelems + self.link_credit_ms * features.int8_links
+        return self.offset_ms + layers + boundary - credit
 
     def describe(self) -> str:
         """The fitted coefficients in words (boundaries with a zero cost left out)."""
@@ -115,7 +125,8 @@ class Calibration:
         return (
             f"offset {self.offset_ms:.3g} ms; table times x {self.table_scale:.3g}; ms per 1000 elements at "
             f"int8/fp32 boundaries: {', '.join(parts) or 'none'}; credit {self.chain_credit_ms:.3g} ms per 1000 "
-            f"elements int8 to int8 (fit rms {self.rms_ms:.3g} ms over {self.n} timings)"
+            f"elements int8 to int8 and {self.link_credit_ms:.3g} ms per hand-over (fit rms {self.rms_ms:.3g} ms "
+            f"over {self.n} timings)"
         )
 
 
@@ -147,8 +158,8 @@ def policy_features(
     shaped = [scaled(s, widths[s.name], policy.get(s.name, FP32).width) for s in specs]
     kinds = _kinds(specs, policy, profile)
     layers = sum(table.latency_ms(sh, policy.get(s.name, FP32)) for sh, s in zip(shaped, specs, strict=True))
-    links = sum(sh.out_elems / 1e3 for sh, a, b in zip(shaped, kinds, kinds[1:], strict=False) if a == b == "int8")
-    return PolicyFeatures(layers, boundary_kelems(shaped, kinds), links)
+    linked = [sh for sh, a, b in zip(shaped, kinds, kinds[1:], strict=False) if a == b == "int8"]
+    return PolicyFeatures(layers, boundary_kelems(shaped, kinds), sum(sh.out_elems / 1e3 for sh in linked), len(linked))
 
 
 def interleaved_latency_ms(
@@ -187,22 +198,36 @@ def calibrate(
     *,
     threads: int | None = None,
     rounds: int = 15,
+    thinner: Sequence[nn.Module] = (),
 ) -> Calibration:
     """Fit :class:`Calibration` for ``model`` at ``example_inputs``' batch from the ``4 x layers`` end-to-end
-    timings of :func:`calibration_policies` (int8 QDQ graphs, activation ranges from ``calibration`` inputs)."""
+    timings of :func:`calibration_policies` (int8 QDQ graphs, activation ranges from ``calibration`` inputs).
+
+    ``thinner``: copies of ``model`` with fewer channels (the same layers, in the same order), whose mixes are timed
+    too. Without them the fit sees one width only and cannot tell a cost per element from a cost per operator, so
+    its predictions for pruned models lean on the assumption that every cost scales with the elements."""
     profile = load_profile(profile)
     assert profile.measured is not None, "calibration needs a measured profile"
     table = table or LatencyTable(profile.measured)
     threads = threads or profile.measured.threads
     specs = trace_layers(model, example_inputs)
     names = [s.name for s in specs]
+    variants = [(model, specs)]
+    for i, thin in enumerate(thinner):
+        thin_specs = trace_layers(thin, example_inputs)
+        if [s.name for s in thin_specs] != names:
+            raise ValueError(
+                f"calibrate: thinner[{i}] has the layers {[s.name for s in thin_specs]}, not the model's {names}"
+            )
+        variants.append((thin, thin_specs))
     policies = calibration_policies(names) if profile.measured.int8_kernels else [{}]
-    sessions = int8_sessions([(model, p) for p in policies], example_inputs, calibration, threads=threads)
+    timed = [(m, p) for m, _ in variants for p in policies]
+    sessions = int8_sessions(timed, example_inputs, calibration, threads=threads)
     measured = np.array(interleaved_latency_ms(sessions, example_inputs, threads=threads, rounds=rounds))
-    feats = [policy_features(specs, p, profile, table) for p in policies]
+    feats = [policy_features(sp, p, profile, table) for _, sp in variants for p in policies]
     # the scale: the all-fp32 model's time over its table sum (no boundary there); the rest fitted to the residuals
     scale = float(measured[0] / feats[0].layers_ms) if feats[0].layers_ms > 0 else 1.0
-    rows = np.array([[1.0, *f.boundary_kelems, -f.int8_link_kelems] for f in feats])
+    rows = np.array([[1.0, *f.boundary_kelems, -f.int8_link_kelems, -f.int8_links] for f in feats])
     layers = scale * np.array([f.layers_ms for f in feats])
     # the offset may be negative (layers timed alone run slower than in the model), but never so far that the
     # all-fp32 model is priced under half its measured time: on a tiny model a noisy fit went below zero
@@ -210,7 +235,14 @@ def calibrate(
     rms = float(np.sqrt(np.mean((rows @ coef + layers - measured) ** 2)))
     boundary = tuple((n, float(coef[1 + 2 * i]), float(coef[2 + 2 * i])) for i, n in enumerate(names))
     return Calibration(
-        float(coef[0]), boundary, float(coef[-1]), rms, len(policies), float(measured[0]), table_scale=scale
+        float(coef[0]),
+        boundary,
+        float(coef[-2]),
+        rms,
+        len(timed),
+        float(measured[0]),
+        table_scale=scale,
+        link_credit_ms=float(coef[-1]),
     )
 
 
