@@ -18,6 +18,10 @@ from shrink.stages import config_from_dict
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+#: the settings the latency searches share: the measured CPU profile, int8 or fp32, priced at batch 8
+_LATENCY = {"profile": "cpu", "objective": "latency", "bits": (8, 32), "backend": "local", "cost_batch": 8}
+
+
 def _task():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(512, 16, generator=g)
@@ -97,18 +101,7 @@ def test_refinement_narrows_one_layer_at_a_time_and_keeps_the_cheapest_passing_p
 def test_latency_search_times_the_candidates_within_tolerance_and_keeps_the_fastest(tmp_path, monkeypatch):
     monkeypatch.setenv("SHRINK_CACHE", str(tmp_path))  # a fresh latency table, measured here
     model, train, val = _task()
-    cfg = CompressionSearch(
-        profile="cpu",
-        objective="latency",
-        bits=(8, 32),
-        widths=(1.0, 0.5),
-        candidates=3,
-        backend="local",
-        tolerance=1.0,
-        finetune_epochs=1,
-        refine=2,
-        cost_batch=8,
-    )
+    cfg = CompressionSearch(**_LATENCY, widths=(1.0, 0.5), candidates=3, tolerance=1.0, finetune_epochs=1, refine=2)
     ctx = Context(example_inputs=val[0][0][:1], train=train, calibration=train, val=val, progress=False)
     result, _ = run_search(model, cfg, ctx)
     passing = [p for p in result.points if p.measured and result.baseline_metric - p.measured_metric <= 1.0]
@@ -137,17 +130,13 @@ def test_calibrated_latency_search_fits_on_a_copy_at_the_narrowest_width(tmp_pat
     monkeypatch.setattr(search, "calibrate", spy)
     model, train, val = _task()
     cfg = CompressionSearch(
-        profile="cpu",
-        objective="latency",
+        **_LATENCY,
         latency_model="calibrated",
-        bits=(8, 32),
         widths=(1.0, 0.75, 0.5),
         candidates=2,
-        backend="local",
         tolerance=5.0,
         finetune_epochs=0,
         refine=0,
-        cost_batch=8,
         time_candidates=False,
     )
     ctx = Context(example_inputs=val[0][0][:1], train=train, calibration=train, val=val, progress=False)
