@@ -54,11 +54,11 @@ def test_calibration_arithmetic():
     with pytest.raises(ValueError, match="2 layers"):
         cal.predict_ms(PolicyFeatures(3.0, (0.0,) * 6, 0.0))
     assert "a in 0.01" in cal.describe() and "b out 0.02" in cal.describe() and "a out" not in cal.describe()
-    # a layer runs faster inside a model than alone: the table times are scaled, in predictions and allocator shares
     # a fixed credit per int8 -> int8 hand-over, on top of the one per element
     linked = Calibration(0.5, cal.boundary_ms, 0.05, 0.0, 8, link_credit_ms=0.1)
     assert linked.predict_ms(features._replace(int8_links=2)) == pytest.approx(cal.predict_ms(features) - 0.2)
     assert "0.1 ms per hand-over" in linked.describe()
+    # a layer runs faster inside a model than alone: the table times are scaled, in predictions and allocator shares
     halved = Calibration(0.5, cal.boundary_ms, 0.05, 0.0, 8, table_scale=0.5)
     assert halved.predict_ms(features) == pytest.approx(0.5 + 1.5 + 0.01 * 0.24 + 0.02 * 0.1 - 0.05)
     assert halved.option_ms(spec, "fp32", 2.0) == 1.0 and "table times x 0.5" in halved.describe()
