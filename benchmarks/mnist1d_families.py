@@ -75,7 +75,9 @@ KD_T, KD_ALPHA = 1.0, 1.0
 #: layer densities instead of global magnitude, gradual cross-entropy: 75.0). Distillation inside one gradual run
 #: (grid ``gradual_distill``, one cosine schedule) did worse: 200 epochs 80.9, 500: 82.4, updates 10 apart: 81.5,
 #: 1000 epochs: 67.8. The cubic grid's rows were run as per-cycle ``shrink.distill`` calls, which give the same
-#: weights as ``IterativePruning`` (seed 0, 10 x 50 geometric: val 71.2 both ways).
+#: weights as ``IterativePruning`` (seed 0, 10 x 50 geometric: val 71.2 both ways). Later the same day, this row's
+#: recipe with conv1 kept dense and the other layers at 92.25%, so that 90% of all weights still go: val 77.1 (the
+#: global ranking itself keeps about 36% of conv1, 15% of conv2, 7% of conv3 and 4% of the head).
 #: Before (2026-12-04): gradual pruning with cross-entropy, 21 mask updates 5 epochs apart, then 100 epochs at 90%:
 #: val 85.7 (lr 3e-3: 81.4; updates 10 apart up to epoch 200: 75.9; with mixup: 81.2); distilling afterwards at the
 #: fixed masks (grid ``gradual_kd``): 84.9-85.6.
