@@ -373,7 +373,7 @@ def _search_vs_single(section: Section, model, data, ctx, xb, calib, table, quic
 
 
 #: the width of the thinner copy the cost model's calibration times besides the model (not a width of the checks:
-#: the channel rows are at 0.75, 0.5 and 0.25, the search's widths 1.0, 0.75 and 0.5)
+#: the channel rows are at 0.75, 0.5 and 0.25, the search's widths 1.0, 0.75, 0.5, 0.375 and 0.25)
 CALIBRATION_WIDTH = 0.6
 
 

@@ -275,9 +275,12 @@ def _candidates(
             policy = {s.name: LayerChoice(bits=b, width=w if s.name in space.prunable else 1.0) for s in space.specs}
             add(policy, space.loss_of({n: c for n, c in policy.items() if c != LayerChoice()}))
     floor = sum(min(o.costs[kind] for o in opts) for opts in space.options.values())
-    # the fp32 cost in the options' own units (calibrated latency shares where the options are calibrated)
+    # the fp32 cost in the options' own units (calibrated latency shares where the options are calibrated); a layer
+    # with no fp32 option (bits without 32) is priced from the profile, so top is held at floor or above
     whole = {n: o.costs[kind] for n, opts in space.options.items() for o in opts if o.choice == LayerChoice()}
-    top = sum(whole.get(s.name, option_costs(s, LayerChoice(), profile, table)[kind]) for s in space.specs)
+    top = sum(
+        whole[s.name] if s.name in whole else option_costs(s, LayerChoice(), profile, table)[kind] for s in space.specs
+    )
     top = max(top, floor)
     for i in range(config.candidates):
         budget = floor * (top / floor) ** (i / (config.candidates - 1)) if floor > 0 else top * i / config.candidates
