@@ -74,8 +74,10 @@ BEST_PACKAGE = "shrink int4 g128 AWQ+GPTQ: PyTorch int4 kernels, AOTInductor pac
 #: the rows of the BEST model; the int4 speed targets read the fastest of them
 BEST_ROWS = (BEST, BEST_COMPILED, BEST_PACKAGE)
 #: not a model: the float package (bf16 where native, SDPA attention) with the GEMM of every Linear the int4 rows
-#: quantize taken out. Its time is what a weight-only scheme of those Linears could reach with GEMMs that cost
-#: nothing, so its 'x best float' bounds the speed-up of any such scheme in this run.
+#: quantize taken out. Its time is what a weight-only scheme of those Linears could reach on this execution path
+#: (the same package, the same non-GEMM code) with GEMMs that cost nothing: an estimated ceiling of its speed-up in
+#: this run (another runtime's non-GEMM code may be faster or slower; no kernel reaches it exactly, as the weight
+#: reads and the fusion barriers go with the GEMMs).
 BOUND = "bound: float package with the quantized Linears' GEMMs taken out"
 
 
@@ -282,13 +284,13 @@ def _note(env: Env) -> str:
         "AOTInductor package (its file size includes the kernels); the int4 speed targets read the fastest of the "
         "three executions of that model. The bound row is not a model: it is the float package with SDPA "
         "attention and the GEMM of each of the 36 Linears taken out (its input cut or tiled to the output width, "
-        "plus the bias), so its 'x best float' is the most any weight-only scheme of those Linears could gain in this "
-        "run, whatever its kernels; it has no fidelity. ONNX Runtime's quantizer rewrites "
-        "the fp32 graph's MatMuls with its defaults. torchao rows run in PyTorch as torchao ships them (compiled "
-        "where the row says so). 'file MiB' is the file each row runs from (ONNX, or the peer's saved state). "
-        "All rows timed together in interleaved rounds; 'x best float' divides the fastest float row of this run "
-        "(SDPA-attention twins of the float rows included) by the row's time. ⚠ unstable marks a row whose "
-        "slowest round took over 1.5x its fastest."
+        "plus the bias), so its 'x best float' estimates the most a weight-only scheme of those Linears could gain "
+        "on this execution path in this run, whatever its GEMM kernels; it has no fidelity. ONNX Runtime's quantizer "
+        "rewrites the fp32 graph's MatMuls with its defaults. torchao rows run in PyTorch as torchao ships them "
+        "(compiled where the row says so). 'file MiB' is the file each row runs from (ONNX, or the peer's saved "
+        "state). All rows timed together in interleaved rounds; 'x best float' divides the fastest float row of "
+        "this run (SDPA-attention twins of the float rows included) by the row's time. ⚠ unstable marks a row "
+        "whose slowest round took over 1.5x its fastest."
     )
 
 

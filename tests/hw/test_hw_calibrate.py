@@ -10,7 +10,7 @@ from torch import nn
 import shrink
 from shrink.autosearch.allocate import Option
 from shrink.autosearch.latency_plan import plan_latency
-from shrink.errors import ConfigError
+from shrink.errors import ConfigError, ModelError
 from shrink.hw import LatencyTable, LayerChoice, trace_layers
 from shrink.hw.calibrate import (
     Calibration,
@@ -84,7 +84,7 @@ def test_calibrate_fits_the_table_scale_and_non_negative_boundary_costs(tmp_path
     assert all(c >= 0 for _, i, o in cal.boundary_ms for c in (i, o))
     links = policy_features(trace_layers(model, x), {n: LayerChoice(bits=8) for n in ("0", "2", "4")}, profile, table)
     assert links.int8_link_kelems == pytest.approx((32 * 32 + 32 * 64) / 1e3)  # 0 -> 2 and 2 -> 4
-    assert links.int8_links == 2 and cal.link_credit_ms >= 0
+    assert links.int8_links == 2 and cal.link_credit_ms == 0.0  # one width: no credit per hand-over
     fp32 = cal.predict_ms(policy_features(trace_layers(model, x), {}, profile, table))
     # the scale makes the all-fp32 table sum the all-fp32 time measured (no boundary in that model)
     assert fp32 == pytest.approx(cal.fp32_ms + cal.offset_ms) and fp32 > 0
@@ -96,12 +96,46 @@ def test_calibrate_times_thinner_copies_with_the_same_layers(tmp_path):
     profile = _profile()
     table = LatencyTable(profile.measured, path=tmp_path / "t.json")
     cal = calibrate(model, x, [torch.randn(32, 16)], profile, table, rounds=1, thinner=[thin])
-    assert cal.n == 2 * 4 * 3 and cal.link_credit_ms >= 0 and cal.chain_credit_ms >= 0
+    assert cal.n == 2 * 4 * 3
     fp32 = cal.predict_ms(policy_features(trace_layers(model, x), {}, profile, table))
     assert fp32 == pytest.approx(cal.fp32_ms + cal.offset_ms)  # the scale still comes from the model itself
     other = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 8)).eval()
-    with pytest.raises(ValueError, match=r"thinner\[0\] has the layers \['0', '2'\]"):
+    with pytest.raises(ModelError, match=r"thinner\[0\] has 2 layers, the model 3"):
         calibrate(model, x, [torch.randn(32, 16)], profile, table, rounds=1, thinner=[other])
+    wider = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 128), nn.ReLU(), nn.Linear(128, 8)).eval()
+    with pytest.raises(ModelError, match=r"thinner\[0\]: layer '2' is wider than in the model"):
+        calibrate(model, x, [torch.randn(32, 16)], profile, table, rounds=1, thinner=[wider])
+
+
+def _synthetic_timings(monkeypatch, truth: Calibration, profile, table) -> None:
+    """Stand-ins for ONNX Runtime: each timed (model, policy) takes exactly what ``truth`` predicts for it."""
+    import shrink.hw.calibrate as calibration
+
+    def sessions(timed, *args, **kwargs):
+        return timed
+
+    def times(timed, x, **kwargs):
+        return [truth.predict_ms(policy_features(trace_layers(m, x), p, profile, table)) for m, p in timed]
+
+    monkeypatch.setattr(calibration, "int8_sessions", sessions)
+    monkeypatch.setattr(calibration, "interleaved_latency_ms", times)
+
+
+def test_calibrate_recovers_both_credits_from_two_widths_and_fits_no_link_credit_on_one(tmp_path, monkeypatch):
+    model, x = _chain(), torch.randn(32, 16)
+    thin = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8)).eval()
+    profile = _profile()
+    table = LatencyTable(profile.measured, path=tmp_path / "t.json")
+    boundaries = (("0", 0.02, 0.01), ("2", 0.03, 0.0), ("4", 0.0, 0.04))
+    truth = Calibration(0.0, boundaries, 0.004, 0.0, 0, link_credit_ms=0.02)
+    _synthetic_timings(monkeypatch, truth, profile, table)
+    cal = calibrate(model, x, [torch.randn(32, 16)], profile, table, thinner=[thin])
+    assert cal.table_scale == pytest.approx(1.0) and cal.offset_ms == pytest.approx(0.0, abs=1e-6)
+    assert cal.chain_credit_ms == pytest.approx(0.004, abs=1e-6) and cal.link_credit_ms == pytest.approx(0.02)
+    assert cal.rms_ms == pytest.approx(0.0, abs=1e-6)
+    assert [c for b in cal.boundary_ms for c in b[1:]] == pytest.approx([c for b in boundaries for c in b[1:]])
+    # one width: the credit per hand-over is left out of the fit, whatever the timings
+    assert calibrate(model, x, [torch.randn(32, 16)], profile, table).link_credit_ms == 0.0
 
 
 def test_latency_plan_keeps_an_end_to_end_budget(tmp_path):

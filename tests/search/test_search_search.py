@@ -114,9 +114,29 @@ def test_latency_search_times_the_candidates_within_tolerance_and_keeps_the_fast
     assert all(p.measured_cost is None for p in off.points)
 
 
+def test_budget_sweep_runs_from_the_cheapest_to_the_dearest_allocation_in_the_options_units():
+    """The sweep once priced its top end from the uncalibrated profile where a layer had no fp32 option: with the
+    options in other units (calibrated ones), the budgets could all fall to the cheapest allocation. Here there is
+    no profile at all: both ends come from the options."""
+    from shrink.autosearch.allocate import Option
+    from shrink.autosearch.search import _candidates, _Space
+    from shrink.hw import LayerChoice
+
+    wide, narrow = LayerChoice(bits=8), LayerChoice(bits=8, width=0.5)
+    options = {n: [Option(wide, 0.0, {"latency": 2.0}), Option(narrow, 1.0, {"latency": 1.0})] for n in "ab"}
+    space = _Space([], [], {"a", "b"}, {n: [wide, narrow] for n in "ab"}, {}, options)
+    config = CompressionSearch(objective="latency", bits=(8,), widths=(1.0, 0.5), uniform=False, candidates=5)
+
+    def priced(policy):
+        return sum(1.0 if c.width < 1.0 else 2.0 for c in policy.values())
+
+    points = _candidates(space, priced, config)
+    # budgets from 2 to 4 in geometric steps (2, 2.38, 2.83, 3.36, 4): both layers narrow, one of them, neither
+    assert [p.predicted_cost for p in points] == [2.0, 3.0, 4.0]
+    assert [p.label for p in points] == ["c0", "c1", "c2"]
+
+
 def test_calibrated_latency_search_fits_on_a_copy_at_the_narrowest_width(tmp_path, monkeypatch):
-    """Also the budget sweep in calibrated units: it once priced the fp32 end in raw table times, and where the
-    calibration scaled the table up the budgets fell below the cheapest allocation."""
     monkeypatch.setenv("SHRINK_CACHE", str(tmp_path))
     import shrink.autosearch.search as search
 
@@ -143,6 +163,18 @@ def test_calibrated_latency_search_fits_on_a_copy_at_the_narrowest_width(tmp_pat
     result, _ = run_search(model, cfg, ctx)
     assert seen == [[32, 32, 4]]  # the hidden layers at half width, the output layer whole
     assert model[0].out_features == 64 and result.points  # the user's model keeps its channels
+
+
+def test_the_calibration_copy_narrows_only_the_layers_the_search_may_prune():
+    from shrink.autosearch.search import _narrowest, _Space
+
+    model, _, val = _task()
+    config = CompressionSearch(**_LATENCY, latency_model="calibrated", widths=(1.0, 0.5))
+    ctx = Context(example_inputs=val[0][0][:1], progress=False)
+    selected = _Space([], [], {"0", "2"}, {"0": []}, {}, {})  # both hidden layers prunable, only "0" selected
+    (copy,) = _narrowest(model, selected, config, ctx)
+    assert [copy[0].out_features, copy[2].out_features] == [32, 64]
+    assert _narrowest(model, _Space([], [], {"0", "2"}, {"4": []}, {}, {}), config, ctx) == []
 
 
 def test_pareto_front():

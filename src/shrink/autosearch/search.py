@@ -38,7 +38,7 @@ from shrink.autosearch.allocate import Option, allocate
 from shrink.autosearch.compress import compress, remove_channels, width_layers
 from shrink.autosearch.export import attach_int8_export
 from shrink.autosearch.latency_plan import calibrated_options
-from shrink.autosearch.options import layer_options, option_costs, policy_file_bytes
+from shrink.autosearch.options import layer_options, policy_file_bytes
 from shrink.autosearch.result import Point, SearchResult
 from shrink.autosearch.sensitivity import logits_of, output_kl
 from shrink.autosearch.trials import listed, run_trials
@@ -255,9 +255,7 @@ def _space(
     return _Space(all_specs, specs, prunable, choices, sens, options)
 
 
-def _candidates(
-    space: _Space, priced: _Pricer, config: CompressionSearch, profile: Profile, table: LatencyTable | None
-) -> list[Point]:
+def _candidates(space: _Space, priced: _Pricer, config: CompressionSearch) -> list[Point]:
     """The uniform policies and the exact allocations for a sweep of budgets, cheapest predicted first (c0, c1, ...)."""
     kind = config.objective
     points: dict[str, Point] = {}
@@ -274,14 +272,10 @@ def _candidates(
         for b, w in itertools.product(config.bits, config.widths):
             policy = {s.name: LayerChoice(bits=b, width=w if s.name in space.prunable else 1.0) for s in space.specs}
             add(policy, space.loss_of({n: c for n, c in policy.items() if c != LayerChoice()}))
+    # the sweep runs from the cheapest allocation to the dearest, both in the options' own units (calibrated
+    # latency shares where the options are calibrated)
     floor = sum(min(o.costs[kind] for o in opts) for opts in space.options.values())
-    # the fp32 cost in the options' own units (calibrated latency shares where the options are calibrated); a layer
-    # with no fp32 option (bits without 32) is priced from the profile, so top is held at floor or above
-    whole = {n: o.costs[kind] for n, opts in space.options.items() for o in opts if o.choice == LayerChoice()}
-    top = sum(
-        whole[s.name] if s.name in whole else option_costs(s, LayerChoice(), profile, table)[kind] for s in space.specs
-    )
-    top = max(top, floor)
+    top = sum(max(o.costs[kind] for o in opts) for opts in space.options.values())
     for i in range(config.candidates):
         budget = floor * (top / floor) ** (i / (config.candidates - 1)) if floor > 0 else top * i / config.candidates
         plan = allocate(space.options, {kind: budget * (1 + 1e-9)})
@@ -293,12 +287,13 @@ def _candidates(
 
 
 def _narrowest(model: nn.Module, space: _Space, config: CompressionSearch, ctx: Context) -> list[nn.Module]:
-    """A copy of ``model`` with every prunable layer at the narrowest searched width, for the calibrated latency
-    model to see how costs scale with width (none when nothing is pruned)."""
+    """A copy of ``model`` with every layer the search may prune (selected and prunable) at the narrowest searched
+    width, for the calibrated latency model to see how costs scale with width (none when nothing is pruned)."""
     narrow = min(config.widths)
-    if narrow >= 1.0 or not space.prunable:
+    pruned = sorted(space.prunable & set(space.choices))
+    if narrow >= 1.0 or not pruned:
         return []
-    return [remove_channels(copy.deepcopy(model), {n: narrow for n in space.prunable}, ctx.example_inputs)]
+    return [remove_channels(copy.deepcopy(model), dict.fromkeys(pruned, narrow), ctx.example_inputs)]
 
 
 def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tuple[SearchResult, nn.Module]:
@@ -319,7 +314,7 @@ def run_search(model: nn.Module, config: CompressionSearch, ctx: Context) -> tup
             data.model, priced_inputs, inputs, profile, table, thinner=_narrowest(data.model, space, config, ctx)
         )
         space.options = calibrated_options(space.options, {s.name: s for s in space.specs}, priced.calibrated, profile)
-    ordered = _candidates(space, priced, config, profile, table)
+    ordered = _candidates(space, priced, config)
     baseline = _metric(data.model, data.val)
     timer = None
     timed = config.objective == "latency" and table is not None and config.time_candidates

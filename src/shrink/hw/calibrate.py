@@ -19,22 +19,23 @@ A boundary is a place in execution order where an int8 layer meets fp32 data: it
 own cost per thousand elements, because what ONNX Runtime does there depends on the ops around it: on the digits
 CNN an int8 convolution after an fp32 one and a max-pool makes ONNX Runtime pool in uint8 in NCHW layout, a generic
 kernel about 15x slower than the fp32 NCHWc pool, while the same boundary after a linear layer costs one cheap
-QuantizeLinear. The costs scale with the number of elements crossing, so they carry over to thinner widths.
+QuantizeLinear. Those costs are per element crossing (a fixed cost per boundary op was tried as one more coefficient,
+fitted on two widths: it came out 0 on the digits CNN).
 
 An int8 table entry is timed alone, with a QuantizeLinear before and a DequantizeLinear after the layer; two int8
 layers in a row hand each other uint8 tensors and run neither, hence the credits: one proportional (like those
 ops' work) to the elements handed over, one per hand-over (what running an op costs whatever its size). Without the
 second, a model whose layers are thinner than the calibrated one keeps paying for operators it does not run (on the
 digits CNN pruned to a quarter of its channels, all int8, the prediction came out well above the measured time).
-The two credits can only be told apart on more than one width: pass ``thinner`` copies of the model to
-:func:`calibrate`.
+The two credits can only be told apart on more than one width, so the second is fitted only with ``thinner`` copies
+of the model (:func:`calibrate`).
 
-The scale is the all-fp32 model's time over its table sum; the other ``3 + 2 x layers`` coefficients (non-negative,
-the offset of either sign) are fitted to ``4 x layers`` end-to-end ONNX Runtime timings of the model (all fp32; all
-int8; each layer alone int8; each layer alone fp32; each prefix and each suffix of the layers int8), as many again
-for each thinner copy, timed together
-and interleaved, by least absolute deviations (a linear program): a few timings disturbed by the machine should not
-bend the fit, which a squared-error fit would let them do.
+The scale is the all-fp32 model's time over its table sum; the other ``2 + 2 x layers`` coefficients (non-negative,
+the offset of either sign; ``3 + 2 x layers`` with thinner copies) are fitted to ``4 x layers`` end-to-end ONNX
+Runtime timings of the model (all fp32; all int8; each layer alone int8; each layer alone fp32; each prefix and each
+suffix of the layers int8), as many again for each thinner copy, timed together and interleaved, by least absolute
+deviations (a linear program): a few timings disturbed by the machine should not bend the fit, which a
+squared-error fit would let them do.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import torch
 from scipy.optimize import linprog
 from torch import nn
 
+from shrink.errors import ModelError
 from shrink.eval.latency import interleaved_latency
 from shrink.hw.layers import LayerSpec, input_widths, scaled, trace_layers
 from shrink.hw.measured import LatencyTable, execution_kind
@@ -189,6 +191,18 @@ def _least_absolute(a: np.ndarray, y: np.ndarray, free: int = 0, floor: float | 
     return res.x[:k]
 
 
+def _check_thinner(index: int, specs: Sequence[LayerSpec], thin: Sequence[LayerSpec]) -> None:
+    """``thinner[index]`` must have the model's layers in the same order, none of them wider."""
+    where = f"calibrate: thinner[{index}]"
+    if len(thin) != len(specs):
+        raise ModelError(f"{where} has {len(thin)} layers, the model {len(specs)}")
+    for full, narrow in zip(specs, thin, strict=True):
+        if full.name != narrow.name:
+            raise ModelError(f"{where}: layer {narrow.name!r} stands where the model has {full.name!r}")
+        if narrow.in_elems > full.in_elems or narrow.out_elems > full.out_elems:
+            raise ModelError(f"{where}: layer {full.name!r} is wider than in the model")
+
+
 def calibrate(
     model: nn.Module,
     example_inputs: torch.Tensor,
@@ -215,10 +229,7 @@ def calibrate(
     variants = [(model, specs)]
     for i, thin in enumerate(thinner):
         thin_specs = trace_layers(thin, example_inputs)
-        if [s.name for s in thin_specs] != names:
-            raise ValueError(
-                f"calibrate: thinner[{i}] has the layers {[s.name for s in thin_specs]}, not the model's {names}"
-            )
+        _check_thinner(i, specs, thin_specs)
         variants.append((thin, thin_specs))
     policies = calibration_policies(names) if profile.measured.int8_kernels else [{}]
     timed = [(m, p) for m, _ in variants for p in policies]
@@ -227,22 +238,27 @@ def calibrate(
     feats = [policy_features(sp, p, profile, table) for _, sp in variants for p in policies]
     # the scale: the all-fp32 model's time over its table sum (no boundary there); the rest fitted to the residuals
     scale = float(measured[0] / feats[0].layers_ms) if feats[0].layers_ms > 0 else 1.0
-    rows = np.array([[1.0, *f.boundary_kelems, -f.int8_link_kelems, -f.int8_links] for f in feats])
+    # the credit per hand-over only where thinner copies can tell it from the one per element (at one width the
+    # two columns can be near proportional, and the fit could split the credit between them anyhow)
+    rows = np.array(
+        [[1.0, *f.boundary_kelems, -f.int8_link_kelems, *([-f.int8_links] if thinner else [])] for f in feats]
+    )
     layers = scale * np.array([f.layers_ms for f in feats])
     # the offset may be negative (layers timed alone run slower than in the model), but never so far that the
     # all-fp32 model is priced under half its measured time: on a tiny model a noisy fit went below zero
     coef = _least_absolute(rows, measured - layers, free=1, floor=-0.5 * float(measured[0]))
     rms = float(np.sqrt(np.mean((rows @ coef + layers - measured) ** 2)))
     boundary = tuple((n, float(coef[1 + 2 * i]), float(coef[2 + 2 * i])) for i, n in enumerate(names))
+    chain = 1 + 2 * len(names)
     return Calibration(
         float(coef[0]),
         boundary,
-        float(coef[-2]),
+        float(coef[chain]),
         rms,
         len(timed),
         float(measured[0]),
         table_scale=scale,
-        link_credit_ms=float(coef[-1]),
+        link_credit_ms=float(coef[chain + 1]) if thinner else 0.0,
     )
 
 
