@@ -2,11 +2,11 @@
 
 1. Per-layer options (bit width x sparsity x kept channel width) get a predicted loss (output KL when only that
    layer is compressed) and a cost on the profile (measured CPU table or accelerator roofline).
-2. A sweep of budgets from the cheapest achievable to the fp32 cost gives candidate policies, each the exact
+2. A sweep of budgets from the cheapest achievable allocation to the dearest gives candidate policies, each the exact
    (MILP) loss-minimizing allocation for its budget; the uniform policies (every layer at one bit width and one
    kept width: plain channel pruning, plain int8, and both) join them; candidates are re-priced with channel widths
    propagated (on a measured profile with ``latency_model="calibrated"``: end to end, see shrink.hw.calibrate,
-   fitted on the model and on a copy at the narrowest searched width).
+   fitted on the model and on a copy with the layers it may prune at the narrowest searched width).
 3. Candidates are measured — channels removed, fine-tuned for ``finetune_epochs`` (the recovery budget a single
    technique gets), fake-quantized, metric on validation data — in parallel trials (Ray), cheapest predicted first,
    ``parallel`` per round; the search stops after the first round with a candidate within ``tolerance`` and
