@@ -49,7 +49,9 @@ from shrink.quant import (
     GPTQ,
     INTEGER_OPS,
     WeightOnly,
+    compile_int8,
     ort_optimized_ops,
+    to_torch_kernels,
     to_torch_weight_only,
 )
 from shrink.select import Selector, select_modules
@@ -71,10 +73,15 @@ RTN = "shrink int4 g128 round-to-nearest"
 #: in-process, and the same compiled ahead of time into an AOTInductor package
 BEST_COMPILED = "shrink int4 g128 AWQ+GPTQ: PyTorch int4 kernels, compiled"
 BEST_PACKAGE = "shrink int4 g128 AWQ+GPTQ: PyTorch int4 kernels, AOTInductor package"
+#: the BEST model with its codes widened to int8 in memory (one scale per row) on oneDNN's int8 GEMMs, inputs
+#: quantized per token (``shrink.quant.widen_to_int8``): the shrink file stays int4, compiled in-process; and the
+#: same compiled ahead of time (the package holds the widened int8 weights)
+BEST_WIDENED = "shrink int4 g128 AWQ+GPTQ: widened to int8 GEMMs, compiled"
+BEST_WIDENED_PACKAGE = "shrink int4 g128 AWQ+GPTQ: widened to int8 GEMMs, AOTInductor package"
 #: the rows of the BEST model; the int4 speed targets read the fastest of them
-BEST_ROWS = (BEST, BEST_COMPILED, BEST_PACKAGE)
+BEST_ROWS = (BEST, BEST_COMPILED, BEST_PACKAGE, BEST_WIDENED, BEST_WIDENED_PACKAGE)
 #: not a model: the float package (bf16 where native, SDPA attention) with the GEMM of every Linear the int4 rows
-#: quantize taken out. Its time is what a weight-only scheme of those Linears could reach on this execution path
+#: quantize taken out. Its time is what any int4 scheme of those Linears could reach on this execution path
 #: (the same package, the same non-GEMM code) with GEMMs that cost nothing: an estimated ceiling of its speed-up in
 #: this run (another runtime's non-GEMM code may be faster or slower; no kernel reaches it exactly, as the weight
 #: reads and the fusion barriers go with the GEMMs).
@@ -182,6 +189,23 @@ def _torch_int4(recipe: list[Config], packaged: bool) -> Callable[[Env], Built]:
     return build
 
 
+def _widened(recipe: list[Config], packaged: bool) -> Callable[[Env], Built]:
+    """``recipe``'s model with its codes widened to int8 on oneDNN's int8 GEMMs (per-token int8 inputs), compiled
+    in-process (size: the int4 shrink file it is loaded from) or ahead of time (size: the package, int8 weights)."""
+
+    def build(env: Env) -> Built:
+        q, seconds = _quantize(env, recipe)
+        real, _ = to_torch_kernels(q, env.data.example_inputs, widen_int8=True)
+        x1, x32 = env.data.example_inputs, env.data.test[0]
+        if packaged:
+            label = f"{real.shrink_execution}, AOTInductor package (compiled ahead of time)"
+            return replace(packaged_row(real, x32, env.tmp / "shrink-widened.pt2", label), seconds=seconds)
+        c = compile_int8(real, warmup=[x32, x1], skip_guards=True)  # oneDNN's prepacked weights are not a file
+        return Built(lambda x: call_model(c, x), artifact_bytes(q), seconds, c.shrink_execution, c.compile_seconds)
+
+    return build
+
+
 def _bound(env: Env) -> Built:
     model = sdpa_copy(env.model) or env.model
     bf16 = native_bf16()
@@ -223,8 +247,10 @@ def _builders(quick: bool) -> dict[str, Callable[[Env], Built]]:
     names = [RTN, BEST] if quick else list(SHRINK)
     out: dict[str, Callable[[Env], Built]] = {n: _shrink(SHRINK[n]) for n in names}
     out[BEST_COMPILED] = _torch_int4(SHRINK[BEST], packaged=False)
+    out[BEST_WIDENED] = _widened(SHRINK[BEST], packaged=False)
     if not quick:
         out[BEST_PACKAGE] = _torch_int4(SHRINK[BEST], packaged=True)
+        out[BEST_WIDENED_PACKAGE] = _widened(SHRINK[BEST], packaged=True)
         out[BOUND] = _bound
     out.update({f"ORT MatMulNBits g{b}": _ort_nbits(b) for b in (ORT_BLOCKS[:1] if quick else ORT_BLOCKS)})
     out.update({n: _peer(n) for n in (QUICK_PEERS if quick else PEER_INT4)})
@@ -281,16 +307,19 @@ def _note(env: Env) -> str:
         "the row that says float arithmetic), tables as GatherBlockQuantized; the two 'PyTorch int4 kernels' rows "
         "run the AWQ+GPTQ model's Linears on aten._weight_int4pack_mm_for_cpu (bf16 activations), which Inductor "
         "(GEMM autotuning) may replace by its AMX int4 GEMM template, compiled in-process or ahead of time as an "
-        "AOTInductor package (its file size includes the kernels); the int4 speed targets read the fastest of the "
-        "three executions of that model. The bound row is not a model: it is the float package with SDPA "
-        "attention and the GEMM of each of the 36 Linears taken out (its input cut or tiled to the output width, "
-        "plus the bias), so its 'x best float' estimates the most a weight-only scheme of those Linears could gain "
-        "on this execution path in this run, whatever its GEMM kernels; it has no fidelity. ONNX Runtime's quantizer "
-        "rewrites the fp32 graph's MatMuls with its defaults. torchao rows run in PyTorch as torchao ships them "
-        "(compiled where the row says so). 'file MiB' is the file each row runs from (ONNX, or the peer's saved "
-        "state). All rows timed together in interleaved rounds; 'x best float' divides the fastest float row of "
-        "this run (SDPA-attention twins of the float rows included) by the row's time. ⚠ unstable marks a row "
-        "whose slowest round took over 1.5x its fastest."
+        "AOTInductor package (its file size includes the kernels); the two 'widened to int8 GEMMs' rows load the "
+        "same model with its codes widened to int8 in memory (one scale per row instead of per group) and run its "
+        "Linears on oneDNN's int8 GEMMs with each token's input quantized to uint8 (W8A8 arithmetic on int4 "
+        "weights; the compiled row's file is the int4 shrink file, the package holds the widened int8 weights); "
+        "the int4 speed targets read the fastest of the five executions of that model. The bound row is not a "
+        "model: it is the float package with SDPA attention and the GEMM of each of the 36 Linears taken out (its "
+        "input cut or tiled to the output width, plus the bias), so its 'x best float' estimates the most any int4 "
+        "scheme of those Linears could gain on this execution path in this run, whatever its GEMM kernels; it has "
+        "no fidelity. ONNX Runtime's quantizer rewrites the fp32 graph's MatMuls with its defaults. torchao rows "
+        "run in PyTorch as torchao ships them (compiled where the row says so). 'file MiB' is the file each row "
+        "runs from (ONNX, or the peer's saved state). All rows timed together in interleaved rounds; 'x best float'"
+        " divides the fastest float row of this run (SDPA-attention twins of the float rows included) by the row's "
+        "time. ⚠ unstable marks a row whose slowest round took over 1.5x its fastest."
     )
 
 

@@ -4,7 +4,15 @@ targets quote the bound next to the measured ratio without it changing the verdi
 import pytest
 import torch
 from benchmarks.baselines import AOT_BF16, EAGER
-from benchmarks.quant_int4 import BEST, BEST_PACKAGE, BOUND, ElidedLinear, targets
+from benchmarks.quant_int4 import (
+    BEST,
+    BEST_PACKAGE,
+    BEST_WIDENED,
+    BEST_WIDENED_PACKAGE,
+    BOUND,
+    ElidedLinear,
+    targets,
+)
 from torch import nn
 
 
@@ -34,3 +42,14 @@ def test_speed_targets_quote_the_bound_and_keep_their_verdict() -> None:
     assert with_bound[b32].met is False and f"{BOUND}: 2.00x" in with_bound[b32].measured
     assert BOUND not in without[b1].measured
     assert all(with_bound[n].met == t.met for n, t in without.items())
+
+
+def test_speed_targets_read_the_widened_rows_and_name_the_row() -> None:
+    fidelity = {BEST: {"cos_mean": 0.98, "nn_agreement": 87.0}}
+    lat = {AOT_BF16: {1: 3.0, 32: 50.0}, BEST: {1: 3.0, 32: 70.0}, BEST_WIDENED: {1: 1.8, 32: 24.0}}
+    lat[BEST_WIDENED_PACKAGE] = {1: 1.5, 32: 26.0}
+    got = {t.name: t for t in targets(fidelity, lat)}
+    b1 = next(t for n, t in got.items() if "b1, fastest" in n)
+    b32 = next(t for n, t in got.items() if "b32, fastest" in n)
+    assert b1.met and b1.measured.startswith(f"2.00x ({BEST_WIDENED_PACKAGE} 1.50 ms")
+    assert b32.met and b32.measured.startswith(f"2.08x ({BEST_WIDENED} 24.00 ms")

@@ -108,11 +108,13 @@ from shrink.quant.runtimes.torch_weight_only import (  # noqa: E402
     Int8WeightLinear,
     to_torch_weight_only,
 )
+from shrink.quant.runtimes.widen import widen_to_int8  # noqa: E402
 from shrink.quant.torch_kernels import TorchKernels, to_torch_kernels  # noqa: E402
 
 __all__ += [
     "to_torch_int8",
     "to_torch_weight_only",
+    "widen_to_int8",
     "Int8WeightLinear",
     "Int4WeightLinear",
     "TorchKernels",
