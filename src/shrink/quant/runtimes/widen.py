@@ -59,7 +59,7 @@ def widened_layer(layer: PackedLinear) -> QuantLinear:
 
 def widen_to_int8(model: nn.Module) -> tuple[nn.Module, int]:
     """A copy of ``model`` whose :class:`PackedLinear` layers are per-token int8 :class:`QuantLinear` layers
-    (:func:`widened_layer`), and how many there were. The copy simulates in float exactly what
+    (:func:`widened_layer`), and how many there were. The copy simulates in float, to float rounding, what
     :func:`shrink.quant.to_torch_int8` then runs on integer kernels; ``model`` is left as it is. A model without
     packed Linears is an error."""
     out = copy.deepcopy(model)
