@@ -145,11 +145,13 @@ def as_precision(model: nn.Module, bf16: bool) -> nn.Module:
     return Bfloat16(copy.deepcopy(model)) if bf16 else copy.deepcopy(model)
 
 
-def compiled_row(model: nn.Module, warmup: list[Any], label: str | None = None) -> Built:
+def compiled_row(model: nn.Module, warmup: list[Any], label: str | None = None, size_bytes: int | None = None) -> Built:
     """``model`` through :func:`~shrink.quant.compile_int8` (compiled at the ``warmup`` batches); ``label``:
-    the execution column (default: what the compiled model says it runs)."""
+    the execution column (default: what the compiled model says it runs); ``size_bytes``: the file the row loads
+    from (default: ``model``'s own, which a model holding prepacked runtime weights does not have)."""
     c = compile_int8(model, warmup=warmup, skip_guards=True)
-    return Built(lambda x: call_model(c, x), artifact_bytes(model), 0.0, label or c.shrink_execution, c.compile_seconds)
+    size = artifact_bytes(model) if size_bytes is None else size_bytes
+    return Built(lambda x: call_model(c, x), size, 0.0, label or c.shrink_execution, c.compile_seconds)
 
 
 def packaged_row(model: nn.Module, example_inputs: Any, path: Path, label: str | None = None) -> Built:

@@ -49,7 +49,6 @@ from shrink.quant import (
     GPTQ,
     INTEGER_OPS,
     WeightOnly,
-    compile_int8,
     ort_optimized_ops,
     to_torch_kernels,
     to_torch_weight_only,
@@ -172,36 +171,34 @@ def _shrink(recipe: list[Config]) -> Callable[[Env], Built]:
     return build
 
 
-def _torch_int4(recipe: list[Config], packaged: bool) -> Callable[[Env], Built]:
-    """``recipe``'s model with its Linears on PyTorch's int4 kernels (bf16 activations), compiled in-process or
-    ahead of time into a package; size: the shrink file (compiled) or the package file it runs from."""
+def _int4_kernels(q: nn.Module, env: Env) -> nn.Module:
+    """The model's Linears on PyTorch's int4 kernels (bf16 activations)."""
+    real, _, left = to_torch_weight_only(q)
+    if left:
+        raise RuntimeError(f"{left} Linears have no int4 kernel for their grid")
+    return real
+
+
+def _widened_kernels(q: nn.Module, env: Env) -> nn.Module:
+    """The model's codes widened to int8 on oneDNN's int8 GEMMs (per-token int8 inputs)."""
+    return to_torch_kernels(q, env.data.example_inputs, widen_int8=True)[0]
+
+
+def _on_torch(
+    recipe: list[Config], convert: Callable[[nn.Module, Env], nn.Module], packaged: bool
+) -> Callable[[Env], Built]:
+    """``recipe``'s model converted onto PyTorch's kernels by ``convert``, compiled in-process or ahead of time into
+    a package; size: the shrink file the compiled row loads from, or the package file (its weights as converted)."""
 
     def build(env: Env) -> Built:
         q, seconds = _quantize(env, recipe)
-        real, _, left = to_torch_weight_only(q)
-        if left:
-            raise RuntimeError(f"{left} Linears have no int4 kernel for their grid")
-        x1, x32 = env.data.example_inputs, env.data.test[0]
-        if packaged:
-            return replace(packaged_row(real, x32, env.tmp / "shrink-int4.pt2"), seconds=seconds)
-        return replace(compiled_row(real, [x32, x1]), seconds=seconds, size_bytes=artifact_bytes(q))
-
-    return build
-
-
-def _widened(recipe: list[Config], packaged: bool) -> Callable[[Env], Built]:
-    """``recipe``'s model with its codes widened to int8 on oneDNN's int8 GEMMs (per-token int8 inputs), compiled
-    in-process (size: the int4 shrink file it is loaded from) or ahead of time (size: the package, int8 weights)."""
-
-    def build(env: Env) -> Built:
-        q, seconds = _quantize(env, recipe)
-        real, _ = to_torch_kernels(q, env.data.example_inputs, widen_int8=True)
+        real = convert(q, env)
         x1, x32 = env.data.example_inputs, env.data.test[0]
         if packaged:
             label = f"{real.shrink_execution}, AOTInductor package (compiled ahead of time)"
-            return replace(packaged_row(real, x32, env.tmp / "shrink-widened.pt2", label), seconds=seconds)
-        c = compile_int8(real, warmup=[x32, x1], skip_guards=True)  # oneDNN's prepacked weights are not a file
-        return Built(lambda x: call_model(c, x), artifact_bytes(q), seconds, c.shrink_execution, c.compile_seconds)
+            path = env.tmp / f"shrink-{convert.__name__}.pt2"
+            return replace(packaged_row(real, x32, path, label), seconds=seconds)
+        return replace(compiled_row(real, [x32, x1], size_bytes=artifact_bytes(q)), seconds=seconds)
 
     return build
 
@@ -246,11 +243,11 @@ def _ort_nbits(block: int) -> Callable[[Env], Built]:
 def _builders(quick: bool) -> dict[str, Callable[[Env], Built]]:
     names = [RTN, BEST] if quick else list(SHRINK)
     out: dict[str, Callable[[Env], Built]] = {n: _shrink(SHRINK[n]) for n in names}
-    out[BEST_COMPILED] = _torch_int4(SHRINK[BEST], packaged=False)
-    out[BEST_WIDENED] = _widened(SHRINK[BEST], packaged=False)
+    out[BEST_COMPILED] = _on_torch(SHRINK[BEST], _int4_kernels, packaged=False)
+    out[BEST_WIDENED] = _on_torch(SHRINK[BEST], _widened_kernels, packaged=False)
     if not quick:
-        out[BEST_PACKAGE] = _torch_int4(SHRINK[BEST], packaged=True)
-        out[BEST_WIDENED_PACKAGE] = _widened(SHRINK[BEST], packaged=True)
+        out[BEST_PACKAGE] = _on_torch(SHRINK[BEST], _int4_kernels, packaged=True)
+        out[BEST_WIDENED_PACKAGE] = _on_torch(SHRINK[BEST], _widened_kernels, packaged=True)
         out[BOUND] = _bound
     out.update({f"ORT MatMulNBits g{b}": _ort_nbits(b) for b in (ORT_BLOCKS[:1] if quick else ORT_BLOCKS)})
     out.update({n: _peer(n) for n in (QUICK_PEERS if quick else PEER_INT4)})

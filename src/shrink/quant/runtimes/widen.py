@@ -30,10 +30,9 @@ from shrink.errors import UnsupportedOpError
 from shrink.quant.layers.convert import set_module
 from shrink.quant.layers.modules import QuantLinear
 from shrink.quant.layers.packed import PackedLinear
+from shrink.quant.numerics.qparams import qparams_for_tensor
 
 __all__ = ["widen_to_int8", "widened_layer"]
-
-_QMAX = 127
 
 
 @torch.no_grad()
@@ -42,12 +41,10 @@ def widened_layer(layer: PackedLinear) -> QuantLinear:
     module's docstring), its bias, its AWQ input scaling as the input smoothing."""
     p = layer.packed
     weight = p.dequantize()  # the packed model's weights exactly: codes x fp16 group scales
-    row_scale = (weight.abs().amax(dim=1) / _QMAX).clamp(min=torch.finfo(torch.float32).tiny)
-    codes = torch.round(weight / row_scale[:, None]).clamp(-_QMAX, _QMAX).to(torch.int8)
     smooth = layer.input_scale is not None
     out = QuantLinear(layer.in_features, layer.out_features, layer.bias is not None, 8, "dynamic_token", smooth=smooth)
-    out.weight_int.copy_(codes)
-    out.weight_scale.copy_(row_scale)
+    # symmetric int8 per row on [-127, 127]: each row's largest weight on the grid's end
+    out.set_weight(weight, qparams_for_tensor(weight, 8, symmetric=True, axis=0, narrow_range=True))
     if layer.bias is not None:
         assert out.bias is not None  # built with a bias just above
         out.bias.data.copy_(layer.bias.detach().float())
