@@ -1,5 +1,6 @@
-"""Section: int4 weights on all-MiniLM-L6-v2 — shrink's weight-only int4 (round to nearest, GPTQ, AWQ + GPTQ)
-exported to ONNX Runtime's int4 kernels (the AWQ + GPTQ model also on PyTorch's, compiled and packaged), next to
+"""Section: int4 weights on all-MiniLM-L6-v2 — shrink's weight-only int4 (round to nearest, GPTQ, AWQ + GPTQ, and
+the encoder-int4 preset's AWQ + SignRound) exported to ONNX Runtime's int4 kernels (the preset's model also on
+PyTorch's, compiled and packaged), next to
 ONNX Runtime's own int4 quantizer and torchao's int4 (NNCF's and INC's int4 rows are in the peers section), with the
 float baselines of the same run.
 
@@ -46,8 +47,10 @@ from shrink.export.artifact import artifact_bytes
 from shrink.export.onnx import OnnxModel
 from shrink.presets import ENCODER_LINEARS
 from shrink.quant import (
+    AWQ,
     GPTQ,
     INTEGER_OPS,
+    SignRound,
     WeightOnly,
     ort_optimized_ops,
     to_torch_kernels,
@@ -66,17 +69,19 @@ TITLE = (
 LINEARS = ENCODER_LINEARS
 #: the same plus the embedding tables, for the smallest file
 LINEARS_AND_TABLES = Selector(types=("Linear", "Embedding"), ignore=ENCODER_LINEARS.ignore)
-BEST = "shrink int4 g128 AWQ+GPTQ"
+#: the rounding of the encoder-int4 preset, which the fidelity and speed targets read
+METHOD = "AWQ+SignRound"
+BEST = f"shrink int4 g128 {METHOD}"
 RTN = "shrink int4 g128 round-to-nearest"
 #: the BEST model on PyTorch's int4 kernels (Inductor's AMX int4 GEMM template where the CPU has AMX), compiled
 #: in-process, and the same compiled ahead of time into an AOTInductor package
-BEST_COMPILED = "shrink int4 g128 AWQ+GPTQ: PyTorch int4 kernels, compiled"
-BEST_PACKAGE = "shrink int4 g128 AWQ+GPTQ: PyTorch int4 kernels, AOTInductor package"
+BEST_COMPILED = f"{BEST}: PyTorch int4 kernels, compiled"
+BEST_PACKAGE = f"{BEST}: PyTorch int4 kernels, AOTInductor package"
 #: the BEST model with its codes widened to int8 in memory (one scale per row) on oneDNN's int8 GEMMs, inputs
 #: quantized per token (``shrink.quant.widen_to_int8``): the shrink file stays int4, compiled in-process; and the
 #: same compiled ahead of time (the package holds the widened int8 weights)
-BEST_WIDENED = "shrink int4 g128 AWQ+GPTQ: widened to int8 GEMMs, compiled"
-BEST_WIDENED_PACKAGE = "shrink int4 g128 AWQ+GPTQ: widened to int8 GEMMs, AOTInductor package"
+BEST_WIDENED = f"{BEST}: widened to int8 GEMMs, compiled"
+BEST_WIDENED_PACKAGE = f"{BEST}: widened to int8 GEMMs, AOTInductor package"
 #: the rows of the BEST model; the int4 speed targets read the fastest of them
 BEST_ROWS = (BEST, BEST_COMPILED, BEST_PACKAGE, BEST_WIDENED, BEST_WIDENED_PACKAGE)
 #: not a model: the float package (bf16 where native, SDPA attention) with the GEMM of every Linear the int4 rows
@@ -102,25 +107,24 @@ class ElidedLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-def _awq_gptq(group: int, onnx_compute: str = "int8", tables: bool = False) -> list[Config]:
-    """The shipped preset encoder-int4 (AWQ input scaling, GPTQ codes, packed int4 storage) at another group size,
-    ONNX arithmetic or stored selector; the defaults give the preset itself."""
-    awq, gptq, stored = presets.get("encoder-int4")
+def _preset(group: int, onnx_compute: str = "int8", tables: bool = False) -> list[Config]:
+    """The shipped preset encoder-int4 (AWQ input scaling, SignRound codes, packed int4 storage) at another group
+    size, ONNX arithmetic or stored selector; the defaults give the preset itself."""
+    awq, rounding, stored = presets.get("encoder-int4")
     grid = {"group_size": group}
     storage = {**grid, "onnx_compute": onnx_compute, **({"selector": LINEARS_AND_TABLES} if tables else {})}
-    return [awq.model_copy(update=grid), gptq.model_copy(update=grid), stored.model_copy(update=storage)]
+    return [awq.model_copy(update=grid), rounding.model_copy(update=grid), stored.model_copy(update=storage)]
 
 
+_G128 = {"bits": 4, "group_size": 128, "selector": LINEARS}
 SHRINK: dict[str, list[Config]] = {
-    RTN: [WeightOnly(bits=4, group_size=128, selector=LINEARS)],
-    "shrink int4 g128 GPTQ": [
-        GPTQ(bits=4, group_size=128, selector=LINEARS),
-        WeightOnly(bits=4, group_size=128, selector=LINEARS),
-    ],
+    RTN: [WeightOnly(**_G128)],  # type: ignore[arg-type]
+    "shrink int4 g128 GPTQ": [GPTQ(**_G128), WeightOnly(**_G128)],  # type: ignore[arg-type]
+    "shrink int4 g128 AWQ+GPTQ": [AWQ(**_G128), GPTQ(**_G128), WeightOnly(**_G128)],  # type: ignore[arg-type]
     BEST: presets.get("encoder-int4"),  # the shipped preset (group 128)
-    "shrink int4 g32 AWQ+GPTQ": _awq_gptq(32),
-    "shrink int4 g128 AWQ+GPTQ, float arithmetic": _awq_gptq(128, onnx_compute="float"),
-    "shrink int4 g128 AWQ+GPTQ + int4 tables": _awq_gptq(128, tables=True),
+    f"shrink int4 g32 {METHOD}": _preset(32),
+    f"{BEST}, float arithmetic": _preset(128, onnx_compute="float"),
+    f"{BEST} + int4 tables": _preset(128, tables=True),
 }
 #: peer int4 rows: ONNX Runtime's quantizer (built here) and the peers of benchmarks.peers
 ORT_BLOCKS = (128, 32)
@@ -156,12 +160,31 @@ def _ort_row(path: Path, seconds: float, label: str) -> Built:
     return Built(session, os.path.getsize(path), seconds, f"{label}; ORT ops: {', '.join(ops) or 'none low-bit'}")
 
 
+#: the preparing stages of the rows, one list per distinct content (keyed by its JSON), so that the rows that
+#: only store the same prepared model differently run those stages once
+_PREPARATIONS: dict[str, list[Config]] = {}
+
+
+def _stored(env: Env, recipe: list[Config]) -> tuple[nn.Module, float]:
+    """``recipe``'s model (it ends in its storage stage) and the seconds of all its stages, the preparing stages
+    shared with every row that runs the same ones."""
+    *preparing, stored = recipe
+    if not preparing or id(recipe) in env.quantized:
+        return _quantize(env, recipe)
+    key = "|".join(c.model_dump_json() for c in preparing)
+    prepared, seconds = _quantize(env, _PREPARATIONS.setdefault(key, preparing))
+    t = time.perf_counter()
+    q = shrink.quantize(prepared, [stored], calibration=env.data.calibration)
+    env.quantized[id(recipe)] = q, seconds + time.perf_counter() - t
+    return env.quantized[id(recipe)]
+
+
 def _shrink(recipe: list[Config]) -> Callable[[Env], Built]:
     stored = recipe[-1]
     assert isinstance(stored, WeightOnly)  # every row ends in the packed storage stage
 
     def build(env: Env) -> Built:
-        q, seconds = _quantize(env, recipe)
+        q, seconds = _stored(env, recipe)
         path = env.tmp / f"shrink-{id(recipe)}.onnx"
         shrink.export.onnx(q, path, env.data.example_inputs)
         built = _ort_row(path, seconds, f"ONNX Runtime, {stored.onnx_compute} arithmetic")
@@ -191,7 +214,7 @@ def _on_torch(
     a package; size: the shrink file the compiled row loads from, or the package file (its weights as converted)."""
 
     def build(env: Env) -> Built:
-        q, seconds = _quantize(env, recipe)
+        q, seconds = _stored(env, recipe)
         real = convert(q, env)
         x1, x32 = env.data.example_inputs, env.data.test[0]
         if packaged:
@@ -294,28 +317,35 @@ def run(quick: bool) -> Section:
     return Section(TITLE, intro=_intro(), tables=[table], targets=targets(fidelity, medians), facts=_facts(sizes))
 
 
+def _steps() -> int:
+    """The signed-gradient steps per block of the preset's SignRound stage."""
+    return next(c.steps for c in SHRINK[BEST] if isinstance(c, SignRound))
+
+
 def _note(env: Env) -> str:
     n_test = sum(len(t["input_ids"]) for t in env.data.test)
     return (
-        f"Scored on the evaluation split ({n_test} sentences); GPTQ's Hessians and AWQ's scale search read only the "
-        f"calibration split ({minilm_calibration(env.data)}). shrink's rows quantize the encoder's 36 Linears "
-        "(the last row also the embedding tables) with symmetric int4 codes and one fp16 scale per group and run in "
-        "ONNX Runtime: Linears as MatMulNBits (int8 arithmetic, each input block quantized to int8 at run time, except "
-        "the row that says float arithmetic), tables as GatherBlockQuantized; the two 'PyTorch int4 kernels' rows "
-        "run the AWQ+GPTQ model's Linears on aten._weight_int4pack_mm_for_cpu (bf16 activations), which Inductor "
-        "(GEMM autotuning) may replace by its AMX int4 GEMM template, compiled in-process or ahead of time as an "
-        "AOTInductor package (its file size includes the kernels); the two 'widened to int8 GEMMs' rows load the "
-        "same model with its codes widened to int8 in memory (one scale per row instead of per group) and run its "
-        "Linears on oneDNN's int8 GEMMs with each token's input quantized to uint8 (W8A8 arithmetic on int4 "
-        "weights; the compiled row's file is the int4 shrink file, the package holds the widened int8 weights); "
-        "the int4 speed targets read the fastest of the five executions of that model. The bound row is not a "
-        "model: it is the float package with SDPA attention and the GEMM of each of the 36 Linears taken out (its "
-        "input cut or tiled to the output width, plus the bias), so its 'x best float' estimates the most any int4 "
-        "scheme of those Linears could gain on this execution path in this run, whatever its GEMM kernels; it has "
-        "no fidelity. ONNX Runtime's quantizer rewrites the fp32 graph's MatMuls with its defaults. torchao rows "
-        "run in PyTorch as torchao ships them (compiled where the row says so). 'file MiB' is the file each row "
-        "runs from (ONNX, or the peer's saved state). All rows timed together in interleaved rounds; 'x best float'"
-        " divides the fastest float row of this run (SDPA-attention twins of the float rows included) by the row's "
+        f"Scored on the evaluation split ({n_test} sentences); GPTQ's Hessians, AWQ's scale search and the block "
+        f"outputs SignRound learns to match read only the calibration split ({minilm_calibration(env.data)}). {METHOD} "
+        "is the encoder-int4 preset: AWQ's input scaling, then SignRound's rounding and clipping learned block by "
+        f"block ({_steps()} signed-gradient steps per encoder layer, towards the float layer's output). shrink's rows "
+        "quantize the encoder's 36 Linears (the last row also the embedding tables) with symmetric int4 codes and one "
+        "fp16 scale per group and run in ONNX Runtime: Linears as MatMulNBits (int8 arithmetic, each input block "
+        "quantized to int8 at run time, except the row that says float arithmetic), tables as GatherBlockQuantized; "
+        "the two 'PyTorch int4 kernels' rows run the preset's model's Linears on aten._weight_int4pack_mm_for_cpu "
+        "(bf16 activations), which Inductor (GEMM autotuning) may replace by its AMX int4 GEMM template, compiled "
+        "in-process or ahead of time as an AOTInductor package (its file size includes the kernels); the two 'widened "
+        "to int8 GEMMs' rows load the same model with its codes widened to int8 in memory (one scale per row instead "
+        "of per group) and run its Linears on oneDNN's int8 GEMMs with each token's input quantized to uint8 (W8A8 "
+        "arithmetic on int4 weights; the compiled row's file is the int4 shrink file, the package holds the widened "
+        "int8 weights); the int4 speed targets read the fastest of the five executions of that model. The bound row "
+        "is not a model: it is the float package with SDPA attention and the GEMM of each of the 36 Linears taken out "
+        "(its input cut or tiled to the output width, plus the bias), so its 'x best float' estimates the most any "
+        "int4 scheme of those Linears could gain on this execution path in this run, whatever its GEMM kernels; it "
+        "has no fidelity. ONNX Runtime's quantizer rewrites the fp32 graph's MatMuls with its defaults. torchao rows "
+        "run in PyTorch as torchao ships them (compiled where the row says so). 'file MiB' is the file each row runs "
+        "from (ONNX, or the peer's saved state). All rows timed together in interleaved rounds; 'x best float' "
+        "divides the fastest float row of this run (SDPA-attention twins of the float rows included) by the row's "
         "time. ⚠ unstable marks a row whose slowest round took over 1.5x its fastest."
     )
 
@@ -323,8 +353,9 @@ def _note(env: Env) -> str:
 def _intro() -> str:
     return (
         "Weight-only int4 stores each weight in half a byte: the question is whether it also runs faster than the "
-        "fastest float execution of the same model and how much fidelity it keeps. AWQ + GPTQ is shrink's "
-        "calibrated rounding; round-to-nearest is its ablation."
+        "fastest float execution of the same model and how much fidelity it keeps. AWQ + SignRound is shrink's "
+        "calibrated rounding (the encoder-int4 preset); AWQ + GPTQ and GPTQ alone are the rounding it replaced, "
+        "round-to-nearest the ablation."
     )
 
 
@@ -338,14 +369,14 @@ def targets(fidelity: dict[str, dict[str, float]], lat: dict[str, dict[int, floa
     out = [
         Target(
             17,
-            "MiniLM int4 g128 (AWQ+GPTQ): mean cosine to fp32",
+            f"MiniLM int4 g128 ({METHOD}): mean cosine to fp32",
             f"≥ {MIN_COS}",
             f"{best['cos_mean']:.4f}",
             best["cos_mean"] >= MIN_COS,
         ),
         Target(
             17,
-            "MiniLM int4 g128 (AWQ+GPTQ): nearest-neighbour agreement",
+            f"MiniLM int4 g128 ({METHOD}): nearest-neighbour agreement",
             f"≥ {MIN_NN:.0f}%",
             f"{best['nn_agreement']:.1f}%",
             best["nn_agreement"] >= MIN_NN,
@@ -365,7 +396,7 @@ def targets(fidelity: dict[str, dict[str, float]], lat: dict[str, dict[int, floa
         out.append(
             Target(
                 17,
-                f"MiniLM int4 g128 AWQ+GPTQ beats round-to-nearest and every peer int4 row ({len(others)})",
+                f"MiniLM int4 g128 {METHOD} beats round-to-nearest and every peer int4 row ({len(others)})",
                 "higher cos and NN than each",
                 measured,
                 beats,
@@ -381,7 +412,7 @@ def targets(fidelity: dict[str, dict[str, float]], lat: dict[str, dict[int, floa
         out.append(
             Target(
                 17,
-                f"MiniLM int4 g128 (AWQ+GPTQ) b{b}, fastest of its executions, vs the fastest float baseline",
+                f"MiniLM int4 g128 ({METHOD}) b{b}, fastest of its executions, vs the fastest float baseline",
                 f"≥ {goal}x",
                 f"{x:.2f}x ({row} {ms:.2f} ms vs {name} {fastest:.2f} ms{bound})",
                 x >= goal,

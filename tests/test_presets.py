@@ -97,4 +97,4 @@ def test_cli_lists_presets_and_one_preset_s_stages(capsys):
     assert main(["presets", "encoder-int4"]) == 0
     stages = capsys.readouterr().out
     listed = [line.removeprefix("  - ") for line in stages.splitlines() if line.startswith("  - ")]
-    assert [yaml.safe_load(line)["type"] for line in listed] == ["awq", "gptq", "weight_only"]  # recipe YAML items
+    assert [yaml.safe_load(line)["type"] for line in listed] == ["awq", "signround", "weight_only"]  # recipe YAML items

@@ -230,7 +230,7 @@ def test_stage_needs_rules():
     from shrink.recipe_checks import stage_needs
 
     assert stage_needs(Int8Static()) == [("calibration",)]
-    for preparation in get_preset("encoder-int4"):  # awq, gptq (weight_only rounds to nearest without data)
+    for preparation in get_preset("encoder-int4"):  # awq, signround (weight_only rounds to nearest without data)
         assert stage_needs(preparation) == ([] if preparation.type_name == "weight_only" else [("calibration",)])
     assert stage_needs(SmoothQuant()) == [("calibration",)]
     assert stage_needs(MagnitudePruning(sparsity=0.5)) == []

@@ -19,7 +19,7 @@ import yaml
 
 from shrink.config import Config
 from shrink.errors import ConfigError
-from shrink.quant import AWQ, GPTQ, Int8Dynamic, SmoothQuant, WeightOnly
+from shrink.quant import AWQ, GPTQ, Int8Dynamic, SignRound, SmoothQuant, WeightOnly
 from shrink.select import Selector
 
 __all__ = ["Preset", "PRESETS", "get", "describe"]
@@ -60,7 +60,7 @@ def _encoder_int4() -> list[Config]:
     grid = {"bits": 4, "group_size": 128}
     return [
         AWQ(**grid, selector=ENCODER_LINEARS),  # type: ignore[arg-type]
-        GPTQ(**grid, selector=ENCODER_LINEARS),  # type: ignore[arg-type]
+        SignRound(**grid, selector=ENCODER_LINEARS),  # type: ignore[arg-type]
         WeightOnly(**grid, selector=ENCODER_LINEARS),  # type: ignore[arg-type]
     ]
 
@@ -86,8 +86,8 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "encoder-int4",
-            "int4 weight-only transformer encoder: AWQ input scaling and GPTQ codes on groups of 128 inputs, packed "
-            "two per byte (ONNX Runtime MatMulNBits on export)",
+            "int4 weight-only transformer encoder: AWQ input scaling and SignRound codes (rounding learned block by "
+            "block) on groups of 128 inputs, packed two per byte (ONNX Runtime MatMulNBits on export)",
             "quantize",
             "int4 weights: all-MiniLM-L6-v2",
             _encoder_int4,

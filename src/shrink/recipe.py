@@ -186,8 +186,8 @@ def _share_layers(a: Config, b: Config) -> bool:
 
 def _order_conflict(chain: _Chain, cfg: Config) -> tuple[int, str] | None:
     """(index of the earlier stage, why: a format string for its label) when ``cfg`` cannot follow ``chain``: a
-    preparation stage (smooth_quant, awq, gptq) after a stage of its family quantizing the same layers, or a second
-    quantization / deep compression of the same layers."""
+    preparation stage (smooth_quant, awq, gptq, signround) after a stage of its family quantizing the same layers, or
+    a second quantization / deep compression of the same layers."""
     schemes = [(n, c) for n, c in chain.get(cfg.family, []) if not c.prepares]
     for n, earlier in schemes:
         if cfg.prepares and _share_layers(earlier, cfg):

@@ -43,6 +43,7 @@ _NEEDS: dict[str, Callable[[Config], list[Need]]] = {
     "smooth_quant": lambda cfg: [("calibration",)],
     "awq": lambda cfg: [("calibration",)],
     "gptq": lambda cfg: [("calibration",)],
+    "signround": lambda cfg: [("calibration",)],
     "nm_sparsity": _epochs("epochs"),
     "iterative_pruning": _epochs("epochs_per_cycle"),
     "gradual_pruning": _epochs("epochs"),

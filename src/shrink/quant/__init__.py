@@ -32,6 +32,7 @@ from shrink.quant.numerics.qparams import (
     storage_dtype,
 )
 from shrink.quant.onnx.export import INTEGER_OPS, ort_optimized_ops
+from shrink.quant.signround import SignRound
 from shrink.quant.smoothquant import SmoothQuant
 from shrink.quant.static import Int8Static, correct_bias, quantize_static
 from shrink.quant.weight_only import FloatCast, WeightOnly
@@ -67,6 +68,7 @@ __all__ = [
     "Int8Static",
     "SmoothQuant",
     "GPTQ",
+    "SignRound",
     "PreparedLinear",
     "quantize_static",
     "correct_bias",

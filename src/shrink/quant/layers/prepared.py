@@ -109,8 +109,8 @@ def recorded_grid(layer: nn.Module, bits: int, where: str) -> QParams | None:
     _check_bits(layer, bits, where)
     if layer.grid_group is not None:
         raise ConfigError(
-            f"{where}: the gptq stage rounded its weights onto groups of {layer.grid_group} inputs, which only "
-            "weight_only stores; give the gptq stage group_size=None (one scale per output channel)"
+            f"{where}: the rounding stage (gptq or signround) put its weights on groups of {layer.grid_group} "
+            "inputs, which only weight_only stores; give that stage group_size=None (one scale per output channel)"
         )
     return QParams(scale.clone(), torch.zeros_like(scale, dtype=torch.int32), bits, True, 0, None, True)
 
@@ -119,22 +119,22 @@ def check_unscaled(stage: str, name: str, layer: nn.Module) -> None:
     """An input-scaling stage (smooth_quant, awq) runs once per layer and before gptq: a layer already smoothed or
     already rounded onto a grid is an error naming ``stage`` and the layer."""
     if isinstance(layer, PreparedLinear) and (layer.input_smooth is not None or layer.weight_scale is not None):
-        done = "smoothed" if layer.input_smooth is not None else "rounded onto a grid (gptq)"
-        raise ConfigError(f"{stage}: layer {name!r} is already {done}; list {stage} once, before gptq")
+        done = "smoothed" if layer.input_smooth is not None else "rounded onto a grid (gptq or signround)"
+        raise ConfigError(f"{stage}: layer {name!r} is already {done}; list {stage} once, before gptq / signround")
 
 
 def _check_bits(layer: PreparedLinear, bits: int, where: str) -> None:
     if layer.grid_bits != bits:
         raise ConfigError(
-            f"{where}: its weights were rounded onto a {layer.grid_bits}-bit grid by the gptq stage, but this stage "
-            f"quantizes them to {bits} bits; give both the same bits"
+            f"{where}: its weights were rounded onto a {layer.grid_bits}-bit grid by a rounding stage (gptq or "
+            f"signround), but this stage quantizes them to {bits} bits; give both the same bits"
         )
 
 
 def recorded_group_scales(layer: nn.Module, bits: int, group: int | None, where: str) -> torch.Tensor | None:
-    """The scales ``(out, in / group)`` of the grid an earlier ``gptq`` stage rounded ``layer``'s weights onto (None
-    when it did not); ``group`` None means one scale per row. Another bit width or group size is an error naming
-    ``where``."""
+    """The scales ``(out, in / group)`` of the grid an earlier ``gptq`` or ``signround`` stage rounded ``layer``'s
+    weights onto (None when it did not); ``group`` None means one scale per row. Another bit width or group size is
+    an error naming ``where``."""
     scale = getattr(layer, "weight_scale", None) if isinstance(layer, PreparedLinear) else None
     if scale is None:
         return None
@@ -143,7 +143,7 @@ def recorded_group_scales(layer: nn.Module, bits: int, group: int | None, where:
     if layer.grid_group != group:
         rounded, stored = (f"groups of {g} inputs" if g else "one scale per row" for g in (layer.grid_group, group))
         raise ConfigError(
-            f"{where}: the gptq stage rounded its weights with {rounded}, but this stage stores {stored}; "
-            "give both the same group_size"
+            f"{where}: the rounding stage (gptq or signround) put its weights on {rounded}, but this stage stores "
+            f"{stored}; give both the same group_size"
         )
     return scale.reshape(layer.out_features, -1).clone()
