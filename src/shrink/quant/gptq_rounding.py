@@ -18,12 +18,11 @@ from torch import nn
 from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, register
-from shrink.errors import ConfigError
 from shrink.quant.algorithms.gptq import execution_groups, gptq_codes, input_hessians
 from shrink.quant.algorithms.group_rounding import SCALE_DTYPE, dequantize_groups, gptq_group_codes
 from shrink.quant.algorithms.observers import channel_grid
-from shrink.quant.layers.convert import check_group, check_weights, selected_layers, set_module
-from shrink.quant.layers.prepared import PreparedLinear
+from shrink.quant.layers.convert import check_weights
+from shrink.quant.layers.prepared import PreparedLinear, prepare_for_rounding
 from shrink.quant.numerics.qparams import dequantize
 from shrink.select import Selector
 
@@ -89,25 +88,12 @@ def _round(layers: dict[str, PreparedLinear], hessians: dict[str, torch.Tensor],
         layer.set_grid(scale, config.bits, config.group_size)
 
 
-def _prepared(model: nn.Module, config: GPTQ) -> dict[str, PreparedLinear]:
-    chosen = selected_layers(model, config.selector, "gptq.selector", (nn.Linear, PreparedLinear))
-    layers: dict[str, PreparedLinear] = {}
-    for name, layer in chosen.items():
-        assert isinstance(layer, nn.Linear)
-        check_group("gptq", name, layer.in_features, config.group_size)
-        if isinstance(layer, PreparedLinear) and layer.weight_scale is not None:
-            raise ConfigError(f"gptq: layer {name!r} is already rounded onto a grid; list gptq once")
-        layers[name] = PreparedLinear.from_linear(layer)
-        set_module(model, name, layers[name])
-    return layers
-
-
 @implements(GPTQ)
 def gptq_round(model: nn.Module, config: GPTQ, ctx: Context) -> nn.Module:
     """Round the selected Linears' weights in place (``apply`` hands us a copy)."""
     bake_parametrizations(model)
     check_weights(model)
-    layers = _prepared(model, config)
+    layers = prepare_for_rounding(model, config.selector, "gptq", config.group_size)
     scales = {n: s for n, m in layers.items() if (s := m.input_smooth) is not None}
     data, limit = ctx.calibration, config.calibration_batches
     if config.sequential:

@@ -29,8 +29,8 @@ from shrink.config import Config, register
 from shrink.errors import ConfigError
 from shrink.quant.algorithms.block_rounding import RoundingLinear, block_calls, block_outputs, learn_block
 from shrink.quant.algorithms.group_rounding import dequantize_groups
-from shrink.quant.layers.convert import check_group, check_weights, selected_layers, set_module
-from shrink.quant.layers.prepared import PreparedLinear
+from shrink.quant.layers.convert import check_weights, set_module
+from shrink.quant.layers.prepared import prepare_for_rounding
 from shrink.select import Selector
 
 __all__ = ["SignRound", "signround", "find_blocks"]
@@ -98,25 +98,10 @@ def find_blocks(model: nn.Module, layers: list[str], blocks: str | None) -> dict
     outside = [n for n in layers if not any(n in m for m in members.values())]
     if outside:
         raise ConfigError(
-            f"signround: layer {outside[0]!r} lies in no block ({where}); name the blocks to match with "
-            "blocks=Selector(...) or leave the layer out of the selector"
+            f"signround: layer {outside[0]!r} lies in no block ({where}); name the blocks with a regular "
+            "expression (blocks=...) or leave the layer out of the selector"
         )
     return {b: m for b, m in members.items() if m}
-
-
-def _prepared(model: nn.Module, config: SignRound) -> dict[str, PreparedLinear]:
-    chosen = selected_layers(model, config.selector, "signround.selector", (nn.Linear, PreparedLinear))
-    layers: dict[str, PreparedLinear] = {}
-    for name, layer in chosen.items():
-        assert isinstance(layer, nn.Linear)
-        check_group("signround", name, layer.in_features, config.group_size)
-        if isinstance(layer, PreparedLinear) and layer.weight_scale is not None:
-            raise ConfigError(
-                f"signround: layer {name!r} is already rounded onto a grid; list one rounding stage (gptq or signround)"
-            )
-        layers[name] = PreparedLinear.from_linear(layer)
-        set_module(model, name, layers[name])
-    return layers
 
 
 @implements(SignRound)
@@ -124,7 +109,7 @@ def signround(model: nn.Module, config: SignRound, ctx: Context) -> nn.Module:
     """Round the selected Linears' weights in place, block by block (``apply`` hands us a copy)."""
     bake_parametrizations(model)
     check_weights(model)
-    layers = _prepared(model, config)
+    layers = prepare_for_rounding(model, config.selector, "signround", config.group_size)
     blocks = find_blocks(model, list(layers), config.blocks)
     reference = copy.deepcopy(model).eval()
     model.eval()

@@ -17,7 +17,9 @@ from torch import nn
 
 from shrink.errors import ConfigError, FileFormatError
 from shrink.export.artifact import register_layer
+from shrink.quant.layers.convert import check_group, selected_layers, set_module
 from shrink.quant.numerics.qparams import QParams
+from shrink.select import Selector
 
 __all__ = ["PreparedLinear", "recorded_grid", "recorded_group_scales", "check_unscaled"]
 
@@ -97,6 +99,26 @@ class PreparedLinear(nn.Linear):
             return cls(**args)
         except ConfigError as err:
             raise FileFormatError(str(err)) from err
+
+
+def prepare_for_rounding(
+    model: nn.Module, selector: Selector, stage: str, group: int | None
+) -> dict[str, PreparedLinear]:
+    """The Linears ``selector`` chooses, each replaced in ``model`` by a :class:`PreparedLinear` (its smoothing
+    kept) for the rounding stage ``stage`` (gptq, signround) to put on a grid of ``group`` inputs per scale. A layer
+    whose inputs the groups do not tile, or one already on a grid, is an error naming it."""
+    chosen = selected_layers(model, selector, f"{stage}.selector", (nn.Linear, PreparedLinear))
+    layers: dict[str, PreparedLinear] = {}
+    for name, layer in chosen.items():
+        assert isinstance(layer, nn.Linear)
+        check_group(stage, name, layer.in_features, group)
+        if isinstance(layer, PreparedLinear) and layer.weight_scale is not None:
+            raise ConfigError(
+                f"{stage}: layer {name!r} is already rounded onto a grid; list one rounding stage (gptq or signround)"
+            )
+        layers[name] = PreparedLinear.from_linear(layer)
+        set_module(model, name, layers[name])
+    return layers
 
 
 def recorded_grid(layer: nn.Module, bits: int, where: str) -> QParams | None:
