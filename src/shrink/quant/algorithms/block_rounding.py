@@ -160,15 +160,16 @@ class RoundingLinear(nn.Module):
         self.offset = nn.Parameter(torch.zeros_like(self.groups))
         self.factor = nn.Parameter(torch.ones_like(self.base))
 
-    def _weight(self, scale: torch.Tensor, rounding: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        codes = rounding(self.groups / scale + self.offset).clamp(self.qmin, self.qmax)
-        return (codes * scale).reshape(self.layer.weight.shape)
+    def _codes(self, scale: torch.Tensor, rounding: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Codes ``[out, in / group, group]`` (float) of the weights on ``scale``, offsets added before ``rounding``."""
+        return rounding(self.groups / scale + self.offset).clamp(self.qmin, self.qmax)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         smooth = getattr(self.layer, "input_smooth", None)
         if smooth is not None:
             x = x * smooth.to(x.dtype)
-        weight = self._weight(self.base * self.factor, _RoundSTE.apply)  # type: ignore[arg-type]
+        scale = self.base * self.factor
+        weight = (self._codes(scale, _RoundSTE.apply) * scale).reshape(self.layer.weight.shape)  # type: ignore[arg-type]
         return F.linear(x, weight.to(x.dtype), self.layer.bias)
 
     @torch.no_grad()
@@ -183,8 +184,8 @@ class RoundingLinear(nn.Module):
     def codes(self) -> GroupCodes:
         """The learned codes ``[out, in]`` (int8) on the learned scales ``[out, in / group]`` as stored (fp16)."""
         scale = stored_scale(self.base * self.factor, SCALE_DTYPE)
-        codes = torch.round(self.groups / scale + self.offset).clamp(self.qmin, self.qmax)
-        return GroupCodes(codes.reshape(self.layer.weight.shape).to(torch.int8), scale.squeeze(-1))
+        codes = self._codes(scale, torch.round).reshape(self.layer.weight.shape)
+        return GroupCodes(codes.to(torch.int8), scale.squeeze(-1))
 
 
 def _loss(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -210,12 +211,10 @@ def learn_block(
         with torch.no_grad():
             return sum(_loss(c.run(block), t, c.mask).item() for c, t in zip(calls, targets, strict=True)) / len(calls)
 
-    frozen = [p for p in block.parameters() if p.requires_grad]
+    learned = {id(p) for layer in layers.values() for p in (layer.offset, layer.factor)}
+    frozen = [p for p in block.parameters() if p.requires_grad and id(p) not in learned]
     for p in frozen:
         p.requires_grad_(False)
-    for layer in layers.values():
-        layer.offset.requires_grad_(True)
-        layer.factor.requires_grad_(True)
     try:
         before = mean_loss()
         for i in range(steps):
