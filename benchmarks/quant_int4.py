@@ -1,8 +1,7 @@
-"""Section: int4 weights on all-MiniLM-L6-v2 — shrink's weight-only int4 (round to nearest, GPTQ, AWQ + GPTQ, and
-the encoder-int4 preset's AWQ + SignRound) exported to ONNX Runtime's int4 kernels (the preset's model also on
-PyTorch's, compiled and packaged), next to
-ONNX Runtime's own int4 quantizer and torchao's int4 (NNCF's and INC's int4 rows are in the peers section), with the
-float baselines of the same run.
+"""Section: int4 weights on all-MiniLM-L6-v2 — shrink's weight-only int4 (round to nearest, GPTQ, AWQ + GPTQ, and the
+encoder-int4 preset's AWQ + SignRound on asymmetric groups, and the same on symmetric ones) exported to ONNX Runtime's
+int4 kernels (the preset's model also on PyTorch's, compiled and packaged), next to ONNX Runtime's own int4 quantizer
+and torchao's int4 (NNCF's and INC's int4 rows are in the peers section), with the float baselines of the same run.
 
 Every row is scored on the evaluation split (fidelity to the fp32 embeddings) and timed together at batch 1 and 32;
 sizes are the files each row runs from, read from disk.
@@ -69,10 +68,12 @@ TITLE = (
 LINEARS = ENCODER_LINEARS
 #: the same plus the embedding tables, for the smallest file
 LINEARS_AND_TABLES = Selector(types=("Linear", "Embedding"), ignore=ENCODER_LINEARS.ignore)
-#: the rounding of the encoder-int4 preset, which the fidelity and speed targets read
-METHOD = "AWQ+SignRound"
+#: the rounding of the encoder-int4 preset (on asymmetric groups: a zero point each), which the fidelity and speed
+#: targets read
+METHOD = "AWQ+SignRound asymmetric"
 BEST = f"shrink int4 g128 {METHOD}"
 RTN = "shrink int4 g128 round-to-nearest"
+RTN_ASYMMETRIC = f"{RTN}, asymmetric"
 #: the BEST model on PyTorch's int4 kernels (Inductor's AMX int4 GEMM template where the CPU has AMX), compiled
 #: in-process, and the same compiled ahead of time into an AOTInductor package
 BEST_COMPILED = f"{BEST}: PyTorch int4 kernels, compiled"
@@ -107,11 +108,11 @@ class ElidedLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-def _preset(group: int, onnx_compute: str = "int8", tables: bool = False) -> list[Config]:
+def _preset(group: int, onnx_compute: str = "int8", tables: bool = False, asymmetric: bool = True) -> list[Config]:
     """The shipped preset encoder-int4 (AWQ input scaling, SignRound codes, packed int4 storage) at another group
-    size, ONNX arithmetic or stored selector; the defaults give the preset itself."""
+    size, ONNX arithmetic, stored selector or symmetry; the defaults give the preset itself."""
     awq, rounding, stored = presets.get("encoder-int4")
-    grid = {"group_size": group}
+    grid = {"group_size": group, "asymmetric": asymmetric}
     storage = {**grid, "onnx_compute": onnx_compute, **({"selector": LINEARS_AND_TABLES} if tables else {})}
     return [awq.model_copy(update=grid), rounding.model_copy(update=grid), stored.model_copy(update=storage)]
 
@@ -119,9 +120,11 @@ def _preset(group: int, onnx_compute: str = "int8", tables: bool = False) -> lis
 _G128 = {"bits": 4, "group_size": 128, "selector": LINEARS}
 SHRINK: dict[str, list[Config]] = {
     RTN: [WeightOnly(**_G128)],  # type: ignore[arg-type]
+    RTN_ASYMMETRIC: [WeightOnly(**_G128, asymmetric=True)],  # type: ignore[arg-type]
     "shrink int4 g128 GPTQ": [GPTQ(**_G128), WeightOnly(**_G128)],  # type: ignore[arg-type]
     "shrink int4 g128 AWQ+GPTQ": [AWQ(**_G128), GPTQ(**_G128), WeightOnly(**_G128)],  # type: ignore[arg-type]
     BEST: presets.get("encoder-int4"),  # the shipped preset (group 128)
+    "shrink int4 g128 AWQ+SignRound symmetric": _preset(128, asymmetric=False),
     f"shrink int4 g32 {METHOD}": _preset(32),
     f"{BEST}, float arithmetic": _preset(128, onnx_compute="float"),
     f"{BEST} + int4 tables": _preset(128, tables=True),
@@ -327,11 +330,13 @@ def _note(env: Env) -> str:
     return (
         f"Scored on the evaluation split ({n_test} sentences); GPTQ's Hessians, AWQ's scale search and the block "
         f"outputs SignRound learns to match read only the calibration split ({minilm_calibration(env.data)}). {METHOD} "
-        "is the encoder-int4 preset: AWQ's input scaling, then SignRound's rounding and clipping learned block by "
-        f"block ({_steps()} signed-gradient steps per encoder layer, towards the float layer's output). shrink's rows "
-        "quantize the encoder's 36 Linears (the last row also the embedding tables) with symmetric int4 codes and one "
-        "fp16 scale per group and run in ONNX Runtime: Linears as MatMulNBits (int8 arithmetic, each input block "
-        "quantized to int8 at run time, except the row that says float arithmetic), tables as GatherBlockQuantized; "
+        "is the encoder-int4 preset: AWQ's input scaling, then SignRound's rounding and clipping (of each group's "
+        f"maximum and minimum) learned block by block ({_steps()} signed-gradient steps per encoder layer, towards "
+        "the float layer's output), on asymmetric groups (the preset's choice, made on the calibration split). "
+        "shrink's rows quantize the encoder's 36 Linears (the last row also the embedding tables, on symmetric groups) "
+        "with int4 codes and one fp16 scale per group, plus a zero point per group where the row says asymmetric, "
+        "and run in ONNX Runtime: Linears as MatMulNBits (int8 arithmetic, each input block quantized to int8 at run "
+        "time, except the row that says float arithmetic), tables as GatherBlockQuantized; "
         "the two 'PyTorch int4 kernels' rows run the preset's model's Linears on aten._weight_int4pack_mm_for_cpu "
         "(bf16 activations), which Inductor (GEMM autotuning) may replace by its AMX int4 GEMM template, compiled "
         "in-process or ahead of time as an AOTInductor package (its file size includes the kernels); the two 'widened "
@@ -353,9 +358,9 @@ def _note(env: Env) -> str:
 def _intro() -> str:
     return (
         "Weight-only int4 stores each weight in half a byte: the question is whether it also runs faster than the "
-        "fastest float execution of the same model and how much fidelity it keeps. AWQ + SignRound is shrink's "
-        "calibrated rounding (the encoder-int4 preset); AWQ + GPTQ and GPTQ alone are the rounding it replaced, "
-        "round-to-nearest the ablation."
+        "fastest float execution of the same model and how much fidelity it keeps. AWQ + SignRound on asymmetric "
+        "groups is shrink's calibrated rounding (the encoder-int4 preset); the same on symmetric groups, AWQ + GPTQ "
+        "and GPTQ alone are the roundings it replaced, round-to-nearest (either grid) the ablation."
     )
 
 
@@ -382,7 +387,8 @@ def targets(fidelity: dict[str, dict[str, float]], lat: dict[str, dict[int, floa
             best["nn_agreement"] >= MIN_NN,
         ),
     ]
-    others = {n: f for n, f in fidelity.items() if n == RTN or n.startswith("ORT MatMulNBits") or n in PEER_INT4}
+    rtn = (RTN, RTN_ASYMMETRIC)
+    others = {n: f for n, f in fidelity.items() if n in rtn or n.startswith("ORT MatMulNBits") or n in PEER_INT4}
     if others:
         by_cos = max(others, key=lambda n: others[n]["cos_mean"])
         by_nn = max(others, key=lambda n: others[n]["nn_agreement"])

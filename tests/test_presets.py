@@ -63,6 +63,7 @@ def test_encoder_int4_packs_the_encoder_linears():
     q = shrink.quantize(model, get("encoder-int4"), calibration=batches[:3])
     layer = q.encoder.layer[1].output.dense
     assert isinstance(layer, PackedLinear) and layer.packed.bits == 4 and layer.packed.group_size == 128
+    assert layer.packed.asymmetric  # a zero point per group
     assert layer.input_scale is not None  # AWQ's scaling kept
     assert _cosine(model, q, batches[3]) > 0.95
 

@@ -57,7 +57,9 @@ def _encoder_int8() -> list[Config]:
 
 
 def _encoder_int4() -> list[Config]:
-    grid = {"bits": 4, "group_size": 128}
+    # asymmetric groups: chosen on MiniLM's calibration split (2026-12-06, the sentences the stages read): mean
+    # cosine of the embeddings to fp32 0.9966 against 0.9955 on symmetric groups (round to nearest: 0.9596 / 0.9537)
+    grid = {"bits": 4, "group_size": 128, "asymmetric": True}
     return [
         AWQ(**grid, selector=ENCODER_LINEARS),  # type: ignore[arg-type]
         SignRound(**grid, selector=ENCODER_LINEARS),  # type: ignore[arg-type]
@@ -87,7 +89,8 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "encoder-int4",
             "int4 weight-only transformer encoder: AWQ input scaling and SignRound codes (rounding learned block by "
-            "block) on groups of 128 inputs, packed two per byte (ONNX Runtime MatMulNBits on export)",
+            "block) on asymmetric groups of 128 inputs (a zero point each), packed two per byte (ONNX Runtime "
+            "MatMulNBits on export)",
             "quantize",
             "int4 weights: all-MiniLM-L6-v2",
             _encoder_int4,

@@ -4,8 +4,9 @@ the same factors, so that the weights that matter most lose least when rounded.
 
 The model stays float and equivalent: each selected Linear becomes a :class:`PreparedLinear` whose weight is
 multiplied by ``s`` per input channel and whose input is divided by ``s`` (``input_smooth``). The factors
-``s = mean|x|^alpha`` are searched per layer on calibration rows (padding left out) for the grid that ``bits`` and
-``group_size`` describe; list ``awq`` before ``gptq`` (optional) and ``weight_only`` with the same two values.
+``s = mean|x|^alpha`` are searched per layer on calibration rows (padding left out) for the grid that ``bits``,
+``group_size`` and ``asymmetric`` describe; list ``awq`` before ``gptq`` or ``signround`` (optional) and
+``weight_only`` with the same values.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.errors import DataError
-from shrink.quant.algorithms.group_rounding import awq_input_scales
+from shrink.quant.algorithms.group_rounding import awq_input_scales, check_asymmetric
 from shrink.quant.algorithms.input_rows import layer_input_rows
 from shrink.quant.layers.convert import check_group, check_weights, selected_layers, set_module
 from shrink.quant.layers.prepared import PreparedLinear, check_unscaled
@@ -43,8 +44,15 @@ class AWQ(Config):
     bits: Literal[4, 8] = 4
     #: inputs per scale of that grid (None: one scale per row)
     group_size: Literal[32, 64, 128] | None = 32
+    #: int4 only: search the scales for an asymmetric grid (a zero point per group), as weight_only will store it
+    asymmetric: bool = False
     selector: Selector = Selector(types=("Linear",))
     calibration_batches: int | None = pydantic.Field(default=None, ge=1)
+
+    @pydantic.model_validator(mode="after")
+    def _zero_points_int4(self) -> AWQ:
+        check_asymmetric(self.asymmetric, self.bits)
+        return self
 
 
 @implements(AWQ)
@@ -65,7 +73,8 @@ def awq_scale(model: nn.Module, config: AWQ, ctx: Context) -> nn.Module:
     for name, layer in layers.items():
         assert isinstance(layer, nn.Linear)
         weight = layer.weight.detach().float()
-        s, alpha = awq_input_scales(rows[name], weight, config.bits, config.group_size or weight.shape[1])
+        group = config.group_size or weight.shape[1]
+        s, alpha = awq_input_scales(rows[name], weight, config.bits, group, config.asymmetric)
         prepared = PreparedLinear.from_linear(layer)
         prepared.weight.copy_((weight * s).to(prepared.weight.dtype))
         prepared.set_smoothing(1.0 / s)
@@ -74,6 +83,7 @@ def awq_scale(model: nn.Module, config: AWQ, ctx: Context) -> nn.Module:
     mean = sum(alphas) / max(len(alphas), 1)
     ctx.notes.append(
         f"awq: input scales of {len(layers)} Linear layers searched for int{config.bits} "
+        f"{'asymmetric ' if config.asymmetric else ''}"
         f"{'per-row' if config.group_size is None else f'group {config.group_size}'} grids "
         f"(mean alpha {mean:.2f}; float, same outputs)"
     )

@@ -2,9 +2,10 @@
 feedback on calibration inputs, before the quantization scheme is applied.
 
 Each selected Linear becomes a :class:`PreparedLinear` whose float weight lies on a symmetric grid recorded on the
-layer: one scale per output channel (``group_size=None``; ``int8_static`` / ``int8_dynamic`` and per-row
-``weight_only`` then store exactly these codes), or one fp16 scale per ``group_size`` inputs (``weight_only`` with
-the same group size). Padding tokens (a batch's ``attention_mask``) are left out of the Hessians.
+layer: one scale per output channel (``group_size=None``; ``int8_static`` / ``int8_dynamic`` and per-row ``weight_only``
+then store exactly these codes), or one fp16 scale per ``group_size`` inputs (``weight_only`` with the same group size).
+An int4 grid may be asymmetric (``asymmetric``: a zero point per scale, which only ``weight_only`` with
+``asymmetric=True`` stores). Padding tokens (a batch's ``attention_mask``) are left out of the Hessians.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.quant.algorithms.gptq import execution_groups, gptq_codes, input_hessians
-from shrink.quant.algorithms.group_rounding import SCALE_DTYPE, dequantize_groups, gptq_group_codes
+from shrink.quant.algorithms.group_rounding import SCALE_DTYPE, check_asymmetric, dequantize_groups, gptq_group_codes
 from shrink.quant.algorithms.observers import channel_grid
 from shrink.quant.layers.convert import check_weights
 from shrink.quant.layers.prepared import PreparedLinear, prepare_for_rounding
@@ -36,7 +37,7 @@ class GPTQ(Config):
 
     prepares: ClassVar[bool] = True
 
-    #: bits of the symmetric grid; the quantization stage that follows must use the same
+    #: bits of the grid; the quantization stage that follows must use the same
     bits: int = pydantic.Field(default=8, ge=2, le=8)
     #: inputs per scale (weight_only's groups, fp16 scales); None: one scale per output channel
     group_size: Literal[32, 64, 128] | None = None
@@ -50,11 +51,15 @@ class GPTQ(Config):
     #: group grids: search each group's scale among clipped ones for the smallest rounding error weighted by each
     #: input's energy (diag of the Hessian) instead of keeping the group's largest weight
     clip: bool = False
+    #: int4 only: each scale's range from the group's minimum to its maximum over all 16 levels, with a zero point
+    #: (weight_only must then store asymmetric=True too)
+    asymmetric: bool = False
     selector: Selector = Selector(types=("Linear",))
     calibration_batches: int | None = pydantic.Field(default=None, ge=1)
 
     @pydantic.model_validator(mode="after")
-    def _observer_is_per_channel(self) -> GPTQ:
+    def _settings_agree(self) -> GPTQ:
+        check_asymmetric(self.asymmetric, self.bits)
         if self.group_size is not None and self.observer != "minmax":
             raise ValueError(
                 f"observer {self.observer!r} chooses per-channel grids; group grids (group_size) "
@@ -70,22 +75,23 @@ class GPTQ(Config):
 def _round(layers: dict[str, PreparedLinear], hessians: dict[str, torch.Tensor], config: GPTQ) -> None:
     for name, layer in layers.items():
         w = layer.weight.detach()
-        if config.group_size is None:
+        if config.group_size is None and not config.asymmetric:
             grid = channel_grid(layer.weight, config.bits, config.observer, name)
-            rounded, scale = dequantize(gptq_codes(w, hessians[name], grid), grid), grid.scale
+            rounded, scale, zero = dequantize(gptq_codes(w, hessians[name], grid), grid), grid.scale, None
         else:
-            codes, scale, _ = gptq_group_codes(
+            codes, scale, zero = gptq_group_codes(
                 w.float(),
                 hessians[name],
                 config.bits,
-                config.group_size,
+                config.group_size or layer.in_features,
                 scale_dtype=SCALE_DTYPE,
                 act_order=config.act_order,
                 clip=config.clip,
+                asymmetric=config.asymmetric,
             )
-            rounded = dequantize_groups(codes, scale)
+            rounded = dequantize_groups(codes, scale, zero)
         layer.weight.copy_(rounded.to(layer.weight.dtype))
-        layer.set_grid(scale, config.bits, config.group_size)
+        layer.set_grid(scale, config.bits, config.group_size, zero)
 
 
 @implements(GPTQ)

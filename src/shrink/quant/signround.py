@@ -6,9 +6,10 @@ Where GPTQ rounds each Linear to match its own output, SignRound judges the roun
 together, on the block's output: attention, normalisation and the residual path included. Each block learns on the
 inputs it receives once the blocks before it are rounded, towards the float model's output of that block.
 
-Each selected Linear becomes a :class:`PreparedLinear` whose float weight lies on a symmetric grid, one fp16 scale
-per ``group_size`` inputs (or per row), recorded on the layer; ``weight_only`` with the same ``bits`` and
-``group_size`` then stores exactly these codes. ``awq`` may come first (its input scaling is kept).
+Each selected Linear becomes a :class:`PreparedLinear` whose float weight lies on a grid, one fp16 scale per
+``group_size`` inputs (or per row) and on an ``asymmetric`` int4 grid a zero point with each, recorded on the layer;
+``weight_only`` with the same ``bits``, ``group_size`` and ``asymmetric`` then stores exactly these codes. ``awq``
+may come first (its input scaling is kept).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.errors import ConfigError
 from shrink.quant.algorithms.block_rounding import RoundingLinear, block_calls, block_outputs, learn_block
-from shrink.quant.algorithms.group_rounding import dequantize_groups
+from shrink.quant.algorithms.group_rounding import check_asymmetric, dequantize_groups
 from shrink.quant.layers.convert import check_weights, set_module
 from shrink.quant.layers.prepared import prepare_for_rounding
 from shrink.select import Selector
@@ -39,12 +40,12 @@ __all__ = ["SignRound", "signround", "find_blocks"]
 @register("signround", family="quantize")
 class SignRound(Config):
     """Learn each weight's rounding and each group's clipping so that every block reproduces its float output on
-    calibration data (SignRound; the model stays float); list it before weight_only with the same bits and
-    group_size (after awq, optional)."""
+    calibration data (SignRound; the model stays float); list it before weight_only with the same bits,
+    group_size and asymmetric (after awq, optional)."""
 
     prepares: ClassVar[bool] = True
 
-    #: bits of the symmetric grid; the weight_only stage that follows must use the same
+    #: bits of the grid; the weight_only stage that follows must use the same
     bits: int = pydantic.Field(default=4, ge=2, le=8)
     #: inputs per scale (weight_only's groups, fp16 scales); None: one scale per row
     group_size: Literal[32, 64, 128] | None = 128
@@ -54,6 +55,8 @@ class SignRound(Config):
     lr: float | None = pydantic.Field(default=None, gt=0, le=0.5)
     #: the smallest factor a group's scale may shrink to (1.0: no clipping is learned)
     min_scale: float = pydantic.Field(default=0.5, gt=0, le=1)
+    #: int4 only: a zero point per group, the group's maximum and minimum each clipped by a learned factor of its own
+    asymmetric: bool = False
     selector: Selector = Selector(types=("Linear",))
     #: a regular expression matching the full names of the blocks whose outputs are learned, each holding some of
     #: the selected Linears (e.g. ``r"model\.layers\.\d+"``); None: the entries of the model's ModuleLists that
@@ -70,6 +73,11 @@ class SignRound(Config):
             except re.error as err:
                 raise ValueError(f"blocks is not a regular expression: {err}") from None
         return pattern
+
+    @pydantic.model_validator(mode="after")
+    def _zero_points_int4(self) -> SignRound:
+        check_asymmetric(self.asymmetric, self.bits)
+        return self
 
 
 def _inside(name: str, parent: str) -> bool:
@@ -122,7 +130,9 @@ def signround(model: nn.Module, config: SignRound, ctx: Context) -> nn.Module:
         calls = block_calls(model, block, data, limit)
         targets = block_outputs(reference, reference.get_submodule(block_name), data, limit)
         rounding = {
-            n: RoundingLinear(layers[n], config.bits, config.group_size or layers[n].in_features, config.min_scale)
+            n: RoundingLinear(
+                layers[n], config.bits, config.group_size or layers[n].in_features, config.min_scale, config.asymmetric
+            )
             for n in names
         }
         for n, r in rounding.items():
@@ -134,10 +144,11 @@ def signround(model: nn.Module, config: SignRound, ctx: Context) -> nn.Module:
                 set_module(model, n, layers[n])
         with torch.no_grad():
             for n, r in rounding.items():
-                codes, scale, _ = r.codes()
-                layers[n].weight.copy_(dequantize_groups(codes, scale).to(layers[n].weight.dtype))
-                layers[n].set_grid(scale, config.bits, config.group_size)
+                codes, scale, zero = r.codes()
+                layers[n].weight.copy_(dequantize_groups(codes, scale, zero).to(layers[n].weight.dtype))
+                layers[n].set_grid(scale, config.bits, config.group_size, zero)
     grid = "one scale per row" if config.group_size is None else f"group {config.group_size}"
+    grid = f"asymmetric {grid}" if config.asymmetric else grid
     before, after = (sum(e[i] for e in errors) / len(errors) for i in (0, 1))
     ctx.notes.append(
         f"signround: {len(layers)} Linear layers in {len(blocks)} blocks rounded onto {config.bits}-bit {grid} grids, "

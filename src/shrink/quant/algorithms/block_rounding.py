@@ -146,46 +146,82 @@ class _RoundSTE(torch.autograd.Function):
 
 class RoundingLinear(nn.Module):
     """A Linear (its ``input_smooth`` applied first, if it has one: a ``PreparedLinear``) whose weight is rounded
-    onto a symmetric ``bits`` grid, one scale per ``group`` inputs, with learnable rounding offsets and scale
-    factors: ``q = clamp(round(w / s + v), -2**(b-1), 2**(b-1)-1)`` with ``s = factor * max|w_group| / (2**(b-1)-1)``.
+    onto a ``bits`` grid, one scale per ``group`` inputs, with learnable rounding offsets ``v`` and range factors.
+
+    Symmetric: ``q = clamp(round(w / s + v), -2**(b-1), 2**(b-1)-1)``, ``s = factor * max|w_group| / (2**(b-1)-1)``.
+    ``asymmetric``: the group's maximum and minimum (zero included) each shrink by a factor of their own,
+    ``s = (factor * max - factor_low * min) / (2**b - 1)``, and a zero point ``z = round(-2**(b-1) - factor_low * min
+    / s)`` shifts the codes: ``q = clamp(round(w / s + v) + z, ...)``, each weight ``(q - z) * s``.
     """
 
-    def __init__(self, layer: nn.Linear, bits: int, group: int, min_scale: float) -> None:
+    def __init__(self, layer: nn.Linear, bits: int, group: int, min_scale: float, asymmetric: bool = False) -> None:
         super().__init__()
         self.layer, self.min_scale = layer, min_scale
         self.qmin, self.qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
         out, width = layer.weight.shape
         self.groups = layer.weight.detach().float().reshape(out, width // group, group)
+        # symmetric: the scale that keeps the group's largest magnitude; asymmetric: the group's maximum and minimum
         self.base = (self.groups.abs().amax(-1, keepdim=True) / self.qmax).clamp(min=torch.finfo(SCALE_DTYPE).tiny)
+        self.high = self.groups.amax(-1, keepdim=True).clamp(min=0)
+        self.low = self.groups.amin(-1, keepdim=True).clamp(max=0)
         self.offset = nn.Parameter(torch.zeros_like(self.groups))
         self.factor = nn.Parameter(torch.ones_like(self.base))
+        self.factor_low = nn.Parameter(torch.ones_like(self.base)) if asymmetric else None
 
-    def _codes(self, scale: torch.Tensor, rounding: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """Codes ``[out, in / group, group]`` (float) of the weights on ``scale``, offsets added before ``rounding``."""
-        return rounding(self.groups / scale + self.offset).clamp(self.qmin, self.qmax)
+    def learned(self) -> list[tuple[nn.Parameter, float, float]]:
+        """The learned parameters with the range each is kept in."""
+        ranges = [(self.offset, -0.5, 0.5), (self.factor, self.min_scale, 1.0)]
+        return ranges + ([(self.factor_low, self.min_scale, 1.0)] if self.factor_low is not None else [])
+
+    def _grid(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scales ``[out, in / group, 1]`` and (asymmetric) zero points from the current factors."""
+        if self.factor_low is None:
+            return self.base * self.factor, None
+        low = self.low * self.factor_low
+        scale = ((self.high * self.factor - low) / (self.qmax - self.qmin)).clamp(min=torch.finfo(SCALE_DTYPE).tiny)
+        return scale, self._zero(scale)
+
+    def _zero(self, scale: torch.Tensor) -> torch.Tensor:
+        """The zero points on ``scale``. No gradient flows through them: through a straight-through rounding of the
+        zero point the factors kept shrinking while the block's error grew (a Linear + GELU block, 150 steps: +3%;
+        without it: -23%); the factors still learn through the scale."""
+        assert self.factor_low is not None
+        with torch.no_grad():
+            return torch.round(self.qmin - self.low * self.factor_low / scale).clamp(self.qmin, self.qmax)
+
+    def _codes(
+        self, scale: torch.Tensor, zero: torch.Tensor | None, rounding: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """Codes ``[out, in / group, group]`` (float) of the weights on ``scale`` (and ``zero``), offsets added
+        before ``rounding``."""
+        codes = rounding(self.groups / scale + self.offset)
+        return (codes if zero is None else codes + zero).clamp(self.qmin, self.qmax)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         smooth = getattr(self.layer, "input_smooth", None)
         if smooth is not None:
             x = x * smooth.to(x.dtype)
-        scale = self.base * self.factor
-        weight = (self._codes(scale, _RoundSTE.apply) * scale).reshape(self.layer.weight.shape)  # type: ignore[arg-type]
+        scale, zero = self._grid()
+        codes = self._codes(scale, zero, _RoundSTE.apply)  # type: ignore[arg-type]
+        weight = ((codes if zero is None else codes - zero) * scale).reshape(self.layer.weight.shape)
         return F.linear(x, weight.to(x.dtype), self.layer.bias)
 
     @torch.no_grad()
     def step(self, lr: float) -> None:
         """One signed-gradient step of the offsets and factors, each kept in its range."""
-        for param, low, high in ((self.offset, -0.5, 0.5), (self.factor, self.min_scale, 1.0)):
+        for param, low, high in self.learned():
             if param.grad is not None:
                 param.sub_(lr * param.grad.sign()).clamp_(low, high)
                 param.grad = None
 
     @torch.no_grad()
     def codes(self) -> GroupCodes:
-        """The learned codes ``[out, in]`` (int8) on the learned scales ``[out, in / group]`` as stored (fp16)."""
-        scale = stored_scale(self.base * self.factor, SCALE_DTYPE)
-        codes = self._codes(scale, torch.round).reshape(self.layer.weight.shape)
-        return GroupCodes(codes.to(torch.int8), scale.squeeze(-1))
+        """The learned codes ``[out, in]`` (int8) on the learned scales ``[out, in / group]`` as stored (fp16) and,
+        asymmetric, the zero points ``[out, in / group]`` that go with them."""
+        scale = stored_scale(self._grid()[0], SCALE_DTYPE)
+        zero = None if self.factor_low is None else self._zero(scale)
+        codes = self._codes(scale, zero, torch.round).reshape(self.layer.weight.shape)
+        return GroupCodes(codes.to(torch.int8), scale.squeeze(-1), None if zero is None else zero.squeeze(-1))
 
 
 def _loss(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -211,7 +247,7 @@ def learn_block(
         with torch.no_grad():
             return sum(_loss(c.run(block), t, c.mask).item() for c, t in zip(calls, targets, strict=True)) / len(calls)
 
-    learned = {id(p) for layer in layers.values() for p in (layer.offset, layer.factor)}
+    learned = {id(p) for layer in layers.values() for p, _, _ in layer.learned()}
     frozen = [p for p in block.parameters() if p.requires_grad and id(p) not in learned]
     for p in frozen:
         p.requires_grad_(False)

@@ -33,6 +33,7 @@ __all__ = [
     "awq_input_scales",
     "dequantize_groups",
     "stored_scale",
+    "check_asymmetric",
 ]
 
 #: dtype of the stored group scales (what packed int4 / int8 layers hold and ONNX Runtime reads)
@@ -47,6 +48,16 @@ class GroupCodes(NamedTuple):
     codes: torch.Tensor
     scales: torch.Tensor
     zeros: torch.Tensor | None = None
+
+
+def check_asymmetric(asymmetric: bool, bits: int) -> None:
+    """A stage's config asks for an asymmetric grid: int4 only (ValueError otherwise, for its validator): the int8
+    kernels take no zero point, and only weight_only's packed int4 layers store them."""
+    if asymmetric and bits != 4:
+        raise ValueError(
+            f"asymmetric grids (a zero point per group) are for int4 weights only, got bits={bits}; "
+            "leave asymmetric off"
+        )
 
 
 def _qmax(bits: int) -> int:

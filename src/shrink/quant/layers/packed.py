@@ -1,9 +1,11 @@
 """Packed integer weight storage: int8 or int4 (two codes per byte) with group-wise scales, as real tensors that
 :func:`shrink.save` writes at their packed size.
 
-``pack_int4`` / ``unpack_int4`` store signed 4-bit codes offset by 8 (``0..15``), low nibble first — the layout of
-ONNX Runtime's ``MatMulNBits`` blocks. :class:`PackedLinear` and :class:`PackedEmbedding` keep weights packed and
-dequantize on the fly (weight-only quantization: compute stays in float).
+``pack_int4`` / ``unpack_int4`` store signed 4-bit codes offset by 8 (``0..15``), low nibble first — the layout of ONNX
+Runtime's ``MatMulNBits`` blocks. An asymmetric int4 weight also keeps one zero point per group, packed the same way
+(``MatMulNBits``' ``zero_points`` input), and each weight is ``(code - zero) * scale``. :class:`PackedLinear` and
+:class:`PackedEmbedding` keep weights packed and dequantize on the fly (weight-only quantization: compute stays in
+float).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from torch import nn
 
 from shrink.errors import ConfigError
 from shrink.export.artifact import register_layer
-from shrink.quant.algorithms.group_rounding import SCALE_DTYPE
+from shrink.quant.algorithms.group_rounding import SCALE_DTYPE, dequantize_groups
 from shrink.quant.numerics.qparams import QParams, dequantize, qparams_for_tensor, quantize
 from shrink.quant.onnx.nbits import ACCURACY_LEVELS, GatherBlockQuantizedFunction, MatMulNBitsFunction, unpack_int4
 
@@ -32,28 +34,43 @@ def pack_int4(q: torch.Tensor) -> torch.Tensor:
 
 
 class PackedWeight(nn.Module):
-    """A 2-D weight (rows, cols) as int8 / packed int4 codes with one fp16 scale per ``group_size`` columns."""
+    """A 2-D weight (rows, cols) as int8 / packed int4 codes with one fp16 scale per ``group_size`` columns and, when
+    ``asymmetric`` (int4 only), one zero point per group (packed two per byte like the codes: ``zeros``)."""
 
     codes: torch.Tensor
     scales: torch.Tensor
+    zeros: torch.Tensor | None
 
-    def __init__(self, rows: int, cols: int, bits: int, group_size: int) -> None:
+    def __init__(self, rows: int, cols: int, bits: int, group_size: int, asymmetric: bool = False) -> None:
         super().__init__()
         if bits not in (4, 8):
             raise ConfigError(f"packed weights support 4 or 8 bits, got {bits}")
         if cols % group_size:
             raise ConfigError(f"group_size {group_size} does not divide the input dim {cols}")
+        if asymmetric and bits != 4:
+            raise ConfigError(f"packed weights have zero points on int4 grids only, got bits={bits}")
         self.rows, self.cols, self.bits, self.group_size = rows, cols, bits, group_size
-        width = cols // 2 if bits == 4 else cols
+        width, groups = (cols // 2 if bits == 4 else cols), cols // group_size
         self.register_buffer("codes", torch.zeros(rows, width, dtype=torch.uint8 if bits == 4 else torch.int8))
-        self.register_buffer("scales", torch.ones(rows, cols // group_size, dtype=SCALE_DTYPE))
+        self.register_buffer("scales", torch.ones(rows, groups, dtype=SCALE_DTYPE))
+        # zero point 0 for every group (8 in both nibbles once offset); an odd group count gets a pad nibble
+        zeros = torch.full((rows, (groups + 1) // 2), 0x88, dtype=torch.uint8) if asymmetric else None
+        self.register_buffer("zeros", zeros)
+
+    @property
+    def asymmetric(self) -> bool:
+        return self.zeros is not None
 
     def qparams(self) -> QParams:
+        if self.zeros is not None:
+            raise ConfigError("PackedWeight.qparams: an asymmetric grid has group zero points; use dequantize()")
         scale = self.scales.float()
         return QParams(scale, torch.zeros_like(scale, dtype=torch.int32), self.bits, True, None, self.group_size, True)
 
     @torch.no_grad()
     def set(self, weight: torch.Tensor) -> None:
+        if self.zeros is not None:
+            raise ConfigError("PackedWeight.set rounds onto a symmetric grid; give asymmetric codes to set_codes")
         qp = qparams_for_tensor(
             weight.float(), self.bits, symmetric=True, group_size=self.group_size, narrow_range=True
         )
@@ -63,26 +80,50 @@ class PackedWeight(nn.Module):
         self.scales.copy_(qp.scale.half())
 
     @torch.no_grad()
-    def set_codes(self, codes: torch.Tensor, scales: torch.Tensor) -> None:
-        """Store integer ``codes`` [rows, cols] (signed, within the bit width) and ``scales`` [rows, cols / group]
-        rounded elsewhere (GPTQ, AWQ); the scales are kept in fp16, as :meth:`set` keeps them."""
+    def set_codes(self, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None = None) -> None:
+        """Store integer ``codes`` [rows, cols] (signed, within the bit width), ``scales`` [rows, cols / group] and,
+        on an asymmetric grid, the integer ``zeros`` [rows, cols / group] (in the codes' range) rounded elsewhere
+        (GPTQ, AWQ, SignRound); the scales are kept in fp16, as :meth:`set` keeps them."""
         if tuple(codes.shape) != (self.rows, self.cols) or tuple(scales.shape) != tuple(self.scales.shape):
             raise ConfigError(
                 f"PackedWeight.set_codes: codes {tuple(codes.shape)} / scales {tuple(scales.shape)} do not fit "
                 f"a ({self.rows}, {self.cols}) weight with group {self.group_size}"
             )
+        if (zeros is None) != (self.zeros is None):
+            need = "needs zero points" if self.zeros is not None else "is symmetric and takes no zero points"
+            raise ConfigError(f"PackedWeight.set_codes: this weight {need}")
         codes = codes.to(torch.int8)
         self.codes.copy_(pack_int4(codes) if self.bits == 4 else codes)
         self.scales.copy_(scales.half())
+        if zeros is not None and self.zeros is not None:
+            if tuple(zeros.shape) != tuple(scales.shape) or not torch.equal(zeros, zeros.round()):
+                raise ConfigError(
+                    f"PackedWeight.set_codes: zeros must be integers shaped like the scales {tuple(scales.shape)}, "
+                    f"got {tuple(zeros.shape)}"
+                )
+            zeros = zeros.to(torch.int8)
+            if zeros.shape[1] % 2:
+                zeros = torch.cat([zeros, zeros.new_zeros(zeros.shape[0], 1)], 1)
+            self.zeros.copy_(pack_int4(zeros))
+
+    def zero_points(self) -> torch.Tensor | None:
+        """The integer zero points [rows, cols / group] (int8, in the codes' range), or None on a symmetric grid."""
+        if self.zeros is None:
+            return None
+        return unpack_int4(self.zeros)[:, : self.scales.shape[1]]
 
     def int_codes(self) -> torch.Tensor:
         return unpack_int4(self.codes) if self.bits == 4 else self.codes
 
     def dequantize(self) -> torch.Tensor:
+        zeros = self.zero_points()
+        if zeros is not None:
+            return dequantize_groups(self.int_codes(), self.scales.float(), zeros.float())
         return dequantize(self.int_codes(), self.qparams())
 
     def shrink_manifest(self) -> dict:
-        return {"rows": self.rows, "cols": self.cols, "bits": self.bits, "group_size": self.group_size}
+        manifest = {"rows": self.rows, "cols": self.cols, "bits": self.bits, "group_size": self.group_size}
+        return {**manifest, "asymmetric": True} if self.asymmetric else manifest
 
     @classmethod
     def shrink_from_manifest(cls, args: dict) -> PackedWeight:
@@ -107,8 +148,9 @@ class PackedLinear(nn.Module):
 
     ``input_scale`` (activation-aware scaling, AWQ) multiplies the input channel-wise before the matmul when set.
     In ONNX an int4 layer is ONNX Runtime's ``MatMulNBits`` (:mod:`shrink.quant.onnx.nbits`) with the
-    ``onnx_compute`` arithmetic ("float" or "int8" activations); int8 layers are exported as float weights (the
-    exporter folds their dequantization), so only int4 keeps the ONNX file small.
+    ``onnx_compute`` arithmetic ("float" or "int8" activations), an asymmetric grid's zero points passed as its
+    ``zero_points``; int8 layers are exported as float weights (the exporter folds their dequantization), so only
+    int4 keeps the ONNX file small.
     """
 
     input_scale: torch.Tensor | None
@@ -122,6 +164,7 @@ class PackedLinear(nn.Module):
         group_size: int = 32,
         input_scaled: bool = False,
         onnx_compute: str = "int8",
+        asymmetric: bool = False,
     ) -> None:
         super().__init__()
         if onnx_compute not in ACCURACY_LEVELS:
@@ -129,7 +172,7 @@ class PackedLinear(nn.Module):
                 f"PackedLinear: onnx_compute must be one of {sorted(ACCURACY_LEVELS)}, got {onnx_compute!r}"
             )
         self.in_features, self.out_features, self.onnx_compute = in_features, out_features, onnx_compute
-        self.packed = PackedWeight(out_features, in_features, bits, group_size)
+        self.packed = PackedWeight(out_features, in_features, bits, group_size, asymmetric)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.register_buffer("input_scale", torch.ones(in_features) if input_scaled else None)
 
@@ -150,7 +193,7 @@ class PackedLinear(nn.Module):
             _check_onnx_block(p.group_size, "MatMulNBits")
             blocks = p.codes.reshape(p.rows, p.cols // p.group_size, p.group_size // 2)
             level = ACCURACY_LEVELS[self.onnx_compute]
-            return MatMulNBitsFunction.apply(x, blocks, p.scales.float(), self.bias, level)
+            return MatMulNBitsFunction.apply(x, blocks, p.scales.float(), self.bias, level, 4, p.zeros)
         return F.linear(x, p.dequantize().to(x.dtype), self.bias)
 
     def shrink_manifest(self) -> dict:
@@ -162,6 +205,7 @@ class PackedLinear(nn.Module):
             "group_size": self.packed.group_size,
             "input_scaled": self.input_scale is not None,
             "onnx_compute": self.onnx_compute,
+            **({"asymmetric": True} if self.packed.asymmetric else {}),
         }
 
     @classmethod

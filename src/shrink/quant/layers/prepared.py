@@ -1,10 +1,11 @@
 """A float Linear prepared for integer quantization by an earlier stage.
 
 ``smooth_quant`` (and ``awq``) move activation outliers into the weights and leave the division on the input
-(``input_smooth``); ``gptq`` rounds the weights onto a grid and records it (``weight_scale``, ``grid_bits`` and, for
-a group-wise grid, ``grid_group``). The layer still runs in float and gives the same outputs as before; the
-quantization stage that follows keeps the division and the grid, so its codes are exactly the rounded ones:
-``int8_static`` / ``int8_dynamic`` read per-output-channel grids, ``weight_only`` per-row and group-wise ones.
+(``input_smooth``); ``gptq`` and ``signround`` round the weights onto a grid and record it (``weight_scale``,
+``grid_bits``, for a group-wise grid ``grid_group``, and for an asymmetric one its zero points ``weight_zero``). The
+layer still runs in float and gives the same outputs as before; the quantization stage that follows keeps the division
+and the grid, so its codes are exactly the rounded ones: ``int8_static`` / ``int8_dynamic`` read per-output-channel
+grids, ``weight_only`` per-row and group-wise ones.
 """
 
 from __future__ import annotations
@@ -21,16 +22,19 @@ from shrink.quant.layers.convert import check_group, selected_layers, set_module
 from shrink.quant.numerics.qparams import QParams
 from shrink.select import Selector
 
-__all__ = ["PreparedLinear", "recorded_grid", "recorded_group_scales", "check_unscaled"]
+__all__ = ["PreparedLinear", "recorded_grid", "recorded_group_grid", "check_unscaled"]
 
 
 @register_layer
 class PreparedLinear(nn.Linear):
     """``y = W (x * input_smooth) + b`` in float; ``weight_scale`` (when set) is the grid ``W`` lies on: one scale
-    per output channel ``(out,)``, or with ``grid_group`` one per ``grid_group`` inputs ``(out, in / grid_group)``."""
+    per output channel ``(out,)``, or with ``grid_group`` one per ``grid_group`` inputs ``(out, in / grid_group)``;
+    on an asymmetric grid (``grid_zero``) ``weight_zero`` holds each scale's integer zero point, each weight then
+    being ``(code - zero) * scale``."""
 
     input_smooth: torch.Tensor | None
     weight_scale: torch.Tensor | None
+    weight_zero: torch.Tensor | None
 
     def __init__(
         self,
@@ -40,13 +44,17 @@ class PreparedLinear(nn.Linear):
         smooth: bool = False,
         grid_bits: int | None = None,
         grid_group: int | None = None,
+        grid_zero: bool = False,
     ) -> None:
         super().__init__(in_features, out_features, bias)
         if grid_group is not None and (grid_bits is None or grid_group < 1 or in_features % grid_group):
             raise ConfigError(f"PreparedLinear: grid_group {grid_group} needs grid_bits and must divide {in_features}")
+        if grid_zero and grid_bits is None:
+            raise ConfigError("PreparedLinear: grid_zero (zero points) needs grid_bits")
         shape = (out_features,) if grid_group is None else (out_features, in_features // grid_group)
         self.register_buffer("input_smooth", torch.ones(in_features) if smooth else None)
         self.register_buffer("weight_scale", torch.ones(shape) if grid_bits is not None else None)
+        self.register_buffer("weight_zero", torch.zeros(shape) if grid_zero else None)
         self.grid_bits, self.grid_group = grid_bits, grid_group
 
     @classmethod
@@ -65,11 +73,14 @@ class PreparedLinear(nn.Linear):
     def set_smoothing(self, inverse: torch.Tensor) -> None:
         self.input_smooth = inverse.detach().float().clone()
 
-    def set_grid(self, scale: torch.Tensor, bits: int, group: int | None = None) -> None:
+    def set_grid(
+        self, scale: torch.Tensor, bits: int, group: int | None = None, zero: torch.Tensor | None = None
+    ) -> None:
         """Record the grid the weight now lies on: ``scale`` ``(out,)`` per output channel, or ``(out, in / group)``
-        with ``group``."""
+        with ``group``; ``zero``: the integer zero points of an asymmetric grid, shaped like ``scale``."""
         shape = (self.out_features,) if group is None else (self.out_features, self.in_features // group)
         self.weight_scale = scale.detach().float().reshape(shape).clone()
+        self.weight_zero = None if zero is None else zero.detach().float().reshape(shape).clone()
         self.grid_bits, self.grid_group = bits, group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,6 +96,7 @@ class PreparedLinear(nn.Linear):
             "smooth": self.input_smooth is not None,
             "grid_bits": self.grid_bits,
             "grid_group": self.grid_group,
+            **({"grid_zero": True} if self.weight_zero is not None else {}),
         }
 
     @classmethod
@@ -134,6 +146,11 @@ def recorded_grid(layer: nn.Module, bits: int, where: str) -> QParams | None:
             f"{where}: the rounding stage (gptq or signround) put its weights on groups of {layer.grid_group} "
             "inputs, which only weight_only stores; give that stage group_size=None (one scale per output channel)"
         )
+    if layer.weight_zero is not None:
+        raise ConfigError(
+            f"{where}: the rounding stage (gptq or signround) put its weights on an asymmetric grid, which only "
+            "weight_only stores; give that stage asymmetric=False"
+        )
     return QParams(scale.clone(), torch.zeros_like(scale, dtype=torch.int32), bits, True, 0, None, True)
 
 
@@ -153,10 +170,12 @@ def _check_bits(layer: PreparedLinear, bits: int, where: str) -> None:
         )
 
 
-def recorded_group_scales(layer: nn.Module, bits: int, group: int | None, where: str) -> torch.Tensor | None:
-    """The scales ``(out, in / group)`` of the grid an earlier ``gptq`` or ``signround`` stage rounded ``layer``'s
-    weights onto (None when it did not); ``group`` None means one scale per row. Another bit width or group size is
-    an error naming ``where``."""
+def recorded_group_grid(
+    layer: nn.Module, bits: int, group: int | None, asymmetric: bool, where: str
+) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """The scales ``(out, in / group)`` and (asymmetric grids) zero points of the grid an earlier ``gptq`` or
+    ``signround`` stage rounded ``layer``'s weights onto (None when it did not); ``group`` None means one scale per
+    row. Another bit width, group size or symmetry than this stage's is an error naming ``where``."""
     scale = getattr(layer, "weight_scale", None) if isinstance(layer, PreparedLinear) else None
     if scale is None:
         return None
@@ -168,4 +187,12 @@ def recorded_group_scales(layer: nn.Module, bits: int, group: int | None, where:
             f"{where}: the rounding stage (gptq or signround) put its weights on {rounded}, but this stage stores "
             f"{stored}; give both the same group_size"
         )
-    return scale.reshape(layer.out_features, -1).clone()
+    zero = layer.weight_zero
+    if (zero is not None) != asymmetric:
+        rounded, stored = (("an asymmetric" if a else "a symmetric") for a in (zero is not None, asymmetric))
+        raise ConfigError(
+            f"{where}: the rounding stage (gptq or signround) put its weights on {rounded} grid, but this stage "
+            f"stores {stored} one; give both the same asymmetric setting"
+        )
+    rows = layer.out_features
+    return scale.reshape(rows, -1).clone(), None if zero is None else zero.reshape(rows, -1).clone()

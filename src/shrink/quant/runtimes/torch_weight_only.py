@@ -157,7 +157,7 @@ def _kernel_layer(layer: PackedLinear) -> nn.Module | None:
     if p.bits == 8 and p.group_size == p.cols:
         new: _PackedLinear = Int8WeightLinear(codes, scales, layer.bias)
     elif p.bits == 4 and p.group_size in INT4_KERNEL_GROUPS:
-        new = Int4WeightLinear(codes, scales, p.group_size, layer.bias)
+        new = Int4WeightLinear(codes, scales, p.group_size, layer.bias, p.zero_points())
     else:
         return None
     if layer.input_scale is not None:

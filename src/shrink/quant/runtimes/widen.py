@@ -40,7 +40,7 @@ def widened_layer(layer: PackedLinear) -> QuantLinear:
     """``layer`` as a per-token int8 :class:`QuantLinear`: its codes on one int8 grid per output row (see the
     module's docstring), its bias, its AWQ input scaling as the input smoothing."""
     p = layer.packed
-    weight = p.dequantize()  # the packed model's weights exactly: codes x fp16 group scales
+    weight = p.dequantize()  # the packed model's weights exactly: (codes - zeros) x fp16 group scales
     smooth = layer.input_scale is not None
     out = QuantLinear(layer.in_features, layer.out_features, layer.bias is not None, 8, "dynamic_token", smooth=smooth)
     # symmetric int8 per row on [-127, 127]: each row's largest weight on the grid's end
