@@ -108,11 +108,13 @@ class ElidedLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-def _preset(group: int, onnx_compute: str = "int8", tables: bool = False, asymmetric: bool = True) -> list[Config]:
+def _preset(
+    group: int, onnx_compute: str = "int8", tables: bool = False, asymmetric: bool | None = None
+) -> list[Config]:
     """The shipped preset encoder-int4 (AWQ input scaling, SignRound codes, packed int4 storage) at another group
-    size, ONNX arithmetic, stored selector or symmetry; the defaults give the preset itself."""
+    size, ONNX arithmetic, stored selector or symmetry (None: the preset's); the defaults give the preset itself."""
     awq, rounding, stored = presets.get("encoder-int4")
-    grid = {"group_size": group, "asymmetric": asymmetric}
+    grid: dict[str, object] = {"group_size": group, **({} if asymmetric is None else {"asymmetric": asymmetric})}
     storage = {**grid, "onnx_compute": onnx_compute, **({"selector": LINEARS_AND_TABLES} if tables else {})}
     return [awq.model_copy(update=grid), rounding.model_copy(update=grid), stored.model_copy(update=storage)]
 

@@ -35,7 +35,7 @@ from shrink.errors import ConfigError, DataError, UnsupportedOpError
 from shrink.export.onnx import write_onnx
 from shrink.llm.onnx_graph import fuse_shared_input_matmuls, simplify
 from shrink.quant.layers.convert import set_module
-from shrink.quant.layers.packed import pack_int4
+from shrink.quant.layers.packed import pack_int4, pack_zero_points
 from shrink.quant.onnx.nbits import ACCURACY_LEVELS, MatMulNBitsFunction
 from shrink.quant.runtimes.torch_weight_only import Int4WeightLinear, Int8WeightLinear
 
@@ -89,9 +89,7 @@ def _int4_blocks(layer: Int4WeightLinear, compute: str) -> _NBitsBlocks:
     codes = torch.round((layer.dequantize() - term.repeat_interleave(g, 1)) / scales.repeat_interleave(g, 1))
     blocks = pack_int4(codes.clamp(-8, 7).to(torch.int8)).reshape(out, k // g, g // 2)
     zeros = layer.zero_points
-    if zeros is not None and zeros.shape[1] % 2:  # two per byte: an odd count gets a pad ONNX Runtime ignores
-        zeros = torch.cat([zeros, zeros.new_zeros(out, 1)], 1)
-    return _NBitsBlocks(layer, compute, blocks, scales, 4, None if zeros is None else pack_int4(zeros))
+    return _NBitsBlocks(layer, compute, blocks, scales, 4, None if zeros is None else pack_zero_points(zeros))
 
 
 #: largest block of inputs per 8-bit MatMulNBits scale this export writes (ONNX Runtime reads 16 to 256)

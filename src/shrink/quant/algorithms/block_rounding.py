@@ -160,13 +160,15 @@ class RoundingLinear(nn.Module):
         self.qmin, self.qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
         out, width = layer.weight.shape
         self.groups = layer.weight.detach().float().reshape(out, width // group, group)
-        # symmetric: the scale that keeps the group's largest magnitude; asymmetric: the group's maximum and minimum
-        self.base = (self.groups.abs().amax(-1, keepdim=True) / self.qmax).clamp(min=torch.finfo(SCALE_DTYPE).tiny)
-        self.high = self.groups.amax(-1, keepdim=True).clamp(min=0)
-        self.low = self.groups.amin(-1, keepdim=True).clamp(max=0)
+        if asymmetric:  # the group's maximum and minimum, each shrunk by its factor
+            self.high = self.groups.amax(-1, keepdim=True).clamp(min=0)
+            self.low = self.groups.amin(-1, keepdim=True).clamp(max=0)
+        else:  # the scale that keeps the group's largest magnitude, shrunk by the factor
+            self.base = (self.groups.abs().amax(-1, keepdim=True) / self.qmax).clamp(min=torch.finfo(SCALE_DTYPE).tiny)
+        per_group = torch.ones_like(self.groups[..., :1])
         self.offset = nn.Parameter(torch.zeros_like(self.groups))
-        self.factor = nn.Parameter(torch.ones_like(self.base))
-        self.factor_low = nn.Parameter(torch.ones_like(self.base)) if asymmetric else None
+        self.factor = nn.Parameter(per_group.clone())
+        self.factor_low = nn.Parameter(per_group) if asymmetric else None
 
     def learned(self) -> list[tuple[nn.Parameter, float, float]]:
         """The learned parameters with the range each is kept in."""

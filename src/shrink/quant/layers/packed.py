@@ -20,7 +20,15 @@ from shrink.quant.algorithms.group_rounding import SCALE_DTYPE, dequantize_group
 from shrink.quant.numerics.qparams import QParams, dequantize, qparams_for_tensor, quantize
 from shrink.quant.onnx.nbits import ACCURACY_LEVELS, GatherBlockQuantizedFunction, MatMulNBitsFunction, unpack_int4
 
-__all__ = ["pack_int4", "unpack_int4", "PackedWeight", "PackedLinear", "PackedEmbedding", "SCALE_DTYPE"]
+__all__ = [
+    "pack_int4",
+    "pack_zero_points",
+    "unpack_int4",
+    "PackedWeight",
+    "PackedLinear",
+    "PackedEmbedding",
+    "SCALE_DTYPE",
+]
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
@@ -31,6 +39,15 @@ def pack_int4(q: torch.Tensor) -> torch.Tensor:
         raise ConfigError("pack_int4: codes outside the int4 range [-8, 7]")
     u = (q.to(torch.int16) + 8).to(torch.uint8)
     return u[..., 0::2] | (u[..., 1::2] << 4)
+
+
+def pack_zero_points(zeros: torch.Tensor) -> torch.Tensor:
+    """Integer zero points ``[rows, groups]`` (in the int4 codes' range) -> uint8 ``[rows, ceil(groups / 2)]``, two
+    per byte as ``MatMulNBits`` reads them; an odd count gets a pad nibble (zero point 0) that nothing reads."""
+    zeros = zeros.to(torch.int8)
+    if zeros.shape[1] % 2:
+        zeros = torch.cat([zeros, zeros.new_zeros(zeros.shape[0], 1)], 1)
+    return pack_int4(zeros)
 
 
 class PackedWeight(nn.Module):
@@ -101,10 +118,7 @@ class PackedWeight(nn.Module):
                     f"PackedWeight.set_codes: zeros must be integers shaped like the scales {tuple(scales.shape)}, "
                     f"got {tuple(zeros.shape)}"
                 )
-            zeros = zeros.to(torch.int8)
-            if zeros.shape[1] % 2:
-                zeros = torch.cat([zeros, zeros.new_zeros(zeros.shape[0], 1)], 1)
-            self.zeros.copy_(pack_int4(zeros))
+            self.zeros.copy_(pack_zero_points(zeros))
 
     def zero_points(self) -> torch.Tensor | None:
         """The integer zero points [rows, cols / group] (int8, in the codes' range), or None on a symmetric grid."""
