@@ -21,8 +21,11 @@ def test_regex_type_and_ignore():
 
 
 def test_selector_matching_nothing_is_an_error():
-    with pytest.raises(SelectorError, match="matched no layer"):
+    with pytest.raises(SelectorError, match="matched no layer") as err:
         select_modules(_model(), Selector(include=("re:encoder.*",)), where="stage 2.selector")
+    assert "its layers with weights: Linear x2, Conv2d x1" in str(err.value)  # what it could have chosen
+    with pytest.raises(SelectorError, match="holds no layer with weights"):
+        select_modules(nn.Sequential(nn.ReLU(), nn.Identity()))
 
 
 def test_exact_name_typo_is_an_error():

@@ -6,6 +6,7 @@ A selector that matches nothing is an error, never a silent no-op.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 
 import pydantic
@@ -13,6 +14,7 @@ from torch import nn
 
 from shrink.data import check_model_finite
 from shrink.errors import SelectorError
+from shrink.library_layers import is_conv1d
 
 __all__ = ["Selector", "select_modules"]
 
@@ -64,6 +66,23 @@ def _matches(pattern: str, name: str, module: nn.Module, where: str) -> bool:
     return name == pattern
 
 
+def _layers_held(named: dict[str, nn.Module]) -> str:
+    """What a selector that matched nothing could have chosen: the classes of the model's layers that hold weights,
+    with their counts (and how to quantize transformers' Conv1D)."""
+    held = Counter(type(m).__name__ for n, m in named.items() if n and any(True for _ in m.parameters(recurse=False)))
+    if not held:
+        return "; the model holds no layer with weights"
+    listed = ", ".join(f"{cls} x{count}" for cls, count in held.most_common(6))
+    conv1d = any(is_conv1d(m) for m in named.values())
+    tip = (
+        "; transformers' Conv1D is a Linear stored transposed: shrink.quant.linear_from_conv1d(model) turns each "
+        "into an nn.Linear"
+        if conv1d
+        else ""
+    )
+    return f"; its layers with weights: {listed}{tip}"
+
+
 def select_modules(model: nn.Module, selector: Selector | None = None, where: str = "selector") -> dict[str, nn.Module]:
     """Modules of ``model`` chosen by ``selector``, in definition order. Raises if nothing matches.
 
@@ -86,11 +105,10 @@ def select_modules(model: nn.Module, selector: Selector | None = None, where: st
             continue
         chosen[name] = module
     if not chosen:
-        hint = (
-            f"; the model itself is a single {type(model).__name__}: wrap it, e.g. nn.Sequential(model)"
-            if isinstance(model, types) and len(named) == 1
-            else ""
-        )
+        if isinstance(model, types) and len(named) == 1:
+            hint = f"; the model itself is a single {type(model).__name__}: wrap it, e.g. nn.Sequential(model)"
+        else:
+            hint = _layers_held(named)
         raise SelectorError(
             f"{where}: matched no layer of {type(model).__name__} "
             f"(include={list(sel.include)}, types={list(sel.types)}, ignore={list(sel.ignore)}){hint}"

@@ -29,3 +29,15 @@ def test_readme_snippet_runs(index: int, tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.chdir(tmp_path)
     code = _blocks()[index]
     exec(compile(code, f"README.md[python block {index + 1}]", "exec"), {"__name__": "readme"})  # noqa: S102
+
+
+def test_readme_and_docs_point_only_inside_the_repository():
+    """A user has the repository and nothing beside it: no link or path in the README or docs/ leaves it."""
+    root = README.parent
+    pages = [README, *sorted((root / "docs").rglob("*.md"))]
+    outside = [p.relative_to(root) for p in pages if "../shared" in p.read_text(encoding="utf-8")]
+    assert not outside, outside
+    for target in re.findall(r"\]\(([^)#]+)", README.read_text(encoding="utf-8")):
+        if not target.startswith(("http://", "https://")):
+            assert (root / target).resolve().is_relative_to(root.resolve()), target
+            assert (root / target).exists(), f"README links to {target}, which does not exist"

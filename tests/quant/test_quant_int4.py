@@ -290,3 +290,13 @@ def test_scales_are_rounded_to_their_stored_dtype_before_the_codes():
     w = torch.randn(16, 64) * 1e-6  # tiny weights: fp16 scales would underflow without the floor
     codes, scales, _ = rtn_codes(w, 4, 32, torch.float16)
     assert torch.equal(scales, scales.half().float()) and (scales > 0).all()
+
+
+def test_group_size_that_does_not_tile_a_layer_names_the_ones_that_do():
+    model = nn.Sequential(nn.Linear(96, 8), nn.ReLU(), nn.Linear(8, 4))
+    with pytest.raises(
+        ConfigError, match=r"'0' has 96 inputs, not divisible by group_size 64; choose group_size 32, or None"
+    ):
+        shrink.quantize(model, WeightOnly(bits=4, group_size=64, selector={"include": ("0",)}))
+    with pytest.raises(ConfigError, match=r"'2' has 8 inputs.*choose group_size None \(one scale per row\)"):
+        shrink.quantize(model, WeightOnly(bits=4, group_size=32, selector={"include": ("2",)}))

@@ -14,6 +14,7 @@ from shrink.quant.algorithms.observers import (
     make_observer,
 )
 from shrink.quant.awq import AWQ
+from shrink.quant.conv1d import linear_from_conv1d
 from shrink.quant.dynamic import Int8Dynamic
 from shrink.quant.gptq_rounding import GPTQ
 from shrink.quant.layers.modules import QuantConv2d, QuantLinear
@@ -38,6 +39,7 @@ from shrink.quant.static import Int8Static, correct_bias, quantize_static
 from shrink.quant.weight_only import FloatCast, WeightOnly
 
 __all__ = [
+    "linear_from_conv1d",
     "AWQ",
     "QParams",
     "SUPPORTED_BITS",

@@ -15,6 +15,7 @@ from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.conv import _ConvNd
 
 from shrink.errors import ModelError
+from shrink.library_layers import is_conv1d
 
 __all__ = ["memory_format_of", "slice_module", "slice_tensors", "SLICERS", "update_head_attributes"]
 
@@ -116,7 +117,7 @@ def slice_module(module: nn.Module, keep: Keep) -> None:
     for cls in type(module).__mro__:
         if cls in SLICERS:
             return SLICERS[cls](module, keep)
-    if type(module).__name__ == "Conv1D" and hasattr(module, "nf") and hasattr(module, "nx"):
+    if is_conv1d(module):
         return _hf_conv1d(module, keep)
     return slice_tensors(module, keep)
 

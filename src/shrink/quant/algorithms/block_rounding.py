@@ -89,16 +89,22 @@ def _each_batch(
         raise DataError("signround: the calibration data holds no batch")
 
 
-#: keyword arguments through which a decoder layer reads or extends a key/value cache: a recorded call runs again
-#: and again, so it must not touch one
+#: keyword arguments through which a decoder layer reads or extends a key/value cache (and cache objects, wherever
+#: they are passed): a recorded call runs again and again, so it must not touch one
 _CACHE_ARGUMENTS = ("past_key_value", "past_key_values", "layer_past")
 
 
-def _without_cache(kwargs: dict[str, Any]) -> dict[str, Any]:
-    kept = {k: (None if k in _CACHE_ARGUMENTS else v) for k, v in kwargs.items()}
+def _is_cache(value: Any) -> bool:  # noqa: ANN401
+    """Whether ``value`` is a key/value cache object (transformers' ``Cache`` classes: ``DynamicCache``, ...), which
+    some layers (GPT-2's) receive as a positional argument."""
+    return type(value).__name__.endswith("Cache") and callable(getattr(value, "update", None))
+
+
+def _without_cache(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    kept = {k: (None if k in _CACHE_ARGUMENTS or _is_cache(v) else v) for k, v in kwargs.items()}
     if "use_cache" in kept:
         kept["use_cache"] = False
-    return kept
+    return tuple(None if _is_cache(a) else a for a in args), kept
 
 
 def block_calls(model: nn.Module, block: nn.Module, data: Any, limit: int | None) -> list[BlockCall]:
@@ -107,7 +113,7 @@ def block_calls(model: nn.Module, block: nn.Module, data: Any, limit: int | None
 
     def hook(inputs: Any) -> Callable[..., Any]:
         def pre(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            calls.append(BlockCall(args, _without_cache(kwargs), _mask(inputs)))
+            calls.append(BlockCall(*_without_cache(args, kwargs), _mask(inputs)))
             raise _BlockDone
 
         return pre

@@ -41,9 +41,11 @@ def selected_layers(
 def check_group(stage: str, name: str, inputs: int, group: int | None) -> None:
     """A group-wise grid of ``group`` inputs per scale must tile the layer's ``inputs``; None (per row) always does."""
     if group is not None and inputs % group:
+        fitting = [str(g) for g in (32, 64, 128) if inputs % g == 0]
+        choices = f"group_size {' or '.join(fitting)}, or None" if fitting else "group_size None"
         raise ConfigError(
-            f"{stage}: layer {name!r} has {inputs} inputs, not divisible by group_size {group}; "
-            "choose another group_size or add the layer to selector.ignore"
+            f"{stage}: layer {name!r} has {inputs} inputs, not divisible by group_size {group}; choose {choices} "
+            "(one scale per row), or add the layer to selector.ignore"
         )
 
 
