@@ -10,6 +10,7 @@ import shrink
 from shrink import presets
 from shrink.errors import ModelError, SelectorError
 from shrink.quant import PackedLinear, SignRound, WeightOnly, linear_from_conv1d
+from shrink.select import Selector
 
 
 def _gpt2() -> nn.Module:
@@ -71,3 +72,14 @@ def test_signround_on_gpt2_blocks_with_a_positional_cache():
     ids = data[0]["input_ids"]
     cos = nn.functional.cosine_similarity(_logits(q, ids).flatten(), _logits(model, ids).flatten(), dim=0)
     assert 0.98 < float(cos) < 1.0
+
+
+def test_a_converted_model_saves_and_loads_from_the_original_class(tmp_path):
+    model, data = _gpt2(), _calibration()
+    grid = {"bits": 4, "group_size": 128, "selector": Selector(types=("Linear",), ignore=("lm_head", "re:.*c_proj"))}
+    q = shrink.quantize(linear_from_conv1d(model), WeightOnly(**grid), calibration=data, progress=False)
+    loaded = shrink.load(shrink.save(q, tmp_path / "gpt2.shrink"), _gpt2)  # the factory builds Conv1D layers
+    assert isinstance(loaded.transformer.h[0].attn.c_attn, PackedLinear)
+    assert type(loaded.transformer.h[0].attn.c_proj) is nn.Linear  # left float, still a Linear
+    ids = data[0]["input_ids"]
+    assert torch.equal(_logits(loaded, ids), _logits(q, ids))

@@ -37,7 +37,8 @@ def linear_from_conv1d(model: nn.Module, inplace: bool = False) -> nn.Module:
     """``model`` (a copy unless ``inplace``) with every transformers ``Conv1D`` replaced by an ``nn.Linear`` of the
     same function, under the same name, so that the quantization stages (whose selectors match ``Linear``) can
     select it. A model with no ``Conv1D`` is a ModelError. The new layers' weights are the old ones transposed, so
-    the state dict no longer loads into the original class: save with :func:`shrink.save`."""
+    its state dict no longer loads into the original class: save it with :func:`shrink.save`, and :func:`shrink.load`
+    with a factory of the original class rebuilds it (Linears included)."""
     names = [name for name, module in model.named_modules() if name and is_conv1d(module)]
     if not names:
         raise ModelError(f"linear_from_conv1d: {type(model).__name__} holds no transformers Conv1D layer")
