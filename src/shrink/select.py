@@ -69,7 +69,7 @@ def _matches(pattern: str, name: str, module: nn.Module, where: str) -> bool:
 def _layers_held(named: dict[str, nn.Module]) -> str:
     """What a selector that matched nothing could have chosen: the classes of the model's layers that hold weights,
     with their counts (and how to quantize transformers' Conv1D)."""
-    held = Counter(type(m).__name__ for n, m in named.items() if n and any(True for _ in m.parameters(recurse=False)))
+    held = Counter(type(m).__name__ for n, m in named.items() if n and next(m.parameters(False), None) is not None)
     if not held:
         return "; the model holds no layer with weights"
     listed = ", ".join(f"{cls} x{count}" for cls, count in held.most_common(6))

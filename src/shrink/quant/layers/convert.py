@@ -41,7 +41,7 @@ def selected_layers(
 def check_group(stage: str, name: str, inputs: int, group: int | None) -> None:
     """A group-wise grid of ``group`` inputs per scale must tile the layer's ``inputs``; None (per row) always does."""
     if group is not None and inputs % group:
-        fitting = [str(g) for g in (32, 64, 128) if inputs % g == 0]
+        fitting = [str(g) for g in (32, 64, 128) if inputs % g == 0]  # the sizes the group_size fields accept
         choices = f"group_size {' or '.join(fitting)}, or None" if fitting else "group_size None"
         raise ConfigError(
             f"{stage}: layer {name!r} has {inputs} inputs, not divisible by group_size {group}; choose {choices} "
