@@ -10,6 +10,7 @@ from benchmarks.quant_int4 import (
     BEST_WIDENED,
     BEST_WIDENED_PACKAGE,
     BOUND,
+    RTN,
     ElidedLinear,
     targets,
 )
@@ -53,3 +54,12 @@ def test_speed_targets_read_the_widened_rows_and_name_the_row() -> None:
     b32 = next(t for n, t in got.items() if "b32, fastest" in n)
     assert b1.met and b1.measured.startswith(f"2.00x ({BEST_WIDENED_PACKAGE} 1.50 ms")
     assert b32.met and b32.measured.startswith(f"2.08x ({BEST_WIDENED} 24.00 ms")
+
+
+def test_beats_target_is_na_when_no_row_to_beat_ran() -> None:
+    fidelity = {BEST: {"cos_mean": 0.98, "nn_agreement": 87.0}}
+    beats = [t for t in targets(fidelity, {}) if "beats round-to-nearest" in t.name]
+    assert len(beats) == 1 and beats[0].met is None and beats[0].verdict == "n/a"
+    fidelity[RTN] = {"cos_mean": 0.95, "nn_agreement": 80.0}
+    beats = [t for t in targets(fidelity, {}) if "beats round-to-nearest" in t.name]
+    assert beats[0].met is True and f"{RTN}: 0.9500" in beats[0].measured
