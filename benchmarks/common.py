@@ -179,14 +179,15 @@ def ort_quantize_static(fp32: Path, out: Path, feeds: list[dict[str, Any]], **op
 def minilm_calibration(data: Any) -> str:
     """What MiniLM's calibration split holds (``minilm_data``'s defaults), for table notes: its sentences and where
     they come from. Raises ValueError for a split built with other counts, rather than describing it wrongly."""
-    from shrink.zoo.minilm import CORPUS_CALIBRATION, EXTRA_CALIBRATION
+    from shrink.zoo.minilm import CORPUS_CALIBRATION, EXTRA_CALIBRATION, GENERATED_CALIBRATION
 
     n = sum(len(batch["input_ids"]) for batch in data.calibration)
-    if n != CORPUS_CALIBRATION + EXTRA_CALIBRATION:
+    if n != CORPUS_CALIBRATION + EXTRA_CALIBRATION + GENERATED_CALIBRATION:
         raise ValueError(f"minilm_calibration: {n} calibration sentences, not minilm_data's default split")
     return (
-        f"{n} sentences, none of them scored: {CORPUS_CALIBRATION} of the corpus and {EXTRA_CALIBRATION} English "
-        "sentences from the docstrings of Python's standard library"
+        f"{n} sentences, none of them scored: {CORPUS_CALIBRATION} of the corpus, {EXTRA_CALIBRATION} English "
+        f"sentences from the docstrings of Python's standard library and {GENERATED_CALIBRATION} that "
+        "SmolLM2-135M-Instruct wrote when asked for one sentence (shipped with shrink)"
     )
 
 

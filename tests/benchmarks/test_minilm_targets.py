@@ -110,13 +110,15 @@ def test_calibration_note_names_the_default_split_and_refuses_another() -> None:
     import torch
     from benchmarks.common import minilm_calibration
 
-    from shrink.zoo.minilm import CORPUS_CALIBRATION, EXTRA_CALIBRATION
+    from shrink.zoo.minilm import CORPUS_CALIBRATION, EXTRA_CALIBRATION, GENERATED_CALIBRATION
 
     def data(n: int) -> SimpleNamespace:
         return SimpleNamespace(calibration=[{"input_ids": torch.zeros(16, 5)}] * (n // 16))
 
-    note = minilm_calibration(data(CORPUS_CALIBRATION + EXTRA_CALIBRATION))
-    assert note.startswith(f"{CORPUS_CALIBRATION + EXTRA_CALIBRATION} sentences")
-    assert f"{CORPUS_CALIBRATION} of the corpus and {EXTRA_CALIBRATION} English" in note
+    total = CORPUS_CALIBRATION + EXTRA_CALIBRATION + GENERATED_CALIBRATION
+    note = minilm_calibration(data(total))
+    assert note.startswith(f"{total} sentences")
+    assert f"{CORPUS_CALIBRATION} of the corpus, {EXTRA_CALIBRATION} English" in note
+    assert f"{GENERATED_CALIBRATION} that SmolLM2-135M-Instruct wrote" in note
     with pytest.raises(ValueError, match="default split"):
         minilm_calibration(data(CORPUS_CALIBRATION))

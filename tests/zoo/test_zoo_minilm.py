@@ -48,13 +48,16 @@ def test_calibration_and_evaluation_sentences_do_not_overlap() -> None:
 
     data = minilm_data()
     calib, test = _sentences(data.calibration), _sentences(data.test)
-    # 128 corpus + 256 docstring sentences / 481 sentences (a few may tokenize alike)
-    assert len(calib) >= 370 and len(test) >= 450
+    # 128 corpus + 256 docstring + 256 SmolLM2 sentences / 481 sentences (a few may tokenize alike)
+    assert len(calib) >= 620 and len(test) >= 450
     assert not calib & test
-    assert _sentences([data.example_inputs]) <= _sentences(minilm_data(extra_calibration=0).calibration)
+    corpus_only = minilm_data(extra_calibration=0, generated_calibration=0).calibration
+    assert _sentences([data.example_inputs]) <= _sentences(corpus_only)
+    assert sum(len(b["input_ids"]) for b in corpus_only) == 128
     assert sum(len(b["input_ids"]) for b in data.test) == len(load_sentences()) - 128
-    assert sum(len(b["input_ids"]) for b in data.calibration) == 128 + 256
-    with pytest.raises(ConfigError, match="extra_calibration"):
-        minilm_data(extra_calibration=-1)
+    assert sum(len(b["input_ids"]) for b in data.calibration) == 128 + 256 + 256
+    for name in ("extra_calibration", "generated_calibration"):
+        with pytest.raises(ConfigError, match=name):
+            minilm_data(**{name: -1})
     with pytest.raises(ConfigError, match="calibration_sentences"):
         minilm_data(limit=100, calibration_sentences=128)
