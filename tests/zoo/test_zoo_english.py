@@ -21,6 +21,8 @@ def test_sentences_are_fixed_distinct_prose() -> None:
 def test_asking_for_more_than_the_docstrings_hold_is_refused() -> None:
     with pytest.raises(DataError, match="sentences asked"):
         stdlib_sentences(10**6)
+    with pytest.raises(DataError, match=">= 0"):
+        stdlib_sentences(-1)
 
 
 def test_smollm2_sentences_are_distinct_one_line_texts_apart_from_the_corpus() -> None:
@@ -32,3 +34,5 @@ def test_smollm2_sentences_are_distinct_one_line_texts_apart_from_the_corpus() -
     assert not any(s.lower() in corpus for s in shipped)
     with pytest.raises(DataError, match="sentences asked"):
         smollm2_sentences(10**6)
+    with pytest.raises(DataError, match=">= 0"):
+        smollm2_sentences(-1)

@@ -59,6 +59,8 @@ def stdlib_sentences(count: int, seed: int = 0) -> list[str]:
     """``count`` distinct prose sentences from the docstrings of :data:`DOCSTRING_MODULES`, in a shuffled order fixed
     by ``seed`` (the same on every machine with the same Python version)."""
     sentences = list(_prose_sentences())
+    if count < 0:
+        raise DataError(f"stdlib_sentences: count must be >= 0, got {count}")
     if count > len(sentences):
         raise DataError(f"stdlib_sentences: {count} sentences asked, the docstrings hold {len(sentences)}")
     random.Random(seed).shuffle(sentences)
@@ -78,6 +80,8 @@ def smollm2_sentences(count: int) -> list[str]:
     corpus nobody chose their subjects."""
     text = resources.files("shrink.zoo").joinpath(SMOLLM2_FILE).read_text(encoding="utf-8")
     sentences = [line for line in text.splitlines() if line]
+    if count < 0:
+        raise DataError(f"smollm2_sentences: count must be >= 0, got {count}")
     if count > len(sentences):
         raise DataError(f"smollm2_sentences: {count} sentences asked, {SMOLLM2_FILE} holds {len(sentences)}")
     return sentences[:count]
