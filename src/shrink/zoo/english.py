@@ -78,13 +78,16 @@ def smollm2_sentences(count: int) -> list[str]:
     answers to :data:`SMOLLM2_PROMPT` (one or two sentences each, up to 40 tokens, on any subject the model chose),
     written once by :func:`write_smollm2_sentences`. Unlike the docstrings they are everyday prose, and unlike the
     corpus nobody chose their subjects."""
-    text = resources.files("shrink.zoo").joinpath(SMOLLM2_FILE).read_text(encoding="utf-8")
-    sentences = [line for line in text.splitlines() if line]
     if count < 0:
         raise DataError(f"smollm2_sentences: count must be >= 0, got {count}")
+    sentences = [line for line in _smollm2_file().read_text(encoding="utf-8").splitlines() if line]
     if count > len(sentences):
         raise DataError(f"smollm2_sentences: {count} sentences asked, {SMOLLM2_FILE} holds {len(sentences)}")
     return sentences[:count]
+
+
+def _smollm2_file() -> Path:
+    return Path(str(resources.files("shrink.zoo").joinpath(SMOLLM2_FILE)))
 
 
 def write_smollm2_sentences(path: Path, count: int, seed: int = 0, batch_size: int = 32) -> list[str]:
@@ -127,5 +130,4 @@ def _sample(model: Any, tok: Any, batch_size: int) -> list[str]:
 if __name__ == "__main__":  # python -m shrink.zoo.english N: rewrite the shipped file with N sentences
     import sys
 
-    target = Path(str(resources.files("shrink.zoo").joinpath(SMOLLM2_FILE)))
-    print(f"wrote {len(write_smollm2_sentences(target, int(sys.argv[1])))} sentences to {target}")
+    print(f"wrote {len(write_smollm2_sentences(_smollm2_file(), int(sys.argv[1])))} sentences to {_smollm2_file()}")
