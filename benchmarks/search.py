@@ -364,6 +364,7 @@ def _search_vs_single(section: Section, model, data, ctx, xb, calib, table, quic
                 if same
                 else ""
             )
+            + (f" — {base - found[2]:.2f} points below fp32, over the tolerance" if base - found[2] > 1.0 else "")
             if found and best_single
             else "no result",
             met,
