@@ -18,7 +18,8 @@ from shrink.quant import (
     to_torch_int8,
 )
 from shrink.quant.numerics.qparams import dynamic_fake_quant
-from shrink.quant.runtimes.torch_token import onednn_int8_available
+from shrink.quant.runtimes.torch_backend import on_kernel_codes
+from shrink.quant.runtimes.torch_token import kernel_codes, onednn_int8_available
 from shrink.select import Selector
 
 pytestmark = pytest.mark.skipif(not onednn_int8_available(), reason="oneDNN int8 linear (x86 PyTorch) missing")
@@ -47,15 +48,17 @@ def test_integer_arithmetic_is_exact():
     layer = _token_layer()
     real = TokenInt8Linear(layer)
     x = _inputs(2, 7, 48)
-    # reference in exact integers: uint8 row codes times the int8 weight codes, accumulated in int64
+    # reference in exact integers: uint8 row codes times the int8 weight codes the kernel takes on this CPU (the
+    # layer's own, or where u8 x s8 pairs saturate, 7-bit ones), accumulated in int64
+    codes, weight_scale = kernel_codes(layer.weight_int, layer.weight_scale)
     rows = x.reshape(-1, 48)
     lo, hi = rows.amin(-1, keepdim=True), rows.amax(-1, keepdim=True)
     scale = ((hi - lo) * (1.0 / 255.0)).clamp(min=1e-12)
     q = torch.round((rows - lo) * scale.reciprocal()).clamp(0, 255).long()
-    acc = q @ layer.weight_int.long().t()
+    acc = q @ codes.long().t()
     assert int(q.min()) >= 0 and int(q.max()) <= 255
-    colsum = layer.weight_int.long().sum(1).double()
-    w = layer.weight_scale.double()
+    colsum = codes.long().sum(1).double()
+    w = weight_scale.double()
     ref = acc.double() * w * scale.double() + lo.double() * colsum * w + layer.bias.detach().double()
     out = real(x).reshape(-1, 40).double()
     assert float((out - ref).abs().max()) <= 1e-4 * float(ref.abs().max())
@@ -66,7 +69,7 @@ def test_matches_the_simulated_layer(bias, relu, smooth):
     layer = _token_layer(bias=bias, relu=relu, smooth=smooth)
     x = _inputs(3, 5, 48)
     with torch.no_grad():
-        sim, real = layer(x), TokenInt8Linear(layer)(x)
+        sim, real = on_kernel_codes(layer)(x), TokenInt8Linear(layer)(x)
     assert real.shape == sim.shape == (3, 5, 40)
     assert float((real - sim).abs().max()) <= 1e-4 * float(sim.abs().max())
     if relu:
@@ -79,7 +82,7 @@ def test_any_number_of_leading_dims(shape):
     layer = _token_layer()
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(2)) * 3
     with torch.no_grad():
-        sim, real = layer(x), TokenInt8Linear(layer)(x)
+        sim, real = on_kernel_codes(layer)(x), TokenInt8Linear(layer)(x)
     assert real.shape == sim.shape == (*shape[:-1], 40)
     assert float((real - sim).abs().max()) <= 1e-4 * float(sim.abs().max())
 
@@ -119,7 +122,7 @@ def test_to_torch_int8_converts_per_token_layers():
     assert "per-token" in real.shrink_execution and "real" in real.shrink_execution
     x = torch.randn(5, 9, 32)
     with torch.no_grad():
-        ref, sim, out = model(x), q(x), real(x)
+        ref, sim, out = model(x), on_kernel_codes(q)(x), real(x)
     assert float((out - sim).abs().max()) <= 1e-3 * float(sim.abs().max())
     cos = nn.functional.cosine_similarity(out.reshape(-1, 16), ref.reshape(-1, 16)).mean()
     assert float(cos) > 0.999

@@ -7,6 +7,7 @@ from torch import nn
 import shrink
 from shrink.errors import UnsupportedOpError
 from shrink.quant import PackedLinear, QuantLinear, TokenInt8Linear, WeightOnly, to_torch_kernels, widen_to_int8
+from shrink.quant.runtimes.torch_backend import on_kernel_codes
 from shrink.quant.runtimes.torch_token import onednn_int8_available
 from shrink.quant.runtimes.widen import widened_layer
 from shrink.select import Selector
@@ -65,7 +66,7 @@ def test_torch_kernels_runs_the_widened_model_on_int8_gemms():
     x = torch.randn(7, 64)
     wide, _ = widen_to_int8(q)
     with torch.no_grad():  # the integer kernels compute what the widened model simulates, to float rounding
-        assert torch.allclose(real(x), wide(x), rtol=1e-4, atol=1e-4)
+        assert torch.allclose(real(x), on_kernel_codes(wide)(x), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(not onednn_int8_available(), reason="needs oneDNN int8 kernels (x86)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -116,6 +118,18 @@ def cpu_has_vnni() -> bool:
     return any(f in flags.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
+#: oneDNN ISA caps (``ONEDNN_MAX_CPU_ISA``) that leave out its VNNI / AMX int8 kernels
+_ONEDNN_CAPS_WITHOUT_VNNI = frozenset({"SSE41", "AVX", "AVX2", "AVX512_CORE"})
+
+
+def torch_int8_saturates() -> bool:
+    """Whether PyTorch's x86 int8 kernels (oneDNN, FBGEMM) sum each pair of u8 x s8 products in 16 bits here
+    (vpmaddubsw, which saturates at 32,767): on an x86 CPU without VNNI / AMX, or with oneDNN capped below them by
+    the ``ONEDNN_MAX_CPU_ISA`` environment variable."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return not cpu_has_vnni() or cap in _ONEDNN_CAPS_WITHOUT_VNNI
+
+
 def effective_weight_bits(bits: int, weight_range: str) -> tuple[int, bool, str | None]:
     """How 8-bit weights avoid the saturation of ONNX Runtime's u8 x s8 kernels on x86 CPUs without VNNI (pairs of
     products summed in 16 bits by vpmaddubsw): ``"reduced"`` uses 7-bit codes, ``"u8"`` (and ``"auto"`` there)
@@ -134,4 +148,4 @@ def effective_weight_bits(bits: int, weight_range: str) -> tuple[int, bool, str 
     )
 
 
-__all__ += ["cpu_has_vnni", "effective_weight_bits"]
+__all__ += ["cpu_has_vnni", "torch_int8_saturates", "effective_weight_bits"]

@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from shrink.errors import UnsupportedOpError
-from shrink.quant.layers.convert import set_module
+from shrink.quant.layers.convert import set_module, torch_int8_saturates
 from shrink.quant.layers.modules import QuantConv2d, QuantLinear
-from shrink.quant.runtimes.torch_token import TokenInt8Linear, merge_shared_inputs
+from shrink.quant.runtimes.torch_token import TokenInt8Linear, kernel_codes, merge_shared_inputs
 
-__all__ = ["TorchInt8Layer", "to_torch_int8"]
+__all__ = ["TorchInt8Layer", "to_torch_int8", "on_kernel_codes"]
 
 
 class TorchInt8Layer(nn.Module):
@@ -39,10 +39,22 @@ class TorchInt8Layer(nn.Module):
 
 
 def _weight(layer: QuantConv2d | QuantLinear) -> torch.Tensor:
-    w = layer.dequantized_weight()
-    return torch.quantize_per_channel(
-        w, layer.weight_scale.double(), torch.zeros_like(layer.weight_scale).long(), 0, torch.qint8
-    )
+    codes, scale = kernel_codes(layer.weight_int.to(torch.int8), layer.weight_scale.detach().float())
+    return torch._make_per_channel_quantized_tensor(codes, scale.double(), torch.zeros_like(scale).long(), 0)
+
+
+@torch.no_grad()
+def on_kernel_codes(model: nn.Module) -> nn.Module:
+    """A copy of the simulated quantized ``model`` (or layer) whose int8 weight codes and scales are those PyTorch's
+    int8 kernels take on this CPU (:func:`~shrink.quant.runtimes.torch_token.kernel_codes`): the float model of
+    what :func:`to_torch_int8`'s result computes. The same as ``model`` on CPUs with VNNI / AMX."""
+    out = copy.deepcopy(model)
+    for layer in out.modules():
+        if isinstance(layer, (QuantConv2d, QuantLinear)):
+            codes, scale = kernel_codes(layer.weight_int.to(torch.int8), layer.weight_scale.float())
+            layer.weight_int.copy_(codes)
+            layer.weight_scale.copy_(scale)
+    return out
 
 
 def _convert(name: str, layer: QuantConv2d | QuantLinear) -> nn.Module:
@@ -103,5 +115,7 @@ def to_torch_int8(model: nn.Module, engine: str = "x86", example_inputs: Any = N
     kernels = f"PyTorch {engine} quantized kernels" if token < len(layers) else "PyTorch oneDNN int8 kernels"
     per_token = f", {token} per-token Linear" if token else ""
     per_token += f", {merged} groups reading one input merged into one GEMM each" if merged else ""
+    if torch_int8_saturates():
+        per_token += ", 7-bit weight codes (this CPU sums u8 x s8 product pairs in 16 bits: no VNNI)"
     setattr(out, "shrink_execution", f"int8 (real, {kernels}{per_token})")  # noqa: B010  (nn.Module types attributes as Tensor | Module)
     return out

@@ -34,7 +34,7 @@ from torch import nn
 
 from shrink._atomic import atomic_write_bytes
 from shrink.errors import ConfigError, DataError, FileFormatError, ModelError, UnsupportedOpError
-from shrink.quant.runtimes.torch_token import TokenInt8Linear, inductor_settings
+from shrink.quant.runtimes.torch_token import TokenInt8Linear, inductor_settings, kernel_codes
 
 __all__ = ["package_int8", "load_int8_package", "PackagedInt8", "package_cpu_isa"]
 
@@ -83,7 +83,8 @@ def _export_form(model: nn.Module) -> nn.Module:
     for layer in out.modules():
         if isinstance(layer, TokenInt8Linear):
             del layer._buffers["packed_weight"]
-            layer.register_buffer("weight_codes", layer.source.weight_int.to(torch.int8).contiguous())
+            codes = kernel_codes(layer.source.weight_int.to(torch.int8), layer.source.weight_scale)[0]
+            layer.register_buffer("weight_codes", codes.contiguous())
             layer.__class__ = _ExportFormTokenInt8Linear
     return out.eval()
 

@@ -9,7 +9,9 @@
     y = s (W q) + lo colsum(W) + b
 
 The arithmetic is that of the simulated layer (:func:`shrink.quant.numerics.qparams.dynamic_fake_quant`) and of the ONNX
-graph (:class:`shrink.quant.onnx.ops.TokenQLinear`), so all three agree to float rounding.
+graph (:class:`shrink.quant.onnx.ops.TokenQLinear`), so all three agree to float rounding. On an x86 CPU without VNNI
+the kernel gets 7-bit weight codes instead (:func:`kernel_codes`: its u8 x s8 products would saturate), and agrees
+with the simulated layer on those codes (:func:`shrink.quant.runtimes.torch_backend.on_kernel_codes`).
 
 :func:`compile_int8` hands the converted model to ``torch.compile`` with Inductor's freezing and autotuning: the
 row reductions and rounding fuse into one kernel per input, the per-row epilogue fuses with what follows (bias,
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shrink.errors import DataError, UnsupportedOpError
+from shrink.quant.layers.convert import torch_int8_saturates
 from shrink.quant.layers.modules import QuantLinear
 
 __all__ = [
@@ -37,8 +40,27 @@ __all__ = [
     "CompiledInt8",
     "compile_int8",
     "onednn_int8_available",
+    "kernel_codes",
     "INDUCTOR_SETTINGS",
 ]
+
+#: the largest weight code PyTorch's int8 kernels get where they saturate: 255 x 64 x 2 = 32,640 fits in 16 bits
+SATURATION_SAFE_CODE = 64
+
+
+def kernel_codes(codes: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Int8 weight codes ``(out, ...)`` and their per-output-channel scales ``(out,)`` as PyTorch's int8 kernels
+    take them on this CPU: unchanged where it has int8 dot products (VNNI / AMX). Where a pair of uint8 x int8
+    products is summed in 16 bits (:func:`~shrink.quant.layers.convert.torch_int8_saturates`), each channel whose
+    codes reach past ±64 is put on a 7-bit grid, its largest code landing on ±64 (``c * 64 / max|c|`` rounded, the
+    scale multiplied by ``max|c| / 64``), so that no pair can saturate, at the price of one bit of weight
+    precision; the saturated sums would otherwise be silently wrong (255 x 127 x 2 = 64,770 > 32,767)."""
+    if not torch_int8_saturates():
+        return codes, scale
+    shape = [-1] + [1] * (codes.dim() - 1)
+    factor = (codes.float().abs().reshape(len(codes), -1).amax(dim=1) / SATURATION_SAFE_CODE).clamp(min=1.0)
+    narrowed = torch.round(codes.float() / factor.reshape(shape)).to(torch.int8)
+    return narrowed, scale * factor
 
 
 def onednn_int8_available() -> bool:
@@ -63,12 +85,12 @@ class TokenInt8Linear(nn.Module):
             raise UnsupportedOpError(f"{name}: TokenInt8Linear needs per-token activations, got {layer.act_mode!r}")
         if not onednn_int8_available():
             raise UnsupportedOpError(f"{name}: this PyTorch build has no oneDNN int8 linear (x86 CPUs only)")
-        codes = layer.weight_int.to(torch.int8)  # (out, in), symmetric: zero point 0
+        codes, scale = kernel_codes(layer.weight_int.to(torch.int8), layer.weight_scale.detach().float())
         object.__setattr__(self, "source", layer)  # the simulated layer (not a submodule), for merge_shared_inputs
         self.in_features, self.out_features, self.relu = layer.in_features, layer.out_features, layer.relu
         self.name = name
         self.register_buffer("packed_weight", torch.ops.onednn.qlinear_prepack(codes, None))
-        self.register_buffer("weight_scale", layer.weight_scale.detach().float().clone())
+        self.register_buffer("weight_scale", scale.clone())  # (out,), symmetric: zero point 0
         self.register_buffer("weight_zero_point", torch.zeros(self.out_features, dtype=torch.long))
         self.register_buffer("colsum", codes.float().sum(dim=1) * self.weight_scale)
         self.register_buffer("bias", layer.bias.detach().float().clone() if layer.bias is not None else None)

@@ -11,7 +11,8 @@ row's int8 grid::
 (the row's largest weight lands on ±127). The widening moves each weight by at most ``s_row / 2``, where int4
 rounding itself left up to ``s_g / 2``: with alike group scales ``s_row`` is about ``s_g / 18`` (``max|w| / 127``
 against ``max|w| / 7``), so the weights stay those of the packed model to within a small fraction of its own
-rounding.
+rounding. On a CPU without VNNI the int8 kernels take these codes at 7 bits
+(:func:`~shrink.quant.runtimes.torch_token.kernel_codes`), about ``s_g / 9`` a step.
 
 What changes is the arithmetic around them: the activations are quantized per token to uint8 (256 steps from each
 row's minimum to its maximum, as ``Int8Dynamic(granularity="token")``) and multiplied in integers on the CPU's int8
