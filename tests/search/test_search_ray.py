@@ -13,7 +13,7 @@ from torch import nn
 import shrink
 from shrink.api import Context
 from shrink.autosearch.search import CompressionSearch, run_search
-from shrink.autosearch.trials import probe, run_trials, shutdown_ray
+from shrink.autosearch.trials import rendezvous, run_trials, shutdown_ray
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +24,13 @@ def _ray_instance():
     shutdown_ray()
 
 
-def test_two_trials_run_concurrently_on_ray():
-    # 3-second trials: long enough that a loaded machine starting the second worker late still overlaps them
-    results = run_trials(probe, None, [3.0, 3.0], backend="ray", parallel=2)
-    (pid_a, start_a, end_a), (pid_b, start_b, end_b) = results
+def test_two_trials_run_concurrently_on_ray(tmp_path):
+    # each trial waits for the other's mark: they meet only if both run at once, however late a loaded machine
+    # starts the second worker (run one after another, the first gives up after two minutes and the test fails)
+    meetings = [(str(tmp_path), "a", "b", 120.0), (str(tmp_path), "b", "a", 120.0)]
+    (pid_a, met_a), (pid_b, met_b) = run_trials(rendezvous, None, meetings, backend="ray", parallel=2)
     assert pid_a != pid_b and os.getpid() not in (pid_a, pid_b)
-    assert max(start_a, start_b) < min(end_a, end_b)  # the two trials overlapped in time
+    assert met_a and met_b
 
 
 def test_search_trials_on_ray_match_in_process_trials():

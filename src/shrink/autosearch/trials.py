@@ -10,7 +10,7 @@ from typing import Any
 
 from shrink.errors import ConfigError
 
-__all__ = ["run_trials", "shutdown_ray", "probe", "where", "listed"]
+__all__ = ["run_trials", "shutdown_ray", "rendezvous", "where", "listed"]
 
 #: trial(shared, payload) -> result; must be a module-level function (workers import it by name)
 Trial = Callable[[Any, Any], Any]
@@ -119,14 +119,23 @@ def shutdown_ray() -> None:
         ray.shutdown()
 
 
-def probe(shared: Any, seconds: float) -> tuple[int, float, float]:
-    """A trial that only waits: ``(process id, start, end)``, to check that trials really run concurrently."""
+def rendezvous(shared: Any, meeting: tuple[str, str, str, float]) -> tuple[int, bool]:
+    """A trial that shows whether trials run concurrently, whatever the machine's load: ``meeting`` is (a folder both
+    trials see, this trial's name, its peer's name, the longest wait in seconds). It leaves a file named after itself
+    in the folder and waits for its peer's; ``(process id, whether the peer's file appeared in time)``. Trials run
+    one after another never meet: the first gives up after the wait."""
     import os
     import time
+    from pathlib import Path
 
-    start = time.time()
-    time.sleep(seconds)
-    return os.getpid(), start, time.time()
+    folder, name, peer, wait = meeting
+    (Path(folder) / name).touch()
+    deadline = time.monotonic() + wait
+    while not (Path(folder) / peer).exists():
+        if time.monotonic() > deadline:
+            return os.getpid(), False
+        time.sleep(0.05)
+    return os.getpid(), True
 
 
 def where(shared: Any, seconds: float) -> tuple[str, int]:
