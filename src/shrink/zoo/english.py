@@ -58,13 +58,19 @@ def _prose_sentences() -> tuple[str, ...]:
 def stdlib_sentences(count: int, seed: int = 0) -> list[str]:
     """``count`` distinct prose sentences from the docstrings of :data:`DOCSTRING_MODULES`, in a shuffled order fixed
     by ``seed`` (the same on every machine with the same Python version)."""
+    _check_count("stdlib_sentences", count)
     sentences = list(_prose_sentences())
-    if count < 0:
-        raise DataError(f"stdlib_sentences: count must be >= 0, got {count}")
-    if count > len(sentences):
-        raise DataError(f"stdlib_sentences: {count} sentences asked, the docstrings hold {len(sentences)}")
+    _check_count("stdlib_sentences", count, len(sentences), "the docstrings of DOCSTRING_MODULES")
     random.Random(seed).shuffle(sentences)
     return sentences[:count]
+
+
+def _check_count(where: str, count: int, available: int | None = None, source: str = "") -> None:
+    """DataError naming ``where`` for a negative ``count``, or (with ``available``) one past what ``source`` holds."""
+    if count < 0:
+        raise DataError(f"{where}: count must be >= 0, got {count}")
+    if available is not None and count > available:
+        raise DataError(f"{where}: {count} sentences asked, {source} has only {available}")
 
 
 #: the request each shipped SmolLM2 sentence answers, sampled at temperature 1 and top-p 0.95
@@ -78,11 +84,9 @@ def smollm2_sentences(count: int) -> list[str]:
     answers to :data:`SMOLLM2_PROMPT` (one or two sentences each, up to 40 tokens, on any subject the model chose),
     written once by :func:`write_smollm2_sentences`. Unlike the docstrings they are everyday prose, and unlike the
     corpus nobody chose their subjects."""
-    if count < 0:
-        raise DataError(f"smollm2_sentences: count must be >= 0, got {count}")
+    _check_count("smollm2_sentences", count)
     sentences = [line for line in _smollm2_file().read_text(encoding="utf-8").splitlines() if line]
-    if count > len(sentences):
-        raise DataError(f"smollm2_sentences: {count} sentences asked, {SMOLLM2_FILE} holds {len(sentences)}")
+    _check_count("smollm2_sentences", count, len(sentences), SMOLLM2_FILE)
     return sentences[:count]
 
 

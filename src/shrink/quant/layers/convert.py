@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -104,8 +105,10 @@ def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
+@functools.cache
 def cpu_has_vnni() -> bool:
-    """Whether this x86 CPU has VNNI / AMX int8 dot products (no 16-bit saturation in u8 x s8 kernels)."""
+    """Whether this x86 CPU has VNNI / AMX int8 dot products (no 16-bit saturation in u8 x s8 kernels); read once
+    per process."""
     import platform
 
     if platform.machine().lower() not in ("x86_64", "amd64", "i686"):

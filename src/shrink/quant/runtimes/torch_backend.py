@@ -39,7 +39,7 @@ class TorchInt8Layer(nn.Module):
 
 
 def _weight(layer: QuantConv2d | QuantLinear) -> torch.Tensor:
-    codes, scale = kernel_codes(layer.weight_int.to(torch.int8), layer.weight_scale.detach().float())
+    codes, scale = kernel_codes(layer.weight_int, layer.weight_scale)
     return torch._make_per_channel_quantized_tensor(codes, scale.double(), torch.zeros_like(scale).long(), 0)
 
 
@@ -51,7 +51,7 @@ def on_kernel_codes(model: nn.Module) -> nn.Module:
     out = copy.deepcopy(model)
     for layer in out.modules():
         if isinstance(layer, (QuantConv2d, QuantLinear)):
-            codes, scale = kernel_codes(layer.weight_int.to(torch.int8), layer.weight_scale.float())
+            codes, scale = kernel_codes(layer.weight_int, layer.weight_scale)
             layer.weight_int.copy_(codes)
             layer.weight_scale.copy_(scale)
     return out

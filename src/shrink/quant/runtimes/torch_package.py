@@ -83,7 +83,7 @@ def _export_form(model: nn.Module) -> nn.Module:
     for layer in out.modules():
         if isinstance(layer, TokenInt8Linear):
             del layer._buffers["packed_weight"]
-            codes = kernel_codes(layer.source.weight_int.to(torch.int8), layer.source.weight_scale)[0]
+            codes = kernel_codes(layer.source.weight_int, layer.source.weight_scale)[0]
             layer.register_buffer("weight_codes", codes.contiguous())
             layer.__class__ = _ExportFormTokenInt8Linear
     return out.eval()

@@ -49,12 +49,14 @@ SATURATION_SAFE_CODE = 64
 
 
 def kernel_codes(codes: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Int8 weight codes ``(out, ...)`` and their per-output-channel scales ``(out,)`` as PyTorch's int8 kernels
-    take them on this CPU: unchanged where it has int8 dot products (VNNI / AMX). Where a pair of uint8 x int8
+    """Weight codes ``(out, ...)`` and their per-output-channel scales ``(out,)`` (a layer's ``weight_int`` and
+    ``weight_scale``) as PyTorch's int8 kernels take them on this CPU, in int8 and float32: unchanged where it has
+    int8 dot products (VNNI / AMX). Where a pair of uint8 x int8
     products is summed in 16 bits (:func:`~shrink.quant.layers.convert.torch_int8_saturates`), each channel whose
     codes reach past ±64 is put on a 7-bit grid, its largest code landing on ±64 (``c * 64 / max|c|`` rounded, the
     scale multiplied by ``max|c| / 64``), so that no pair can saturate, at the price of one bit of weight
     precision; the saturated sums would otherwise be silently wrong (255 x 127 x 2 = 64,770 > 32,767)."""
+    codes, scale = codes.to(torch.int8), scale.detach().float()
     if not torch_int8_saturates():
         return codes, scale
     shape = [-1] + [1] * (codes.dim() - 1)
@@ -85,7 +87,7 @@ class TokenInt8Linear(nn.Module):
             raise UnsupportedOpError(f"{name}: TokenInt8Linear needs per-token activations, got {layer.act_mode!r}")
         if not onednn_int8_available():
             raise UnsupportedOpError(f"{name}: this PyTorch build has no oneDNN int8 linear (x86 CPUs only)")
-        codes, scale = kernel_codes(layer.weight_int.to(torch.int8), layer.weight_scale.detach().float())
+        codes, scale = kernel_codes(layer.weight_int, layer.weight_scale)
         object.__setattr__(self, "source", layer)  # the simulated layer (not a submodule), for merge_shared_inputs
         self.in_features, self.out_features, self.relu = layer.in_features, layer.out_features, layer.relu
         self.name = name
