@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -147,7 +148,11 @@ def test_exit_teardown_meets_through_the_store_not_a_collective(monkeypatch):
     try:
         store = dist.distributed_c10d._get_default_store()
         if sys.platform.startswith("linux"):  # the teardown waits for threads of this name: torch still uses it
-            assert distributed._thread_states(Path("/proc/self/task"), distributed._GLOO_WORKER)
+            # (the worker thread names itself once it runs, which a loaded machine can delay: wait up to 10 s)
+            deadline = time.monotonic() + 10
+            while not distributed._thread_states(Path("/proc/self/task"), distributed._GLOO_WORKER):
+                assert time.monotonic() < deadline, f"no {distributed._GLOO_WORKER} thread after 10 s"
+                time.sleep(0.01)
         for name in ("barrier", "all_reduce", "broadcast", "all_gather"):
             monkeypatch.setattr(dist, name, refuse)
         distributed._destroy()
