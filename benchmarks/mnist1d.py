@@ -26,9 +26,10 @@ from benchmarks.mnist1d_families import (
     KD_EPOCHS,
     KD_T,
     METHODS,
-    PRUNE_CYCLES,
     PRUNE_EPOCHS,
-    PRUNE_FINAL_EPOCHS,
+    PRUNE_STEPS,
+    REGROW_FRACTION,
+    REGROW_UNTIL,
     STUDENT_CHANNELS,
     TEACHER_EPOCHS,
     TP_CHANNELS,
@@ -170,8 +171,9 @@ def _judge_table(results: list[dict[str, Any]], section: Section) -> None:
         f"mixup, {HARD_EPOCHS} epochs from hard labels or {KD_EPOCHS} from the teacher's soft targets on the blended "
         f"signals (KD at T={KD_T:g}, no hard-label term; each its best on validation); the channel-pruned nets "
         f"recover by the same distillation for {CHANNEL_FT_EPOCHS} epochs, and the 90%-sparse one trains that way "
-        f"through {PRUNE_CYCLES} pruning cycles on a cubic schedule ({PRUNE_EPOCHS} epochs each, "
-        f"{PRUNE_FINAL_EPOCHS} after the last). PTQ rows "
+        f"for {PRUNE_EPOCHS} epochs: gradual pruning over the first {PRUNE_STEPS} (one mask update each), then RigL "
+        f"regrowth (the smallest {REGROW_FRACTION:.0%} of the kept weights swapped for the pruned weights of largest "
+        f"gradient each epoch, on a cosine decay) until {REGROW_UNTIL:.0%} of the run. PTQ rows "
         "are fake-quant (simulated integer arithmetic); QAT and binarization rows are their training forms. The "
         "CNN+BN rows (ZeroQ reads BatchNorm statistics; the paper's CNN has none) are compared with the fp32 CNN+BN "
         "of the same seed, every other row with the fp32 CNN. 'vs its fp32': better/worse only where the 95% "

@@ -114,6 +114,30 @@ GRID: dict[str, list[dict[str, Any]]] = {
             (10, 20, 500, "cubic"),
         )
     ],  # fmt: skip
+    # gradual pruning over the first `pruning_steps` epochs (one mask update each), then RigL regrowth until
+    # `regrow_until` of the run; one cosine schedule, trained against the unpruned CNN's soft targets on mixup blends
+    "gradual_regrow": [
+        {
+            "epochs": 1000,
+            "pruning_steps": p,
+            "frequency": 1,
+            "lr": 1e-2,
+            "mixup": True,
+            "distill_alpha": 1.0,
+            "temperature": 1.0,
+            "regrow_fraction": r,
+            "regrow_every": e,
+            "regrow_until": u,
+        }
+        for p, r, e, u in (
+            (300, 0.1, 1, 0.75),
+            (300, 0.1, 5, 0.75),
+            (100, 0.1, 1, 0.75),
+            (100, 0.1, 1, 0.9),
+            (50, 0.1, 1, 0.75),
+            (100, 0.05, 1, 0.75),
+        )
+    ],  # fmt: skip
     "channels": [
         {"recovery": r, "epochs": e, "importance": i, "lr": 1e-2} | kd
         for r, e, i, kd in (
@@ -178,7 +202,7 @@ def _build(kind: str, params: dict[str, Any], teacher: nn.Module, data: Any) -> 
         return shrink.distill(Mnist1dCNN(channels=params["channels"]), teacher, kd, **train)
     if kind in ("iterative", "iterative_distill"):
         return shrink.prune(teacher, IterativePruning(sparsity=0.9, **params), **train)
-    if kind in ("gradual", "gradual_distill"):
+    if kind in ("gradual", "gradual_distill", "gradual_regrow"):
         return shrink.prune(teacher, GradualPruning(final_sparsity=0.9, **params), **train)
     if kind == "gradual_kd":
         return _gradual_kd(teacher, data, **params)

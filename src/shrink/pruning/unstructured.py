@@ -1,5 +1,6 @@
 """Unstructured pruning with fine-tuning: iterative prune -> fine-tune cycles (Han et al. 2015) and the gradual
-polynomial schedule of Zhu & Gupta (2017), with optional L1/L2 regularization while fine-tuning.
+polynomial schedule of Zhu & Gupta (2017), optionally followed by drop-and-regrow mask updates at the final sparsity
+(RigL, :mod:`shrink.pruning.regrow`), with optional L1/L2 regularization while fine-tuning.
 
 Masks are parametrizations (``weight = original * mask``) during and after training, so pruned weights stay
 exactly zero through every optimizer step; ``make_permanent`` bakes them in, ``shrink.save`` stores them sparse.
@@ -27,6 +28,7 @@ from shrink.errors import DataError
 from shrink.pruning.magnitude import Criterion, Scope, prune_unstructured
 from shrink.pruning.masks import apply_mask, get_mask, weight_of
 from shrink.pruning.penalty import Regularization, weight_penalty
+from shrink.pruning.regrow import dense_gradients, regrow_fraction, regrow_masks
 from shrink.pruning.schedule import iterative_sparsities, polynomial_sparsity, polynomial_steps
 from shrink.select import Selector, select_modules
 from shrink.train import fit
@@ -83,7 +85,8 @@ class GradualPruning(_FineTuneFields):
 
     The masks are updated at the start of epochs ``start_epoch + k * frequency`` (k = 0..``pruning_steps``) to
     ``s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n dt))^3``; the epochs after the last update recover accuracy at the
-    final sparsity. Time is counted in epochs (one mask update per ``frequency`` epochs).
+    final sparsity. Time is counted in epochs (one mask update per ``frequency`` epochs). With ``regrow_fraction``
+    the masks keep moving at the final sparsity after the last update, until ``regrow_until`` (RigL).
     """
 
     #: sparsity set by the last mask update (after start_epoch + pruning_steps * frequency epochs)
@@ -97,6 +100,14 @@ class GradualPruning(_FineTuneFields):
     pruning_steps: int = pydantic.Field(5, ge=1)
     #: epochs between two mask updates
     frequency: int = pydantic.Field(1, ge=1)
+    #: after the last mask update, drop this fraction of the kept weights (smallest magnitude) and revive as many
+    #: pruned ones (largest loss gradient, starting at zero) every ``regrow_every`` epochs, the fraction decaying on a
+    #: cosine to 0 at ``regrow_until`` (RigL, Evci et al. 2020); 0: the masks stay fixed after the last update
+    regrow_fraction: float = pydantic.Field(0.0, ge=0.0, le=1.0)
+    #: epochs between two regrowth updates
+    regrow_every: int = pydantic.Field(1, ge=1)
+    #: the fraction of ``epochs`` after which the masks stay fixed (RigL stops at 0.75)
+    regrow_until: float = pydantic.Field(0.75, gt=0.0, le=1.0)
 
     @pydantic.model_validator(mode="after")
     def _check_schedule(self) -> GradualPruning:
@@ -108,7 +119,18 @@ class GradualPruning(_FineTuneFields):
                 f"the schedule ends at epoch {end} (start_epoch + pruning_steps * frequency) but "
                 f"training has only {self.epochs} epochs"
             )
+        if self.regrow_fraction > 0 and self.regrow_end <= end + self.regrow_every:
+            raise ValueError(
+                f"regrowth would stop at epoch {self.regrow_end} (regrow_until * epochs), before its first update "
+                f"at epoch {end + self.regrow_every} (regrow_every after the last mask update): raise "
+                "regrow_until or epochs, or set regrow_fraction to 0"
+            )
         return self
+
+    @property
+    def regrow_end(self) -> int:
+        """The epoch after which the masks stay fixed."""
+        return int(self.regrow_until * self.epochs)
 
 
 def layer_sparsities(modules: dict[str, nn.Module]) -> dict[str, float]:
@@ -214,11 +236,21 @@ def gradual_prune(model: nn.Module, config: GradualPruning, ctx: Context) -> nn.
             frequency=config.frequency,
         )
 
+    teacher = _teacher(model, config, ctx)
+    swaps: list[int] = []
+
     def step(t: int) -> None:
         if t in updates:
             prune_unstructured(modules, target(t), config.scope, config.criterion, config.seed + t)
+            return
+        first = updates[-1] + config.regrow_every  # the first regrowth, at the full fraction
+        fraction = regrow_fraction(t, start=first, end=config.regrow_end, fraction=config.regrow_fraction)
+        if fraction > 0 and (t - first) % config.regrow_every == 0:
+            assert ctx.train is not None  # _train checked it before the first epoch
+            loss = teacher if teacher is not None else cross_entropy_loss
+            grads = dense_gradients(model, modules, loss, next(iter(ctx.train)))
+            swaps.append(regrow_masks(modules, grads, fraction, config.scope))
 
-    teacher = _teacher(model, config, ctx)
     for m in modules.values():  # masks exist from the start so that a resumed run can load them
         if get_mask(m) is None:
             apply_mask(m, torch.ones_like(weight_of(m), dtype=torch.bool))
@@ -236,6 +268,11 @@ def gradual_prune(model: nn.Module, config: GradualPruning, ctx: Context) -> nn.
     )
     if config.epochs == updates[-1]:
         ctx.notes.append("gradual_pruning: the last mask update came after the last epoch (no recovery epochs)")
+    if swaps:
+        ctx.notes.append(
+            f"gradual_pruning: {len(swaps)} regrowth updates up to epoch {config.regrow_end} moved {sum(swaps)} "
+            f"weights (first {swaps[0]}, last {swaps[-1]})"
+        )
     ctx.notes.append(
         f"gradual_pruning: {config.pruning_steps + 1} mask updates at epochs {updates} "
         f"({', '.join(f'{100 * target(t):.1f}%' for t in updates)}); {_describe(modules)}"
