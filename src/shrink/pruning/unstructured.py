@@ -100,14 +100,18 @@ class GradualPruning(_FineTuneFields):
     pruning_steps: int = pydantic.Field(5, ge=1)
     #: epochs between two mask updates
     frequency: int = pydantic.Field(1, ge=1)
-    #: after the last mask update, drop this fraction of the kept weights (smallest magnitude) and revive as many
-    #: pruned ones (largest loss gradient, starting at zero) every ``regrow_every`` epochs, the fraction decaying on a
-    #: cosine to 0 at ``regrow_until`` (RigL, Evci et al. 2020); 0: the masks stay fixed after the last update
+    #: after the last mask update (or the first: ``regrow_from``), drop this fraction of the kept weights (smallest
+    #: magnitude) and revive as many pruned ones (largest loss gradient, starting at zero) every ``regrow_every``
+    #: epochs, the fraction decaying on a cosine to 0 at ``regrow_until`` (RigL, Evci et al. 2020); 0: the masks
+    #: stay fixed after the last update
     regrow_fraction: float = pydantic.Field(0.0, ge=0.0, le=1.0)
     #: epochs between two regrowth updates
     regrow_every: int = pydantic.Field(1, ge=1)
     #: the fraction of ``epochs`` after which the masks stay fixed (RigL stops at 0.75)
     regrow_until: float = pydantic.Field(0.75, gt=0.0, le=1.0)
+    #: 'last_update': regrow only at the final sparsity (RigL); 'first_update': from the first mask update on,
+    #: while the sparsity still rises (GraNet, Liu et al. 2021)
+    regrow_from: Literal["last_update", "first_update"] = "last_update"
 
     @pydantic.model_validator(mode="after")
     def _check_schedule(self) -> GradualPruning:
@@ -119,13 +123,23 @@ class GradualPruning(_FineTuneFields):
                 f"the schedule ends at epoch {end} (start_epoch + pruning_steps * frequency) but "
                 f"training has only {self.epochs} epochs"
             )
-        if self.regrow_fraction > 0 and self.regrow_end <= end + self.regrow_every:
+        if self.regrow_fraction > 0 and self.regrow_end <= self.regrow_start:
             raise ValueError(
                 f"regrowth would stop at epoch {self.regrow_end} (regrow_until * epochs), before its first update "
-                f"at epoch {end + self.regrow_every} (regrow_every after the last mask update): raise "
+                f"at epoch {self.regrow_start} (regrow_every after the {self.regrow_from.replace('_', ' ')}): raise "
                 "regrow_until or epochs, or set regrow_fraction to 0"
             )
         return self
+
+    @property
+    def regrow_start(self) -> int:
+        """The epoch of the first regrowth update, the one at the full ``regrow_fraction``."""
+        after = (
+            self.start_epoch
+            if self.regrow_from == "first_update"
+            else self.start_epoch + self.pruning_steps * self.frequency
+        )
+        return after + self.regrow_every
 
     @property
     def regrow_end(self) -> int:
@@ -242,8 +256,7 @@ def gradual_prune(model: nn.Module, config: GradualPruning, ctx: Context) -> nn.
     def step(t: int) -> None:
         if t in updates:
             prune_unstructured(modules, target(t), config.scope, config.criterion, config.seed + t)
-            return
-        first = updates[-1] + config.regrow_every  # the first regrowth, at the full fraction
+        first = config.regrow_start
         fraction = regrow_fraction(t, start=first, end=config.regrow_end, fraction=config.regrow_fraction)
         if fraction > 0 and (t - first) % config.regrow_every == 0:
             assert ctx.train is not None  # _train checked it before the first epoch
