@@ -105,9 +105,9 @@ def test_gradual_pruning_regrows_after_its_last_update_and_keeps_the_sparsity(mo
 
 def test_regrowth_from_the_first_update_runs_while_the_sparsity_rises(monkeypatch):
     torch.manual_seed(0)
-    epochs_seen: list[float] = []
+    fractions: list[float] = []
     monkeypatch.setattr(
-        unstructured_mod, "regrow_masks", lambda modules, grads, fraction, scope: epochs_seen.append(fraction) or 0
+        unstructured_mod, "regrow_masks", lambda modules, grads, fraction, scope: fractions.append(fraction) or 0
     )
     cfg = GradualPruning(final_sparsity=0.8, epochs=12, pruning_steps=3, frequency=2, regrow_fraction=0.2,
                          regrow_from="first_update", regrow_until=0.75)  # fmt: skip
@@ -115,7 +115,7 @@ def test_regrowth_from_the_first_update_runs_while_the_sparsity_rises(monkeypatc
     batches = [(torch.randn(8, 16), torch.randint(0, 4, (8,)))]
     pruned = apply(nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)), cfg, Context(train=batches))
     # epochs 1..8: during the mask updates at 2, 4, 6 and after them, up to 0.75 * 12 = 9
-    assert len(epochs_seen) == 8 and epochs_seen[0] == pytest.approx(0.2)
+    assert len(fractions) == 8 and fractions[0] == pytest.approx(0.2)
     assert sparsity(pruned) == pytest.approx(0.8, abs=1e-3)
 
 

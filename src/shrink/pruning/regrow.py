@@ -11,7 +11,6 @@ dense one (taken with respect to the effective, masked weight), from one batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,6 +20,7 @@ from torch.nn.utils import parametrize
 from shrink.data import split_batch
 from shrink.errors import DataError
 from shrink.pruning.masks import apply_mask, get_mask, weight_of
+from shrink.train.loop import LossFn
 
 __all__ = ["dense_gradients", "regrow_masks", "regrow_fraction"]
 
@@ -35,7 +35,7 @@ def regrow_fraction(t: int, *, start: int, end: int, fraction: float) -> float:
 def dense_gradients(
     model: nn.Module,
     modules: dict[str, nn.Module],
-    loss_fn: Callable[[nn.Module, Any, Any], torch.Tensor],
+    loss_fn: LossFn,
     batch: Any,
 ) -> dict[str, torch.Tensor]:
     """The gradient of ``loss_fn`` on ``batch`` with respect to each module's effective weight, pruned entries

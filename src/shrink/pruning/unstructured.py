@@ -117,7 +117,7 @@ class GradualPruning(_FineTuneFields):
     def _check_schedule(self) -> GradualPruning:
         if self.initial_sparsity > self.final_sparsity:
             raise ValueError(f"initial_sparsity {self.initial_sparsity} > final_sparsity {self.final_sparsity}")
-        end = self.start_epoch + self.pruning_steps * self.frequency
+        end = self.last_update
         if end > self.epochs:
             raise ValueError(
                 f"the schedule ends at epoch {end} (start_epoch + pruning_steps * frequency) but "
@@ -132,13 +132,14 @@ class GradualPruning(_FineTuneFields):
         return self
 
     @property
+    def last_update(self) -> int:
+        """The epoch of the last mask update, the one that reaches ``final_sparsity``."""
+        return self.start_epoch + self.pruning_steps * self.frequency
+
+    @property
     def regrow_start(self) -> int:
         """The epoch of the first regrowth update, the one at the full ``regrow_fraction``."""
-        after = (
-            self.start_epoch
-            if self.regrow_from == "first_update"
-            else self.start_epoch + self.pruning_steps * self.frequency
-        )
+        after = self.start_epoch if self.regrow_from == "first_update" else self.last_update
         return after + self.regrow_every
 
     @property
@@ -256,9 +257,9 @@ def gradual_prune(model: nn.Module, config: GradualPruning, ctx: Context) -> nn.
     def step(t: int) -> None:
         if t in updates:
             prune_unstructured(modules, target(t), config.scope, config.criterion, config.seed + t)
-        first = config.regrow_start
-        fraction = regrow_fraction(t, start=first, end=config.regrow_end, fraction=config.regrow_fraction)
-        if fraction > 0 and (t - first) % config.regrow_every == 0:
+        start = config.regrow_start
+        fraction = regrow_fraction(t, start=start, end=config.regrow_end, fraction=config.regrow_fraction)
+        if fraction > 0 and (t - start) % config.regrow_every == 0:
             assert ctx.train is not None  # _train checked it before the first epoch
             loss = teacher if teacher is not None else cross_entropy_loss
             grads = dense_gradients(model, modules, loss, next(iter(ctx.train)))
