@@ -1,12 +1,13 @@
-"""Choose the MNIST-1D family settings on the VALIDATION split only: ``python -m benchmarks.mnist1d_select [kind ...]``
-trains each candidate on seeds 0-1 and prints its mean validation accuracy; the winners are typed into
-``benchmarks/mnist1d_families.py`` with the printout's date. The test split is never read here."""
+"""Choose the MNIST-1D family settings on the VALIDATION split only: ``python -m benchmarks.mnist1d_select
+[--seeds N] [kind ...]`` trains each candidate on seeds 0..N-1 (default 2) and prints its mean validation accuracy;
+the winners are typed into ``benchmarks/mnist1d_families.py`` with the printout's date. The test split is never read
+here."""
 
 from __future__ import annotations
 
+import argparse
 import copy
 import statistics
-import sys
 from multiprocessing import get_context
 from typing import Any
 
@@ -23,7 +24,8 @@ from shrink.train import FineTune
 from shrink.zoo.mnist1d import mnist1d_data
 from shrink.zoo.mnist1d_models import Mnist1dCNN, one_thread
 
-SEEDS = (0, 1)
+#: seeds per candidate unless ``--seeds`` says otherwise
+SEEDS = 2
 #: the teacher: ``mnist1d_families.teacher`` (mixup, 500 epochs, cosine); the chosen settings and the printouts of
 #: their runs are in ``mnist1d_families``
 GRID: dict[str, list[dict[str, Any]]] = {
@@ -138,6 +140,24 @@ GRID: dict[str, list[dict[str, Any]]] = {
             (100, 0.05, 1, 0.75),
         )
     ],  # fmt: skip
+    # the chosen `gradual_regrow` row once regrowth reset the optimizer's state for revived weights and took its
+    # gradient on a mixup blend (run with --seeds 8): from the last mask update (RigL) or the first (GraNet), and a
+    # larger fraction
+    "regrow_fresh": [
+        {
+            "epochs": 1000,
+            "pruning_steps": 100,
+            "frequency": 1,
+            "lr": 1e-2,
+            "mixup": True,
+            "distill_alpha": 1.0,
+            "temperature": 1.0,
+            "regrow_fraction": r,
+            "regrow_until": 0.9,
+            "regrow_from": start,
+        }
+        for start, r in (("last_update", 0.1), ("first_update", 0.1), ("last_update", 0.15))
+    ],
     "channels": [
         {"recovery": r, "epochs": e, "importance": i, "lr": 1e-2} | kd
         for r, e, i, kd in (
@@ -235,21 +255,28 @@ def _teacher_val(seed: int) -> float:
     return accuracy(*predict(f.teacher(seed), mnist1d_data(seed=seed).val))
 
 
-def main(kinds: list[str]) -> None:
-    jobs = [(k, i, s) for k in kinds for i in range(len(GRID[k])) for s in SEEDS]
+def main(kinds: list[str], seeds: int = SEEDS) -> None:
+    jobs = [(k, i, s) for k in kinds for i in range(len(GRID[k])) for s in range(seeds)]
     with get_context("spawn").Pool(2) as pool:
         # the teachers first (trained once, cached for the jobs)
-        for seed, val in zip(SEEDS, pool.map(_teacher_val, SEEDS), strict=True):
+        for seed, val in enumerate(pool.map(_teacher_val, range(seeds))):
             print(f"teacher seed {seed}: val {val:.2f}", flush=True)
         rows = pool.map(_job, jobs, chunksize=1)
     for kind in kinds:
         for i, params in enumerate(GRID[kind]):
-            val = statistics.mean(v for k, j, _, v in rows if k == kind and j == i)
-            print(kind, params, f"val {val:.2f}", flush=True)
+            vals = [v for k, j, _, v in rows if k == kind and j == i]
+            each = ", ".join(f"{v:.1f}" for v in vals)
+            print(kind, params, f"val {statistics.mean(vals):.2f} (seeds: {each})", flush=True)
 
 
 if __name__ == "__main__":
-    unknown = [k for k in sys.argv[1:] if k not in GRID]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=SEEDS, help="seeds per candidate, 0..N-1 (default %(default)s)")
+    parser.add_argument("kinds", nargs="*", metavar="kind", help=f"grids to run (default: all): {', '.join(GRID)}")
+    args = parser.parse_args()
+    unknown = [k for k in args.kinds if k not in GRID]
     if unknown:
-        raise SystemExit(f"unknown kind(s) {unknown}; choose from {list(GRID)}")
-    main(sys.argv[1:] or list(GRID))
+        parser.error(f"unknown kind(s) {unknown}; choose from {list(GRID)}")
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
+    main(args.kinds or list(GRID), args.seeds)

@@ -30,6 +30,22 @@ def test_the_smallest_kept_weights_make_way_for_the_largest_pruned_gradients():
     assert layer.weight.tolist() == [[0.0, 0.0, pytest.approx(0.9), 0.0, 0.0, 0.0]]
 
 
+@pytest.mark.parametrize("make", [lambda p: torch.optim.Adam(p, lr=0.1), lambda p: torch.optim.SGD(p, 0.1, 0.9)])
+def test_revived_weights_start_with_fresh_optimizer_state_and_kept_ones_keep_theirs(make):
+    layer = _layer([0.5, -0.1, 0.9, 0.3], [True, True, True, False])
+    original = layer.parametrizations.weight.original
+    optimizer = make([original])
+    layer(torch.ones(2, 4)).sum().backward()
+    optimizer.step()
+    per_entry = [v for v in optimizer.state[original].values() if v.shape == original.shape]
+    assert per_entry  # Adam's two moments, SGD's momentum buffer
+    for value in per_entry:
+        value.fill_(1.0)  # e.g. state the entry built up before it was pruned
+    grads = {"fc": torch.tensor([[0.0, 0.0, 0.0, 1.0]])}
+    regrow_masks({"fc": layer}, grads, fraction=1 / 3, optimizer=optimizer)  # -0.1 goes, the 4th entry comes back
+    assert all(value.tolist() == [[1.0, 1.0, 1.0, 0.0]] for value in per_entry)
+
+
 def test_global_scope_moves_weights_between_layers_and_layer_scope_does_not():
     def pair():
         return {
@@ -86,9 +102,10 @@ def test_gradual_pruning_regrows_after_its_last_update_and_keeps_the_sparsity(mo
     batches = [(torch.randn(16, 16), torch.randint(0, 4, (16,))) for _ in range(4)]
     seen: list[tuple[float, dict[str, torch.Tensor]]] = []
 
-    def spy(modules, grads, fraction, scope):
+    def spy(modules, grads, fraction, scope, optimizer):
+        assert isinstance(optimizer, torch.optim.Adam)  # fit's optimizer, whose state for revived weights is reset
         seen.append((fraction, {n: get_mask(m).clone() for n, m in modules.items()}))
-        return regrow_masks(modules, grads, fraction, scope)
+        return regrow_masks(modules, grads, fraction, scope, optimizer)
 
     monkeypatch.setattr(unstructured_mod, "regrow_masks", spy)
     cfg = GradualPruning(final_sparsity=0.8, epochs=12, pruning_steps=3, frequency=1, lr=1e-2, regrow_fraction=0.3)
@@ -107,7 +124,7 @@ def test_regrowth_from_the_first_update_runs_while_the_sparsity_rises(monkeypatc
     torch.manual_seed(0)
     fractions: list[float] = []
     monkeypatch.setattr(
-        unstructured_mod, "regrow_masks", lambda modules, grads, fraction, scope: fractions.append(fraction) or 0
+        unstructured_mod, "regrow_masks", lambda modules, grads, fraction, scope, opt: fractions.append(fraction) or 0
     )
     cfg = GradualPruning(final_sparsity=0.8, epochs=12, pruning_steps=3, frequency=2, regrow_fraction=0.2,
                          regrow_from="first_update", regrow_until=0.75)  # fmt: skip

@@ -4,8 +4,9 @@ with Neuroregeneration", 2021).
 
 Each update removes the ``fraction`` of surviving weights with the smallest magnitude and revives as many pruned
 weights, those whose loss gradient is largest in magnitude; revived weights start at zero, so the update leaves the
-model's function unchanged until training moves them. The number of weights kept never changes. The gradient is the
-dense one (taken with respect to the effective, masked weight), from one batch.
+model's function unchanged until training moves them, and the optimizer's state for them (Adam's moments, SGD's
+momentum) is reset, as in RigL's reference code, so that they start as fresh weights. The number of weights kept
+never changes. The gradient is the dense one (taken with respect to the effective, masked weight), from one batch.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from shrink.errors import DataError
 from shrink.pruning.masks import apply_mask, get_mask, weight_of
 from shrink.train.loop import LossFn
 
-__all__ = ["dense_gradients", "regrow_masks", "regrow_fraction"]
+__all__ = ["dense_gradients", "regrow_masks", "regrow_fraction", "reset_optimizer_state"]
 
 
 def regrow_fraction(t: int, *, start: int, end: int, fraction: float) -> float:
@@ -67,11 +68,24 @@ def _swap(keep: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor, n: int) 
     return new
 
 
+def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, entries: torch.Tensor) -> None:
+    """Zero every per-entry state ``optimizer`` keeps for ``param`` (tensors of its shape: Adam's moments, SGD's
+    momentum buffer) at the entries where the boolean ``entries`` is True."""
+    for value in optimizer.state.get(param, {}).values():
+        if isinstance(value, torch.Tensor) and value.shape == param.shape:
+            value[entries] = 0
+
+
 def regrow_masks(
-    modules: dict[str, nn.Module], grads: dict[str, torch.Tensor], fraction: float, scope: str = "global"
+    modules: dict[str, nn.Module],
+    grads: dict[str, torch.Tensor],
+    fraction: float,
+    scope: str = "global",
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> int:
     """Drop ``fraction`` of the kept weights of ``modules`` (over all of them, or in each layer with
-    ``scope="layer"``) and revive as many; every module must already be masked. Returns the number swapped."""
+    ``scope="layer"``) and revive as many, at zero and with ``optimizer``'s state for them reset; every module must
+    already be masked. Returns the number swapped."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"regrow fraction must be in [0, 1], got {fraction}")
     masks: dict[str, torch.Tensor] = {}
@@ -99,6 +113,9 @@ def regrow_masks(
         revived = new_mask & ~masks[name]
         swapped += int(revived.sum())
         apply_mask(m, new_mask)
+        original = getattr(m, "parametrizations").weight.original  # noqa: B009 (added at run time)
         with torch.no_grad():  # a pruned entry's original may have drifted under the optimizer's momentum
-            getattr(m, "parametrizations").weight.original[revived] = 0.0  # noqa: B009 (added at run time)
+            original[revived] = 0.0
+            if optimizer is not None:
+                reset_optimizer_state(optimizer, original, revived)
     return swapped

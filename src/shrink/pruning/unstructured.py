@@ -23,6 +23,7 @@ from torch import nn
 
 from shrink.api import Context, implements
 from shrink.config import Config, register
+from shrink.data import split_batch
 from shrink.distillation.objective import DistillLoss
 from shrink.errors import DataError
 from shrink.pruning.magnitude import Criterion, Scope, prune_unstructured
@@ -33,6 +34,7 @@ from shrink.pruning.schedule import iterative_sparsities, polynomial_sparsity, p
 from shrink.select import Selector, select_modules
 from shrink.train import fit
 from shrink.train.loop import cross_entropy_loss
+from shrink.train.mixup import mix_batch
 
 __all__ = ["IterativePruning", "GradualPruning", "layer_sparsities"]
 
@@ -186,6 +188,7 @@ def _train(
     sub: str,
     teacher: DistillLoss | None,
     on_epoch_end: Callable[[int], None] | None = None,
+    on_start: Callable[[torch.optim.Optimizer], None] | None = None,
 ) -> None:
     if epochs == 0:
         return
@@ -202,6 +205,7 @@ def _train(
         mixup=cfg.mixup,
         regularizer=weight_penalty(modules, cfg.regularization, cfg.reg_strength),
         on_epoch_end=on_epoch_end,
+        on_start=on_start,
         checkpoint_dir=Path(ctx.checkpoint_dir) / sub if ctx.checkpoint_dir is not None else None,
         progress=ctx.progress,
         desc=desc,
@@ -253,6 +257,7 @@ def gradual_prune(model: nn.Module, config: GradualPruning, ctx: Context) -> nn.
 
     teacher = _teacher(model, config, ctx)
     swaps: list[int] = []
+    optimizer: list[torch.optim.Optimizer] = []  # fit's, once built: regrowth resets its state for revived weights
 
     def step(t: int) -> None:
         if t in updates:
@@ -262,8 +267,11 @@ def gradual_prune(model: nn.Module, config: GradualPruning, ctx: Context) -> nn.
         if fraction > 0 and (t - start) % config.regrow_every == 0:
             assert ctx.train is not None  # _train checked it before the first epoch
             loss = teacher if teacher is not None else cross_entropy_loss
-            grads = dense_gradients(model, modules, loss, next(iter(ctx.train)))
-            swaps.append(regrow_masks(modules, grads, fraction, config.scope))
+            batch = split_batch(next(iter(ctx.train)))
+            if config.mixup:  # the gradient of the loss training follows: on blended samples
+                batch = mix_batch(*batch)
+            grads = dense_gradients(model, modules, loss, batch)
+            swaps.append(regrow_masks(modules, grads, fraction, config.scope, optimizer[0] if optimizer else None))
 
     for m in modules.values():  # masks exist from the start so that a resumed run can load them
         if get_mask(m) is None:
@@ -279,6 +287,7 @@ def gradual_prune(model: nn.Module, config: GradualPruning, ctx: Context) -> nn.
         sub="gradual",
         desc="gradual pruning",
         on_epoch_end=lambda epoch: step(epoch + 1),
+        on_start=optimizer.append,
     )
     if config.epochs == updates[-1]:
         ctx.notes.append("gradual_pruning: the last mask update came after the last epoch (no recovery epochs)")

@@ -179,6 +179,7 @@ def fit(
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
+    on_start: Callable[[torch.optim.Optimizer], None] | None = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
     desc: str = "fine-tune",
@@ -188,7 +189,9 @@ def fit(
     """Train ``model`` in place for ``epochs`` epochs and return it in eval mode.
 
     ``loss_fn(model, inputs, target)`` defaults to cross-entropy; ``regularizer(model)`` is added to each step's
-    loss (e.g. an L1 penalty); ``on_epoch_end(epoch)`` runs after each epoch (e.g. a pruning schedule step).
+    loss (e.g. an L1 penalty); ``on_epoch_end(epoch)`` runs after each epoch (e.g. a pruning schedule step);
+    ``on_start(optimizer)`` runs once the optimizer is built (and resumed), before the first epoch, for callers that
+    edit its state (e.g. regrowth resetting the moments of revived weights).
     ``mixup=True`` blends each batch's samples in pairs (:mod:`shrink.train.mixup`) before the loss sees them: the
     default loss and distillation losses read the blended labels.
     """
@@ -200,6 +203,8 @@ def fit(
 
     ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
     start = _resume(ckpt, model, opt, sched)
+    if on_start is not None:
+        on_start(opt)
     setup()  # under torchrun: join the process group; the step below is then DDP-wrapped (rank 0's start broadcast)
     step = training_step(model, loss_fn, regularizer)
 
