@@ -239,6 +239,26 @@ def iterative_prune(model: nn.Module, config: IterativePruning, ctx: Context) ->
     return model.eval()
 
 
+def _regrow(
+    model: nn.Module,
+    modules: dict[str, nn.Module],
+    config: GradualPruning,
+    ctx: Context,
+    teacher: DistillLoss | None,
+    fraction: float,
+    optimizer: torch.optim.Optimizer | None,
+) -> int:
+    """One regrowth update, its gradient from the loss training follows (on a blended batch under mixup); returns
+    the number of weights moved."""
+    assert ctx.train is not None  # _train checked it before the first epoch
+    loss = teacher if teacher is not None else cross_entropy_loss
+    batch = split_batch(next(iter(ctx.train)))
+    if config.mixup:
+        batch = mix_batch(*batch)
+    grads = dense_gradients(model, modules, loss, batch)
+    return regrow_masks(modules, grads, fraction, config.scope, optimizer)
+
+
 @implements(GradualPruning)
 def gradual_prune(model: nn.Module, config: GradualPruning, ctx: Context) -> nn.Module:
     """Fine-tune for ``epochs`` epochs while the masks follow the polynomial schedule (updated between epochs)."""
@@ -265,13 +285,7 @@ def gradual_prune(model: nn.Module, config: GradualPruning, ctx: Context) -> nn.
         start = config.regrow_start
         fraction = regrow_fraction(t, start=start, end=config.regrow_end, fraction=config.regrow_fraction)
         if fraction > 0 and (t - start) % config.regrow_every == 0:
-            assert ctx.train is not None  # _train checked it before the first epoch
-            loss = teacher if teacher is not None else cross_entropy_loss
-            batch = split_batch(next(iter(ctx.train)))
-            if config.mixup:  # the gradient of the loss training follows: on blended samples
-                batch = mix_batch(*batch)
-            grads = dense_gradients(model, modules, loss, batch)
-            swaps.append(regrow_masks(modules, grads, fraction, config.scope, optimizer[0] if optimizer else None))
+            swaps.append(_regrow(model, modules, config, ctx, teacher, fraction, optimizer[0] if optimizer else None))
 
     for m in modules.values():  # masks exist from the start so that a resumed run can load them
         if get_mask(m) is None:
