@@ -28,6 +28,11 @@ from shrink.zoo.mnist1d_models import Mnist1dCNN, one_thread
 SEEDS = 2
 #: the teacher: ``mnist1d_families.teacher`` (mixup, 500 epochs, cosine); the chosen settings and the printouts of
 #: their runs are in ``mnist1d_families``
+#: what every regrowth candidate shares: 1000 epochs in one cosine schedule from lr 1e-2, one mask update per epoch,
+#: trained against the unpruned CNN's soft targets on mixup blends (T=1, no label term)
+_REGROW: dict[str, Any] = {
+    "epochs": 1000, "frequency": 1, "lr": 1e-2, "mixup": True, "distill_alpha": 1.0, "temperature": 1.0
+}  # fmt: skip
 GRID: dict[str, list[dict[str, Any]]] = {
     "hard": [
         {"epochs": 200, "lr": 1e-2},
@@ -119,18 +124,7 @@ GRID: dict[str, list[dict[str, Any]]] = {
     # gradual pruning over the first `pruning_steps` epochs (one mask update each), then RigL regrowth until
     # `regrow_until` of the run; one cosine schedule, trained against the unpruned CNN's soft targets on mixup blends
     "gradual_regrow": [
-        {
-            "epochs": 1000,
-            "pruning_steps": p,
-            "frequency": 1,
-            "lr": 1e-2,
-            "mixup": True,
-            "distill_alpha": 1.0,
-            "temperature": 1.0,
-            "regrow_fraction": r,
-            "regrow_every": e,
-            "regrow_until": u,
-        }
+        {**_REGROW, "pruning_steps": p, "regrow_fraction": r, "regrow_every": e, "regrow_until": u}
         for p, r, e, u in (
             (300, 0.1, 1, 0.75),
             (300, 0.1, 5, 0.75),
@@ -144,18 +138,7 @@ GRID: dict[str, list[dict[str, Any]]] = {
     # gradient on a mixup blend (run with --seeds 8): from the last mask update (RigL) or the first (GraNet), and a
     # larger fraction
     "regrow_fresh": [
-        {
-            "epochs": 1000,
-            "pruning_steps": 100,
-            "frequency": 1,
-            "lr": 1e-2,
-            "mixup": True,
-            "distill_alpha": 1.0,
-            "temperature": 1.0,
-            "regrow_fraction": r,
-            "regrow_until": 0.9,
-            "regrow_from": start,
-        }
+        {**_REGROW, "pruning_steps": 100, "regrow_fraction": r, "regrow_until": 0.9, "regrow_from": start}
         for start, r in (("last_update", 0.1), ("first_update", 0.1), ("last_update", 0.15))
     ],
     "channels": [
