@@ -26,13 +26,13 @@ from shrink.zoo.mnist1d_models import Mnist1dCNN, one_thread
 
 #: seeds per candidate unless ``--seeds`` says otherwise
 SEEDS = 2
-#: the teacher: ``mnist1d_families.teacher`` (mixup, 500 epochs, cosine); the chosen settings and the printouts of
-#: their runs are in ``mnist1d_families``
 #: what every regrowth candidate shares: 1000 epochs in one cosine schedule from lr 1e-2, one mask update per epoch,
 #: trained against the unpruned CNN's soft targets on mixup blends (T=1, no label term)
 _REGROW: dict[str, Any] = {
     "epochs": 1000, "frequency": 1, "lr": 1e-2, "mixup": True, "distill_alpha": 1.0, "temperature": 1.0
 }  # fmt: skip
+#: the teacher: ``mnist1d_families.teacher`` (mixup, 500 epochs, cosine); the chosen settings and the printouts of
+#: their runs are in ``mnist1d_families``
 GRID: dict[str, list[dict[str, Any]]] = {
     "hard": [
         {"epochs": 200, "lr": 1e-2},
