@@ -246,7 +246,7 @@ def _regrow(
     ctx: Context,
     teacher: DistillLoss | None,
     fraction: float,
-    optimizer: torch.optim.Optimizer | None,
+    optimizer: torch.optim.Optimizer,
 ) -> int:
     """One regrowth update, its gradient from the loss training follows (on a blended batch under mixup); returns
     the number of weights moved."""
@@ -277,7 +277,7 @@ def gradual_prune(model: nn.Module, config: GradualPruning, ctx: Context) -> nn.
 
     teacher = _teacher(model, config, ctx)
     swaps: list[int] = []
-    optimizer: list[torch.optim.Optimizer] = []  # fit's, once built: regrowth resets its state for revived weights
+    optimizer: list[torch.optim.Optimizer] = []  # fit's (on_start, before the first epoch): regrowth resets its state
 
     def step(t: int) -> None:
         if t in updates:
@@ -285,7 +285,7 @@ def gradual_prune(model: nn.Module, config: GradualPruning, ctx: Context) -> nn.
         start = config.regrow_start
         fraction = regrow_fraction(t, start=start, end=config.regrow_end, fraction=config.regrow_fraction)
         if fraction > 0 and (t - start) % config.regrow_every == 0:
-            swaps.append(_regrow(model, modules, config, ctx, teacher, fraction, optimizer[0] if optimizer else None))
+            swaps.append(_regrow(model, modules, config, ctx, teacher, fraction, optimizer[0]))
 
     for m in modules.values():  # masks exist from the start so that a resumed run can load them
         if get_mask(m) is None:
