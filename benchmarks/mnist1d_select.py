@@ -141,6 +141,17 @@ GRID: dict[str, list[dict[str, Any]]] = {
         {**_REGROW, "pruning_steps": 100, "regrow_fraction": r, "regrow_until": 0.9, "regrow_from": start}
         for start, r in (("last_update", 0.1), ("first_update", 0.1), ("last_update", 0.15))
     ],
+    # the chosen `regrow_fresh` row (fraction 0.15), longer, at a lower rate, softer targets, a larger fraction
+    "regrow_long": [
+        {**_REGROW, "pruning_steps": 100, "regrow_fraction": 0.15, "regrow_until": 0.9} | change
+        for change in (
+            {},
+            {"temperature": 4.0},
+            {"epochs": 2000, "pruning_steps": 200},
+            {"regrow_fraction": 0.3},
+            {"lr": 3e-3},
+        )
+    ],
     "channels": [
         {"recovery": r, "epochs": e, "importance": i, "lr": 1e-2} | kd
         for r, e, i, kd in (
@@ -205,7 +216,7 @@ def _build(kind: str, params: dict[str, Any], teacher: nn.Module, data: Any) -> 
         return shrink.distill(Mnist1dCNN(channels=params["channels"]), teacher, kd, **train)
     if kind in ("iterative", "iterative_distill"):
         return shrink.prune(teacher, IterativePruning(sparsity=0.9, **params), **train)
-    if kind in ("gradual", "gradual_distill", "gradual_regrow"):
+    if kind in ("gradual", "gradual_distill", "gradual_regrow", "regrow_fresh", "regrow_long"):
         return shrink.prune(teacher, GradualPruning(final_sparsity=0.9, **params), **train)
     if kind == "gradual_kd":
         return _gradual_kd(teacher, data, **params)
