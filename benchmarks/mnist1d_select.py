@@ -150,6 +150,8 @@ GRID: dict[str, list[dict[str, Any]]] = {
             {"epochs": 2000, "pruning_steps": 200},
             {"regrow_fraction": 0.3},
             {"lr": 3e-3},
+            {"epochs": 4000, "pruning_steps": 400},
+            {"epochs": 2000, "pruning_steps": 200, "lr": 3e-3},
         )
     ],
     "channels": [
