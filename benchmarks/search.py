@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+import shrink
 from benchmarks.common import Section, Table, Target, save_png
 from shrink.api import Context, apply
 from shrink.autosearch.allocate import allocate
@@ -258,11 +259,6 @@ def _ort(model, xb, calib, int8: bool, tmp: Path, name: str) -> OnnxModel:
     return OnnxModel(export_onnx(model, tmp / name / "m.onnx", xb), threads=2)
 
 
-def _channels(model, data, ratio: float):
-    """A copy of ``model`` with ``ratio`` of its channels removed (no fine-tuning)."""
-    return apply(model, ChannelPruning(ratio=ratio), Context(example_inputs=data.example_inputs, progress=False))
-
-
 def _shapes(model, xb) -> list[tuple[int, int]]:
     return [(s.in_channels, s.out_channels) for s in trace_layers(model, xb)]
 
@@ -278,7 +274,7 @@ def _search_vs_single(section: Section, model, data, ctx, xb, calib, table, quic
     rows.append(("fp32", "baseline", _ort(model, xb, calib, False, tmp, "fp32")))
     rows.append(("int8 static PTQ (all layers)", "single", _ort(model, xb, calib, True, tmp, "int8")))
     for ratio in (0.25, 0.5, 0.75):
-        pruned = _channels(model, data, ratio)
+        pruned = shrink.prune(model, ChannelPruning(ratio=ratio), example_inputs=data.example_inputs, progress=False)
         torch.manual_seed(0)
         fit(pruned, data.train, epochs=2, lr=1e-3, progress=False)
         session = _ort(pruned, xb, calib, False, tmp, f"channels{ratio}")
@@ -399,7 +395,7 @@ def _rank_check(section: Section, model, data, xb, calib, table, result) -> None
         thin = compress(model, widths, example_inputs=data.example_inputs, calibration=calib)
         configs.append((p.label, thin, {n: LayerChoice(bits=c["bits"]) for n, c in p.policy.items()}))
     for width in (0.75, 0.5, 0.25):
-        thin = _channels(model, data, 1 - width)
+        thin = shrink.prune(model, ChannelPruning(ratio=1 - width), example_inputs=data.example_inputs, progress=False)
         configs.append((f"channels x{width}", thin, {}))
         configs.append(
             (
@@ -411,7 +407,10 @@ def _rank_check(section: Section, model, data, xb, calib, table, result) -> None
     check = check_profile(configs, xb, calib, "cpu", table)
     profile = load_profile("cpu")
     # the fit also times the mixes of thinner copies, at widths none of the checked models has
-    thinner = [_channels(model, data, 1 - w) for w in CALIBRATION_WIDTHS]
+    thinner = [
+        shrink.prune(model, ChannelPruning(ratio=1 - w), example_inputs=data.example_inputs, progress=False)
+        for w in CALIBRATION_WIDTHS
+    ]
     cal = calibrate(model, xb, calib, profile, table, thinner=thinner)
     _random_mixes(section, model, data, xb, calib, table, cal)
     calibrated = [
