@@ -182,6 +182,10 @@ GRID: dict[str, list[dict[str, Any]]] = {
 }
 
 
+#: the grids whose rows are GradualPruning settings
+GRADUAL_GRIDS = ("gradual", "gradual_distill", "gradual_regrow", "regrow_fresh", "regrow_long")
+
+
 def _channels(teacher: nn.Module, data: Any, recovery: str, importance: str, **training: Any) -> nn.Module:
     from benchmarks import mnist1d_families as f
 
@@ -218,7 +222,7 @@ def _build(kind: str, params: dict[str, Any], teacher: nn.Module, data: Any) -> 
         return shrink.distill(Mnist1dCNN(channels=params["channels"]), teacher, kd, **train)
     if kind in ("iterative", "iterative_distill"):
         return shrink.prune(teacher, IterativePruning(sparsity=0.9, **params), **train)
-    if kind in ("gradual", "gradual_distill", "gradual_regrow", "regrow_fresh", "regrow_long"):
+    if kind in GRADUAL_GRIDS:
         return shrink.prune(teacher, GradualPruning(final_sparsity=0.9, **params), **train)
     if kind == "gradual_kd":
         return _gradual_kd(teacher, data, **params)
@@ -229,7 +233,9 @@ def _build(kind: str, params: dict[str, Any], teacher: nn.Module, data: Any) -> 
         return shrink.quantize(teacher, cfg, calibration=data.calibration, **train)
     if kind == "binarize":
         return shrink.quantize(teacher, Binarize(**params), calibration=data.calibration, **train)
-    return shrink.deep_compress(teacher, DeepCompression(sparsity=0.9, **params), **train)
+    if kind == "deep":
+        return shrink.deep_compress(teacher, DeepCompression(sparsity=0.9, **params), **train)
+    raise ValueError(f"mnist1d_select: grid {kind!r} has no builder in _build")
 
 
 def _job(args: tuple[str, int, int]) -> tuple[str, int, int, float]:
