@@ -70,10 +70,10 @@ HARD_EPOCHS, KD_EPOCHS, STUDENT_LR = 500, 1000, 1e-2
 KD_T, KD_ALPHA = 1.0, 1.0
 #: unstructured 90% (2026-12-07 afternoon, grid ``regrow_long``, seeds 0-1, AMD EPYC): the same recipe twice as long,
 #: 2000 epochs with the mask updates over the first 200: val 93.3 (92.8, 93.8) against 90.2 (89.8, 90.6) for 1000
-#: epochs in the same run of the grid's settings (lr 3e-3 at 1000 epochs: 91.8 (91.8, 91.8); T=4: 90.8 (91.0, 90.6); regrowth fraction
-#: 0.3: 86.8 (87.4, 86.2)). Distillation on mixup blends keeps gaining from a longer run, as the KD student did, up
-#: to a point: after the bench of 8069561, 4000 epochs (updates over the first 400) val 92.7 (91.4, 94.0) and 2000
-#: epochs at lr 3e-3 91.0 (91.0, 91.0), both below the 2000 epochs at lr 1e-2 kept here.
+#: epochs in the same run of the grid's settings (lr 3e-3 at 1000 epochs: 91.8 (91.8, 91.8); T=4: 90.8 (91.0,
+#: 90.6); regrowth fraction 0.3: 86.8 (87.4, 86.2)). Distillation on mixup blends keeps gaining from a longer run,
+#: as the KD student did, up to a point: after the bench of 8069561, 4000 epochs (updates over the first 400) val
+#: 92.7 (91.4, 94.0) and 2000 epochs at lr 3e-3 91.0 (91.0, 91.0), both below the 2000 epochs at lr 1e-2 kept here.
 #: Before (2026-12-07, grid ``regrow_fresh``, 8 seeds): the recipe below at 1000 epochs, once regrowth reset the
 #: optimizer's state (Adam's moments) for revived weights and took its gradient on a mixup blend, with fraction 0.15:
 #: val 93.43 (seeds 0-7: 93.0, 94.4, 94.4, 92.0, 91.6, 95.4, 93.0, 93.6); fraction 0.1: 93.10 (92.8, 92.6, 93.4,
