@@ -154,6 +154,19 @@ GRID: dict[str, list[dict[str, Any]]] = {
             {"epochs": 2000, "pruning_steps": 200, "lr": 3e-3},
         )
     ],
+    # the chosen `regrow_long` row (2000 epochs) with Gaussian noise on every blended input, this fraction of the
+    # batch's standard deviation (run with --seeds 4)
+    "regrow_noise": [
+        {
+            **_REGROW,
+            "epochs": 2000,
+            "pruning_steps": 200,
+            "regrow_fraction": 0.15,
+            "regrow_until": 0.9,
+            "input_noise": n,
+        }
+        for n in (0.0, 0.1, 0.2)
+    ],
     "channels": [
         {"recovery": r, "epochs": e, "importance": i, "lr": 1e-2} | kd
         for r, e, i, kd in (
@@ -183,7 +196,7 @@ GRID: dict[str, list[dict[str, Any]]] = {
 
 
 #: the grids whose rows are GradualPruning settings
-GRADUAL_GRIDS = ("gradual", "gradual_distill", "gradual_regrow", "regrow_fresh", "regrow_long")
+GRADUAL_GRIDS = ("gradual", "gradual_distill", "gradual_regrow", "regrow_fresh", "regrow_long", "regrow_noise")
 
 
 def _channels(teacher: nn.Module, data: Any, recovery: str, importance: str, **training: Any) -> nn.Module:

@@ -12,8 +12,8 @@ from torch import nn
 EXPECTED = {
     "hard": "finetune", "kd": "distill", "dense": "distill", "iterative": "prune", "iterative_distill": "prune",
     "gradual": "prune", "gradual_distill": "prune", "gradual_regrow": "prune", "regrow_fresh": "prune",
-    "regrow_long": "prune", "gradual_kd": "prune", "channels": "prune_channels", "qat": "quantize",
-    "binarize": "quantize", "deep": "deep_compress",
+    "regrow_long": "prune", "regrow_noise": "prune", "gradual_kd": "prune", "channels": "prune_channels",
+    "qat": "quantize", "binarize": "quantize", "deep": "deep_compress",
 }  # fmt: skip
 
 

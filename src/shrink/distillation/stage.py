@@ -29,6 +29,9 @@ class _Training(Config):
     hints: tuple[Hint, ...] = ()
     #: blend training samples in pairs; the teacher labels each blend (function matching; float tensor inputs only)
     mixup: bool = False
+    #: Gaussian noise added to each training input: this fraction of its batch's standard deviation (after mixup;
+    #: float tensor inputs only; 0: none)
+    input_noise: float = pydantic.Field(0.0, ge=0)
 
 
 @register("distill", family="distill")
@@ -96,6 +99,7 @@ def _run(student: nn.Module, loss: DistillLoss, data: Any, config: _Training, ct
             optimizer=config.optimizer,
             loss_fn=DistillTrainee.loss_fn,
             mixup=config.mixup,
+            input_noise=config.input_noise,
             checkpoint_dir=ctx.checkpoint_dir,
             progress=ctx.progress,
             desc=desc,

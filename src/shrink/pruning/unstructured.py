@@ -35,6 +35,7 @@ from shrink.select import Selector, select_modules
 from shrink.train import fit
 from shrink.train.loop import cross_entropy_loss
 from shrink.train.mixup import mix_batch
+from shrink.train.noise import add_noise
 
 __all__ = ["IterativePruning", "GradualPruning", "layer_sparsities"]
 
@@ -47,6 +48,9 @@ class _FineTuneFields(Config):
     optimizer: Literal["adam", "sgd"] = "adam"
     #: blend training samples in pairs, labels alike (mixup; float tensor inputs only)
     mixup: bool = False
+    #: Gaussian noise added to each training input: this fraction of its batch's standard deviation (after mixup;
+    #: float tensor inputs only; 0: none)
+    input_noise: float = pydantic.Field(0.0, ge=0)
     regularization: Regularization = "none"
     reg_strength: float = pydantic.Field(1e-4, ge=0)
     #: weight of the soft-target loss from the unpruned model, ``alpha · T² KL + (1 - alpha) · CE`` (0: labels only)
@@ -203,6 +207,7 @@ def _train(
         optimizer=cfg.optimizer,
         loss_fn=teacher if teacher is not None else cross_entropy_loss,
         mixup=cfg.mixup,
+        input_noise=cfg.input_noise,
         regularizer=weight_penalty(modules, cfg.regularization, cfg.reg_strength),
         on_epoch_end=on_epoch_end,
         on_start=on_start,
@@ -248,13 +253,14 @@ def _regrow(
     fraction: float,
     optimizer: torch.optim.Optimizer,
 ) -> int:
-    """One regrowth update, its gradient from the loss training follows (on a blended batch under mixup); returns
-    the number of weights moved."""
+    """One regrowth update, its gradient from the loss training follows (on a batch blended and noised as training's
+    are); returns the number of weights moved."""
     assert ctx.train is not None  # _train checked it before the first epoch
     loss = teacher if teacher is not None else cross_entropy_loss
     batch = split_batch(next(iter(ctx.train)))
     if config.mixup:
         batch = mix_batch(*batch)
+    batch = (add_noise(batch[0], config.input_noise), batch[1])
     grads = dense_gradients(model, modules, loss, batch)
     return regrow_masks(modules, grads, fraction, config.scope, optimizer)
 

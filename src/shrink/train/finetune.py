@@ -25,6 +25,9 @@ class FineTune(Config):
     optimizer: Literal["adam", "sgd"] = "adam"
     #: blend training samples in pairs, labels alike (mixup; float tensor inputs only)
     mixup: bool = False
+    #: Gaussian noise added to each training input: this fraction of its batch's standard deviation (after mixup;
+    #: float tensor inputs only; 0: none)
+    input_noise: float = pydantic.Field(0.0, ge=0)
 
 
 @implements(FineTune)
@@ -40,6 +43,7 @@ def finetune_handler(model: nn.Module, config: FineTune, ctx: Context) -> nn.Mod
         weight_decay=config.weight_decay,
         optimizer=config.optimizer,
         mixup=config.mixup,
+        input_noise=config.input_noise,
         checkpoint_dir=ctx.checkpoint_dir,
         progress=ctx.progress,
         desc="finetune",

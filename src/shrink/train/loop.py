@@ -31,6 +31,7 @@ from shrink.train.distributed import (
     training_step,
 )
 from shrink.train.mixup import cross_entropy, mix_batch
+from shrink.train.noise import add_noise
 
 __all__ = ["fit", "LossFn"]
 
@@ -109,6 +110,7 @@ def _train_epoch(
     epoch: int,
     desc: str,
     mixup: bool = False,
+    input_noise: float = 0.0,
 ) -> float:
     """One pass over ``train``; returns the mean step loss. Under DDP each rank trains on its slice of every global
     batch, its loss weighted by its share of the samples, its random draws its own."""
@@ -122,6 +124,7 @@ def _train_epoch(
         with rank_rng(epoch, index):
             if mixup:  # each rank blends within its own slice, with its own draws
                 local_inputs, local_target = mix_batch(local_inputs, local_target)
+            local_inputs = add_noise(local_inputs, input_noise)  # after the blend: noise on what the loss sees
             loss = step(local_inputs, local_target, weight)  # loss_fn(model, ...) * weight + regularizer(model)
         if not torch.isfinite(loss):
             raise DataError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate")
@@ -176,6 +179,7 @@ def fit(
     schedule: str = "cosine",
     loss_fn: LossFn = cross_entropy_loss,
     mixup: bool = False,
+    input_noise: float = 0.0,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
@@ -186,15 +190,14 @@ def fit(
     params: Iterable[nn.Parameter] | None = None,
     seed: int = 0,
 ) -> nn.Module:
-    """Train ``model`` in place for ``epochs`` epochs and return it in eval mode.
-
-    ``loss_fn(model, inputs, target)`` defaults to cross-entropy; ``regularizer(model)`` is added to each step's
-    loss (e.g. an L1 penalty); ``on_epoch_end(epoch)`` runs after each epoch (e.g. a pruning schedule step);
-    ``on_start(optimizer)`` runs once the optimizer is built (and resumed), before the first epoch, for callers that
-    edit its state (e.g. regrowth resetting the moments of revived weights).
-    ``mixup=True`` blends each batch's samples in pairs (:mod:`shrink.train.mixup`) before the loss sees them: the
-    default loss and distillation losses read the blended labels.
-    """
+    """Train ``model`` in place for ``epochs`` epochs and return it in eval mode. ``loss_fn(model, inputs, target)``
+    defaults to cross-entropy; ``regularizer(model)`` is added to each step's loss (e.g. an L1 penalty);
+    ``on_epoch_end(epoch)`` runs after each epoch (e.g. a pruning schedule step); ``on_start(optimizer)`` runs once
+    the optimizer is built (and resumed), before the first epoch, for callers that edit its state (e.g. regrowth
+    resetting the moments of revived weights). ``mixup=True`` blends each batch's samples in pairs
+    (:mod:`shrink.train.mixup`) before the loss sees them: the default loss and distillation losses read the blended
+    labels. ``input_noise > 0`` then adds Gaussian noise of that fraction of each batch's standard deviation
+    (:mod:`shrink.train.noise`)."""
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
@@ -215,7 +218,7 @@ def fit(
         for epoch in bar:
             _reseed_loader(train, seed + epoch)
             model.train()
-            mean_loss = _train_epoch(step, opt, train, augment, epoch, desc, mixup)
+            mean_loss = _train_epoch(step, opt, train, augment, epoch, desc, mixup, input_noise)
             if sched is not None:
                 sched.step()
             if on_epoch_end is not None:
