@@ -155,7 +155,7 @@ GRID: dict[str, list[dict[str, Any]]] = {
         )
     ],
     # the chosen `regrow_long` row (2000 epochs) with Gaussian noise on every blended input, this fraction of the
-    # batch's standard deviation (run with --seeds 4)
+    # batch's standard deviation (run with --seeds 4; not taken: see mnist1d_families)
     "regrow_noise": [
         {
             **_REGROW,
