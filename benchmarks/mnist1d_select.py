@@ -31,6 +31,10 @@ SEEDS = 2
 _REGROW: dict[str, Any] = {
     "epochs": 1000, "frequency": 1, "lr": 1e-2, "mixup": True, "distill_alpha": 1.0, "temperature": 1.0
 }  # fmt: skip
+#: the row ``regrow_fresh`` chose (RigL from the last mask update, fraction 0.15), which ``regrow_long`` varies
+_REGROW_FRESH: dict[str, Any] = {**_REGROW, "pruning_steps": 100, "regrow_fraction": 0.15, "regrow_until": 0.9}
+#: the change ``regrow_long`` chose (twice as long), which ``regrow_noise`` keeps
+_LONGER: dict[str, Any] = {"epochs": 2000, "pruning_steps": 200}
 #: the teacher: ``mnist1d_families.teacher`` (mixup, 500 epochs, cosine); the chosen settings and the printouts of
 #: their runs are in ``mnist1d_families``
 GRID: dict[str, list[dict[str, Any]]] = {
@@ -143,30 +147,20 @@ GRID: dict[str, list[dict[str, Any]]] = {
     ],
     # the chosen `regrow_fresh` row (fraction 0.15), longer, at a lower rate, softer targets, a larger fraction
     "regrow_long": [
-        {**_REGROW, "pruning_steps": 100, "regrow_fraction": 0.15, "regrow_until": 0.9} | change
+        _REGROW_FRESH | change
         for change in (
             {},
             {"temperature": 4.0},
-            {"epochs": 2000, "pruning_steps": 200},
+            _LONGER,
             {"regrow_fraction": 0.3},
             {"lr": 3e-3},
             {"epochs": 4000, "pruning_steps": 400},
-            {"epochs": 2000, "pruning_steps": 200, "lr": 3e-3},
+            _LONGER | {"lr": 3e-3},
         )
     ],
     # the chosen `regrow_long` row (2000 epochs) with Gaussian noise on every blended input, this fraction of the
     # batch's standard deviation (run with --seeds 4; not taken: see mnist1d_families)
-    "regrow_noise": [
-        {
-            **_REGROW,
-            "epochs": 2000,
-            "pruning_steps": 200,
-            "regrow_fraction": 0.15,
-            "regrow_until": 0.9,
-            "input_noise": n,
-        }
-        for n in (0.0, 0.1, 0.2)
-    ],
+    "regrow_noise": [_REGROW_FRESH | _LONGER | {"input_noise": n} for n in (0.0, 0.1, 0.2)],
     "channels": [
         {"recovery": r, "epochs": e, "importance": i, "lr": 1e-2} | kd
         for r, e, i, kd in (

@@ -259,6 +259,11 @@ def _ort(model, xb, calib, int8: bool, tmp: Path, name: str) -> OnnxModel:
     return OnnxModel(export_onnx(model, tmp / name / "m.onnx", xb), threads=2)
 
 
+def _channels(model, data, ratio: float):
+    """A copy of ``model`` with ``ratio`` of its channels removed (no fine-tuning)."""
+    return shrink.prune(model, ChannelPruning(ratio=ratio), example_inputs=data.example_inputs, progress=False)
+
+
 def _shapes(model, xb) -> list[tuple[int, int]]:
     return [(s.in_channels, s.out_channels) for s in trace_layers(model, xb)]
 
@@ -274,7 +279,7 @@ def _search_vs_single(section: Section, model, data, ctx, xb, calib, table, quic
     rows.append(("fp32", "baseline", _ort(model, xb, calib, False, tmp, "fp32")))
     rows.append(("int8 static PTQ (all layers)", "single", _ort(model, xb, calib, True, tmp, "int8")))
     for ratio in (0.25, 0.5, 0.75):
-        pruned = shrink.prune(model, ChannelPruning(ratio=ratio), example_inputs=data.example_inputs, progress=False)
+        pruned = _channels(model, data, ratio)
         torch.manual_seed(0)
         fit(pruned, data.train, epochs=2, lr=1e-3, progress=False)
         session = _ort(pruned, xb, calib, False, tmp, f"channels{ratio}")
@@ -395,7 +400,7 @@ def _rank_check(section: Section, model, data, xb, calib, table, result) -> None
         thin = compress(model, widths, example_inputs=data.example_inputs, calibration=calib)
         configs.append((p.label, thin, {n: LayerChoice(bits=c["bits"]) for n, c in p.policy.items()}))
     for width in (0.75, 0.5, 0.25):
-        thin = shrink.prune(model, ChannelPruning(ratio=1 - width), example_inputs=data.example_inputs, progress=False)
+        thin = _channels(model, data, 1 - width)
         configs.append((f"channels x{width}", thin, {}))
         configs.append(
             (
@@ -407,10 +412,7 @@ def _rank_check(section: Section, model, data, xb, calib, table, result) -> None
     check = check_profile(configs, xb, calib, "cpu", table)
     profile = load_profile("cpu")
     # the fit also times the mixes of thinner copies, at widths none of the checked models has
-    thinner = [
-        shrink.prune(model, ChannelPruning(ratio=1 - w), example_inputs=data.example_inputs, progress=False)
-        for w in CALIBRATION_WIDTHS
-    ]
+    thinner = [_channels(model, data, 1 - w) for w in CALIBRATION_WIDTHS]
     cal = calibrate(model, xb, calib, profile, table, thinner=thinner)
     _random_mixes(section, model, data, xb, calib, table, cal)
     calibrated = [

@@ -50,3 +50,14 @@ def test_every_grid_row_reaches_its_method(calls):
 def test_a_grid_without_builder_is_refused(calls):
     with pytest.raises(ValueError, match="no builder"):
         select._build("nonexistent", {}, nn.Linear(1, 1), SimpleNamespace(train=[], calibration=[]))
+
+
+def test_the_noise_grid_first_row_is_the_benchmarked_90_percent_recipe(monkeypatch):
+    """``regrow_noise``'s noise-free row is the control of that grid: it must be the recipe the bench runs."""
+    configs = []
+    monkeypatch.setattr(select.shrink, "prune", lambda model, config, **kwargs: configs.append(config) or model)
+    data = SimpleNamespace(train=[], calibration=[])
+    families._unstructured(nn.Linear(1, 1), data, seed=0)
+    select._build("regrow_noise", dict(select.GRID["regrow_noise"][0]), nn.Linear(1, 1), data)
+    bench, grid = configs
+    assert grid == bench and grid.input_noise == 0.0

@@ -34,8 +34,7 @@ from shrink.pruning.schedule import iterative_sparsities, polynomial_sparsity, p
 from shrink.select import Selector, select_modules
 from shrink.train import fit
 from shrink.train.loop import cross_entropy_loss
-from shrink.train.mixup import mix_batch
-from shrink.train.noise import add_noise
+from shrink.train.noise import loss_inputs
 
 __all__ = ["IterativePruning", "GradualPruning", "layer_sparsities"]
 
@@ -257,10 +256,7 @@ def _regrow(
     are); returns the number of weights moved."""
     assert ctx.train is not None  # _train checked it before the first epoch
     loss = teacher if teacher is not None else cross_entropy_loss
-    batch = split_batch(next(iter(ctx.train)))
-    if config.mixup:
-        batch = mix_batch(*batch)
-    batch = (add_noise(batch[0], config.input_noise), batch[1])
+    batch = loss_inputs(*split_batch(next(iter(ctx.train))), config.mixup, config.input_noise)
     grads = dense_gradients(model, modules, loss, batch)
     return regrow_masks(modules, grads, fraction, config.scope, optimizer)
 

@@ -30,8 +30,8 @@ from shrink.train.distributed import (
     shard,
     training_step,
 )
-from shrink.train.mixup import cross_entropy, mix_batch
-from shrink.train.noise import add_noise
+from shrink.train.mixup import cross_entropy
+from shrink.train.noise import loss_inputs
 
 __all__ = ["fit", "LossFn"]
 
@@ -122,9 +122,8 @@ def _train_epoch(
         local_inputs, local_target = shard(inputs), shard(target)
         weight = sample_weight(*((target, local_target) if target is not None else (inputs, local_inputs)))
         with rank_rng(epoch, index):
-            if mixup:  # each rank blends within its own slice, with its own draws
-                local_inputs, local_target = mix_batch(local_inputs, local_target)
-            local_inputs = add_noise(local_inputs, input_noise)  # after the blend: noise on what the loss sees
+            # each rank blends and noises its own slice, with its own draws
+            local_inputs, local_target = loss_inputs(local_inputs, local_target, mixup, input_noise)
             loss = step(local_inputs, local_target, weight)  # loss_fn(model, ...) * weight + regularizer(model)
         if not torch.isfinite(loss):
             raise DataError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate")

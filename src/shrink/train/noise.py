@@ -5,11 +5,14 @@ side of function matching, Beyer et al. 2022)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from shrink.errors import ConfigError, DataError
+from shrink.train.mixup import mix_batch
 
-__all__ = ["add_noise"]
+__all__ = ["add_noise", "loss_inputs"]
 
 
 def add_noise(inputs: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -27,3 +30,11 @@ def add_noise(inputs: torch.Tensor, fraction: float) -> torch.Tensor:
         )
     sigma = inputs.detach().std() if inputs.numel() > 1 else inputs.new_tensor(0.0)
     return inputs + fraction * sigma * torch.randn_like(inputs)
+
+
+def loss_inputs(inputs: Any, target: Any, mixup: bool, input_noise: float) -> tuple[Any, Any]:
+    """The batch a training loss sees: blended in pairs under ``mixup`` (labels alike), then ``input_noise``. Every
+    step that reads a training batch (the loop, a regrowth gradient) goes through here, so all see the same."""
+    if mixup:
+        inputs, target = mix_batch(inputs, target)
+    return add_noise(inputs, input_noise), target
