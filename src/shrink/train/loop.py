@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from shrink.data import call_model, split_batch
-from shrink.errors import DataError, FileFormatError
+from shrink.data import call_model, logits_of, split_batch
+from shrink.errors import DataError, FileFormatError, ModelError
 from shrink.train.distributed import (
     barrier,
     global_batch_norm,
@@ -42,7 +42,7 @@ LossFn = Callable[[nn.Module, Any, Any], torch.Tensor]
 def cross_entropy_loss(model: nn.Module, inputs: Any, target: Any) -> torch.Tensor:
     if target is None:
         raise DataError("fine-tuning with the default cross-entropy loss needs labelled batches (inputs, target)")
-    return cross_entropy(call_model(model, inputs), target)
+    return cross_entropy(logits_of(call_model(model, inputs)), target)
 
 
 def _reseed_loader(train: Iterable[Any], seed: int) -> None:
@@ -95,6 +95,11 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def _optimizer(name: str, params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if not params:
+        raise ModelError(
+            "the model has no trainable parameter: every parameter it would train has requires_grad=False (a model "
+            "frozen for inference?); unfreeze it first, e.g. model.requires_grad_(True)"
+        )
     if name == "adam":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
