@@ -14,7 +14,7 @@ import torch
 
 from shrink.errors import DataError, ModelError
 
-__all__ = ["Batches", "split_batch", "check_finite", "check_model_finite", "check_like", "first_batch"]
+__all__ = ["Batches", "split_batch", "check_finite", "check_model_finite", "check_like", "first_batch", "logits_of"]
 
 
 class Batches:
@@ -142,6 +142,17 @@ def check_model_finite(model: torch.nn.Module, where: str) -> None:
             if t.is_floating_point() and not t.is_meta and not bool(torch.isfinite(t.detach()).all()):
                 bad = "NaN" if bool(torch.isnan(t.detach()).any()) else "Inf"
                 raise ModelError(f"{where}: {kind} {name!r} contains {bad}; shrink needs a model with finite weights")
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """A model output as a tensor: the tensor itself or a ``.logits`` / ``last_hidden_state`` attribute."""
+    if isinstance(output, torch.Tensor):
+        return output
+    for attr in ("logits", "last_hidden_state"):
+        value = getattr(output, attr, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    raise DataError(f"cannot take logits from a model output of type {type(output).__name__}")
 
 
 def call_model(model: torch.nn.Module, inputs: Any) -> Any:

@@ -15,23 +15,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from shrink.data import call_model
+from shrink.data import call_model, logits_of
 from shrink.distillation.hints import FeatureTaps, Hint, make_projection, pick_output
 from shrink.distillation.losses import attention_kl_loss, attention_map_loss, embedding_loss, hint_loss, hinton_loss
-from shrink.errors import ConfigError, DataError
+from shrink.errors import ConfigError
 
 __all__ = ["DistillLoss", "DistillTrainee", "logits_of"]
-
-
-def logits_of(output: Any) -> torch.Tensor:
-    """A model output as a tensor: the tensor itself or a ``.logits`` / ``last_hidden_state`` attribute."""
-    if isinstance(output, torch.Tensor):
-        return output
-    for attr in ("logits", "last_hidden_state"):
-        value = getattr(output, attr, None)
-        if isinstance(value, torch.Tensor):
-            return value
-    raise DataError(f"cannot take logits from a model output of type {type(output).__name__}")
 
 
 class DistillLoss(nn.Module):

@@ -63,6 +63,11 @@ class _QuantBase(nn.Module):
         shape = [-1] + [1] * (self.weight_int.dim() - 1)
         return self.weight_int.float() * self.weight_scale.reshape(shape)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized fp32 weight (read-only; for code that reads a layer's ``.weight``, e.g. its dtype)."""
+        return self.dequantized_weight()
+
     def _act(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         lo, hi = qrange(self.act_bits, False)
         return onnx_ops.qdq(x, float(params[0]), int(params[1]), lo, hi, False)

@@ -42,6 +42,11 @@ class _QatBase(nn.Module):
         self.input_quant = LsqQuantizer(act_bits, signed=act_signed, batch_sliced=True)
         self.weight_quant = LsqQuantizer(weight_bits, signed=True, channel_axis=0, num_channels=layer.weight.shape[0])
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The wrapped layer's float weight (for code that reads a layer's ``.weight``, e.g. its dtype)."""
+        return self.layer.weight
+
     def freeze_bn(self) -> None:
         """Stop updating BN statistics and train the exact folded form from now on."""
         self.bn_frozen.fill_(True)
