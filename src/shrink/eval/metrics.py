@@ -39,7 +39,7 @@ def select_output(out: Any, output: OutputChoice = None) -> torch.Tensor:
     first); a chosen tuple or mapping is resolved again by the default rule. Other outputs (numpy arrays) are
     converted with ``torch.as_tensor``.
     """
-    if isinstance(out, torch.Tensor):  # ``output`` does not apply (an ONNX model returns its first output)
+    if isinstance(out, torch.Tensor):  # ``output`` does not apply (an ONNX model has picked it already)
         return out
     if isinstance(out, Mapping):
         kind = type(out).__name__
@@ -111,7 +111,12 @@ def predict(
     with evaluation_mode([model]), torch.inference_mode():
         for batch in data:
             inputs, target = split_batch(batch)
-            out = call_model(model, inputs) if isinstance(model, torch.nn.Module) else model(inputs)
+            if isinstance(model, torch.nn.Module):
+                out = call_model(model, inputs)
+            elif output is not None and hasattr(model, "output_names"):  # a runtime graph picks its named output
+                out = model(inputs, output=output)
+            else:
+                out = model(inputs)
             outs.append(select_output(out, output).float())
             if target is not None:
                 targets.append(target)

@@ -1,7 +1,9 @@
 """ONNX export and ONNX Runtime execution.
 
 ``onnx(model, path, example_inputs)`` writes an ONNX file with a dynamic batch axis. Models that need a special
-graph (quantized models export QDQ int8) provide ``shrink_export_onnx(path, example_inputs, opset)``.
+graph (quantized models export QDQ int8) provide ``shrink_export_onnx(path, example_inputs, opset, output_names)``.
+The graph's outputs are named after the keys of a mapping output (a transformers ``ModelOutput``, a dict), so
+``OnnxModel(path)(inputs, output="logits")`` picks the same output as the torch model's ``["logits"]``.
 ``OnnxModel`` runs a file in ONNX Runtime and is called like the torch model it came from.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,12 @@ import torch
 from torch import nn
 
 from shrink._parametrize import baked_copy
+from shrink.errors import ConfigError
 from shrink.export.lstm_int8 import export_int8_lstms
 
-__all__ = ["onnx", "trace_to_onnx", "write_onnx", "OnnxModel", "DEFAULT_OPSET", "graph_execution"]
+__all__ = [
+    "onnx", "trace_to_onnx", "write_onnx", "output_names_of", "OnnxModel", "DEFAULT_OPSET", "graph_execution"
+]  # fmt: skip
 
 DEFAULT_OPSET = 17
 
@@ -48,24 +53,44 @@ def _input_names(example_inputs: Any) -> tuple[tuple[Any, ...], list[str], bool]
     return args, [f"input{i}" for i in range(len(args))], False
 
 
+def output_names_of(model: nn.Module, example_inputs: Any) -> list[str]:
+    """The ONNX output names for ``model``'s output on ``example_inputs``: a mapping of tensors (transformers
+    ``ModelOutput``, dict) gives its keys, a tuple of tensors ``output``, ``output1``, ...; anything else ``output``
+    (for a nested output the exporter numbers the rest). Runs the model once, in eval mode, restoring its mode."""
+    from shrink.data import call_model
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = call_model(model, example_inputs)
+    finally:
+        model.train(was_training)
+    if isinstance(out, Mapping) and out and all(isinstance(v, torch.Tensor) for v in out.values()):
+        return [str(k) for k in out]
+    if isinstance(out, (tuple, list)) and out and all(isinstance(v, torch.Tensor) for v in out):
+        return ["output"] + [f"output{i}" for i in range(1, len(out))]
+    return ["output"]
+
+
 def onnx(
     model: nn.Module,
     path: str | os.PathLike[str],
     example_inputs: Any,
     *,
     opset: int = DEFAULT_OPSET,
-    output_names: Sequence[str] = ("output",),
+    output_names: Sequence[str] | None = None,
 ) -> Path:
-    """Export ``model`` to ONNX at ``path`` (atomically) with a dynamic batch axis (and sequence axis for dicts)."""
+    """Export ``model`` to ONNX at ``path`` (atomically) with a dynamic batch axis (and sequence axis for dicts).
+    ``output_names`` default: :func:`output_names_of` (a dict / ``ModelOutput``'s keys)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(output_names) if output_names is not None else output_names_of(model, example_inputs)
     hook = getattr(model, "shrink_export_onnx", None)
     if hook is not None:
-        out = hook(path, example_inputs, opset)
+        out = hook(path, example_inputs, opset, names)
     else:
-        out = trace_to_onnx(
-            copy.deepcopy(baked_copy(model)), path, example_inputs, opset=opset, output_names=output_names
-        )
+        out = trace_to_onnx(copy.deepcopy(baked_copy(model)), path, example_inputs, opset=opset, output_names=names)
     export_int8_lstms(model, Path(out))  # LSTMs int8_dynamic rounded run on ONNX Runtime's int8 LSTM kernel
     return out
 
@@ -76,11 +101,14 @@ def trace_to_onnx(
     example_inputs: Any,
     *,
     opset: int = DEFAULT_OPSET,
-    output_names: Sequence[str] = ("output",),
+    output_names: Sequence[str] | None = None,
 ) -> Path:
     """Trace ``model`` in eval mode (its mode is restored afterwards) to ONNX at ``path`` through a temporary file
-    and a rename; dynamic batch axis, and sequence axis for dict inputs. No file is left behind on failure."""
+    and a rename; dynamic batch axis, and sequence axis for dict inputs. No file is left behind on failure.
+    ``output_names`` default: :func:`output_names_of`."""
     path = Path(path)
+    if output_names is None:
+        output_names = output_names_of(model, example_inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     args, names, keywords = _input_names(example_inputs)
     traced = _KeywordsToPositional(model, names) if keywords else model
@@ -133,6 +161,7 @@ _INT8_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearM
 def graph_execution(path: str | os.PathLike[str]) -> str:
     """What running the ONNX file at ``path`` means, read from its ops: ``"int8 (real, integer kernels)"`` when
     activations are quantized, ``"fp32 compute, int8 weights (dequantized)"`` for weight-only DequantizeLinear,
+    ``"int4 weights (...)"`` for ONNX Runtime's block-quantized ops (``MatMulNBits``),
     ``"fp16"`` for a half-precision graph, else ``"fp32"``."""
     import onnx as onnx_lib
 
@@ -140,6 +169,8 @@ def graph_execution(path: str | os.PathLike[str]) -> str:
     ops = {n.op_type for n in graph.node}
     if ops & _INT8_OPS:
         return "int8 (real, integer kernels)"
+    if ops & {"MatMulNBits", "GatherBlockQuantized"}:
+        return "int4 weights (ONNX Runtime MatMulNBits, real low-bit kernels)"
     if "DequantizeLinear" in ops:
         return "fp32 compute, int8 weights (dequantized)"
     if any(i.type.tensor_type.elem_type == onnx_lib.TensorProto.FLOAT16 for i in graph.input):
@@ -185,6 +216,7 @@ class OnnxModel:
             str(self.path), opts, providers=["CPUExecutionProvider"], disabled_optimizers=list(disabled_optimizers)
         )
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
 
     def feeds(self, inputs: Any) -> dict[str, np.ndarray]:
         if isinstance(inputs, dict):
@@ -193,11 +225,26 @@ class OnnxModel:
             inputs = (inputs,)
         return {n: t.numpy() for n, t in zip(self.input_names, inputs, strict=True)}
 
-    def run_numpy(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(None, feeds)[0]
+    def run_numpy(self, feeds: dict[str, np.ndarray], output: str | int | None = None) -> np.ndarray:
+        """The graph's first output, or the one named (or numbered) ``output``."""
+        if output is None:
+            return self.session.run(None, feeds)[0]
+        return self.session.run([self._output_name(output)], feeds)[0]
 
-    def __call__(self, inputs: Any) -> torch.Tensor:
-        return torch.from_numpy(self.run_numpy(self.feeds(inputs)))
+    def _output_name(self, output: str | int) -> str:
+        if isinstance(output, str) and output in self.output_names:
+            return output
+        if (
+            isinstance(output, int)
+            and not isinstance(output, bool)
+            and -len(self.output_names) <= output < len(self.output_names)
+        ):
+            return self.output_names[output]
+        raise ConfigError(f"output={output!r}: {self.path.name} has no such output (outputs: {self.output_names})")
+
+    def __call__(self, inputs: Any, output: str | int | None = None) -> torch.Tensor:
+        """Run on torch inputs; ``output`` picks a graph output by name or index (default: the first)."""
+        return torch.from_numpy(self.run_numpy(self.feeds(inputs), output))
 
     @property
     def size_bytes(self) -> int:

@@ -60,15 +60,17 @@ def export_int8(
     example_inputs: torch.Tensor,
     calibration: list[torch.Tensor],
     int8_layers: Iterable[str] | None = None,
+    output_names: Sequence[str] | None = None,
 ) -> Path:
-    """Write ``model`` as a QDQ ONNX graph at ``path`` with ``int8_layers`` (default: all Conv/Linear) quantized.
+    """Write ``model`` as a QDQ ONNX graph at ``path`` with ``int8_layers`` (default: all Conv/Linear) quantized
+    (``output_names``: as :func:`shrink.export.onnx`).
 
     ``calibration`` is a list of input tensors for activation ranges (min-max).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     path = Path(path)
-    fp32 = export_onnx(model, path.with_name(path.stem + ".fp32.onnx"), example_inputs)
+    fp32 = export_onnx(model, path.with_name(path.stem + ".fp32.onnx"), example_inputs, output_names=output_names)
     all_nodes = layer_nodes(
         fp32, [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
     )

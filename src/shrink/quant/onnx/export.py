@@ -44,7 +44,7 @@ def export_quantized_onnx(
     path: str | os.PathLike[str],
     example_inputs: Any,
     opset: int = 17,
-    output_names: tuple[str, ...] = ("output",),
+    output_names: Sequence[str] | None = None,
 ) -> Path:
     """Trace ``model`` (containing shrink quantized layers) to ONNX at ``path`` with a dynamic batch axis."""
     with warnings.catch_warnings():
@@ -59,8 +59,14 @@ class QuantizedExport:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
 
-    def __call__(self, path: str | os.PathLike[str], example_inputs: Any, opset: int = 17) -> Path:
-        return export_quantized_onnx(self.model, path, example_inputs, opset)
+    def __call__(
+        self,
+        path: str | os.PathLike[str],
+        example_inputs: Any,
+        opset: int = 17,
+        output_names: Sequence[str] | None = None,
+    ) -> Path:
+        return export_quantized_onnx(self.model, path, example_inputs, opset, output_names)
 
 
 def attach_export(
