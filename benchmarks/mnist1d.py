@@ -4,8 +4,9 @@ its CNN with 95% intervals over seeds, so a "better" verdict rests on more than 
 Trainings run in two worker processes with one thread each (the machine's two cores); the zoo trains on one thread,
 so the weights are the same as a one-process run. Every setting is fixed in code before the run
 (``benchmarks/mnist1d_families.py``); epochs, learning rates, the pruning schedule, the recovery of the channel-pruned
-nets (distillation from the unpruned CNN), KD's temperature / alpha and mixup were chosen on the validation split
-(``python -m benchmarks.mnist1d_select``), never on the test split.
+nets (distillation from the unpruned CNN), the 90% row's teacher (an ensemble of unpruned CNNs), KD's temperature /
+alpha and mixup were chosen on the validation split (``python -m benchmarks.mnist1d_select``), never on the test
+split.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from benchmarks.mnist1d_families import (
     BN_ZEROQ,
     CHANNEL_FT_EPOCHS,
     CHANNELS,
+    ENSEMBLE_MEMBERS,
     EXTRA_TEST,
     HARD_EPOCHS,
     KD_EPOCHS,
@@ -171,13 +173,15 @@ def _judge_table(results: list[dict[str, Any]], section: Section) -> None:
         f"mixup, {HARD_EPOCHS} epochs from hard labels or {KD_EPOCHS} from the teacher's soft targets on the blended "
         f"signals (KD at T={KD_T:g}, no hard-label term; each its best on validation); the channel-pruned nets "
         f"recover by the same distillation for {CHANNEL_FT_EPOCHS} epochs, and the 90%-sparse one trains that way "
-        f"for {PRUNE_EPOCHS} epochs: gradual pruning over the first {PRUNE_STEPS} (one mask update each), then RigL "
-        f"regrowth (the smallest {REGROW_FRACTION:.0%} of the kept weights swapped for the pruned weights of largest "
-        f"gradient, revived at zero with their optimizer state reset, each epoch, on a cosine decay) until "
-        f"{REGROW_UNTIL:.0%} of the run. PTQ rows "
-        "are fake-quant (simulated integer arithmetic); QAT and binarization rows are their training forms. The "
-        "CNN+BN rows (ZeroQ reads BatchNorm statistics; the paper's CNN has none) are compared with the fp32 CNN+BN "
-        "of the same seed, every other row with the fp32 CNN. 'vs its fp32': better/worse only where the 95% "
+        f"from a stronger teacher, the ensemble of its unpruned CNN and {ENSEMBLE_MEMBERS - 1} more trained like it "
+        "on the same training signals from other seeds (the mean of their probabilities; its own row above, scored "
+        f"like the others), for {PRUNE_EPOCHS} epochs: gradual pruning over the first {PRUNE_STEPS} (one mask update "
+        f"each), then RigL regrowth (the smallest {REGROW_FRACTION:.0%} of the kept weights swapped for the pruned "
+        "weights of largest gradient, revived at zero with their optimizer state reset, each epoch, on a cosine "
+        f"decay) until {REGROW_UNTIL:.0%} of the run. PTQ rows are fake-quant (simulated integer arithmetic); QAT "
+        "and binarization rows are their training forms. The CNN+BN rows (ZeroQ reads BatchNorm statistics; the "
+        "paper's CNN has none) are compared with the fp32 CNN+BN of the same seed, every other row with the fp32 "
+        "CNN. 'vs its fp32': better/worse only where the 95% "
         "interval of the paired per-seed differences excludes zero."
     )
     section.tables.append(t)

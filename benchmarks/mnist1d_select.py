@@ -161,6 +161,9 @@ GRID: dict[str, list[dict[str, Any]]] = {
     # the chosen `regrow_long` row (2000 epochs) with Gaussian noise on every blended input, this fraction of the
     # batch's standard deviation (run with --seeds 4; not taken: see mnist1d_families)
     "regrow_noise": [_REGROW_FRESH | _LONGER | {"input_noise": n} for n in (0.0, 0.1, 0.2)],
+    # the chosen `regrow_long` row distilled from an ensemble of this many unpruned CNNs (the pruned CNN's own and
+    # the zoo's CNNs of seeds 10, 11, ...; 1: the unpruned CNN alone, the run of `regrow_noise`'s first row)
+    "regrow_ensemble": [_REGROW_FRESH | _LONGER | {"ensemble": k} for k in (1, 4, 8)],
     "channels": [
         {"recovery": r, "epochs": e, "importance": i, "lr": 1e-2} | kd
         for r, e, i, kd in (
@@ -190,7 +193,15 @@ GRID: dict[str, list[dict[str, Any]]] = {
 
 
 #: the grids whose rows are GradualPruning settings
-GRADUAL_GRIDS = ("gradual", "gradual_distill", "gradual_regrow", "regrow_fresh", "regrow_long", "regrow_noise")
+GRADUAL_GRIDS = (
+    "gradual",
+    "gradual_distill",
+    "gradual_regrow",
+    "regrow_fresh",
+    "regrow_long",
+    "regrow_noise",
+    "regrow_ensemble",
+)
 
 
 def _channels(teacher: nn.Module, data: Any, recovery: str, importance: str, **training: Any) -> nn.Module:
@@ -230,7 +241,10 @@ def _build(kind: str, params: dict[str, Any], teacher: nn.Module, data: Any) -> 
     if kind in ("iterative", "iterative_distill"):
         return shrink.prune(teacher, IterativePruning(sparsity=0.9, **params), **train)
     if kind in GRADUAL_GRIDS:
-        return shrink.prune(teacher, GradualPruning(final_sparsity=0.9, **params), **train)
+        pruning = {k: v for k, v in params.items() if k != "ensemble"}
+        if params.get("ensemble", 1) > 1:
+            train["teacher"] = f.ensemble_teacher(teacher, params["ensemble"])
+        return shrink.prune(teacher, GradualPruning(final_sparsity=0.9, **pruning), **train)
     if kind == "gradual_kd":
         return _gradual_kd(teacher, data, **params)
     if kind == "channels":

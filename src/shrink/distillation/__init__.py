@@ -6,6 +6,7 @@ embedding distillation, trained by the shared loop :func:`shrink.train.fit`.
 """
 
 from shrink.distillation import losses
+from shrink.distillation.ensemble import TeacherEnsemble
 from shrink.distillation.hints import FeatureTaps, Hint
 from shrink.distillation.losses import (
     attention_kl_loss,
@@ -31,6 +32,7 @@ __all__ = [
     "FeatureTaps",
     "DistillLoss",
     "DistillTrainee",
+    "TeacherEnsemble",
     "logits_of",
     "KnowledgeDistillation",
     "EmbeddingDistillation",
