@@ -37,7 +37,7 @@ from shrink.errors import ConfigError, ShrinkError
 from shrink.eval.harness import MAX_BATCH, evaluate
 from shrink.export.artifact import save
 from shrink.recipe_checks import chance_level_note, check_stage_needs
-from shrink.recipe_sources import build_data, build_model, import_factory, resolve_checkpoint
+from shrink.recipe_sources import build_data, build_model, check_kwargs, import_factory, resolve_checkpoint
 from shrink.report.html import write_html
 from shrink.report.table import Report
 from shrink.resume import check_resumable
@@ -227,9 +227,25 @@ def _yaml_error(path: Path, exc: yaml.YAMLError) -> ConfigError:
     return ConfigError(f"{path}: malformed YAML{at}: {problem}")
 
 
-def _stage_lines(text: str) -> list[int]:
+def _check_duplicate_keys(node: yaml.Node | None, path: Path) -> None:
+    """YAML lets a later key silently replace an earlier one: a recipe refuses any key given twice in one mapping."""
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(getattr(key, "value", key))
+            line = key.start_mark.line + 1
+            if name in first:
+                raise ConfigError(f"{path}: line {line}: key '{name}' given twice in one mapping (first at line "
+                                  f"{first[name]}); YAML would keep only the last value")  # fmt: skip
+            first[name] = line
+            _check_duplicate_keys(value, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_duplicate_keys(item, path)
+
+
+def _stage_lines(root: yaml.Node | None) -> list[int]:
     """1-based line of each item of the top-level ``stages`` list."""
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
     if isinstance(root, yaml.MappingNode):
         for key, value in root.value:
             if getattr(key, "value", None) == "stages" and isinstance(value, yaml.SequenceNode):
@@ -246,13 +262,15 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     try:
         text = path.read_text(encoding="utf-8")
         data = yaml.safe_load(text)
-        lines = _stage_lines(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        lines = _stage_lines(root)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a UTF-8 text file ({exc})") from None
     except yaml.YAMLError as exc:
         raise _yaml_error(path, exc) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe is a mapping with 'model', 'data' and 'stages'")
+    _check_duplicate_keys(root, path)
     for key in ("model", "data"):
         if key not in data:
             raise ConfigError(f"{path}: missing '{key}' (e.g. '{key}: {{zoo: {_EXAMPLE_ZOO[key]}}}')")
@@ -279,8 +297,10 @@ def _check_sources(recipe: Recipe, where: str) -> None:
             raise ConfigError(f"{where}: {key}: give exactly one of 'zoo' or 'factory'")
         if spec.zoo is not None and spec.zoo not in known:
             raise ConfigError(f"{where}: {key}: field 'zoo': unknown {spec.zoo!r} (known: {', '.join(known)})")
+        factory = known[spec.zoo] if spec.zoo is not None else None
         if spec.factory is not None:
-            import_factory(spec.factory, f"{where}: {key}: field 'factory'", recipe._folder)
+            factory = import_factory(spec.factory, f"{where}: {key}: field 'factory'", recipe._folder)
+        check_kwargs(factory, spec.kwargs, f"{where}: {key}: field 'kwargs'")
     checkpoint = recipe.model.checkpoint
     if checkpoint is not None and not resolve_checkpoint(checkpoint, recipe._folder).is_file():
         raise ConfigError(

@@ -47,17 +47,33 @@ def import_factory(spec: str, where: str, folder: Path | None = None) -> Callabl
     return getattr(module, attr)  # type: ignore[no-any-return]
 
 
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with its JSON header's length (8 bytes, little-endian) and then the header's '{'."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
 def _load_checkpoint(model: nn.Module, path: str, where: str, folder: Path | None = None) -> None:
     p = resolve_checkpoint(path, folder)
     if not p.is_file():
         raise ConfigError(f"{where}: checkpoint {path!r} not found")
     try:
-        if p.suffix == ".safetensors":
+        if _is_safetensors(p):  # by content, whatever the suffix
+            from safetensors import safe_open
             from safetensors.torch import load_file
 
+            with safe_open(str(p), "pt") as f:
+                if "shrink_manifest" in (f.metadata() or {}):
+                    raise FileFormatError(
+                        f"{where}: checkpoint {path!r} is a whole shrink model file (shrink.save), not a state dict "
+                        "for the factory's model: load it with shrink.load, or give the state dict it was made from"
+                    )
             state = load_file(str(p))
         else:
             state = torch.load(p, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+    except FileFormatError:
+        raise
     except pickle.UnpicklingError:
         raise FileFormatError(
             f"{where}: checkpoint {path!r} is not a readable state dict: it holds pickled Python objects other than "
@@ -75,6 +91,23 @@ def _load_checkpoint(model: nn.Module, path: str, where: str, folder: Path | Non
     if mismatch:
         raise ModelError(f"{where}: checkpoint {path!r} does not match the model: {mismatch}")
     model.load_state_dict(state)
+
+
+def check_kwargs(factory: Callable[..., Any] | None, kwargs: dict[str, Any], where: str) -> None:
+    """Raise ConfigError at ``where`` when ``factory`` cannot take ``kwargs`` (a misspelt or missing name), before
+    anything is built; a callable without a readable signature is not checked."""
+    try:
+        signature = inspect.signature(factory) if factory is not None else None
+    except (TypeError, ValueError):
+        return
+    if signature is None:
+        return
+    try:
+        signature.bind(**kwargs)
+    except TypeError as exc:
+        name = getattr(factory, "__name__", type(factory).__name__)
+        accepted = [p for p in signature.parameters if p not in ("self", "args", "kwargs")]
+        raise ConfigError(f"{where}: {name}(): {exc} (it takes: {', '.join(accepted) or 'nothing'})") from None
 
 
 def _with_progress(factory: Callable[..., Any], kwargs: dict[str, Any], progress: bool) -> dict[str, Any]:

@@ -18,6 +18,17 @@ BAD_RECIPES = [
     ("missing data", "model: {zoo: digits_cnn}\nstages: []\n", ["missing 'data'"]),
     ("unknown top-level key", HEAD + "stagez: []\n", ["unknown field 'stagez'"]),
     (
+        "a stage field given twice",
+        HEAD + "stages:\n  - {type: magnitude_pruning, sparsity: 0.5, sparsity: 0.9}\n",
+        ["line 4", "key 'sparsity' given twice", "first at line 4"],
+    ),
+    ("a second top-level model", HEAD + "model: {zoo: digits_mlp}\n", ["line 3", "key 'model' given twice"]),
+    (
+        "misspelt data kwargs",
+        "model: {zoo: digits_cnn}\ndata: {zoo: digits, kwargs: {batch_sise: 8}}\n",
+        ["data: field 'kwargs'", "digits_data()", "'batch_sise'", "it takes: batch_size"],
+    ),
+    (
         "model given both zoo and factory",
         "model: {zoo: digits_cnn, factory: 'x:y'}\ndata: {zoo: digits}\n",
         ["model", "exactly one of 'zoo' or 'factory'"],
@@ -267,4 +278,33 @@ def test_bad_checkpoints(tmp_path, user_sees, digits_teacher):
         "t.yaml",
         "trunc.pt",
         "not a readable state dict",
+    )
+
+
+def test_checkpoints_are_read_by_their_content_not_their_suffix(tmp_path, user_sees, shrink_modules):
+    import torch
+    from safetensors.torch import save_file
+
+    import shrink
+    from shrink.zoo import DigitsCNN
+
+    torch.manual_seed(0)
+    model = DigitsCNN()
+    save_file(model.state_dict(), tmp_path / "weights.st")  # safetensors without its suffix: loads
+    recipe = tmp_path / "ok.yaml"
+    recipe.write_text(f"model: {{zoo: digits_cnn, checkpoint: '{tmp_path / 'weights.st'}'}}\ndata: {{zoo: digits}}\n")
+    result = run(recipe, tmp_path / "out", progress=False)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in result.model.state_dict().items())
+    shrink.save(model, tmp_path / "model.shrink")  # a whole shrink model is not a state dict for the factory
+    bad = tmp_path / "s.yaml"
+    bad.write_text(f"model: {{zoo: digits_cnn, checkpoint: '{tmp_path / 'model.shrink'}'}}\ndata: {{zoo: digits}}\n")
+    user_sees(
+        "model and data",
+        "a shrink model file given as a checkpoint",
+        lambda: run(bad, tmp_path / "out2", progress=False),
+        FileFormatError,
+        "s.yaml",
+        "model.shrink",
+        "whole shrink model file",
+        "shrink.load",
     )
