@@ -183,6 +183,7 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     if not isinstance(model, nn.Module):
         raise TypeError(f"save() takes a torch.nn.Module, got {type(model).__name__}")
     check_not_meta(model, f"save {Path(path).name}: model")
+    _check_storable(model, Path(path).name)
     model = baked_copy(model)
     tensors, layout = _encode(model.state_dict(), code_bits_of(model))
     manifest = _build_manifest(model)
@@ -190,6 +191,21 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     data = st_save(tensors, metadata={"shrink_manifest": json.dumps(manifest)})
     atomic_write_bytes(path, data)
     return Path(path)
+
+
+#: modules of this package are run-time kernel forms (PyTorch's packed int4 / oneDNN int8 weights, laid out for this
+#: machine's CPU): :func:`load` cannot rebuild them, so :func:`save` refuses them instead of writing a dead file
+_RUNTIME_PACKAGE = "shrink.quant.runtimes."
+
+
+def _check_storable(model: nn.Module, name: str) -> None:
+    for sub, module in model.named_modules():
+        if type(module).__module__.startswith(_RUNTIME_PACKAGE):
+            raise ModelError(
+                f"save {name}: layer {sub or '(the model)'!r} is a {type(module).__name__}, a run-time kernel form "
+                "(to_torch_int8 / to_torch_weight_only / shrink.llm.quantize_weight_only), which shrink.save cannot "
+                "store: save the model before that conversion and convert again after shrink.load"
+            )
 
 
 def artifact_bytes(model: nn.Module, tmp_dir: str | os.PathLike[str] | None = None) -> int:
