@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import MutableMapping
 from typing import Any, Literal
 
 import pydantic
@@ -145,10 +147,17 @@ class FloatCast(Config):
 
 
 def _cast_tree(x: Any, dtype: torch.dtype) -> Any:
+    """``x`` with its floating tensors cast to ``dtype``, keeping the containers' types (a transformers
+    ``ModelOutput`` stays one, a namedtuple stays that namedtuple)."""
     if isinstance(x, torch.Tensor):
         return x.to(dtype) if x.is_floating_point() else x
-    if isinstance(x, dict):
-        return {k: _cast_tree(v, dtype) for k, v in x.items()}
+    if isinstance(x, MutableMapping):
+        out = copy.copy(x)
+        for k, v in x.items():
+            out[k] = _cast_tree(v, dtype)
+        return out
+    if isinstance(x, tuple) and hasattr(x, "_fields"):  # namedtuple
+        return type(x)(*(_cast_tree(v, dtype) for v in x))
     if isinstance(x, (tuple, list)):
         return type(x)(_cast_tree(v, dtype) for v in x)
     return x
