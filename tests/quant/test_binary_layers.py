@@ -106,3 +106,40 @@ def test_binarize_config_keeps_edges_at_8_bits_and_packs_the_rest(tmp_path):
     assert torch.allclose(loaded(data[0][0]), out, atol=1e-6)
     with pytest.raises(DataError, match="training data"):
         shrink.quantize(_net(), Binarize(epochs=1), calibration=data, progress=False)
+
+
+@pytest.mark.parametrize("groups", [16, 4])
+def test_grouped_and_depthwise_convs_binarize_pack_and_round_trip(tmp_path, groups):
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1, groups=groups), nn.ReLU(),
+            nn.Conv2d(16, 16, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4),
+        ).eval()  # fmt: skip
+
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 4, (8,), generator=g)) for _ in range(2)]
+    b = shrink.quantize(net(), Binarize(epochs=1), train=data, calibration=[x for x, _ in data], progress=False)
+    grouped = b[2]
+    assert isinstance(grouped, PackedBinaryConv2d) and grouped.groups == groups
+    assert grouped.threshold.shape == (16,)  # one per input channel, not per channel of one group
+    out = b(data[0][0])
+    assert torch.allclose(shrink.load(shrink.save(b, tmp_path / "g.shrink"), net)(data[0][0]), out, atol=1e-6)
+
+
+def test_linear_layers_threshold_their_feature_dimension_on_3d_inputs(tmp_path):
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+
+    g = torch.Generator().manual_seed(2)
+    data = [(torch.randn(8, 5, 16, generator=g) + 1.0, torch.randint(0, 4, (8, 5), generator=g)) for _ in range(2)]
+    b = shrink.quantize(net(), Binarize(epochs=0), train=data, calibration=[x for x, _ in data], progress=False)
+    middle = b[2]
+    assert isinstance(middle, PackedBinaryLinear) and middle.threshold.shape == (32,)
+    # the calibration means of the features the layer reads (the first layer's ReLU outputs; that layer was still
+    # float then, it is stored at 8 bits afterwards)
+    with torch.no_grad():
+        feats = torch.cat([b[1](b[0](x)).reshape(-1, 32) for x, _ in data])
+    assert torch.allclose(middle.threshold, feats.mean(0), atol=0.02)
+    assert b(data[0][0]).shape == (8, 5, 4)

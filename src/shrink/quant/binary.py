@@ -95,12 +95,14 @@ def _init_thresholds(model: nn.Module, binary: list[str], data: Batches) -> None
             m.binarize_input = False
         for name, layer in layers.items():
             total, count = torch.zeros(()), 0
+            channel_dim = layer.channel_dim  # 1 for a conv's input, -1 for a Linear's
 
             def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
                 nonlocal total, count
                 x = args[0]
-                total = total + x.sum(dim=[d for d in range(x.dim()) if d != 1])
-                count += x.numel() // x.shape[1]
+                channel = x.dim() - 1 if channel_dim == -1 else channel_dim  # noqa: B023  (runs in this iteration)
+                total = total + x.sum(dim=[d for d in range(x.dim()) if d != channel])
+                count += x.numel() // x.shape[channel]
 
             handle = layer.register_forward_pre_hook(hook)
             try:

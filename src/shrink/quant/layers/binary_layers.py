@@ -72,11 +72,21 @@ def _alpha(weight: torch.Tensor) -> torch.Tensor:
     return weight.abs().mean(dim=tuple(range(1, weight.dim())))
 
 
+def binarize_at(x: torch.Tensor, threshold: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    """``x - threshold`` with one threshold per channel of ``x`` along ``channel_dim`` (1 for a conv's input, -1
+    for a Linear's, whatever its leading dimensions)."""
+    if channel_dim == -1:
+        return x - threshold
+    return x - threshold.reshape([1, -1] + [1] * (x.dim() - 2))
+
+
 class _BinaryMixin:
     """Shared parts of the training-form binary layers."""
 
     threshold: nn.Parameter
     binarize_input: bool
+    #: the dimension of an input that holds its channels (one threshold each)
+    channel_dim: int
 
     def _binary_weight(self) -> torch.Tensor:
         w = self.weight  # type: ignore[attr-defined]
@@ -86,12 +96,13 @@ class _BinaryMixin:
     def _binary_input(self, x: torch.Tensor) -> torch.Tensor:
         if not self.binarize_input:
             return x
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        return sign_ste(x - self.threshold.reshape(shape))
+        return sign_ste(binarize_at(x, self.threshold, self.channel_dim))
 
 
 class BinaryConv2d(nn.Conv2d, _BinaryMixin):
     """Conv2d with binarized weights (``α · sign(W)``) and optionally binarized inputs, for training."""
+
+    channel_dim = 1
 
     def __init__(self, *args: Any, binarize_input: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -122,6 +133,8 @@ class BinaryConv2d(nn.Conv2d, _BinaryMixin):
 class BinaryLinear(nn.Linear, _BinaryMixin):
     """Linear with binarized weights (``α · sign(W)``) and optionally binarized inputs, for training."""
 
+    channel_dim = -1
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, binarize_input: bool = True) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.binarize_input = binarize_input
@@ -146,14 +159,19 @@ class _PackedBinary(nn.Module):
     threshold: torch.Tensor
     bias: torch.Tensor | None
 
-    def __init__(self, weight_shape: tuple[int, ...], has_bias: bool, binarize_input: bool) -> None:
+    channel_dim: int
+
+    def __init__(
+        self, weight_shape: tuple[int, ...], has_bias: bool, binarize_input: bool, in_channels: int | None = None
+    ) -> None:
         super().__init__()
         self.weight_shape = tuple(int(s) for s in weight_shape)
         self.binarize_input = binarize_input
         numel = int(np.prod(self.weight_shape))
         self.register_buffer("packed", torch.zeros((numel + 7) // 8, dtype=torch.uint8))
         self.register_buffer("alpha", torch.ones(self.weight_shape[0]))
-        self.register_buffer("threshold", torch.zeros(self.weight_shape[1]))
+        # one input threshold per input channel (a grouped conv's weight holds in_channels / groups of them)
+        self.register_buffer("threshold", torch.zeros(in_channels or self.weight_shape[1]))
         self.register_buffer("bias", torch.zeros(self.weight_shape[0]) if has_bias else None)
 
     def _load_from(self, layer: BinaryConv2d | BinaryLinear) -> None:
@@ -172,8 +190,7 @@ class _PackedBinary(nn.Module):
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         if not self.binarize_input:
             return x
-        t = self.threshold.reshape([1, -1] + [1] * (x.dim() - 2))
-        return torch.where(x >= t, torch.ones_like(x), -torch.ones_like(x))
+        return torch.where(binarize_at(x, self.threshold, self.channel_dim) >= 0, 1.0, -1.0).to(x.dtype)
 
     def shrink_param_count(self) -> tuple[int, int]:
         numel = int(np.prod(self.weight_shape))
@@ -185,6 +202,8 @@ class _PackedBinary(nn.Module):
 class PackedBinaryConv2d(_PackedBinary):
     """Binary Conv2d in 1-bit packed storage."""
 
+    channel_dim = 1
+
     def __init__(
         self,
         weight_shape: tuple[int, ...],
@@ -195,7 +214,7 @@ class PackedBinaryConv2d(_PackedBinary):
         dilation: tuple[int, ...],
         groups: int,
     ) -> None:
-        super().__init__(weight_shape, has_bias, binarize_input)
+        super().__init__(weight_shape, has_bias, binarize_input, int(weight_shape[1]) * groups)
         self.stride, self.padding, self.dilation, self.groups = tuple(stride), tuple(padding), tuple(dilation), groups
 
     @classmethod
@@ -248,6 +267,8 @@ class PackedBinaryConv2d(_PackedBinary):
 @register_layer
 class PackedBinaryLinear(_PackedBinary):
     """Binary Linear in 1-bit packed storage."""
+
+    channel_dim = -1
 
     @classmethod
     def from_binary(cls, linear: BinaryLinear) -> PackedBinaryLinear:
