@@ -33,20 +33,52 @@ DEFAULT_OPSET = 17
 
 
 class _KeywordsToPositional(nn.Module):
-    """Calls ``model(**dict(zip(names, args)))``: the TorchScript exporter mis-binds keyword inputs of models whose
-    forward has many optional parameters (transformers models), so dict inputs are exported positionally."""
+    """Calls ``model(**dict(zip(names, args)), **constants)``: the TorchScript exporter mis-binds keyword inputs of
+    models whose forward has many optional parameters (transformers models), so dict inputs are exported
+    positionally; a dict's non-tensor values (a float option) are constants of the graph, not inputs."""
 
-    def __init__(self, model: nn.Module, names: list[str]) -> None:
+    def __init__(self, model: nn.Module, names: list[str], constants: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.model, self.names = model, names
+        self.model, self.names, self.constants = model, names, dict(constants or {})
 
     def forward(self, *args: torch.Tensor) -> Any:
-        return self.model(**dict(zip(self.names, args, strict=True)))
+        return self.model(**dict(zip(self.names, args, strict=True)), **self.constants)
+
+
+def _only_given_arguments(model: nn.Module, n_args: int) -> nn.Module:
+    """``model`` as the exporter should see it when called with ``n_args`` positional inputs: the TorchScript exporter
+    appends every later parameter's default to the inputs, so a ``forward(x, temperature=1.0)`` got a graph input
+    for ``temperature``. A shallow copy (same submodules, so the same node names) whose ``forward`` takes ``*args``
+    hides them; the model itself is returned when no such default exists."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return model
+    later = [p for p in params[n_args:] if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not any(p.default is not p.empty and p.default is not None for p in later):
+        return model
+    view = copy.copy(model)
+    bound = model.forward
+
+    def forward(*args: Any) -> Any:
+        return bound(*args)
+
+    object.__setattr__(view, "forward", forward)
+    return view
+
+
+def _dynamic_axes(example: Any, keywords: bool) -> dict[int, str]:
+    rank = example.dim() if isinstance(example, torch.Tensor) else 1
+    axes = {0: "batch", 1: "sequence"} if keywords else {0: "batch"}
+    return {axis: name for axis, name in axes.items() if axis < rank}
 
 
 def _input_names(example_inputs: Any) -> tuple[tuple[Any, ...], list[str], bool]:
     if isinstance(example_inputs, dict):
-        return tuple(example_inputs.values()), list(example_inputs), True
+        tensors = {k: v for k, v in example_inputs.items() if isinstance(v, torch.Tensor)}
+        return tuple(tensors.values()), list(tensors), True
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,), ["input"], False
     args = tuple(example_inputs)
@@ -82,6 +114,8 @@ def onnx(
     output_names: Sequence[str] | None = None,
 ) -> Path:
     """Export ``model`` to ONNX at ``path`` (atomically) with a dynamic batch axis (and sequence axis for dicts).
+    The graph's inputs are the tensors of ``example_inputs``: a dict's non-tensor values (a float option) are baked
+    in as constants, and ``forward`` parameters left out keep their defaults, as constants too.
     ``output_names`` default: :func:`output_names_of` (a dict / ``ModelOutput``'s keys)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,8 +145,13 @@ def trace_to_onnx(
         output_names = output_names_of(model, example_inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     args, names, keywords = _input_names(example_inputs)
-    traced = _KeywordsToPositional(model, names) if keywords else model
-    dynamic = {n: {0: "batch", 1: "sequence"} if keywords else {0: "batch"} for n in names}
+    if keywords:
+        constants = {k: v for k, v in example_inputs.items() if not isinstance(v, torch.Tensor)}
+        traced = _KeywordsToPositional(model, names, constants)
+    else:
+        traced = _only_given_arguments(model, len(args))
+    # dict inputs (token ids, masks) get a sequence axis too, where they have one
+    dynamic = {n: _dynamic_axes(a, keywords) for n, a in zip(names, args, strict=True)}
     dynamic.update({n: {0: "batch"} for n in output_names})
     was_training = model.training
     model.eval()

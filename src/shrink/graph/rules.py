@@ -242,7 +242,7 @@ class Propagator:
         for node in self.traced.graph.nodes:
             if node.op == "placeholder":
                 fqn = self.traced.tensors.get(node.name)
-                shape = _shape(node)
+                shape = _maybe_shape(node)  # None for a non-tensor input (a float option)
                 self.env[node] = ParamRef(fqn, tuple(range(len(shape))), shape) if fqn and shape is not None else None
             elif node.op == "output":
                 for v in self._values(_args(node)):
