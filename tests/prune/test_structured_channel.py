@@ -173,3 +173,11 @@ def test_transformer_layer_removal():
     assert sum(isinstance(mod, SkippedLayer) for mod in p.modules()) == 1
     assert p(**x).last_hidden_state.shape == (2, 5, 48)
     assert np.isfinite(p(**x).last_hidden_state.detach().numpy()).all()
+
+
+def test_a_ratio_that_removes_nothing_warns_and_leaves_the_model_whole():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3)).eval()
+    with pytest.warns(UserWarning, match=r"removed nothing, the model is unchanged: the ratio removes no whole unit"):
+        pruned = shrink.prune(model, ChannelPruning(ratio=0.1), example_inputs=torch.randn(2, 8))
+    assert pruned[0].out_features == 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import defaultdict
 from typing import Any
 
@@ -151,6 +152,17 @@ def apply_removal(model: nn.Module, graph: DependencyGraph, removed: set[int]) -
     return changed
 
 
+def _warn_nothing_removed(n_groups: int, skipped: list[str]) -> None:
+    why = (
+        "no channel group can be pruned (every one feeds a model output, an op kept whole, or is excluded by the "
+        "selector)"
+        if n_groups == 0
+        else f"the ratio removes no whole unit from its {n_groups} group(s) (too small a ratio for their sizes)"
+    )
+    extra = f"; ops kept whole: {', '.join(skipped)}" if skipped else ""
+    warnings.warn(f"channel_pruning removed nothing, the model is unchanged: {why}{extra}", UserWarning, stacklevel=4)
+
+
 def _shapes(model: nn.Module, inputs: Any) -> list[tuple[int, ...]]:
     with torch.no_grad():
         return [tuple(t.shape) for t in output_tensors(call_model(model, inputs))]
@@ -192,6 +204,8 @@ def channel_prune(model: nn.Module, config: ChannelPruning, ctx: Context) -> nn.
         )
         for i, units in zip(sel, cut, strict=True):
             removed.update(int(r) for r in groups[i].roots[units])
+    if not removed and (config.ratio > 0 or (config.head_ratio or 0) > 0):
+        _warn_nothing_removed(len(groups), graph.skipped_ops)
     params_before = sum(p.numel() for p in model.parameters())
     changed = apply_removal(model, graph, removed)
     if config.importance == "lasso":
