@@ -75,7 +75,7 @@ class DataSpec(_Strict):
 
 
 class EvalSpec(_Strict):
-    batch_sizes: list[Annotated[int, pydantic.Field(ge=1, le=MAX_BATCH)]] = [1]
+    batch_sizes: list[Annotated[int, pydantic.Field(ge=1, le=MAX_BATCH)]] = pydantic.Field([1], min_length=1)
     threads: int = pydantic.Field(2, ge=1)
     reps: int = pydantic.Field(20, ge=1)
     warmup: int = pydantic.Field(5, ge=0)

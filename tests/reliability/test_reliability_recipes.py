@@ -23,6 +23,7 @@ BAD_RECIPES = [
         ["line 4", "key 'sparsity' given twice", "first at line 4"],
     ),
     ("a second top-level model", HEAD + "model: {zoo: digits_mlp}\n", ["line 3", "key 'model' given twice"]),
+    ("no batch size to time", HEAD + "evaluate: {batch_sizes: []}\n", ["field 'evaluate.batch_sizes'", "at least 1"]),
     (
         "misspelt data kwargs",
         "model: {zoo: digits_cnn}\ndata: {zoo: digits, kwargs: {batch_sise: 8}}\n",
