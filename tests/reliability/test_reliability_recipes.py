@@ -212,6 +212,12 @@ def test_selector_matching_nothing_names_file_stage_and_field(tmp_path, user_see
     )
 
 
+def _recipe_with_checkpoint(path, checkpoint):
+    """A digits recipe at ``path`` whose model loads ``checkpoint``."""
+    path.write_text(f"model: {{zoo: digits_cnn, checkpoint: '{checkpoint}'}}\ndata: {{zoo: digits}}\n")
+    return path
+
+
 def _save_state(tmp_path, state, name):
     import torch
 
@@ -253,8 +259,7 @@ def test_bad_checkpoints(tmp_path, user_sees, digits_teacher):
     ]
     for i, (tried, state, error, fragments) in enumerate(cases):
         ckpt = _save_state(tmp_path, state, f"ckpt{i}.pt")
-        path = tmp_path / f"c{i}.yaml"
-        path.write_text(f"model: {{zoo: digits_cnn, checkpoint: '{ckpt}'}}\ndata: {{zoo: digits}}\n")
+        path = _recipe_with_checkpoint(tmp_path / f"c{i}.yaml", ckpt)
         user_sees(
             "model and data",
             tried,
@@ -269,8 +274,7 @@ def test_bad_checkpoints(tmp_path, user_sees, digits_teacher):
     trunc = tmp_path / "trunc.pt"
     torch.save(digits_teacher.state_dict(), trunc)
     trunc.write_bytes(trunc.read_bytes()[:1000])
-    path = tmp_path / "t.yaml"
-    path.write_text(f"model: {{zoo: digits_cnn, checkpoint: '{trunc}'}}\ndata: {{zoo: digits}}\n")
+    path = _recipe_with_checkpoint(tmp_path / "t.yaml", trunc)
     user_sees(
         "model and data",
         "truncated checkpoint",
@@ -292,13 +296,12 @@ def test_checkpoints_are_read_by_their_content_not_their_suffix(tmp_path, user_s
     torch.manual_seed(0)
     model = DigitsCNN()
     save_file(model.state_dict(), tmp_path / "weights.st")  # safetensors without its suffix: loads
-    recipe = tmp_path / "ok.yaml"
-    recipe.write_text(f"model: {{zoo: digits_cnn, checkpoint: '{tmp_path / 'weights.st'}'}}\ndata: {{zoo: digits}}\n")
-    result = run(recipe, tmp_path / "out", progress=False)
+    result = run(
+        _recipe_with_checkpoint(tmp_path / "ok.yaml", tmp_path / "weights.st"), tmp_path / "out", progress=False
+    )
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in result.model.state_dict().items())
     shrink.save(model, tmp_path / "model.shrink")  # a whole shrink model is not a state dict for the factory
-    bad = tmp_path / "s.yaml"
-    bad.write_text(f"model: {{zoo: digits_cnn, checkpoint: '{tmp_path / 'model.shrink'}'}}\ndata: {{zoo: digits}}\n")
+    bad = _recipe_with_checkpoint(tmp_path / "s.yaml", tmp_path / "model.shrink")
     user_sees(
         "model and data",
         "a shrink model file given as a checkpoint",
