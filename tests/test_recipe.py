@@ -262,3 +262,14 @@ def test_data_bundle_needs_only_test_and_example_inputs():
     bundle = DataBundle(test=[x], example_inputs=x[:1])
     assert bundle.train is None and bundle.val is None and bundle.calibration is None
     assert bundle.metric == "accuracy"
+
+
+def test_duplicate_key_check_resolves_keys_and_follows_each_alias_once(tmp_path):
+    import yaml
+
+    from shrink.recipe import _check_duplicate_keys
+
+    for text in ('kwargs: {1: x, "1": y}', "a: &x {k: 1}\nb: *x\nc: *x", "a: &x [*x]"):  # distinct keys, aliases
+        _check_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), tmp_path / "r.yaml")
+    with pytest.raises(ConfigError, match="line 3: key 'k' given twice in one mapping \\(first at line 2\\)"):
+        _check_duplicate_keys(yaml.compose("a:\n  {k: 1,\n   k: 2}", Loader=yaml.SafeLoader), tmp_path / "r.yaml")

@@ -148,6 +148,8 @@ def logits_of(output: Any) -> torch.Tensor:
     """A model output as a tensor: the tensor itself or a ``.logits`` / ``last_hidden_state`` attribute."""
     if isinstance(output, torch.Tensor):
         return output
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"]
     for attr in ("logits", "last_hidden_state"):
         value = getattr(output, attr, None)
         if isinstance(value, torch.Tensor):

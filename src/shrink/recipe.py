@@ -227,21 +227,26 @@ def _yaml_error(path: Path, exc: yaml.YAMLError) -> ConfigError:
     return ConfigError(f"{path}: malformed YAML{at}: {problem}")
 
 
-def _check_duplicate_keys(node: yaml.Node | None, path: Path) -> None:
-    """YAML lets a later key silently replace an earlier one: a recipe refuses any key given twice in one mapping."""
+def _check_duplicate_keys(node: yaml.Node | None, path: Path, seen: set[int] | None = None) -> None:
+    """YAML lets a later key silently replace an earlier one: a recipe refuses any key given twice in one mapping
+    (keys compared as YAML resolves them, so ``1`` and ``"1"`` differ; an alias is checked once)."""
+    seen = set() if seen is None else seen
+    if node is None or id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
-        first: dict[str, int] = {}
+        first: dict[tuple[str, str], int] = {}
         for key, value in node.value:
-            name = str(getattr(key, "value", key))
+            ident = (str(getattr(key, "tag", "")), str(getattr(key, "value", key)))
             line = key.start_mark.line + 1
-            if name in first:
-                raise ConfigError(f"{path}: line {line}: key '{name}' given twice in one mapping (first at line "
-                                  f"{first[name]}); YAML would keep only the last value")  # fmt: skip
-            first[name] = line
-            _check_duplicate_keys(value, path)
+            if ident in first:
+                raise ConfigError(f"{path}: line {line}: key '{ident[1]}' given twice in one mapping (first at line "
+                                  f"{first[ident]}); YAML would keep only the last value")  # fmt: skip
+            first[ident] = line
+            _check_duplicate_keys(value, path, seen)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            _check_duplicate_keys(item, path)
+            _check_duplicate_keys(item, path, seen)
 
 
 def _stage_lines(root: yaml.Node | None) -> list[int]:

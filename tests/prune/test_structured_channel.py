@@ -178,6 +178,12 @@ def test_transformer_layer_removal():
 def test_a_ratio_that_removes_nothing_warns_and_leaves_the_model_whole():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3)).eval()
-    with pytest.warns(UserWarning, match=r"removed nothing, the model is unchanged: the ratio removes no whole unit"):
+    with pytest.warns(
+        UserWarning, match=r"removed nothing, the model is unchanged: no whole unit of its 1 prunable group"
+    ):
         pruned = shrink.prune(model, ChannelPruning(ratio=0.1), example_inputs=torch.randn(2, 8))
     assert pruned[0].out_features == 4
+    notes: list[str] = []
+    with pytest.warns(UserWarning) as caught:
+        shrink.prune(model, ChannelPruning(ratio=0.1), example_inputs=torch.randn(2, 8), notes=notes)
+    assert caught[0].filename == __file__ and any("removed nothing" in n for n in notes)  # the user's line, the report

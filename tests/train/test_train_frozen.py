@@ -31,7 +31,7 @@ def _frozen():
 def test_frozen_model_is_refused_and_left_untouched(run):
     model, batches = _frozen()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ModelError, match=r"no trainable parameter.*requires_grad=False"):
+    with pytest.raises(ModelError, match=r"nothing to train: every parameter.*requires_grad=False"):
         run(model, batches)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not any(p.requires_grad for p in model.parameters())

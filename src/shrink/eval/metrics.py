@@ -14,6 +14,7 @@ from shrink.errors import ConfigError, DataError
 __all__ = [
     "predict",
     "select_output",
+    "runtime_output",
     "evaluation_mode",
     "OUTPUT_KEYS",
     "accuracy",
@@ -101,6 +102,18 @@ def evaluation_mode(models: Iterable[Any]) -> Iterator[None]:
                 sub.training = training
 
 
+def runtime_output(names: list[str], output: OutputChoice = None) -> str | int:
+    """Which output of a runtime graph (ONNX, outputs named as the torch model's keys) to score, by the rule
+    :func:`select_output` applies to the torch model: ``output`` by name or index; by default the first of
+    :data:`OUTPUT_KEYS` among the graph's outputs, else its first. A graph with one output gives that one whatever
+    ``output`` says (a file whose outputs were not named after the model's, as a torch tensor output would)."""
+    if len(names) == 1:
+        return 0
+    if output is None:
+        return next((k for k in OUTPUT_KEYS if k in names), 0)
+    return output
+
+
 def predict(
     model: Callable[..., Any], data: Iterable[Any], output: OutputChoice = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -113,8 +126,8 @@ def predict(
             inputs, target = split_batch(batch)
             if isinstance(model, torch.nn.Module):
                 out = call_model(model, inputs)
-            elif output is not None and hasattr(model, "output_names"):  # a runtime graph picks its named output
-                out = model(inputs, output=output)
+            elif hasattr(model, "output_names"):  # a runtime graph (ONNX) picks its named output
+                out = model(inputs, output=runtime_output(model.output_names, output))
             else:
                 out = model(inputs)
             outs.append(select_output(out, output).float())

@@ -75,8 +75,18 @@ def _dynamic_axes(example: Any, keywords: bool) -> dict[int, str]:
     return {axis: name for axis, name in axes.items() if axis < rank}
 
 
+#: dict input values that become constants of the graph (a float option); anything else but a tensor is refused
+_CONSTANT_TYPES = (bool, int, float, str, type(None))
+
+
 def _input_names(example_inputs: Any) -> tuple[tuple[Any, ...], list[str], bool]:
     if isinstance(example_inputs, dict):
+        for key, value in example_inputs.items():
+            if not isinstance(value, (torch.Tensor, *_CONSTANT_TYPES)):
+                raise ConfigError(
+                    f"ONNX export: example input {key!r} is a {type(value).__name__}; a dict input's values must be "
+                    "tensors (graph inputs) or plain numbers / strings / None (constants of the graph)"
+                )
         tensors = {k: v for k, v in example_inputs.items() if isinstance(v, torch.Tensor)}
         return tuple(tensors.values()), list(tensors), True
     if isinstance(example_inputs, torch.Tensor):
@@ -85,24 +95,35 @@ def _input_names(example_inputs: Any) -> tuple[tuple[Any, ...], list[str], bool]
     return args, [f"input{i}" for i in range(len(args))], False
 
 
-def output_names_of(model: nn.Module, example_inputs: Any) -> list[str]:
+def output_names_of(model: nn.Module, example_inputs: Any, input_names: Sequence[str] = ()) -> list[str]:
     """The ONNX output names for ``model``'s output on ``example_inputs``: a mapping of tensors (transformers
-    ``ModelOutput``, dict) gives its keys, a tuple of tensors ``output``, ``output1``, ...; anything else ``output``
-    (for a nested output the exporter numbers the rest). Runs the model once, in eval mode, restoring its mode."""
+    ``ModelOutput``, dict) gives its keys unless one of them is also an input's name (ONNX names must be unique), a
+    tuple of tensors ``output``, ``output1``, ...; anything else ``output`` (for a nested output the exporter numbers
+    the rest). Runs the model once, in eval mode, with its buffers restored afterwards."""
     from shrink.data import call_model
+    from shrink.eval.metrics import evaluation_mode
 
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = call_model(model, example_inputs)
-    finally:
-        model.train(was_training)
+    with evaluation_mode([model]), torch.no_grad():
+        out = call_model(model, example_inputs)
     if isinstance(out, Mapping) and out and all(isinstance(v, torch.Tensor) for v in out.values()):
-        return [str(k) for k in out]
+        if not set(map(str, out)) & set(input_names):
+            return [str(k) for k in out]
+        out = tuple(out.values())
     if isinstance(out, (tuple, list)) and out and all(isinstance(v, torch.Tensor) for v in out):
         return ["output"] + [f"output{i}" for i in range(1, len(out))]
     return ["output"]
+
+
+def _call_hook(hook: Any, path: Path, example_inputs: Any, opset: int, output_names: list[str] | None) -> Path:
+    """A model's ``shrink_export_onnx`` hook; ``output_names`` only for a hook that takes them (the three-argument
+    form ``(path, example_inputs, opset)`` came first)."""
+    import inspect
+
+    try:
+        takes = len(inspect.signature(hook).parameters) >= 4
+    except (TypeError, ValueError):
+        takes = False
+    return Path(hook(path, example_inputs, opset, output_names) if takes else hook(path, example_inputs, opset))
 
 
 def onnx(
@@ -119,10 +140,10 @@ def onnx(
     ``output_names`` default: :func:`output_names_of` (a dict / ``ModelOutput``'s keys)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    names = list(output_names) if output_names is not None else output_names_of(model, example_inputs)
+    names = list(output_names) if output_names is not None else None  # None: named by the exporter that traces
     hook = getattr(model, "shrink_export_onnx", None)
     if hook is not None:
-        out = hook(path, example_inputs, opset, names)
+        out = _call_hook(hook, path, example_inputs, opset, names)
     else:
         out = trace_to_onnx(copy.deepcopy(baked_copy(model)), path, example_inputs, opset=opset, output_names=names)
     export_int8_lstms(model, Path(out))  # LSTMs int8_dynamic rounded run on ONNX Runtime's int8 LSTM kernel
@@ -141,10 +162,11 @@ def trace_to_onnx(
     and a rename; dynamic batch axis, and sequence axis for dict inputs. No file is left behind on failure.
     ``output_names`` default: :func:`output_names_of`."""
     path = Path(path)
-    if output_names is None:
-        output_names = output_names_of(model, example_inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     args, names, keywords = _input_names(example_inputs)
+    if output_names is None:
+        output_names = output_names_of(model, example_inputs, names)
+    traced: nn.Module
     if keywords:
         constants = {k: v for k, v in example_inputs.items() if not isinstance(v, torch.Tensor)}
         traced = _KeywordsToPositional(model, names, constants)

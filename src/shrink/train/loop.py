@@ -97,8 +97,8 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def _optimizer(name: str, params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
     if not params:
         raise ModelError(
-            "the model has no trainable parameter: every parameter it would train has requires_grad=False (a model "
-            "frozen for inference?); unfreeze it first, e.g. model.requires_grad_(True)"
+            "nothing to train: every parameter it would train (the model's, or the params given) has "
+            "requires_grad=False (a model frozen for inference?); unfreeze it first, e.g. model.requires_grad_(True)"
         )
     if name == "adam":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)

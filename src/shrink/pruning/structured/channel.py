@@ -152,15 +152,19 @@ def apply_removal(model: nn.Module, graph: DependencyGraph, removed: set[int]) -
     return changed
 
 
-def _warn_nothing_removed(n_groups: int, skipped: list[str]) -> None:
+def _warn_nothing_removed(n_groups: int, skipped: list[str]) -> str:
+    """Warn that channel pruning left the model as it was, and why; returns the message (for the report's notes)."""
     why = (
         "no channel group can be pruned (every one feeds a model output, an op kept whole, or is excluded by the "
         "selector)"
         if n_groups == 0
-        else f"the ratio removes no whole unit from its {n_groups} group(s) (too small a ratio for their sizes)"
+        else f"no whole unit of its {n_groups} prunable group(s) is removed at these settings (ratio, head_ratio, "
+        "round_to and max_group_ratio against the groups' sizes)"
     )
     extra = f"; ops kept whole: {', '.join(skipped)}" if skipped else ""
-    warnings.warn(f"channel_pruning removed nothing, the model is unchanged: {why}{extra}", UserWarning, stacklevel=4)
+    message = f"channel_pruning removed nothing, the model is unchanged: {why}{extra}"
+    warnings.warn(message, UserWarning, stacklevel=6)  # at the caller of shrink.prune
+    return message
 
 
 def _shapes(model: nn.Module, inputs: Any) -> list[tuple[int, ...]]:
@@ -205,7 +209,7 @@ def channel_prune(model: nn.Module, config: ChannelPruning, ctx: Context) -> nn.
         for i, units in zip(sel, cut, strict=True):
             removed.update(int(r) for r in groups[i].roots[units])
     if not removed and (config.ratio > 0 or (config.head_ratio or 0) > 0):
-        _warn_nothing_removed(len(groups), graph.skipped_ops)
+        ctx.notes.append(_warn_nothing_removed(len(groups), graph.skipped_ops))
     params_before = sum(p.numel() for p in model.parameters())
     changed = apply_removal(model, graph, removed)
     if config.importance == "lasso":
