@@ -14,7 +14,16 @@ import torch
 
 from shrink.errors import DataError, ModelError
 
-__all__ = ["Batches", "split_batch", "check_finite", "check_model_finite", "check_like", "first_batch", "logits_of"]
+__all__ = [
+    "Batches",
+    "split_batch",
+    "check_finite",
+    "check_model_finite",
+    "check_like",
+    "first_batch",
+    "logits_of",
+    "evaluation_mode",
+]
 
 
 class Batches:
@@ -142,6 +151,32 @@ def check_model_finite(model: torch.nn.Module, where: str) -> None:
             if t.is_floating_point() and not t.is_meta and not bool(torch.isfinite(t.detach()).all()):
                 bad = "NaN" if bool(torch.isnan(t.detach()).any()) else "Inf"
                 raise ModelError(f"{where}: {kind} {name!r} contains {bad}; shrink needs a model with finite weights")
+
+
+@contextmanager
+def evaluation_mode(models: Iterable[Any]) -> Iterator[None]:
+    """Put every ``torch.nn.Module`` among ``models`` in eval mode for the block; afterwards each of their
+    submodules gets its own training flag back and every buffer its values (also on error)."""
+    modules = [m for m in models if isinstance(m, torch.nn.Module)]
+    flags = [[(sub, sub.training) for sub in m.modules()] for m in modules]
+    with torch.no_grad():
+        # opaque prepacked runtime weights (oneDNN) are neither readable nor changed by a forward: left out
+        buffers = [[(b, b.detach().clone()) for b in m.buffers() if not (b.is_meta or b.is_mkldnn)] for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for saved in buffers:
+                for buf, value in saved:
+                    if buf.shape != value.shape:
+                        buf.data = value
+                    elif not torch.equal(buf, value):
+                        buf.copy_(value)
+        for per_model in flags:
+            for sub, training in per_model:
+                sub.training = training
 
 
 def logits_of(output: Any) -> torch.Tensor:

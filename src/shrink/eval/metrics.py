@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 
-from shrink.data import call_model, split_batch
+from shrink.data import call_model, evaluation_mode, split_batch
 from shrink.errors import ConfigError, DataError
 
 __all__ = [
@@ -74,32 +73,6 @@ def _nth(items: list[Any], index: int, kind: str) -> Any:
     if isinstance(index, bool) or not -len(items) <= index < len(items):
         raise ConfigError(f"output={index!r}: the model's {kind} has {len(items)} items")
     return items[index]
-
-
-@contextmanager
-def evaluation_mode(models: Iterable[Any]) -> Iterator[None]:
-    """Put every ``torch.nn.Module`` among ``models`` in eval mode for the block; afterwards each of their
-    submodules gets its own training flag back and every buffer its values (also on error)."""
-    modules = [m for m in models if isinstance(m, torch.nn.Module)]
-    flags = [[(sub, sub.training) for sub in m.modules()] for m in modules]
-    with torch.no_grad():
-        # opaque prepacked runtime weights (oneDNN) are neither readable nor changed by a forward: left out
-        buffers = [[(b, b.detach().clone()) for b in m.buffers() if not (b.is_meta or b.is_mkldnn)] for m in modules]
-    for m in modules:
-        m.eval()
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for saved in buffers:
-                for buf, value in saved:
-                    if buf.shape != value.shape:
-                        buf.data = value
-                    elif not torch.equal(buf, value):
-                        buf.copy_(value)
-        for per_model in flags:
-            for sub, training in per_model:
-                sub.training = training
 
 
 def runtime_output(names: list[str], output: OutputChoice = None) -> str | int:

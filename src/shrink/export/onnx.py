@@ -100,20 +100,10 @@ def output_names_of(model: nn.Module, example_inputs: Any, input_names: Sequence
     ``ModelOutput``, dict) gives its keys unless one of them is also an input's name (ONNX names must be unique), a
     tuple of tensors ``output``, ``output1``, ...; anything else ``output`` (for a nested output the exporter numbers
     the rest). Runs the model once, in eval mode, with its buffers restored afterwards."""
-    from shrink.data import call_model
+    from shrink.data import call_model, evaluation_mode
 
-    was_training = model.training
-    saved = [(b, b.detach().clone()) for b in model.buffers() if not (b.is_meta or b.is_mkldnn)]
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = call_model(model, example_inputs)
-    finally:
-        model.train(was_training)
-        with torch.no_grad():
-            for buffer, value in saved:
-                if buffer.shape == value.shape:
-                    buffer.copy_(value)
+    with evaluation_mode([model]), torch.no_grad():
+        out = call_model(model, example_inputs)
     if isinstance(out, Mapping) and out and all(isinstance(v, torch.Tensor) for v in out.values()):
         if not set(map(str, out)) & set(input_names):
             return [str(k) for k in out]
