@@ -1,6 +1,7 @@
 """ONNX export and ONNX Runtime execution.
 
-``onnx(model, path, example_inputs)`` writes an ONNX file with a dynamic batch axis. Models that need a special
+``onnx(model, path, example_inputs)`` writes an ONNX file with a dynamic batch axis (a recurrent model's batch and
+sequence axes are found by running it: see :mod:`shrink.export.axes`). Models that need a special
 graph (quantized models export QDQ int8) provide ``shrink_export_onnx(path, example_inputs, opset, output_names)``.
 The graph's outputs are named after the keys of a mapping output (a transformers ``ModelOutput``, a dict), so
 ``OnnxModel(path)(inputs, output="logits")`` picks the same output as the torch model's ``["logits"]``.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from torch import nn
 
 from shrink._parametrize import baked_copy
 from shrink.errors import ConfigError
+from shrink.export.axes import dynamic_axes
 from shrink.export.lstm_int8 import export_int8_lstms
 
 __all__ = [
@@ -67,12 +70,6 @@ def _only_given_arguments(model: nn.Module, n_args: int) -> nn.Module:
 
     object.__setattr__(view, "forward", forward)
     return view
-
-
-def _dynamic_axes(example: Any, keywords: bool) -> dict[int, str]:
-    rank = example.dim() if isinstance(example, torch.Tensor) else 1
-    axes = {0: "batch", 1: "sequence"} if keywords else {0: "batch"}
-    return {axis: name for axis, name in axes.items() if axis < rank}
 
 
 #: dict input values that become constants of the graph (a float option); anything else but a tensor is refused
@@ -133,7 +130,8 @@ def onnx(
     opset: int = DEFAULT_OPSET,
     output_names: Sequence[str] | None = None,
 ) -> Path:
-    """Export ``model`` to ONNX at ``path`` (atomically) with a dynamic batch axis (and sequence axis for dicts).
+    """Export ``model`` to ONNX at ``path`` (atomically) with a dynamic batch axis (and sequence axis for dicts and
+    recurrent models, whose batch may be axis 1).
     The graph's inputs are the tensors of ``example_inputs``: a dict's non-tensor values (a float option) are baked
     in as constants, and ``forward`` parameters left out keep their defaults, as constants too.
     ``output_names`` default: :func:`output_names_of` (a dict / ``ModelOutput``'s keys)."""
@@ -158,7 +156,8 @@ def trace_to_onnx(
     output_names: Sequence[str] | None = None,
 ) -> Path:
     """Trace ``model`` in eval mode (its mode is restored afterwards) to ONNX at ``path`` through a temporary file
-    and a rename; dynamic batch axis, and sequence axis for dict inputs. No file is left behind on failure.
+    and a rename; dynamic batch axis, and sequence axis for dict inputs and recurrent models. No file is left behind
+    on failure.
     ``output_names`` default: :func:`output_names_of`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,9 +170,8 @@ def trace_to_onnx(
         traced = _KeywordsToPositional(model, names, constants)
     else:
         traced = _only_given_arguments(model, len(args))
-    # dict inputs (token ids, masks) get a sequence axis too, where they have one
-    dynamic = {n: _dynamic_axes(a, keywords) for n, a in zip(names, args, strict=True)}
-    dynamic.update({n: {0: "batch"} for n in output_names})
+    # dict inputs (token ids, masks) get a sequence axis too, where they have one; recurrent models are probed
+    dynamic = dynamic_axes(traced, args, names, list(output_names), keywords)
     was_training = model.training
     model.eval()
     try:
@@ -197,17 +195,22 @@ def write_onnx(
     through a temporary file and a rename: a failed export leaves no file behind."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.onnx.export(
-            module,
-            args,
-            str(tmp),
-            input_names=input_names,
-            output_names=output_names,
-            dynamic_axes=dynamic_axes,
-            opset_version=opset,
-            dynamo=False,
-            do_constant_folding=True,
-        )
+        with warnings.catch_warnings():
+            # the TorchScript exporter warns for every LSTM / GRU / RNN traced at batch > 1 that the graph may not
+            # run at another batch; its initial states are sized from the input at run time
+            # (tests/export/test_export_onnx_axes.py runs such graphs at other batches)
+            warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size other than 1")
+            torch.onnx.export(
+                module,
+                args,
+                str(tmp),
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                opset_version=opset,
+                dynamo=False,
+                do_constant_folding=True,
+            )
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
