@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +42,19 @@ class Int8Export:
         self.model, self.int8_layers, self.calibration = model, int8_layers, calibration
 
     def __call__(
-        self, path: str | os.PathLike[str], example_inputs: Any, opset: int, output_names: Sequence[str] | None = None
+        self,
+        path: str | os.PathLike[str],
+        example_inputs: Any,
+        opset: int,
+        output_names: Sequence[str] | None = None,
+        dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
     ) -> Path:
         plain = copy.deepcopy(self.model)
         del plain.shrink_export_onnx  # export the plain graph, then quantize it
         for name, module in list(plain.named_modules()):  # input fake-quant: replaced by the runtime's int8 inputs
             if isinstance(module, (LowBitLinear, LowBitConv)):
                 set_module(plain, name, module.to_float())
-        return export_int8(plain, path, example_inputs, self.calibration, self.int8_layers, output_names)
+        return export_int8(plain, path, example_inputs, self.calibration, self.int8_layers, output_names, dynamic_axes)
 
 
 def attach_int8_export(model: nn.Module, policy: Policy, data: Iterable[Any] | None) -> bool:

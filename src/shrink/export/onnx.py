@@ -1,7 +1,6 @@
 """ONNX export and ONNX Runtime execution.
 
-``onnx(model, path, example_inputs)`` writes an ONNX file with a dynamic batch axis (a recurrent model's batch and
-sequence axes are found by running it: see :mod:`shrink.export.axes`). Models that need a special
+``onnx(model, path, example_inputs)`` writes an ONNX file with a dynamic batch axis. Models that need a special
 graph (quantized models export QDQ int8) provide ``shrink_export_onnx(path, example_inputs, opset, output_names)``.
 The graph's outputs are named after the keys of a mapping output (a transformers ``ModelOutput``, a dict), so
 ``OnnxModel(path)(inputs, output="logits")`` picks the same output as the torch model's ``["logits"]``.
@@ -24,8 +23,8 @@ import torch
 from torch import nn
 
 from shrink._parametrize import baked_copy
+from shrink.data import call_model, evaluation_mode
 from shrink.errors import ConfigError
-from shrink.export.axes import dynamic_axes
 from shrink.export.lstm_int8 import export_int8_lstms
 
 __all__ = [
@@ -72,6 +71,77 @@ def _only_given_arguments(model: nn.Module, n_args: int) -> nn.Module:
     return view
 
 
+def _dynamic_axes(example: Any, keywords: bool) -> dict[int, str]:
+    rank = example.dim() if isinstance(example, torch.Tensor) else 1
+    axes = {0: "batch", 1: "sequence"} if keywords else {0: "batch"}
+    return {axis: name for axis, name in axes.items() if axis < rank}
+
+
+#: ``{input or output name: {axis: label}}``, as ``torch.onnx.export`` takes them
+DynamicAxes = Mapping[str, Mapping[int, str]]
+
+
+def _given_axes(
+    given: DynamicAxes, args: tuple[Any, ...], names: list[str], output_names: Sequence[str]
+) -> dict[str, dict[int, str]]:
+    """The user's ``dynamic_axes``, checked against the graph's input and output names and the inputs' ranks."""
+    ranks = {n: (a.dim() if isinstance(a, torch.Tensor) else 0) for n, a in zip(names, args, strict=True)}
+    checked: dict[str, dict[int, str]] = {}
+    for name, axes in given.items():
+        where = f"ONNX export: dynamic_axes[{name!r}]"
+        if name not in [*names, *output_names]:
+            raise ConfigError(
+                f"{where}: no input or output of the graph has that name; its inputs are {names} and its outputs "
+                f"{list(output_names)}"
+            )
+        if not isinstance(axes, Mapping) or not all(isinstance(a, int) and isinstance(v, str) for a, v in axes.items()):
+            raise ConfigError(
+                f"{where} must map axis numbers to labels, e.g. {{0: 'sequence', 1: 'batch'}}; got {axes!r}"
+            )
+        bad = [a for a in axes if name in ranks and not 0 <= a < ranks[name]]
+        if bad:
+            raise ConfigError(f"{where} names axes {bad}, but that input has rank {ranks[name]} in example_inputs")
+        checked[name] = dict(axes)
+    return checked
+
+
+def _warn_time_major(model: nn.Module, args: tuple[Any, ...]) -> None:
+    """Warn when a ``batch_first=False`` recurrent layer's batch (axis 1 of what it reads) is not the size of axis 0
+    of the first input: the default axes (axis 0 is the batch) then leave the real batch fixed. A model that takes
+    ``(batch, time, features)`` and transposes for the layer is not warned about."""
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.RNNBase) and not m.batch_first}
+    first = next((a for a in args if isinstance(a, torch.Tensor) and a.dim() > 0), None)
+    if not layers or first is None:
+        return
+    seen: dict[str, int] = {}
+
+    def record(name: str) -> Any:
+        def hook(_: nn.Module, inputs: tuple[Any, ...]) -> None:
+            x = inputs[0]  # a packed sequence or an unbatched input has nothing to check
+            if isinstance(x, torch.Tensor) and x.dim() == 3:
+                seen.setdefault(name, x.shape[1])
+
+        return hook
+
+    hooks = [m.register_forward_pre_hook(record(n)) for n, m in layers.items()]
+    try:
+        with evaluation_mode([model]), torch.no_grad():
+            model(*args)
+    finally:
+        for h in hooks:
+            h.remove()
+    for name, batch in seen.items():
+        if batch != first.shape[0]:
+            warnings.warn(
+                f"ONNX export: {type(layers[name]).__name__} {name!r} (batch_first=False) reads a batch of {batch}, "
+                f"but the dynamic 'batch' axis is axis 0 of the inputs (size {first.shape[0]}): the graph would run "
+                "only at the example's batch size. Pass dynamic_axes, e.g. {'input': {0: 'sequence', 1: 'batch'}, "
+                "'output': {0: 'batch'}}, to say which axes vary",
+                stacklevel=4,
+            )
+            return
+
+
 #: dict input values that become constants of the graph (a float option); anything else but a tensor is refused
 _CONSTANT_TYPES = (bool, int, float, str, type(None))
 
@@ -97,8 +167,6 @@ def output_names_of(model: nn.Module, example_inputs: Any, input_names: Sequence
     ``ModelOutput``, dict) gives its keys unless one of them is also an input's name (ONNX names must be unique), a
     tuple of tensors ``output``, ``output1``, ...; anything else ``output`` (for a nested output the exporter numbers
     the rest). Runs the model once, in eval mode, with its buffers restored afterwards."""
-    from shrink.data import call_model, evaluation_mode
-
     with evaluation_mode([model]), torch.no_grad():
         out = call_model(model, example_inputs)
     if isinstance(out, Mapping) and out and all(isinstance(v, torch.Tensor) for v in out.values()):
@@ -110,16 +178,24 @@ def output_names_of(model: nn.Module, example_inputs: Any, input_names: Sequence
     return ["output"]
 
 
-def _call_hook(hook: Any, path: Path, example_inputs: Any, opset: int, output_names: list[str] | None) -> Path:
+def _call_hook(
+    hook: Any, path: Path, example_inputs: Any, opset: int, output_names: list[str] | None, axes: DynamicAxes | None
+) -> Path:
     """A model's ``shrink_export_onnx`` hook; ``output_names`` only for a hook that takes them (the three-argument
-    form ``(path, example_inputs, opset)`` came first)."""
+    form ``(path, example_inputs, opset)`` came first), ``dynamic_axes`` only when given, to a hook that takes it."""
     import inspect
 
     try:
-        takes = len(inspect.signature(hook).parameters) >= 4
+        params = inspect.signature(hook).parameters
     except (TypeError, ValueError):
-        takes = False
-    return Path(hook(path, example_inputs, opset, output_names) if takes else hook(path, example_inputs, opset))
+        params = {}  # type: ignore[assignment]
+    if axes is not None:
+        if "dynamic_axes" not in params:
+            raise ConfigError(f"ONNX export: this model's exporter ({type(hook).__name__}) does not take dynamic_axes")
+        return Path(hook(path, example_inputs, opset, output_names, dynamic_axes=axes))
+    return Path(
+        hook(path, example_inputs, opset, output_names) if len(params) >= 4 else hook(path, example_inputs, opset)
+    )
 
 
 def onnx(
@@ -129,20 +205,27 @@ def onnx(
     *,
     opset: int = DEFAULT_OPSET,
     output_names: Sequence[str] | None = None,
+    dynamic_axes: DynamicAxes | None = None,
 ) -> Path:
-    """Export ``model`` to ONNX at ``path`` (atomically) with a dynamic batch axis (and sequence axis for dicts and
-    recurrent models, whose batch may be axis 1).
+    """Export ``model`` to ONNX at ``path`` (atomically) with a dynamic batch axis (and sequence axis for dicts).
     The graph's inputs are the tensors of ``example_inputs``: a dict's non-tensor values (a float option) are baked
     in as constants, and ``forward`` parameters left out keep their defaults, as constants too.
-    ``output_names`` default: :func:`output_names_of` (a dict / ``ModelOutput``'s keys)."""
+    ``output_names`` default: :func:`output_names_of` (a dict / ``ModelOutput``'s keys).
+    ``dynamic_axes``: ``{input or output name: {axis: label}}`` for the names it gives, in place of the default
+    (axis 0 ``"batch"``; a dict's tensors also axis 1 ``"sequence"``): e.g. ``{"input": {0: "sequence", 1: "batch"},
+    "output": {0: "batch"}}`` for a ``batch_first=False`` LSTM. A single tensor input is named ``input``, a tuple's
+    ``input0``, ``input1``, ..., a dict's by its keys."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = list(output_names) if output_names is not None else None  # None: named by the exporter that traces
     hook = getattr(model, "shrink_export_onnx", None)
     if hook is not None:
-        out = _call_hook(hook, path, example_inputs, opset, names)
+        out = _call_hook(hook, path, example_inputs, opset, names, dynamic_axes)
     else:
-        out = trace_to_onnx(copy.deepcopy(baked_copy(model)), path, example_inputs, opset=opset, output_names=names)
+        out = trace_to_onnx(
+            copy.deepcopy(baked_copy(model)), path, example_inputs, opset=opset, output_names=names,
+            dynamic_axes=dynamic_axes,
+        )  # fmt: skip
     export_int8_lstms(model, Path(out))  # LSTMs int8_dynamic rounded run on ONNX Runtime's int8 LSTM kernel
     return out
 
@@ -154,11 +237,11 @@ def trace_to_onnx(
     *,
     opset: int = DEFAULT_OPSET,
     output_names: Sequence[str] | None = None,
+    dynamic_axes: DynamicAxes | None = None,
 ) -> Path:
     """Trace ``model`` in eval mode (its mode is restored afterwards) to ONNX at ``path`` through a temporary file
-    and a rename; dynamic batch axis, and sequence axis for dict inputs and recurrent models. No file is left behind
-    on failure.
-    ``output_names`` default: :func:`output_names_of`."""
+    and a rename; dynamic batch axis, and sequence axis for dict inputs, unless ``dynamic_axes`` (as in :func:`onnx`)
+    says otherwise for a name. No file is left behind on failure. ``output_names`` default: :func:`output_names_of`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     args, names, keywords = _input_names(example_inputs)
@@ -170,8 +253,13 @@ def trace_to_onnx(
         traced = _KeywordsToPositional(model, names, constants)
     else:
         traced = _only_given_arguments(model, len(args))
-    # dict inputs (token ids, masks) get a sequence axis too, where they have one; recurrent models are probed
-    dynamic = dynamic_axes(traced, args, names, list(output_names), keywords)
+    # dict inputs (token ids, masks) get a sequence axis too, where they have one
+    dynamic = {n: _dynamic_axes(a, keywords) for n, a in zip(names, args, strict=True)}
+    dynamic.update({n: {0: "batch"} for n in output_names})
+    if dynamic_axes is not None:
+        dynamic.update(_given_axes(dynamic_axes, args, names, output_names))
+    else:
+        _warn_time_major(traced, args)
     was_training = model.training
     model.eval()
     try:
@@ -195,22 +283,17 @@ def write_onnx(
     through a temporary file and a rename: a failed export leaves no file behind."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with warnings.catch_warnings():
-            # the TorchScript exporter warns for every LSTM / GRU / RNN traced at batch > 1 that the graph may not
-            # run at another batch; its initial states are sized from the input at run time
-            # (tests/export/test_export_onnx_axes.py runs such graphs at other batches)
-            warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size other than 1")
-            torch.onnx.export(
-                module,
-                args,
-                str(tmp),
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_axes=dynamic_axes,
-                opset_version=opset,
-                dynamo=False,
-                do_constant_folding=True,
-            )
+        torch.onnx.export(
+            module,
+            args,
+            str(tmp),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
+        )
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,16 +61,18 @@ def export_int8(
     calibration: list[torch.Tensor],
     int8_layers: Iterable[str] | None = None,
     output_names: Sequence[str] | None = None,
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
 ) -> Path:
     """Write ``model`` as a QDQ ONNX graph at ``path`` with ``int8_layers`` (default: all Conv/Linear) quantized
-    (``output_names``: as :func:`shrink.export.onnx`).
+    (``output_names``, ``dynamic_axes``: as :func:`shrink.export.onnx`).
 
     ``calibration`` is a list of input tensors for activation ranges (min-max).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     path = Path(path)
-    fp32 = export_onnx(model, path.with_name(path.stem + ".fp32.onnx"), example_inputs, output_names=output_names)
+    fp32_path = path.with_name(path.stem + ".fp32.onnx")
+    fp32 = export_onnx(model, fp32_path, example_inputs, output_names=output_names, dynamic_axes=dynamic_axes)
     all_nodes = layer_nodes(
         fp32, [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,16 @@ def export_quantized_onnx(
     example_inputs: Any,
     opset: int = 17,
     output_names: Sequence[str] | None = None,
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
 ) -> Path:
-    """Trace ``model`` (containing shrink quantized layers) to ONNX at ``path`` with a dynamic batch axis."""
+    """Trace ``model`` (containing shrink quantized layers) to ONNX at ``path`` with a dynamic batch axis
+    (``output_names``, ``dynamic_axes``: as :func:`shrink.export.onnx`)."""
     with warnings.catch_warnings():
         # qparams are read as Python numbers on purpose: they are constants of the exported graph
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        return trace_to_onnx(model, path, example_inputs, opset=max(opset, 13), output_names=output_names)
+        return trace_to_onnx(
+            model, path, example_inputs, opset=max(opset, 13), output_names=output_names, dynamic_axes=dynamic_axes
+        )
 
 
 class QuantizedExport:
@@ -65,8 +69,9 @@ class QuantizedExport:
         example_inputs: Any,
         opset: int = 17,
         output_names: Sequence[str] | None = None,
+        dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
     ) -> Path:
-        return export_quantized_onnx(self.model, path, example_inputs, opset, output_names)
+        return export_quantized_onnx(self.model, path, example_inputs, opset, output_names, dynamic_axes)
 
 
 def attach_export(
