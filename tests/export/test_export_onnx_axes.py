@@ -105,3 +105,12 @@ def test_a_hook_without_dynamic_axes_is_refused_when_axes_are_given(tmp_path):
     model.shrink_export_onnx = lambda path, example_inputs, opset: path  # an old three-argument hook
     with pytest.raises(ConfigError, match="does not take dynamic_axes"):
         shrink.export.onnx(model, tmp_path / "m.onnx", torch.randn(2, 4), dynamic_axes={"input": {0: "batch"}})
+
+
+def test_the_recipe_stage_takes_the_axes(tmp_path):
+    from shrink.export.stage import OnnxExport
+
+    cfg = OnnxExport.model_validate({"dynamic_axes": {"input": {"0": "sequence", 1: "batch"}, "output": {0: "batch"}}})
+    assert cfg.dynamic_axes == TIME_MAJOR
+    with pytest.raises(ValueError, match="dynamic_axes"):
+        OnnxExport.model_validate({"dynamic_axes": {"input": {"first": "batch"}}})

@@ -25,6 +25,9 @@ class OnnxExport(Config):
     filename: str = "model.onnx"
     opset: int = pydantic.Field(DEFAULT_OPSET, ge=13, le=21)
     threads: int = pydantic.Field(2, ge=1)
+    #: which axes of the graph's inputs / outputs vary, e.g. ``{input: {0: sequence, 1: batch}, output: {0: batch}}``
+    #: for a time-major LSTM (None: axis 0 is the batch; a dict's tensors also axis 1 the sequence)
+    dynamic_axes: dict[str, dict[int, str]] | None = None
 
 
 @implements(OnnxExport)
@@ -32,7 +35,7 @@ def export_stage(model: nn.Module, config: OnnxExport, ctx: Context) -> nn.Modul
     if ctx.example_inputs is None:
         raise ConfigError("onnx_export: needs example inputs")
     out = Path(ctx.out_dir) if ctx.out_dir is not None else Path(".")
-    path = onnx(model, out / config.filename, ctx.example_inputs, opset=config.opset)
+    path = onnx(model, out / config.filename, ctx.example_inputs, opset=config.opset, dynamic_axes=config.dynamic_axes)
     session = OnnxModel(  # execution: the quantizer's label, else read from the graph (never "fp32" for int8)
         path,
         threads=config.threads,
