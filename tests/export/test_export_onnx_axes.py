@@ -1,7 +1,7 @@
 """Dynamic axes of the exported graph: axis 0 is the batch by default; ``dynamic_axes`` says otherwise (a
 ``batch_first=False`` LSTM's batch is axis 1 and its length varies), is checked against the graph's names and the
 inputs' ranks, reaches the quantized exporters, and a time-major model exported with the default axes is warned
-about."""
+about. Layers that run on PyTorch's kernels only are refused by name."""
 
 import warnings
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import shrink
-from shrink.errors import ConfigError
+from shrink.errors import ConfigError, ModelError
 from shrink.export import OnnxModel
 from shrink.quant import Int8Dynamic, Int8Static
 
@@ -114,3 +114,10 @@ def test_the_recipe_stage_takes_the_axes(tmp_path):
     assert cfg.dynamic_axes == TIME_MAJOR
     with pytest.raises(ValueError, match="dynamic_axes"):
         OnnxExport.model_validate({"dynamic_axes": {"input": {"first": "batch"}}})
+
+
+def test_a_layer_on_pytorch_kernels_only_is_refused_by_name(tmp_path):
+    q = shrink.quantize(TimeMajor().eval(), Int8Dynamic(backend="torch"))
+    with pytest.raises(ModelError, match=r"layer 'rnn' is a torch\.ao\..*LSTM, which runs on PyTorch's kernels only"):
+        shrink.export.onnx(q, tmp_path / "m.onnx", torch.randn(10, 4, 8))
+    assert not list(tmp_path.iterdir())

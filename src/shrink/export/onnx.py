@@ -24,7 +24,7 @@ from torch import nn
 
 from shrink._parametrize import baked_copy
 from shrink.data import call_model, evaluation_mode
-from shrink.errors import ConfigError
+from shrink.errors import ConfigError, ModelError
 from shrink.export.lstm_int8 import export_int8_lstms
 
 __all__ = [
@@ -198,6 +198,21 @@ def _call_hook(
     )
 
 
+#: layers that run on PyTorch's own kernels only: torch.ao's quantized modules (``Int8Dynamic(backend="torch")``) and
+#: shrink's run-time kernel forms (``to_torch_int8`` / ``to_torch_weight_only``), whose packed weights do not trace
+_KERNEL_ONLY_PACKAGES = ("torch.ao.nn.quantized.", "shrink.quant.runtimes.")
+
+
+def _check_exportable(model: nn.Module) -> None:
+    for name, module in model.named_modules():
+        if type(module).__module__.startswith(_KERNEL_ONLY_PACKAGES):
+            raise ModelError(
+                f"ONNX export: layer {name or '(the model)'!r} is a {type(module).__module__}.{type(module).__name__}, "
+                "which runs on PyTorch's kernels only and has no ONNX form: export the model as quantized for ONNX "
+                "Runtime (Int8Dynamic's default backend 'onnxruntime'), or before to_torch_int8 / to_torch_weight_only"
+            )
+
+
 def onnx(
     model: nn.Module,
     path: str | os.PathLike[str],
@@ -215,6 +230,7 @@ def onnx(
     (axis 0 ``"batch"``; a dict's tensors also axis 1 ``"sequence"``): e.g. ``{"input": {0: "sequence", 1: "batch"},
     "output": {0: "batch"}}`` for a ``batch_first=False`` LSTM. A single tensor input is named ``input``, a tuple's
     ``input0``, ``input1``, ..., a dict's by its keys."""
+    _check_exportable(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = list(output_names) if output_names is not None else None  # None: named by the exporter that traces
