@@ -1,5 +1,6 @@
 """``FloatCast`` hands back fp32 outputs in the containers the model returned: a transformers ``ModelOutput`` stays
-one (``.logits`` works), a namedtuple stays that namedtuple, a dict a dict."""
+one (``.logits`` works), a namedtuple stays that namedtuple, a dict a dict; a model rebuilt by ``shrink.load`` takes
+and returns fp32 too."""
 
 import collections
 
@@ -44,3 +45,22 @@ def test_a_transformers_model_output_stays_one():
     ids = {"input_ids": torch.randint(0, 100, (2, 8))}
     out = shrink.quantize(bert, FloatCast(dtype="bfloat16"))(**ids)
     assert type(out) is type(bert(**ids)) and out.logits.shape == (2, 2) and out.logits.dtype == torch.float32
+
+
+class _Forecaster(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm, self.head = nn.LSTM(2, 8, batch_first=True), nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.head(self.lstm(x)[0][:, -1])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_saved_and_loaded_model_still_takes_fp32(tmp_path, dtype):
+    torch.manual_seed(0)
+    q, x = shrink.quantize(_Forecaster().eval(), FloatCast(dtype=dtype)), torch.randn(3, 5, 2)
+    loaded = shrink.load(shrink.save(q, tmp_path / "m.shrink"), _Forecaster)
+    assert next(loaded.parameters()).dtype == getattr(torch, dtype)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), q(x)) and loaded(x).dtype == torch.float32

@@ -24,6 +24,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from shrink._atomic import atomic_write_bytes
+from shrink._float_cast import reinstall_float_cast
 from shrink._parametrize import baked_copy
 from shrink.data import check_not_meta
 from shrink.errors import FileFormatError, ModelError
@@ -346,6 +347,7 @@ def load(path: str | os.PathLike[str], factory: Callable[[], nn.Module]) -> nn.M
         raise ModelError(f"{where}: weights do not match the architecture: {exc}") from None
     _materialize(model, rebuilt, state, where)
     _retie(model, manifest.get("layout", {}))
+    reinstall_float_cast(model)  # a FloatCast model takes and returns fp32 again
     return model.eval()
 
 

@@ -4,14 +4,13 @@
 
 from __future__ import annotations
 
-import copy
-from collections.abc import MutableMapping
 from typing import Any, Literal
 
 import pydantic
 import torch
 from torch import nn
 
+from shrink._float_cast import install_float_cast
 from shrink._parametrize import bake_parametrizations
 from shrink.api import Context, implements
 from shrink.config import Config, refuse_moved_fields, register
@@ -146,41 +145,9 @@ class FloatCast(Config):
     dtype: Literal["float16", "bfloat16"] = "float16"
 
 
-def _cast_tree(x: Any, dtype: torch.dtype) -> Any:
-    """``x`` with its floating tensors cast to ``dtype``, keeping the containers' types (a transformers
-    ``ModelOutput`` stays one, a namedtuple stays that namedtuple)."""
-    if isinstance(x, torch.Tensor):
-        return x.to(dtype) if x.is_floating_point() else x
-    if isinstance(x, MutableMapping):
-        out = copy.copy(x)
-        for k, v in x.items():
-            out[k] = _cast_tree(v, dtype)
-        return out
-    if isinstance(x, tuple) and hasattr(x, "_fields"):  # namedtuple
-        return type(x)(*(_cast_tree(v, dtype) for v in x))
-    if isinstance(x, (tuple, list)):
-        return type(x)(_cast_tree(v, dtype) for v in x)
-    return x
-
-
-class _CastInputs:
-    def __init__(self, dtype: torch.dtype) -> None:
-        self.dtype = dtype
-
-    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        return _cast_tree(args, self.dtype), _cast_tree(kwargs, self.dtype)
-
-
-def _output_to_fp32(module: nn.Module, args: tuple, out: Any) -> Any:
-    return _cast_tree(out, torch.float32)
-
-
 @implements(FloatCast)
 def float_cast(model: nn.Module, config: FloatCast, ctx: Context) -> nn.Module:
-    dtype = getattr(torch, config.dtype)
-    model = model.to(dtype)
-    model.register_forward_pre_hook(_CastInputs(dtype), with_kwargs=True)
-    model.register_forward_hook(_output_to_fp32)
+    model = install_float_cast(model, config.dtype)
     setattr(model, "shrink_execution", f"{config.dtype} (real, PyTorch eager)")  # noqa: B010  (nn.Module types attributes as Tensor | Module)
     ctx.notes.append(f"float_cast: all floating parameters and buffers cast to {config.dtype}")
     return model
