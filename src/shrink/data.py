@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from shrink.errors import DataError, ModelError
+from shrink.errors import ConfigError, DataError, ModelError
 
 __all__ = [
     "Batches",
@@ -211,9 +211,17 @@ def call_model(model: torch.nn.Module, inputs: Any) -> Any:
 __all__.append("call_model")
 
 
+#: the task metrics :func:`shrink.evaluate` scores: top-1 accuracy (classifiers), fidelity to a reference model's
+#: embeddings, perplexity (causal language models), mean squared error against float targets (regressors; the
+#: mean absolute error beside it)
+METRICS = ("accuracy", "fidelity", "perplexity", "mse")
+__all__.append("METRICS")
+
+
 class DataBundle:
     """The data a recipe or benchmark works on: labelled train/val/test iterables, calibration batches, an example
-    input, and the task metric ("accuracy" for classifiers, "fidelity" for embedding models).
+    input, and the task metric (one of :data:`METRICS`: "accuracy" for classifiers, "fidelity" for embedding models,
+    "mse" for regressors).
 
     Only ``test`` and ``example_inputs`` are required; ``train``, ``val`` and ``calibration`` default to None, and
     a recipe checks before its first stage that every stage finds the data it needs."""
@@ -236,6 +244,8 @@ class DataBundle:
             if calibration is not None
             else None
         )
+        if metric not in METRICS:
+            raise ConfigError(f"{name}: metric must be one of {METRICS}, got {metric!r}")
         self.example_inputs, self.metric, self.name = example_inputs, metric, name
 
 

@@ -38,6 +38,12 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     _same_shape(student_logits, teacher_logits, "kd_loss")
+    if student_logits.dim() < 2 or student_logits.shape[-1] < 2:
+        raise DataError(
+            f"knowledge distillation matches class probabilities, but the outputs have shape "
+            f"{tuple(student_logits.shape)} (one value per sample: a regressor?); to match a regressor's outputs "
+            "use EmbeddingDistillation(loss='mse')"
+        )
     t = temperature
     log_p_student = F.log_softmax(student_logits.float() / t, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits.detach().float() / t, dim=-1)

@@ -13,11 +13,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shrink.counts import count_macs, count_params
-from shrink.data import DataBundle, LanguageData, call_model, check_not_meta, named_tensors
+from shrink.data import METRICS, DataBundle, LanguageData, call_model, check_not_meta, named_tensors
 from shrink.errors import ConfigError, DataError
 from shrink.eval.language import language_metrics
 from shrink.eval.latency import interleaved_stats, repeat_batch
-from shrink.eval.metrics import OutputChoice, accuracy, embedding_fidelity, evaluation_mode, predict
+from shrink.eval.metrics import (
+    OutputChoice,
+    accuracy,
+    embedding_fidelity,
+    evaluation_mode,
+    predict,
+    regression_errors,
+)
 from shrink.export.artifact import artifact_bytes, own_artifact_bytes
 from shrink.export.kernels import kernel_summary
 from shrink.export.onnx import OnnxModel
@@ -25,7 +32,6 @@ from shrink.report.table import Report, Row
 
 __all__ = ["evaluate", "check_batch_sizes", "MAX_BATCH", "machine_info", "cpu_name", "cpu_features", "CPU_FEATURES"]
 
-METRICS = ("accuracy", "fidelity", "perplexity")
 
 #: largest latency batch: the example input is repeated this many times in memory
 MAX_BATCH = 65536
@@ -177,6 +183,8 @@ def _metric_rows(
         out, targets = predict(_runner(model), eval_data, output)
         if metric == "accuracy":
             metrics = {"accuracy": accuracy(out, targets)}
+        elif metric == "mse":
+            metrics = regression_errors(out, targets)
         else:
             assert ref_out is not None
             metrics = embedding_fidelity(ref_out, out)

@@ -115,7 +115,34 @@ def accuracy(logits: torch.Tensor, targets: torch.Tensor | None) -> float:
     """Top-1 accuracy in percent."""
     if targets is None:
         raise DataError("accuracy needs labelled evaluation data (inputs, target)")
+    if logits.dim() < 2 or logits.shape[-1] < 2:
+        raise DataError(
+            f"accuracy needs one score per class, but the model's output has shape {tuple(logits.shape)} (one value "
+            "per sample: a regressor?): score it with metric='mse'"
+        )
+    if targets.is_floating_point():
+        raise DataError(
+            f"accuracy needs integer class labels, got float targets of shape {tuple(targets.shape)}: for values to "
+            "regress, score with metric='mse'"
+        )
     return float((logits.argmax(-1) == targets).float().mean() * 100)
+
+
+def regression_errors(outputs: torch.Tensor, targets: torch.Tensor | None) -> dict[str, float]:
+    """Mean squared and mean absolute error of ``outputs`` against float ``targets`` (a ``(batch,)`` target is
+    also taken for a ``(batch, 1)`` output)."""
+    if targets is None:
+        raise DataError("metric 'mse' needs evaluation data of (inputs, target)")
+    targets = targets.float()
+    if targets.shape != outputs.shape and targets.shape + (1,) == outputs.shape:
+        targets = targets.unsqueeze(-1)
+    if targets.shape != outputs.shape:
+        raise DataError(
+            f"metric 'mse': the model's outputs have shape {tuple(outputs.shape)}, the targets "
+            f"{tuple(targets.shape)}; they must match"
+        )
+    error = outputs.float() - targets
+    return {"mse": float(error.pow(2).mean()), "mae": float(error.abs().mean())}
 
 
 def embedding_fidelity(reference: torch.Tensor, embeddings: torch.Tensor) -> dict[str, float]:

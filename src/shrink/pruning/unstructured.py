@@ -25,7 +25,7 @@ from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.data import split_batch
 from shrink.distillation.objective import DistillLoss
-from shrink.errors import DataError
+from shrink.errors import ConfigError, DataError
 from shrink.pruning.magnitude import Criterion, Scope, prune_unstructured
 from shrink.pruning.masks import apply_mask, get_mask, weight_of
 from shrink.pruning.penalty import Regularization, weight_penalty
@@ -33,7 +33,7 @@ from shrink.pruning.regrow import dense_gradients, regrow_fraction, regrow_masks
 from shrink.pruning.schedule import iterative_sparsities, polynomial_sparsity, polynomial_steps
 from shrink.select import Selector, select_modules
 from shrink.train import fit
-from shrink.train.loop import cross_entropy_loss
+from shrink.train.loop import TaskLoss, task_loss
 from shrink.train.noise import loss_inputs
 
 __all__ = ["IterativePruning", "GradualPruning", "layer_sparsities"]
@@ -52,6 +52,8 @@ class _FineTuneFields(Config):
     input_noise: float = pydantic.Field(0.0, ge=0)
     regularization: Regularization = "none"
     reg_strength: float = pydantic.Field(1e-4, ge=0)
+    #: the supervised loss: 'cross_entropy' (class labels), 'mse' or 'l1' (values to regress; no distillation)
+    loss: TaskLoss = "cross_entropy"
     #: weight of the soft-target loss from the unpruned model, ``alpha · T² KL + (1 - alpha) · CE`` (0: labels only)
     distill_alpha: float = pydantic.Field(0.0, ge=0.0, le=1.0)
     #: softmax temperature of that loss
@@ -171,6 +173,11 @@ def _teacher(model: nn.Module, cfg: _FineTuneFields, ctx: Context) -> DistillLos
     before any mask), or None when ``distill_alpha`` is 0."""
     if cfg.distill_alpha == 0.0:
         return None
+    if cfg.loss != "cross_entropy":
+        raise ConfigError(
+            f"{cfg.type_name}: distill_alpha distils class probabilities, which needs loss='cross_entropy' "
+            f"(got loss={cfg.loss!r}); set distill_alpha to 0 for a regressor"
+        )
     teacher = ctx.teacher if ctx.teacher is not None else copy.deepcopy(model)
     source = "the recipe's original model" if ctx.teacher is not None else "a frozen copy of the incoming model"
     ctx.notes.append(
@@ -204,7 +211,7 @@ def _train(
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         optimizer=cfg.optimizer,
-        loss_fn=teacher if teacher is not None else cross_entropy_loss,
+        loss_fn=teacher if teacher is not None else task_loss(cfg.loss),
         mixup=cfg.mixup,
         input_noise=cfg.input_noise,
         regularizer=weight_penalty(modules, cfg.regularization, cfg.reg_strength),
@@ -255,7 +262,7 @@ def _regrow(
     """One regrowth update, its gradient from the loss training follows (on a batch blended and noised as training's
     are); returns the number of weights moved."""
     assert ctx.train is not None  # _train checked it before the first epoch
-    loss = teacher if teacher is not None else cross_entropy_loss
+    loss = teacher if teacher is not None else task_loss(config.loss)
     batch = loss_inputs(*split_batch(next(iter(ctx.train))), config.mixup, config.input_noise)
     grads = dense_gradients(model, modules, loss, batch)
     return regrow_masks(modules, grads, fraction, config.scope, optimizer)

@@ -26,7 +26,7 @@ from torch.nn.utils import parametrize
 from shrink._parametrize import baked_copy
 from shrink.api import Context, implements
 from shrink.config import Config, register
-from shrink.errors import DataError
+from shrink.errors import ConfigError, DataError
 from shrink.quant.algorithms.calibrate import calibrating, run_calibration
 from shrink.quant.algorithms.fold import find_patterns
 from shrink.quant.algorithms.observers import make_observer
@@ -41,7 +41,7 @@ from shrink.quant.layers.qat_modules import QatConv2d, QatLinear
 from shrink.quant.numerics.qparams import QParams
 from shrink.quant.onnx.export import attach_export
 from shrink.select import Selector
-from shrink.train.loop import fit
+from shrink.train.loop import LossFn, TaskLoss, fit, task_loss
 
 __all__ = ["QAT", "prepare_qat", "convert_qat", "qat_layers", "quantization_aware_training"]
 
@@ -61,7 +61,9 @@ class QAT(Config):
     optimizer: Literal["adam", "sgd"] = "adam"
     #: BatchNorm statistics freeze after this many epochs (None: half of epochs, at least 1)
     freeze_bn_epoch: int | None = pydantic.Field(None, ge=0)
-    #: weight of Hinton's soft-target loss from the fp32 teacher (0 = plain cross-entropy)
+    #: the supervised loss: 'cross_entropy' (class labels), 'mse' or 'l1' (values to regress; no distillation)
+    loss: TaskLoss = "cross_entropy"
+    #: weight of Hinton's soft-target loss from the fp32 teacher (0 = the supervised loss alone)
     distill_alpha: float = pydantic.Field(0.0, ge=0.0, le=1.0)
     temperature: float = pydantic.Field(4.0, gt=0)
     calibration_batches: int = pydantic.Field(4, ge=1)
@@ -143,10 +145,16 @@ def convert_qat(model: nn.Module) -> nn.Module:
     return attach_export(model.eval())
 
 
-def _loss(teacher: nn.Module | None, config: QAT):  # noqa: ANN202
-    """Hinton's soft-target loss from the fp32 teacher (the loss distillation and pruning use), or None."""
+def _loss(teacher: nn.Module | None, config: QAT) -> LossFn:
+    """Hinton's soft-target loss from the fp32 teacher (the loss distillation and pruning use), or the config's
+    supervised loss."""
     if teacher is None or config.distill_alpha == 0.0:
-        return None
+        return task_loss(config.loss)
+    if config.loss != "cross_entropy":
+        raise ConfigError(
+            f"qat: distill_alpha distils class probabilities, which needs loss='cross_entropy' (got "
+            f"loss={config.loss!r}); set distill_alpha to 0 for a regressor"
+        )
     from shrink.distillation.objective import DistillLoss
 
     return DistillLoss(teacher, temperature=config.temperature, alpha=config.distill_alpha)
@@ -180,7 +188,7 @@ def quantization_aware_training(model: nn.Module, config: QAT, ctx: Context) -> 
         checkpoint_dir=ctx.checkpoint_dir,
         progress=ctx.progress,
         desc="qat",
-        **({"loss_fn": loss_fn} if loss_fn is not None else {}),
+        loss_fn=loss_fn,
     )
     convert_qat(model)
     w = f"W{config.weight_bits}A{config.activation_bits}"

@@ -49,11 +49,12 @@ def colour(index: int) -> tuple[float, float, float, float]:
 
 
 def quality_error(row: Row, metric: str) -> float | None:
-    """The error the plots show: 100 - accuracy (%), 1 - a fidelity in [0, 1], or perplexity itself."""
+    """The error the plots show: 100 - accuracy (%), 1 - a fidelity in [0, 1], or perplexity / mean squared error
+    itself."""
     value = row.metrics.get(metric)
     if value is None or not math.isfinite(value):
         return None
-    if metric == "perplexity":
+    if metric in ("perplexity", "mse"):
         return value
     return (100.0 - value) if value > 1.0 or metric == "accuracy" else (1.0 - value)
 
@@ -215,7 +216,9 @@ def report_png(report: Report, metric: str) -> bytes | None:
         return None
     positive = [e for e in errors.values() if e is not None and e > 0]
     floor = min(positive) / 2 if positive else 1e-3  # a perfect model still gets a place on the log axis
-    unit = {"accuracy": "test error (%)", "perplexity": "perplexity"}.get(metric, f"1 - {metric}")
+    unit = {"accuracy": "test error (%)", "perplexity": "perplexity", "mse": "mean squared error"}.get(
+        metric, f"1 - {metric}"
+    )
     ylabel = f"{unit}, log scale (better ↑)"
     batches = report.batch_sizes()
     panels = 1 + len(batches)

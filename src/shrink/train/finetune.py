@@ -10,7 +10,7 @@ from torch import nn
 from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.errors import DataError
-from shrink.train.loop import fit
+from shrink.train.loop import TaskLoss, fit, task_loss
 
 __all__ = ["FineTune", "finetune_handler"]
 
@@ -28,6 +28,8 @@ class FineTune(Config):
     #: Gaussian noise added to each training input: this fraction of its batch's standard deviation (after mixup;
     #: float tensor inputs only; 0: none)
     input_noise: float = pydantic.Field(0.0, ge=0)
+    #: the supervised loss: 'cross_entropy' (class labels), 'mse' or 'l1' (values to regress)
+    loss: TaskLoss = "cross_entropy"
 
 
 @implements(FineTune)
@@ -44,6 +46,7 @@ def finetune_handler(model: nn.Module, config: FineTune, ctx: Context) -> nn.Mod
         optimizer=config.optimizer,
         mixup=config.mixup,
         input_noise=config.input_noise,
+        loss_fn=task_loss(config.loss),
         checkpoint_dir=ctx.checkpoint_dir,
         progress=ctx.progress,
         desc="finetune",

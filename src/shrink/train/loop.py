@@ -11,7 +11,7 @@ import os
 import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shrink.data import call_model, logits_of, split_batch
-from shrink.errors import DataError, FileFormatError, ModelError
+from shrink.errors import ConfigError, DataError, FileFormatError, ModelError
 from shrink.train.distributed import (
     barrier,
     global_batch_norm,
@@ -30,10 +30,10 @@ from shrink.train.distributed import (
     shard,
     training_step,
 )
-from shrink.train.mixup import cross_entropy
+from shrink.train.mixup import MixedTarget, cross_entropy
 from shrink.train.noise import loss_inputs
 
-__all__ = ["fit", "LossFn"]
+__all__ = ["fit", "LossFn", "TaskLoss", "task_loss"]
 
 #: loss(model, inputs, target) -> scalar tensor
 LossFn = Callable[[nn.Module, Any, Any], torch.Tensor]
@@ -43,6 +43,48 @@ def cross_entropy_loss(model: nn.Module, inputs: Any, target: Any) -> torch.Tens
     if target is None:
         raise DataError("fine-tuning with the default cross-entropy loss needs labelled batches (inputs, target)")
     return cross_entropy(logits_of(call_model(model, inputs)), target)
+
+
+def _regression_target(target: Any, out: torch.Tensor, kind: str) -> torch.Tensor:
+    """The float target to compare ``out`` with: a mixup batch's two targets blended by its weights."""
+    if target is None:
+        raise DataError(f"training with loss={kind!r} needs batches of (inputs, target)")
+    if isinstance(target, MixedTarget):
+        w = target.weight.reshape(-1, *([1] * (target.first.dim() - 1))).to(out.dtype)
+        target = w * target.first.to(out.dtype) + (1 - w) * target.second.to(out.dtype)
+    if not isinstance(target, torch.Tensor):
+        raise DataError(f"loss={kind!r}: the target must be a tensor, got {type(target).__name__}")
+    if target.shape != out.shape and target.shape + (1,) == out.shape:
+        target = target.unsqueeze(-1)  # (batch,) values for a (batch, 1) output
+    if target.shape != out.shape:
+        raise DataError(
+            f"loss={kind!r}: the model's output has shape {tuple(out.shape)}, the target {tuple(target.shape)}; "
+            "they must match (a (batch,) target is also taken for a (batch, 1) output)"
+        )
+    return target.to(out.dtype)
+
+
+def _regression_loss(kind: str) -> LossFn:
+    reduce = torch.nn.functional.mse_loss if kind == "mse" else torch.nn.functional.l1_loss
+
+    def loss(model: nn.Module, inputs: Any, target: Any) -> torch.Tensor:
+        out = logits_of(call_model(model, inputs)).float()
+        return reduce(out, _regression_target(target, out, kind))
+
+    return loss
+
+
+#: the supervised losses a training config can name: class labels, or values to regress (mean squared / absolute error)
+TaskLoss = Literal["cross_entropy", "mse", "l1"]
+
+
+def task_loss(name: TaskLoss) -> LossFn:
+    """``loss(model, inputs, target)`` for a training config's ``loss`` field."""
+    if name == "cross_entropy":
+        return cross_entropy_loss
+    if name in ("mse", "l1"):
+        return _regression_loss(name)
+    raise ConfigError(f"loss must be one of 'cross_entropy', 'mse', 'l1', got {name!r}")
 
 
 def _reseed_loader(train: Iterable[Any], seed: int) -> None:

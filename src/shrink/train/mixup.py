@@ -46,12 +46,31 @@ def mix_batch(inputs: Any, target: Any) -> tuple[torch.Tensor, MixedTarget | Non
     if target is None:
         return mixed, None
     if not isinstance(target, torch.Tensor) or target.shape[:1] != (n,):
-        raise DataError(f"mixup: needs one class label per sample, got a target of type {type(target).__name__}")
+        raise DataError(
+            f"mixup: needs one class label per sample (or target value), got a target of type {type(target).__name__}"
+        )
     return mixed, MixedTarget(target, target[partner], weight)
+
+
+def _check_classes(logits: torch.Tensor, labels: Any) -> None:
+    """Cross-entropy on a regressor's output is 0 whatever the weights (one "class"), and float labels are values,
+    not classes: both are refused, pointing at the regression losses."""
+    if logits.dim() < 2 or logits.shape[-1] < 2:
+        raise DataError(
+            f"cross-entropy needs one score per class (at least 2), but the model's output has shape "
+            f"{tuple(logits.shape)}: for a regressor, set loss='mse' (or 'l1') in the training config"
+        )
+    if isinstance(labels, torch.Tensor) and labels.is_floating_point() and labels.shape != logits.shape:
+        raise DataError(
+            f"cross-entropy needs integer class labels (or class probabilities shaped like the scores, "
+            f"{tuple(logits.shape)}); got float targets of shape {tuple(labels.shape)}: for values to regress, "
+            "set loss='mse' (or 'l1') in the training config"
+        )
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor | MixedTarget) -> torch.Tensor:
     """Mean cross-entropy against class labels, or against the blend of two labels of a :class:`MixedTarget`."""
+    _check_classes(logits, target.first if isinstance(target, MixedTarget) else target)
     if not isinstance(target, MixedTarget):
         return F.cross_entropy(logits, target)
     w = target.weight.to(logits.dtype)
