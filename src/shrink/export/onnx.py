@@ -209,7 +209,8 @@ def _check_exportable(model: nn.Module) -> None:
             raise ModelError(
                 f"ONNX export: layer {name or '(the model)'!r} is a {type(module).__module__}.{type(module).__name__}, "
                 "which runs on PyTorch's kernels only and has no ONNX form: export the model as quantized for ONNX "
-                "Runtime (Int8Dynamic's default backend 'onnxruntime'), or before to_torch_int8 / to_torch_weight_only"
+                "Runtime (Int8Dynamic's default backend 'onnxruntime', where a GRU, having no int8 kernel there, "
+                "stays float), or before to_torch_int8 / to_torch_weight_only"
             )
 
 

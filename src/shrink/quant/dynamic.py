@@ -88,7 +88,11 @@ def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.
         layers = selected_layers(model, config.selector, "int8_dynamic.selector", supported)
     except UnsupportedOpError as exc:
         if config.backend == "onnxruntime":
-            raise UnsupportedOpError(f"{exc}; ONNX Runtime has no int8 GRU kernel: use backend='torch'") from None
+            raise UnsupportedOpError(
+                f"{exc}; ONNX Runtime has no int8 GRU kernel: ignored, the GRU stays float in the ONNX file (the "
+                "Linear layers are still int8); backend='torch' runs PyTorch's int8 GRU kernel, in PyTorch only "
+                "(no ONNX export)"
+            ) from None
         raise
     wbits, u8, range_note = effective_weight_bits(8, config.weight_range)
     if range_note and config.backend == "onnxruntime":
