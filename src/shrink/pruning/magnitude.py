@@ -3,6 +3,7 @@ with random pruning as the baseline a criterion has to beat."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import pydantic
@@ -11,6 +12,7 @@ from torch import nn
 
 from shrink.api import Context, implements
 from shrink.config import Config, register
+from shrink.errors import ModelError
 from shrink.pruning.masks import apply_mask, get_mask, weight_of
 from shrink.select import Selector, select_modules
 
@@ -101,9 +103,33 @@ def prune_unstructured(
         apply_mask(modules[name], mask.to(weight_of(modules[name]).device))
 
 
+def prunable_modules(model: nn.Module, selector: Selector, where: str, ctx: Context) -> dict[str, nn.Module]:
+    """The layers ``selector`` chooses for unstructured pruning. Recurrent layers (LSTM / GRU / RNN) hold several
+    weight tensors per layer, which unstructured pruning does not mask: they are refused by name when selected, and
+    otherwise named in a warning and the notes, since the sparsity figures do not count them."""
+    modules = select_modules(model, selector, where=where)
+    chosen = [n for n, m in modules.items() if isinstance(m, nn.RNNBase)]
+    if chosen:
+        raise ModelError(
+            f"{where}: {chosen[0]!r} is a {type(modules[chosen[0]]).__name__}, whose weights (weight_ih_l0, "
+            "weight_hh_l0, ...) unstructured pruning does not mask (it prunes Linear and Conv weights): drop it from "
+            "the selector"
+        )
+    left = {n: m for n, m in model.named_modules() if isinstance(m, nn.RNNBase)}
+    if left:
+        weights = sum(p.numel() for m in left.values() for p in m.parameters() if p.dim() > 1)
+        message = (
+            f"{where.split('.')[0]}: recurrent layers are not pruned ({', '.join(repr(n) for n in left)}: "
+            f"{weights:,} weights kept); the sparsity is over the selected Linear / Conv layers"
+        )
+        warnings.warn(message, stacklevel=2)
+        ctx.notes.append(message)
+    return modules
+
+
 @implements(MagnitudePruning)
 def magnitude_prune(model: nn.Module, config: MagnitudePruning, ctx: Context) -> nn.Module:
     """Attach magnitude masks to the selected layers (masks stay until ``make_permanent``)."""
-    modules = select_modules(model, config.selector, where="magnitude_pruning.selector")
+    modules = prunable_modules(model, config.selector, "magnitude_pruning.selector", ctx)
     prune_unstructured(modules, config.sparsity, config.scope, config.criterion, config.seed)
     return model

@@ -26,12 +26,12 @@ from shrink.config import Config, register
 from shrink.data import split_batch
 from shrink.distillation.objective import DistillLoss
 from shrink.errors import ConfigError, DataError
-from shrink.pruning.magnitude import Criterion, Scope, prune_unstructured
+from shrink.pruning.magnitude import Criterion, Scope, prunable_modules, prune_unstructured
 from shrink.pruning.masks import apply_mask, get_mask, weight_of
 from shrink.pruning.penalty import Regularization, weight_penalty
 from shrink.pruning.regrow import dense_gradients, regrow_fraction, regrow_masks
 from shrink.pruning.schedule import iterative_sparsities, polynomial_sparsity, polynomial_steps
-from shrink.select import Selector, select_modules
+from shrink.select import Selector
 from shrink.train import fit
 from shrink.train.loop import TaskLoss, task_loss
 from shrink.train.noise import loss_inputs
@@ -227,7 +227,7 @@ def _train(
 @implements(IterativePruning)
 def iterative_prune(model: nn.Module, config: IterativePruning, ctx: Context) -> nn.Module:
     """Prune to each cycle's sparsity, then fine-tune with the masks fixed; a killed run resumes per cycle."""
-    modules = select_modules(model, config.selector, where="iterative_pruning.selector")
+    modules = prunable_modules(model, config.selector, "iterative_pruning.selector", ctx)
     teacher = _teacher(model, config, ctx)
     targets = iterative_sparsities(config.sparsity, config.cycles, config.spacing)
     last_epochs = config.final_epochs if config.final_epochs is not None else config.epochs_per_cycle
@@ -271,7 +271,7 @@ def _regrow(
 @implements(GradualPruning)
 def gradual_prune(model: nn.Module, config: GradualPruning, ctx: Context) -> nn.Module:
     """Fine-tune for ``epochs`` epochs while the masks follow the polynomial schedule (updated between epochs)."""
-    modules = select_modules(model, config.selector, where="gradual_pruning.selector")
+    modules = prunable_modules(model, config.selector, "gradual_pruning.selector", ctx)
     updates = polynomial_steps(start=config.start_epoch, steps=config.pruning_steps, frequency=config.frequency)
 
     def target(t: int) -> float:
