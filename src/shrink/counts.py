@@ -42,14 +42,46 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return total, nonzero
 
 
+def _recurrent_macs(module: nn.RNNBase, inputs: tuple[Any, ...]) -> int:
+    """Multiply-accumulates of one call of a (batch_first or not, packed or not) LSTM / GRU / RNN: per time step
+    and sample, each layer and direction multiplies its input and its hidden state by ``gates x hidden`` weights."""
+    x = inputs[0]
+    data = x.data if isinstance(x, nn.utils.rnn.PackedSequence) else x
+    steps = data.shape[0] if isinstance(x, nn.utils.rnn.PackedSequence) else data.numel() // data.shape[-1]
+    gates = {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
+    hidden, out = module.hidden_size, module.proj_size or module.hidden_size
+    directions = 2 if module.bidirectional else 1
+    macs = 0
+    for layer in range(module.num_layers):
+        width = module.input_size if layer == 0 else out * directions
+        macs += directions * (gates * hidden * (width + out) + (hidden * out if module.proj_size else 0))
+    return steps * macs
+
+
 def count_macs(model: nn.Module, example_inputs: Any) -> int:
-    """Multiply-accumulates of one forward pass on ``example_inputs`` (FLOPs / 2, PyTorch's flop counter)."""
+    """Multiply-accumulates of one forward pass on ``example_inputs`` (FLOPs / 2, PyTorch's flop counter). A
+    recurrent layer the counter sees no FLOPs in (PyTorch's fused LSTM) is counted from its shapes."""
     model = baked_copy(model)  # parametrizations (masks) do not run under the flop counter
     was_training = model.training
     model.eval()
+    extra: list[int] = []
+    before: dict[int, int] = {}
+
+    def enter(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        before[id(module)] = int(counter.get_total_flops())
+
+    def leave(module: nn.Module, inputs: tuple[Any, ...], _: Any) -> None:
+        if int(counter.get_total_flops()) == before[id(module)]:
+            assert isinstance(module, nn.RNNBase)
+            extra.append(_recurrent_macs(module, inputs))
+
+    recurrent = [m for m in model.modules() if isinstance(m, nn.RNNBase)]
+    hooks = [h for m in recurrent for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             call_model(model, example_inputs)
     finally:
         model.train(was_training)
-    return int(counter.get_total_flops()) // 2
+        for h in hooks:
+            h.remove()
+    return int(counter.get_total_flops()) // 2 + sum(extra)
