@@ -1,5 +1,5 @@
 """The report names the ONNX Runtime kernel of every layer: mixed W4/W8 layers keep int8 kernels, float layers say
-float, int4 weight-only Linears run MatMulNBits."""
+float, int4 weight-only Linears run MatMulNBits, recurrent layers their LSTM / GRU op."""
 
 import pytest
 import torch
@@ -63,6 +63,13 @@ def test_float_int8_and_int4_graphs_name_their_kernels(tmp_path):
         assert set(kernels) == {"0", "2.0"}
         assert all(k.endswith(f"({arithmetic})") for k in kernels.values()), kernels
     assert layer_kernels(path, ["not.a.layer"]) == {"not.a.layer": "-"}
+
+
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU])
+def test_float_recurrent_layers_name_their_own_op(tmp_path, cell):
+    model = nn.Sequential(cell(4, 8, batch_first=True)).eval()
+    path = shrink.export.onnx(model, tmp_path / "rnn.onnx", torch.randn(2, 5, 4))
+    assert layer_kernels(path, weight_layers(model)) == {"0": f"{cell.__name__} (float)"}  # not the shape's Gather
 
 
 def test_report_rows_carry_kernels_to_json_and_html(digits, tmp_path):

@@ -87,7 +87,8 @@ def layer_kernels(path: str | os.PathLike[str], layers: Iterable[str]) -> dict[s
     for layer in layers:
         scope = _scope(layer)
         ops = [op for name, op in nodes if name.startswith(scope) and op in KERNEL_ARITHMETIC]
-        ranked = sorted(ops, key=lambda op: _PRECEDENCE.index(KERNEL_ARITHMETIC[op]))
+        # a Gather beside another compute op reads a shape (an LSTM's initial state): it names an embedding only
+        ranked = sorted(ops, key=lambda op: (_PRECEDENCE.index(KERNEL_ARITHMETIC[op]), op == "Gather"))
         out[layer] = f"{ranked[0]} ({KERNEL_ARITHMETIC[ranked[0]]})" if ranked else "-"
     return out
 
