@@ -190,7 +190,7 @@ def _call_hook(
     except (TypeError, ValueError):
         params = {}  # type: ignore[assignment]
     if axes is not None:
-        if "dynamic_axes" not in params:
+        if "dynamic_axes" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             raise ConfigError(f"ONNX export: this model's exporter ({type(hook).__name__}) does not take dynamic_axes")
         return Path(hook(path, example_inputs, opset, output_names, dynamic_axes=axes))
     return Path(
