@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pydantic
@@ -79,6 +79,8 @@ class EvalSpec(_Strict):
     threads: int = pydantic.Field(2, ge=1)
     reps: int = pydantic.Field(20, ge=1)
     warmup: int = pydantic.Field(5, ge=0)
+    #: the axis latency batches repeat the example along: 1 for a time-major model's (time, batch, features)
+    batch_axis: Literal[0, 1] = 0
 
 
 class Recipe(_Strict):
@@ -462,6 +464,7 @@ def _evaluate_and_write(
         threads=ev.threads,
         reps=ev.reps,
         warmup=ev.warmup,
+        batch_axis=ev.batch_axis,
         notes=notes,
         progress=progress,
         title=recipe.title,

@@ -104,13 +104,15 @@ def evaluate(
     progress: bool = True,
     title: str = "shrink report",
     output: OutputChoice = None,
+    batch_axis: int = 0,
 ) -> Report:
     """Measure every model on the same data and return a :class:`Report`.
 
     Latencies of all models are timed together, ``reps`` calls each in interleaved rounds of 3 per batch size
     (:func:`shrink.eval.latency.interleaved_stats`), so that they compare fairly on a machine whose load changes;
     each model is called ``warmup`` times first. A latency whose slowest round was over 1.5x its fastest is
-    marked unstable.
+    marked unstable. A batch of ``b`` repeats the example input's first sample ``b`` times along ``batch_axis`` (1
+    for a time-major model reading ``(time, batch, features)``).
 
     ``data`` is a :class:`DataBundle` (its test split, example input and metric are used) or an iterable of
     evaluation batches (then pass ``metric`` and ``example_inputs``). For ``metric="fidelity"`` the model named
@@ -131,7 +133,7 @@ def evaluate(
         example_inputs = data.example_inputs if example_inputs is None else example_inputs
     else:
         eval_data = data
-    reference = _checked_reference(models, data, metric, example_inputs, reference, batch_sizes)
+    reference = _checked_reference(models, data, metric, example_inputs, reference, batch_sizes, batch_axis)
     assert isinstance(metric, str)  # checked just above: one of METRICS
     with evaluation_mode(models.values()):
         if isinstance(data, LanguageData) and metric == "perplexity":
@@ -139,16 +141,24 @@ def evaluate(
         else:
             rows = _metric_rows(models, eval_data, metric, reference, output, example_inputs, notes, progress)
         runners = [_runner(model) for model in models.values()]
-        latency = _latency_together(runners, example_inputs, batch_sizes, threads, reps, warmup)
+        latency = _latency_together(runners, example_inputs, batch_sizes, threads, reps, warmup, batch_axis)
     for row, per_batch in zip(rows, latency, strict=True):
         row.latency = per_batch
     return Report(rows=rows, metric=metric, machine=machine_info(threads), title=title)
 
 
 def _checked_reference(
-    models: Mapping[str, Any], data: Any, metric: Any, example_inputs: Any, reference: str | None, batch_sizes: Any
+    models: Mapping[str, Any],
+    data: Any,
+    metric: Any,
+    example_inputs: Any,
+    reference: str | None,
+    batch_sizes: Any,
+    batch_axis: Any = 0,
 ) -> str:
     """Check :func:`evaluate`'s arguments (naming the wrong one) and return the reference model's name."""
+    if isinstance(batch_axis, bool) or batch_axis not in (0, 1):
+        raise ConfigError(f"evaluate: batch_axis must be 0 or 1 (a time-major model's batch), got {batch_axis!r}")
     if metric not in METRICS:
         raise ConfigError(f"evaluate: metric must be one of {METRICS}, got {metric!r}")
     if metric == "perplexity" and not isinstance(data, LanguageData):
@@ -160,7 +170,7 @@ def _checked_reference(
     reference = reference or next(iter(models))
     if reference not in models:
         raise ConfigError(f"evaluate: reference {reference!r} is not among the models {list(models)}")
-    check_batch_sizes(batch_sizes, example_inputs)
+    check_batch_sizes(batch_sizes, example_inputs, axis=batch_axis)
     for name, model in models.items():
         _check_not_meta(name, model)
     _check_inputs_not_meta(example_inputs, "evaluate: example_inputs")
@@ -212,12 +222,12 @@ def _language_rows(
     return rows
 
 
-def check_batch_sizes(batch_sizes: Any, example_inputs: Any = None, where: str = "evaluate") -> None:
+def check_batch_sizes(batch_sizes: Any, example_inputs: Any = None, where: str = "evaluate", axis: int = 0) -> None:
     """Raise ConfigError naming ``batch_sizes`` unless it is a non-empty list of ints from 1 to :data:`MAX_BATCH`
     whose repeated example input fits in half of this machine's memory."""
     if isinstance(batch_sizes, (str, bytes)) or not isinstance(batch_sizes, Sequence) or not batch_sizes:
         raise ConfigError(f"{where}: batch_sizes must be a non-empty list of ints, got {batch_sizes!r}")
-    per_example = _bytes_per_example(example_inputs)
+    per_example = _bytes_per_example(example_inputs, axis)
     for b in batch_sizes:
         if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= MAX_BATCH:
             raise ConfigError(f"{where}: batch_sizes: {b!r} is not a batch size (an int from 1 to {MAX_BATCH})")
@@ -228,13 +238,16 @@ def check_batch_sizes(batch_sizes: Any, example_inputs: Any = None, where: str =
             )
 
 
-def _bytes_per_example(x: Any) -> int:
+def _bytes_per_example(x: Any, axis: int = 0) -> int:
     if isinstance(x, torch.Tensor):
-        return x[:1].numel() * x.element_size() if x.dim() else x.element_size()
+        if not x.dim():
+            return x.element_size()
+        along = axis if x.dim() > axis else 0
+        return x.narrow(along, 0, min(1, x.shape[along])).numel() * x.element_size()
     if isinstance(x, Mapping):
-        return sum(_bytes_per_example(v) for v in x.values())
+        return sum(_bytes_per_example(v, axis) for v in x.values())
     if isinstance(x, (tuple, list)):
-        return sum(_bytes_per_example(v) for v in x)
+        return sum(_bytes_per_example(v, axis) for v in x)
     return 0
 
 
@@ -257,12 +270,18 @@ def _check_inputs_not_meta(x: Any, where: str) -> None:
 
 
 def _latency_together(
-    runners: list[Any], example_inputs: Any, batch_sizes: Sequence[int], threads: int, reps: int, warmup: int
+    runners: list[Any],
+    example_inputs: Any,
+    batch_sizes: Sequence[int],
+    threads: int,
+    reps: int,
+    warmup: int,
+    batch_axis: int = 0,
 ) -> list[dict[str, dict[str, Any]]]:
     """Per runner: batch size -> latency statistics, every runner timed in the same interleaved rounds."""
     out: list[dict[str, dict[str, Any]]] = [{} for _ in runners]
     for b in batch_sizes:
-        batch = repeat_batch(example_inputs, b)
+        batch = repeat_batch(example_inputs, b, batch_axis)
         fns = [partial(run, batch) for run in runners]
         with torch.inference_mode():
             for fn in fns:

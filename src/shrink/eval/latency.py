@@ -158,16 +158,20 @@ def _one_round(fns: Sequence[Callable[[], Any]], counts: list[int], warmup: int,
     return row
 
 
-def repeat_batch(inputs: Any, batch_size: int) -> Any:
-    """Make a batch of ``batch_size`` by repeating the first example of ``inputs`` (tensor, dict or tuple); a dict's
-    plain values (flags such as ``use_cache=False``) are passed as they are."""
+def repeat_batch(inputs: Any, batch_size: int, axis: int = 0) -> Any:
+    """Make a batch of ``batch_size`` by repeating the first example of ``inputs`` (tensor, dict or tuple) along
+    ``axis`` (1 for a time-major model's ``(time, batch, features)``; a tensor of lower rank, such as per-sample
+    lengths, along axis 0); a dict's plain values (flags such as ``use_cache=False``) are passed as they are."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"repeat_batch: batch_size must be an int >= 1, got {batch_size!r}")
     if isinstance(inputs, torch.Tensor):
-        return inputs[:1].repeat(batch_size, *([1] * (inputs.dim() - 1)))
+        along = axis if inputs.dim() > axis else 0
+        reps = [1] * inputs.dim()
+        reps[along] = batch_size
+        return inputs.narrow(along, 0, 1).repeat(*reps)
     if isinstance(inputs, dict):
         plain = (bool, int, float, str, type(None))
-        return {k: v if isinstance(v, plain) else repeat_batch(v, batch_size) for k, v in inputs.items()}
+        return {k: v if isinstance(v, plain) else repeat_batch(v, batch_size, axis) for k, v in inputs.items()}
     if isinstance(inputs, (tuple, list)):
-        return type(inputs)(repeat_batch(v, batch_size) for v in inputs)
+        return type(inputs)(repeat_batch(v, batch_size, axis) for v in inputs)
     raise TypeError(f"cannot build a batch from {type(inputs).__name__}")
