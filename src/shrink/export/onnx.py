@@ -300,17 +300,22 @@ def write_onnx(
     through a temporary file and a rename: a failed export leaves no file behind."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.onnx.export(
-            module,
-            args,
-            str(tmp),
-            input_names=input_names,
-            output_names=output_names,
-            dynamic_axes=dynamic_axes,
-            opset_version=opset,
-            dynamo=False,
-            do_constant_folding=True,
-        )
+        with warnings.catch_warnings():
+            # shrink chooses the TorchScript exporter on purpose (dynamo=False): its deprecation notices are not
+            # the user's to act on
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+            warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
+            torch.onnx.export(
+                module,
+                args,
+                str(tmp),
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                opset_version=opset,
+                dynamo=False,
+                do_constant_folding=True,
+            )
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
