@@ -125,6 +125,10 @@ REGROW_FRACTION, REGROW_UNTIL = 0.15, 0.9
 #: 4 members val 95.1 (94.6, 95.6; the ensemble itself 98.0, 98.0), 8 members 94.8 (95.4, 94.2; ensemble 97.8,
 #: 98.0), against 93.3 (92.8, 93.8) for the unpruned CNN alone (val 96.2, 96.0) as the teacher. A stronger teacher
 #: is a resource the single-teacher rows do not have: the ensemble's own row in the table shows how much stronger.
+#: Nor did feature distillation on top (2026-12-08, a probe with the same draws, seeds 0-1, AMD EPYC): the kept row plus
+#: the mean squared distance of the pruned CNN's ReLU outputs to the unpruned CNN's (same shapes, no projection; each
+#: layer's term divided by the mean square of the unpruned features), weight 1 on all three layers: val 9.0, 39.2
+#: (the hints overpower the soft targets); weight 0.05 on the last layer only: 94.8 (94.2, 95.4) against 95.1.
 ENSEMBLE_MEMBERS, ENSEMBLE_FIRST_SEED = 4, 10
 #: channels 50%: L1 filter importance, recovered by distilling from the unpruned CNN with the students' KD settings
 #: and mixup, 500 epochs at lr 1e-2 (2026-12-04): val 95.6 (at T=4: 94.6; 400 epochs without mixup at T=8, alpha 0.9:
