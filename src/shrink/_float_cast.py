@@ -57,6 +57,7 @@ def reinstall_float_cast(model: nn.Module) -> None:
     """Hook a model rebuilt from a file as :func:`install_float_cast` did, if it was cast (its weights already
     have the dtype)."""
     dtype = getattr(model, "shrink_float_cast", None)
-    if dtype in ("float16", "bfloat16"):
+    hooked = any(isinstance(h, _CastInputs) for h in model._forward_pre_hooks.values())
+    if dtype in ("float16", "bfloat16") and not hooked:
         model.register_forward_pre_hook(_CastInputs(getattr(torch, dtype)), with_kwargs=True)
         model.register_forward_hook(_output_to_fp32)

@@ -67,16 +67,20 @@ def count_macs(model: nn.Module, example_inputs: Any) -> int:
     extra: list[int] = []
     before: dict[int, int] = {}
 
-    def enter(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+    def enter(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         before[id(module)] = int(counter.get_total_flops())
 
-    def leave(module: nn.Module, inputs: tuple[Any, ...], _: Any) -> None:
-        if int(counter.get_total_flops()) == before[id(module)]:
+    def leave(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], _: Any) -> None:
+        x = args[0] if args else kwargs.get("input")
+        if x is not None and int(counter.get_total_flops()) == before[id(module)]:
             assert isinstance(module, nn.RNNBase)
-            extra.append(_recurrent_macs(module, inputs))
+            extra.append(_recurrent_macs(module, (x,)))
 
-    recurrent = [m for m in model.modules() if isinstance(m, nn.RNNBase)]
-    hooks = [h for m in recurrent for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.RNNBase):
+            hooks.append(m.register_forward_pre_hook(enter, with_kwargs=True))
+            hooks.append(m.register_forward_hook(leave, with_kwargs=True))
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             call_model(model, example_inputs)

@@ -21,3 +21,15 @@ def test_a_projected_lstm():
     model = nn.Sequential(nn.LSTM(8, 16, proj_size=4))
     x = torch.randn(5, 2, 8)
     assert count_macs(model, x) == 10 * (4 * 16 * (8 + 4) + 16 * 4)
+
+
+def test_an_lstm_called_by_keyword():
+    class Keyword(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(8, 16)
+
+        def forward(self, x):
+            return self.lstm(input=x)[0]
+
+    assert count_macs(Keyword(), torch.randn(5, 2, 8)) == 10 * 4 * 16 * (8 + 16)

@@ -121,3 +121,33 @@ def test_a_layer_on_pytorch_kernels_only_is_refused_by_name(tmp_path):
     with pytest.raises(ModelError, match=r"layer 'rnn' is a torch\.ao\..*LSTM, which runs on PyTorch's kernels only"):
         shrink.export.onnx(q, tmp_path / "m.onnx", torch.randn(10, 4, 8))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_hook_taking_keywords_gets_the_names_and_axes(tmp_path):
+    seen = {}
+
+    def hook(path, example_inputs, opset, **kwargs):
+        seen.update(kwargs)
+        return path
+
+    model = nn.Linear(4, 2)
+    model.shrink_export_onnx = hook
+    shrink.export.onnx(model, tmp_path / "m.onnx", torch.randn(2, 4), dynamic_axes={"input": {0: "batch"}})
+    assert seen == {"output_names": None, "dynamic_axes": {"input": {0: "batch"}}}
+
+
+def test_float_helpers_among_torch_ao_quantized_modules_still_export(tmp_path):
+    from torch.ao.nn.quantized import FloatFunctional
+
+    class Skip(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.add = nn.Linear(4, 4), FloatFunctional()
+
+        def forward(self, x):
+            return self.add.add(self.fc(x), x)
+
+    model, x = Skip().eval(), torch.randn(3, 4)
+    path = shrink.export.onnx(model, tmp_path / "m.onnx", x)
+    with torch.no_grad():
+        assert torch.allclose(OnnxModel(path)(x), model(x), atol=1e-6)

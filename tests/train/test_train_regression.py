@@ -85,3 +85,13 @@ def test_evaluate_scores_a_regressor_by_mean_squared_error():
         shrink.evaluate({"fp32": model}, data, metric="accuracy", example_inputs=data[0][0], batch_sizes=(1,))
     with pytest.raises(ConfigError, match="metric must be one of"):
         DataBundle(test=data, example_inputs=data[0][0], metric="rmse")
+
+
+def test_integral_float_labels_still_score_accuracy_and_dense_outputs_still_train():
+    from shrink.eval.metrics import accuracy
+    from shrink.train.mixup import cross_entropy
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    assert accuracy(logits, torch.tensor([0.0, 1.0])) == 100.0  # labels kept as floats by a numpy pipeline
+    dense = torch.randn(2, 3, 5, 1, requires_grad=True)  # (N, C, H, W) with W = 1: classes are axis 1
+    assert cross_entropy(dense, torch.randint(0, 3, (2, 5, 1))).item() > 0

@@ -160,8 +160,10 @@ def _one_round(fns: Sequence[Callable[[], Any]], counts: list[int], warmup: int,
 
 def repeat_batch(inputs: Any, batch_size: int, axis: int = 0) -> Any:
     """Make a batch of ``batch_size`` by repeating the first example of ``inputs`` (tensor, dict or tuple) along
-    ``axis`` (1 for a time-major model's ``(time, batch, features)``; a tensor of lower rank, such as per-sample
-    lengths, along axis 0); a dict's plain values (flags such as ``use_cache=False``) are passed as they are."""
+    ``axis`` (1 for a time-major model's ``(time, batch, features)``; a tensor of rank ``axis`` or less, such as
+    per-sample lengths, along axis 0, and every other tensor along ``axis``, so a time-major model's ``(batch,
+    features)`` side input would be tiled along its features); a dict's plain values (flags such as
+    ``use_cache=False``) are passed as they are."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"repeat_batch: batch_size must be an int >= 1, got {batch_size!r}")
     if isinstance(inputs, torch.Tensor):

@@ -118,12 +118,12 @@ def accuracy(logits: torch.Tensor, targets: torch.Tensor | None) -> float:
     if logits.dim() < 2 or logits.shape[-1] < 2:
         raise DataError(
             f"accuracy needs one score per class, but the model's output has shape {tuple(logits.shape)} (one value "
-            "per sample: a regressor?): score it with metric='mse'"
+            "per sample): a regressor is scored with metric='mse'; a binary classifier needs two logits"
         )
-    if targets.is_floating_point():
+    if targets.is_floating_point() and not torch.equal(targets, targets.round()):
         raise DataError(
-            f"accuracy needs integer class labels, got float targets of shape {tuple(targets.shape)}: for values to "
-            "regress, score with metric='mse'"
+            f"accuracy needs class labels, got non-integer float targets of shape {tuple(targets.shape)}: for values "
+            "to regress, score with metric='mse'"
         )
     return float((logits.argmax(-1) == targets).float().mean() * 100)
 

@@ -182,30 +182,40 @@ def _call_hook(
     hook: Any, path: Path, example_inputs: Any, opset: int, output_names: list[str] | None, axes: DynamicAxes | None
 ) -> Path:
     """A model's ``shrink_export_onnx`` hook; ``output_names`` only for a hook that takes them (the three-argument
-    form ``(path, example_inputs, opset)`` came first), ``dynamic_axes`` only when given, to a hook that takes it."""
+    form ``(path, example_inputs, opset)`` came first), ``dynamic_axes`` only when given, to a hook that takes it
+    (by name or through ``**kwargs``)."""
     import inspect
 
     try:
-        params = inspect.signature(hook).parameters
+        params = list(inspect.signature(hook).parameters.values())
     except (TypeError, ValueError):
-        params = {}  # type: ignore[assignment]
+        params = []
+    positional = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+    keywords = any(p.kind is p.VAR_KEYWORD for p in params)
+    kwargs: dict[str, Any] = {}
     if axes is not None:
-        if "dynamic_axes" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            raise ConfigError(f"ONNX export: this model's exporter ({type(hook).__name__}) does not take dynamic_axes")
-        return Path(hook(path, example_inputs, opset, output_names, dynamic_axes=axes))
-    return Path(
-        hook(path, example_inputs, opset, output_names) if len(params) >= 4 else hook(path, example_inputs, opset)
-    )
+        if not keywords and "dynamic_axes" not in {p.name for p in params}:
+            name = getattr(hook, "__qualname__", type(hook).__qualname__)
+            raise ConfigError(f"ONNX export: this model's exporter ({name}) does not take dynamic_axes")
+        kwargs["dynamic_axes"] = axes
+    if positional >= 4:
+        return Path(hook(path, example_inputs, opset, output_names, **kwargs))
+    if keywords:
+        kwargs["output_names"] = output_names
+    return Path(hook(path, example_inputs, opset, **kwargs))
 
 
 #: layers that run on PyTorch's own kernels only: torch.ao's quantized modules (``Int8Dynamic(backend="torch")``) and
 #: shrink's run-time kernel forms (``to_torch_int8`` / ``to_torch_weight_only``), whose packed weights do not trace
-_KERNEL_ONLY_PACKAGES = ("torch.ao.nn.quantized.", "shrink.quant.runtimes.")
+_KERNEL_ONLY_PACKAGES = ("torch.ao.nn.quantized.modules.", "torch.ao.nn.quantized.dynamic.", "shrink.quant.runtimes.")
+#: float helpers that live among them and trace like any module (a quantizable model's FloatFunctional adds)
+_TRACEABLE = "torch.ao.nn.quantized.modules.functional_modules"
 
 
 def _check_exportable(model: nn.Module) -> None:
     for name, module in model.named_modules():
-        if type(module).__module__.startswith(_KERNEL_ONLY_PACKAGES):
+        package = type(module).__module__
+        if package.startswith(_KERNEL_ONLY_PACKAGES) and package != _TRACEABLE:
             raise ModelError(
                 f"ONNX export: layer {name or '(the model)'!r} is a {type(module).__module__}.{type(module).__name__}, "
                 "which runs on PyTorch's kernels only and has no ONNX form: export the model as quantized for ONNX "
@@ -228,9 +238,9 @@ def onnx(
     in as constants, and ``forward`` parameters left out keep their defaults, as constants too.
     ``output_names`` default: :func:`output_names_of` (a dict / ``ModelOutput``'s keys).
     ``dynamic_axes``: ``{input or output name: {axis: label}}`` for the names it gives, in place of the default
-    (axis 0 ``"batch"``; a dict's tensors also axis 1 ``"sequence"``): e.g. ``{"input": {0: "sequence", 1: "batch"},
-    "output": {0: "batch"}}`` for a ``batch_first=False`` LSTM. A single tensor input is named ``input``, a tuple's
-    ``input0``, ``input1``, ..., a dict's by its keys."""
+    (axis 0 ``"batch"``; a dict's tensors also axis 1 ``"sequence"``), which the names left out keep: e.g.
+    ``{"input": {0: "sequence", 1: "batch"}, "output": {0: "batch"}}`` for a ``batch_first=False`` LSTM. A single
+    tensor input is named ``input``, a tuple's ``input0``, ``input1``, ..., a dict's by its keys."""
     _check_exportable(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

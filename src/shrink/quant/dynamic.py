@@ -87,11 +87,11 @@ def quantize_dynamic(model: nn.Module, config: Int8Dynamic, ctx: Context) -> nn.
     try:
         layers = selected_layers(model, config.selector, "int8_dynamic.selector", supported)
     except UnsupportedOpError as exc:
-        if config.backend == "onnxruntime":
+        if config.backend == "onnxruntime" and any(isinstance(m, nn.GRU) for m in model.modules()):
             raise UnsupportedOpError(
-                f"{exc}; ONNX Runtime has no int8 GRU kernel: ignored, the GRU stays float in the ONNX file (the "
-                "Linear layers are still int8); backend='torch' runs PyTorch's int8 GRU kernel, in PyTorch only "
-                "(no ONNX export)"
+                f"{exc}; ONNX Runtime has no int8 GRU kernel: with the GRU in selector.ignore it stays float in the "
+                "ONNX file (the Linear layers are still int8); backend='torch' runs PyTorch's int8 GRU kernel, in "
+                "PyTorch only (no ONNX export)"
             ) from None
         raise
     wbits, u8, range_note = effective_weight_bits(8, config.weight_range)

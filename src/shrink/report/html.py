@@ -140,8 +140,9 @@ is not that of an integer kernel). {html.escape(LEGEND)}</p>
 <h2>Results</h2>{_table_html(report)}
 {_kernels_html(report)}
 <h2>Warnings</h2>{_list(warnings, "no unstable latency")}
-<h2>Plots</h2><p class="legend">Numbers are the table's <b>#</b>. Error = 100 - accuracy (or 1 - fidelity) on a
-log axis, better up; bars span the fastest to the slowest timed round; a red ring marks an unstable latency.</p>
+<h2>Plots</h2><p class="legend">Numbers are the table's <b>#</b>. Error = 100 - accuracy (1 - a fidelity;
+perplexity and mse as they are) on a log axis, better up; bars span the fastest to the slowest timed round; a red
+ring marks an unstable latency.</p>
 {plots}
 <h2>Notes</h2>{_list(report.notes())}
 <h2>Machine</h2>{_list(machine)}

@@ -55,10 +55,11 @@ def mix_batch(inputs: Any, target: Any) -> tuple[torch.Tensor, MixedTarget | Non
 def _check_classes(logits: torch.Tensor, labels: Any) -> None:
     """Cross-entropy on a regressor's output is 0 whatever the weights (one "class"), and float labels are values,
     not classes: both are refused, pointing at the regression losses."""
-    if logits.dim() < 2 or logits.shape[-1] < 2:
+    if logits.dim() < 2 or logits.shape[1] < 2:  # cross-entropy's class axis is 1: (N, C) or (N, C, d1, ...)
         raise DataError(
             f"cross-entropy needs one score per class (at least 2), but the model's output has shape "
-            f"{tuple(logits.shape)}: for a regressor, set loss='mse' (or 'l1') in the training config"
+            f"{tuple(logits.shape)}: for a regressor, set loss='mse' (or 'l1') in the training config; a binary "
+            "classifier needs two logits"
         )
     if isinstance(labels, torch.Tensor) and labels.is_floating_point() and labels.shape != logits.shape:
         raise DataError(
