@@ -38,6 +38,7 @@ from shrink.export.decode import (
     short_ints,
     state_mismatch,
 )
+from shrink.export.scaled import encode_scaled, scaled_weights
 
 __all__ = ["save", "load", "artifact_bytes", "FORMAT_VERSION", "register_layer", "atomic_write_bytes"]
 
@@ -151,7 +152,7 @@ def _build_manifest(model: nn.Module) -> dict[str, Any]:
 
 
 def _encode(
-    state: dict[str, torch.Tensor], code_bits: dict[str, int]
+    state: dict[str, torch.Tensor], code_bits: dict[str, int], scaled: dict[str, int] | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     layout: dict[str, Any] = {}
@@ -166,6 +167,11 @@ def _encode(
         if key in code_bits:
             stored, layout[key] = encode_codes(key, t, code_bits[key])
             tensors.update(stored)
+            continue
+        packed = encode_scaled(key, t, scaled[key]) if scaled and key in scaled else None
+        if packed is not None:
+            tensors.update(packed[0])
+            layout[key] = packed[1]
             continue
         zeros = t.numel() - int(torch.count_nonzero(t)) if t.numel() else 0
         if t.is_floating_point() and t.numel() >= SPARSE_MIN_NUMEL and zeros >= SPARSE_MIN_ZERO_FRACTION * t.numel():
@@ -186,7 +192,7 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     check_not_meta(model, f"save {Path(path).name}: model")
     _check_storable(model, Path(path).name)
     model = baked_copy(model)
-    tensors, layout = _encode(model.state_dict(), code_bits_of(model))
+    tensors, layout = _encode(model.state_dict(), code_bits_of(model), scaled_weights(model))
     manifest = _build_manifest(model)
     manifest["layout"] = layout
     data = st_save(tensors, metadata={"shrink_manifest": json.dumps(manifest)})

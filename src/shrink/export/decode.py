@@ -19,6 +19,7 @@ from safetensors import safe_open
 
 from shrink.errors import FileFormatError
 from shrink.export.codes import check_codes_layout, decode_codes
+from shrink.export.scaled import check_scaled_layout, decode_scaled
 
 __all__ = [
     "read_file",
@@ -165,8 +166,8 @@ def check_manifest(manifest: Any, where: str) -> None:
     if not isinstance(layout, dict):
         raise _fail(where, "manifest 'layout' is not a mapping")
     for key, info in layout.items():
-        if not isinstance(info, dict) or len(info) != 1 or not ({"sparse", "alias", "codes"} & set(info)):
-            expected = "{'sparse': shape}, {'alias': name} or {'codes': {...}}"
+        if not isinstance(info, dict) or len(info) != 1 or not ({"sparse", "alias", "codes", "scaled"} & set(info)):
+            expected = "{'sparse': shape}, {'alias': name}, {'codes': {...}} or {'scaled': {...}}"
             raise _fail(where, f"layout of {key!r}: expected {expected}, got {info!r}")
         if "alias" in info and not isinstance(info["alias"], str):
             raise _fail(where, f"layout of {key!r}: alias is not a tensor name")
@@ -175,6 +176,8 @@ def check_manifest(manifest: Any, where: str) -> None:
         if "codes" in info:
             check_codes_layout(info["codes"], f"{where}: layout of code tensor {key!r}")
             _check_shape(info["codes"]["shape"], f"{where}: code tensor {key!r}")
+        if "scaled" in info:
+            check_scaled_layout(info["scaled"], f"{where}: layout of scaled tensor {key!r}")
 
 
 def _check_shape(shape: Any, where: str) -> list[int]:
@@ -217,6 +220,8 @@ def decode_state(raw: dict[str, torch.Tensor], layout: dict[str, Any], where: st
     codes = {k: info["codes"] for k, info in layout.items() if "codes" in info}
     parts = {f"{k}@mask" for k in sparse} | {f"{k}@values" for k in sparse}
     parts |= {f"{k}@codes" for k in codes} | {f"{k}@mask" for k, c in codes.items() if c["sparse"]}
+    scaled = {k: info["scaled"] for k, info in layout.items() if "scaled" in info}
+    parts |= {f"{k}@codes" for k in scaled} | {f"{k}@scale" for k in scaled}
     state: dict[str, torch.Tensor] = {}
     for key, t in raw.items():
         if key in parts:
@@ -234,6 +239,8 @@ def decode_state(raw: dict[str, torch.Tensor], layout: dict[str, Any], where: st
         state[key] = _unpack_sparse(key, shape, bits, values, where)
     for key, info in codes.items():
         state[key] = decode_codes(key, info, info["shape"], raw, where)
+    for key, info in scaled.items():
+        state[key] = decode_scaled(key, info, raw, where)
     for key, target in aliases.items():
         if target in aliases or target not in state:  # an alias always names a stored tensor: no chains, no loops
             raise FileFormatError(f"{where}: {key!r} aliases {target!r}, which is not a stored tensor")
