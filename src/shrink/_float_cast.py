@@ -43,12 +43,18 @@ def _output_to_fp32(module: nn.Module, args: tuple, out: Any) -> Any:
     return _cast_tree(out, torch.float32)
 
 
+def _hook(model: nn.Module, dtype: str) -> None:
+    """Cast ``model``'s floating inputs to ``dtype`` and its outputs back to fp32 (once: a hooked model is left)."""
+    if not any(isinstance(h, _CastInputs) for h in model._forward_pre_hooks.values()):
+        model.register_forward_pre_hook(_CastInputs(getattr(torch, dtype)), with_kwargs=True)
+        model.register_forward_hook(_output_to_fp32)
+
+
 def install_float_cast(model: nn.Module, dtype: str) -> nn.Module:
     """Cast ``model``'s parameters and buffers to ``dtype`` (``"float16"`` / ``"bfloat16"``) in place, hook its
     inputs and outputs, and record the dtype as ``model.shrink_float_cast`` (saved with the model)."""
     model.to(getattr(torch, dtype))
-    model.register_forward_pre_hook(_CastInputs(getattr(torch, dtype)), with_kwargs=True)
-    model.register_forward_hook(_output_to_fp32)
+    _hook(model, dtype)
     setattr(model, "shrink_float_cast", dtype)  # noqa: B010  (nn.Module types attributes as Tensor | Module)
     return model
 
@@ -57,7 +63,5 @@ def reinstall_float_cast(model: nn.Module) -> None:
     """Hook a model rebuilt from a file as :func:`install_float_cast` did, if it was cast (its weights already
     have the dtype)."""
     dtype = getattr(model, "shrink_float_cast", None)
-    hooked = any(isinstance(h, _CastInputs) for h in model._forward_pre_hooks.values())
-    if dtype in ("float16", "bfloat16") and not hooked:
-        model.register_forward_pre_hook(_CastInputs(getattr(torch, dtype)), with_kwargs=True)
-        model.register_forward_hook(_output_to_fp32)
+    if dtype in ("float16", "bfloat16"):
+        _hook(model, dtype)

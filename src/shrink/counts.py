@@ -42,10 +42,10 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return total, nonzero
 
 
-def _recurrent_macs(module: nn.RNNBase, inputs: tuple[Any, ...]) -> int:
-    """Multiply-accumulates of one call of a (batch_first or not, packed or not) LSTM / GRU / RNN: per time step
-    and sample, each layer and direction multiplies its input and its hidden state by ``gates x hidden`` weights."""
-    x = inputs[0]
+def _recurrent_macs(module: nn.RNNBase, x: Any) -> int:
+    """Multiply-accumulates of one call of a (batch_first or not, packed or not) LSTM / GRU / RNN on ``x``: per time
+    step and sample, each layer and direction multiplies its input and its hidden state by ``gates x hidden``
+    weights."""
     data = x.data if isinstance(x, nn.utils.rnn.PackedSequence) else x
     steps = data.shape[0] if isinstance(x, nn.utils.rnn.PackedSequence) else data.numel() // data.shape[-1]
     gates = {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
@@ -74,7 +74,7 @@ def count_macs(model: nn.Module, example_inputs: Any) -> int:
         x = args[0] if args else kwargs.get("input")
         if x is not None and int(counter.get_total_flops()) == before[id(module)]:
             assert isinstance(module, nn.RNNBase)
-            extra.append(_recurrent_macs(module, (x,)))
+            extra.append(_recurrent_macs(module, x))
 
     hooks = []
     for m in model.modules():

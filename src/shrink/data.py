@@ -179,6 +179,22 @@ def evaluation_mode(models: Iterable[Any]) -> Iterator[None]:
                 sub.training = training
 
 
+def aligned_target(target: torch.Tensor, out: torch.Tensor, where: str) -> torch.Tensor:
+    """``target`` as float values shaped like ``out`` (a ``(batch,)`` target is taken for a ``(batch, 1)`` output);
+    DataError naming ``where`` if the shapes differ otherwise."""
+    if target.shape != out.shape and target.shape + (1,) == out.shape:
+        target = target.unsqueeze(-1)
+    if target.shape != out.shape:
+        raise DataError(
+            f"{where}: the model's output has shape {tuple(out.shape)}, the target {tuple(target.shape)}; they must "
+            "match (a (batch,) target is also taken for a (batch, 1) output)"
+        )
+    return target.to(out.dtype)
+
+
+__all__.append("aligned_target")
+
+
 def logits_of(output: Any) -> torch.Tensor:
     """A model output as a tensor: the tensor itself or a ``.logits`` / ``last_hidden_state`` attribute."""
     if isinstance(output, torch.Tensor):

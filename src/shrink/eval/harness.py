@@ -16,7 +16,7 @@ from shrink.counts import count_macs, count_params
 from shrink.data import METRICS, DataBundle, LanguageData, call_model, check_not_meta, named_tensors
 from shrink.errors import ConfigError, DataError
 from shrink.eval.language import language_metrics
-from shrink.eval.latency import interleaved_stats, repeat_batch
+from shrink.eval.latency import batch_axis_of, interleaved_stats, repeat_batch
 from shrink.eval.metrics import (
     OutputChoice,
     accuracy,
@@ -242,7 +242,7 @@ def _bytes_per_example(x: Any, axis: int = 0) -> int:
     if isinstance(x, torch.Tensor):
         if not x.dim():
             return x.element_size()
-        along = axis if x.dim() > axis else 0
+        along = batch_axis_of(x, axis)
         return x.narrow(along, 0, min(1, x.shape[along])).numel() * x.element_size()
     if isinstance(x, Mapping):
         return sum(_bytes_per_example(v, axis) for v in x.values())

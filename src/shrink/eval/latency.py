@@ -20,6 +20,7 @@ __all__ = [
     "interleaved_latency",
     "interleaved_stats",
     "repeat_batch",
+    "batch_axis_of",
 ]
 
 
@@ -158,6 +159,11 @@ def _one_round(fns: Sequence[Callable[[], Any]], counts: list[int], warmup: int,
     return row
 
 
+def batch_axis_of(x: torch.Tensor, axis: int) -> int:
+    """The axis of ``x`` that :func:`repeat_batch` repeats: ``axis``, or 0 for a tensor of rank ``axis`` or less."""
+    return axis if x.dim() > axis else 0
+
+
 def repeat_batch(inputs: Any, batch_size: int, axis: int = 0) -> Any:
     """Make a batch of ``batch_size`` by repeating the first example of ``inputs`` (tensor, dict or tuple) along
     ``axis`` (1 for a time-major model's ``(time, batch, features)``; a tensor of rank ``axis`` or less, such as
@@ -167,7 +173,7 @@ def repeat_batch(inputs: Any, batch_size: int, axis: int = 0) -> Any:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"repeat_batch: batch_size must be an int >= 1, got {batch_size!r}")
     if isinstance(inputs, torch.Tensor):
-        along = axis if inputs.dim() > axis else 0
+        along = batch_axis_of(inputs, axis)
         reps = [1] * inputs.dim()
         reps[along] = batch_size
         return inputs.narrow(along, 0, 1).repeat(*reps)

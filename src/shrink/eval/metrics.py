@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from shrink.data import call_model, evaluation_mode, split_batch
+from shrink.data import aligned_target, call_model, evaluation_mode, split_batch
 from shrink.errors import ConfigError, DataError
 
 __all__ = [
@@ -133,15 +133,8 @@ def regression_errors(outputs: torch.Tensor, targets: torch.Tensor | None) -> di
     also taken for a ``(batch, 1)`` output)."""
     if targets is None:
         raise DataError("metric 'mse' needs evaluation data of (inputs, target)")
-    targets = targets.float()
-    if targets.shape != outputs.shape and targets.shape + (1,) == outputs.shape:
-        targets = targets.unsqueeze(-1)
-    if targets.shape != outputs.shape:
-        raise DataError(
-            f"metric 'mse': the model's outputs have shape {tuple(outputs.shape)}, the targets "
-            f"{tuple(targets.shape)}; they must match"
-        )
-    error = outputs.float() - targets
+    outputs = outputs.float()
+    error = outputs - aligned_target(targets, outputs, "metric 'mse'")
     return {"mse": float(error.pow(2).mean()), "mae": float(error.abs().mean())}
 
 

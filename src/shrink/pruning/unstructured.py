@@ -25,7 +25,7 @@ from shrink.api import Context, implements
 from shrink.config import Config, register
 from shrink.data import split_batch
 from shrink.distillation.objective import DistillLoss
-from shrink.errors import ConfigError, DataError
+from shrink.errors import DataError
 from shrink.pruning.magnitude import Criterion, Scope, prunable_modules, prune_unstructured
 from shrink.pruning.masks import apply_mask, get_mask, weight_of
 from shrink.pruning.penalty import Regularization, weight_penalty
@@ -33,7 +33,7 @@ from shrink.pruning.regrow import dense_gradients, regrow_fraction, regrow_masks
 from shrink.pruning.schedule import iterative_sparsities, polynomial_sparsity, polynomial_steps
 from shrink.select import Selector
 from shrink.train import fit
-from shrink.train.loop import TaskLoss, task_loss
+from shrink.train.loop import TaskLoss, check_distillable, task_loss
 from shrink.train.noise import loss_inputs
 
 __all__ = ["IterativePruning", "GradualPruning", "layer_sparsities"]
@@ -173,11 +173,7 @@ def _teacher(model: nn.Module, cfg: _FineTuneFields, ctx: Context) -> DistillLos
     before any mask), or None when ``distill_alpha`` is 0."""
     if cfg.distill_alpha == 0.0:
         return None
-    if cfg.loss != "cross_entropy":
-        raise ConfigError(
-            f"{cfg.type_name}: distill_alpha distils class probabilities, which needs loss='cross_entropy' "
-            f"(got loss={cfg.loss!r}); set distill_alpha to 0 for a regressor"
-        )
+    check_distillable(cfg.type_name, cfg.loss)
     teacher = ctx.teacher if ctx.teacher is not None else copy.deepcopy(model)
     source = "the recipe's original model" if ctx.teacher is not None else "a frozen copy of the incoming model"
     ctx.notes.append(

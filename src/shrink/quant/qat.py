@@ -26,7 +26,7 @@ from torch.nn.utils import parametrize
 from shrink._parametrize import baked_copy
 from shrink.api import Context, implements
 from shrink.config import Config, register
-from shrink.errors import ConfigError, DataError
+from shrink.errors import DataError
 from shrink.quant.algorithms.calibrate import calibrating, run_calibration
 from shrink.quant.algorithms.fold import find_patterns
 from shrink.quant.algorithms.observers import make_observer
@@ -41,7 +41,7 @@ from shrink.quant.layers.qat_modules import QatConv2d, QatLinear
 from shrink.quant.numerics.qparams import QParams
 from shrink.quant.onnx.export import attach_export
 from shrink.select import Selector
-from shrink.train.loop import LossFn, TaskLoss, fit, task_loss
+from shrink.train.loop import LossFn, TaskLoss, check_distillable, fit, task_loss
 
 __all__ = ["QAT", "prepare_qat", "convert_qat", "qat_layers", "quantization_aware_training"]
 
@@ -150,11 +150,7 @@ def _loss(teacher: nn.Module | None, config: QAT) -> LossFn:
     supervised loss."""
     if teacher is None or config.distill_alpha == 0.0:
         return task_loss(config.loss)
-    if config.loss != "cross_entropy":
-        raise ConfigError(
-            f"qat: distill_alpha distils class probabilities, which needs loss='cross_entropy' (got "
-            f"loss={config.loss!r}); set distill_alpha to 0 for a regressor"
-        )
+    check_distillable("qat", config.loss)
     from shrink.distillation.objective import DistillLoss
 
     return DistillLoss(teacher, temperature=config.temperature, alpha=config.distill_alpha)

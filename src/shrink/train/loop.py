@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from shrink.data import call_model, logits_of, split_batch
+from shrink.data import aligned_target, call_model, logits_of, split_batch
 from shrink.errors import ConfigError, DataError, FileFormatError, ModelError
 from shrink.train.distributed import (
     barrier,
@@ -33,7 +33,7 @@ from shrink.train.distributed import (
 from shrink.train.mixup import MixedTarget, cross_entropy
 from shrink.train.noise import loss_inputs
 
-__all__ = ["fit", "LossFn", "TaskLoss", "task_loss"]
+__all__ = ["fit", "LossFn", "TaskLoss", "task_loss", "check_distillable"]
 
 #: loss(model, inputs, target) -> scalar tensor
 LossFn = Callable[[nn.Module, Any, Any], torch.Tensor]
@@ -54,14 +54,7 @@ def _regression_target(target: Any, out: torch.Tensor, kind: str) -> torch.Tenso
         target = w * target.first.to(out.dtype) + (1 - w) * target.second.to(out.dtype)
     if not isinstance(target, torch.Tensor):
         raise DataError(f"loss={kind!r}: the target must be a tensor, got {type(target).__name__}")
-    if target.shape != out.shape and target.shape + (1,) == out.shape:
-        target = target.unsqueeze(-1)  # (batch,) values for a (batch, 1) output
-    if target.shape != out.shape:
-        raise DataError(
-            f"loss={kind!r}: the model's output has shape {tuple(out.shape)}, the target {tuple(target.shape)}; "
-            "they must match (a (batch,) target is also taken for a (batch, 1) output)"
-        )
-    return target.to(out.dtype)
+    return aligned_target(target, out, f"loss={kind!r}")
 
 
 def _regression_loss(kind: str) -> LossFn:
@@ -76,6 +69,16 @@ def _regression_loss(kind: str) -> LossFn:
 
 #: the supervised losses a training config can name: class labels, or values to regress (mean squared / absolute error)
 TaskLoss = Literal["cross_entropy", "mse", "l1"]
+
+
+def check_distillable(where: str, loss: TaskLoss) -> None:
+    """Soft targets from a teacher (a config's ``distill_alpha``) are class probabilities: refused with a
+    regression loss."""
+    if loss != "cross_entropy":
+        raise ConfigError(
+            f"{where}: distill_alpha distils class probabilities, which needs loss='cross_entropy' (got "
+            f"loss={loss!r}); set distill_alpha to 0 for a regressor"
+        )
 
 
 def task_loss(name: TaskLoss) -> LossFn:
